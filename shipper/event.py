@@ -1,0 +1,491 @@
+"""The event contract: levels, actors, normalisation and the label / metadata / line split.
+
+Every source (the logging handler, SystemLog, the sidecar) builds a :class:`LogEvent`; everything
+after that (redaction, batching, the Loki client, the spool) works on the :class:`Entry` that
+:func:`to_entry` makes of it. Which field goes where is decided here and nowhere else:
+
+============================  ============================================
+labels                        ``service_name``, ``env`` (when set), ``level``, ``actor``, ``type``
+structured metadata           ``actor_id``, ``trace_id``, ``logger``
+the line (a JSON object)      ``message``, ``metadata``, ``exception`` (when there is one)
+the entry timestamp           the event's own time, in ns
+============================  ============================================
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_TYPE",
+    "Actor",
+    "Entry",
+    "Level",
+    "LogEvent",
+    "TypeGuard",
+    "normalize_actor",
+    "normalize_level",
+    "normalize_type",
+    "sanitize_label_value",
+    "to_entry",
+]
+
+
+class Level(enum.StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+    @property
+    def priority(self) -> int:
+        """0 for DEBUG/INFO, 1 for WARNING/ERROR, 2 for CRITICAL (the spool's eviction classes)."""
+        return _LEVEL_PRIORITY[self]
+
+    @property
+    def logging_level(self) -> int:
+        return _LEVEL_TO_LOGGING[self]
+
+
+class Actor(enum.StrEnum):
+    USER = "USER"
+    CREATOR = "CREATOR"
+    ADMIN = "ADMIN"
+    SYSTEM = "SYSTEM"
+    GUEST = "GUEST"
+
+
+_LEVEL_PRIORITY = {
+    Level.DEBUG: 0,
+    Level.INFO: 0,
+    Level.WARNING: 1,
+    Level.ERROR: 1,
+    Level.CRITICAL: 2,
+}
+_LEVEL_TO_LOGGING = {
+    Level.DEBUG: logging.DEBUG,
+    Level.INFO: logging.INFO,
+    Level.WARNING: logging.WARNING,
+    Level.ERROR: logging.ERROR,
+    Level.CRITICAL: logging.CRITICAL,
+}
+_LEVEL_ALIASES: dict[str, Level] = {
+    **{lvl.value: lvl for lvl in Level},
+    "WARN": Level.WARNING,
+    "FATAL": Level.CRITICAL,
+    "CRIT": Level.CRITICAL,
+    "EMERG": Level.CRITICAL,
+    "EMERGENCY": Level.CRITICAL,
+    "ALERT": Level.CRITICAL,
+    "ERR": Level.ERROR,
+    "SEVERE": Level.ERROR,
+    "NOTICE": Level.INFO,
+    "INFORMATION": Level.INFO,
+    "INFORMATIONAL": Level.INFO,
+    "TRACE": Level.DEBUG,
+    "VERBOSE": Level.DEBUG,
+    "NOTSET": Level.DEBUG,
+}
+_ACTOR_ALIASES: dict[str, Actor] = {
+    **{a.value: a for a in Actor},
+    "ANONYMOUS": Actor.GUEST,
+    "ANON": Actor.GUEST,
+    "VISITOR": Actor.GUEST,
+    "STAFF": Actor.ADMIN,
+    "SUPERUSER": Actor.ADMIN,
+    "ADMINISTRATOR": Actor.ADMIN,
+    "CUSTOMER": Actor.USER,
+    "MEMBER": Actor.USER,
+    "SERVICE": Actor.SYSTEM,
+    "CRON": Actor.SYSTEM,
+    "WORKER": Actor.SYSTEM,
+}
+
+DEFAULT_TYPE = "LOG"
+OVERFLOW_TYPE = "OTHER"
+#: Loki's default ``limits_config.max_line_size`` (256KB).
+DEFAULT_MAX_LINE_BYTES = 256 * 1024
+_MAX_TYPE_LEN = 64
+_MAX_LABEL_VALUE_LEN = 128
+_MAX_METADATA_VALUE_LEN = 1024
+_TRUNCATION_MARKER = "...[truncated by shipper: {n} bytes]"
+
+
+def normalize_level(value: object) -> tuple[Level, str | None]:
+    """Map a level name, alias or ``logging`` number to a :class:`Level`.
+
+    Returns the level and, when the input was not a known name or alias, the original (kept in
+    the event's metadata by :class:`LogEvent`). Unknown names map to INFO; unknown numbers map to
+    the nearest ``logging`` threshold below them.
+    """
+    if isinstance(value, Level):
+        return value, None
+    if isinstance(value, bool):  # bool is an int: refuse to read True as level 1
+        return Level.INFO, repr(value)
+    if isinstance(value, int):
+        if value >= logging.CRITICAL:
+            lvl = Level.CRITICAL
+        elif value >= logging.ERROR:
+            lvl = Level.ERROR
+        elif value >= logging.WARNING:
+            lvl = Level.WARNING
+        elif value >= logging.INFO:
+            lvl = Level.INFO
+        else:
+            lvl = Level.DEBUG
+        standard = value in _LEVEL_TO_LOGGING.values() or value == logging.NOTSET
+        return lvl, None if standard else str(value)
+    text = str(value).strip().upper()
+    found = _LEVEL_ALIASES.get(text)
+    if found is not None:
+        return found, None
+    return Level.INFO, str(value)
+
+
+def normalize_actor(value: object) -> tuple[Actor, str | None]:
+    """Map an actor name or alias to an :class:`Actor` (None → SYSTEM).
+
+    Unknown names map to SYSTEM and the original is returned so that it can be kept in metadata.
+    """
+    if value is None or value == "":
+        return Actor.SYSTEM, None
+    if isinstance(value, Actor):
+        return value, None
+    text = str(value).strip().upper()
+    found = _ACTOR_ALIASES.get(text)
+    if found is not None:
+        return found, None
+    return Actor.SYSTEM, str(value)
+
+
+_CAMEL_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
+_NON_WORD = re.compile(r"[^A-Za-z0-9]+")
+
+
+def normalize_type(value: object) -> str:
+    """Coerce an event type to UPPER_SNAKE: ``userLogin`` → ``USER_LOGIN``, ``auth.failed`` →
+    ``AUTH_FAILED``; empty → ``LOG``; at most 64 characters; never starts with a digit."""
+    if value is None:
+        return DEFAULT_TYPE
+    text = str(value).strip()
+    if not text:
+        return DEFAULT_TYPE
+    if not (text.isupper() and text.replace("_", "").isalnum()):
+        text = _CAMEL_1.sub(r"\1_\2", text)
+        text = _CAMEL_2.sub(r"\1_\2", text)
+        text = _NON_WORD.sub("_", text).strip("_").upper()
+    if not text:
+        return DEFAULT_TYPE
+    if text[0].isdigit():
+        text = "T_" + text
+    return text[:_MAX_TYPE_LEN].rstrip("_")
+
+
+_UNSAFE_LABEL_CHARS = re.compile(r"[^A-Za-z0-9 _.:/@+\-]+")
+
+
+def sanitize_label_value(value: object, *, default: str = "unknown") -> str:
+    """Make a free-text label value (service, env) safe: no quote, brace, backslash, control
+    character or newline survives (each run becomes ``_``), at most 128 characters, never empty."""
+    text = _UNSAFE_LABEL_CHARS.sub("_", str(value).strip())[:_MAX_LABEL_VALUE_LEN].strip()
+    return text or default
+
+
+def _clean_text(value: str) -> str:
+    """Replace lone surrogates (invalid UTF-8 that slipped into a str) so encoding never fails."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _metadata_value(value: object) -> str:
+    """A structured-metadata value: a flat, single-line, bounded string."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else _clean_text(
+        str(value))
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    return text[:_MAX_METADATA_VALUE_LEN]
+
+
+_MAX_DEPTH = 16
+
+
+def _jsonable(value: Any, depth: int = 0, seen: set[int] | None = None) -> Any:
+    """A JSON-safe copy of ``value``: str keys, lists for tuples/sets, text for bytes, ``repr``
+    for anything ``json`` cannot write (objects, NaN), a marker for cycles and deep nesting."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if depth >= _MAX_DEPTH:
+        return "<nested too deep>"
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value, depth + 1, seen)
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        seen = set() if seen is None else seen
+        if id(value) in seen:
+            return "<cycle>"
+        seen.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                return {
+                    _clean_text(k if isinstance(k, str) else str(k)): _jsonable(v, depth + 1, seen)
+                    for k, v in value.items()
+                }
+            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+            return [_jsonable(v, depth + 1, seen) for v in items]
+        finally:
+            seen.discard(id(value))
+    try:
+        return _clean_text(repr(value))
+    except Exception as exc:  # a broken __repr__ must not lose the event
+        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One system-log event, as every source builds it.
+
+    Fields are normalised by :meth:`create`; build events with it rather than the constructor
+    unless the values are already normal.
+    """
+
+    service: str
+    level: Level
+    message: str
+    actor: Actor = Actor.SYSTEM
+    type: str = DEFAULT_TYPE
+    timestamp_ns: int = 0
+    env: str | None = None
+    actor_id: str | None = None
+    trace_id: str | None = None
+    logger: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    exception: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        service: str,
+        level: object,
+        message: object,
+        timestamp_ns: int,
+        actor: object = None,
+        type: object = None,
+        env: str | None = None,
+        actor_id: object = None,
+        trace_id: object = None,
+        logger: str | None = None,
+        metadata: object = None,
+        exception: str | None = None,
+    ) -> LogEvent:
+        """Normalise every field (aliases, case, label safety) and build the event.
+
+        A level or actor that had to be mapped, and metadata that was not a mapping, are kept in
+        ``metadata`` (``original_level``, ``original_actor``, ``value``) so nothing is lost.
+        """
+        lvl, level_original = normalize_level(level)
+        act, actor_original = normalize_actor(actor)
+        if metadata is None:
+            meta: dict[str, Any] = {}
+        elif isinstance(metadata, Mapping):
+            meta = dict(metadata)
+        else:
+            meta = {"value": metadata}
+        if level_original is not None:
+            meta.setdefault("original_level", level_original)
+        if actor_original is not None:
+            meta.setdefault("original_actor", actor_original)
+        if not isinstance(message, str):
+            try:
+                message = str(message)
+            except Exception as exc:
+                message = f"<unprintable message {type(message).__name__}: {exc!r}>"
+        return cls(
+            service=sanitize_label_value(service, default="unknown_service"),
+            env=sanitize_label_value(env) if env else None,
+            level=lvl,
+            actor=act,
+            type=normalize_type(type),
+            message=message,
+            timestamp_ns=int(timestamp_ns),
+            actor_id=None if actor_id in (None, "") else _metadata_value(actor_id),
+            trace_id=None if trace_id in (None, "") else _metadata_value(trace_id),
+            logger=logger or None,
+            metadata=meta,
+            exception=exception or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An event as Loki stores it: the stream's labels, the timestamp, the line and the
+    structured metadata. Lines and timestamps are never changed after this point, so a
+    re-sent entry is byte-identical and Loki drops it as a duplicate."""
+
+    labels: tuple[tuple[str, str], ...]
+    timestamp_ns: int
+    line: str
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def level(self) -> Level:
+        for name, value in self.labels:
+            if name == "level":
+                try:
+                    return Level(value)
+                except ValueError:
+                    break
+        return Level.INFO
+
+    @property
+    def size(self) -> int:
+        """Roughly the bytes this entry adds to a push request (line + metadata + framing)."""
+        return len(self.line) + sum(len(k) + len(v) for k, v in self.metadata) + 48
+
+    def to_json(self) -> str:
+        """The entry as one compact JSON array (the spool's record format)."""
+        return json.dumps(
+            [dict(self.labels), str(self.timestamp_ns), self.line, dict(self.metadata)],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Entry:
+        labels, ts, line, metadata = json.loads(text)
+        if not isinstance(labels, dict) or not isinstance(line, str):
+            raise ValueError("not a spooled entry: expected [labels, ts, line, metadata]")
+        return cls(
+            labels=tuple(labels.items()),
+            timestamp_ns=int(ts),
+            line=line,
+            metadata=tuple((metadata or {}).items()),
+        )
+
+
+class TypeGuard:
+    """Caps the number of distinct ``type`` label values (per process and service).
+
+    The first ``limit`` distinct types pass; after that a new type becomes ``OTHER`` and the real
+    one is kept in metadata (``type``), so the stream count stays bounded while nothing is lost.
+    """
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self._seen: set[str] = {DEFAULT_TYPE, OVERFLOW_TYPE}
+        self._lock = threading.Lock()
+        self.overflowed = 0
+
+    def admit(self, type_: str) -> str:
+        if type_ in self._seen:
+            return type_
+        with self._lock:
+            if len(self._seen) < self.limit + 2:  # LOG and OTHER are always allowed
+                self._seen.add(type_)
+                return type_
+            self.overflowed += 1
+            return OVERFLOW_TYPE
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def _line(event: LogEvent, metadata: Mapping[str, Any], max_line_bytes: int) -> str:
+    body: dict[str, Any] = {"message": _clean_text(event.message), "metadata": metadata}
+    if event.exception:
+        body["exception"] = _clean_text(event.exception)
+    line = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=repr)
+    if len(line) * 4 <= max_line_bytes or len(line.encode("utf-8")) <= max_line_bytes:
+        return line
+    return _truncated_line(body, line, max_line_bytes)
+
+
+def _json_size(body: Mapping[str, Any]) -> int:
+    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+
+
+def _truncated_line(body: dict[str, Any], line: str, max_line_bytes: int) -> str:
+    """Fit a too-long line under ``max_line_bytes`` and keep it valid JSON: the largest of
+    message, metadata and exception is cut first (metadata becomes the truncated text of its
+    JSON), each cut ends with a marker naming the original size, and ``"truncated": true`` is set.
+    """
+    marker = _TRUNCATION_MARKER.format(n=len(line.encode("utf-8")))
+    body = dict(body)
+    body["truncated"] = True
+    texts = {
+        key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        for key, value in body.items()
+        if key in ("message", "metadata", "exception") and value is not None
+    }
+    for key in sorted(texts, key=lambda k: -len(texts[k])):
+        text = texts[key]
+        keep = len(text.encode("utf-8"))
+        for _ in range(16):  # escaping makes the JSON size of a text larger than the text
+            excess = _json_size(body) - max_line_bytes
+            if excess <= 0:
+                return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+            keep = max(keep - excess - len(marker) - 8, 0)
+            body[key] = _truncate_utf8(text, keep) + marker
+            if keep == 0:
+                break
+    if _json_size(body) <= max_line_bytes:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps({"message": marker, "metadata": {}, "truncated": True})
+
+
+def to_entry(
+    event: LogEvent,
+    *,
+    type_guard: TypeGuard | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+) -> Entry:
+    """Split an event into labels, structured metadata and the JSON line (see module docs)."""
+    type_ = event.type
+    metadata: Any = _jsonable(event.metadata)
+    if not isinstance(metadata, dict):
+        metadata = {"value": metadata}
+    if type_guard is not None:
+        admitted = type_guard.admit(type_)
+        if admitted != type_:
+            metadata.setdefault("type", type_)
+            type_ = admitted
+    labels: list[tuple[str, str]] = [("service_name", event.service)]
+    if event.env:
+        labels.append(("env", event.env))
+    labels += [("level", event.level.value), ("actor", event.actor.value), ("type", type_)]
+    structured: list[tuple[str, str]] = []
+    if event.actor_id:
+        structured.append(("actor_id", event.actor_id))
+    if event.trace_id:
+        structured.append(("trace_id", event.trace_id))
+    if event.logger:
+        structured.append(("logger", _metadata_value(event.logger)))
+    return Entry(
+        labels=tuple(labels),
+        timestamp_ns=event.timestamp_ns,
+        line=_line(event, metadata, max_line_bytes),
+        metadata=tuple(structured),
+    )

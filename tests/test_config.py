@@ -1,0 +1,82 @@
+"""Configuration: keyword arguments, environment variables, YAML, and clear errors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from shipper.config import ConfigError, ShipperConfig, default_spool_dir
+
+
+def test_env_vars_fill_the_settings() -> None:
+    cfg = ShipperConfig.load(environ={
+        "LOKI_URL": "http://loki:3100", "LOKI_TENANT": "team-a", "LOKI_USERNAME": "u",
+        "LOKI_PASSWORD": "p", "SHIPPER_SERVICE": "checkout", "SHIPPER_ENV": "prod",
+        "SHIPPER_SPOOL_DIR": "/tmp/sp", "SHIPPER_BATCH_MAX_BYTES": "512KiB",
+    })
+    assert (cfg.url, cfg.tenant, cfg.username, cfg.password) == (
+        "http://loki:3100", "team-a", "u", "p")
+    assert (cfg.service, cfg.env, cfg.spool_dir) == ("checkout", "prod", "/tmp/sp")
+    assert cfg.batch_max_bytes == 512 * 1024
+
+
+def test_keyword_arguments_win_over_env_and_strings_are_converted() -> None:
+    cfg = ShipperConfig.load(environ={"LOKI_URL": "http://env:3100"}, url="http://kw:3100",
+                             batch_max_wait="250ms", timeout="5", spool="false",
+                             redact_keys="pin, otp")
+    assert cfg.url == "http://kw:3100"
+    assert cfg.batch_max_wait == 0.25 and cfg.timeout == 5.0
+    assert cfg.spool is False and cfg.resolved_spool_dir() is None
+    assert cfg.redact_keys == ("pin", "otp")
+
+
+def test_yaml_file_is_read_under_a_shipper_key(tmp_path: Path) -> None:
+    path = tmp_path / "shipper.yaml"
+    path.write_text("shipper:\n  url: http://loki:3100\n  service: api\n  encoding: protobuf\n")
+    cfg = ShipperConfig.load(path, environ={"SHIPPER_SERVICE": "ignored"})
+    assert (cfg.url, cfg.service, cfg.encoding) == ("http://loki:3100", "api", "protobuf")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"url": "loki:3100"}, "url: expected http(s)://"),
+        ({"encoding": "xml"}, "encoding: expected one of json, json+gzip, protobuf"),
+        ({"batch_max_bytes": "8MiB"}, "batch_max_bytes: must be between 1 KiB and 4 MiB"),
+        ({"batch_max_bytes": "lots"}, "batch_max_bytes: expected a size"),
+        ({"timeout": "soon"}, "timeout: expected seconds"),
+        ({"spool": "maybe"}, "spool: expected true or false"),
+        ({"username": "u"}, "password: LOKI_USERNAME is set"),
+        ({"bacth_max_bytes": 1}, "unknown setting 'bacth_max_bytes'"),
+        ({"queue_max_events": 0}, "queue_max_events: must be positive"),
+    ],
+)
+def test_bad_values_name_the_setting(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ShipperConfig.load(environ={}, **settings)
+
+
+def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("shipper: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        ShipperConfig.load(path, environ={})
+
+
+def test_empty_url_means_spool_only() -> None:
+    assert ShipperConfig.load(environ={"LOKI_URL": ""}).url is None
+    assert ShipperConfig(url="  ").url is None
+
+
+def test_default_spool_dir_is_per_service_under_the_user_cache() -> None:
+    a, b = default_spool_dir("checkout"), default_spool_dir("a/b c")
+    assert a.name == "checkout" and a.parent.name == "spool"
+    assert b.name == "a_b_c"
+    assert ShipperConfig(service="checkout").resolved_spool_dir() == a
+
+
+def test_password_is_not_in_repr() -> None:
+    text = repr(ShipperConfig(username="u", password="hunter2", url="http://l:3100"))
+    assert "hunter2" not in text

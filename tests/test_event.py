@@ -1,0 +1,189 @@
+"""The event contract: normalisation, label safety, the label / metadata / line split."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from shipper.event import (
+    Actor,
+    Entry,
+    Level,
+    LogEvent,
+    TypeGuard,
+    normalize_actor,
+    normalize_level,
+    normalize_type,
+    sanitize_label_value,
+    to_entry,
+)
+
+
+def _event(**kw: object) -> LogEvent:
+    base: dict[str, object] = {"service": "checkout", "level": "INFO", "message": "hello",
+                               "timestamp_ns": 1_795_315_536_398_275_627}
+    base.update(kw)
+    return LogEvent.create(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "level", "original"),
+    [
+        ("WARN", Level.WARNING, None),
+        ("warning", Level.WARNING, None),
+        ("fatal", Level.CRITICAL, None),
+        (" Error ", Level.ERROR, None),
+        (logging.INFO, Level.INFO, None),
+        (logging.CRITICAL, Level.CRITICAL, None),
+        (35, Level.WARNING, "35"),
+        (5, Level.DEBUG, "5"),
+        ("verbose", Level.DEBUG, None),
+        ("loud", Level.INFO, "loud"),
+        (True, Level.INFO, "True"),
+    ],
+)
+def test_levels_are_normalised_and_unknown_ones_keep_their_original(
+    given: object, level: Level, original: str | None
+) -> None:
+    assert normalize_level(given) == (level, original)
+
+
+def test_actor_aliases_map_and_unknown_actor_becomes_system_with_original() -> None:
+    assert normalize_actor("user") == (Actor.USER, None)
+    assert normalize_actor("anonymous") == (Actor.GUEST, None)
+    assert normalize_actor(None) == (Actor.SYSTEM, None)
+    assert normalize_actor("robot") == (Actor.SYSTEM, "robot")
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("userLogin", "USER_LOGIN"),
+        ("auth.failed", "AUTH_FAILED"),
+        ("USER_PROFILE_UPDATE", "USER_PROFILE_UPDATE"),
+        ("  payment intent succeeded ", "PAYMENT_INTENT_SUCCEEDED"),
+        ("HTTPRequest", "HTTP_REQUEST"),
+        ('x"}{evil="1', "X_EVIL_1"),
+        ("404 page", "T_404_PAGE"),
+        ("", "LOG"),
+        (None, "LOG"),
+        ("!!!", "LOG"),
+        ("a" * 100, "A" * 64),
+    ],
+)
+def test_type_is_coerced_to_upper_snake(given: object, expected: str) -> None:
+    assert normalize_type(given) == expected
+
+
+@pytest.mark.parametrize("value", ['prod"}', "a\nb", "x{y}", "back\\slash", "tab\there"])
+def test_label_values_cannot_forge_labels(value: str) -> None:
+    cleaned = sanitize_label_value(value)
+    assert not set(cleaned) & set('"{}\\\n\t'), cleaned
+
+
+def test_event_splits_into_contract_labels_metadata_and_json_line() -> None:
+    event = _event(env="prod", actor="user", type="login", actor_id="user_42", trace_id="abc",
+                   logger="checkout.auth", metadata={"ip": "203.0.113.9"})
+    entry = to_entry(event)
+    assert dict(entry.labels) == {"service_name": "checkout", "env": "prod", "level": "INFO",
+                                  "actor": "USER", "type": "LOGIN"}
+    assert dict(entry.metadata) == {"actor_id": "user_42", "trace_id": "abc",
+                                    "logger": "checkout.auth"}
+    assert json.loads(entry.line) == {"message": "hello", "metadata": {"ip": "203.0.113.9"}}
+    assert entry.timestamp_ns == 1_795_315_536_398_275_627
+
+
+def test_exception_text_is_part_of_the_line() -> None:
+    entry = to_entry(_event(exception="Traceback...\nValueError: x"))
+    assert json.loads(entry.line)["exception"] == "Traceback...\nValueError: x"
+
+
+def test_env_label_is_absent_when_not_set() -> None:
+    assert "env" not in dict(to_entry(_event()).labels)
+
+
+def test_unknown_level_and_actor_are_kept_in_metadata() -> None:
+    entry = to_entry(_event(level="loud", actor="robot"))
+    assert dict(entry.labels)["level"] == "INFO"
+    assert json.loads(entry.line)["metadata"] == {"original_level": "loud",
+                                                  "original_actor": "robot"}
+
+
+def test_non_json_metadata_is_made_safe_with_repr() -> None:
+    class Thing:
+        def __repr__(self) -> str:
+            return "<Thing 7>"
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    meta = {"thing": Thing(), "nan": float("nan"), "bytes": b"\xffok", "set": {2, 1},
+            3: "int key", "broken": Broken(), "cyclic": cyclic}
+    line = json.loads(to_entry(_event(metadata=meta)).line)
+    assert line["metadata"]["thing"] == "<Thing 7>"
+    assert line["metadata"]["nan"] == "nan"
+    assert line["metadata"]["bytes"] == "\ufffdok"
+    assert line["metadata"]["set"] == [1, 2]
+    assert line["metadata"]["3"] == "int key"
+    assert line["metadata"]["broken"].startswith("<unrepresentable Broken")
+    assert line["metadata"]["cyclic"] == {"self": "<cycle>"}
+
+
+def test_metadata_that_is_not_a_mapping_is_kept_under_value() -> None:
+    assert json.loads(to_entry(_event(metadata=[1, 2])).line)["metadata"] == {"value": [1, 2]}
+
+
+def test_invalid_utf8_is_replaced_not_fatal() -> None:
+    bad = "caf\udce9"  # a lone surrogate, as os.fsdecode makes of invalid UTF-8
+    entry = to_entry(_event(message=bad, metadata={"k": bad}))
+    entry.line.encode("utf-8")  # must not raise
+    assert json.loads(entry.line)["message"] == "caf?"
+
+
+def test_line_over_max_size_is_truncated_with_marker_and_stays_json() -> None:
+    event = _event(message="m" * 400_000, metadata={"blob": '"' * 50_000},
+                   exception="E" * 100_000)
+    entry = to_entry(event, max_line_bytes=256 * 1024)
+    assert len(entry.line.encode()) <= 256 * 1024
+    body = json.loads(entry.line)
+    assert body["truncated"] is True
+    assert "[truncated by shipper" in body["message"]
+    assert body["message"].startswith("mmmm")
+
+
+def test_small_limit_truncates_metadata_into_text() -> None:
+    entry = to_entry(_event(metadata={"k": "v" * 5000}), max_line_bytes=1024)
+    body = json.loads(entry.line)
+    assert len(entry.line.encode()) <= 1024
+    assert body["message"] == "hello"
+    assert isinstance(body["metadata"], str) and "truncated by shipper" in body["metadata"]
+
+
+def test_type_guard_caps_distinct_types_and_keeps_the_real_type() -> None:
+    guard = TypeGuard(limit=3)
+    types = [dict(to_entry(_event(type=f"T{i}_X"), type_guard=guard).labels)["type"]
+             for i in range(5)]
+    assert types == ["T0_X", "T1_X", "T2_X", "OTHER", "OTHER"]
+    overflow = to_entry(_event(type="NEW_ONE"), type_guard=guard)
+    assert dict(overflow.labels)["type"] == "OTHER"
+    assert json.loads(overflow.line)["metadata"]["type"] == "NEW_ONE"
+    # types seen before the cap keep passing
+    assert dict(to_entry(_event(type="T0_X"), type_guard=guard).labels)["type"] == "T0_X"
+    assert guard.overflowed == 3
+
+
+def test_entry_json_round_trip_is_byte_identical() -> None:
+    entry = to_entry(_event(message="é \u2028 \"q\"", actor_id="u1", metadata={"a": [1]}))
+    again = Entry.from_json(entry.to_json().encode())
+    assert again == entry
+    assert again.line.encode() == entry.line.encode()
+
+
+def test_entry_level_reads_the_label() -> None:
+    assert to_entry(_event(level="CRITICAL")).level is Level.CRITICAL
+    assert Level.CRITICAL.priority == 2 and Level.INFO.priority == 0

@@ -1,0 +1,322 @@
+"""The Loki client: encodings, what each real Loki answer means, splitting, reads and admin."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import cramjam
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from shipper.config import ShipperConfig
+from shipper.event import Entry
+from shipper.loki import (
+    LokiClient,
+    LokiError,
+    encode_json,
+    encode_protobuf,
+    labels_string,
+    refusal_reason,
+)
+from tests import contract
+from tests.fakeloki import FakeLoki, decode_protobuf
+
+
+@pytest.fixture()
+def fake() -> Iterator[FakeLoki]:
+    with FakeLoki() as server:
+        yield server
+
+
+def _entry(i: int = 0, *, line: str | None = None, ts: int | None = None,
+           level: str = "INFO", md: bool = True) -> Entry:
+    import time
+
+    return Entry(
+        labels=(("service_name", "contract"), ("level", level), ("actor", "USER"),
+                ("type", "LOGIN")),
+        timestamp_ns=ts if ts is not None else time.time_ns() - 1000 + i,
+        line=line if line is not None else json.dumps({"message": f"user logged in {i}"}),
+        metadata=(("actor_id", f"user_{i}"), ("trace_id", "abc")) if md else (),
+    )
+
+
+def _client(url: str, **kw: Any) -> LokiClient:
+    return LokiClient(ShipperConfig(url=url, spool=False, **kw))
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def test_json_body_has_the_contract_shape() -> None:
+    e1, e2 = _entry(1), _entry(2, md=False)
+    body = json.loads(encode_json([e1, e2]))
+    assert body == {"streams": [{
+        "stream": {"service_name": "contract", "level": "INFO", "actor": "USER", "type": "LOGIN"},
+        "values": [[str(e1.timestamp_ns), e1.line, {"actor_id": "user_1", "trace_id": "abc"}],
+                   [str(e2.timestamp_ns), e2.line]],
+    }]}
+
+
+def test_entries_are_grouped_by_stream_in_arrival_order() -> None:
+    entries = [_entry(0), _entry(1, level="ERROR"), _entry(2)]
+    streams = json.loads(encode_json(entries))["streams"]
+    assert [s["stream"]["level"] for s in streams] == ["INFO", "ERROR"]
+    assert [v[0] for v in streams[0]["values"]] == [str(entries[0].timestamp_ns),
+                                                    str(entries[2].timestamp_ns)]
+
+
+def test_gzip_json_decompresses_to_the_same_body() -> None:
+    entries = [_entry(i) for i in range(10)]
+    assert gzip.decompress(encode_json(entries, gzip_level=1)) == encode_json(entries)
+
+
+def _push_request_class() -> Any:
+    """logproto.PushRequest built from a descriptor, decoded by Google's protobuf library."""
+    fdp = descriptor_pb2.FileDescriptorProto(name="shipper_test_push.proto",
+                                             package="shippertest", syntax="proto3")
+    T = descriptor_pb2.FieldDescriptorProto
+    def msg(name: str, *fields: tuple[str, int, int, int, str]) -> None:
+        m = fdp.message_type.add(name=name)
+        for fname, number, ftype, label, tname in fields:
+            f = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if tname:
+                f.type_name = tname
+    opt, rep = T.LABEL_OPTIONAL, T.LABEL_REPEATED
+    msg("Timestamp", ("seconds", 1, T.TYPE_INT64, opt, ""), ("nanos", 2, T.TYPE_INT32, opt, ""))
+    msg("LabelPair", ("name", 1, T.TYPE_STRING, opt, ""), ("value", 2, T.TYPE_STRING, opt, ""))
+    msg("Entry", ("timestamp", 1, T.TYPE_MESSAGE, opt, ".shippertest.Timestamp"),
+        ("line", 2, T.TYPE_STRING, opt, ""),
+        ("structuredMetadata", 3, T.TYPE_MESSAGE, rep, ".shippertest.LabelPair"))
+    msg("Stream", ("labels", 1, T.TYPE_STRING, opt, ""),
+        ("entries", 2, T.TYPE_MESSAGE, rep, ".shippertest.Entry"),
+        ("hash", 3, T.TYPE_UINT64, opt, ""))
+    msg("PushRequest", ("streams", 1, T.TYPE_MESSAGE, rep, ".shippertest.Stream"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("shippertest.PushRequest"))
+
+
+def test_protobuf_body_decodes_with_googles_protobuf_library() -> None:
+    entries = [_entry(1, line='{"message":"é \\"quoted\\""}'), _entry(2, level="ERROR")]
+    raw = bytes(cramjam.snappy.decompress_raw(encode_protobuf(entries)))
+    request = _push_request_class().FromString(raw)
+    assert [s.labels for s in request.streams] == [
+        '{service_name="contract", level="INFO", actor="USER", type="LOGIN"}',
+        '{service_name="contract", level="ERROR", actor="USER", type="LOGIN"}',
+    ]
+    first = request.streams[0].entries[0]
+    assert first.timestamp.seconds * 10**9 + first.timestamp.nanos == entries[0].timestamp_ns
+    assert first.line == entries[0].line
+    assert {p.name: p.value for p in first.structuredMetadata} == {"actor_id": "user_1",
+                                                                  "trace_id": "abc"}
+
+
+def test_protobuf_label_values_are_escaped() -> None:
+    text = labels_string([("service_name", 'a"b\\c\nd')])
+    assert text == '{service_name="a\\"b\\\\c\\nd"}'
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def test_fake_loki_answers_like_the_contract() -> None:
+    """The fake's messages have exactly the shape of Loki 3.7.6's (numbers aside)."""
+    import time
+
+    def shape(text: str) -> str:
+        return re.sub(r"\d[\d\-T:Z.]*", "N", text)
+
+    with FakeLoki(rate_bytes=10, burst_bytes=100) as small, FakeLoki() as fake:
+        client = _client(small.url)
+        big = client.push_once([_entry(0, line="x" * 200)])
+        assert shape(big.message + "\n") == shape(contract.load("push_429_rate_limited")["body"])
+        client = _client(fake.url)
+        old = client.push_once([_entry(0, ts=time.time_ns() - 30 * 86400 * 10**9)])
+        assert shape(old.message + "\n") == shape(contract.load("push_400_too_old")["body"])
+        long = client.push_once([_entry(0, line="x" * 300_000)])
+        assert shape(long.message + "\n") == shape(
+            contract.load("push_400_line_too_long")["body"])
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "reason"),
+    [
+        ("push_ok", "ok", ""),
+        ("push_400_too_old", "refused", "too_old"),
+        ("push_400_too_far_in_future", "refused", "too_new"),
+        ("push_400_line_too_long", "refused", "line_too_long"),
+        ("push_400_too_many_labels", "refused", "too_many_labels"),
+        ("push_400_invalid_label_name", "refused", "invalid_labels"),
+        ("push_400_long_label_value", "refused", "label_value_too_long"),
+        ("push_400_bad_json", "refused", "bad_request"),
+        ("push_400_partial_batch", "refused", "too_old"),
+        ("push_429_rate_limited", "retry", ""),
+        ("push_oversize_request", "too_large", ""),
+    ],
+)
+def test_each_real_loki_answer_is_classified(fake: FakeLoki, name: str, kind: str,
+                                             reason: str) -> None:
+    fake.script.answers.append(contract.answer(name))
+    outcome = _client(fake.url).push_once([_entry(0), _entry(1)])
+    assert outcome.kind == kind
+    assert outcome.reason == reason
+    if kind != "ok":
+        assert outcome.message  # Loki's own text is kept for the report
+
+
+def test_retry_after_seconds_and_http_date_are_honoured(fake: FakeLoki) -> None:
+    status, body, _ = contract.answer("push_429_rate_limited")
+    fake.script.answers += [(status, body, {"Retry-After": "7"}),
+                            (503, "unavailable", {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}),
+                            (status, body, {})]
+    client = _client(fake.url)
+    assert client.push_once([_entry()]).retry_after == 7.0
+    assert client.push_once([_entry()]).retry_after > 10**8  # far in the future
+    assert client.push_once([_entry()]).retry_after is None
+
+
+def test_connection_refused_is_retryable_not_raised() -> None:
+    fake = FakeLoki()
+    url = fake.url
+    fake.stop()
+    outcome = _client(url, timeout=2).push_once([_entry()])
+    assert outcome.kind == "retry"
+    assert "127.0.0.1" in outcome.message
+
+
+def test_timeout_is_retryable(fake: FakeLoki) -> None:
+    fake.delay = 1.0
+    outcome = _client(fake.url, timeout=0.2).push_once([_entry()])
+    assert outcome.kind == "retry"
+    assert "timed out" in outcome.message
+
+
+def test_oversize_request_is_split_until_loki_accepts(fake: FakeLoki) -> None:
+    fake.rate_limit = False
+    # 20 entries of 250 KB: 5 MB in one request, which Loki answers with a 500
+    entries = [_entry(i, line="x" * 250_000) for i in range(20)]
+    outcomes = _client(fake.url).push(entries)
+    assert all(o.kind == "ok" for o in outcomes)
+    assert sum(o.entries for o in outcomes) == 20
+    assert fake.count() == 20
+    assert max(len(r.body) for r in fake.requests) <= 4 * 1024 * 1024
+
+
+def test_oversize_answer_from_loki_is_split(fake: FakeLoki) -> None:
+    fake.script.answers.append(contract.answer("push_oversize_request"))
+    outcomes = _client(fake.url).push([_entry(i) for i in range(4)])
+    assert [o.kind for o in outcomes] == ["ok", "ok"]
+    assert fake.count() == 4
+
+
+def test_single_entry_too_large_is_refused_not_retried_forever(fake: FakeLoki) -> None:
+    fake.script.answers += [contract.answer("push_oversize_request")]
+    outcomes = _client(fake.url).push([_entry()])
+    assert [(o.kind, o.reason) for o in outcomes] == [("refused", "too_large")]
+
+
+def test_partial_batch_stores_the_good_entries(fake: FakeLoki) -> None:
+    import time
+
+    good = _entry(0)
+    old = _entry(1, ts=time.time_ns() - 30 * 86400 * 10**9)
+    outcome = _client(fake.url).push_once([good, old])
+    assert outcome.kind == "refused" and outcome.reason == "too_old"
+    assert [s.line for s in fake.stored()] == [good.line]
+
+
+@pytest.mark.parametrize("encoding", ["json", "json+gzip", "protobuf"])
+def test_every_encoding_is_stored_exactly(fake: FakeLoki, encoding: str) -> None:
+    entries = [_entry(i, line=json.dumps({"message": f"é {i}"}, ensure_ascii=False))
+               for i in range(50)]
+    outcome = _client(fake.url, encoding=encoding).push_once(entries)
+    assert outcome.kind == "ok"
+    stored = sorted(fake.stored(), key=lambda s: s.ts)
+    assert [(s.ts, s.line, dict(s.metadata)) for s in stored] == [
+        (e.timestamp_ns, e.line, dict(e.metadata)) for e in entries]
+
+
+def test_auth_tenant_and_content_headers(fake: FakeLoki) -> None:
+    _client(fake.url, tenant="team-a", username="u", password="p").push_once([_entry()])
+    _client(fake.url, bearer_token="tok", encoding="json+gzip").push_once([_entry()])
+    basic, bearer = fake.requests
+    assert basic.headers["x-scope-orgid"] == "team-a"
+    assert basic.headers["authorization"] == "Basic dTpw"
+    assert basic.headers["content-type"] == "application/json"
+    assert bearer.headers["authorization"] == "Bearer tok"
+    assert bearer.headers["content-encoding"] == "gzip"
+
+
+def test_base_url_and_full_push_url_are_both_accepted() -> None:
+    for url in ("http://loki:3100", "http://loki:3100/", "http://loki:3100/loki/api/v1/push"):
+        client = _client(url)
+        assert client.push_url == "http://loki:3100/loki/api/v1/push"
+    assert _client("http://gw/loki-a/loki/api/v1/push").base_url == "http://gw/loki-a"
+
+
+def test_protobuf_push_decodes_in_the_fake() -> None:
+    entries = [_entry(i) for i in range(3)]
+    streams = decode_protobuf(encode_protobuf(entries))
+    assert [v[1] for v in streams[0]["values"]] == [e.line for e in entries]
+
+
+def test_refusal_reason_falls_back_to_status() -> None:
+    assert refusal_reason(403, "forbidden") == "http_403"
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+def _route(fake: FakeLoki, route: str, name: str) -> None:
+    status, body, headers = contract.answer(name)
+    fake.routes[route] = (status, body, headers)
+
+
+def test_query_range_returns_streams_with_structured_metadata(fake: FakeLoki) -> None:
+    _route(fake, "GET /loki/api/v1/query_range", "query_range_streams")
+    data = _client(fake.url).query_range('{service_name="contract"}', 1, 2)
+    assert data["resultType"] == "streams"
+    assert data["result"][0]["stream"]["actor_id"] == "user_1"
+
+
+def test_labels_values_and_format_query(fake: FakeLoki) -> None:
+    _route(fake, "GET /loki/api/v1/labels", "labels")
+    _route(fake, "GET /loki/api/v1/label/type/values", "label_values_type")
+    _route(fake, "GET /loki/api/v1/format_query", "format_query_error")
+    client = _client(fake.url)
+    assert client.labels() == ["actor", "level", "service_name", "type"]
+    assert client.label_values("type") == ["BURST", "LOGIN"]
+    with pytest.raises(LokiError, match="parse error at line 1, col 25"):
+        client.format_query('{service_name="contract"')
+
+
+def test_query_parse_error_raises_with_lokis_message(fake: FakeLoki) -> None:
+    _route(fake, "GET /loki/api/v1/query", "query_400_parse_error")
+    with pytest.raises(LokiError) as info:
+        _client(fake.url).query("{bad")
+    assert info.value.status == 400
+
+
+def test_delete_create_list_and_bad_selector(fake: FakeLoki) -> None:
+    _route(fake, "POST /loki/api/v1/delete?query=%7Bbad", "delete_400_bad_selector")
+    _route(fake, "POST /loki/api/v1/delete", "delete_create")
+    _route(fake, "GET /loki/api/v1/delete", "delete_list")
+    client = _client(fake.url)
+    assert client.delete('{service_name="contract", level="INFO"} |= "logged"',
+                         1795311936, 1795315536) == "ecba278e"
+    assert client.delete_requests()[0]["status"] == "received"
+    with pytest.raises(LokiError, match="invalid query expression"):
+        client.delete("{bad", 1)
+
+
+def test_ready_is_false_when_loki_is_down() -> None:
+    fake = FakeLoki()
+    client = _client(fake.url, timeout=1)
+    assert client.ready() is True
+    fake.stop()
+    assert client.ready() is False
