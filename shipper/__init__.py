@@ -1,7 +1,58 @@
-"""shipper: labeled system logs from Python apps to Grafana Loki."""
+"""shipper: labeled system logs from Python apps to Grafana Loki.
+
+The public surface: the logging handler, the SystemLog API, the event contract, configuration
+and request context. Everything else is reachable through its module.
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from shipper.api import (
+    SystemLog,
+    log_admin_action,
+    log_api_error,
+    log_auth,
+    log_creator_action,
+    log_critical,
+    log_error,
+    log_info,
+    log_system,
+    log_user_action,
+    log_warning,
+    log_webhook,
+)
+from shipper.config import ConfigError, ShipperConfig
+from shipper.context import LogContext, bind_context, current_context, log_context, reset_context
+from shipper.event import Actor, Entry, Level, LogEvent
+from shipper.handler import LokiHandler
+from shipper.pipeline import Pipeline
+
+__all__ = [
+    "Actor",
+    "ConfigError",
+    "Entry",
+    "Level",
+    "LogContext",
+    "LogEvent",
+    "LokiHandler",
+    "Pipeline",
+    "ShipperConfig",
+    "SystemLog",
+    "__version__",
+    "bind_context",
+    "current_context",
+    "log_admin_action",
+    "log_api_error",
+    "log_auth",
+    "log_context",
+    "log_creator_action",
+    "log_critical",
+    "log_error",
+    "log_info",
+    "log_system",
+    "log_user_action",
+    "log_warning",
+    "log_webhook",
+    "reset_context",
+]

@@ -15,6 +15,7 @@ the entry timestamp           the event's own time, in ns
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import math
@@ -111,6 +112,13 @@ _ACTOR_ALIASES: dict[str, Actor] = {
     "WORKER": Actor.SYSTEM,
 }
 
+#: the answers of normalize_level for the usual inputs, looked up before any parsing
+_FAST_LEVELS: dict[object, Level] = {
+    **{lvl.value: lvl for lvl in Level},
+    **{num: lvl for lvl, num in _LEVEL_TO_LOGGING.items()},
+    "WARN": Level.WARNING,
+}
+
 DEFAULT_TYPE = "LOG"
 OVERFLOW_TYPE = "OTHER"
 #: Loki's default ``limits_config.max_line_size`` (256KB).
@@ -130,6 +138,9 @@ def normalize_level(value: object) -> tuple[Level, str | None]:
     """
     if isinstance(value, Level):
         return value, None
+    known = _FAST_LEVELS.get(value) if isinstance(value, (int, str)) else None
+    if known is not None:
+        return known, None
     if isinstance(value, bool):  # bool is an int: refuse to read True as level 1
         return Level.INFO, repr(value)
     if isinstance(value, int):
@@ -161,6 +172,10 @@ def normalize_actor(value: object) -> tuple[Actor, str | None]:
         return Actor.SYSTEM, None
     if isinstance(value, Actor):
         return value, None
+    if isinstance(value, str):
+        fast = _ACTOR_ALIASES.get(value)
+        if fast is not None:
+            return fast, None
     text = str(value).strip().upper()
     found = _ACTOR_ALIASES.get(text)
     if found is not None:
@@ -178,7 +193,18 @@ def normalize_type(value: object) -> str:
     ``AUTH_FAILED``; empty → ``LOG``; at most 64 characters; never starts with a digit."""
     if value is None:
         return DEFAULT_TYPE
-    text = str(value).strip()
+    if isinstance(value, str) and len(value) <= 256:
+        return _normalize_type_cached(value)
+    return _normalize_type(str(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalize_type_cached(value: str) -> str:
+    return _normalize_type(value)
+
+
+def _normalize_type(value: str) -> str:
+    text = value.strip()
     if not text:
         return DEFAULT_TYPE
     if not (text.isupper() and text.replace("_", "").isalnum()):
@@ -195,6 +221,7 @@ def normalize_type(value: object) -> str:
 _UNSAFE_LABEL_CHARS = re.compile(r"[^A-Za-z0-9 _.:/@+\-]+")
 
 
+@functools.lru_cache(maxsize=1024)
 def sanitize_label_value(value: object, *, default: str = "unknown") -> str:
     """Make a free-text label value (service, env) safe: no quote, brace, backslash, control
     character or newline survives (each run becomes ``_``), at most 128 characters, never empty."""
@@ -213,6 +240,8 @@ def _clean_text(value: str) -> str:
 
 def _metadata_value(value: object) -> str:
     """A structured-metadata value: a flat, single-line, bounded string."""
+    if value.__class__ is str and len(value) <= 128 and value.isprintable():
+        return value
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else _clean_text(
         str(value))
     if "\n" in text or "\r" in text:
@@ -318,7 +347,7 @@ class LogEvent:
             try:
                 message = str(message)
             except Exception as exc:
-                message = f"<unprintable message {type(message).__name__}: {exc!r}>"
+                message = f"<unprintable message {message.__class__.__name__}: {exc!r}>"
         return cls(
             service=sanitize_label_value(service, default="unknown_service"),
             env=sanitize_label_value(env) if env else None,
@@ -413,18 +442,44 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return data[:max_bytes].decode("utf-8", "ignore")
 
 
+def _json_default(value: Any) -> Any:
+    """``json.dumps`` fallback for the fast path: the same conversions as :func:`_jsonable`."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
+    return _jsonable(value)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                            default=_json_default)
+_dumps = _ENCODER.encode
+
+
 def _line(event: LogEvent, metadata: Mapping[str, Any], max_line_bytes: int) -> str:
-    body: dict[str, Any] = {"message": _clean_text(event.message), "metadata": metadata}
+    body: dict[str, Any] = {"message": event.message, "metadata": metadata}
     if event.exception:
-        body["exception"] = _clean_text(event.exception)
-    line = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=repr)
-    if len(line) * 4 <= max_line_bytes or len(line.encode("utf-8")) <= max_line_bytes:
-        return line
-    return _truncated_line(body, line, max_line_bytes)
+        body["exception"] = event.exception
+    try:
+        # fast path: json itself walks the metadata; only odd values reach _json_default
+        line = _dumps(body)
+    except (TypeError, ValueError, RecursionError):
+        # NaN, non-string keys, cycles, depth: the careful copy
+        body["metadata"] = _jsonable(metadata)
+        line = _dumps(body)
+    if not line.isascii():
+        line = _clean_text(line)  # lone surrogates (undecodable bytes) → "?"
+    if len(line) * 4 > max_line_bytes and len(line.encode("utf-8")) > max_line_bytes:
+        return _truncated_line(body, line, max_line_bytes)
+    return line
 
 
 def _json_size(body: Mapping[str, Any]) -> int:
-    return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return len(_dumps(body).encode("utf-8", "replace"))
 
 
 def _truncated_line(body: dict[str, Any], line: str, max_line_bytes: int) -> str:
@@ -432,7 +487,7 @@ def _truncated_line(body: dict[str, Any], line: str, max_line_bytes: int) -> str
     message, metadata and exception is cut first (metadata becomes the truncated text of its
     JSON), each cut ends with a marker naming the original size, and ``"truncated": true`` is set.
     """
-    marker = _TRUNCATION_MARKER.format(n=len(line.encode("utf-8")))
+    marker = _TRUNCATION_MARKER.format(n=len(line.encode("utf-8", "replace")))
     body = dict(body)
     body["truncated"] = True
     texts = {
@@ -446,14 +501,33 @@ def _truncated_line(body: dict[str, Any], line: str, max_line_bytes: int) -> str
         for _ in range(16):  # escaping makes the JSON size of a text larger than the text
             excess = _json_size(body) - max_line_bytes
             if excess <= 0:
-                return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+                return _clean_text(_dumps(body))
             keep = max(keep - excess - len(marker) - 8, 0)
             body[key] = _truncate_utf8(text, keep) + marker
             if keep == 0:
                 break
     if _json_size(body) <= max_line_bytes:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        return _clean_text(_dumps(body))
     return json.dumps({"message": marker, "metadata": {}, "truncated": True})
+
+
+_LABELS_CACHE: dict[tuple[str, str | None, Level, Actor, str], tuple[tuple[str, str], ...]] = {}
+
+
+def _labels(service: str, env: str | None, level: Level, actor: Actor,
+            type_: str) -> tuple[tuple[str, str], ...]:
+    key = (service, env, level, actor, type_)
+    labels = _LABELS_CACHE.get(key)
+    if labels is None:
+        pairs = [("service_name", service)]
+        if env:
+            pairs.append(("env", env))
+        pairs += [("level", level.value), ("actor", actor.value), ("type", type_)]
+        labels = tuple(pairs)
+        if len(_LABELS_CACHE) >= 10_000:
+            _LABELS_CACHE.clear()
+        _LABELS_CACHE[key] = labels
+    return labels
 
 
 def to_entry(
@@ -462,20 +536,17 @@ def to_entry(
     type_guard: TypeGuard | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Entry:
-    """Split an event into labels, structured metadata and the JSON line (see module docs)."""
+    """Split an event into labels, structured metadata and the JSON line (see module docs).
+
+    Text that is not valid Unicode (lone surrogates from undecodable bytes) is replaced by
+    ``?``, so an entry can always be encoded and sent."""
     type_ = event.type
-    metadata: Any = _jsonable(event.metadata)
-    if not isinstance(metadata, dict):
-        metadata = {"value": metadata}
+    metadata: Mapping[str, Any] = event.metadata
     if type_guard is not None:
         admitted = type_guard.admit(type_)
         if admitted != type_:
-            metadata.setdefault("type", type_)
+            metadata = {**metadata, "type": metadata.get("type", type_)}
             type_ = admitted
-    labels: list[tuple[str, str]] = [("service_name", event.service)]
-    if event.env:
-        labels.append(("env", event.env))
-    labels += [("level", event.level.value), ("actor", event.actor.value), ("type", type_)]
     structured: list[tuple[str, str]] = []
     if event.actor_id:
         structured.append(("actor_id", event.actor_id))
@@ -484,7 +555,7 @@ def to_entry(
     if event.logger:
         structured.append(("logger", _metadata_value(event.logger)))
     return Entry(
-        labels=tuple(labels),
+        labels=_labels(event.service, event.env, event.level, event.actor, type_),
         timestamp_ns=event.timestamp_ns,
         line=_line(event, metadata, max_line_bytes),
         metadata=tuple(structured),

@@ -138,10 +138,13 @@ def decode_protobuf(body: bytes) -> list[dict[str, Any]]:
 
 class FakeLoki:
     def __init__(self, *, rate_bytes: float = 4 * 1024 * 1024, burst_bytes: float = 6e6,
-                 rate_limit: bool = True, port: int = 0) -> None:
+                 rate_limit: bool = True, port: int = 0, store: bool = True) -> None:
         self.rate_bytes = rate_bytes
         self.burst_bytes = burst_bytes
         self.rate_limit = rate_limit
+        #: False: only count entries (benchmarks: the fake must not grow with the load)
+        self.store = store
+        self.received = 0
         self._tokens = burst_bytes
         self._tokens_at = time.monotonic()
         self.lock = threading.Lock()
@@ -205,7 +208,10 @@ class FakeLoki:
             def do_GET(self) -> None:
                 if self._routed("GET"):
                     return
-                if self.path == "/ready":
+                if self.path == "/fake/count":
+                    self._answer(200, f"{fake.received if not fake.store else fake.count()}\n",
+                                 {})
+                elif self.path == "/ready":
                     self._answer(200, "ready\n", {})
                 else:
                     self._answer(404, "404 page not found\n", {})
@@ -317,6 +323,10 @@ class FakeLoki:
         except Exception as exc:
             return 400, f"loghttp.PushRequest.Streams: {exc}\n", {}
         total = sum(len(v[1]) for s in streams for v in s["values"])
+        if not self.store:
+            with self.lock:
+                self.received += sum(len(s["values"]) for s in streams)
+            return 204, "", {}
         with self.lock:
             if self.rate_limit and not self._take_tokens(total):
                 lines = sum(len(s["values"]) for s in streams)
@@ -379,3 +389,23 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def _main() -> None:
+    """``python -m tests.fakeloki --port N [--no-rate-limit] [--count-only]``: serve until
+    killed (benchmarks run it in its own process so it does not share the GIL)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=3100)
+    parser.add_argument("--no-rate-limit", action="store_true")
+    parser.add_argument("--count-only", action="store_true")
+    args = parser.parse_args()
+    fake = FakeLoki(port=args.port, rate_limit=not args.no_rate_limit,
+                    store=not args.count_only)
+    print(f"fake loki on {fake.url}", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,251 @@
+"""A bounded queue and one worker thread: hand batches of items to a callback.
+
+The shape of OpenTelemetry's batch processor: ``put`` is O(1) and never blocks (a full queue
+answers False and the caller decides what happens to the item); the worker wakes when a batch is
+full by count or bytes, when the oldest item has waited ``max_wait``, on ``flush`` and on
+``close``; between batches it calls ``tick`` (the pipeline replays the spool there). Shutdown
+joins with a deadline. After ``os.fork`` the child calls :meth:`Batcher.after_fork_in_child` and
+gets its own worker (started on its first ``put``).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+__all__ = ["Batcher"]
+
+T = TypeVar("T")
+
+_IDLE_TICK = 1.0
+
+
+class Batcher(Generic[T]):
+    def __init__(
+        self,
+        *,
+        process: Callable[[list[T]], None],
+        tick: Callable[[], float | None] | None = None,
+        report: Callable[[str, BaseException], None] | None = None,
+        max_items: int = 100_000,
+        max_bytes: int = 64 << 20,
+        batch_items: int = 10_000,
+        batch_bytes: int = 1 << 20,
+        max_wait: float = 1.0,
+        name: str = "shipper-worker",
+    ) -> None:
+        self._process = process
+        self._tick = tick
+        self._report = report
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.batch_items = batch_items
+        self.batch_bytes = batch_bytes
+        self.max_wait = max_wait
+        self.name = name
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)  # the worker waits here
+        self._done = threading.Condition(self._lock)  # flush() waits here
+        self._queue: collections.deque[tuple[T, int]] = collections.deque()
+        self._bytes = 0
+        self._first_at = 0.0
+        self._put_total = 0
+        self._done_total = 0
+        self._flush_target = 0
+        self._closing = False
+        self._close_deadline = float("inf")
+        self._thread: threading.Thread | None = None
+        self._thread_ident: int | None = None
+
+    # ------------------------------------------------------------------ producers
+
+    def put(self, item: T, size: int) -> bool:
+        """Queue ``item``; False when the queue is full (by count or bytes) or closed."""
+        with self._lock:
+            queue = self._queue
+            if self._closing or len(queue) >= self.max_items or \
+                    self._bytes + size > self.max_bytes:
+                return False
+            if not queue:
+                self._first_at = time.monotonic()
+            queue.append((item, size))
+            self._bytes += size
+            self._put_total += 1
+            if self._thread is None:
+                self._start()
+            elif len(queue) == self.batch_items or (
+                self._bytes >= self.batch_bytes > self._bytes - size
+            ):
+                self._work.notify()
+            return True
+
+    def start(self) -> None:
+        """Start the worker now (it also starts on the first ``put``)."""
+        with self._lock:
+            if self._thread is None and not self._closing:
+                self._start()
+
+    def _start(self) -> None:
+        thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread = thread
+        thread.start()
+
+    # ------------------------------------------------------------------ state
+
+    def in_worker(self) -> bool:
+        return threading.get_ident() == self._thread_ident
+
+    @property
+    def urgent(self) -> bool:
+        """A flush or close is waiting: retry loops should stop waiting and spool instead."""
+        return self._closing or self._flush_target > self._done_total
+
+    def deadline_passed(self) -> bool:
+        return time.monotonic() >= self._close_deadline
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def sleep(self, seconds: float, *, interrupt_on_flush: bool = True) -> None:
+        """Wait up to ``seconds`` on the worker; return early on close (at its deadline) and,
+        unless told otherwise, on flush."""
+        end = time.monotonic() + seconds
+        with self._lock:
+            while not (self.urgent if interrupt_on_flush else self._closing):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                self._work.wait(left)
+            if self._closing and not interrupt_on_flush:
+                left = min(end, self._close_deadline) - time.monotonic()
+                if left > 0:
+                    self._work.wait(left)
+
+    def wake(self) -> None:
+        with self._lock:
+            self._work.notify()
+
+    # ------------------------------------------------------------------ worker
+
+    def _take(self, now: float) -> list[T] | None:
+        """Under the lock: the next batch if one is due, else None."""
+        queue = self._queue
+        n = len(queue)
+        if not n:
+            return None
+        due = (
+            n >= self.batch_items
+            or self._bytes >= self.batch_bytes
+            or now - self._first_at >= self.max_wait
+            or self._flush_target > self._done_total
+            or self._closing
+        )
+        if not due:
+            return None
+        items: list[T] = []
+        taken = 0
+        while queue and len(items) < self.batch_items and taken < self.batch_bytes:
+            item, size = queue.popleft()
+            items.append(item)
+            taken += size
+        self._bytes -= taken
+        if queue:
+            self._first_at = now
+        return items
+
+    def _run(self) -> None:
+        self._thread_ident = threading.get_ident()
+        next_tick = time.monotonic()
+        while True:
+            with self._lock:
+                while True:
+                    now = time.monotonic()
+                    items = self._take(now)
+                    if items is not None or now >= next_tick:
+                        break
+                    if self._closing and not self._queue:
+                        break
+                    timeout = next_tick - now
+                    if self._queue:
+                        timeout = min(timeout, self._first_at + self.max_wait - now)
+                    self._work.wait(max(timeout, 0.0005))
+                closing = self._closing
+            if items:
+                try:
+                    self._process(items)
+                except Exception as exc:  # the worker must survive anything
+                    if self._report:
+                        self._report("worker", exc)
+                with self._lock:
+                    self._done_total += len(items)
+                    self._done.notify_all()
+            elif closing and not self._queue:
+                with self._lock:
+                    self._done.notify_all()
+                return
+            if self._tick is not None and time.monotonic() >= next_tick and not closing:
+                try:
+                    delay = self._tick()
+                except Exception as exc:
+                    if self._report:
+                        self._report("worker", exc)
+                    delay = _IDLE_TICK
+                next_tick = time.monotonic() + (_IDLE_TICK if delay is None else delay)
+            elif self._tick is None:
+                next_tick = time.monotonic() + _IDLE_TICK
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything put before this call has been processed; False on timeout
+        (or when called from the worker itself, which cannot wait for itself)."""
+        if self.in_worker():
+            return False
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self._put_total
+            if self._done_total >= target:
+                return True
+            if self._thread is None or not self._thread.is_alive():
+                return False
+            self._flush_target = max(self._flush_target, target)
+            self._work.notify()
+            while self._done_total < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._done.wait(left)
+            return True
+
+    def close(self, timeout: float) -> list[T]:
+        """Stop taking items, let the worker process the queue for up to ``timeout`` seconds,
+        stop it, and return what is still queued (the caller spools or counts it)."""
+        with self._lock:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout
+            self._work.notify_all()
+            thread = self._thread
+        if thread is not None and thread.is_alive() and not self.in_worker():
+            thread.join(timeout)
+        with self._lock:
+            left = [item for item, _ in self._queue]
+            self._queue.clear()
+            self._bytes = 0
+            self._done_total += len(left)
+            self._done.notify_all()
+        return left
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: forget the parent's queue and thread (the parent ships those
+        items); a new worker starts on the child's first ``put``."""
+        self._reset_state()

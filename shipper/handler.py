@@ -1,0 +1,236 @@
+"""``LokiHandler``: the ``logging.Handler`` adapter to the shipping pipeline.
+
+``emit`` only checks the record and puts it on a bounded in-memory queue; turning it into an
+event, redaction, encoding and HTTP all happen on the pipeline's one background thread. ``emit``
+never blocks on the network and never raises into the app.
+
+Event fields are read from the record's ``extra``:
+
+=================  ===================================================================
+``type``           event type (UPPER_SNAKE after normalisation; default ``LOG``)
+``actor``          USER, CREATOR, ADMIN, SYSTEM, GUEST (aliases and case normalised)
+``actor_id``       also ``actorId``, ``user_id`` — structured metadata, never a label
+``trace_id``       also ``request_id`` — structured metadata
+``metadata``       any JSON-able mapping; other values are kept under ``metadata.value``
+``event_time``     the event's own time (datetime or epoch seconds) instead of ``record.created``
+=================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from shipper.config import ShipperConfig
+from shipper.context import LogContext, current_context
+from shipper.event import LogEvent
+from shipper.pipeline import Pipeline
+from shipper.transport import Transport
+
+__all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
+
+#: loggers that never reach the handler: its own HTTP stack and its own diagnostics
+INTERNAL_LOGGERS: tuple[str, ...] = ("urllib3", "requests", "shipper.internal")
+
+_ACTOR_ID_KEYS = ("actorId", "user_id")
+_TRACE_ID_KEYS = ("request_id", "traceId", "requestId")
+
+
+def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _event_time_ns(value: Any, fallback: float) -> int:
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.astimezone()
+        return int(value.timestamp() * 1e9)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        # seconds, or already nanoseconds (anything past year 2200 in seconds is ns)
+        return int(value) if value > 10**12 else round(value * 1e6) * 1000
+    # record.created is a float with microsecond resolution: round there, not below
+    return round(fallback * 1e6) * 1000
+
+
+def event_from_record(
+    record: logging.LogRecord,
+    *,
+    service: str,
+    env: str | None = None,
+    context: LogContext | None = None,
+    exception: str | None = None,
+) -> LogEvent:
+    """Build the event for a ``logging`` record (see the module docs for the fields read).
+
+    ``context`` is the request context captured when the record was emitted; explicit record
+    fields win over it. ``exception`` is pre-formatted exception text (else read from the record).
+    """
+    attrs = record.__dict__
+    try:
+        message = record.getMessage()
+    except Exception as exc:  # bad %-args: keep the template and the args, say what failed
+        message = f"{record.msg!r} % {record.args!r} (formatting failed: {exc!r})"
+    metadata: Any = attrs.get("metadata")
+    if context is not None and context.metadata:
+        metadata = {**context.metadata, **metadata} if isinstance(metadata, Mapping) else (
+            {**context.metadata, "value": metadata} if metadata is not None
+            else dict(context.metadata)
+        )
+    original_level = attrs.get("original_level")
+    if original_level is not None:
+        metadata = dict(metadata) if isinstance(metadata, Mapping) else (
+            {} if metadata is None else {"value": metadata}
+        )
+        metadata.setdefault("original_level", original_level)
+    if exception is None and record.exc_info and record.exc_info[0] is not None:
+        exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    if exception is None and record.exc_text:
+        exception = record.exc_text
+    if record.stack_info:
+        exception = f"{exception}\n{record.stack_info}" if exception else record.stack_info
+    actor = attrs.get("actor")
+    actor_id = attrs.get("actor_id") or _first(attrs, _ACTOR_ID_KEYS)
+    trace_id = attrs.get("trace_id") or _first(attrs, _TRACE_ID_KEYS)
+    if context is not None:
+        actor = actor if actor is not None else context.actor
+        actor_id = actor_id if actor_id is not None else context.actor_id
+        trace_id = trace_id if trace_id is not None else context.trace_id
+    return LogEvent.create(
+        service=service,
+        env=env,
+        level=record.levelno if record.levelname != "WARN" else "WARNING",
+        message=message,
+        timestamp_ns=(round(record.created * 1e6) * 1000 if "event_time" not in attrs
+                      else _event_time_ns(attrs["event_time"], record.created)),
+        actor=actor,
+        type=attrs.get("type"),
+        actor_id=actor_id,
+        trace_id=trace_id,
+        logger=record.name,
+        metadata=metadata,
+        exception=exception,
+    )
+
+
+class _Pending:
+    """A record waiting on the queue, with what must be captured on the app's thread."""
+
+    __slots__ = ("context", "exception", "record")
+
+    def __init__(self, record: logging.LogRecord, context: LogContext | None,
+                 exception: str | None) -> None:
+        self.record = record
+        self.context = context
+        self.exception = exception
+
+
+class LokiHandler(logging.Handler):
+    """Ships records to Loki through the shared pipeline.
+
+    ``LokiHandler("http://loki:3100", service="checkout", env="prod")``; any
+    :class:`~shipper.config.ShipperConfig` setting may be passed as a keyword (plain strings and
+    numbers work, so it fits ``logging.config.dictConfig``), and unset ones come from the
+    environment (``LOKI_URL``, ``SHIPPER_SERVICE``, ...). Without a URL anywhere the handler
+    writes to the spool only, to be pushed later with ``shipper spool push``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        service: str | None = None,
+        env: str | None = None,
+        level: int | str = logging.NOTSET,
+        *,
+        config: ShipperConfig | None = None,
+        transport: Transport | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__(level)
+        if config is None:
+            config = ShipperConfig.load(url=url, service=service, env=env, **settings)
+        elif url or service or env or settings:
+            config = config.replace(
+                **{k: v for k, v in dict(settings, url=url, service=service, env=env).items()
+                   if v is not None}
+            )
+        self.config = config
+        self._ignored = tuple(INTERNAL_LOGGERS) + tuple(config.ignore_loggers)
+        self._ignore_cache: dict[str, bool] = {}
+        self._pipeline = Pipeline(config, transport=transport, convert=self._convert)
+
+    # ------------------------------------------------------------------ hot path
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: the pipeline's queue is thread-safe, and logging's lock would make
+        # every app thread wait on every other one.
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            name = record.name
+            ignored = self._ignore_cache.get(name)
+            if ignored is None:
+                ignored = name.startswith(self._ignored) and any(
+                    name == p or name.startswith(p + ".") for p in self._ignored
+                )
+                if len(self._ignore_cache) < 4096:
+                    self._ignore_cache[name] = ignored
+            if ignored or self._pipeline.in_worker():
+                return
+            exception = None
+            if record.exc_info and record.exc_info[0] is not None:
+                # format now: the traceback's frames must not be kept alive on the queue
+                exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            self._pipeline.submit(_Pending(record, current_context(), exception))
+        except Exception as exc:
+            self._pipeline.report("emit", exc)
+
+    def _convert(self, item: _Pending) -> LogEvent:
+        return event_from_record(
+            item.record,
+            service=self.config.service,
+            env=self.config.env,
+            context=item.context,
+            exception=item.exception,
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
+        """Send (or spool) everything queued so far; True when all of it was delivered or
+        spooled within ``timeout`` seconds (default: the config's ``shutdown_timeout``).
+
+        Called without arguments by ``logging.shutdown`` and friends: it never holds logging's
+        locks while it waits."""
+        return self._pipeline.flush(self.config.shutdown_timeout if timeout is None else timeout)
+
+    def close(self) -> None:
+        """Drain within ``shutdown_timeout``, spool the rest, stop the worker."""
+        try:
+            self._pipeline.close(self.config.shutdown_timeout)
+        finally:
+            super().close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: accepted, sent, retried, refused (by reason), dropped (by reason), spooled."""
+        return self._pipeline.stats()
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
+    def __repr__(self) -> str:
+        target = self.config.url or "spool only"
+        level = logging.getLevelName(self.level)
+        return f"<LokiHandler {self.config.service} -> {target} ({level})>"
+
