@@ -97,7 +97,7 @@ def test_webhook_failure_is_an_error_with_provider(capture: Capture) -> None:
 def test_api_error_keeps_exception_type_message_and_traceback(capture: Capture) -> None:
     slog = SystemLog("seed")
     try:
-        {}["missing"]  # noqa: B018
+        {}["missing"]
     except KeyError as exc:
         slog.api_error("/api/bookings", exc, Actor.USER, "u7", {"method": "POST"})
     [event] = capture.events

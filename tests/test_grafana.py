@@ -1,0 +1,679 @@
+"""Checks on the Grafana provisioning files: structure, uids, datasource references, variables,
+and every LogQL expression parsed by Grafana's own grammar (tests/logql/parse.mjs) after the
+dashboard variables are filled in as Grafana would fill them."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import _grafana as g
+
+DASHBOARD_UIDS = {"shipper-system-logs", "shipper-overview", "shipper-security"}
+RULE_UIDS = {
+    "shipper-critical-event",
+    "shipper-error-rate",
+    "shipper-failed-logins-actor",
+    "shipper-failed-logins-total",
+    "shipper-webhook-failures",
+}
+FOLDER = "Shipper"
+#: The environment variables the provisioning files read, and nothing else.
+PROVISIONING_ENV = {"GRAFANA_LOKI_URL", "GRAFANA_TRACE_URL", "SLACK_WEBHOOK_URL"}
+
+#: Search and actor-id texts a person could type, chosen to break a naively built query.
+ADVERSARIAL_TEXT = [
+    'He said "hi"',
+    "back`tick` and ``double``",
+    "\\",
+    "trailing backslash \\",
+    "(a+b)*[c]{2}|^$.?/",
+    "{{ .message }} {{ end }}",
+    "$service ${search} [[type]]",
+    "' OR 1=1 --",
+    "100% %41 %zz +plus",
+    "} | drop level |= `x",
+    '`) or vector(1) #',
+    "line\nbreak\ttab",
+    "ünïcödé 😀 中文",
+    "   ",
+]
+#: Service names as the event contract's sanitiser lets them through ([A-Za-z0-9 _.:/@+-]).
+ODD_SERVICE_NAMES = ["shop.api", "c++ worker", "billing/eu-1", "a@b:c", "x_y z"]
+
+
+# -------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def dashboards() -> dict[str, dict[str, Any]]:
+    return g.dashboards()
+
+
+@pytest.fixture(scope="module")
+def rules() -> list[dict[str, Any]]:
+    return g.alert_rules()
+
+
+@pytest.fixture(scope="module")
+def datasource() -> dict[str, Any]:
+    doc = g.load_yaml(g.PROVISIONING / "datasources" / "loki.yaml")
+    (ds,) = doc["datasources"]
+    return dict(ds)
+
+
+def _sample_values(dash: Mapping[str, Any]) -> list[dict[str, g.Value]]:
+    """Value sets for every variable of a dashboard: All, a multi-selection, odd texts."""
+    variables = g.dashboard_variables(dash)
+    base: dict[str, g.Value] = {}
+    multi: dict[str, g.Value] = {}
+    for name, var in variables.items():
+        if var.type == "textbox":
+            base[name] = ""
+            multi[name] = "u-42" if name == "actor_id" else "payment failed"
+        else:
+            base[name] = g.ALL
+            multi[name] = {
+                "service": ["shop.api", "c++ worker"],
+                "level": ["ERROR", "CRITICAL"],
+                "actor": ["ADMIN"],
+                "type": ["AUTH_LOGIN", "WEBHOOK_PAYMENT_INTENT_SUCCEEDED"],
+            }.get(name, ["x"])
+    sets = [base, multi]
+    for text in ADVERSARIAL_TEXT:
+        odd = dict(multi)
+        for name, var in variables.items():
+            if var.type == "textbox":
+                odd[name] = text
+        sets.append(odd)
+    for service in ODD_SERVICE_NAMES:
+        if "service" in variables:
+            sets.append({**base, "service": [service]})
+    return sets
+
+
+def _walk_strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk_strings(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk_strings(v, f"{path}[{i}]")
+
+
+# ------------------------------------------------------------------------- files and uids
+
+
+def test_every_provisioning_yaml_parses_with_api_version_1() -> None:
+    files = g.provisioning_files()
+    assert {p.relative_to(g.PROVISIONING).as_posix() for p in files} == {
+        "datasources/loki.yaml",
+        "dashboards/shipper.yaml",
+        "alerting/rules.yaml",
+        "alerting/contact-points.yaml",
+        "alerting/policies.yaml",
+        "alerting/templates.yaml",
+    }
+    for path in files:
+        doc = g.load_yaml(path)
+        assert isinstance(doc, dict), path
+        assert doc.get("apiVersion") == 1, path
+
+
+def test_every_dashboard_json_parses_and_has_the_stable_uid() -> None:
+    uids = []
+    for path in g.dashboard_files():
+        dash = json.loads(path.read_text(encoding="utf-8"))
+        uids.append(dash["uid"])
+        assert dash["title"], path
+        assert "shipper" in dash["tags"], path
+        assert dash["editable"] is False, path
+    assert sorted(uids) == sorted(DASHBOARD_UIDS)
+
+
+def test_panel_ids_are_unique_within_each_dashboard(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    for uid, dash in dashboards.items():
+        ids = [p["id"] for p in g.iter_panels(dash)]
+        assert len(ids) == len(set(ids)), uid
+
+
+def test_alert_rule_uids_are_stable_unique_and_short(rules: list[dict[str, Any]]) -> None:
+    uids = [r["uid"] for r in rules]
+    assert len(uids) == len(set(uids))
+    assert set(uids) == RULE_UIDS
+    for uid in uids:
+        assert len(uid) <= 40 and re.fullmatch(r"[a-zA-Z0-9_-]+", uid), uid
+
+
+def test_contact_point_and_receiver_uids_are_stable() -> None:
+    doc = g.load_yaml(g.ALERTING / "contact-points.yaml")
+    receivers = [r for cp in doc["contactPoints"] for r in cp["receivers"]]
+    assert [r["uid"] for r in receivers] == ["shipper-slack"]
+    assert [cp["name"] for cp in doc["contactPoints"]] == ["shipper-slack"]
+
+
+# ------------------------------------------------------------------------------ datasource
+
+
+def test_datasource_has_the_fixed_uid_and_its_url_from_the_environment(
+    datasource: dict[str, Any],
+) -> None:
+    assert datasource["uid"] == g.DATASOURCE_UID
+    assert datasource["type"] == "loki"
+    assert datasource["access"] == "proxy"
+    assert datasource["url"] == "${GRAFANA_LOKI_URL}"
+    assert datasource["isDefault"] is True
+
+
+def test_datasource_max_lines_is_within_lokis_per_query_limit(
+    datasource: dict[str, Any],
+) -> None:
+    defaults = (g.REPO.parent / "shared" / "loki-contract" / "loki-3.7.6-config-defaults.yaml")
+    limit = 5000
+    if defaults.is_file():
+        limit = yaml.safe_load(defaults.read_text())["limits_config"][
+            "max_entries_limit_per_query"]
+    max_lines = datasource["jsonData"]["maxLines"]
+    assert isinstance(max_lines, int)
+    assert 1000 <= max_lines <= limit
+
+
+def test_trace_id_derived_field_links_only_when_a_tracing_url_is_set(
+    datasource: dict[str, Any],
+) -> None:
+    (field,) = datasource["jsonData"]["derivedFields"]
+    assert field["matcherType"] == "label"
+    assert field["matcherRegex"] == "trace_id"
+    assert field["url"] == "${GRAFANA_TRACE_URL}"
+    # Unset, the variable expands to "" and Grafana shows the field without a link.
+    assert _grafana_expand(field["url"], {}) == ""
+    tempo = "https://tempo.example.com/trace/${__value.raw}"
+    assert _grafana_expand(field["url"], {"GRAFANA_TRACE_URL": tempo}) == tempo
+
+
+# ------------------------------------------------------------- environment interpolation
+
+
+def _grafana_expand(value: str, env: Mapping[str, str]) -> str:
+    """Grafana's provisioning interpolation: $$ is a literal $, then os.ExpandEnv per part."""
+
+    def expand(part: str) -> str:
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(2)
+            return env.get(name, "")
+
+        return re.sub(r"\$\{([^}]*)\}|\$([A-Za-z0-9_]+)", repl, part)
+
+    return "$".join(expand(p) for p in value.split("$$"))
+
+
+def _interpolated_values(doc: Any, path: str) -> Iterator[tuple[str, str]]:
+    """The values Grafana interpolates: everything except rule annotations, query models and
+    notification templates."""
+    for where, value in _walk_strings(doc, path):
+        if ".annotations." in where or ".model." in where or where.endswith(".template"):
+            continue
+        yield where, value
+
+
+def test_provisioning_reads_only_the_documented_environment_variables() -> None:
+    used: set[str] = set()
+    for file in g.provisioning_files():
+        doc = g.load_yaml(file)
+        for where, value in _interpolated_values(doc, file.name):
+            for part in value.split("$$"):
+                for m in re.finditer(r"\$\{([^}]*)\}|\$([A-Za-z0-9_]*)", part):
+                    name = m.group(1) if m.group(1) is not None else m.group(2)
+                    assert name in PROVISIONING_ENV, (
+                        f"{where}: ${name} would be read from Grafana's environment "
+                        "(write a literal $ as $$)"
+                    )
+                    used.add(name)
+    assert used == PROVISIONING_ENV
+
+
+def test_rule_annotations_and_templates_use_no_braced_environment_syntax() -> None:
+    # Grafana leaves these unexpanded, or (newer versions) expands only ${VAR}: avoid both.
+    rules_doc = g.load_yaml(g.ALERTING / "rules.yaml")
+    templates_doc = g.load_yaml(g.ALERTING / "templates.yaml")
+    for where, value in [*_walk_strings(rules_doc, "rules"),
+                         *_walk_strings(templates_doc, "templates")]:
+        if ".annotations." in where or where.endswith(".template"):
+            assert "${" not in value, where
+
+
+# ------------------------------------------------------------------------------ dashboards
+
+
+def test_dashboard_provider_loads_the_dashboards_into_one_folder() -> None:
+    doc = g.load_yaml(g.PROVISIONING / "dashboards" / "shipper.yaml")
+    (provider,) = doc["providers"]
+    assert provider["type"] == "file"
+    assert provider["folder"] == FOLDER
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/shipper"
+    assert provider["options"]["foldersFromFilesStructure"] is False
+    assert provider["allowUiUpdates"] is False
+
+
+def test_every_panel_and_query_uses_the_provisioned_datasource(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    for uid, dash in dashboards.items():
+        for panel in g.iter_panels(dash):
+            if panel["type"] in ("row", "text"):
+                continue
+            where = f"{uid} / {panel['title']}"
+            assert panel["datasource"] == {"type": "loki", "uid": g.DATASOURCE_UID}, where
+            assert panel["targets"], where
+            for t in panel["targets"]:
+                assert t["datasource"] == {"type": "loki", "uid": g.DATASOURCE_UID}, where
+                assert t["queryType"] in ("range", "instant"), where
+            for link in g.field_links(panel):
+                if "internal" in link:
+                    assert link["internal"]["datasourceUid"] == g.DATASOURCE_UID, where
+        for v in dash["templating"]["list"]:
+            if v["type"] == "query":
+                assert v["datasource"] == {"type": "loki", "uid": g.DATASOURCE_UID}, v["name"]
+
+
+def test_every_variable_used_is_defined_and_every_defined_variable_is_used(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    for uid, dash in dashboards.items():
+        defined = set(g.dashboard_variables(dash))
+        used: set[str] = set()
+        for where, text in _walk_strings({k: v for k, v in dash.items() if k != "templating"}):
+            for name in g.referenced_variables(text):
+                if not name.startswith("__"):
+                    assert name in defined, f"{uid}{where}: ${name} is not a variable"
+                    used.add(name)
+        for v in dash["templating"]["list"]:
+            for where, text in _walk_strings(v.get("query"), f".{v['name']}.query"):
+                for name in g.referenced_variables(text):
+                    assert name in defined and name != v["name"], f"{uid}{where}: ${name}"
+                    used.add(name)
+        assert used == defined, f"{uid}: unused variables {defined - used}"
+
+
+def test_system_logs_has_the_admin_page_filters(dashboards: dict[str, dict[str, Any]]) -> None:
+    dash = dashboards["shipper-system-logs"]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert list(variables) == ["service", "level", "actor", "type", "actor_id", "search"]
+    for name, label in [("service", "service_name"), ("level", "level"),
+                        ("actor", "actor"), ("type", "type")]:
+        v = variables[name]
+        assert v["type"] == "query" and v["multi"] is True and v["includeAll"] is True, name
+        assert v["allValue"] == ".+", name
+        assert v["query"]["type"] == 1 and v["query"]["label"] == label, name  # label values
+        assert v["definition"].startswith("label_values("), name
+    for name in ("actor_id", "search"):
+        assert variables[name]["type"] == "textbox"
+    assert "30s" in dash["timepicker"]["refresh_intervals"]
+    assert dash["time"]["from"].startswith("now-")
+    logs = [p for p in g.iter_panels(dash) if p["type"] == "logs"]
+    assert len(logs) == 1
+    opts = logs[0]["options"]
+    assert opts["enableLogDetails"] is True and opts["sortOrder"] == "Descending"
+    stat = [p for p in g.iter_panels(dash) if p["type"] == "stat"]
+    assert len(stat) == 1 and stat[0]["targets"][0]["queryType"] == "instant"
+
+
+def test_explore_links_run_exactly_the_events_query(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-system-logs"]
+    events = next(p for p in g.iter_panels(dash) if p["type"] == "logs")["targets"][0]["expr"]
+    links = [q for q in g.panel_queries(dash) if q.source == "explore link"]
+    assert len(links) >= 1
+    for link in links:
+        assert link.expr == events
+        assert link.instant is False
+
+
+def test_every_panel_query_filters_on_the_service_variable(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    for dash in dashboards.values():
+        for q in g.panel_queries(dash):
+            assert "service_name=~`${service:regex}`" in q.expr, (q.dashboard, q.panel)
+
+
+def test_error_rate_panel_draws_the_alert_rules_threshold(
+    dashboards: dict[str, dict[str, Any]], rules: list[dict[str, Any]],
+) -> None:
+    rule = next(r for r in rules if r["uid"] == "shipper-error-rate")
+    panel = next(p for p in g.iter_panels(dashboards["shipper-overview"])
+                 if p["title"].startswith("Error rate"))
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps if s["value"] is not None] == [g.rule_threshold(rule)]
+    assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] != "off"
+    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    # The same ratio as the rule, with the service filter in place of "every service".
+    rule_ratio = g.rule_expr(rule).replace('service_name=~".+"', "service_name=~`${service:regex}`")
+    assert panel["targets"][0]["expr"] == rule_ratio
+
+
+def test_overview_and_security_have_the_panels_the_issue_lists(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    overview = [p["title"] for p in g.iter_panels(dashboards["shipper-overview"])]
+    for title in ("Events by level", "Error rate", "Top types", "Top actors",
+                  "Latest CRITICAL events", "Events per service"):
+        assert any(t.startswith(title) for t in overview), title
+    by_level = next(p for p in g.iter_panels(dashboards["shipper-overview"])
+                    if p["title"] == "Events by level")
+    assert by_level["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    security = {p["title"]: p for p in g.iter_panels(dashboards["shipper-security"])}
+    assert set(security) == {"Logins: failed vs successful", "Webhook failures by provider",
+                             "Failed logins by actor id", "Failed logins by IP",
+                             "Admin actions"}
+    assert security["Admin actions"]["type"] == "table"
+    assert 'actor="ADMIN"' in security["Admin actions"]["targets"][0]["expr"]
+    assert "metadata_ip" in security["Failed logins by IP"]["targets"][0]["expr"]
+    assert "metadata_provider" in security["Webhook failures by provider"]["targets"][0]["expr"]
+
+
+# ------------------------------------------------------------------------------- LogQL
+
+
+def _all_dashboard_queries(
+    dashboards: dict[str, dict[str, Any]],
+) -> tuple[list[str], list[str]]:
+    queries: list[str] = []
+    names: list[str] = []
+    for uid, dash in dashboards.items():
+        variables = g.dashboard_variables(dash)
+        for i, values in enumerate(_sample_values(dash)):
+            for q in g.panel_queries(dash):
+                queries.append(g.interpolate(q.expr, variables, values))
+                names.append(f"{uid} / {q.panel} ({q.source}, values #{i})")
+            for stream in g.variable_streams(dash):
+                queries.append(g.interpolate(stream, variables, values))
+                names.append(f"{uid} / variable selector (values #{i})")
+    return queries, names
+
+
+def test_every_dashboard_query_parses_with_every_sample_value(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    queries, names = _all_dashboard_queries(dashboards)
+    assert len(queries) > 100
+    results = g.parse_logql(queries)
+    assert all(r["ok"] for r in results), g.describe_failures(results, names)
+    for r in results:
+        assert "$" not in r["query"].replace("$__", ""), "uninterpolated variable: " + r["query"]
+
+
+def test_every_alert_rule_query_parses(rules: list[dict[str, Any]]) -> None:
+    queries = [g.rule_expr(r) for r in rules]
+    results = g.parse_logql(queries)
+    assert all(r["ok"] for r in results), g.describe_failures(results, [r["uid"] for r in rules])
+
+
+def test_queries_use_only_contract_labels_and_json_fields(
+    dashboards: dict[str, dict[str, Any]], rules: list[dict[str, Any]],
+) -> None:
+    queries, names = _all_dashboard_queries(dashboards)
+    queries += [g.rule_expr(r) for r in rules]
+    names += [r["uid"] for r in rules]
+    allowed = g.STREAM_LABELS | g.STRUCTURED_METADATA | g.LINE_FIELDS | g.ERROR_LABELS
+    for name, r in zip(names, g.parse_logql(queries), strict=True):
+        labels = r["labels"]
+        assert set(labels["selector"]) <= g.STREAM_LABELS, (name, labels["selector"])
+        for label in labels["used"]:
+            assert (label in allowed or label in labels["created"]
+                    or label.startswith(g.LINE_FIELD_PREFIX)), (name, label)
+
+
+def test_search_and_actor_id_reach_loki_exactly_as_typed(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-system-logs"]
+    variables = g.dashboard_variables(dash)
+    events = next(q for q in g.panel_queries(dash) if q.panel == "Events")
+    queries = []
+    for text in ADVERSARIAL_TEXT:
+        values: dict[str, g.Value] = {"service": g.ALL, "level": g.ALL, "actor": g.ALL,
+                                      "type": g.ALL, "actor_id": text, "search": text}
+        expr = g.interpolate(events.expr, variables, values)
+        literals = re.findall(r'urldecode "([^"]*)"', expr)
+        assert len(literals) == 4
+        for lit in literals:
+            assert re.fullmatch(r"[A-Za-z0-9%._~-]*", lit), lit
+            # Loki's urldecode is Go's url.QueryUnescape, which unquote_plus mirrors.
+            assert urllib.parse.unquote_plus(lit) == text
+        queries.append(expr)
+    results = g.parse_logql(queries)
+    assert all(r["ok"] for r in results), g.describe_failures(results)
+
+
+def test_service_names_with_regex_characters_match_only_themselves(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-overview"]
+    variables = g.dashboard_variables(dash)
+    for name in ODD_SERVICE_NAMES:
+        selector = g.interpolate("${service:regex}", variables, {"service": [name]})
+        assert re.fullmatch(selector, name)
+        assert not re.fullmatch(selector, name.replace(".", "x").replace("+", "")
+                                .replace("/", "x") + "!")
+        both = g.interpolate("${service:regex}", variables, {"service": [name, "other"]})
+        assert re.fullmatch(both, name) and re.fullmatch(both, "other")
+
+
+def test_the_parser_rejects_queries_loki_would_refuse() -> None:
+    bad = {
+        "unclosed selector": '{service_name="shop"',
+        "unknown function": 'count_over_tim({service_name="shop"}[5m])',
+        "missing range": 'sum(count_over_time({service_name="shop"}))',
+        "invalid escape in a double-quoted string": '{service_name="shop"} |~ "(?i)a\\.b"',
+        "typed backtick in a raw string": '{service_name="shop"} |~ `(?i)it`s`',
+        "broken regex": '{service_name="shop"} |~ `(unclosed`',
+        "selector that matches everything": '{service_name=~".*"}',
+        "grouping on count_over_time": 'count_over_time({service_name="shop"}[5m]) by (type)',
+        "max_over_time without unwrap": 'max_over_time({service_name="shop"}[5m])',
+        "count_over_time with unwrap":
+            'count_over_time({service_name="shop"} | unwrap x [5m])',
+        "same label twice in one label_format":
+            '{service_name="shop"} | label_format a=`{{ .b }}`, a=`x`',
+        "unbalanced template": '{service_name="shop"} | line_format `{{ .message `',
+        "empty query": "",
+    }
+    results = g.parse_logql(list(bad.values()))
+    accepted = [name for name, r in zip(bad, results, strict=True) if r["ok"]]
+    assert accepted == []
+
+
+def test_the_parser_accepts_the_shapes_the_files_rely_on() -> None:
+    good = [
+        '{service_name=~`shop\\.api`, level=~`.+`} | json | drop __error__, __error_details__',
+        'sum by (level) (count_over_time({service_name="a"} | json | __error__="" [1m]))',
+        'topk by (service_name, type) (1, max_over_time({service_name="a"} | json message="message"'
+        " | label_format event_ms=`{{ __timestamp__ | unixEpochMillis }}` | unwrap event_ms"
+        ' | __error__="" [5m]) by (service_name, type, message))',
+        '{service_name="a"} | actor_id="u1" | line_format `{{ .message }}`',
+    ]
+    results = g.parse_logql(good)
+    assert all(r["ok"] for r in results), g.describe_failures(results)
+
+
+def test_parse_script_reports_bad_input_clearly() -> None:
+    import subprocess
+
+    for stdin in ("not json", '{"a": 1}', "[1, 2]"):
+        proc = subprocess.run(["node", str(g.PARSER)], input=stdin, capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert proc.returncode == 2
+        assert "parse.mjs:" in proc.stderr
+
+
+# ------------------------------------------------------------------------------ alerting
+
+
+def test_rules_have_the_query_reduce_threshold_shape(rules: list[dict[str, Any]]) -> None:
+    for rule in rules:
+        uid = rule["uid"]
+        assert rule["_folder"] == FOLDER, uid
+        assert [d["refId"] for d in rule["data"]] == ["A", "B", "C"], uid
+        a, b, c = (g.rule_data(rule, ref) for ref in "ABC")
+        assert a["datasourceUid"] == g.DATASOURCE_UID, uid
+        assert a["model"]["datasource"] == {"type": "loki", "uid": g.DATASOURCE_UID}, uid
+        assert a["model"]["queryType"] == "instant", uid
+        assert a["relativeTimeRange"]["from"] > 0 and a["relativeTimeRange"]["to"] == 0, uid
+        for expr_query in (b, c):
+            assert expr_query["datasourceUid"] == g.EXPRESSION_UID, uid
+            assert expr_query["model"]["datasource"]["uid"] == g.EXPRESSION_UID, uid
+        assert b["model"]["type"] == "reduce" and b["model"]["expression"] == "A", uid
+        assert b["model"]["reducer"] == "last", uid
+        assert c["model"]["type"] == "threshold" and c["model"]["expression"] == "B", uid
+        assert c["model"]["conditions"][0]["evaluator"]["type"] == "gt", uid
+        assert rule["condition"] == "C", uid
+        assert rule["noDataState"] == "OK", uid
+        assert rule["execErrState"] in ("Error", "Alerting", "OK"), uid
+        assert rule["labels"]["severity"] in ("critical", "warning"), uid
+        assert rule["annotations"]["summary"], uid
+        assert rule["annotations"]["logs_url"], uid
+        assert rule["_interval"] == "1m", uid
+
+
+def _range_of(expr: str) -> str:
+    ranges = set(re.findall(r"\[(\d+[smhd])\]", expr))
+    assert len(ranges) == 1, expr
+    return ranges.pop()
+
+
+def test_critical_rule_fires_within_a_minute_once_per_service_and_type(
+    rules: list[dict[str, Any]],
+) -> None:
+    rule = next(r for r in rules if r["uid"] == "shipper-critical-event")
+    assert rule["_interval"] == "1m"
+    assert rule["for"] == "0s"
+    assert rule["labels"] == {"severity": "critical"}
+    assert g.rule_threshold(rule) == 0
+    expr = g.rule_expr(rule)
+    assert 'level="CRITICAL"' in expr
+    (parsed,) = g.parse_logql([expr])
+    assert parsed["outer"] == {"op": "topk", "grouping": ["service_name", "type"],
+                               "without": False, "param": 1}
+    for label in ("message", "actor", "actor_id"):
+        assert label in parsed["labels"]["used"], label
+    annotations = " ".join(rule["annotations"].values())
+    for ref in ("$labels.message", "$labels.actor", "$labels.actor_id", "$labels.service_name",
+                "$labels.type"):
+        assert ref in annotations, ref
+
+
+def test_thresholds_and_windows_are_the_documented_defaults(
+    rules: list[dict[str, Any]],
+) -> None:
+    by_uid = {r["uid"]: r for r in rules}
+    expected = {
+        "shipper-error-rate": (0.05, "5m"),
+        "shipper-failed-logins-actor": (10, "5m"),
+        "shipper-failed-logins-total": (100, "1m"),
+        "shipper-webhook-failures": (5, "10m"),
+        "shipper-critical-event": (0, "5m"),
+    }
+    for uid, (threshold, window) in expected.items():
+        rule = by_uid[uid]
+        assert g.rule_threshold(rule) == threshold, uid
+        assert _range_of(g.rule_expr(rule)) == window, uid
+    outer = {uid: r["outer"] for uid, r in zip(
+        by_uid, g.parse_logql([g.rule_expr(r) for r in by_uid.values()]), strict=True)}
+    assert outer["shipper-failed-logins-actor"]["grouping"] == ["service_name", "actor_id"]
+    assert outer["shipper-failed-logins-total"]["grouping"] == ["service_name"]
+    assert outer["shipper-webhook-failures"]["grouping"] == ["service_name", "metadata_provider"]
+    # The error rate is a ratio of two sums, each per service.
+    assert outer["shipper-error-rate"] is None
+    assert g.rule_expr(by_uid["shipper-error-rate"]).count("sum by (service_name) (") == 2
+
+
+def test_rule_links_open_system_logs_with_its_own_variables(
+    dashboards: dict[str, dict[str, Any]], rules: list[dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-system-logs"]
+    defined = set(g.dashboard_variables(dash))
+    for rule in rules:
+        url = rule["annotations"]["logs_url"]
+        path_and_query = url.split("externalURL }}", 1)[1]
+        assert path_and_query.startswith("/d/shipper-system-logs/"), rule["uid"]
+        params = urllib.parse.parse_qsl(urllib.parse.urlsplit(path_and_query).query)
+        names = {k.removeprefix("var-") for k, _ in params if k.startswith("var-")}
+        assert names and names <= defined, (rule["uid"], names - defined)
+        assert {"from", "to"} <= {k for k, _ in params}, rule["uid"]
+
+
+def test_policies_route_critical_immediately_and_the_rest_with_grouping() -> None:
+    doc = g.load_yaml(g.ALERTING / "policies.yaml")
+    (root,) = doc["policies"]
+    assert root["receiver"] == "shipper-slack"
+    routes = {tuple(r["object_matchers"][0]): r for r in root["routes"]}
+    critical = routes[("severity", "=", "critical")]
+    warning = routes[("severity", "=", "warning")]
+    assert critical["receiver"] == warning["receiver"] == "shipper-slack"
+    assert _seconds(critical["group_wait"]) <= 10
+    assert {"service_name", "type"} <= set(critical["group_by"])
+    assert _seconds(warning["group_wait"]) >= 30
+    assert _seconds(root["group_wait"]) >= 30
+
+
+def _seconds(duration: str) -> int:
+    m = re.fullmatch(r"(\d+)([smh])", duration)
+    assert m, duration
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def test_slack_contact_point_reads_the_webhook_and_never_fails_validation() -> None:
+    doc = g.load_yaml(g.ALERTING / "contact-points.yaml")
+    (cp,) = doc["contactPoints"]
+    (receiver,) = cp["receivers"]
+    settings = receiver["settings"]
+    assert receiver["type"] == "slack"
+    assert settings["url"] == "${SLACK_WEBHOOK_URL}"
+    # Unset, url expands to "" and Grafana's Slack notifier falls back to endpointUrl; with that
+    # not being Slack's chat API, neither token nor recipient is required, so Grafana starts.
+    assert _grafana_expand(settings["url"], {}) == ""
+    fallback = urllib.parse.urlsplit(settings["endpointUrl"])
+    assert fallback.scheme == "https" and fallback.hostname is not None
+    assert fallback.hostname.endswith(".invalid")  # RFC 2606: never resolves
+    assert "token" not in settings and "recipient" not in settings
+    hook = "https://hooks.slack.com/services/T000/B000/XXXX"
+    assert _grafana_expand(settings["url"], {"SLACK_WEBHOOK_URL": hook}) == hook
+
+
+def test_contact_point_uses_the_provisioned_message_templates() -> None:
+    cp = g.load_yaml(g.ALERTING / "contact-points.yaml")["contactPoints"][0]
+    settings = cp["receivers"][0]["settings"]
+    doc = g.load_yaml(g.ALERTING / "templates.yaml")
+    (tpl,) = doc["templates"]
+    defined = set(re.findall(r'\{\{-?\s*define\s+"([^"]+)"', tpl["template"]))
+    used = set(re.findall(r'template\s+"([^"]+)"', settings["title"] + settings["text"]))
+    assert used == {"shipper.slack.title", "shipper.slack.text"}
+    assert used <= defined
+    inner = set(re.findall(r'template\s+"([^"]+)"', tpl["template"]))
+    assert inner <= defined
+    body = tpl["template"]
+    assert body.count("{{ define") + body.count("{{- define") == len(defined)
+    assert len(re.findall(r"\{\{-?\s*(?:if|range|with|define)\b", body)) == len(
+        re.findall(r"\{\{-?\s*end\s*-?\}\}", body))
+    for ref in (".Annotations.summary", ".Annotations.description", ".Annotations.actor",
+                ".Annotations.logs_url", ".CommonLabels.level", ".CommonLabels.service_name",
+                ".CommonLabels.type"):
+        assert ref in body, ref
+
+
+def test_folders_and_group_names_match_between_rules_and_dashboards(
+    rules: list[dict[str, Any]],
+) -> None:
+    assert {r["_folder"] for r in rules} == {FOLDER}
+    assert {r["_group"] for r in rules} == {"shipper-critical", "shipper-trends"}
