@@ -154,8 +154,10 @@ class ShipperConfig:
     batch_max_bytes: int = 1024 * 1024
     batch_max_events: int = 10_000
     batch_max_wait: float = 1.0
-    queue_max_events: int = 100_000
-    queue_max_bytes: int = 64 * 1024 * 1024
+    #: a queued record costs about 1.5 KB of memory: 20,000 of them ~30 MB; past that, events
+    #: go to the spool (or are dropped and counted without one)
+    queue_max_events: int = 20_000
+    queue_max_bytes: int = 32 * 1024 * 1024
 
     #: how long one batch may be retried in memory before it goes to the spool (or is dropped)
     retry_budget: float = 30.0

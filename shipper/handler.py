@@ -27,7 +27,7 @@ from typing import Any
 from shipper.config import ShipperConfig
 from shipper.context import LogContext, current_context
 from shipper.event import LogEvent
-from shipper.pipeline import Pipeline
+from shipper.pipeline import ITEM_OVERHEAD, Pipeline
 from shipper.transport import Transport
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
@@ -119,18 +119,6 @@ def event_from_record(
     )
 
 
-class _Pending:
-    """A record waiting on the queue, with what must be captured on the app's thread."""
-
-    __slots__ = ("context", "exception", "record")
-
-    def __init__(self, record: logging.LogRecord, context: LogContext | None,
-                 exception: str | None) -> None:
-        self.record = record
-        self.context = context
-        self.exception = exception
-
-
 class LokiHandler(logging.Handler):
     """Ships records to Loki through the shared pipeline.
 
@@ -164,6 +152,8 @@ class LokiHandler(logging.Handler):
         self._ignored = tuple(INTERNAL_LOGGERS) + tuple(config.ignore_loggers)
         self._ignore_cache: dict[str, bool] = {}
         self._pipeline = Pipeline(config, transport=transport, convert=self._convert)
+        # queued: (record, request context captured on the app's thread, exception text)
+        self._submit = self._pipeline.submit
 
     # ------------------------------------------------------------------ hot path
 
@@ -191,18 +181,16 @@ class LokiHandler(logging.Handler):
             if record.exc_info and record.exc_info[0] is not None:
                 # format now: the traceback's frames must not be kept alive on the queue
                 exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            self._pipeline.submit(_Pending(record, current_context(), exception))
+            msg = record.msg
+            self._submit((record, current_context(), exception),
+                         (len(msg) if msg.__class__ is str else 128) + ITEM_OVERHEAD)
         except Exception as exc:
             self._pipeline.report("emit", exc)
 
-    def _convert(self, item: _Pending) -> LogEvent:
-        return event_from_record(
-            item.record,
-            service=self.config.service,
-            env=self.config.env,
-            context=item.context,
-            exception=item.exception,
-        )
+    def _convert(self, item: tuple[logging.LogRecord, LogContext | None, str | None]) -> LogEvent:
+        record, context, exception = item
+        return event_from_record(record, service=self.config.service, env=self.config.env,
+                                 context=context, exception=exception)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,7 +210,8 @@ class LokiHandler(logging.Handler):
             super().close()
 
     def stats(self) -> dict[str, Any]:
-        """Counters: accepted, sent, retried, refused (by reason), dropped (by reason), spooled."""
+        """Counters: accepted, sent, retried, spooled, replayed (events); refused (requests Loki
+        answered 400, by reason: their valid entries were stored); dropped (events, by reason)."""
         return self._pipeline.stats()
 
     @property

@@ -42,6 +42,8 @@ __all__ = ["Pipeline"]
 
 _log = logging.getLogger("shipper.internal")
 _MAX_RETRY_AFTER = 300.0
+#: bytes a queued LogRecord (its __dict__, args, extra) or LogEvent takes besides its message
+ITEM_OVERHEAD = 1024
 _PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 
 
@@ -98,14 +100,14 @@ class Pipeline:
 
     # ------------------------------------------------------------------ app thread
 
-    def submit(self, item: Any) -> None:
-        """Queue a LogEvent (or an item ``convert`` understands). Never blocks, never raises."""
+    def submit(self, item: Any, size: int | None = None) -> None:
+        """Queue a LogEvent (or an item ``convert`` understands) whose memory cost is about
+        ``size`` bytes (default: its message plus :data:`ITEM_OVERHEAD`). Never blocks, never
+        raises."""
         try:
-            if isinstance(item, LogEvent):
-                size = len(item.message) + 256
-            else:
-                msg = getattr(getattr(item, "record", None), "msg", None)
-                size = (len(msg) if isinstance(msg, str) else 128) + 256
+            if size is None:
+                message = getattr(item, "message", None)
+                size = (len(message) if isinstance(message, str) else 128) + ITEM_OVERHEAD
             if not self._batcher.put(item, size):
                 self._overflow(item)
         except Exception as exc:
@@ -177,7 +179,9 @@ class Pipeline:
             if outcome.kind == "ok":
                 self._counts["sent"] += outcome.entries
             elif outcome.kind == "refused":
-                self._refused[outcome.reason] += outcome.entries
+                # Loki stored the valid entries of the request and names only the first
+                # refused one: count refused requests, by reason
+                self._refused[outcome.reason] += 1
                 self.report(f"refused:{outcome.reason}",
                             f"Loki refused a push ({outcome.status}): {outcome.message[:500]}")
             else:
