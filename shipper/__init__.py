@@ -26,9 +26,13 @@ from shipper.config import ConfigError, ShipperConfig
 from shipper.context import LogContext, bind_context, current_context, log_context, reset_context
 from shipper.event import Actor, Entry, Level, LogEvent
 from shipper.handler import LokiHandler
+from shipper.perf import log_operation, log_performance
 from shipper.pipeline import Pipeline
+from shipper.redact import DEFAULT_REDACT_KEYS, Redactor, redact_text, redact_value
+from shipper.spool import Spool, SpoolStats, spool_status
 
 __all__ = [
+    "DEFAULT_REDACT_KEYS",
     "Actor",
     "ConfigError",
     "Entry",
@@ -37,7 +41,10 @@ __all__ = [
     "LogEvent",
     "LokiHandler",
     "Pipeline",
+    "Redactor",
     "ShipperConfig",
+    "Spool",
+    "SpoolStats",
     "SystemLog",
     "__version__",
     "bind_context",
@@ -50,9 +57,14 @@ __all__ = [
     "log_critical",
     "log_error",
     "log_info",
+    "log_operation",
+    "log_performance",
     "log_system",
     "log_user_action",
     "log_warning",
     "log_webhook",
+    "redact_text",
+    "redact_value",
     "reset_context",
+    "spool_status",
 ]

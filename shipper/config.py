@@ -46,6 +46,7 @@ ENV_VARS: dict[str, str] = {
     "SHIPPER_SPOOL_DIR": "spool_dir",
     "SHIPPER_SPOOL": "spool",
     "SHIPPER_SPOOL_MAX_BYTES": "spool_max_bytes",
+    "SHIPPER_SPOOL_FSYNC": "spool_fsync",
     "SHIPPER_BATCH_MAX_BYTES": "batch_max_bytes",
     "SHIPPER_BATCH_MAX_WAIT": "batch_max_wait",
     "SHIPPER_QUEUE_MAX_EVENTS": "queue_max_events",
@@ -168,6 +169,8 @@ class ShipperConfig:
     spool_dir: str | None = None
     spool_max_bytes: int = 1024 * 1024 * 1024
     spool_segment_bytes: int = 4 * 1024 * 1024
+    #: fsync every spool write: survives power loss, not just a killed process (slower)
+    spool_fsync: bool = False
 
     max_line_bytes: int = 256 * 1024
     type_limit: int = 100

@@ -79,7 +79,8 @@ class Pipeline:
         spool_dir = config.resolved_spool_dir()
         self._spool = (
             Spool(spool_dir, max_bytes=config.spool_max_bytes,
-                  segment_bytes=config.spool_segment_bytes, report=self._report_text)
+                  segment_bytes=config.spool_segment_bytes, fsync=config.spool_fsync,
+                  report=self._report_text)
             if spool_dir is not None else None
         )
         self._batcher: Batcher[Any] = Batcher(

@@ -1,0 +1,227 @@
+"""``ShipperASGIMiddleware``: request id, user context and access events for any ASGI app
+(Starlette, FastAPI, Quart, Django's ASGI handler).
+
+A pure ASGI middleware: no thread, no task and no framework import of its own. It handles
+``http`` requests only; ``lifespan`` and ``websocket`` pass through untouched::
+
+    from shipper.integrations.asgi import ShipperASGIMiddleware
+
+    app = FastAPI()
+    app.add_middleware(ShipperASGIMiddleware, slow_request_ms=500)
+
+For each request it
+
+* takes the request id from ``X-Request-ID`` (or makes one), puts it in ``scope["state"]
+  ["request_id"]`` (``request.state.request_id`` in Starlette) and on the response, and binds it
+  as ``trace_id`` in :mod:`shipper.context`, so every record logged while the request is
+  handled carries it;
+* binds the user as ``actor``/``actor_id`` when it is known at the start: ``scope["user"]``
+  (set by Starlette's ``AuthenticationMiddleware`` when that runs *outside* this middleware;
+  an ``admin`` auth scope makes the user an ADMIN) or what ``get_user(scope)`` returns;
+* writes one ``HTTP_REQUEST`` event when the response is done, at ERROR for 5xx, WARNING for
+  4xx and INFO otherwise, and a ``SLOW_REQUEST`` WARNING when it took longer than
+  ``slow_request_ms``. An exception from the app is logged as a 500 with its traceback and
+  re-raised unchanged.
+
+The access event names the user known at the end of the request: the one bound in the
+context (also by the app, from an ``async`` dependency or endpoint), else ``scope["user"]``,
+else ``get_user(scope)``; nobody known means GUEST.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from shipper.context import bind_context, current_context, reset_context
+from shipper.event import Actor
+from shipper.integrations._common import (
+    DEFAULT_SLOW_REQUEST_MS,
+    REQUEST_ID_HEADER,
+    AccessLog,
+    Clock,
+    actor_from_user,
+    client_ip,
+    report,
+    request_id_from,
+    user_result,
+)
+
+__all__ = ["ShipperASGIMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+GetUser = Callable[[Scope], Any]
+
+#: status reported for a request whose client went away before a response was started
+_CLIENT_CLOSED = 499
+
+
+class ShipperASGIMiddleware:
+    """Wraps an ASGI app; see the module documentation.
+
+    :param get_user: ``get_user(scope)`` (sync or async) returning None, ``(actor, actor_id)``,
+        an actor name or a user object with ``is_authenticated``; called when the request
+        starts and, if it found nobody then, once more when it ends.
+    :param logger: logger (or its name) for the access events; ``shipper.access`` by default.
+    :param slow_request_ms: requests slower than this also log ``SLOW_REQUEST``; None: never.
+    :param access_log: False keeps only the context (and the slow-request warnings).
+    :param include_query: also log the query string's parameters as ``metadata.query`` (values
+        of secret-named parameters are masked by redaction); off by default: only the path.
+    :param trust_forwarded: take the client IP from ``X-Forwarded-For`` (behind a proxy you trust).
+    :param request_id_header: the header carrying the request id, both ways.
+    :param clock: seconds as a float (``time.perf_counter`` by default); for tests.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        get_user: GetUser | None = None,
+        logger: Any = None,
+        slow_request_ms: float | None = DEFAULT_SLOW_REQUEST_MS,
+        access_log: bool = True,
+        include_query: bool = False,
+        trust_forwarded: bool = False,
+        request_id_header: str = REQUEST_ID_HEADER,
+        clock: Clock | None = None,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app: expected an ASGI application, got {app!r}")
+        if get_user is not None and not callable(get_user):
+            raise TypeError(f"get_user: expected a callable taking the scope, got {get_user!r}")
+        self.app = app
+        self.get_user = get_user
+        self._log = AccessLog.build(
+            logger=logger,
+            slow_request_ms=slow_request_ms,
+            access_log=access_log,
+            include_query=include_query,
+            trust_forwarded=trust_forwarded,
+            request_id_header=request_id_header,
+            clock=clock,
+        )
+        self._header = request_id_header.lower().encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        log = self._log
+        start = log.clock()
+        incoming: bytes | None = None
+        user_agent: bytes | None = None
+        forwarded: bytes | None = None
+        for name, value in scope.get("headers") or ():
+            if name == self._header:
+                incoming = value
+            elif name == b"user-agent":
+                user_agent = value
+            elif name == b"x-forwarded-for":
+                forwarded = value
+        request_id = request_id_from(incoming)
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        if isinstance(state, dict):
+            state["request_id"] = request_id
+
+        user = _scope_user(scope)
+        if user is None and self.get_user is not None:
+            user = await self._call_get_user(scope)
+        token = bind_context(
+            trace_id=request_id,
+            actor=user[0] if user else None,
+            actor_id=user[1] if user else None,
+        )
+
+        status: int | None = None
+        header = self._header
+        rid = request_id.encode("latin-1")
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message.get("type") == "http.response.start":
+                status = int(message.get("status", 200))
+                headers = list(message.get("headers") or ())
+                if not any(bytes(k).lower() == header for k, _ in headers):
+                    headers.append((header, rid))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        error: Exception | None = None
+        cancelled = False
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            error = exc
+            raise
+        except BaseException:  # cancelled: the client went away, or the server is stopping
+            cancelled = True
+            raise
+        finally:
+            duration_ms = (log.clock() - start) * 1000.0
+            ctx = current_context()
+            reset_context(token)
+            # the user bound by now (here at the start, or by the app), else the scope's
+            if ctx is not None and ctx.actor:
+                user = (ctx.actor, ctx.actor_id)
+            else:
+                user = _scope_user(scope)
+            if error is not None:
+                final_status = 500 if status is None or status < 500 else status
+            elif status is None:
+                final_status = _CLIENT_CLOSED if cancelled else 500
+            else:
+                final_status = status
+            if user is None and self.get_user is not None and not cancelled:
+                user = await self._call_get_user(scope)
+            route = getattr(scope.get("route"), "path", None)
+            peer = scope.get("client")
+            log.emit(
+                method=str(scope.get("method", "")),
+                path=str(scope.get("path", "")),
+                query=bytes(scope.get("query_string") or b"").decode("latin-1"),
+                status=final_status,
+                duration_ms=duration_ms,
+                trace_id=request_id,
+                user=user,
+                client_ip=client_ip(
+                    str(peer[0]) if peer else None,
+                    forwarded.decode("latin-1") if forwarded else None,
+                    log.trust_forwarded,
+                ),
+                user_agent=user_agent.decode("latin-1") if user_agent else None,
+                route=route if isinstance(route, str) else None,
+                exc=error,
+            )
+
+    async def _call_get_user(self, scope: Scope) -> tuple[str, str | None] | None:
+        assert self.get_user is not None
+        try:
+            result = self.get_user(scope)
+            if inspect.isawaitable(result):
+                result = await result
+            return user_result(result, "get_user")
+        except Exception as exc:
+            report("get_user", f"{type(exc).__name__}: {exc} (requests go on without a user)")
+            return None
+
+
+def _scope_user(scope: Scope) -> tuple[str, str | None] | None:
+    """The user Starlette's ``AuthenticationMiddleware`` put in the scope; an ``admin`` scope
+    in ``scope["auth"]`` (its ``AuthCredentials``) makes an authenticated user an ADMIN."""
+    try:
+        user = actor_from_user(scope.get("user"))
+        if user is not None and user[0] == Actor.USER.value:
+            scopes = getattr(scope.get("auth"), "scopes", None) or ()
+            if "admin" in scopes:
+                user = (Actor.ADMIN.value, user[1])
+        return user
+    except Exception as exc:
+        report("scope_user", f"{type(exc).__name__}: {exc} (requests go on without a user)")
+        return None
