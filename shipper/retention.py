@@ -42,7 +42,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final
 
-import urllib3
 import yaml
 
 from shipper.event import Actor, Level, normalize_type
@@ -1026,24 +1025,27 @@ def format_check_table(rows: Iterable[CheckRow]) -> str:
 
 
 def _fetch_live_config(url: str, timeout: float = 10.0) -> str:
-    """``GET {url}/config`` of a running Loki, as text."""
+    """``GET {url}/config`` of a running Loki, as text, through the shipper's Loki client (so
+    ``LOKI_TENANT``, ``LOKI_USERNAME``/``LOKI_PASSWORD``, ``LOKI_BEARER_TOKEN`` and
+    ``LOKI_CA_BUNDLE`` apply as for pushes)."""
+    from shipper.config import ConfigError, ShipperConfig
+    from shipper.loki import LokiClient, LokiError
+
     base = url.strip().rstrip("/")
     if not re.match(r"https?://[^/\s]+", base):
         raise RetentionError(f"--url {url!r}: expected Loki's base URL, like http://localhost:3100")
-    target = f"{base}/config"
-    pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=timeout, read=timeout))
     try:
-        resp = pool.request("GET", target, retries=False, headers={"Accept": "text/plain"})
-    except urllib3.exceptions.HTTPError as exc:
-        raise RetentionError(f"cannot reach Loki at {target}: {exc}") from exc
+        client = LokiClient(ShipperConfig.load(url=base, timeout=timeout, spool=False))
+    except ConfigError as exc:
+        raise RetentionError(f"cannot talk to Loki at {base}: {exc}") from exc
+    try:
+        return client.config_yaml()
+    except LokiError as exc:
+        if exc.status is None:
+            raise RetentionError(f"cannot reach Loki at {base}: {exc}") from exc
+        raise RetentionError(str(exc)) from exc
     finally:
-        pool.clear()
-    body = resp.data.decode("utf-8", "replace")
-    if resp.status != 200:
-        raise RetentionError(
-            f"GET {target} answered {resp.status}: {body.strip()[:300] or '(empty body)'}"
-        )
-    return body
+        client.close()
 
 
 def check_url(policy: RetentionPolicy, url: str, timeout: float = 10.0) -> list[CheckRow]:

@@ -100,6 +100,8 @@ class Urllib3Transport:
                 redirect=False,
                 preload_content=True,
             )
+        except urllib3.exceptions.NewConnectionError as exc:  # refused, DNS: not a timeout
+            raise TransportError(f"{method} {url}: cannot connect: {exc}") from exc
         except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
             raise TransportError(
                 f"{method} {url}: timed out after {timeout:g}s", timeout=True

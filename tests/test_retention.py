@@ -680,7 +680,7 @@ def _closed_port() -> int:
 
 def test_check_url_reports_an_unreachable_loki(policy: RetentionPolicy) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
-    with pytest.raises(RetentionError, match=f"cannot reach Loki at {url}/config"):
+    with pytest.raises(RetentionError, match=rf"cannot reach Loki at {url}: .*Connection refused"):
         check_url(policy, url, timeout=2)
     with pytest.raises(RetentionError, match="expected Loki's base URL"):
         check_url(policy, "localhost:3100")
