@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import threading
 import traceback
 from collections.abc import Mapping
 from typing import Any
 
 from shipper.config import ShipperConfig
-from shipper.context import LogContext, current_context
+from shipper.context import _CURRENT, LogContext
 from shipper.event import LogEvent
 from shipper.pipeline import ITEM_OVERHEAD, Pipeline
 from shipper.transport import Transport
@@ -34,6 +35,9 @@ __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
 
 #: loggers that never reach the handler: its own HTTP stack and its own diagnostics
 INTERNAL_LOGGERS: tuple[str, ...] = ("urllib3", "requests", "shipper.internal")
+
+_get_ident = threading.get_ident
+_current_context = _CURRENT.get
 
 _ACTOR_ID_KEYS = ("actorId", "user_id")
 _TRACE_ID_KEYS = ("request_id", "traceId", "requestId")
@@ -152,8 +156,10 @@ class LokiHandler(logging.Handler):
         self._ignored = tuple(INTERNAL_LOGGERS) + tuple(config.ignore_loggers)
         self._ignore_cache: dict[str, bool] = {}
         self._pipeline = Pipeline(config, transport=transport, convert=self._convert)
-        # queued: (record, request context captured on the app's thread, exception text)
-        self._submit = self._pipeline.submit
+        # queued: (record, request context captured on the app's thread, exception text);
+        # emit talks to the queue directly: every attribute lookup counts on the hot path
+        self._batcher = self._pipeline._batcher
+        self._put = self._batcher.put
 
     # ------------------------------------------------------------------ hot path
 
@@ -175,15 +181,16 @@ class LokiHandler(logging.Handler):
                 )
                 if len(self._ignore_cache) < 4096:
                     self._ignore_cache[name] = ignored
-            if ignored or self._pipeline.in_worker():
-                return
+            if ignored or _get_ident() == self._batcher._thread_ident:
+                return  # the worker's own records (urllib3 ...) would loop back
             exception = None
             if record.exc_info and record.exc_info[0] is not None:
                 # format now: the traceback's frames must not be kept alive on the queue
                 exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
             msg = record.msg
-            self._submit((record, current_context(), exception),
-                         (len(msg) if msg.__class__ is str else 128) + ITEM_OVERHEAD)
+            item = (record, _current_context(), exception)
+            if not self._put(item, (len(msg) if msg.__class__ is str else 128) + ITEM_OVERHEAD):
+                self._pipeline.overflow(item)
         except Exception as exc:
             self._pipeline.report("emit", exc)
 

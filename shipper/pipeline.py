@@ -110,14 +110,15 @@ class Pipeline:
                 message = getattr(item, "message", None)
                 size = (len(message) if isinstance(message, str) else 128) + ITEM_OVERHEAD
             if not self._batcher.put(item, size):
-                self._overflow(item)
+                self.overflow(item)
         except Exception as exc:
             self.report("submit", exc)
 
     def in_worker(self) -> bool:
         return self._batcher.in_worker()
 
-    def _overflow(self, item: Any) -> None:
+    def overflow(self, item: Any) -> None:
+        """An item the queue refused (full or closed): to the spool, or dropped and counted."""
         reason = "closed" if self._closed else "queue_full"
         if self._spool is None:
             self._count_drop(reason, 1)

@@ -190,7 +190,7 @@ def test_emit_never_raises_and_reports_once(make_handler: Any, capsys: Any) -> N
     def broken(item: Any, size: int) -> None:
         raise RuntimeError("pipeline exploded")
 
-    handler.pipeline._batcher.put = broken  # type: ignore[method-assign]
+    handler._put = broken  # type: ignore[method-assign]
     for _ in range(3):
         log.error("still fine")
     err = capsys.readouterr().err
