@@ -277,6 +277,7 @@ class Pipeline:
         segment, records = self._replay
         batch: list[Entry] = []
         size = 0
+        exhausted = True
         for payload in records:
             try:
                 entry = Entry.from_json(payload)
@@ -287,6 +288,7 @@ class Pipeline:
             batch.append(entry)
             size += entry.size
             if size >= self.config.batch_max_bytes or len(batch) >= self.config.batch_max_events:
+                exhausted = False
                 break
         if batch:
             failed, _, _ = self._push(batch)
@@ -298,9 +300,9 @@ class Pipeline:
                 return self._probe_at - time.monotonic()
             self._counts["replayed"] += len(batch)
             self._set_online()
-            return 0.0
-        segment.ack()
-        self._replay = None
+        if exhausted:  # every record of the segment was accepted: delete it now
+            segment.ack()
+            self._replay = None
         return 0.0
 
     def drain_spool(self, timeout: float) -> bool:
