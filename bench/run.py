@@ -109,13 +109,19 @@ def child_hotpath(kind: str, url: str, n: int) -> dict[str, Any]:
     for i in range(min(n, 1000)):  # warm-up: connections, caches, first batch
         log.info("User %s logged in", i, extra=extra)
     best = best_cpu = float("inf")
-    for _ in range(5):
+    for _ in range(n // 10_000 or 1):
+        # runs of 10,000 calls (below shipper's queue bound): the cost of a call in normal
+        # operation; sustained overload is what the delivery figures show
+        runs = min(n, 10_000)
         start, start_cpu = time.perf_counter(), time.thread_time()
-        for i in range(n):
+        for i in range(runs):
             log.info("User %s logged in", i, extra=extra)
-        best = min(best, (time.perf_counter() - start) / n)
-        best_cpu = min(best_cpu, (time.thread_time() - start_cpu) / n)
-        time.sleep(0.2)  # let a background worker catch up between runs
+        best = min(best, (time.perf_counter() - start) / runs)
+        best_cpu = min(best_cpu, (time.thread_time() - start_cpu) / runs)
+        if hasattr(handler, "stats"):
+            handler.flush(timeout=60)  # let the worker catch up between runs
+        else:
+            time.sleep(0.5)
     return {"per_call_us": best * 1e6, "cpu_us": best_cpu * 1e6}
 
 
@@ -260,7 +266,7 @@ def main() -> None:
         return not args.only or part in args.only
 
     try:
-        hot_n = 20_000 if quick else 100_000
+        hot_n = 30_000 if quick else 100_000
         if want("hotpath"):
             rows = []
             null = _run_child("hotpath", "null", url, str(hot_n))

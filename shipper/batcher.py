@@ -21,6 +21,7 @@ __all__ = ["Batcher"]
 T = TypeVar("T")
 
 _IDLE_TICK = 1.0
+_monotonic = time.monotonic
 
 
 class Batcher(Generic[T]):
@@ -69,18 +70,19 @@ class Batcher(Generic[T]):
         """Queue ``item``; False when the queue is full (by count or bytes) or closed."""
         with self._lock:
             queue = self._queue
-            if self._closing or len(queue) >= self.max_items or \
-                    self._bytes + size > self.max_bytes:
+            n = len(queue)
+            queued_bytes = self._bytes + size
+            if n >= self.max_items or queued_bytes > self.max_bytes or self._closing:
                 return False
-            if not queue:
-                self._first_at = time.monotonic()
+            if not n:
+                self._first_at = _monotonic()
             queue.append((item, size))
-            self._bytes += size
+            self._bytes = queued_bytes
             self._put_total += 1
             if self._thread is None:
                 self._start()
-            elif len(queue) == self.batch_items or (
-                self._bytes >= self.batch_bytes > self._bytes - size
+            elif n + 1 == self.batch_items or (
+                queued_bytes >= self.batch_bytes > queued_bytes - size
             ):
                 self._work.notify()
             return True

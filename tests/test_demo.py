@@ -580,3 +580,35 @@ def test_ctrl_c_still_flushes_and_prints_the_stats(spool_env: Path) -> None:
     assert code == 130
     stats = json.loads(out.getvalue())
     assert stats["emitted"] == stats["accepted"] == stats["spooled"] == 29
+
+
+# --------------------------------------------------------------------------- against a Loki
+
+
+def test_a_run_against_loki_delivers_exactly_what_the_file_shows(
+    spool_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shipper.cli import main
+    from tests.fakeloki import FakeLoki
+
+    path = spool_env / "events.jsonl"
+    with FakeLoki(rate_limit=False) as fake:
+        code = main(["demo", "--count", "300", "--rate", "100000", "--seed", "7", "--url",
+                     fake.url, "--env", "demo", "--file", str(path)])
+        stored = fake.stored()
+    assert code == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["sent"] == 300 and stats["dropped_total"] == 0
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(stored) == len(rows) == 300
+    by_line = {s.line: s for s in stored}
+    for row in rows:
+        line = {"message": row["message"], "metadata": row["metadata"]}
+        if row["exception"] is not None:
+            line["exception"] = row["exception"]
+        entry = by_line[json.dumps(line, ensure_ascii=False, separators=(",", ":"))]
+        labels = dict(entry.labels)
+        assert (labels["level"], labels["actor"], labels["type"]) == (
+            row["level"], row["actor"], row["type"])
+    critical = [s for s in stored if dict(s.labels)["level"] == "CRITICAL"]
+    assert [dict(s.labels)["type"] for s in critical] == ["DATA_CORRUPTION"]
