@@ -229,6 +229,20 @@ def sanitize_label_value(value: object, *, default: str = "unknown") -> str:
     return text or default
 
 
+@functools.lru_cache(maxsize=256)
+def _service_label(value: object) -> str:
+    return sanitize_label_value(value, default="unknown_service")
+
+
+@functools.lru_cache(maxsize=256)
+def _env_label(value: object) -> str:
+    return sanitize_label_value(value)
+
+
+_new_object = object.__new__
+_set_attr = object.__setattr__
+
+
 def _clean_text(value: str) -> str:
     """Replace lone surrogates (invalid UTF-8 that slipped into a str) so encoding never fails."""
     try:
@@ -288,7 +302,7 @@ def _jsonable(value: Any, depth: int = 0, seen: set[int] | None = None) -> Any:
         return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LogEvent:
     """One system-log event, as every source builds it.
 
@@ -348,23 +362,27 @@ class LogEvent:
                 message = str(message)
             except Exception as exc:
                 message = f"<unprintable message {message.__class__.__name__}: {exc!r}>"
-        return cls(
-            service=sanitize_label_value(service, default="unknown_service"),
-            env=sanitize_label_value(env) if env else None,
-            level=lvl,
-            actor=act,
-            type=normalize_type(type),
-            message=message,
-            timestamp_ns=int(timestamp_ns),
-            actor_id=None if actor_id in (None, "") else _metadata_value(actor_id),
-            trace_id=None if trace_id in (None, "") else _metadata_value(trace_id),
-            logger=logger or None,
-            metadata=meta,
-            exception=exception or None,
-        )
+        # Every field is normal now: fill the instance in one step instead of the frozen
+        # dataclass __init__'s twelve object.__setattr__ calls (this runs once per event).
+        event = _new_object(cls)
+        _set_attr(event, "__dict__", {
+            "service": _service_label(service),
+            "level": lvl,
+            "message": message,
+            "actor": act,
+            "type": normalize_type(type),
+            "timestamp_ns": int(timestamp_ns),
+            "env": _env_label(env) if env else None,
+            "actor_id": None if actor_id is None or actor_id == "" else _metadata_value(actor_id),
+            "trace_id": None if trace_id is None or trace_id == "" else _metadata_value(trace_id),
+            "logger": logger or None,
+            "metadata": meta,
+            "exception": exception or None,
+        })
+        return event
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Entry:
     """An event as Loki stores it: the stream's labels, the timestamp, the line and the
     structured metadata. Lines and timestamps are never changed after this point, so a
@@ -556,9 +574,11 @@ def to_entry(
         structured.append(("trace_id", event.trace_id))
     if event.logger:
         structured.append(("logger", _metadata_value(event.logger)))
-    return Entry(
-        labels=_labels(event.service, event.env, event.level, event.actor, type_),
-        timestamp_ns=event.timestamp_ns,
-        line=_line(event, metadata, max_line_bytes),
-        metadata=tuple(structured),
-    )
+    entry = _new_object(Entry)  # as in LogEvent.create: one step, not four __setattr__ calls
+    _set_attr(entry, "__dict__", {
+        "labels": _labels(event.service, event.env, event.level, event.actor, type_),
+        "timestamp_ns": event.timestamp_ns,
+        "line": _line(event, metadata, max_line_bytes),
+        "metadata": tuple(structured),
+    })
+    return entry

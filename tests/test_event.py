@@ -187,3 +187,22 @@ def test_entry_json_round_trip_is_byte_identical() -> None:
 def test_entry_level_reads_the_label() -> None:
     assert to_entry(_event(level="CRITICAL")).level is Level.CRITICAL
     assert Level.CRITICAL.priority == 2 and Level.INFO.priority == 0
+
+
+def test_fast_construction_fills_exactly_the_dataclass_fields() -> None:
+    import dataclasses
+
+    event = _event(env="prod", actor="user", type="login", actor_id="u1", trace_id="t",
+                   logger="a.b", metadata={"k": 1}, exception="E")
+    assert set(vars(event)) == {f.name for f in dataclasses.fields(LogEvent)}
+    assert event == LogEvent(service="checkout", level=Level.INFO, message="hello",
+                             actor=Actor.USER, type="LOGIN",
+                             timestamp_ns=1_795_315_536_398_275_627, env="prod", actor_id="u1",
+                             trace_id="t", logger="a.b", metadata={"k": 1}, exception="E")
+    entry = to_entry(event)
+    assert set(vars(entry)) == {f.name for f in dataclasses.fields(Entry)}
+    assert entry == Entry(entry.labels, entry.timestamp_ns, entry.line, entry.metadata)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.message = "changed"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        entry.line = "changed"  # type: ignore[misc]
