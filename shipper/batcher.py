@@ -114,10 +114,6 @@ class Batcher(Generic[T]):
     def __len__(self) -> int:
         return len(self._queue)
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._bytes
-
     def sleep(self, seconds: float, *, interrupt_on_flush: bool = True) -> None:
         """Wait up to ``seconds`` on the worker; return early on close (at its deadline) and,
         unless told otherwise, on flush."""
@@ -132,10 +128,6 @@ class Batcher(Generic[T]):
                 left = min(end, self._close_deadline) - time.monotonic()
                 if left > 0:
                     self._work.wait(left)
-
-    def wake(self) -> None:
-        with self._lock:
-            self._work.notify()
 
     # ------------------------------------------------------------------ worker
 

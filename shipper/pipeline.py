@@ -114,9 +114,6 @@ class Pipeline:
         except Exception as exc:
             self.report("submit", exc)
 
-    def in_worker(self) -> bool:
-        return self._batcher.in_worker()
-
     def overflow(self, item: Any) -> None:
         """An item the queue refused (full or closed): to the spool, or dropped and counted."""
         reason = "closed" if self._closed else "queue_full"

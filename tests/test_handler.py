@@ -472,3 +472,24 @@ def test_event_from_record_reads_aliases_and_event_time() -> None:
     event = event_from_record(record, service="svc")
     assert (event.actor_id, event.trace_id) == ("u9", "req-1")
     assert event.timestamp_ns == int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp()) * 10**9
+
+
+def test_pipeline_takes_log_events_directly(fake: FakeLoki, tmp_path: Path) -> None:
+    """The path other sources (the CLI, a sidecar) use: LogEvents into the same pipeline."""
+    import time
+
+    from shipper import LogEvent, Pipeline, ShipperConfig
+
+    pipeline = Pipeline(ShipperConfig(url=fake.url, service="sidecar", spool=False,
+                                      batch_max_wait=0.05))
+    try:
+        pipeline.submit(LogEvent.create(service="web", level="ERROR", message="from a file",
+                                        timestamp_ns=time.time_ns(), type="tail",
+                                        metadata={"password": "hunter2"}))
+        assert pipeline.flush(5)
+    finally:
+        pipeline.close(2)
+    [stored] = fake.stored()
+    assert dict(stored.labels) == {"service_name": "web", "level": "ERROR", "actor": "SYSTEM",
+                                   "type": "TAIL"}
+    assert "hunter2" not in stored.line  # redaction applies to every source
