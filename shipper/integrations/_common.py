@@ -229,72 +229,55 @@ class AccessLog:
         """The access event (``HTTP_REQUEST``, level from the status) and, past the threshold,
         a ``SLOW_REQUEST`` warning. Never raises."""
         try:
-            self._emit(method, path, query, status, duration_ms, trace_id, user, client_ip,
-                       user_agent, route, exc)
+            slow = self.slow_request_ms is not None and duration_ms > self.slow_request_ms
+            level = level_for_status(status)
+            wanted = [level] if self.access_log else []
+            if slow:
+                wanted.append(logging.WARNING)
+            if not wanted or not self.logger.isEnabledFor(max(wanted)):
+                return
+            actor, actor_id = user if user is not None else (Actor.GUEST.value, None)
+            metadata: dict[str, Any] = {
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(duration_ms, 3),
+                "client_ip": client_ip,
+                "user_agent": user_agent[:_MAX_USER_AGENT] if user_agent else user_agent,
+            }
+            if route:
+                metadata["route"] = route
+            if self.include_query and query:
+                metadata["query"] = query_metadata(query)
+            exc_info: Any = None
+            if exc is not None:
+                exc_info = (type(exc), exc, exc.__traceback__)
+                metadata["error_type"] = type(exc).__name__
+            extra: dict[str, Any] = {
+                "type": HTTP_REQUEST,
+                "actor": actor,
+                "actor_id": actor_id,
+                "trace_id": trace_id,
+                "metadata": metadata,
+            }
+            if self.access_log:
+                suffix = f": {type(exc).__name__}: {_exc_text(exc)}" if exc is not None else ""
+                self.logger.log(
+                    level,
+                    f"{method} {path} {status} {duration_ms:.1f} ms{suffix}",
+                    extra=extra,
+                    exc_info=exc_info,
+                )
+            if slow:
+                assert self.slow_request_ms is not None
+                slow_metadata = {**metadata, "threshold_ms": self.slow_request_ms}
+                self.logger.warning(
+                    f"Slow request: {method} {path} took {duration_ms:.0f} ms "
+                    f"(threshold {self.slow_request_ms:.0f} ms)",
+                    extra={**extra, "type": SLOW_REQUEST, "metadata": slow_metadata},
+                )
         except Exception as problem:
             report("access_log", f"{type(problem).__name__}: {problem}")
-
-    def _emit(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        status: int,
-        duration_ms: float,
-        trace_id: str,
-        user: tuple[str, str | None] | None,
-        client_ip: str | None,
-        user_agent: str | None,
-        route: str | None,
-        exc: BaseException | None,
-    ) -> None:
-        slow = self.slow_request_ms is not None and duration_ms > self.slow_request_ms
-        level = level_for_status(status)
-        wanted = [level] if self.access_log else []
-        if slow:
-            wanted.append(logging.WARNING)
-        if not wanted or not self.logger.isEnabledFor(max(wanted)):
-            return
-        actor, actor_id = user if user is not None else (Actor.GUEST.value, None)
-        metadata: dict[str, Any] = {
-            "method": method,
-            "path": path,
-            "status": status,
-            "duration_ms": round(duration_ms, 3),
-            "client_ip": client_ip,
-            "user_agent": user_agent[:_MAX_USER_AGENT] if user_agent else user_agent,
-        }
-        if route:
-            metadata["route"] = route
-        if self.include_query and query:
-            metadata["query"] = query_metadata(query)
-        exc_info: Any = None
-        if exc is not None:
-            exc_info = (type(exc), exc, exc.__traceback__)
-            metadata["error_type"] = type(exc).__name__
-        extra: dict[str, Any] = {
-            "type": HTTP_REQUEST,
-            "actor": actor,
-            "actor_id": actor_id,
-            "trace_id": trace_id,
-            "metadata": metadata,
-        }
-        if self.access_log:
-            suffix = f": {type(exc).__name__}: {_exc_text(exc)}" if exc is not None else ""
-            self.logger.log(
-                level,
-                f"{method} {path} {status} {duration_ms:.1f} ms{suffix}",
-                extra=extra,
-                exc_info=exc_info,
-            )
-        if slow:
-            assert self.slow_request_ms is not None
-            slow_metadata = {**metadata, "threshold_ms": self.slow_request_ms}
-            self.logger.warning(
-                f"Slow request: {method} {path} took {duration_ms:.0f} ms "
-                f"(threshold {self.slow_request_ms:.0f} ms)",
-                extra={**extra, "type": SLOW_REQUEST, "metadata": slow_metadata},
-            )
 
 
 def _exc_text(exc: BaseException) -> str:
