@@ -31,6 +31,11 @@ class CaptureHandler(logging.Handler):
     def of_type(self, type_: str) -> list[LogEvent]:
         return [e for e in self.events() if e.type == type_]
 
+    def one(self, type_: str) -> LogEvent:
+        """The one event of ``type_`` (fails the test when there are none or several)."""
+        (event,) = self.of_type(type_)
+        return event
+
     def from_logger(self, name: str) -> list[LogEvent]:
         return [e for e in self.events() if e.logger == name]
 

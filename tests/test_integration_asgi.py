@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket
 from shipper.context import bind_context, current_context
 from shipper.event import Level
 from shipper.integrations.asgi import ShipperASGIMiddleware
-from tests.log_capture import CaptureHandler, capture_logs
+from tests.log_capture import CaptureHandler
 
 VISA = "4242 4242 4242 4242"
 _lib = logging.getLogger("thirdparty.db")
@@ -128,17 +128,6 @@ def make_app(auth: str | None = None, **options: Any) -> Starlette:
     return Starlette(routes=ROUTES, middleware=middleware, lifespan=lifespan)
 
 
-@pytest.fixture
-def logs() -> Iterator[CaptureHandler]:
-    with capture_logs() as handler:
-        yield handler
-
-
-def access(logs: CaptureHandler) -> Any:
-    (event,) = logs.of_type("HTTP_REQUEST")
-    return event
-
-
 # ---------------------------------------------------------------------------- request ids
 
 
@@ -151,7 +140,7 @@ def test_generated_request_id_reaches_every_record_and_the_response(logs: Captur
     assert body["state_request_id"] == request_id == body["context_trace_id"]
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert lib_event.trace_id == request_id
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.trace_id == request_id and event.logger == "shipper.access"
     assert event.metadata["method"] == "GET" and event.metadata["path"] == "/items/42"
     assert event.metadata["route"] == "/items/{item_id}"
@@ -178,14 +167,14 @@ def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None
         response = client.get("/items/1", headers={"X-Request-ID": bad.encode("utf-8")})
     request_id = response.headers["x-request-id"]
     assert request_id != bad and re.fullmatch(r"[0-9a-f]{32}", request_id)
-    assert access(logs).trace_id == request_id
+    assert logs.one("HTTP_REQUEST").trace_id == request_id
 
 
 def test_custom_request_id_header(logs: CaptureHandler) -> None:
     with TestClient(make_app(request_id_header="X-Correlation-ID")) as client:
         response = client.get("/items/1", headers={"X-Correlation-ID": "corr-1"})
     assert response.headers["x-correlation-id"] == "corr-1"
-    assert access(logs).trace_id == "corr-1"
+    assert logs.one("HTTP_REQUEST").trace_id == "corr-1"
 
 
 def test_sync_endpoints_in_the_thread_pool_see_the_request_id(logs: CaptureHandler) -> None:
@@ -215,14 +204,14 @@ def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> Non
 def test_status_maps_to_level(logs: CaptureHandler, code: int, level: Level) -> None:
     with TestClient(make_app()) as client:
         client.get(f"/status/{code}", follow_redirects=False)
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.metadata["status"] == code and event.level is level
 
 
 def test_unhandled_exception_is_a_500_error_and_is_reraised(logs: CaptureHandler) -> None:
     with TestClient(make_app()) as client, pytest.raises(RuntimeError, match="kaboom"):
         client.get("/fail")
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.level is Level.ERROR and event.metadata["status"] == 500
     assert event.metadata["error_type"] == "RuntimeError"
     assert event.exception is not None and "RuntimeError: kaboom" in event.exception
@@ -233,14 +222,14 @@ def test_unhandled_exception_still_answers_500_to_the_client(logs: CaptureHandle
     with TestClient(make_app(), raise_server_exceptions=False) as client:
         response = client.get("/fail")
     assert response.status_code == 500
-    assert access(logs).metadata["status"] == 500
+    assert logs.one("HTTP_REQUEST").metadata["status"] == 500
 
 
 def test_unknown_route_is_a_404_warning(logs: CaptureHandler) -> None:
     with TestClient(make_app()) as client:
         response = client.get("/nope")
     assert response.status_code == 404
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.level is Level.WARNING and "route" not in event.metadata
 
 
@@ -254,8 +243,8 @@ def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
     assert slow.level is Level.WARNING
     assert slow.metadata["duration_ms"] == pytest.approx(1500.0)
     assert slow.metadata["threshold_ms"] == 1000.0
-    assert slow.trace_id == access(logs).trace_id
-    assert access(logs).level is Level.INFO
+    assert slow.trace_id == logs.one("HTTP_REQUEST").trace_id
+    assert logs.one("HTTP_REQUEST").level is Level.INFO
 
 
 def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
@@ -281,7 +270,7 @@ def test_user_from_auth_middleware_outside_is_on_every_record(logs: CaptureHandl
     assert body["context_actor"] == "USER"
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert (lib_event.actor.value, lib_event.actor_id) == ("USER", "alice")
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert (event.actor.value, event.actor_id) == ("USER", "alice")
 
 
@@ -289,20 +278,20 @@ def test_admin_scope_makes_an_admin(logs: CaptureHandler) -> None:
     with TestClient(make_app(auth="outside")) as client:
         client.get("/items/1", headers={"X-User": "root", "X-Admin": "1"})
     assert logs.from_logger("thirdparty.db")[0].actor.value == "ADMIN"
-    assert access(logs).actor.value == "ADMIN"
+    assert logs.one("HTTP_REQUEST").actor.value == "ADMIN"
 
 
 def test_anonymous_user_is_a_guest(logs: CaptureHandler) -> None:
     with TestClient(make_app(auth="outside")) as client:
         client.get("/items/1")
     assert logs.from_logger("thirdparty.db")[0].actor.value == "GUEST"
-    assert access(logs).actor.value == "GUEST"
+    assert logs.one("HTTP_REQUEST").actor.value == "GUEST"
 
 
 def test_user_from_auth_middleware_inside_reaches_the_access_event(logs: CaptureHandler) -> None:
     with TestClient(make_app(auth="inside")) as client:
         client.get("/items/1", headers={"X-User": "bob"})
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert (event.actor.value, event.actor_id) == ("USER", "bob")
 
 
@@ -322,13 +311,13 @@ def test_get_user_callable(logs: CaptureHandler, is_async: bool) -> None:
         client.get("/items/1", headers={"X-API-Client": "c-9"})
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert (lib_event.actor.value, lib_event.actor_id) == ("CREATOR", "c-9")
-    assert access(logs).actor_id == "c-9"
+    assert logs.one("HTTP_REQUEST").actor_id == "c-9"
 
 
 def test_user_bound_by_the_app_reaches_the_access_event(logs: CaptureHandler) -> None:
     with TestClient(make_app()) as client:
         client.get("/login")
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert (event.actor.value, event.actor_id) == ("USER", "u-77")
 
 
@@ -339,7 +328,7 @@ def test_failing_get_user_does_not_break_the_request(logs: CaptureHandler) -> No
     with TestClient(make_app(get_user=get_user)) as client:
         response = client.get("/items/1")
     assert response.status_code == 200
-    assert access(logs).actor.value == "GUEST"
+    assert logs.one("HTTP_REQUEST").actor.value == "GUEST"
 
 
 # ---------------------------------------------------------------------------- other scopes
@@ -374,7 +363,7 @@ def test_secrets_never_appear_in_what_would_be_sent(logs: CaptureHandler) -> Non
 def test_query_string_is_left_out_by_default(logs: CaptureHandler) -> None:
     with TestClient(make_app()) as client:
         client.get("/items/1?token=abc")
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert "query" not in event.metadata and event.metadata["path"] == "/items/1"
 
 

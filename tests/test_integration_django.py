@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,10 +21,10 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 
 from shipper.context import current_context  # noqa: E402
-from shipper.event import Level, LogEvent  # noqa: E402
+from shipper.event import Level  # noqa: E402
 from shipper.integrations.django import LOGGING, logging_config  # noqa: E402
 from tests.django_app.views import VISA  # noqa: E402
-from tests.log_capture import CaptureHandler, capture_logs  # noqa: E402
+from tests.log_capture import CaptureHandler  # noqa: E402
 
 _BASE_MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -42,17 +41,6 @@ def users() -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def logs() -> Iterator[CaptureHandler]:
-    with capture_logs() as handler:
-        yield handler
-
-
-def access(logs: CaptureHandler) -> LogEvent:
-    (event,) = logs.of_type("HTTP_REQUEST")
-    return event
-
-
 # ---------------------------------------------------------------------------- request ids
 
 
@@ -64,7 +52,7 @@ def test_generated_request_id_reaches_every_record_and_the_response(logs: Captur
     assert body["request_id"] == request_id == body["context_trace_id"]
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert lib_event.trace_id == request_id
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.trace_id == request_id and event.logger == "shipper.access"
     assert event.level is Level.INFO
     assert {k: event.metadata[k] for k in ("method", "path", "status", "route", "user_agent",
@@ -86,7 +74,7 @@ def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None
     response = Client().get("/items/1", HTTP_X_REQUEST_ID=bad)
     request_id = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
-    assert access(logs).trace_id == request_id
+    assert logs.one("HTTP_REQUEST").trace_id == request_id
 
 
 def test_async_stack_propagates_the_request_id(logs: CaptureHandler) -> None:
@@ -113,7 +101,7 @@ def test_authenticated_user_is_on_every_record(logs: CaptureHandler,
     assert (body["context_actor"], body["context_actor_id"]) == ("USER", pk)
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert (lib_event.actor.value, lib_event.actor_id) == ("USER", pk)
-    assert (access(logs).actor.value, access(logs).actor_id) == ("USER", pk)
+    assert (logs.one("HTTP_REQUEST").actor.value, logs.one("HTTP_REQUEST").actor_id) == ("USER", pk)
 
 
 def test_staff_user_is_an_admin(logs: CaptureHandler, users: dict[str, Any]) -> None:
@@ -121,21 +109,21 @@ def test_staff_user_is_an_admin(logs: CaptureHandler, users: dict[str, Any]) -> 
     client.force_login(users["root"])
     client.get("/items/1")
     assert logs.from_logger("thirdparty.db")[0].actor.value == "ADMIN"
-    assert access(logs).actor.value == "ADMIN"
+    assert logs.one("HTTP_REQUEST").actor.value == "ADMIN"
 
 
 def test_anonymous_user_is_a_guest(logs: CaptureHandler, users: dict[str, Any]) -> None:
     Client().get("/items/1")
     lib_event = logs.from_logger("thirdparty.db")[0]
     assert (lib_event.actor.value, lib_event.actor_id) == ("GUEST", None)
-    assert access(logs).actor.value == "GUEST"
+    assert logs.one("HTTP_REQUEST").actor.value == "GUEST"
 
 
 def test_login_during_the_request_shows_in_the_access_event(
     logs: CaptureHandler, users: dict[str, Any]
 ) -> None:
     Client().get("/login/alice")
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert (event.actor.value, event.actor_id) == ("USER", str(users["alice"].pk))
 
 
@@ -148,7 +136,7 @@ def test_async_stack_resolves_the_user(logs: CaptureHandler, users: dict[str, An
     body = asyncio.run(run()).json()
     assert (body["context_actor"], body["context_actor_id"]) == ("ADMIN", str(users["root"].pk))
     assert logs.from_logger("thirdparty.db")[0].actor.value == "ADMIN"
-    assert access(logs).actor.value == "ADMIN"
+    assert logs.one("HTTP_REQUEST").actor.value == "ADMIN"
 
 
 # ---------------------------------------------------------------------------- levels
@@ -162,7 +150,7 @@ def test_async_stack_resolves_the_user(logs: CaptureHandler, users: dict[str, An
 )
 def test_status_maps_to_level(logs: CaptureHandler, path: str, status: int, level: Level) -> None:
     assert Client().get(path).status_code == status
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.metadata["status"] == status and event.level is level
 
 
@@ -170,7 +158,7 @@ def test_view_exception_is_a_500_error_with_the_exception(logs: CaptureHandler) 
     response = Client(raise_request_exception=False).get("/fail")
     assert response.status_code == 500
     assert response.headers["X-Request-ID"]
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.level is Level.ERROR and event.metadata["status"] == 500
     assert event.metadata["error_type"] == "RuntimeError"
     assert event.exception is not None and "RuntimeError: kaboom" in event.exception
@@ -182,7 +170,7 @@ def test_view_exception_is_a_500_error_with_the_exception(logs: CaptureHandler) 
 def test_view_exception_still_reaches_the_test_client(logs: CaptureHandler) -> None:
     with pytest.raises(RuntimeError, match="kaboom"):
         Client().get("/fail")
-    assert access(logs).level is Level.ERROR
+    assert logs.one("HTTP_REQUEST").level is Level.ERROR
 
 
 # ---------------------------------------------------------------------------- slow requests
@@ -195,7 +183,7 @@ def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
     (slow,) = logs.of_type("SLOW_REQUEST")
     assert slow.level is Level.WARNING and slow.metadata["threshold_ms"] == 1000.0
     assert slow.metadata["duration_ms"] == pytest.approx(1500.0)
-    assert slow.trace_id == access(logs).trace_id
+    assert slow.trace_id == logs.one("HTTP_REQUEST").trace_id
 
 
 def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
@@ -203,7 +191,7 @@ def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
     with override_settings(MIDDLEWARE=middleware):
         Client().get("/items/1")
     assert logs.of_type("SLOW_REQUEST") == []
-    assert access(logs).metadata["duration_ms"] == pytest.approx(10.0)
+    assert logs.one("HTTP_REQUEST").metadata["duration_ms"] == pytest.approx(10.0)
 
 
 def test_settings_turn_the_access_log_off(logs: CaptureHandler) -> None:

@@ -12,10 +12,10 @@ import flask
 import pytest
 
 from shipper.context import current_context
-from shipper.event import Level, LogEvent
+from shipper.event import Level
 from shipper.integrations.flask import init_app
 from shipper.integrations.wsgi import ShipperWSGIMiddleware
-from tests.log_capture import CaptureHandler, capture_logs
+from tests.log_capture import CaptureHandler
 
 VISA = "4111-1111-1111-1111"
 _lib = logging.getLogger("thirdparty.db")
@@ -88,17 +88,6 @@ def wrapped(**options: Any) -> flask.Flask:
     return app
 
 
-@pytest.fixture
-def logs() -> Iterator[CaptureHandler]:
-    with capture_logs() as handler:
-        yield handler
-
-
-def access(logs: CaptureHandler) -> LogEvent:
-    (event,) = logs.of_type("HTTP_REQUEST")
-    return event
-
-
 # ---------------------------------------------------------------------------- request ids
 
 
@@ -110,7 +99,7 @@ def test_generated_request_id_reaches_every_record_and_the_response(logs: Captur
     assert body["environ_request_id"] == request_id == body["context_trace_id"]
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert lib_event.trace_id == request_id
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.trace_id == request_id and event.logger == "shipper.access"
     assert event.metadata["method"] == "GET" and event.metadata["path"] == "/items/42"
     assert event.metadata["status"] == 200 and event.level is Level.INFO
@@ -134,7 +123,7 @@ def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None
                                            buffered=True)
     request_id = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
-    assert access(logs).trace_id == request_id
+    assert logs.one("HTTP_REQUEST").trace_id == request_id
 
 
 def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> None:
@@ -142,7 +131,7 @@ def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> Non
     assert response.get_data(as_text=True) == "xxx"
     chunks = logs.from_logger("thirdparty.db")
     assert len(chunks) == 3 and {e.trace_id for e in chunks} == {response.headers["X-Request-ID"]}
-    assert access(logs).trace_id == response.headers["X-Request-ID"]
+    assert logs.one("HTTP_REQUEST").trace_id == response.headers["X-Request-ID"]
 
 
 # ---------------------------------------------------------------------------- levels
@@ -156,7 +145,7 @@ def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> Non
 )
 def test_status_maps_to_level(logs: CaptureHandler, path: str, status: int, level: Level) -> None:
     wrapped().test_client().get(path, buffered=True)
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.metadata["status"] == status and event.level is level
 
 
@@ -167,7 +156,7 @@ def test_exception_propagated_by_flask_is_a_500_error_and_is_reraised(
     app.testing = True  # Flask re-raises view exceptions
     with pytest.raises(RuntimeError, match="kaboom"):
         app.test_client().get("/fail", buffered=True)
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.level is Level.ERROR and event.metadata["status"] == 500
     assert event.exception is not None and "RuntimeError: kaboom" in event.exception
     assert logs.from_logger("thirdparty.db")[0].trace_id == event.trace_id
@@ -176,7 +165,7 @@ def test_exception_propagated_by_flask_is_a_500_error_and_is_reraised(
 def test_exception_handled_by_flask_is_a_500_error(logs: CaptureHandler) -> None:
     response = wrapped().test_client().get("/fail", buffered=True)
     assert response.status_code == 500
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.level is Level.ERROR and event.metadata["status"] == 500
     # Flask's own "Exception on /fail" record carries the request id too
     (flask_event,) = logs.from_logger("shop")
@@ -192,7 +181,7 @@ def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
     (slow,) = logs.of_type("SLOW_REQUEST")
     assert slow.level is Level.WARNING and slow.metadata["threshold_ms"] == 500.0
     assert slow.metadata["duration_ms"] == pytest.approx(750.0)
-    assert slow.trace_id == access(logs).trace_id
+    assert slow.trace_id == logs.one("HTTP_REQUEST").trace_id
 
 
 def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
@@ -238,7 +227,7 @@ def test_any_wsgi_app_is_measured_until_the_response_is_closed(logs: CaptureHand
     assert logs.of_type("HTTP_REQUEST") == []  # not before the server closes the response
     result.close()  # type: ignore[attr-defined]
     assert closed == [True]
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.metadata["status"] == 201 and event.metadata["method"] == "PUT"
     # start, then close: the clock was read twice, 1 s apart... plus nothing in between
     assert event.metadata["duration_ms"] == pytest.approx(1000.0)
@@ -258,7 +247,7 @@ def test_error_while_producing_the_body_is_logged_and_reraised(logs: CaptureHand
     with pytest.raises(OSError, match="disk gone"):
         list(result)
     result.close()  # type: ignore[attr-defined]
-    event = access(logs)
+    event = logs.one("HTTP_REQUEST")
     assert event.level is Level.ERROR and event.metadata["status"] == 500
     assert event.exception is not None and "OSError: disk gone" in event.exception
 
@@ -274,7 +263,7 @@ def test_remote_user_is_the_default_user(logs: CaptureHandler) -> None:
     result.close()  # type: ignore[attr-defined]
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert (lib_event.actor.value, lib_event.actor_id) == ("USER", "carol")
-    assert access(logs).actor_id == "carol"
+    assert logs.one("HTTP_REQUEST").actor_id == "carol"
 
 
 def test_get_user_from_environ(logs: CaptureHandler) -> None:
@@ -287,7 +276,7 @@ def test_get_user_from_environ(logs: CaptureHandler) -> None:
 def test_get_user_with_a_wrong_shape_does_not_break_the_request(logs: CaptureHandler) -> None:
     app = wrapped(get_user=lambda environ: 42)
     response = app.test_client().get("/items/1", buffered=True)
-    assert response.status_code == 200 and access(logs).actor.value == "GUEST"
+    assert response.status_code == 200 and logs.one("HTTP_REQUEST").actor.value == "GUEST"
 
 
 # ---------------------------------------------------------------------------- Flask init_app

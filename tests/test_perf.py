@@ -9,7 +9,7 @@ import pytest
 from shipper.context import log_context
 from shipper.event import Level
 from shipper.perf import log_operation, log_performance
-from tests.log_capture import CaptureHandler, capture_logs
+from tests.log_capture import CaptureHandler
 
 
 class FakeClock:
@@ -23,12 +23,6 @@ class FakeClock:
         value = self.now
         self.now += self.step
         return value
-
-
-@pytest.fixture
-def logs() -> Iterator[CaptureHandler]:
-    with capture_logs() as handler:
-        yield handler
 
 
 def test_decorated_function_logs_duration_and_success(logs: CaptureHandler) -> None:
