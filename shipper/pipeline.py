@@ -119,7 +119,8 @@ class Pipeline:
         reason = "closed" if self._closed else "queue_full"
         if self._spool is None:
             self._count_drop(reason, 1)
-            self.report(reason, "the queue is full and there is no spool: events are dropped")
+            why = "the handler is closed" if self._closed else "the queue is full"
+            self.report(reason, f"{why} and there is no spool: events are dropped")
             return
         entries = self._entries([item])
         self._to_spool(entries, reason)
