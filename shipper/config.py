@@ -54,6 +54,8 @@ ENV_VARS: dict[str, str] = {
     "SHIPPER_TYPE_LIMIT": "type_limit",
     "SHIPPER_REDACT_KEYS": "redact_keys",
     "SHIPPER_REDACT_EMAILS": "redact_emails",
+    "SHIPPER_SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "SHIPPER_HANDLE_SIGTERM": "handle_sigterm",
 }
 
 _SIZE_UNITS = {
@@ -180,6 +182,9 @@ class ShipperConfig:
     ignore_loggers: tuple[str, ...] = ()
     #: seconds ``close()`` and the exit hook may spend draining
     shutdown_timeout: float = 5.0
+    #: when SIGTERM still has its default action (nothing in the process handles it), run
+    #: :func:`shipper.shutdown` on SIGTERM first, then let the signal end the process as before
+    handle_sigterm: bool = True
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
