@@ -114,6 +114,27 @@ def test_uvicorn_app_without_shipper_middleware_is_saved_by_the_sigterm_hook(
     _assert_nothing_left(tmp_path)
 
 
+def test_django_asgi_without_lifespan_support_gets_its_shutdown_from_the_middleware(
+        fake: FakeLoki, tmp_path: Path) -> None:
+    service, port = _service(), free_port()
+    argv = [str(BIN / "uvicorn"), "tests.servers.django_asgi:application", "--port", str(port),
+            "--no-access-log", "--lifespan", "on"]
+    # the SIGTERM hook is off: only the lifespan shutdown can deliver the queue here
+    env = server_env(fake, service, tmp_path, SHIPPER_HANDLE_SIGTERM="0")
+    with running(argv, env, tmp_path / "uvicorn.log") as server:
+        server.wait_http(port, "/async-items/0")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        ids = [get(conn, f"/async-items/{i}", f"dj-{i}") for i in range(40)]
+        conn.close()
+        code = server.stop(signal.SIGTERM)
+        output = server.output()
+    assert code == -signal.SIGTERM, output
+    assert "Application startup complete" in output
+    assert "shipper answers the lifespan messages itself" in output
+    assert sorted(_requests_logged(fake, service)) == sorted(ids), output
+    _assert_nothing_left(tmp_path)
+
+
 def _requests_logged(fake: FakeLoki, service: str) -> list[str]:
     """Trace ids of the access events, less the readiness checks'."""
     return [t for t in trace_ids(events(fake, service, "HTTP_REQUEST")) if t != "health"]
