@@ -41,7 +41,7 @@ def worker_run(fake: FakeLoki, tmp_path_factory: pytest.TempPathFactory) -> dict
     broker = tmp / "broker"
     producer = make_app(str(broker))
     service = f"tasks-{uuid.uuid4().hex[:8]}"
-    env = server_env(fake, service, tmp, DEPLOY_BROKER_DIR=str(broker))
+    env = server_env(fake.url, service, tmp, DEPLOY_BROKER_DIR=str(broker))
     argv = [str(BIN / "celery"), "-A", "tests.servers.celery_app", "worker", "-P", "prefork",
             "-c", "2", "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--loglevel", "INFO"]

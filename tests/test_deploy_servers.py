@@ -71,7 +71,8 @@ def test_uvicorn_sigterm_in_first_second_of_traffic_delivers_every_event(
     service, port = _service(), free_port()
     argv = [str(BIN / "uvicorn"), "tests.servers.asgi_app:app", "--port", str(port),
             "--no-access-log"]
-    with running(argv, server_env(fake, service, tmp_path), tmp_path / "uvicorn.log") as server:
+    env = server_env(fake.url, service, tmp_path)
+    with running(argv, env, tmp_path / "uvicorn.log") as server:
         server.wait_http(port)
         stop = threading.Event()
         done: list[str] = []
@@ -100,7 +101,8 @@ def test_uvicorn_app_without_shipper_middleware_is_saved_by_the_sigterm_hook(
     service, port = _service(), free_port()
     argv = [str(BIN / "uvicorn"), "tests.servers.asgi_app:bare", "--port", str(port),
             "--no-access-log", "--lifespan", "off"]
-    with running(argv, server_env(fake, service, tmp_path), tmp_path / "uvicorn.log") as server:
+    env = server_env(fake.url, service, tmp_path)
+    with running(argv, env, tmp_path / "uvicorn.log") as server:
         server.wait_http(port)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         for i in range(50):
@@ -120,7 +122,7 @@ def test_django_asgi_without_lifespan_support_gets_its_shutdown_from_the_middlew
     argv = [str(BIN / "uvicorn"), "tests.servers.django_asgi:application", "--port", str(port),
             "--no-access-log", "--lifespan", "on"]
     # the SIGTERM hook is off: only the lifespan shutdown can deliver the queue here
-    env = server_env(fake, service, tmp_path, SHIPPER_HANDLE_SIGTERM="0")
+    env = server_env(fake.url, service, tmp_path, SHIPPER_HANDLE_SIGTERM="0")
     with running(argv, env, tmp_path / "uvicorn.log") as server:
         server.wait_http(port, "/async-items/0")
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -171,7 +173,7 @@ def _assert_delivered(fake: FakeLoki, service: str, ids: list[str], output: str,
 def test_gunicorn_delivers_every_event_on_sigterm(
         fake: FakeLoki, tmp_path: Path, options: list[str]) -> None:
     service, port = _service(), free_port()
-    with running(_gunicorn(port, *options), server_env(fake, service, tmp_path),
+    with running(_gunicorn(port, *options), server_env(fake.url, service, tmp_path),
                  tmp_path / "gunicorn.log") as server:
         server.wait_http(port)
         ids = _requests(port, 60, "g")
@@ -186,7 +188,8 @@ def test_gunicorn_max_requests_recycling_delivers_each_workers_events_as_it_exit
     service, port = _service(), free_port()
     argv = _gunicorn(port, "-w", "1", "--max-requests", "10", "--max-requests-jitter", "0",
                      "tests.servers.wsgi_app:app")
-    with running(argv, server_env(fake, service, tmp_path), tmp_path / "gunicorn.log") as server:
+    env = server_env(fake.url, service, tmp_path)
+    with running(argv, env, tmp_path / "gunicorn.log") as server:
         server.wait_http(port)  # the health check is the first worker's first request
         ids = _requests(port, 24, "recycled")
         # requests 1-9 and 10-19 were served by two workers that have been recycled since:

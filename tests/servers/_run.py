@@ -20,13 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def server_env(fake: FakeLoki, service: str, tmp: Path, **extra: str) -> dict[str, str]:
+def server_env(loki_url: str, service: str, tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of a server under test: the fake Loki, a spool and cache of its own, and
     batches that wait 30 s, so what arrives before the process ends got there by the shutdown
     path, not by the timer."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOKI_", "SHIPPER_"))}
     env.update(
-        LOKI_URL=fake.url,
+        LOKI_URL=loki_url,
         SHIPPER_SERVICE=service,
         SHIPPER_SPOOL_DIR=str(tmp / "spool"),
         SHIPPER_BATCH_MAX_WAIT="30",
