@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import itertools
+import json
 import signal
 import threading
 import time
@@ -21,7 +22,15 @@ import pytest
 
 from shipper.spool import spool_status
 from tests.fakeloki import FakeLoki, free_port
-from tests.servers._run import BIN, events, get, running, server_env, trace_ids
+from tests.servers._run import (
+    BIN,
+    burst_then_stop,
+    events,
+    get,
+    running,
+    server_env,
+    trace_ids,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90),
               pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")]
@@ -101,18 +110,12 @@ def test_uvicorn_app_without_shipper_middleware_is_saved_by_the_sigterm_hook(
     service, port = _service(), free_port()
     argv = [str(BIN / "uvicorn"), "tests.servers.asgi_app:bare", "--port", str(port),
             "--no-access-log", "--lifespan", "off"]
-    env = server_env(fake.url, service, tmp_path)
-    with running(argv, env, tmp_path / "uvicorn.log") as server:
-        server.wait_http(port)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        for i in range(50):
-            get(conn, f"/work/{i}", f"bare-{i}")
-        conn.close()
-        code = server.stop(signal.SIGTERM)
-        output = server.output()
+    ids, code, output = burst_then_stop(argv, server_env(fake.url, service, tmp_path),
+                                        tmp_path / "uvicorn.log", port, 50)
     assert code == -signal.SIGTERM, output
-    messages = sorted(s.line for s in events(fake, service, "WORK"))
-    assert len(messages) == 50, output
+    assert len(ids) == 50
+    messages = [json.loads(s.line)["message"] for s in events(fake, service, "WORK")]
+    assert sorted(messages) == sorted(f"work {i}" for i in range(50)), output
     _assert_nothing_left(tmp_path)
 
 
@@ -123,13 +126,8 @@ def test_django_asgi_without_lifespan_support_gets_its_shutdown_from_the_middlew
             "--no-access-log", "--lifespan", "on"]
     # the SIGTERM hook is off: only the lifespan shutdown can deliver the queue here
     env = server_env(fake.url, service, tmp_path, SHIPPER_HANDLE_SIGTERM="0")
-    with running(argv, env, tmp_path / "uvicorn.log") as server:
-        server.wait_http(port, "/async-items/0")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        ids = [get(conn, f"/async-items/{i}", f"dj-{i}") for i in range(40)]
-        conn.close()
-        code = server.stop(signal.SIGTERM)
-        output = server.output()
+    ids, code, output = burst_then_stop(argv, env, tmp_path / "uvicorn.log", port, 40,
+                                        path="/async-items/{i}", ready="/async-items/0")
     assert code == -signal.SIGTERM, output
     assert "Application startup complete" in output
     assert "shipper answers the lifespan messages itself" in output
@@ -173,12 +171,9 @@ def _assert_delivered(fake: FakeLoki, service: str, ids: list[str], output: str,
 def test_gunicorn_delivers_every_event_on_sigterm(
         fake: FakeLoki, tmp_path: Path, options: list[str]) -> None:
     service, port = _service(), free_port()
-    with running(_gunicorn(port, *options), server_env(fake.url, service, tmp_path),
-                 tmp_path / "gunicorn.log") as server:
-        server.wait_http(port)
-        ids = _requests(port, 60, "g")
-        code = server.stop(signal.SIGTERM)
-        output = server.output()
+    ids, code, output = burst_then_stop(_gunicorn(port, *options),
+                                        server_env(fake.url, service, tmp_path),
+                                        tmp_path / "gunicorn.log", port, 60, keep_alive=False)
     assert code == 0, output
     _assert_delivered(fake, service, ids, output, tmp_path)
 

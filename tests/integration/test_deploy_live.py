@@ -3,7 +3,6 @@ with ShipperASGIMiddleware, 200 requests within one second, then SIGTERM."""
 
 from __future__ import annotations
 
-import http.client
 import signal
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import urllib3
 
 from tests.fakeloki import free_port
 from tests.integration.conftest import query_range, wait_for
-from tests.servers._run import BIN, get, running, server_env
+from tests.servers._run import BIN, burst_then_stop, server_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,13 +26,7 @@ def test_uvicorn_sigterm_right_after_a_burst_delivers_all_200_requests(
     start_ns = time.time_ns() - 60 * 10**9
     # default batching (1 s): the burst is still queued when the signal comes
     env = server_env(loki_url, unique_service, tmp_path, SHIPPER_BATCH_MAX_WAIT="1")
-    with running(argv, env, tmp_path / "uvicorn.log") as server:
-        server.wait_http(port)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        ids = [get(conn, f"/work/{i}", f"live-{i}") for i in range(200)]
-        conn.close()
-        code = server.stop(signal.SIGTERM)
-        output = server.output()
+    ids, code, output = burst_then_stop(argv, env, tmp_path / "uvicorn.log", port, 200)
     assert code == -signal.SIGTERM, output
 
     def traces(kind: str) -> list[str]:

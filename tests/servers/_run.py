@@ -118,3 +118,22 @@ def metadata_of(stored: Stored) -> dict[str, Any]:
 
     line = json.loads(stored.line)
     return dict(line.get("metadata") or {})
+
+
+def burst_then_stop(argv: list[str], env: dict[str, str], log: Path, port: int, n: int, *,
+                    path: str = "/work/{i}", ready: str = "/health", keep_alive: bool = True,
+                    sig: int = signal.SIGTERM) -> tuple[list[str], int, str]:
+    """Start a server, send it ``n`` requests (ids ``r-0``...), stop it with ``sig``; the ids
+    the responses carried, the exit status and the server's output."""
+    with running(argv, env, log) as server:
+        server.wait_http(port, ready)
+        ids = []
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for i in range(n):
+            if not keep_alive:  # sync workers close every connection anyway
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            ids.append(get(conn, path.format(i=i), f"r-{i}"))
+        conn.close()
+        code = server.stop(sig)
+        return ids, code, server.output()
