@@ -182,9 +182,10 @@ class ShipperConfig:
     ignore_loggers: tuple[str, ...] = ()
     #: seconds ``close()`` and the exit hook may spend draining
     shutdown_timeout: float = 5.0
-    #: when SIGTERM still has its default action (nothing in the process handles it), run
-    #: :func:`shipper.shutdown` on SIGTERM first, then let the signal end the process as before
-    handle_sigterm: bool = True
+    handle_sigterm: bool = field(default=True, metadata={
+        "help": "when SIGTERM still has its default action (nothing in the process handles it), "
+                "run shipper.shutdown() on SIGTERM first, then let the signal end the process "
+                "as before"})
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
