@@ -5,8 +5,6 @@ the id ``req-7f3a`` is handled; then SIGTERM (warm shutdown), which must end the
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,20 +35,16 @@ import harness_celery  # noqa: E402
 import tasks  # noqa: E402
 
 from shipper import log_context  # noqa: E402
+from tests.docs_harness._servers import started, stop_with_sigterm  # noqa: E402
 
 env = dict(os.environ, SHIPPER_BATCH_MAX_WAIT="30")
-worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "harness_celery", "worker",
-                           "-P", "prefork", "-c", "1", "--without-gossip", "--without-mingle",
-                           "--without-heartbeat"], env=env)
+argv = [sys.executable, "-m", "celery", "-A", "harness_celery", "worker", "-P", "prefork",
+        "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat"]
 try:
-    with log_context(trace_id="req-7f3a", actor="USER", actor_id="user_42"):
-        result = tasks.send_receipt.delay(42)
-    result.get(timeout=60)
-    worker.send_signal(signal.SIGTERM)
-    code = worker.wait(timeout=60)
-    if code != 0:
-        sys.exit(f"the worker exited with {code} after SIGTERM")
+    with started(argv, env) as worker:
+        with log_context(trace_id="req-7f3a", actor="USER", actor_id="user_42"):
+            result = tasks.send_receipt.delay(42)
+        result.get(timeout=60)
+        stop_with_sigterm(worker, "the worker")
 finally:
-    if worker.poll() is None:
-        worker.kill()
     harness_celery.app.close()

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.docs_harness._servers import started, stop_with_sigterm
 
 APP = '''
 from shipper.integrations.wsgi import ShipperWSGIMiddleware
@@ -33,9 +33,9 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 env = dict(os.environ, SHIPPER_BATCH_MAX_WAIT="30")
-server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2",
-                           "--bind", f"127.0.0.1:{port}", "harness_app:application"], env=env)
-try:
+argv = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "-w", "2",
+        "--bind", f"127.0.0.1:{port}", "harness_app:application"]
+with started(argv, env) as server:
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -51,10 +51,4 @@ try:
     conn.close()
     if status != 200:
         sys.exit(f"GET /hello: answered {status}, expected 200")
-    server.send_signal(signal.SIGTERM)
-    code = server.wait(timeout=60)
-    if code != 0:
-        sys.exit(f"gunicorn exited with {code} after SIGTERM")
-finally:
-    if server.poll() is None:
-        server.kill()
+    stop_with_sigterm(server, "gunicorn")
