@@ -94,7 +94,7 @@ def test_uvicorn_sigterm_in_first_second_of_traffic_delivers_every_event(
             t.join(10)
         output = server.output()
     assert code == -signal.SIGTERM, output  # uvicorn still dies by the signal, as before
-    assert len(done) >= 20, output  # the signal really came in the middle of traffic
+    assert len(done) >= 10, output  # the signal really came in the middle of traffic
     work = trace_ids(events(fake, service, "WORK"))
     access = [t for t in trace_ids(events(fake, service, "HTTP_REQUEST")) if t != "health"]
     # every answered request is in Loki with both events; nothing arrived twice
