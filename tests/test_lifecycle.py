@@ -111,6 +111,22 @@ def test_concurrent_shutdowns_from_threads_close_once_and_agree(
     assert fake.count() == 40
 
 
+@pytest.mark.timeout(30)  # a hang fails here
+def test_shutdown_interrupting_a_lock_holder_returns_by_its_deadline_instead_of_hanging(
+        fake: FakeLoki, tmp_path: Path) -> None:
+    """As when SIGTERM's handler runs on the main thread while that thread is inside the queue's
+    lock: the drain cannot proceed until the interrupted code goes on, so shutdown gives up at
+    its deadline and says so."""
+    handler = _handler(fake, tmp_path)
+    _log(handler, 5)
+    lock = handler.pipeline._batcher._lock
+    with lock:
+        report = shipper.shutdown(timeout=0.5)
+    assert report.unfinished == 1 and not report.complete
+    fake.wait_for_count(5, timeout=10)  # once the lock is free the drain finishes
+    assert fake.count() == 5
+
+
 @pytest.fixture
 def default_sigterm() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM)
