@@ -26,6 +26,7 @@ from shipper.config import ConfigError, ShipperConfig
 from shipper.context import LogContext, bind_context, current_context, log_context, reset_context
 from shipper.event import Actor, Entry, Level, LogEvent
 from shipper.handler import LokiHandler
+from shipper.lifecycle import ShutdownReport, shutdown
 from shipper.perf import log_operation, log_performance
 from shipper.pipeline import Pipeline
 from shipper.redact import DEFAULT_REDACT_KEYS, Redactor, redact_text, redact_value
@@ -43,6 +44,7 @@ __all__ = [
     "Pipeline",
     "Redactor",
     "ShipperConfig",
+    "ShutdownReport",
     "Spool",
     "SpoolStats",
     "SystemLog",
@@ -66,5 +68,6 @@ __all__ = [
     "redact_text",
     "redact_value",
     "reset_context",
+    "shutdown",
     "spool_status",
 ]

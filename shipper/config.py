@@ -54,6 +54,8 @@ ENV_VARS: dict[str, str] = {
     "SHIPPER_TYPE_LIMIT": "type_limit",
     "SHIPPER_REDACT_KEYS": "redact_keys",
     "SHIPPER_REDACT_EMAILS": "redact_emails",
+    "SHIPPER_SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "SHIPPER_HANDLE_SIGTERM": "handle_sigterm",
 }
 
 _SIZE_UNITS = {
@@ -207,7 +209,12 @@ class ShipperConfig:
     ignore_loggers: tuple[str, ...] = field(default=(), metadata={
         "help": "loggers whose records the handler skips (its own HTTP stack always is)"})
     shutdown_timeout: float = field(default=5.0, metadata={
-        "help": "how long `close()` and the exit hook drain before spooling the rest"})
+        "help": "how long `close()`, `shipper.shutdown()` and the exit hook drain before "
+                "spooling the rest"})
+    handle_sigterm: bool = field(default=True, metadata={
+        "help": "when SIGTERM still has its default action (nothing in the process handles it), "
+                "run shipper.shutdown() on SIGTERM first, then let the signal end the process "
+                "as before"})
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -38,7 +38,7 @@ from shipper.redact import Redactor
 from shipper.spool import ClaimedSegment, Spool
 from shipper.transport import Transport
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "live_pipelines"]
 
 _log = logging.getLogger("shipper.internal")
 _MAX_RETRY_AFTER = 300.0
@@ -94,6 +94,10 @@ class Pipeline:
             max_wait=config.batch_max_wait,
         )
         _PIPELINES.add(self)
+        if config.handle_sigterm:
+            from shipper.lifecycle import _install_sigterm_hook
+
+            _install_sigterm_hook()
         if start_replay and self._spool is not None and self._client is not None \
                 and self._spool.stats().segments:
             # a predecessor (crashed or offline) left events behind: replay them now
@@ -408,6 +412,11 @@ class Pipeline:
     def _report_text(self, kind: str, message: str) -> None:
         with contextlib.suppress(Exception):  # stderr closed: nothing left to tell
             sys.stderr.write(f"shipper [{self.config.service}] {kind}: {message}\n")
+
+
+def live_pipelines() -> list[Pipeline]:
+    """Every pipeline of this process that is not closed yet (handlers' and sidecar's)."""
+    return [p for p in list(_PIPELINES) if not p._closed]
 
 
 def _close_all() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-FRAMEWORKS = ("django", "starlette", "fastapi", "flask", "werkzeug", "asgiref")
+FRAMEWORKS = ("django", "starlette", "fastapi", "flask", "werkzeug", "asgiref", "celery", "kombu")
 
 
 def test_core_and_integrations_import_no_framework() -> None:
@@ -27,6 +27,8 @@ def test_framework_modules_import_their_framework() -> None:
 import sys
 import shipper.integrations.flask
 assert "flask" in sys.modules and "django" not in sys.modules
+import shipper.integrations.celery
+assert "celery" in sys.modules
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60, check=False)

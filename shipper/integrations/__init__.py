@@ -6,6 +6,8 @@ one access event per request.
 ``shipper.integrations.asgi``       ``ShipperASGIMiddleware`` (Starlette, FastAPI, any ASGI app)
 ``shipper.integrations.wsgi``       ``ShipperWSGIMiddleware`` (Flask, any WSGI app)
 ``shipper.integrations.flask``      ``init_app(app)``: the WSGI middleware, Flask's user and route
+``shipper.integrations.celery``     ``init_celery(app)``: task context, task events, delivery
+                                    before each worker process ends
 ==================================  =====================================================
 
 Nothing here imports a framework until its own module is imported: ``pip install

@@ -2,7 +2,7 @@
 (Starlette, FastAPI, Quart, Django's ASGI handler).
 
 A pure ASGI middleware: no thread, no task and no framework import of its own. It handles
-``http`` requests only; ``lifespan`` and ``websocket`` pass through untouched::
+``http`` requests and the ``lifespan`` protocol; ``websocket`` passes through untouched::
 
     from shipper.integrations.asgi import ShipperASGIMiddleware
 
@@ -26,10 +26,19 @@ For each request it
 The access event names the user known at the end of the request: the one bound in the
 context (also by the app, from an ``async`` dependency or endpoint), else ``scope["user"]``,
 else ``get_user(scope)``; nobody known means GUEST.
+
+Lifespan: the server's ``lifespan.shutdown`` goes to the app first, so what the app logs while
+it shuts down is shipped too; when the app answers, :func:`shipper.shutdown` flushes and
+closes every pipeline of the process (within each one's ``shutdown_timeout``), and only then is
+the answer passed on to the server, which ends the process right after it. An app without
+lifespan support (Django's ASGI handler raises for it; some apps just return) gets the
+lifespan messages answered by the middleware itself, so the server's shutdown still reaches
+shipper. ``close_on_shutdown=False`` leaves shutdown to you.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -75,6 +84,8 @@ class ShipperASGIMiddleware:
     :param trust_forwarded: take the client IP from ``X-Forwarded-For`` (behind a proxy you trust).
     :param request_id_header: the header carrying the request id, both ways.
     :param clock: seconds as a float (``time.perf_counter`` by default); for tests.
+    :param close_on_shutdown: on ``lifespan.shutdown``, flush and close every pipeline
+        (:func:`shipper.shutdown`) before the server is told the app has shut down.
     """
 
     def __init__(
@@ -89,6 +100,7 @@ class ShipperASGIMiddleware:
         trust_forwarded: bool = False,
         request_id_header: str = REQUEST_ID_HEADER,
         clock: Clock | None = None,
+        close_on_shutdown: bool = True,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app: expected an ASGI application, got {app!r}")
@@ -106,9 +118,14 @@ class ShipperASGIMiddleware:
             clock=clock,
         )
         self._header = request_id_header.lower().encode("latin-1")
+        self.close_on_shutdown = bool(close_on_shutdown)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
+        kind = scope.get("type")
+        if kind == "lifespan" and self.close_on_shutdown:
+            await _Lifespan(self.app, scope, receive, send).run()
+            return
+        if kind != "http":
             await self.app(scope, receive, send)
             return
         log = self._log
@@ -210,6 +227,76 @@ class ShipperASGIMiddleware:
         except Exception as exc:
             report("get_user", f"{type(exc).__name__}: {exc} (requests go on without a user)")
             return None
+
+
+class _Lifespan:
+    """One lifespan session: the app's own, with shipper's shutdown before the server hears
+    that the app is done; or answered here when the app does not speak lifespan."""
+
+    def __init__(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        self.app, self.scope, self.receive, self.send = app, scope, receive, send
+        self.pending: Message | None = None  # a message the app received and did not answer
+        self.answered = False  # the app sent a lifespan message of its own
+        self.shutdown_done = False
+
+    async def run(self) -> None:
+        try:
+            await self.app(self.scope, self._receive, self._send)
+        except Exception as exc:
+            if self.answered:  # the app speaks lifespan and failed: its error stands
+                if self._shutdown_unanswered():
+                    await _close_pipelines()
+                raise
+            report("lifespan", f"the app does not handle lifespan ({type(exc).__name__}: "
+                               f"{exc}); shipper answers the lifespan messages itself")
+        if not self.answered:
+            await self._answer_alone()
+        elif self._shutdown_unanswered():  # the app returned without answering the shutdown
+            await _close_pipelines()
+
+    def _shutdown_unanswered(self) -> bool:
+        pending = self.pending
+        return not self.shutdown_done and pending is not None \
+            and pending.get("type") == "lifespan.shutdown"
+
+    async def _receive(self) -> Message:
+        message = await self.receive()
+        self.pending = message
+        return message
+
+    async def _send(self, message: Message) -> None:
+        self.answered = True
+        self.pending = None
+        if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            self.shutdown_done = True
+            await _close_pipelines()
+        await self.send(message)
+
+    async def _answer_alone(self) -> None:
+        message = self.pending
+        while True:
+            if message is None:
+                message = await self.receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                await self.send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                await _close_pipelines()
+                await self.send({"type": "lifespan.shutdown.complete"})
+                return
+            message = None
+
+
+async def _close_pipelines() -> None:
+    """:func:`shipper.shutdown` off the event loop when there is one (asyncio), else here."""
+    from shipper.lifecycle import shutdown
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # another event loop library (trio): block it briefly instead
+        shutdown()
+        return
+    await loop.run_in_executor(None, shutdown)
 
 
 def _scope_user(scope: Scope) -> tuple[str, str | None] | None:
