@@ -30,13 +30,14 @@ def make_app(broker_dir: str) -> Celery:
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.05,
         },
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
     )
-    for sub in ("queue", "processed", "done"):
+    for sub in ("queue", "processed", "control", "done"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     init_celery(app)
     return app
