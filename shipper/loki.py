@@ -348,7 +348,8 @@ class QueryLimits:
         from shipper.retention import RetentionError, parse_duration
 
         try:
-            doc = yaml.safe_load(text)
+            # Loki prints ~90 KB of config: libyaml reads it in milliseconds where available
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
             limits = doc.get("limits_config") or {}
             length = parse_duration(str(limits.get("max_query_length", "30d1h")))
             entries = int(limits.get("max_entries_limit_per_query", DEFAULT_MAX_ENTRIES_PER_QUERY))

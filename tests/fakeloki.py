@@ -11,7 +11,9 @@ It decodes JSON, gzip JSON and snappy protobuf. Tests can also script answers, t
 from __future__ import annotations
 
 import bisect
+import copy
 import datetime as dt
+import functools
 import gzip
 import http.server
 import json
@@ -327,8 +329,7 @@ class FakeLoki:
         route = parts.path
         try:
             if route == "/config":
-                return 200, yaml.safe_dump(self.config, sort_keys=False), {
-                    "Content-Type": "text/plain; charset=utf-8"}
+                return 200, self._config_text(), {"Content-Type": "text/plain; charset=utf-8"}
             if route == "/loki/api/v1/query_range":
                 return self._json(self._query_range(params))
             if route == "/loki/api/v1/query":
@@ -353,6 +354,14 @@ class FakeLoki:
         except _Refused as exc:
             return exc.status, exc.text, {}
         return 404, "404 page not found\n", {}
+
+    def _config_text(self) -> str:
+        key = json.dumps(self.config, sort_keys=True, default=str)
+        if getattr(self, "_config_key", None) != key:
+            self._config_key = key
+            dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+            self._config_yaml = yaml.dump(self.config, Dumper=dumper, sort_keys=False)
+        return self._config_yaml
 
     @staticmethod
     def _json(body: Any) -> tuple[int, str, dict[str, str]]:
@@ -647,12 +656,18 @@ def _delete_time(text: str) -> float | None:
 
 def default_config() -> dict[str, Any]:
     """What GET /config prints for a Loki started from loki/config.yaml: the contract's
-    defaults with the repository's config on top."""
+    defaults with the repository's config on top (a fresh copy each time)."""
+    return copy.deepcopy(_default_config())
+
+
+@functools.cache
+def _default_config() -> dict[str, Any]:
     from tests.contract import CONTRACT_DIR
 
-    base = yaml.safe_load((CONTRACT_DIR / "loki-3.7.6-config-defaults.yaml").read_text())
-    ours = yaml.safe_load((Path(__file__).resolve().parent.parent / "loki" / "config.yaml")
-                          .read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    base = yaml.load((CONTRACT_DIR / "loki-3.7.6-config-defaults.yaml").read_text(), loader)
+    ours = yaml.load((Path(__file__).resolve().parent.parent / "loki" / "config.yaml")
+                     .read_text(), loader)
 
     def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         out = dict(a)

@@ -136,10 +136,12 @@ def test_quote_writes_every_control_character_escaped_on_one_line() -> None:
     assert "\n" not in quote("".join(chr(c) for c in range(32)))
 
 
-def test_regex_escape_is_go_quotemeta() -> None:
-    assert regex_escape("a.b*c+d?(e)|[f]{g}^h$\\") == \
-        "a\\.b\\*c\\+d\\?\\(e\\)\\|\\[f\\]\\{g\\}\\^h\\$\\\\"
-    assert regex_escape("plain-text_1 /@:") == "plain-text_1 /@:"
+def test_regex_escape_is_go_quotemeta_and_grafanas_slash() -> None:
+    assert regex_escape("a.b*c+d?(e)|[f]{g}^h$\\/") == \
+        "a\\.b\\*c\\+d\\?\\(e\\)\\|\\[f\\]\\{g\\}\\^h\\$\\\\\\/"
+    assert regex_escape("plain-text_1 @:") == "plain-text_1 @:"
+    for name in ("shop.api", "c++ worker", "billing/eu-1", "a@b:c", "x_y z"):
+        assert regex_escape(name) == g.escape_regex(name)
 
 
 def test_filters_map_to_the_event_contract() -> None:

@@ -2,7 +2,9 @@
 
 Every value a person types (a service, a type fragment, an actor id, a module, a search text)
 reaches Loki inside a double-quoted LogQL string built by :func:`quote`, and every value used as
-a regular expression is first made literal by :func:`regex_escape` (Go's ``regexp.QuoteMeta``).
+a regular expression is first made literal by :func:`regex_escape` (Go's ``regexp.QuoteMeta``,
+plus ``/`` as Grafana's ``${var:regex}`` escapes it, so a selector reads exactly like the
+dashboards').
 So no input can end a string, add a matcher or a pipeline stage, or change what a regex means:
 ``tests/test_admin_logql.py`` proves it with Grafana's LogQL grammar on generated input.
 
@@ -44,7 +46,7 @@ __all__ = [
 #: :func:`log_query`'s ``keep_audit``).
 AUDIT_DELETE_TYPE = "LOGS_DELETED"
 
-_REGEX_META = frozenset("\\.+*?()|[]{}^$")
+_REGEX_META = frozenset("\\.+*?()|[]{}^$/")
 
 
 class FilterError(ValueError):
@@ -72,8 +74,8 @@ def quote(value: str) -> str:
 
 
 def regex_escape(value: str) -> str:
-    """Go's ``regexp.QuoteMeta``: every RE2 metacharacter gets a backslash, so the pattern
-    matches ``value`` literally."""
+    """Go's ``regexp.QuoteMeta`` and ``/`` (as Grafana's ``${var:regex}``): every RE2
+    metacharacter gets a backslash, so the pattern matches ``value`` literally."""
     return "".join("\\" + ch if ch in _REGEX_META else ch for ch in value)
 
 

@@ -1,0 +1,623 @@
+"""``shipper import FILE``: an existing system-log table (CSV or JSON lines) into Loki.
+
+Rows become :class:`~shipper.event.LogEvent` objects with their original timestamps and go
+through the one pipeline (``Pipeline.submit``), in chunks of ``--batch`` rows. After each chunk
+the pipeline is flushed and a checkpoint file records how far the import got, so an interrupted
+import (Ctrl-C, SIGTERM, Loki gone) resumes where it stopped when the same command runs again.
+A re-sent row is byte-identical, which Loki stores once.
+
+Loki refuses some entries with a 400 (too old, too new, too far behind newer entries of the
+same stream) while storing the rest of the request; the pipeline tells this module which
+entries each request carried and what Loki answered, and :func:`shipper.loki.refused_entries`
+reads Loki's answer to name the rows. Refused rows are written, as they were read, to
+``FILE.refused.jsonl`` with Loki's reason, ready to import again once the limit is lifted.
+
+Column names default to the seed tables': Prisma ``Log`` (``id, level, type, actor, actorId,
+message, metadata, createdAt``) and MySQL ``activity_logs`` (``id, level, type, actor,
+actor_id, message, metadata, created_at``), found by the header; columns that map to no field
+are kept in the event's metadata, and the row's ``id`` as ``metadata.import_id``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from shipper.admin import common
+from shipper.admin.output import progress
+from shipper.admin.timerange import NS
+from shipper.config import ShipperConfig
+from shipper.event import Entry, LogEvent, TypeGuard, normalize_type
+from shipper.loki import PushOutcome, refusal_reason, refused_entries
+from shipper.pipeline import Pipeline
+
+__all__ = ["FIELDS", "PRESETS", "ImportOptions", "ImportSummary", "Mapping_", "add_parser",
+           "parse_row_time", "run_import"]
+
+#: event field → the column names tried, in order, when the header is read (the seed names)
+FIELDS: dict[str, tuple[str, ...]] = {
+    "id": ("id",),
+    "time": ("createdAt", "created_at", "timestamp", "time"),
+    "level": ("level", "severity"),
+    "type": ("type", "action", "event_type"),
+    "actor": ("actor", "actor_type"),
+    "actor_id": ("actorId", "actor_id", "userId", "user_id"),
+    "message": ("message", "description"),
+    "metadata": ("metadata", "meta", "details", "context"),
+}
+#: the seed tables' own column names
+PRESETS: dict[str, dict[str, str]] = {
+    "prisma": {"id": "id", "time": "createdAt", "level": "level", "type": "type",
+               "actor": "actor", "actor_id": "actorId", "message": "message",
+               "metadata": "metadata"},
+    "activity_logs": {"id": "id", "time": "created_at", "level": "level", "type": "type",
+                      "actor": "actor", "actor_id": "actor_id", "message": "message",
+                      "metadata": "metadata"},
+}
+_INTERNAL = "_shipper_"
+CHECKPOINT_VERSION = 1
+
+
+class ImportError_(common.CommandError):
+    pass
+
+
+Mapping_ = dict[str, str]
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    path: Path
+    service: str
+    fmt: str  # csv | jsonl
+    columns: Mapping_  # field -> column (explicit flags and preset)
+    timezone: dt.tzinfo = dt.UTC
+    batch: int = 500
+    checkpoint: Path | None = None
+    refused_path: Path | None = None
+    restart: bool = False
+    flush_timeout: float = 300.0
+    show_progress: bool = True
+
+
+@dataclass
+class ImportSummary:
+    rows_done: int = 0
+    imported: int = 0
+    refused: int = 0
+    #: short reason → (rows, one of Loki's messages)
+    reasons: dict[str, list[Any]] = field(default_factory=dict)
+    resumed_at: int = 0
+    complete: bool = False
+    stopped: str = ""
+
+    def add_refusal(self, reason: str, message: str) -> None:
+        entry = self.reasons.setdefault(reason, [0, message])
+        entry[0] += 1
+        self.refused += 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows_done": self.rows_done, "imported": self.imported,
+                "refused": self.refused, "reasons": self.reasons,
+                "resumed_at": self.resumed_at, "complete": self.complete,
+                "stopped": self.stopped}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read from a binary file (for the progress bar)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        return n
+
+
+def _rows(path: Path, fmt: str, counter: list[_CountingReader]) -> Iterator[
+        tuple[int, dict[str, Any] | None, str]]:
+    """(row number, row, problem): data rows numbered from 1; a row that cannot be read is
+    None with the problem said."""
+    raw = path.open("rb")
+    counting = _CountingReader(raw)
+    counter.append(counting)
+    text = io.TextIOWrapper(io.BufferedReader(counting), encoding="utf-8-sig", errors="replace",
+                            newline="" if fmt == "csv" else None)
+    try:
+        if fmt == "csv":
+            reader = csv.DictReader(text)
+            for n, row in enumerate(reader, start=1):
+                if None in row:
+                    extra = row.pop(None)
+                    yield n, None, f"more cells than the header has columns: {extra!r}"
+                    continue
+                yield n, {k: v for k, v in row.items() if k is not None}, ""
+        else:
+            n = 0
+            for line in text:
+                if not line.strip():
+                    continue
+                n += 1
+                try:
+                    row = json.loads(line)
+                except ValueError as exc:
+                    yield n, None, f"not a JSON object: {exc}"
+                    continue
+                if not isinstance(row, dict):
+                    yield n, None, f"not a JSON object: {type(row).__name__}"
+                    continue
+                yield n, row, ""
+    finally:
+        text.close()
+
+
+def _header(path: Path, fmt: str) -> list[str]:
+    counter: list[_CountingReader] = []
+    if fmt == "csv":
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+            return next(csv.reader(fh), [])
+    names: dict[str, None] = {}
+    for i, (_, row, _problem) in enumerate(_rows(path, fmt, counter)):
+        if row is not None:
+            names.update(dict.fromkeys(row))
+        if i >= 100:
+            break
+    return list(names)
+
+
+def resolve_columns(header: Sequence[str], explicit: Mapping_) -> Mapping_:
+    """field → column: explicit flags first, then the first seed name present in the header.
+    The time column is required."""
+    present = [h for h in header if not h.startswith(_INTERNAL)]
+    columns: Mapping_ = {}
+    for name, candidates in FIELDS.items():
+        if name in explicit:
+            if explicit[name] not in present:
+                raise common.CommandError(
+                    f"--{name.replace('_', '-')}-column {explicit[name]!r}: no such column "
+                    f"(the file has: {', '.join(present) or 'no header'})", common.EXIT_USAGE)
+            columns[name] = explicit[name]
+            continue
+        found = next((c for c in candidates if c in present), None)
+        if found is not None:
+            columns[name] = found
+    if "time" not in columns:
+        raise common.CommandError(
+            f"no time column: none of {', '.join(FIELDS['time'])} is in the file (it has: "
+            f"{', '.join(present) or 'no header'}); name it with --time-column",
+            common.EXIT_USAGE)
+    return columns
+
+
+_NAIVE = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?$")
+
+
+def parse_row_time(value: Any, tz: dt.tzinfo = dt.UTC) -> int:
+    """A row's time → ns: ISO 8601 / RFC 3339 (``2026-01-31T12:00:00.123Z``), MySQL DATETIME
+    (``2026-01-31 12:00:00``, read in ``tz``), or a Unix time in s, ms, µs or ns."""
+    if isinstance(value, bool) or value is None or value == "":
+        raise ValueError("no time")
+    if isinstance(value, (int, float)) or (isinstance(value, str)
+                                           and re.fullmatch(r"\d+(\.\d+)?", value.strip())):
+        number = float(value)
+        for limit, scale in ((1e11, NS), (1e14, 10**6), (1e17, 10**3)):
+            if number < limit:
+                return round(number * scale)
+        return int(number)
+    text = str(value).strip()
+    fraction = 0
+    m = re.search(r"\.(\d+)", text)
+    if m:
+        fraction = int((m.group(1) + "0" * 9)[:9])
+        text = text[: m.start()] + text[m.end():]
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a time: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return int(parsed.timestamp()) * NS + fraction
+
+
+def _metadata(value: Any) -> Any:
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def build_event(row: Mapping[str, Any], columns: Mapping_, service: str, env: str | None,
+                tz: dt.tzinfo, guard: TypeGuard) -> LogEvent:
+    """One row → a LogEvent (raises ValueError for a row that cannot be one)."""
+    def get(name: str) -> Any:
+        column = columns.get(name)
+        return row.get(column) if column is not None else None
+
+    ts = parse_row_time(get("time"), tz)
+    meta = _metadata(get("metadata"))
+    if not isinstance(meta, dict):
+        meta = {"value": meta}
+    used = set(columns.values())
+    for key, value in row.items():
+        if key not in used and not key.startswith(_INTERNAL) and value not in (None, ""):
+            meta.setdefault(key, value)
+    if get("id") not in (None, ""):
+        meta.setdefault("import_id", get("id"))
+    raw_type = normalize_type(get("type"))
+    admitted = guard.admit(raw_type)
+    if admitted != raw_type:
+        meta.setdefault("type", raw_type)
+    message = get("message")
+    return LogEvent.create(
+        service=service, env=env, level=get("level") or "INFO", actor=get("actor") or None,
+        type=admitted, actor_id=get("actor_id"), message="" if message is None else message,
+        metadata=meta, timestamp_ns=ts)
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+
+def _fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        digest.update(fh.read(1 << 20))
+    return digest.hexdigest()
+
+
+def default_checkpoint(path: Path) -> Path:
+    return path.with_name(path.name + ".shipper-import.json")
+
+
+def default_refused(path: Path) -> Path:
+    return path.with_name(path.name + ".refused.jsonl")
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- import
+
+
+class _Outcomes:
+    """What the pipeline's worker reports: refused requests (entries and Loki's answer)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.refused: list[tuple[Sequence[Entry], PushOutcome]] = []
+
+    def __call__(self, entries: Sequence[Entry], outcome: PushOutcome) -> None:
+        if outcome.kind == "refused":
+            with self.lock:
+                self.refused.append((list(entries), outcome))
+
+    def take(self) -> list[tuple[Sequence[Entry], PushOutcome]]:
+        with self.lock:
+            out, self.refused = self.refused, []
+        return out
+
+
+def _entry_key(entry: Entry) -> tuple[Any, ...]:
+    labels = dict(entry.labels)
+    return (labels.get("service_name"), labels.get("level"), labels.get("actor"),
+            labels.get("type"), entry.timestamp_ns)
+
+
+def _event_key(event: LogEvent) -> tuple[Any, ...]:
+    return (event.service, event.level.value, event.actor.value, event.type, event.timestamp_ns)
+
+
+def run_import(options: ImportOptions, config: ShipperConfig,
+               out: IO[str] = sys.stdout) -> ImportSummary:
+    path = options.path
+    if not path.is_file():
+        raise common.CommandError(f"{path}: no such file", common.EXIT_USAGE)
+    columns = resolve_columns(_header(path, options.fmt), options.columns)
+    checkpoint = options.checkpoint or default_checkpoint(path)
+    refused_path = options.refused_path or default_refused(path)
+    identity = {"version": CHECKPOINT_VERSION, "file": str(path.resolve()),
+                "fingerprint": _fingerprint(path), "service": options.service,
+                "env": config.env, "format": options.fmt, "columns": columns,
+                "timezone": str(options.timezone)}
+    summary = ImportSummary()
+    if checkpoint.exists() and not options.restart:
+        state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        if {k: state.get(k) for k in identity} != identity:
+            raise common.CommandError(
+                f"{checkpoint} belongs to another import (a different file, service, format or "
+                "columns): pass --restart to start this one from the first row, or "
+                "--checkpoint to keep both", common.EXIT_USAGE)
+        summary = ImportSummary(rows_done=state["rows_done"], imported=state["imported"],
+                                refused=state["refused"], reasons=state["reasons"],
+                                resumed_at=state["rows_done"], complete=state["complete"])
+        if summary.complete:
+            return summary
+    elif refused_path.exists():
+        refused_path.unlink()
+
+    outcomes = _Outcomes()
+    pipeline_config = config.replace(
+        service=options.service, spool=False, batch_max_events=options.batch,
+        queue_max_events=max(config.queue_max_events, options.batch * 2))
+    pipeline = Pipeline(pipeline_config, start_replay=False, on_push=outcomes)
+    guard = TypeGuard(config.type_limit)
+    counter: list[_CountingReader] = []
+    size = path.stat().st_size or 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_signal) \
+        if threading.current_thread() is threading.main_thread() else None
+    refused_file = refused_path.open("a", encoding="utf-8")
+    try:
+        with progress(f"import {path.name}", total=float(size), enabled=options.show_progress,
+                      unit="bytes") as bar:
+            chunk: list[tuple[int, dict[str, Any], LogEvent]] = []
+            for row_no, row, problem in _rows(path, options.fmt, counter):
+                if row_no <= summary.rows_done:
+                    if row is not None and columns.get("type"):
+                        guard.admit(normalize_type(row.get(columns["type"])))
+                    continue
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                if row is None:
+                    _refuse(summary, refused_file, row_no, {"_shipper_line": problem},
+                            "bad_row", problem)
+                    summary.rows_done = row_no
+                    continue
+                try:
+                    event = build_event(row, columns, options.service, config.env,
+                                        options.timezone, guard)
+                except ValueError as exc:
+                    _refuse(summary, refused_file, row_no, row, "bad_row", f"row {row_no}: {exc}")
+                    summary.rows_done = row_no
+                    continue
+                chunk.append((row_no, row, event))
+                if len(chunk) >= options.batch:
+                    _ship(chunk, pipeline, outcomes, summary, refused_file, options)
+                    _save(checkpoint, identity, summary)
+                    chunk = []
+                    bar.update(float(counter[0].count if counter else 0))
+            if chunk:
+                _ship(chunk, pipeline, outcomes, summary, refused_file, options)
+            summary.complete = True
+            _save(checkpoint, identity, summary)
+            bar.update(float(size))
+    except KeyboardInterrupt:
+        summary.stopped = "interrupted"
+        _save(checkpoint, identity, summary)
+    except _Stopped as exc:
+        summary.stopped = str(exc)
+        _save(checkpoint, identity, summary)
+    finally:
+        refused_file.close()
+        pipeline.close(5.0)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return summary
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _save(checkpoint: Path, identity: Mapping[str, Any], summary: ImportSummary) -> None:
+    _write_json(checkpoint, {**identity, **summary.as_dict()})
+
+
+def _refuse(summary: ImportSummary, refused_file: IO[str], row_no: int, row: Mapping[str, Any],
+            reason: str, message: str) -> None:
+    summary.add_refusal(reason, message)
+    record = {**row, "_shipper_row": row_no, "_shipper_reason": message}
+    refused_file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def _ship(chunk: list[tuple[int, dict[str, Any], LogEvent]], pipeline: Pipeline,
+          outcomes: _Outcomes, summary: ImportSummary, refused_file: IO[str],
+          options: ImportOptions) -> None:
+    dropped_before = pipeline.stats()["dropped_total"]
+    for _, _, event in chunk:
+        pipeline.submit(event)
+    delivered = pipeline.flush(options.flush_timeout)
+    stats = pipeline.stats()
+    if not delivered or stats["dropped_total"] > dropped_before:
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats["dropped"].items()) or "timed out"
+        raise _Stopped(f"Loki did not take rows {chunk[0][0]}-{chunk[-1][0]} ({reasons})")
+    by_key: dict[tuple[Any, ...], list[int]] = {}
+    for i, (_, _, event) in enumerate(chunk):
+        by_key.setdefault(_event_key(event), []).append(i)
+    refused: dict[int, str] = {}
+    for entries, outcome in outcomes.take():
+        for item in refused_entries(entries, outcome.message):
+            entry = entries[item.index]
+            candidates = by_key.get(_entry_key(entry), [])
+            if len(candidates) > 1:
+                same = [i for i in candidates if _line_message(entry) == chunk[i][2].message]
+                candidates = same or candidates
+            for i in candidates:
+                refused.setdefault(i, item.reason if item.certain else
+                                   f"{item.reason} (Loki named the stream, not the row)")
+    for i, reason_text in sorted(refused.items()):
+        row_no, row, _ = chunk[i]
+        _refuse(summary, refused_file, row_no, row, refusal_reason(400, reason_text),
+                reason_text)
+    summary.imported += len(chunk) - len(refused)
+    summary.rows_done = chunk[-1][0]
+    refused_file.flush()
+
+
+def _line_message(entry: Entry) -> Any:
+    try:
+        return json.loads(entry.line).get("message")
+    except (ValueError, AttributeError):
+        return None
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def add_parser(sub: common.Subparsers) -> None:
+    imp = common.new_parser(
+        sub, "import", help="import an existing log table (CSV or JSON lines) into Loki",
+        description="Import the rows of a system-log table exported as CSV or JSON lines "
+        "(the seed apps' Prisma Log or MySQL activity_logs) as events of --service, keeping "
+        "each row's own time. Columns are found by the seed names (createdAt/created_at, "
+        "level, type, actor, actorId/actor_id, message, metadata, id); name others with the "
+        "--*-column flags. Unmapped columns go into the metadata. A progress bar shows on a "
+        "terminal; at the end, a summary of imported and refused rows with Loki's reasons, "
+        "and the refused rows in FILE.refused.jsonl. Interrupted (Ctrl-C, SIGTERM, Loki gone)? "
+        "Run the same command again: it resumes after the last chunk Loki took. Loki refuses "
+        "entries older than reject_old_samples_max_age (1w by default): see the admin CLI "
+        "docs to lift the limit for an import. Exit 0 all imported, 1 some refused or "
+        "stopped, 2 bad options or file.",
+        example_lines=(
+            "shipper import logs.csv --service shop",
+            "shipper import activity_logs.jsonl --service legacy-api --timezone Europe/Paris",
+            "shipper import export.csv --service shop --type-column action --actor-id-column "
+            "user_id",
+            "shipper import logs.csv.refused.jsonl --service shop   # after lifting the limit",
+        ))
+    imp.add_argument("file", metavar="FILE", help="a .csv, .jsonl or .ndjson file")
+    imp.add_argument("--service", help="service_name of the imported events (default: "
+                     "$SHIPPER_SERVICE)")
+    imp.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
+                     help="the file's format (default: from its suffix)")
+    imp.add_argument("--preset", choices=tuple(PRESETS), help="the seed table's column names "
+                     "(default: found from the header)")
+    for name, candidates in FIELDS.items():
+        flag = name.replace("_", "-")
+        imp.add_argument(f"--{flag}-column", dest=f"col_{name}", metavar="COLUMN",
+                         help=f"column holding {name} (tried by default: "
+                         f"{', '.join(candidates)})")
+    imp.add_argument("--timezone", default="UTC",
+                     help="zone of times written without one, e.g. MySQL DATETIME (default UTC)")
+    imp.add_argument("--batch", type=int, default=500, metavar="ROWS",
+                     help="rows per request and per checkpoint (default 500)")
+    imp.add_argument("--checkpoint", metavar="PATH",
+                     help="progress file (default: FILE.shipper-import.json)")
+    imp.add_argument("--refused", metavar="PATH",
+                     help="where refused rows go (default: FILE.refused.jsonl)")
+    imp.add_argument("--restart", action="store_true",
+                     help="ignore the checkpoint and import from the first row")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    imp.add_argument("--output-format", choices=("auto", "text", "json"), default="auto",
+                     help="summary as text (terminal) or JSON (piped)")
+    common.add_connection_args(imp)
+    imp.set_defaults(handler=common.run("import", _import))
+
+
+def _timezone(name: str) -> dt.tzinfo:
+    if name.upper() in ("UTC", "Z"):
+        return dt.UTC
+    m = re.fullmatch(r"([+-])(\d\d):?(\d\d)", name)
+    if m:
+        delta = dt.timedelta(hours=int(m.group(2)), minutes=int(m.group(3)))
+        return dt.timezone(-delta if m.group(1) == "-" else delta)
+    try:
+        from zoneinfo import ZoneInfo
+        return ZoneInfo(name)
+    except Exception:
+        raise common.CommandError(f"--timezone {name!r}: not a time zone (UTC, +02:00, "
+                                  "Europe/Paris)", common.EXIT_USAGE) from None
+
+
+def _import(args: argparse.Namespace) -> int:
+    from shipper.admin.output import is_terminal
+
+    path = Path(args.file)
+    fmt = args.format
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl" \
+            if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else ""
+        if not fmt:
+            raise common.CommandError(f"{path}: say --format csv or --format jsonl",
+                                      common.EXIT_USAGE)
+    if args.batch < 1:
+        raise common.CommandError("--batch must be 1 or more", common.EXIT_USAGE)
+    config = common.shipper_config(args)
+    service = args.service or (config.service if os.environ.get("SHIPPER_SERVICE") or
+                               config.service != "unknown_service" else None)
+    if not service:
+        raise common.CommandError("--service is required (or set SHIPPER_SERVICE): the "
+                                  "imported events need the app's name", common.EXIT_USAGE)
+    explicit = dict(PRESETS[args.preset]) if args.preset else {}
+    explicit.update({name: getattr(args, f"col_{name}") for name in FIELDS
+                     if getattr(args, f"col_{name}")})
+    if args.preset:  # a preset names columns; keep only those the file has, flags must exist
+        header = _header(path, fmt) if path.is_file() else []
+        explicit = {k: v for k, v in explicit.items()
+                    if v in header or getattr(args, f"col_{k}")}
+    options = ImportOptions(
+        path=path, service=service, fmt=fmt, columns=explicit,
+        timezone=_timezone(args.timezone), batch=args.batch,
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        refused_path=Path(args.refused) if args.refused else None, restart=args.restart,
+        show_progress=not args.no_progress)
+    summary = run_import(options, config)
+    as_json = args.output_format == "json" or (args.output_format == "auto"
+                                               and not is_terminal(sys.stdout))
+    refused_path = options.refused_path or default_refused(path)
+    if as_json:
+        print(json.dumps({**summary.as_dict(), "service": service,
+                          "refused_file": str(refused_path) if summary.refused else None}))
+    else:
+        _print_summary(summary, service, refused_path)
+    if summary.stopped:
+        print(f"shipper import: stopped at row {summary.rows_done + 1}: {summary.stopped}; run "
+              "the same command again to resume there", file=sys.stderr)
+        return 130 if summary.stopped == "interrupted" else common.EXIT_FAILED
+    return common.EXIT_FAILED if summary.refused else common.EXIT_OK
+
+
+def _print_summary(summary: ImportSummary, service: str, refused_path: Path) -> None:
+    total = summary.imported + summary.refused
+    if summary.complete and summary.resumed_at == summary.rows_done and not total:
+        print(f"already imported (checkpoint complete at row {summary.rows_done}); --restart "
+              "imports the file again")
+        return
+    if summary.resumed_at:
+        print(f"resumed after row {summary.resumed_at}")
+    print(f"imported {summary.imported} of {total} rows into service {service}; refused "
+          f"{summary.refused}")
+    for reason, (count, example) in sorted(summary.reasons.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {count} refused ({reason}): {example}")
+    if summary.refused:
+        print(f"refused rows, as read and with the reason: {refused_path}")
+    if "too_old" in summary.reasons or "too_far_behind" in summary.reasons:
+        print("Loki refuses entries older than reject_old_samples_max_age (and, for a stream "
+              "that has newer entries, older than its out-of-order window); see "
+              "docs/admin-cli.md, 'Importing old logs', to lift the limits, then import the "
+              "refused file")
