@@ -223,6 +223,8 @@ _IGNORED = re.compile(r"entry with timestamp (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\
 _IGNORED_STREAM = re.compile(rf"total ignored: (\d+) out of \d+ for stream: ({_STREAM_TEXT})")
 _CUTOFF = re.compile(r"oldest acceptable timestamp is: (\S+?Z)")
 _ANY_STREAM = re.compile(rf"stream '({_STREAM_TEXT})'")
+_GROUP_SEPARATOR = re.compile(r"; (?=\d+ errors like: )")
+_GROUP_PREFIX = re.compile(r"^\d+ errors like: ")
 _LABEL_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
@@ -286,13 +288,19 @@ def refused_entries(entries: Sequence[Entry], message: str) -> list[RefusedEntry
             for i in in_stream:
                 if entries[i].timestamp_ns // 1_000_000_000 < max(cutoffs):
                     mark(i, reason, certain=False)
-    named = {_labels_of(m.group(1)) for m in _ANY_STREAM.finditer(message)}
-    named |= {_labels_of(m.group(2)) for m in _IGNORED_STREAM.finditer(message)}
     hit = {streams[i] for i in found}
-    for i, st in enumerate(streams):
-        # a stream Loki names but no entry of it matched (labels, limits): all of it; an
-        # answer that names no stream at all: every entry
-        if (st in named and st not in hit) or (not named and not found):
+    named_any = False
+    # a stream Loki names but no entry of it matched (labels, limits): all of it, with the
+    # part of the answer about it; an answer that names no stream at all: every entry
+    for part in _GROUP_SEPARATOR.split(message):
+        named = {_labels_of(m.group(1)) for m in _ANY_STREAM.finditer(part)}
+        named |= {_labels_of(m.group(2)) for m in _IGNORED_STREAM.finditer(part)}
+        named_any = named_any or bool(named)
+        for i, st in enumerate(streams):
+            if st in named and st not in hit:
+                mark(i, _GROUP_PREFIX.sub("", part), certain=False)
+    if not named_any and not found:
+        for i in range(len(entries)):
             mark(i, message, certain=False)
     return sorted(found.values(), key=lambda r: r.index)
 

@@ -103,6 +103,8 @@ class ImportSummary:
     resumed_at: int = 0
     complete: bool = False
     stopped: str = ""
+    #: the checkpoint said the import was complete already: nothing was done
+    already: bool = False
 
     def add_refusal(self, reason: str, message: str) -> None:
         entry = self.reasons.setdefault(reason, [0, message])
@@ -113,7 +115,7 @@ class ImportSummary:
         return {"rows_done": self.rows_done, "imported": self.imported,
                 "refused": self.refused, "reasons": self.reasons,
                 "resumed_at": self.resumed_at, "complete": self.complete,
-                "stopped": self.stopped}
+                "stopped": self.stopped, "already_complete": self.already}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -362,6 +364,7 @@ def run_import(options: ImportOptions, config: ShipperConfig,
                                 refused=state["refused"], reasons=state["reasons"],
                                 resumed_at=state["rows_done"], complete=state["complete"])
         if summary.complete:
+            summary.already = True
             return summary
     elif refused_path.exists():
         refused_path.unlink()
@@ -604,7 +607,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _print_summary(summary: ImportSummary, service: str, refused_path: Path) -> None:
     total = summary.imported + summary.refused
-    if summary.complete and summary.resumed_at == summary.rows_done and not total:
+    if summary.already:
         print(f"already imported (checkpoint complete at row {summary.rows_done}); --restart "
               "imports the file again")
         return
