@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -95,9 +96,31 @@ def test_prisma_rows_are_imported_with_their_own_time_and_old_ones_refused_by_na
     assert have["row 1"]["level"] == "WARNING" and have["row 1"]["actor"] == "ADMIN"
     refused = [json.loads(line) for line in (tmp_path / "logs.csv.refused.jsonl")
                .read_text().splitlines()]
-    assert [r["id"] for r in refused] == ["clx0020", "clx0021", "clx0022"]
-    assert [r["_shipper_row"] for r in refused] == [21, 22, 23]
+    # rows go oldest first: the oldest refused row comes first
+    assert [r["id"] for r in refused] == ["clx0022", "clx0021", "clx0020"]
+    assert [r["_shipper_row"] for r in refused] == [23, 22, 21]
     assert all("timestamp too old" in r["_shipper_reason"] for r in refused)
+
+
+def test_a_table_exported_newest_first_is_sent_oldest_first(
+    fake: FakeLoki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Loki refuses an entry more than its out-of-order window (1h) behind the newest entry of
+    its stream: the rows must reach it in time order, whatever the file's order."""
+    rows = [prisma_row(i, dt.timedelta(minutes=10 * i)) for i in range(30)]  # 5 hours, newest first
+    path = prisma_csv(tmp_path / "desc.csv", rows)
+    assert run(capsys, "import", str(path), "--service", "shop", "--batch", "4")[0] == 0
+    pushes = [[int(v[0]) for s in json.loads(r.body)["streams"] for v in s["values"]]
+              for r in fake.requests if r.path.endswith("/push")]
+    assert sum(len(p) for p in pushes) == 30
+    assert all(max(a) < min(b) for a, b in itertools.pairwise(pushes))  # request by request
+    per_stream: dict[str, list[int]] = {}
+    for r in fake.requests:
+        if r.path.endswith("/push"):
+            for s in json.loads(r.body)["streams"]:
+                per_stream.setdefault(json.dumps(s["stream"]), []).extend(
+                    int(v[0]) for v in s["values"])
+    assert all(ts == sorted(ts) for ts in per_stream.values())
 
 
 def test_refused_rows_can_be_imported_again_from_the_refused_file(

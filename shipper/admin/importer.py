@@ -21,6 +21,7 @@ are kept in the event's metadata, and the row's ``id`` as ``metadata.import_id``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -31,6 +32,8 @@ import re
 import signal
 import sys
 import threading
+from array import array
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +43,7 @@ from shipper.admin import common
 from shipper.admin.output import progress
 from shipper.admin.timerange import NS
 from shipper.config import ShipperConfig
-from shipper.event import Entry, LogEvent, TypeGuard, normalize_type
+from shipper.event import DEFAULT_TYPE, OVERFLOW_TYPE, Entry, LogEvent, normalize_type
 from shipper.loki import PushOutcome, refusal_reason, refused_entries
 from shipper.pipeline import Pipeline
 
@@ -121,73 +124,99 @@ class ImportSummary:
 # ----------------------------------------------------------------------------- reading
 
 
-class _CountingReader(io.RawIOBase):
-    """Counts the bytes read from a binary file (for the progress bar)."""
+class _Lines:
+    """Lines of a binary file, decoded, counting the bytes read (csv.reader reads exactly the
+    lines of one record, so the count after a record is where it ends)."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.count = 0
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.pos = 0
+        self._first = True
 
-    def readable(self) -> bool:
-        return True
+    def __iter__(self) -> _Lines:
+        return self
 
-    def readinto(self, buffer: Any) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self.count += n
-        return n
+    def __next__(self) -> str:
+        line = self._fh.readline()
+        if not line:
+            raise StopIteration
+        self.pos += len(line)
+        encoding = "utf-8-sig" if self._first else "utf-8"
+        self._first = False
+        return line.decode(encoding, "replace")
 
 
-def _rows(path: Path, fmt: str, counter: list[_CountingReader]) -> Iterator[
-        tuple[int, dict[str, Any] | None, str]]:
-    """(row number, row, problem): data rows numbered from 1; a row that cannot be read is
-    None with the problem said."""
-    raw = path.open("rb")
-    counting = _CountingReader(raw)
-    counter.append(counting)
-    text = io.TextIOWrapper(io.BufferedReader(counting), encoding="utf-8-sig", errors="replace",
-                            newline="" if fmt == "csv" else None)
-    try:
+Row = tuple[dict[str, Any] | None, str]
+
+
+class Source:
+    """A CSV or JSON-lines file, read record by record with each record's byte range, so the
+    rows can be read again in any order (the import sends them oldest first)."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        self.path, self.fmt = path, fmt
+        self.header: list[str] = []
         if fmt == "csv":
-            reader = csv.DictReader(text)
-            for n, row in enumerate(reader, start=1):
-                if None in row:
-                    extra = row.pop(None)
-                    yield n, None, f"more cells than the header has columns: {extra!r}"
-                    continue
-                yield n, {k: v for k, v in row.items() if k is not None}, ""
-        else:
-            n = 0
-            for line in text:
-                if not line.strip():
-                    continue
-                n += 1
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    yield n, None, f"not a JSON object: {exc}"
-                    continue
-                if not isinstance(row, dict):
-                    yield n, None, f"not a JSON object: {type(row).__name__}"
-                    continue
-                yield n, row, ""
-    finally:
-        text.close()
+            with path.open("rb") as fh:
+                self.header = next(csv.reader(_Lines(fh)), [])
 
+    def columns(self) -> list[str]:
+        """The header (CSV), or the keys of the first 100 objects (JSON lines)."""
+        if self.fmt == "csv":
+            return list(self.header)
+        names: dict[str, None] = {}
+        for i, (_, _, _, (row, _)) in enumerate(self.scan()):
+            if row is not None:
+                names.update(dict.fromkeys(row))
+            if i >= 100:
+                break
+        return list(names)
 
-def _header(path: Path, fmt: str) -> list[str]:
-    counter: list[_CountingReader] = []
-    if fmt == "csv":
-        with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-            return next(csv.reader(fh), [])
-    names: dict[str, None] = {}
-    for i, (_, row, _problem) in enumerate(_rows(path, fmt, counter)):
-        if row is not None:
-            names.update(dict.fromkeys(row))
-        if i >= 100:
-            break
-    return list(names)
+    def scan(self) -> Iterator[tuple[int, int, int, Row]]:
+        """(row number from 1, start, end, (row or None, problem)) for every record."""
+        with self.path.open("rb") as fh:
+            lines = _Lines(fh)
+            if self.fmt == "csv":
+                reader = csv.reader(lines)
+                next(reader, None)
+                start, n = lines.pos, 0
+                for cells in reader:
+                    end = lines.pos
+                    if cells:
+                        n += 1
+                        yield n, start, end, self._csv_row(cells)
+                    start = end
+            else:
+                start, n = 0, 0
+                for line in lines:
+                    end = lines.pos
+                    if line.strip():
+                        n += 1
+                        yield n, start, end, self._json_row(line)
+                    start = end
+
+    def read(self, fh: IO[bytes], start: int, end: int) -> Row:
+        fh.seek(start)
+        text = fh.read(end - start).decode("utf-8-sig" if start == 0 else "utf-8", "replace")
+        if self.fmt == "csv":
+            return self._csv_row(next(csv.reader(io.StringIO(text, newline="")), []))
+        return self._json_row(text)
+
+    def _csv_row(self, cells: list[str]) -> Row:
+        if len(cells) > len(self.header):
+            return None, f"more cells than the header has columns: {cells[len(self.header):]!r}"
+        padded: list[str | None] = [*cells, *[None] * (len(self.header) - len(cells))]
+        return dict(zip(self.header, padded, strict=True)), ""
+
+    @staticmethod
+    def _json_row(line: str) -> Row:
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            return None, f"not a JSON object: {exc}"
+        if not isinstance(row, dict):
+            return None, f"not a JSON object: {type(row).__name__}"
+        return row, ""
 
 
 def resolve_columns(header: Sequence[str], explicit: Mapping_) -> Mapping_:
@@ -258,7 +287,7 @@ def _metadata(value: Any) -> Any:
 
 
 def build_event(row: Mapping[str, Any], columns: Mapping_, service: str, env: str | None,
-                tz: dt.tzinfo, guard: TypeGuard) -> LogEvent:
+                tz: dt.tzinfo, types: frozenset[str] | None = None) -> LogEvent:
     """One row → a LogEvent (raises ValueError for a row that cannot be one)."""
     def get(name: str) -> Any:
         column = columns.get(name)
@@ -275,8 +304,11 @@ def build_event(row: Mapping[str, Any], columns: Mapping_, service: str, env: st
     if get("id") not in (None, ""):
         meta.setdefault("import_id", get("id"))
     raw_type = normalize_type(get("type"))
-    admitted = guard.admit(raw_type)
-    if admitted != raw_type:
+    admitted = raw_type
+    if types is not None and raw_type not in types and raw_type != DEFAULT_TYPE:
+        # the type guard's rule, decided for the whole file: its most frequent types keep
+        # their label, the rest become OTHER with the real type in metadata
+        admitted = OVERFLOW_TYPE
         meta.setdefault("type", raw_type)
     message = get("message")
     return LogEvent.create(
@@ -345,7 +377,8 @@ def run_import(options: ImportOptions, config: ShipperConfig,
     path = options.path
     if not path.is_file():
         raise common.CommandError(f"{path}: no such file", common.EXIT_USAGE)
-    columns = resolve_columns(_header(path, options.fmt), options.columns)
+    source = Source(path, options.fmt)
+    columns = resolve_columns(source.columns(), options.columns)
     checkpoint = options.checkpoint or default_checkpoint(path)
     refused_path = options.refused_path or default_refused(path)
     identity = {"version": CHECKPOINT_VERSION, "file": str(path.resolve()),
@@ -369,14 +402,14 @@ def run_import(options: ImportOptions, config: ShipperConfig,
     elif refused_path.exists():
         refused_path.unlink()
 
+    with progress(f"read {path.name}", total=float(path.stat().st_size or 1),
+                  enabled=options.show_progress, unit="bytes") as bar:
+        index = _index(source, columns, options.timezone, config.type_limit, bar.update)
     outcomes = _Outcomes()
     pipeline_config = config.replace(
         service=options.service, spool=False, batch_max_events=options.batch,
         queue_max_events=max(config.queue_max_events, options.batch * 2))
     pipeline = Pipeline(pipeline_config, start_replay=False, on_push=outcomes)
-    guard = TypeGuard(config.type_limit)
-    counter: list[_CountingReader] = []
-    size = path.stat().st_size or 1
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -385,40 +418,40 @@ def run_import(options: ImportOptions, config: ShipperConfig,
     previous = signal.signal(signal.SIGTERM, on_signal) \
         if threading.current_thread() is threading.main_thread() else None
     refused_file = refused_path.open("a", encoding="utf-8")
+    total = len(index.order)
     try:
-        with progress(f"import {path.name}", total=float(size), enabled=options.show_progress,
-                      unit="bytes") as bar:
+        with progress(f"import {path.name}", total=float(total), enabled=options.show_progress,
+                      unit="rows") as bar, path.open("rb") as fh:
             chunk: list[tuple[int, dict[str, Any], LogEvent]] = []
-            for row_no, row, problem in _rows(path, options.fmt, counter):
-                if row_no <= summary.rows_done:
-                    if row is not None and columns.get("type"):
-                        guard.admit(normalize_type(row.get(columns["type"])))
-                    continue
+            for position in range(summary.rows_done, total):
                 if stop.is_set():
                     raise KeyboardInterrupt
+                i = index.order[position]
+                row_no = index.rows[i]
+                row, problem = source.read(fh, index.starts[i], index.ends[i])
+                event = None
                 if row is None:
                     _refuse(summary, refused_file, row_no, {"_shipper_line": problem},
-                            "bad_row", problem)
-                    summary.rows_done = row_no
-                    continue
-                try:
-                    event = build_event(row, columns, options.service, config.env,
-                                        options.timezone, guard)
-                except ValueError as exc:
-                    _refuse(summary, refused_file, row_no, row, "bad_row", f"row {row_no}: {exc}")
-                    summary.rows_done = row_no
-                    continue
-                chunk.append((row_no, row, event))
-                if len(chunk) >= options.batch:
+                            "bad_row", f"row {row_no}: {problem}")
+                else:
+                    try:
+                        event = build_event(row, columns, options.service, config.env,
+                                            options.timezone, index.types)
+                    except ValueError as exc:
+                        _refuse(summary, refused_file, row_no, row, "bad_row",
+                                f"row {row_no}: {exc}")
+                if event is not None and row is not None:
+                    chunk.append((row_no, row, event))
+                if len(chunk) >= options.batch or (chunk and position == total - 1):
                     _ship(chunk, pipeline, outcomes, summary, refused_file, options)
-                    _save(checkpoint, identity, summary)
                     chunk = []
-                    bar.update(float(counter[0].count if counter else 0))
-            if chunk:
-                _ship(chunk, pipeline, outcomes, summary, refused_file, options)
+                if not chunk:  # everything up to here has its verdict
+                    summary.rows_done = position + 1
+                    _save(checkpoint, identity, summary)
+                    bar.update(float(summary.rows_done))
             summary.complete = True
+            summary.rows_done = total
             _save(checkpoint, identity, summary)
-            bar.update(float(size))
     except KeyboardInterrupt:
         summary.stopped = "interrupted"
         _save(checkpoint, identity, summary)
@@ -431,6 +464,44 @@ def run_import(options: ImportOptions, config: ShipperConfig,
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return summary
+
+
+@dataclass
+class _Index:
+    """Every record's time, row number and byte range, and the order to send them in: oldest
+    first (Loki refuses an entry more than its out-of-order window behind the newest entry of
+    its stream; a table exported newest first would lose all but its first hour)."""
+
+    times: array[int] = field(default_factory=lambda: array("q"))
+    rows: array[int] = field(default_factory=lambda: array("q"))
+    starts: array[int] = field(default_factory=lambda: array("q"))
+    ends: array[int] = field(default_factory=lambda: array("q"))
+    order: list[int] = field(default_factory=list)
+    types: frozenset[str] = frozenset()
+
+
+def _index(source: Source, columns: Mapping_, tz: dt.tzinfo, type_limit: int,
+           report: Any) -> _Index:
+    index = _Index()
+    counts: Counter[str] = Counter()
+    for row_no, start, end, (row, _) in source.scan():
+        ts = -1  # rows without a readable time go first, to be refused with the reason
+        if row is not None:
+            with contextlib.suppress(ValueError):
+                ts = parse_row_time(row.get(columns["time"]), tz)
+            counts[normalize_type(row.get(columns["type"]) if "type" in columns else None)] += 1
+        index.times.append(ts)
+        index.rows.append(row_no)
+        index.starts.append(start)
+        index.ends.append(end)
+        if row_no % 10_000 == 0:
+            report(float(end))
+    times, rows = index.times, index.rows
+    index.order = sorted(range(len(times)), key=lambda i: (times[i], rows[i]))
+    ranked = sorted((t for t in counts if t not in (DEFAULT_TYPE, OVERFLOW_TYPE)),
+                    key=lambda t: (-counts[t], t))
+    index.types = frozenset(ranked[:type_limit])
+    return index
 
 
 class _Stopped(Exception):
@@ -580,7 +651,7 @@ def _import(args: argparse.Namespace) -> int:
     explicit.update({name: getattr(args, f"col_{name}") for name in FIELDS
                      if getattr(args, f"col_{name}")})
     if args.preset:  # a preset names columns; keep only those the file has, flags must exist
-        header = _header(path, fmt) if path.is_file() else []
+        header = Source(path, fmt).columns() if path.is_file() else []
         explicit = {k: v for k, v in explicit.items()
                     if v in header or getattr(args, f"col_{k}")}
     options = ImportOptions(
