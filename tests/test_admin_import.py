@@ -181,10 +181,12 @@ def test_column_flags_and_unknown_columns(fake: FakeLoki, tmp_path: Path,
     code, _, err = run(capsys, "import", str(path), "--service", "shop", "--time-column", "at")
     assert code == 2 and "--time-column 'at': no such column" in err
     code, _, err = run(capsys, "import", str(path), "--service", "shop", "--time-column", "when",
-                       "--type-column", "action", "--actor-id-column", "user_id")
+                       "--type-column", "action", "--actor-id-column", "user_id",
+                       "--env", "imported")
     assert code == 0, err
     event = stored(fake)["bought a hat"]
     assert event["type"] == "CHECKOUT" and event["actor_id"] == "u7"
+    assert event["env"] == "imported"
 
 
 def test_a_finished_import_is_not_repeated_and_options_must_match_the_checkpoint(

@@ -163,7 +163,7 @@ def _seconds(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        return format_ns(int(float(value) * NS))
+        return format_ns(round(float(value) * 1000) * 1_000_000)  # Loki keeps milliseconds
     except (TypeError, ValueError):
         return str(value)
 

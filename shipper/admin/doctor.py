@@ -108,8 +108,8 @@ def check_round_trip(client: LokiClient, config: ShipperConfig, wait: float) -> 
             return _fail(name, f"the marker was pushed but the query failed: {exc}",
                          "check Loki's querier (GET /loki/api/v1/query_range)")
         if parse_streams(data):
-            took = (time.time_ns() - now) / 1e9
-            return _ok(name, f"marker {marker[:8]} pushed and read back in {took:.1f}s "
+            took = (time.time_ns() - now) / 1e6
+            return _ok(name, f"marker {marker[:8]} pushed and read back in {took:.0f} ms "
                        f"(service {service}, DEBUG {DOCTOR_TYPE})")
         if time.monotonic() >= deadline:
             return _fail(name, f"the marker was pushed but not found after {wait:g}s",

@@ -587,6 +587,8 @@ def add_parser(sub: common.Subparsers) -> None:
     imp.add_argument("file", metavar="FILE", help="a .csv, .jsonl or .ndjson file")
     imp.add_argument("--service", help="service_name of the imported events (default: "
                      "$SHIPPER_SERVICE)")
+    imp.add_argument("--env", help="env label of the imported events (default: $SHIPPER_ENV); "
+                     "e.g. --env imported keeps them in streams no live app writes to")
     imp.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
                      help="the file's format (default: from its suffix)")
     imp.add_argument("--preset", choices=tuple(PRESETS), help="the seed table's column names "
@@ -641,7 +643,7 @@ def _import(args: argparse.Namespace) -> int:
                                       common.EXIT_USAGE)
     if args.batch < 1:
         raise common.CommandError("--batch must be 1 or more", common.EXIT_USAGE)
-    config = common.shipper_config(args)
+    config = common.shipper_config(args, env=args.env)
     service = args.service or (config.service if os.environ.get("SHIPPER_SERVICE") or
                                config.service != "unknown_service" else None)
     if not service:
