@@ -535,11 +535,6 @@ class LokiClient:
     def format_query(self, query: str) -> str:
         return str(self._json("/loki/api/v1/format_query", {"query": query})["data"])
 
-    def series(self, match: str, start_ns: int, end_ns: int) -> list[dict[str, str]]:
-        data: list[dict[str, str]] = self._json("/loki/api/v1/series", {
-            "match[]": match, "start": start_ns, "end": end_ns}).get("data", [])
-        return data
-
     def config_yaml(self) -> str:
         """``GET /config``: the effective configuration, as YAML text."""
         return self._get("/config").text

@@ -202,6 +202,10 @@ def test_a_finished_import_is_not_repeated_and_options_must_match_the_checkpoint
     assert len([r for r in fake.requests if r.path.endswith("/push")]) == pushes
     code, _, err = run(capsys, "import", str(path), "--service", "other")
     assert code == 2 and "belongs to another import" in err and "--restart" in err
+    (tmp_path / "logs.csv.shipper-import.json").write_text("{truncated")
+    code, _, err = run(capsys, "import", str(path), "--service", "shop")
+    assert code == 2 and "cannot be read" in err and "--restart" in err
+    assert run(capsys, "import", str(path), "--service", "shop", "--restart")[0] == 0
 
 
 @pytest.mark.slow

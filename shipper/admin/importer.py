@@ -47,8 +47,19 @@ from shipper.event import DEFAULT_TYPE, OVERFLOW_TYPE, Entry, LogEvent, normaliz
 from shipper.loki import PushOutcome, refusal_reason, refused_entries
 from shipper.pipeline import Pipeline
 
-__all__ = ["FIELDS", "PRESETS", "ImportOptions", "ImportSummary", "Mapping_", "add_parser",
-           "parse_row_time", "run_import"]
+__all__ = [
+    "FIELDS",
+    "PRESETS",
+    "ColumnMap",
+    "ImportOptions",
+    "ImportSummary",
+    "Source",
+    "add_parser",
+    "build_event",
+    "parse_row_time",
+    "resolve_columns",
+    "run_import",
+]
 
 #: event field → the column names tried, in order, when the header is read (the seed names)
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -74,11 +85,8 @@ _INTERNAL = "_shipper_"
 CHECKPOINT_VERSION = 1
 
 
-class ImportError_(common.CommandError):
-    pass
-
-
-Mapping_ = dict[str, str]
+#: event field -> column name
+ColumnMap = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ class ImportOptions:
     path: Path
     service: str
     fmt: str  # csv | jsonl
-    columns: Mapping_  # field -> column (explicit flags and preset)
+    columns: ColumnMap  # field -> column (explicit flags and preset)
     timezone: dt.tzinfo = dt.UTC
     batch: int = 500
     checkpoint: Path | None = None
@@ -219,11 +227,11 @@ class Source:
         return row, ""
 
 
-def resolve_columns(header: Sequence[str], explicit: Mapping_) -> Mapping_:
+def resolve_columns(header: Sequence[str], explicit: ColumnMap) -> ColumnMap:
     """field → column: explicit flags first, then the first seed name present in the header.
     The time column is required."""
     present = [h for h in header if not h.startswith(_INTERNAL)]
-    columns: Mapping_ = {}
+    columns: ColumnMap = {}
     for name, candidates in FIELDS.items():
         if name in explicit:
             if explicit[name] not in present:
@@ -286,7 +294,7 @@ def _metadata(value: Any) -> Any:
     return value
 
 
-def build_event(row: Mapping[str, Any], columns: Mapping_, service: str, env: str | None,
+def build_event(row: Mapping[str, Any], columns: ColumnMap, service: str, env: str | None,
                 tz: dt.tzinfo, types: frozenset[str] | None = None) -> LogEvent:
     """One row → a LogEvent (raises ValueError for a row that cannot be one)."""
     def get(name: str) -> Any:
@@ -372,8 +380,9 @@ def _event_key(event: LogEvent) -> tuple[Any, ...]:
     return (event.service, event.level.value, event.actor.value, event.type, event.timestamp_ns)
 
 
-def run_import(options: ImportOptions, config: ShipperConfig,
-               out: IO[str] = sys.stdout) -> ImportSummary:
+def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
+    """Import ``options.path``, resuming from its checkpoint; the summary says what happened
+    (``stopped`` is set when it stopped before the end)."""
     path = options.path
     if not path.is_file():
         raise common.CommandError(f"{path}: no such file", common.EXIT_USAGE)
@@ -382,16 +391,23 @@ def run_import(options: ImportOptions, config: ShipperConfig,
     checkpoint = options.checkpoint or default_checkpoint(path)
     refused_path = options.refused_path or default_refused(path)
     identity = {"version": CHECKPOINT_VERSION, "file": str(path.resolve()),
-                "fingerprint": _fingerprint(path), "service": options.service,
+                "fingerprint": _fingerprint(path), "size": path.stat().st_size,
+                "service": options.service,
                 "env": config.env, "format": options.fmt, "columns": columns,
                 "timezone": str(options.timezone)}
     summary = ImportSummary()
     if checkpoint.exists() and not options.restart:
-        state = json.loads(checkpoint.read_text(encoding="utf-8"))
+        try:
+            state = json.loads(checkpoint.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as exc:
+            raise common.CommandError(f"{checkpoint} cannot be read ({exc}): pass --restart to "
+                                      "import from the first row", common.EXIT_USAGE) from exc
         if {k: state.get(k) for k in identity} != identity:
             raise common.CommandError(
-                f"{checkpoint} belongs to another import (a different file, service, format or "
-                "columns): pass --restart to start this one from the first row, or "
+                f"{checkpoint} belongs to another import (a different or changed file, service, "
+                "format or columns): pass --restart to start this one from the first row, or "
                 "--checkpoint to keep both", common.EXIT_USAGE)
         summary = ImportSummary(rows_done=state["rows_done"], imported=state["imported"],
                                 refused=state["refused"], reasons=state["reasons"],
@@ -480,7 +496,7 @@ class _Index:
     types: frozenset[str] = frozenset()
 
 
-def _index(source: Source, columns: Mapping_, tz: dt.tzinfo, type_limit: int,
+def _index(source: Source, columns: ColumnMap, tz: dt.tzinfo, type_limit: int,
            report: Any) -> _Index:
     index = _Index()
     counts: Counter[str] = Counter()

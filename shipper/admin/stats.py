@@ -20,7 +20,7 @@ from shipper.admin import common
 from shipper.admin.logql import Filters, metric_query
 from shipper.admin.output import choose_format, render_table, write_rows
 from shipper.admin.reader import windows
-from shipper.admin.timerange import NS, TimeRange
+from shipper.admin.timerange import NS, TimeRange, format_ns
 from shipper.event import Level
 from shipper.loki import LokiClient, LokiError, QueryLimits
 
@@ -136,8 +136,7 @@ def collect(client: LokiClient, filters: Filters, span: TimeRange,
     events = {k[0]: v for k, v in run["events_by_service"].items()}
     errs = {k[0]: v for k, v in run["errors_by_service"].items()}
     return {
-        "range": {"start": span.describe().split(" .. ")[0], "end": span.describe().split(
-            " .. ")[1]},
+        "range": {"start": format_ns(span.start_ns), "end": format_ns(span.end_ns)},
         "filters": filters.describe(),
         "total": total,
         "by_level": _ordered(by_level, [lvl.value for lvl in Level]),
