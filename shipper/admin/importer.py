@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -678,7 +679,14 @@ def _import(args: argparse.Namespace) -> int:
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         refused_path=Path(args.refused) if args.refused else None, restart=args.restart,
         show_progress=not args.no_progress)
-    summary = run_import(options, config)
+    # the pipeline's own closing line counts requests, not rows: the summary below says it
+    internal = logging.getLogger("shipper.internal")
+    level = internal.level
+    internal.setLevel(logging.ERROR)
+    try:
+        summary = run_import(options, config)
+    finally:
+        internal.setLevel(level)
     as_json = args.output_format == "json" or (args.output_format == "auto"
                                                and not is_terminal(sys.stdout))
     refused_path = options.refused_path or default_refused(path)
