@@ -225,3 +225,16 @@ def test_tail_runs_until_sigterm_and_exits_0(fake: FakeLoki) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("command", ["query", "tail", "export", "stats", "delete", "import",
+                                     "doctor"])
+def test_every_admin_command_has_help_with_examples_and_exit_codes(
+    command: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    assert "examples:\n  shipper " + command in out
+    assert "Exit codes" in out or "Exit 0" in out or "Exit 1" in out
