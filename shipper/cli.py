@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shipper import __version__
+from shipper import __version__, admin
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spool(sub)
     _add_retention(sub)
     _add_demo(sub)
+    admin.add_parser(sub)
     return parser
 
 

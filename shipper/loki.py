@@ -13,6 +13,7 @@ Retry timing lives in the pipeline; this module decides what an answer *means*
 from __future__ import annotations
 
 import base64
+import datetime
 import email.utils
 import gzip
 import json
@@ -33,22 +34,64 @@ __all__ = [
     "LokiClient",
     "LokiError",
     "PushOutcome",
+    "QueryLimits",
+    "RefusedEntry",
+    "classify_error",
     "encode_json",
     "encode_protobuf",
     "group_streams",
     "refusal_reason",
+    "refused_entries",
 ]
 
 PUSH_PATH = "/loki/api/v1/push"
 _OVERSIZE = re.compile(r"ResourceExhausted|message larger than max|request entity too large", re.I)
 
 
-class LokiError(Exception):
-    """A read/admin call got an answer it cannot use; carries the status and Loki's message."""
+#: What went wrong with a read or admin call, as :attr:`LokiError.kind` says it.
+ErrorKind = Literal["unreachable", "parse_error", "rate_limited", "too_large", "unauthorized",
+                    "not_found", "http"]
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+_TOO_LARGE = re.compile(
+    r"exceeds the limit|max entries limit|maximum number of series|max_query_series|"
+    r"too many chunks|max_query_bytes|query would read too many bytes", re.I)
+
+
+class LokiError(Exception):
+    """A read/admin call got an answer it cannot use. ``str(error)`` is one line that says
+    what happened (a parse error, a 429, "query too large", unreachable with the URL);
+    ``kind`` classifies it, ``status`` is the HTTP status (None without an answer)."""
+
+    def __init__(self, message: str, status: int | None = None,
+                 kind: ErrorKind = "http") -> None:
         super().__init__(message)
         self.status = status
+        self.kind: ErrorKind = kind
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def classify_error(method: str, path: str, status: int, text: str) -> LokiError:
+    """Loki's answer to a read/admin call → a :class:`LokiError` with one clear line."""
+    message = _one_line(text) or f"HTTP {status}"
+    if status == 429:
+        return LokiError(f"Loki is rate limiting (429: {message}): try again in a moment or "
+                         "narrow the time range", status, "rate_limited")
+    if _TOO_LARGE.search(message):
+        return LokiError(f"query too large: {message}", status, "too_large")
+    if status == 400 and re.search(r"parse error|invalid query|syntax error", message, re.I):
+        return LokiError(f"Loki could not parse the query: {message}", status, "parse_error")
+    if status in (401, 403):
+        return LokiError(f"Loki refused the credentials ({status}: {message}): check "
+                         "LOKI_USERNAME/LOKI_PASSWORD, LOKI_BEARER_TOKEN and LOKI_TENANT",
+                         status, "unauthorized")
+    if status == 404:
+        return LokiError(f"{method} {path} is not there (404: {message}): is LOKI_URL Loki's "
+                         "base URL?", status, "not_found")
+    return LokiError(f"{method} {path} answered {status}: {message}", status, "http")
 
 
 # --------------------------------------------------------------------------- encoding
@@ -136,6 +179,7 @@ def encode_protobuf(entries: Iterable[Entry]) -> bytes:
 _REFUSAL_PATTERNS = [
     ("line_too_long", re.compile(r"max entry size|line too long", re.I)),
     ("too_old", re.compile(r"timestamp too old", re.I)),
+    ("too_far_behind", re.compile(r"too far behind|out of order", re.I)),
     ("too_new", re.compile(r"timestamp too new", re.I)),
     ("too_many_labels", re.compile(r"label names; limit", re.I)),
     ("label_name_too_long", re.compile(r"label name too long", re.I)),
@@ -154,6 +198,111 @@ def refusal_reason(status: int, message: str) -> str:
         if pattern.search(message):
             return reason
     return f"http_{status}"
+
+
+@dataclass(frozen=True)
+class RefusedEntry:
+    """One entry of a refused push that Loki's answer names: its index in the request, Loki's
+    own words about it, and whether the answer pins it down (``certain``) or only names its
+    stream."""
+
+    index: int
+    reason: str
+    certain: bool = True
+
+
+_STREAM_TEXT = r"\{[^{}']*\}"
+_TS_REFUSAL = re.compile(
+    rf"entry for stream '({_STREAM_TEXT})' has timestamp too (?:old|new): (\S+?Z)"
+    r"(?:, oldest acceptable timestamp is: \S+?Z)?(?=[,;\s]|$)")
+_SIZE_REFUSAL = re.compile(
+    rf"max entry size '\d+' bytes exceeded for stream '({_STREAM_TEXT})' while adding an "
+    r"entry with length '(\d+)' bytes")
+_IGNORED = re.compile(r"entry with timestamp (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) "
+                      r"\+0000 UTC ignored, reason: '([^']*)'")
+_IGNORED_STREAM = re.compile(rf"total ignored: (\d+) out of \d+ for stream: ({_STREAM_TEXT})")
+_CUTOFF = re.compile(r"oldest acceptable timestamp is: (\S+?Z)")
+_ANY_STREAM = re.compile(rf"stream '({_STREAM_TEXT})'")
+_GROUP_SEPARATOR = re.compile(r"; (?=\d+ errors like: )")
+_GROUP_PREFIX = re.compile(r"^\d+ errors like: ")
+_LABEL_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _labels_of(text: str) -> frozenset[tuple[str, str]]:
+    return frozenset((k, v.replace('\\"', '"').replace("\\\\", "\\"))
+                     for k, v in _LABEL_PAIR.findall(text))
+
+
+def _second(text: str) -> int | None:
+    try:
+        return int(datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def _go_time_ns(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    base = datetime.datetime.fromisoformat(whole + "+00:00")
+    return int(base.timestamp()) * 1_000_000_000 + int((frac + "0" * 9)[:9])
+
+
+def refused_entries(entries: Sequence[Entry], message: str) -> list[RefusedEntry]:
+    """Which entries of a push answered 400 Loki refused, read from its answer.
+
+    Loki validates every entry and answers all problems at once ("3 errors like: entry for
+    stream '{...}' has timestamp too old: 2026-10-13T02:45:36Z, ..."; the ingester lists
+    "entry with timestamp ... ignored, reason: '...'"); the other entries of the request were
+    stored. An entry is matched by its stream and timestamp (seconds, as Loki prints them) or
+    line length; a problem that names only a stream (labels, limits) marks every entry of that
+    stream, and one that names nothing marks every entry, as not ``certain``.
+    """
+    streams = [frozenset(e.labels) for e in entries]
+    found: dict[int, RefusedEntry] = {}
+
+    def mark(index: int, reason: str, certain: bool = True) -> None:
+        if index not in found or (certain and not found[index].certain):
+            found[index] = RefusedEntry(index, _one_line(reason), certain)
+
+    for m in _TS_REFUSAL.finditer(message):
+        labels, second = _labels_of(m.group(1)), _second(m.group(2))
+        for i, e in enumerate(entries):
+            if streams[i] == labels and e.timestamp_ns // 1_000_000_000 == second:
+                mark(i, m.group(0))
+    for m in _SIZE_REFUSAL.finditer(message):
+        labels, length = _labels_of(m.group(1)), int(m.group(2))
+        for i, e in enumerate(entries):
+            if streams[i] == labels and len(e.line.encode()) == length:
+                mark(i, m.group(0))
+    listed = [(_go_time_ns(m.group(1)), m.group(2)) for m in _IGNORED.finditer(message)]
+    for m in _IGNORED_STREAM.finditer(message):
+        labels, total = _labels_of(m.group(2)), int(m.group(1))
+        in_stream = [i for i, st in enumerate(streams) if st == labels]
+        for ts, reason in listed:
+            for i in in_stream:
+                if entries[i].timestamp_ns == ts:
+                    mark(i, reason)
+        cutoffs = [c for c in (_second(x) for x in _CUTOFF.findall(message)) if c is not None]
+        marked = sum(1 for i in in_stream if i in found)
+        if marked < total and cutoffs:  # Loki lists at most 10: the rest by the cutoff
+            reason = listed[0][1] if listed else m.group(0)
+            for i in in_stream:
+                if entries[i].timestamp_ns // 1_000_000_000 < max(cutoffs):
+                    mark(i, reason, certain=False)
+    hit = {streams[i] for i in found}
+    named_any = False
+    # a stream Loki names but no entry of it matched (labels, limits): all of it, with the
+    # part of the answer about it; an answer that names no stream at all: every entry
+    for part in _GROUP_SEPARATOR.split(message):
+        named = {_labels_of(m.group(1)) for m in _ANY_STREAM.finditer(part)}
+        named |= {_labels_of(m.group(2)) for m in _IGNORED_STREAM.finditer(part)}
+        named_any = named_any or bool(named)
+        for i, st in enumerate(streams):
+            if st in named and st not in hit:
+                mark(i, _GROUP_PREFIX.sub("", part), certain=False)
+    if not named_any and not found:
+        for i in range(len(entries)):
+            mark(i, message, certain=False)
+    return sorted(found.values(), key=lambda r: r.index)
 
 
 @dataclass(frozen=True)
@@ -181,6 +330,40 @@ def _retry_after(headers: Mapping[str, str], now: float | None = None) -> float 
     except (TypeError, ValueError, IndexError):
         return None
     return max(0.0, when - (time.time() if now is None else now))
+
+
+# --------------------------------------------------------------------------- read limits
+
+
+#: Loki 3.7's defaults (loki-3.7.6-config-defaults.yaml, limits_config)
+DEFAULT_MAX_QUERY_LENGTH_S = 30 * 86400 + 3600  # 30d1h
+DEFAULT_MAX_ENTRIES_PER_QUERY = 5000
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What Loki lets one query read: ``max_query_length`` (0: no limit) and
+    ``max_entries_limit_per_query``. ``source`` is ``config`` or ``default``."""
+
+    max_query_length_s: float = DEFAULT_MAX_QUERY_LENGTH_S
+    max_entries_per_query: int = DEFAULT_MAX_ENTRIES_PER_QUERY
+    source: str = "default"
+
+    @classmethod
+    def from_config(cls, text: str) -> QueryLimits:
+        import yaml
+
+        from shipper.retention import RetentionError, parse_duration
+
+        try:
+            # Loki prints ~90 KB of config: libyaml reads it in milliseconds where available
+            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            limits = doc.get("limits_config") or {}
+            length = parse_duration(str(limits.get("max_query_length", "30d1h")))
+            entries = int(limits.get("max_entries_limit_per_query", DEFAULT_MAX_ENTRIES_PER_QUERY))
+        except (AttributeError, TypeError, ValueError, RetentionError, yaml.YAMLError):
+            return cls()
+        return cls(length.total_seconds(), entries if entries > 0 else 10**9, "config")
 
 
 # --------------------------------------------------------------------------- client
@@ -289,10 +472,18 @@ class LokiClient:
             resp = self.transport.request(method, url, headers=self._headers,
                                           timeout=self.config.timeout)
         except TransportError as exc:
-            raise LokiError(str(exc)) from exc
+            what = "timed out" if exc.timeout else "unreachable"
+            raise LokiError(f"Loki is {what} at {self.base_url}: {_one_line(str(exc))}",
+                            None, "unreachable") from exc
         if resp.status >= 300:
-            raise LokiError(f"{method} {path} answered {resp.status}: {resp.text.strip()}",
-                            resp.status)
+            text = resp.text
+            try:  # some answers are JSON: {"status": "invalid-query", "error": "..."}
+                body = json.loads(resp.body)
+                if isinstance(body, dict) and body.get("error"):
+                    text = str(body["error"])
+            except ValueError:
+                pass
+            raise classify_error(method, path, resp.status, text)
         return resp
 
     def _json(self, path: str, params: Mapping[str, object] | None = None) -> Any:
@@ -300,16 +491,24 @@ class LokiClient:
         try:
             body = json.loads(resp.body)
         except ValueError as exc:
-            raise LokiError(f"GET {path}: answer is not JSON: {resp.text[:200]!r}") from exc
+            raise LokiError(f"GET {path}: the answer is not JSON: {resp.text[:200]!r}",
+                            resp.status) from exc
         if isinstance(body, dict) and body.get("status") not in (None, "success"):
-            raise LokiError(f"GET {path}: {body.get('error') or body}", resp.status)
+            raise classify_error("GET", path, resp.status, str(body.get("error") or body))
         return body
 
     def ready(self) -> bool:
         try:
-            return self._get("/ready").text.strip() == "ready"
+            self.check_ready()
         except LokiError:
             return False
+        return True
+
+    def check_ready(self) -> None:
+        """Raise :class:`LokiError` saying why unless ``GET /ready`` answers ``ready``."""
+        text = self._get("/ready").text.strip()
+        if text != "ready":
+            raise LokiError(f"Loki at {self.base_url} is not ready: {_one_line(text)}", 200)
 
     def query(self, query: str, time_ns: int | None = None, limit: int = 100) -> Any:
         return self._json("/loki/api/v1/query",
@@ -334,20 +533,25 @@ class LokiClient:
         return data
 
     def format_query(self, query: str) -> str:
-        resp = self.transport.request(
-            "GET", self.base_url + "/loki/api/v1/format_query?" + urlencode({"query": query}),
-            headers=self._headers, timeout=self.config.timeout)
-        body = json.loads(resp.body or b"{}")
-        if resp.status != 200:
-            raise LokiError(str(body.get("error") or resp.text), resp.status)
-        return str(body["data"])
+        return str(self._json("/loki/api/v1/format_query", {"query": query})["data"])
 
     def config_yaml(self) -> str:
         """``GET /config``: the effective configuration, as YAML text."""
         return self._get("/config").text
 
+    def query_limits(self) -> QueryLimits:
+        """The limits a reader must respect, from ``GET /config``; Loki's defaults when the
+        configuration cannot be read (a proxy may hide /config)."""
+        try:
+            return QueryLimits.from_config(self.config_yaml())
+        except LokiError as exc:
+            if exc.kind == "unreachable":
+                raise
+            return QueryLimits()
+
     def delete(self, query: str, start_s: int, end_s: int | None = None) -> str | None:
-        """Request deletion of matching entries; returns the request id (Loki 3.6+)."""
+        """Request deletion of matching entries between ``start_s`` and ``end_s`` (Unix
+        seconds, both included); returns the request id (Loki 3.6+)."""
         resp = self._get("/loki/api/v1/delete",
                          {"query": query, "start": start_s, "end": end_s}, method="POST")
         return resp.headers.get("x-delete-request-id")
@@ -357,6 +561,7 @@ class LokiClient:
         return body
 
     def cancel_delete(self, request_id: str) -> None:
+        """Cancel a deletion request still within Loki's ``delete_request_cancel_period``."""
         self._get("/loki/api/v1/delete", {"request_id": request_id}, method="DELETE")
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 from shipper.batcher import Batcher
 from shipper.config import ShipperConfig
 from shipper.event import Entry, LogEvent, TypeGuard, to_entry
-from shipper.loki import LokiClient
+from shipper.loki import LokiClient, PushOutcome
 from shipper.redact import Redactor
 from shipper.spool import ClaimedSegment, Spool
 from shipper.transport import Transport
@@ -58,8 +58,12 @@ class Pipeline:
         convert: Callable[[Any], LogEvent] | None = None,
         redactor: Redactor | None = None,
         start_replay: bool = True,
+        on_push: Callable[[Sequence[Entry], PushOutcome], None] | None = None,
     ) -> None:
         self.config = config
+        #: called on the worker with the entries of each push request and Loki's answer to
+        #: it (``shipper import`` names the rows Loki refused); must not raise or block
+        self._on_push = on_push
         self._convert = convert
         self._redactor = redactor if redactor is not None else Redactor(
             keys=config.redact_keys, emails=config.redact_emails
@@ -179,7 +183,14 @@ class Pipeline:
         failed = 0
         retry_after: float | None = None
         message = ""
+        offset = 0
         for outcome in self._client.push(entries):
+            if self._on_push is not None:  # split parts answer in order: slice them back
+                try:
+                    self._on_push(entries[offset:offset + outcome.entries], outcome)
+                except Exception as exc:
+                    self.report("on_push", exc)
+            offset += outcome.entries
             if outcome.kind == "ok":
                 self._counts["sent"] += outcome.entries
             elif outcome.kind == "refused":

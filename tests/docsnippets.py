@@ -318,9 +318,16 @@ def shipper_commands(found: Iterable[Block]) -> list[Command]:
                 continue
             text = text.removeprefix("$ ")
             try:
-                words = shlex.split(text, comments=True)
+                lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+                lexer.whitespace_split = True
+                lexer.commenters = "#"
+                words = list(lexer)
             except ValueError:
                 continue
+            # the command ends at the first shell operator: a pipe, a redirect, && or ;
+            ends = [i for i, word in enumerate(words) if word and set(word) <= set("|&;<>()")]
+            if ends:
+                words = words[:ends[0]]
             env: list[tuple[str, str]] = []
             while words and re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
                 key, _, value = words.pop(0).partition("=")

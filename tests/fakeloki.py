@@ -10,19 +10,26 @@ It decodes JSON, gzip JSON and snappy protobuf. Tests can also script answers, t
 
 from __future__ import annotations
 
+import bisect
+import copy
 import datetime as dt
+import functools
 import gzip
 import http.server
 import json
+import random
 import re
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cramjam
+import yaml
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_LINE_BYTES = 256 * 1024
@@ -155,6 +162,15 @@ class FakeLoki:
         self.delay = 0.0
         #: "METHOD /path-prefix" -> (status, body, headers) for reads and admin calls
         self.routes: dict[str, tuple[int, str, dict[str, str]]] = {}
+        #: Loki's read limits (limits_config defaults): enforced like Loki
+        self.max_query_length_ns = (30 * 24 + 1) * 3600 * 10**9
+        self.max_entries_limit = 5000
+        self.delete_cancel_period_s = 24 * 3600
+        #: deletion requests, as GET /loki/api/v1/delete lists them
+        self.deletes: list[dict[str, Any]] = []
+        #: the effective configuration GET /config prints (tests may change it)
+        self.config: dict[str, Any] = default_config()
+        self._sorted: list[Stored] | None = None
         self._conns: set[socket.socket] = set()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -186,6 +202,10 @@ class FakeLoki:
                 body = self.rfile.read(length)
                 if self._routed("POST"):
                     return
+                if self.path.startswith("/loki/api/v1/delete"):
+                    self._record("POST")
+                    self._answer(*fake.handle_read("POST", self.path))
+                    return
                 status, text, headers = fake._handle_push(
                     self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
@@ -203,12 +223,21 @@ class FakeLoki:
 
             def do_DELETE(self) -> None:
                 if not self._routed("DELETE"):
-                    self._answer(404, "404 page not found\n", {})
+                    self._record("DELETE")
+                    self._answer(*fake.handle_read("DELETE", self.path))
+
+            def _record(self, method: str) -> None:
+                with fake.lock:
+                    fake.requests.append(Request(f"{method} {self.path}",
+                                                 dict(self.headers.items()), b""))
 
             def do_GET(self) -> None:
                 if self._routed("GET"):
                     return
-                if self.path == "/fake/count":
+                if self.path.startswith(("/loki/api/v1/", "/config")):
+                    self._record("GET")
+                    self._answer(*fake.handle_read("GET", self.path))
+                elif self.path == "/fake/count":
                     self._answer(200, f"{fake.received if not fake.store else fake.count()}\n",
                                  {})
                 elif self.path == "/ready":
@@ -220,7 +249,8 @@ class FakeLoki:
                 data = text.encode()
                 self.send_response(status)
                 if status != 204:
-                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    self.send_header("Content-Type", headers.pop(
+                        "Content-Type", "text/plain; charset=utf-8"))
                     self.send_header("Content-Length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -271,6 +301,17 @@ class FakeLoki:
         with self.lock:
             return len(self.entries)
 
+    def add(self, labels: dict[str, str], ts: int, line: str,
+            metadata: dict[str, str] | None = None) -> None:
+        """Store one entry as a push would (tests seed history with it, old timestamps
+        included); identical (stream, timestamp, line) entries are stored once."""
+        key = (tuple(sorted(labels.items())), ts, line)
+        with self.lock:
+            if key not in self.entries:
+                self.entries[key] = Stored(key[0], ts, line, tuple(sorted((metadata or {})
+                                                                          .items())))
+                self._sorted = None
+
     def wait_for_count(self, n: int, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -278,6 +319,206 @@ class FakeLoki:
                 return self.count()
             time.sleep(0.02)
         return self.count()
+
+    # -- reads, deletion, config --------------------------------------------------------------
+
+    def handle_read(self, method: str, path: str) -> tuple[int, str, dict[str, str]]:
+        parts = urllib.parse.urlsplit(path)
+        params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query,
+                                                             keep_blank_values=True).items()}
+        route = parts.path
+        try:
+            if route == "/config":
+                return 200, self._config_text(), {"Content-Type": "text/plain; charset=utf-8"}
+            if route == "/loki/api/v1/query_range":
+                return self._json(self._query_range(params))
+            if route == "/loki/api/v1/query":
+                return self._json(self._query_instant(params))
+            if route == "/loki/api/v1/labels":
+                names = {k for s in self._in_range(params) for k, _ in s.labels}
+                return self._json({"status": "success", "data": sorted(names)})
+            m = re.fullmatch(r"/loki/api/v1/label/([^/]+)/values", route)
+            if m:
+                values = {v for s in self._in_range(params) for k, v in s.labels
+                          if k == m.group(1)}
+                return self._json({"status": "success", "data": sorted(values)})
+            if route == "/loki/api/v1/series":
+                _, query = parse_logql(params.get("match[]", ""))
+                seen = {s.labels for s in self._in_range(params)
+                        if query.process(dict(s.labels), s.line) is not None}
+                return self._json({"status": "success", "data": [dict(x) for x in sorted(seen)]})
+            if route == "/loki/api/v1/delete":
+                return self._delete(method, params)
+        except LogQLError as exc:
+            return 400, f"parse error at line 0, col {exc.pos + 1}: {exc}", {}
+        except _Refused as exc:
+            return exc.status, exc.text, {}
+        return 404, "404 page not found\n", {}
+
+    def _config_text(self) -> str:
+        key = json.dumps(self.config, sort_keys=True, default=str)
+        if getattr(self, "_config_key", None) != key:
+            self._config_key = key
+            dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+            self._config_yaml = yaml.dump(self.config, Dumper=dumper, sort_keys=False)
+        return self._config_yaml
+
+    @staticmethod
+    def _json(body: Any) -> tuple[int, str, dict[str, str]]:
+        return 200, json.dumps(body), {"Content-Type": "application/json; charset=UTF-8"}
+
+    def _index(self) -> list[Stored]:
+        with self.lock:
+            if self._sorted is None:
+                self._sorted = sorted(self.entries.values(), key=lambda s: (s.ts, s.labels,
+                                                                             s.line))
+            return self._sorted
+
+    def _between(self, lo: int, hi: int) -> list[Stored]:
+        """Entries with lo <= ts < hi, oldest first."""
+        index = self._index()
+        a = bisect.bisect_left(index, lo, key=lambda s: s.ts)
+        b = bisect.bisect_left(index, hi, key=lambda s: s.ts)
+        return index[a:b]
+
+    def _in_range(self, params: dict[str, str]) -> list[Stored]:
+        end = int(params.get("end") or time.time_ns())
+        start = int(params.get("start") or end - 3600 * 10**9)
+        return self._between(start, end)
+
+    def _query_range(self, params: dict[str, str]) -> dict[str, Any]:
+        end = int(params.get("end") or time.time_ns())
+        start = int(params.get("start") or end - 3600 * 10**9)
+        limit = int(params.get("limit") or 100)
+        direction = params.get("direction") or "backward"
+        length = (end // 10**6 - start // 10**6) * 10**6
+        if length > self.max_query_length_ns:
+            raise _Refused(400, "the query time range exceeds the limit (query length: "
+                           f"{_go_duration(length)}, limit: 30d1h)")
+        if limit > self.max_entries_limit:
+            raise _Refused(400, "max entries limit per query exceeded, limit > "
+                           f"max_entries_limit_per_query ({limit} > {self.max_entries_limit})")
+        kind, query = parse_logql(params["query"])
+        if kind != "log":
+            raise _Refused(400, "the fake answers metric queries only at /query")
+        entries = self._between(start, end)
+        ordered = entries if direction == "forward" else reversed(entries)
+        picked: list[tuple[dict[str, str], Stored]] = []
+        for stored in ordered:
+            labels = query.process({**dict(stored.labels), **dict(stored.metadata)}, stored.line)
+            if labels is not None:
+                picked.append((labels, stored))
+                if len(picked) >= limit:
+                    break
+        streams: dict[tuple[tuple[str, str], ...], list[list[str]]] = {}
+        for labels, stored in picked:
+            streams.setdefault(tuple(sorted(labels.items())), []).append(
+                [str(stored.ts), stored.line])
+        result = [{"stream": dict(k), "values": v} for k, v in streams.items()]
+        return {"status": "success", "data": {"resultType": "streams", "result": result,
+                                              "stats": {}}}
+
+    def _query_instant(self, params: dict[str, str]) -> dict[str, Any]:
+        at = int(params.get("time") or time.time_ns())
+        kind, tree = parse_logql(params["query"])
+        if kind != "metric":
+            raise _Refused(400, "log queries are not supported as instant queries")
+        vector = self._eval(tree, at)
+        result = [{"metric": dict(k), "value": [at / 1e9, _number(v)]}
+                  for k, v in vector.items()]
+        return {"status": "success", "data": {"resultType": "vector", "result": result,
+                                              "stats": {}}}
+
+    def _eval(self, node: Any, at: int) -> dict[frozenset[tuple[str, str]], float]:
+        op = node[0]
+        if op == "count":
+            _, query, rng = node
+            out: dict[frozenset[tuple[str, str]], float] = {}
+            for stored in self._between(at - rng + 1, at + 1):
+                labels = query.process({**dict(stored.labels), **dict(stored.metadata)},
+                                       stored.line)
+                if labels is not None:
+                    key = frozenset(labels.items())
+                    out[key] = out.get(key, 0) + 1
+            return out
+        if op == "sum":
+            _, by, _, inner = node
+            out = {}
+            for key, value in self._eval(inner, at).items():
+                labels = dict(key)
+                group = frozenset((k, labels[k]) for k in (by or []) if labels.get(k))
+                out[group] = out.get(group, 0) + value
+            return out
+        if op == "topk":
+            _, _, k, inner = node
+            return dict(sorted(self._eval(inner, at).items(), key=lambda kv: -kv[1])[:k])
+        _, left, right = node  # div
+        a, b = self._eval(left, at), self._eval(right, at)
+        return {k: v / b[k] for k, v in a.items() if b.get(k)}
+
+    def _delete(self, method: str, params: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+        if method == "GET":
+            return 200, json.dumps(sorted(self.deletes, key=lambda d: d["created_at"])), {
+                "Content-Type": "application/json"}
+        if method == "DELETE":
+            found = [d for d in self.deletes if d["request_id"] == params.get("request_id")]
+            if not found:
+                return 404, "could not find delete request with given id\n", {}
+            request = found[0]
+            if request["status"] == "processed":
+                return 400, ("deletion of request which is in process or already processed is "
+                             "not allowed\n"), {}
+            if request["created_at"] + self.delete_cancel_period_s < time.time() \
+                    and params.get("force") != "true":
+                return 400, ("Cancellation of partially completed delete request or delete "
+                             "request past the deadline of 24h0m0s since its creation is not "
+                             "allowed. To force, use the ?force query parameter\n"), {}
+            self.deletes.remove(request)
+            return 204, "", {}
+        query = params.get("query", "")
+        if not query:
+            return 400, "query not set\n", {}
+        try:
+            kind, _ = parse_logql(query)
+        except LogQLError:
+            kind = ""
+        if kind != "log":
+            return 400, "invalid query expression\n", {}
+        if not params.get("start"):
+            return 400, "start time not set\n", {}
+        start, end = _delete_time(params["start"]), _delete_time(params.get("end", ""))
+        if start is None:
+            return 400, "invalid start time: require unix seconds or RFC3339 format\n", {}
+        if end is None:
+            return 400, "invalid end time: require unix seconds or RFC3339 format\n", {}
+        if end > time.time():
+            return 400, "deletes in the future are not allowed\n", {}
+        if start >= end:
+            return 400, "start time can't be greater than or equal to end time\n", {}
+        request_id = f"{random.getrandbits(32):08x}"
+        self.deletes.append({"request_id": request_id, "start_time": start, "end_time": end,
+                             "query": query, "status": "received",
+                             "created_at": round(time.time(), 3), "user_id": ""})
+        return 204, "", {"X-Delete-Request-Id": request_id}
+
+    def process_deletes(self) -> int:
+        """Carry out every received deletion request as the compactor would (after the cancel
+        period); returns how many entries went."""
+        removed = 0
+        for request in self.deletes:
+            if request["status"] != "received":
+                continue
+            _, query = parse_logql(request["query"])
+            lo, hi = int(request["start_time"] * 10**9), int(request["end_time"] * 10**9)
+            for stored in self._between(lo, hi + 1):
+                labels = {**dict(stored.labels), **dict(stored.metadata)}
+                if query.process(labels, stored.line) is not None:
+                    with self.lock:
+                        self.entries.pop((stored.labels, stored.ts, stored.line), None)
+                        self._sorted = None
+                    removed += 1
+            request["status"] = "processed"
+        return removed
 
     # -- the push endpoint ------------------------------------------------------------------
 
@@ -335,23 +576,23 @@ class FakeLoki:
                         f"lines totaling '{total}' bytes, reduce log volume or contact your Loki "
                         "administrator to see if the limit can be increased\n", {})
         now = time.time_ns()
-        first_error = ""
+        errors: list[str] = []
         for stream in streams:
             labels: dict[str, str] = stream["stream"] or {"service_name": "unknown_service"}
             bad = [k for k in labels if not _LABEL_NAME.match(k)]
             if bad:
-                first_error = first_error or (
+                errors.append(
                     "couldn't parse labels: 1:5: parse error: unexpected character inside "
                     f"braces: '{re.sub(r'[A-Za-z0-9_]', '', bad[0])[:1]}'\n")
                 continue
             if len(labels) > MAX_LABEL_NAMES:
-                first_error = first_error or (
+                errors.append(
                     f"entry for stream '{_fmt_labels(labels)}' has {len(labels)} label names; "
                     f"limit {MAX_LABEL_NAMES}\n")
                 continue
             long = [k for k, v in labels.items() if len(v) > MAX_LABEL_VALUE]
             if long:
-                first_error = first_error or (
+                errors.append(
                     f"stream '{_fmt_labels(labels)}' has label value too long\n")
                 continue
             for value in stream["values"]:
@@ -359,29 +600,83 @@ class FakeLoki:
                 line = value[1]
                 md = value[2] if len(value) > 2 else {}
                 if len(line.encode()) > MAX_LINE_BYTES:
-                    first_error = first_error or (
+                    errors.append(
                         f"max entry size '{MAX_LINE_BYTES}' bytes exceeded for stream "
                         f"'{_fmt_labels(labels)}' while adding an entry with length "
                         f"'{len(line.encode())}' bytes\n")
                     continue
                 if ts < now - REJECT_OLD_NS:
-                    first_error = first_error or (
+                    errors.append(
                         f"entry for stream '{_fmt_labels(labels)}' has timestamp too old: "
                         f"{_rfc3339(ts)}, oldest acceptable timestamp is: "
                         f"{_rfc3339(now - REJECT_OLD_NS)}\n")
                     continue
                 if ts > now + CREATION_GRACE_NS:
-                    first_error = first_error or (
+                    errors.append(
                         f"entry for stream '{_fmt_labels(labels)}' has timestamp too new: "
                         f"{_rfc3339(ts)}\n")
                     continue
-                key = (tuple(sorted(labels.items())), ts, line)
-                with self.lock:
-                    self.entries.setdefault(key, Stored(key[0], ts, line,
-                                                        tuple(sorted(md.items()))))
-        if first_error:
-            return 400, first_error, {}
+                self.add(labels, ts, line, md)
+        if errors:
+            return 400, _grouped(errors), {}
         return 204, "", {}
+
+
+def _grouped(errors: list[str]) -> str:
+    """Loki's GroupedErrors: each distinct message once, "N errors like: " before it when it
+    happened more than once or when there are several; "; " between them."""
+    counts: dict[str, int] = {}
+    for e in errors:
+        counts[e.rstrip("\n")] = counts.get(e.rstrip("\n"), 0) + 1
+    parts = [(f"{n} errors like: " if len(counts) > 1 or n > 1 else "") + msg
+             for msg, n in counts.items()]
+    return "; ".join(parts) + "\n"
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _delete_time(text: str) -> float | None:
+    if text == "":
+        return time.time()
+    if re.fullmatch(r"\d{10}", text):
+        return float(text)
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def default_config() -> dict[str, Any]:
+    """What GET /config prints for a Loki started from loki/config.yaml: the contract's
+    defaults with the repository's config on top (a fresh copy each time)."""
+    return copy.deepcopy(_default_config())
+
+
+@functools.cache
+def _default_config() -> dict[str, Any]:
+    from tests.contract import CONTRACT_DIR
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    base = yaml.load((CONTRACT_DIR / "loki-3.7.6-config-defaults.yaml").read_text(), loader)
+    ours = yaml.load((Path(__file__).resolve().parent.parent / "loki" / "config.yaml")
+                     .read_text(), loader)
+
+    def merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k),
+                                                                              dict) else v
+        return out
+
+    return merge(base, ours)
 
 
 def free_port() -> int:
@@ -409,3 +704,295 @@ def _main() -> None:
 
 if __name__ == "__main__":
     _main()
+
+
+# ----------------------------------------------------------------------------- LogQL subset
+#
+# Enough LogQL to answer the queries shipper builds (shipper/admin/logql.py, the dashboards'
+# count expressions) the way Loki does: stream selectors, label filters on labels, structured
+# metadata and `| json` fields (joined with `or`/`and`), line filters, `count_over_time`,
+# `sum [by (...)]`, `topk` and `/` between two vectors. Anything else is a parse error.
+
+
+class LogQLError(ValueError):
+    def __init__(self, message: str, pos: int) -> None:
+        super().__init__(message)
+        self.pos = pos
+
+
+_TOKEN = re.compile(r"""\s*(?:
+    (?P<str>"(?:[^"\\\n]|\\.)*"|`[^`]*`)
+  | (?P<dur>\d+(?:ms|s|m|h|d|w|y)(?:\d+(?:ms|s|m|h|d|w|y))*)
+  | (?P<num>\d+(?:\.\d+)?)
+  | (?P<op>\|=|\|~|!=|!~|=~|[{}(),\[\]|=/])
+  | (?P<id>[A-Za-z_][A-Za-z0-9_]*)
+)""", re.X)
+_GO_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+               "\\": "\\", '"': '"'}
+_DUR_UNITS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
+              "w": 7 * 86400 * 10**9, "y": 365 * 86400 * 10**9}
+
+
+def _unquote(raw: str, pos: int) -> str:
+    if raw.startswith("`"):
+        return raw[1:-1]
+    body, out, i = raw[1:-1], [], 0
+    while i < len(body):
+        c = body[i]
+        if c != "\\":
+            out.append(c)
+            i += 1
+            continue
+        e = body[i + 1] if i + 1 < len(body) else ""
+        if e in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[e])
+            i += 2
+        elif e == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", body[i + 2:i + 6]):
+            out.append(chr(int(body[i + 2:i + 6], 16)))
+            i += 6
+        elif e == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", body[i + 2:i + 4]):
+            out.append(chr(int(body[i + 2:i + 4], 16)))
+            i += 4
+        else:
+            raise LogQLError(f"invalid escape \\{e}", pos)
+    return "".join(out)
+
+
+def _duration_ns(text: str) -> int:
+    return sum(int(n) * _DUR_UNITS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
+
+
+def _go_duration(ns: int) -> str:
+    """Go's time.Duration.String() for whole milliseconds and up (Loki's 'query length')."""
+    ms = ns // 10**6
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    sec = f"{s}.{ms:03d}".rstrip("0").rstrip(".") if ms else f"{s}"
+    if h:
+        return f"{h}h{m}m{sec}s"
+    if m:
+        return f"{m}m{sec}s"
+    return f"{sec}s"
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    name: str
+    op: str
+    value: str
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        have = labels.get(self.name, "")
+        if self.op == "=":
+            return have == self.value
+        if self.op == "!=":
+            return have != self.value
+        hit = re.fullmatch(self.value, have) is not None
+        return hit if self.op == "=~" else not hit
+
+
+@dataclass
+class _LogQuery:
+    matchers: list[_Matcher]
+    stages: list[tuple[str, Any]]
+
+    def process(self, labels: dict[str, str], line: str) -> dict[str, str] | None:
+        """The entry's labels after the pipeline, or None when it is filtered out."""
+        if not all(m.matches(labels) for m in self.matchers):
+            return None
+        out = dict(labels)
+        for kind, arg in self.stages:
+            if kind == "json":
+                try:
+                    body = json.loads(line)
+                    if not isinstance(body, dict):
+                        raise ValueError
+                except ValueError:
+                    out["__error__"] = "JSONParserErr"
+                    continue
+                if arg:
+                    for name, path in arg:
+                        value = body.get(path)
+                        if value is not None:
+                            out[name] = value if isinstance(value, str) else json.dumps(value)
+                else:
+                    for key, value in _flatten(body):
+                        out[key if key not in labels else key + "_extracted"] = value
+            elif kind == "filter":
+                if not _eval_filter(arg, out):
+                    return None
+            elif kind == "line":
+                op, text = arg
+                hit = (text in line) if op in ("|=", "!=") else re.search(text, line) is not None
+                if hit != (op in ("|=", "|~")):
+                    return None
+        return out
+
+
+def _flatten(body: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for key, value in body.items():
+        name = re.sub(r"[^A-Za-z0-9_]", "_", prefix + key)
+        if isinstance(value, dict):
+            out += _flatten(value, name + "_")
+        elif value is not None and not isinstance(value, list):
+            out.append((name, value if isinstance(value, str) else json.dumps(value)))
+    return out
+
+
+def _eval_filter(node: Any, labels: dict[str, str]) -> bool:
+    if isinstance(node, _Matcher):
+        return node.matches(labels)
+    op, left, right = node
+    if op == "or":
+        return _eval_filter(left, labels) or _eval_filter(right, labels)
+    return _eval_filter(left, labels) and _eval_filter(right, labels)
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens: list[tuple[str, str, int]] = []
+        pos = 0
+        while pos < len(text):
+            m = _TOKEN.match(text, pos)
+            if m is None or m.end() == pos:
+                if text[pos:].strip() == "":
+                    break
+                raise LogQLError(f"syntax error: unexpected {text[pos:pos + 10]!r}", pos)
+            kind = m.lastgroup or ""
+            self.tokens.append((kind, m.group(kind), m.start(kind)))
+            pos = m.end()
+        self.i = 0
+
+    def peek(self, value: str | None = None, kind: str | None = None) -> bool:
+        if self.i >= len(self.tokens):
+            return False
+        k, v, _ = self.tokens[self.i]
+        return (value is None or v == value) and (kind is None or k == kind)
+
+    def take(self, value: str | None = None, kind: str | None = None) -> str:
+        if not self.peek(value, kind):
+            pos = self.tokens[self.i][2] if self.i < len(self.tokens) else len(self.text)
+            got = self.tokens[self.i][1] if self.i < len(self.tokens) else "$end"
+            raise LogQLError(f"syntax error: unexpected {got}, expecting {value or kind}", pos)
+        self.i += 1
+        return self.tokens[self.i - 1][1]
+
+    def string(self) -> str:
+        pos = self.tokens[self.i][2] if self.i < len(self.tokens) else len(self.text)
+        return _unquote(self.take(kind="str"), pos)
+
+    def done(self) -> None:
+        if self.i != len(self.tokens):
+            self.take("$end")
+
+    # -- log queries
+    def log_query(self) -> _LogQuery:
+        self.take("{")
+        matchers = [self.matcher()]
+        while self.peek(","):
+            self.take(",")
+            matchers.append(self.matcher())
+        self.take("}")
+        stages: list[tuple[str, Any]] = []
+        while self.peek("|") or self.peek("|=") or self.peek("|~") or self.peek("!=") \
+                or self.peek("!~"):
+            op = self.take()
+            if op != "|":
+                stages.append(("line", (op, self.string())))
+            elif self.peek("json"):
+                self.take("json")
+                params: list[tuple[str, str]] = []
+                while self.peek(kind="id") and self.tokens[self.i + 1][1] == "=":
+                    name = self.take(kind="id")
+                    self.take("=")
+                    params.append((name, self.string()))
+                    if self.peek(","):
+                        self.take(",")
+                stages.append(("json", params))
+            else:
+                stages.append(("filter", self.filter_expr()))
+        return _LogQuery(matchers, stages)
+
+    def matcher(self) -> _Matcher:
+        name = self.take(kind="id")
+        op = self.take()
+        if op not in ("=", "!=", "=~", "!~"):
+            raise LogQLError(f"syntax error: unexpected {op}", self.tokens[self.i - 1][2])
+        value = self.string()
+        if op in ("=~", "!~"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise LogQLError(f"error parsing regexp: {exc}", self.tokens[self.i - 1][2]) \
+                    from None
+        return _Matcher(name, op, value)
+
+    def filter_expr(self) -> Any:
+        node: Any = self.matcher()
+        while self.peek("or") or self.peek("and"):
+            op = self.take()
+            node = (op, node, self.matcher())
+        return node
+
+    # -- metric queries
+    def metric(self) -> Any:
+        left = self.metric_term()
+        while self.peek("/"):
+            self.take("/")
+            left = ("div", left, self.metric_term())
+        return left
+
+    def metric_term(self) -> Any:
+        if self.peek("("):
+            self.take("(")
+            inner = self.metric()
+            self.take(")")
+            return inner
+        fn = self.take(kind="id")
+        if fn == "count_over_time":
+            self.take("(")
+            query = self.log_query()
+            self.take("[")
+            rng = _duration_ns(self.take(kind="dur"))
+            self.take("]")
+            self.take(")")
+            return ("count", query, rng)
+        if fn in ("sum", "topk"):
+            by = self.grouping()
+            self.take("(")
+            k = None
+            if fn == "topk":
+                k = int(self.take(kind="num"))
+                self.take(",")
+            inner = self.metric()
+            self.take(")")
+            by = by if by is not None else self.grouping()
+            return (fn, by, k, inner)
+        raise LogQLError(f"syntax error: unexpected {fn}", self.tokens[self.i - 1][2])
+
+    def grouping(self) -> list[str] | None:
+        if not self.peek("by"):
+            return None
+        self.take("by")
+        self.take("(")
+        names = [self.take(kind="id")]
+        while self.peek(","):
+            self.take(",")
+            names.append(self.take(kind="id"))
+        self.take(")")
+        return names
+
+
+def parse_logql(text: str) -> tuple[str, Any]:
+    """("log", _LogQuery) or ("metric", tree); raises LogQLError like Loki's parser."""
+    parser = _Parser(text)
+    if parser.peek("{"):
+        query = parser.log_query()
+        parser.done()
+        return "log", query
+    tree = parser.metric()
+    parser.done()
+    return "metric", tree

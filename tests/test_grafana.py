@@ -76,7 +76,7 @@ def _sample_values(dash: Mapping[str, Any]) -> list[dict[str, g.Value]]:
     for name, var in variables.items():
         if var.type == "textbox":
             base[name] = ""
-            multi[name] = "u-42" if name == "actor_id" else "payment failed"
+            multi[name] = {"actor_id": "u-42", "logger": "shop.auth"}.get(name, "payment failed")
         else:
             base[name] = g.ALL
             multi[name] = {
@@ -308,7 +308,8 @@ def test_every_variable_used_is_defined_and_every_defined_variable_is_used(
 def test_system_logs_has_the_admin_page_filters(dashboards: dict[str, dict[str, Any]]) -> None:
     dash = dashboards["shipper-system-logs"]
     variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert list(variables) == ["service", "level", "actor", "type", "actor_id", "search"]
+    assert list(variables) == ["service", "level", "actor", "type", "actor_id", "logger",
+                               "search"]
     for name, label in [("service", "service_name"), ("level", "level"),
                         ("actor", "actor"), ("type", "type")]:
         v = variables[name]
@@ -316,7 +317,7 @@ def test_system_logs_has_the_admin_page_filters(dashboards: dict[str, dict[str, 
         assert v["allValue"] == ".+", name
         assert v["query"]["type"] == 1 and v["query"]["label"] == label, name  # label values
         assert v["definition"].startswith("label_values("), name
-    for name in ("actor_id", "search"):
+    for name in ("actor_id", "logger", "search"):
         assert variables[name]["type"] == "textbox"
     assert "30s" in dash["timepicker"]["refresh_intervals"]
     assert dash["time"]["from"].startswith("now-")
@@ -376,7 +377,7 @@ def test_overview_and_security_have_the_panels_the_issue_lists(
     security = {p["title"]: p for p in g.iter_panels(dashboards["shipper-security"])}
     assert set(security) == {"Logins: failed vs successful", "Webhook failures by provider",
                              "Failed logins by actor id", "Failed logins by IP",
-                             "Admin actions"}
+                             "Admin actions", "Log deletions"}
     assert security["Admin actions"]["type"] == "table"
     assert 'actor="ADMIN"' in security["Admin actions"]["targets"][0]["expr"]
     assert "metadata_ip" in security["Failed logins by IP"]["targets"][0]["expr"]
@@ -435,7 +436,7 @@ def test_queries_use_only_contract_labels_and_json_fields(
                     or label.startswith(g.LINE_FIELD_PREFIX)), (name, label)
 
 
-def test_search_and_actor_id_reach_loki_exactly_as_typed(
+def test_search_actor_id_and_module_reach_loki_exactly_as_typed(
     dashboards: dict[str, dict[str, Any]],
 ) -> None:
     dash = dashboards["shipper-system-logs"]
@@ -444,10 +445,11 @@ def test_search_and_actor_id_reach_loki_exactly_as_typed(
     queries = []
     for text in ADVERSARIAL_TEXT:
         values: dict[str, g.Value] = {"service": g.ALL, "level": g.ALL, "actor": g.ALL,
-                                      "type": g.ALL, "actor_id": text, "search": text}
+                                      "type": g.ALL, "actor_id": text, "logger": text,
+                                      "search": text}
         expr = g.interpolate(events.expr, variables, values)
         literals = re.findall(r'urldecode "([^"]*)"', expr)
-        assert len(literals) == 4
+        assert len(literals) == 6
         for lit in literals:
             assert re.fullmatch(r"[A-Za-z0-9%._~-]*", lit), lit
             # Loki's urldecode is Go's url.QueryUnescape, which unquote_plus mirrors.

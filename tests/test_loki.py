@@ -21,6 +21,7 @@ from shipper.loki import (
     encode_protobuf,
     labels_string,
     refusal_reason,
+    refused_entries,
 )
 from tests import contract
 from tests.fakeloki import FakeLoki, decode_protobuf
@@ -320,3 +321,63 @@ def test_ready_is_false_when_loki_is_down() -> None:
     assert client.ready() is True
     fake.stop()
     assert client.ready() is False
+
+
+# ------------------------------------------------------------------ which entries a 400 refused
+
+_CONTRACT_STREAM = (("actor", "USER"), ("level", "INFO"), ("service_name", "contract"),
+                    ("type", "LOGIN"))
+
+
+def _contract_entry(ts: int, line: str = "x", labels: tuple[tuple[str, str], ...] =
+                    _CONTRACT_STREAM) -> Entry:
+    return Entry(labels=labels, timestamp_ns=ts, line=line)
+
+
+def test_refused_entries_are_named_from_lokis_partial_batch_answer() -> None:
+    data = contract.load("push_400_partial_batch")
+    entries = [_contract_entry(int(v[0]), v[1]) for s in data["request"]["body"]
+               for v in s["values"]]
+    (refused,) = refused_entries(entries, data["body"])
+    assert entries[refused.index].line == "too old in mixed batch"
+    assert refused.certain and "timestamp too old" in refused.reason
+
+
+def test_grouped_answers_name_every_refused_entry() -> None:
+    old = [_contract_entry(1_791_859_536 * 10**9 + i, f"old {i}") for i in range(3)]
+    good = [_contract_entry(1_795_315_536 * 10**9, "good")]
+    long_line = _contract_entry(1_795_315_537 * 10**9, "y" * 300_000)
+    other = (("actor", "USER"), ("level", "INFO"), ("service_name", "other"), ("type", "T"))
+    labelled = [_contract_entry(1_795_315_538 * 10**9, "z", other)]
+    message = (
+        "3 errors like: entry for stream '{actor=\"USER\", level=\"INFO\", service_name="
+        "\"contract\", type=\"LOGIN\"}' has timestamp too old: 2026-10-13T02:45:36Z, oldest "
+        "acceptable timestamp is: 2026-11-15T02:45:36Z; 1 errors like: max entry size "
+        "'262144' bytes exceeded for stream '{actor=\"USER\", level=\"INFO\", service_name="
+        "\"contract\", type=\"LOGIN\"}' while adding an entry with length '300000' bytes; "
+        "1 errors like: entry for stream '{actor=\"USER\", level=\"INFO\", service_name="
+        "\"other\", type=\"T\"}' has 19 label names; limit 15\n")
+    entries = old + good + [long_line] + labelled
+    refused = {r.index: r for r in refused_entries(entries, message)}
+    assert sorted(refused) == [0, 1, 2, 4, 5]
+    assert refused[4].certain and "max entry size" in refused[4].reason
+    assert not refused[5].certain and "label names" in refused[5].reason
+
+
+def test_ingester_answers_name_entries_by_their_exact_timestamp() -> None:
+    behind = [_contract_entry(1_795_315_000 * 10**9 + i, f"b{i}") for i in range(2)]
+    fresh = [_contract_entry(1_795_318_000 * 10**9, "fresh")]
+    message = (
+        "entry with timestamp 2026-11-22 02:36:40.000000001 +0000 UTC ignored, reason: 'entry "
+        "too far behind, entry timestamp is: 2026-11-22T02:36:40Z, oldest acceptable timestamp "
+        "is: 2026-11-22T02:50:00Z',\nuser 'fake', total ignored: 1 out of 3 for stream: "
+        "{actor=\"USER\", level=\"INFO\", service_name=\"contract\", type=\"LOGIN\"}")
+    refused = refused_entries(behind + fresh, message)
+    assert [(r.index, r.certain) for r in refused] == [(1, True)]
+    assert refusal_reason(400, refused[0].reason) == "too_far_behind"
+
+
+def test_an_answer_that_names_nothing_marks_every_entry_uncertain() -> None:
+    entries = [_contract_entry(i) for i in range(3)]
+    refused = refused_entries(entries, "something else went wrong\n")
+    assert [r.index for r in refused] == [0, 1, 2] and not any(r.certain for r in refused)

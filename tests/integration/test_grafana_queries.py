@@ -38,6 +38,7 @@ class Event:
     actor_id: str | None = None
     trace_id: str | None = None
     exception: str | None = None
+    logger: str | None = None
 
 
 def _known_events() -> list[Event]:
@@ -48,12 +49,13 @@ def _known_events() -> list[Event]:
     ]
     events += [
         Event("WARNING", "USER", "AUTH_LOGIN", "Auth login failed",
-              {"ip": ATTACKER_IP, "success": False}, actor_id=ATTACKER)
+              {"ip": ATTACKER_IP, "success": False}, actor_id=ATTACKER,
+              logger="shop.auth.login")
         for _ in range(11)
     ]
     events += [
         Event("INFO", "USER", "AUTH_LOGIN", "Auth login succeeded",
-              {"ip": "198.51.100.7", "success": True}, actor_id="u-1")
+              {"ip": "198.51.100.7", "success": True}, actor_id="u-1", logger="shop.auth")
         for _ in range(2)
     ]
     webhook = {"provider": "stripe", "event_type": "payment_intent.succeeded"}
@@ -69,7 +71,12 @@ def _known_events() -> list[Event]:
               {"endpoint": "/api/orders", "error_type": "ValueError"},
               exception="Traceback (most recent call last):\nValueError: boom"),
         Event("INFO", "ADMIN", "USER_BANNED", "Admin banned user u-9", {"target": "u-9"},
-              actor_id="admin-1"),
+              actor_id="admin-1", logger="shop.authz"),
+        # what `shipper delete` logs (shipper/admin/delete.py)
+        Event("WARNING", "ADMIN", "LOGS_DELETED", "admin-2 deleted 3 log entries",
+              {"query": '{service_name=~"x", type!="LOGS_DELETED"}', "count": 3,
+               "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z",
+               "request_id": "ecba278e"}, actor_id="admin-2", logger="shipper.admin"),
         Event("INFO", "SYSTEM", "LOG", ODD_MESSAGE, trace_id="t-odd"),
     ]
     return events
@@ -90,8 +97,8 @@ def _push(pool: urllib3.PoolManager, loki_url: str, service: str,
     for i, ev in enumerate(events):
         ts = start_ns + i * step_ns
         stamps.append(ts)
-        metadata = {k: v for k, v in (("actor_id", ev.actor_id), ("trace_id", ev.trace_id))
-                    if v is not None}
+        metadata = {k: v for k, v in (("actor_id", ev.actor_id), ("trace_id", ev.trace_id),
+                                      ("logger", ev.logger)) if v is not None}
         value: list[Any] = [str(ts), _line(ev)]
         if metadata:
             value.append(metadata)
@@ -344,12 +351,19 @@ def test_system_logs_count_and_events_without_filters_see_every_event(
         ({"actor_id": "u-attack"}, []),
         ({"actor_id": "u-1", "search": "succeeded"}, ["Auth login succeeded"] * 2),
         ({"level": ["ERROR"], "type": ["API_ERROR"]}, ["/api/orders: boom"]),
-        ({"actor": ["ADMIN"]}, ["Admin banned user u-9"]),
+        ({"actor": ["ADMIN"]}, ["Admin banned user u-9", "admin-2 deleted 3 log entries"]),
+        ({"logger": "shop.auth"}, ["Auth login failed"] * 11 + ["Auth login succeeded"] * 2),
+        ({"logger": "shop.auth.login"}, ["Auth login failed"] * 11),
+        ({"logger": "shop"}, ["Auth login failed"] * 11 + ["Auth login succeeded"] * 2
+         + ["Admin banned user u-9"]),
+        ({"logger": "shop.a"}, []),
+        ({"logger": "shop.auth", "actor_id": "u-1"}, ["Auth login succeeded"] * 2),
     ],
     ids=["quotes-backticks", "regex-and-template-chars", "case-insensitive-unicode",
          "case-insensitive", "metadata-value", "exception-text", "dot-is-literal",
          "actor-id-exact", "actor-id-not-prefix", "actor-id-and-search", "level-and-type",
-         "actor"],
+         "actor", "module-and-children", "module-exact", "module-parent", "module-not-prefix",
+         "module-and-actor-id"],
 )
 def test_system_logs_filters_match_exactly_what_was_typed(
     dataset: Dataset, loki_http: urllib3.PoolManager, loki_url: str,
@@ -407,5 +421,10 @@ def test_security_panels_show_failed_logins_admin_actions_and_webhooks(
     assert set(_series_values(run("Webhook failures by provider"), "metadata_provider")) == {
         "stripe"}
     admin = _entries(run("Admin actions"))
-    assert [(labels["actor_id"], line) for labels, line in admin] == [
-        ("admin-1", "Admin banned user u-9")]
+    assert sorted((labels["actor_id"], line) for labels, line in admin) == [
+        ("admin-1", "Admin banned user u-9"), ("admin-2", "admin-2 deleted 3 log entries")]
+    (deletion,) = _entries(run("Log deletions"))
+    labels, line = deletion
+    assert line == "admin-2 deleted 3 log entries" and labels["actor_id"] == "admin-2"
+    assert labels["metadata_count"] == "3" and labels["metadata_request_id"] == "ecba278e"
+    assert labels["metadata_query"] == '{service_name=~"x", type!="LOGS_DELETED"}'

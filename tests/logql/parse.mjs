@@ -11,6 +11,9 @@
 //     "problems": what Loki would refuse although the grammar accepts it, each {"from", "to", "message"},
 //     "labels":   {"selector": [...], "used": [...], "created": [...]}  label names by role,
 //     "outer":    {"op", "grouping", "param"} of the outermost vector aggregation, or null
+//     "tree":     the parse tree as text: Node(child child), a leaf as Name:"its text", a string
+//                 as String(<its decoded value as JSON>), so two queries with the same tree
+//                 have the same structure and the same values
 //   }
 // Exit status: 0 when every query is ok, 1 when at least one is not, 2 on bad input.
 import { parser } from "@grafana/lezer-logql";
@@ -286,6 +289,13 @@ function check(query) {
     };
   }
 
+  const shape = (n) => {
+    const kids = children(n);
+    if (n.name === "String") return `String(${JSON.stringify(valueOf(n) ?? null)})`;
+    if (kids.length === 0) return `${n.name}:${JSON.stringify(text(n))}`;
+    return `${n.name}(${kids.map(shape).join(" ")})`;
+  };
+
   const uniq = (xs) => [...new Set(xs)];
   return {
     query,
@@ -294,6 +304,7 @@ function check(query) {
     problems,
     labels: { selector: uniq(labels.selector), used: uniq(labels.used), created: uniq(labels.created) },
     outer,
+    tree: shape(top),
   };
 }
 
