@@ -37,6 +37,7 @@ __all__ = [
     "encode_protobuf",
     "group_streams",
     "refusal_reason",
+    "serving_target",
 ]
 
 PUSH_PATH = "/loki/api/v1/push"
@@ -44,11 +45,47 @@ _OVERSIZE = re.compile(r"ResourceExhausted|message larger than max|request entit
 
 
 class LokiError(Exception):
-    """A read/admin call got an answer it cannot use; carries the status and Loki's message."""
+    """A read/admin call got an answer it cannot use; carries the status and Loki's message.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    ``target`` names the Loki target that serves the path when the answer was a 404 from a
+    scalable Loki's other target (see :func:`serving_target`)."""
+
+    def __init__(self, message: str, status: int | None = None,
+                 target: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.target = target
+
+
+# Which target of a simple scalable Loki serves which API (measured on Loki 3.7.6): every other
+# target answers 404 for it. /config, /ready and /metrics are served by all three.
+_SERVED_BY: tuple[tuple[str, str, str], ...] = (
+    ("/loki/api/v1/push", "pushing", "write"),
+    ("/flush", "flushing", "write"),
+    ("/loki/api/v1/delete", "deletion", "backend"),
+    ("/loki/api/v1/", "querying", "read"),
+)
+
+
+def serving_target(path: str) -> tuple[str, str] | None:
+    """``(what, target)`` for an API path that only one target of a simple scalable Loki
+    serves: ``("deletion", "backend")`` for ``/loki/api/v1/delete``; None for paths every
+    target serves (``/config``, ``/ready``)."""
+    path = path.split("?", 1)[0]
+    for prefix, what, target in _SERVED_BY:
+        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+            return what, target
+    return None
+
+
+def _not_served_hint(path: str) -> tuple[str, str | None]:
+    """For a 404: the sentence naming the target that serves ``path``, and that target."""
+    served = serving_target(path)
+    if served is None:
+        return "", None
+    what, target = served
+    return (f" ({what} is served by the {target} target (or the gateway) of a scalable Loki; "
+            "point --url or LOKI_URL there)"), target
 
 
 # --------------------------------------------------------------------------- encoding
@@ -247,6 +284,8 @@ class LokiClient:
             return PushOutcome("too_large", count, status, message)
         if status == 429 or status >= 500 or status == 408:
             return PushOutcome("retry", count, status, message, _retry_after(resp.headers))
+        if status == 404:
+            message += _not_served_hint(PUSH_PATH)[0]
         return PushOutcome("refused", count, status, message,
                            reason=refusal_reason(status, message))
 
@@ -291,8 +330,9 @@ class LokiClient:
         except TransportError as exc:
             raise LokiError(str(exc)) from exc
         if resp.status >= 300:
-            raise LokiError(f"{method} {path} answered {resp.status}: {resp.text.strip()}",
-                            resp.status)
+            hint, target = _not_served_hint(path) if resp.status == 404 else ("", None)
+            raise LokiError(f"{method} {path} answered {resp.status}: {resp.text.strip()}{hint}",
+                            resp.status, target)
         return resp
 
     def _json(self, path: str, params: Mapping[str, object] | None = None) -> Any:
