@@ -87,7 +87,8 @@ def _retention_render(args: argparse.Namespace) -> int:
         changed = policy.render_into(args.write, args.format)
     except RetentionError as exc:
         return _retention_failed(args, exc)
-    state = "retention block updated; restart Loki to apply it" if changed else "already up to date"
+    apply = "helm upgrade the release" if args.format == "helm" else "restart Loki"
+    state = f"retention block updated; {apply} to apply it" if changed else "already up to date"
     print(f"{args.write}: {state}")
     return 0
 
