@@ -286,3 +286,12 @@ def test_nginx_accepts_the_gateway_config_and_routes_like_loki(
     assert seen == ["team-a"] * 4
     resp = urllib3.PoolManager().request("GET", url + "/metrics")
     assert resp.status == 404 and b"routes the Loki API only" in resp.data
+
+
+def test_a_full_size_batch_passes_the_gateway(gateway: tuple[str, dict[str, FakeLoki]]) -> None:
+    # 1 MiB, the handler's batch size: bodies this large must not need the gateway's disk
+    url, fakes = gateway
+    entries = [_entry(i, line="x" * 500) for i in range(2000)]
+    client = LokiClient(ShipperConfig(url=url, spool=False))
+    assert [o.kind for o in client.push(entries)] == ["ok"]
+    assert fakes["write"].count() == 2000
