@@ -19,12 +19,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SHIPPER_SPOOL_DIR=/var/lib/shipper/spool
-# A fixed uid, and a spool directory and a log directory (an app's JSON-lines file that a
-# sidecar tails) it owns: a named volume mounted there inherits the owner.
+# A fixed uid, and a spool directory it owns: a named volume mounted there inherits the owner.
 RUN groupadd --system --gid 10001 shipper \
     && useradd --system --uid 10001 --gid shipper --home-dir /home/shipper --create-home \
         --shell /usr/sbin/nologin shipper \
-    && install -d -o shipper -g shipper /var/lib/shipper /var/lib/shipper/spool /var/log/shipper
+    && install -d -o shipper -g shipper /var/lib/shipper /var/lib/shipper/spool \
+        /var/log/shipper
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     wheel="$(ls /wheels/shipper-*.whl)" \
     && pip install "${wheel}${EXTRAS:+[$EXTRAS]}"

@@ -19,7 +19,7 @@ def _text() -> str:
 
 
 def test_every_repository_path_the_page_names_exists() -> None:
-    named = set(re.findall(r"(?<![\w/.])((?:loki|k8s|grafana|bench|tests|sidecar)/[\w./-]*\w|"
+    named = set(re.findall(r"(?<![\w/.])((?:loki|k8s|grafana|bench|tests|deploy)/[\w./-]*\w|"
                            r"docker-compose[\w.]*\.yml)", _text()))
     assert {"loki/config.scale.yaml", "docker-compose.scale.yml", "k8s/loki-values.yaml"} <= named
     named.discard("grafana/loki")  # the Helm chart's name, not a path

@@ -155,6 +155,10 @@ def test_sidecar_manifest_mounts_what_its_config_names(name: str) -> None:
     for key in ("spool_dir", "positions_file"):
         assert not mount_of(config[key]).get("readOnly"), f"{key} must be writable"
     assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+    port = int(config["metrics_listen"].rsplit(":", 1)[1])
+    assert config["metrics_listen"].startswith("0.0.0.0:"), "the kubelet probes the pod's IP"
+    assert {"name": "metrics", "containerPort": port} in sidecar["ports"]
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert spec["terminationGracePeriodSeconds"] >= 10
 
 
