@@ -16,7 +16,9 @@ fast as it can; the figure is events/s from the first call until ``flush()`` ret
 every event accepted (204), and the count is then confirmed by a LogQL query on the read path.
 Scalable mode is measured straight into the write target and through the gateway.
 
-The sidecar is not measured yet: it is not in this tree. The script says so when it runs.
+The sidecar is measured by bench/sidecar.py (a file of N JSON lines tailed by ``shipper
+sidecar`` until Loki counts them all) run against each deployment, when both it and
+``shipper.sidecar`` are in this tree; otherwise the script says it is left out.
 """
 
 from __future__ import annotations
@@ -136,6 +138,19 @@ def single_binary(loki_bin: str) -> Iterator[str]:
         _stop(proc)
 
 
+def _sidecar(name: str, url: str, n: int) -> str:
+    """bench/sidecar.py against ``url``: its sidecar row, relabelled with the deployment."""
+    env = dict(os.environ, LOKI_URL=url, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "sidecar.py"), "--lines",
+                           str(n)], capture_output=True, text=True, timeout=900, env=env,
+                          cwd=REPO, check=False)
+    row = next((ln for ln in proc.stdout.splitlines() if ln.startswith("| shipper sidecar")),
+               None)
+    if row is None:
+        return f"| {name} | error: {(proc.stderr.strip().splitlines() or ['no output'])[-1]} |"
+    return "| " + name + " |" + row.split("|", 2)[2]
+
+
 def _row(name: str, runs: list[dict[str, Any]], n: int) -> list[str]:
     errors = [r["error"] for r in runs if "error" in r]
     if errors:
@@ -162,22 +177,32 @@ def main() -> None:
         raise SystemExit("LOKI_BIN is unset: point it to a Loki 3.7 binary")
     n, repeats = (30_000, 2) if args.quick else (100_000, 3)
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, Loki {loki_bin}")
-    if importlib.util.find_spec("shipper.sidecar") is None:
-        print("sidecar: left out (shipper.sidecar is not in this tree)")
-    else:
-        print("sidecar: left out (this script measures the handler only so far)")
+    sidecar = (REPO / "bench" / "sidecar.py").is_file() and importlib.util.find_spec(
+        "shipper.sidecar") is not None
+    if not sidecar:
+        print("sidecar: left out (shipper.sidecar and bench/sidecar.py are not in this tree)")
 
     rows = []
+    sidecar_rows: list[str] = []
     with single_binary(loki_bin) as url:
         rows.append(_row("single binary", [_measure(url, url, n) for _ in range(repeats)], n))
+        if sidecar:
+            sidecar_rows.append(_sidecar("single binary", url, n))
     with scalable_loki(loki_bin, extra_flags=RAISED_LIMITS) as cluster:
         rows.append(_row("scalable: write target", [
             _measure(cluster.write, cluster.read, n) for _ in range(repeats)], n))
         if cluster.gateway:
             rows.append(_row("scalable: via nginx gateway", [
                 _measure(cluster.gateway, cluster.gateway, n) for _ in range(repeats)], n))
+            if sidecar:
+                sidecar_rows.append(_sidecar("scalable: via nginx gateway", cluster.gateway, n))
         else:
             print("gateway: left out (nginx is not installed)")
+    if sidecar_rows:
+        print("\nshipper sidecar, a file of JSON lines tailed into Loki (bench/sidecar.py)")
+        print("| into | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        print("\n".join(sidecar_rows))
     _table("LokiHandler delivery, one process logging as fast as it can (events/s until "
            "flush() returned, every event accepted)",
            ["into", "N", "median events/s", "runs", "via spool", "lost"], rows)
