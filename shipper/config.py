@@ -136,50 +136,78 @@ def _str_tuple(name: str, value: object) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class ShipperConfig:
     """Everything the pipeline needs. Build it with :meth:`load` (env + YAML + kwargs) or
-    directly; :meth:`replace` returns a changed copy."""
+    directly; :meth:`replace` returns a changed copy.
 
-    #: Loki base URL (``http://loki:3100``) or full push URL; None → spool only (no server).
-    url: str | None = None
-    service: str = "unknown_service"
-    env: str | None = None
-    tenant: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    bearer_token: str | None = field(default=None, repr=False)
-    ca_bundle: str | None = None
-    verify_tls: bool = True
-    #: seconds for connecting and for reading each HTTP answer
-    timeout: float = 10.0
-    encoding: Encoding = "json"
+    Each setting carries one line of help in ``metadata["help"]`` (and, where the default is
+    computed, ``metadata["default_doc"]``): docs/configuration.md is generated from them."""
 
-    batch_max_bytes: int = 1024 * 1024
-    batch_max_events: int = 10_000
-    batch_max_wait: float = 1.0
-    #: a queued record costs about 1.5 KB of memory: 20,000 of them ~30 MB; past that, events
-    #: go to the spool (or are dropped and counted without one)
-    queue_max_events: int = 20_000
-    queue_max_bytes: int = 32 * 1024 * 1024
+    url: str | None = field(default=None, metadata={
+        "help": "Loki base URL (`http://loki:3100`) or full push URL; unset: the spool only",
+        "default_doc": "none: spool only"})
+    service: str = field(default="unknown_service", metadata={
+        "help": "the `service_name` label: the app's name"})
+    env: str | None = field(default=None, metadata={
+        "help": "the `env` label (deployment environment); left out when unset"})
+    tenant: str | None = field(default=None, metadata={
+        "help": "tenant sent as the `X-Scope-OrgID` header"})
+    username: str | None = field(default=None, metadata={
+        "help": "basic-auth user (needs `password`)"})
+    password: str | None = field(default=None, repr=False, metadata={
+        "help": "basic-auth password"})
+    bearer_token: str | None = field(default=None, repr=False, metadata={
+        "help": "sent as `Authorization: Bearer ...`; not together with basic auth"})
+    ca_bundle: str | None = field(default=None, metadata={
+        "help": "CA bundle file that verifies Loki's TLS certificate",
+        "default_doc": "system CAs"})
+    verify_tls: bool = field(default=True, metadata={
+        "help": "verify Loki's TLS certificate"})
+    timeout: float = field(default=10.0, metadata={
+        "help": "connect and read timeout of every HTTP request to Loki"})
+    encoding: Encoding = field(default="json", metadata={
+        "help": "push body: JSON, gzip-compressed JSON, or snappy protobuf (`protobuf` extra)"})
 
-    #: how long one batch may be retried in memory before it goes to the spool (or is dropped)
-    retry_budget: float = 30.0
-    backoff_min: float = 0.5
-    backoff_max: float = 30.0
+    batch_max_bytes: int = field(default=1024 * 1024, metadata={
+        "help": "one push at most this big (1 KiB to 4 MiB: Loki answers larger ones with 500)"})
+    batch_max_events: int = field(default=10_000, metadata={
+        "help": "one push at most this many events"})
+    batch_max_wait: float = field(default=1.0, metadata={
+        "help": "an event waits at most this long for its batch"})
+    queue_max_events: int = field(default=20_000, metadata={
+        "help": "in-memory queue bound (a queued record costs about 1.5 KB); past it, the spool"})
+    queue_max_bytes: int = field(default=32 * 1024 * 1024, metadata={
+        "help": "in-memory queue bound by estimated memory"})
 
-    spool: bool = True
-    spool_dir: str | None = None
-    spool_max_bytes: int = 1024 * 1024 * 1024
-    spool_segment_bytes: int = 4 * 1024 * 1024
-    #: fsync every spool write: survives power loss, not just a killed process (slower)
-    spool_fsync: bool = False
+    retry_budget: float = field(default=30.0, metadata={
+        "help": "how long a batch is retried in memory before it is spooled (or dropped)"})
+    backoff_min: float = field(default=0.5, metadata={
+        "help": "first retry delay; it doubles per attempt, with jitter"})
+    backoff_max: float = field(default=30.0, metadata={
+        "help": "longest retry delay (Loki's `Retry-After` wins)"})
 
-    max_line_bytes: int = 256 * 1024
-    type_limit: int = 100
-    redact_keys: tuple[str, ...] = ()
-    redact_emails: bool = False
-    #: loggers whose records never reach the handler (its own HTTP stack is always excluded)
-    ignore_loggers: tuple[str, ...] = ()
-    #: seconds ``close()`` and the exit hook may spend draining
-    shutdown_timeout: float = 5.0
+    spool: bool = field(default=True, metadata={
+        "help": "keep events on disk while they cannot be sent"})
+    spool_dir: str | None = field(default=None, metadata={
+        "help": "the spool directory",
+        "default_doc": "`<user cache dir>/shipper/spool/<service>`"})
+    spool_max_bytes: int = field(default=1024 * 1024 * 1024, metadata={
+        "help": "spool size cap: DEBUG/INFO are evicted first, CRITICAL never"})
+    spool_segment_bytes: int = field(default=4 * 1024 * 1024, metadata={
+        "help": "size of one spool segment file"})
+    spool_fsync: bool = field(default=False, metadata={
+        "help": "fsync every spool write: survives power loss, not just a crash (slower)"})
+
+    max_line_bytes: int = field(default=256 * 1024, metadata={
+        "help": "lines are truncated (still valid JSON) to this: Loki's `max_line_size`"})
+    type_limit: int = field(default=100, metadata={
+        "help": "distinct `type` values per process before new ones become `OTHER`"})
+    redact_keys: tuple[str, ...] = field(default=(), metadata={
+        "help": "key names to mask, added to the built-in ones"})
+    redact_emails: bool = field(default=False, metadata={
+        "help": "also mask e-mail addresses"})
+    ignore_loggers: tuple[str, ...] = field(default=(), metadata={
+        "help": "loggers whose records the handler skips (its own HTTP stack always is)"})
+    shutdown_timeout: float = field(default=5.0, metadata={
+        "help": "how long `close()` and the exit hook drain before spooling the rest"})
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
