@@ -12,19 +12,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import urllib3
+import yaml
 
 from shipper import LokiHandler
 from shipper.cli import main
 from shipper.config import ShipperConfig
 from shipper.loki import LokiClient, LokiError
 from tests.integration.conftest import wait_for
-from tests.lokicluster import ScalableLoki, scalable_loki
+from tests.lokicluster import ROOT as REPO
+from tests.lokicluster import SCALE_CONFIG, ScalableLoki, scalable_loki
 
 pytestmark = [pytest.mark.loki_bin, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -158,3 +161,19 @@ def test_the_gateway_routes_only_the_loki_api(cluster: ScalableLoki) -> None:
     assert resp.status == 404
     assert b"routes the Loki API only" in resp.data
     assert pool.request("GET", f"{cluster.gateway}/ready").status == 200
+
+
+@pytest.mark.parametrize("target", ["write", "read", "backend"])
+def test_loki_accepts_the_scalable_config_with_the_compose_settings(target: str) -> None:
+    """`loki -verify-config` with the environment docker-compose.scale.yml gives each target."""
+    compose = yaml.safe_load((REPO / "docker-compose.scale.yml").read_text(encoding="utf-8"))
+    service = compose["services"][f"loki-{target}"]
+    env = {k: str(v) for k, v in service["environment"].items()}
+    env["LOKI_S3_SECRET_ACCESS_KEY"] = "placeholder"  # ${MINIO_ROOT_PASSWORD:?...} in compose
+    env["LOKI_S3_ACCESS_KEY_ID"] = "loki"
+    flags = [f for f in service["command"] if not f.startswith("-config.file=")]
+    done = subprocess.run([os.environ["LOKI_BIN"], f"-config.file={SCALE_CONFIG}", *flags,
+                           "-verify-config"], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "config is valid" in done.stdout + done.stderr
