@@ -23,7 +23,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 shipper \
     && useradd --system --uid 10001 --gid shipper --home-dir /home/shipper --create-home \
         --shell /usr/sbin/nologin shipper \
-    && install -d -o shipper -g shipper /var/lib/shipper /var/lib/shipper/spool
+    && install -d -o shipper -g shipper /var/lib/shipper /var/lib/shipper/spool \
+        /var/log/shipper
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     wheel="$(ls /wheels/shipper-*.whl)" \
     && pip install "${wheel}${EXTRAS:+[$EXTRAS]}"

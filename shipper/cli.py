@@ -36,10 +36,18 @@ def _add_retention(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     render.add_argument("--file", help=policy_help)
     render.add_argument(
+        "--format",
+        choices=["loki", "helm"],
+        default="loki",
+        help="loki: the block for limits_config of a Loki config file (default); helm: for "
+        "loki.limits_config of a values file for the grafana/loki Helm chart",
+    )
+    render.add_argument(
         "--write",
         metavar="CONFIG",
         help="replace the block between the '# BEGIN/END shipper retention' markers of this "
-        "Loki config file (e.g. loki/config.yaml), keeping the rest of the file",
+        "file (loki/config.yaml, loki/config.scale.yaml; with --format helm "
+        "k8s/loki-values.yaml), keeping the rest of the file",
     )
     render.set_defaults(handler=_retention_render)
 
@@ -72,12 +80,15 @@ def _retention_render(args: argparse.Namespace) -> int:
     try:
         policy = RetentionPolicy.load(resolve_retention_file(args.file))
         if args.write is None:
-            sys.stdout.write(policy.render())
+            # loki: the block as it sits in limits_config; helm: with the keys around it
+            text = policy.render() if args.format == "loki" else policy.render_snippet("helm")
+            sys.stdout.write(text)
             return 0
-        changed = policy.render_into(args.write)
+        changed = policy.render_into(args.write, args.format)
     except RetentionError as exc:
         return _retention_failed(args, exc)
-    state = "retention block updated; restart Loki to apply it" if changed else "already up to date"
+    apply = "helm upgrade the release" if args.format == "helm" else "restart Loki"
+    state = f"retention block updated; {apply} to apply it" if changed else "already up to date"
     print(f"{args.write}: {state}")
     return 0
 

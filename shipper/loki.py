@@ -42,10 +42,42 @@ __all__ = [
     "group_streams",
     "refusal_reason",
     "refused_entries",
+    "serving_target",
 ]
 
 PUSH_PATH = "/loki/api/v1/push"
 _OVERSIZE = re.compile(r"ResourceExhausted|message larger than max|request entity too large", re.I)
+
+
+# Which target of a simple scalable Loki serves which API (measured on Loki 3.7.6): every other
+# target answers 404 for it. /config, /ready and /metrics are served by all three.
+_SERVED_BY: tuple[tuple[str, str, str], ...] = (
+    ("/loki/api/v1/push", "pushing", "write"),
+    ("/flush", "flushing", "write"),
+    ("/loki/api/v1/delete", "deletion", "backend"),
+    ("/loki/api/v1/", "querying", "read"),
+)
+
+
+def serving_target(path: str) -> tuple[str, str] | None:
+    """``(what, target)`` for an API path that only one target of a simple scalable Loki
+    serves: ``("deletion", "backend")`` for ``/loki/api/v1/delete``; None for paths every
+    target serves (``/config``, ``/ready``)."""
+    path = path.split("?", 1)[0]
+    for prefix, what, target in _SERVED_BY:
+        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+            return what, target
+    return None
+
+
+def _not_served_hint(path: str) -> tuple[str, str | None]:
+    """For a 404: the sentence naming the target that serves ``path``, and that target."""
+    served = serving_target(path)
+    if served is None:
+        return "", None
+    what, target = served
+    return (f" ({what} is served by the {target} target (or the gateway) of a scalable Loki; "
+            "point --url or LOKI_URL there)"), target
 
 
 #: What went wrong with a read or admin call, as :attr:`LokiError.kind` says it.
@@ -60,13 +92,16 @@ _TOO_LARGE = re.compile(
 class LokiError(Exception):
     """A read/admin call got an answer it cannot use. ``str(error)`` is one line that says
     what happened (a parse error, a 429, "query too large", unreachable with the URL);
-    ``kind`` classifies it, ``status`` is the HTTP status (None without an answer)."""
+    ``kind`` classifies it, ``status`` is the HTTP status (None without an answer).
+    ``target`` names the Loki target that serves the path when the answer was a 404 from a
+    scalable Loki's other target (see :func:`serving_target`)."""
 
     def __init__(self, message: str, status: int | None = None,
-                 kind: ErrorKind = "http") -> None:
+                 kind: ErrorKind = "http", target: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind: ErrorKind = kind
+        self.target = target
 
 
 def _one_line(text: str, limit: int = 500) -> str:
@@ -89,6 +124,10 @@ def classify_error(method: str, path: str, status: int, text: str) -> LokiError:
                          "LOKI_USERNAME/LOKI_PASSWORD, LOKI_BEARER_TOKEN and LOKI_TENANT",
                          status, "unauthorized")
     if status == 404:
+        hint, target = _not_served_hint(path)
+        if target is not None:
+            return LokiError(f"{method} {path} answered 404: {message}{hint}", status,
+                             "not_found", target)
         return LokiError(f"{method} {path} is not there (404: {message}): is LOKI_URL Loki's "
                          "base URL?", status, "not_found")
     return LokiError(f"{method} {path} answered {status}: {message}", status, "http")
@@ -430,6 +469,8 @@ class LokiClient:
             return PushOutcome("too_large", count, status, message)
         if status == 429 or status >= 500 or status == 408:
             return PushOutcome("retry", count, status, message, _retry_after(resp.headers))
+        if status == 404:
+            message += _not_served_hint(PUSH_PATH)[0]
         return PushOutcome("refused", count, status, message,
                            reason=refusal_reason(status, message))
 

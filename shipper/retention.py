@@ -54,6 +54,7 @@ __all__ = [
     "FOREVER_PRIORITY",
     "LEVEL_PRIORITY",
     "MIN_PERIOD",
+    "RENDER_FORMATS",
     "RETENTION_FILE_ENV",
     "SELECTOR_PRIORITY",
     "STREAM_LABELS",
@@ -94,6 +95,8 @@ FOREVER_PERIOD: Final = dt.timedelta(days=365 * 100)
 #: Loki refuses shorter retention periods.
 MIN_PERIOD: Final = dt.timedelta(hours=24)
 
+#: Where a rendered block can go: a Loki config file, or a grafana/loki Helm values file.
+RENDER_FORMATS: Final = ("loki", "helm")
 #: The markers around the rendered block inside ``limits_config`` of loki/config.yaml.
 BLOCK_BEGIN: Final = "# BEGIN shipper retention"
 BLOCK_END: Final = "# END shipper retention"
@@ -622,8 +625,14 @@ class RetentionPolicy:
             ],
         }
 
-    def render(self, indent: str = "  ") -> str:
-        """The block between the markers, indented for ``limits_config`` (ends with a newline)."""
+    def render(self, indent: str = "  ", fmt: str = "loki") -> str:
+        """The block between the markers, indented for ``limits_config`` (ends with a newline).
+
+        ``fmt`` is where the block goes: ``loki`` (a Loki config file's ``limits_config``) or
+        ``helm`` (``loki.limits_config`` of a values file for the grafana/loki Helm chart,
+        which the chart writes into Loki's config as it is); only the command in the header
+        comment differs."""
+        _check_format(fmt)
         limits = self.limits()
         default = (
             "0s  # default, for streams no rule matches: forever (0s = never delete)"
@@ -632,7 +641,9 @@ class RetentionPolicy:
         )
         lines = [
             f"{BLOCK_BEGIN}: rendered from loki/retention.yaml; do not edit by hand.",
-            "# Change retention.yaml, then: shipper retention render --write loki/config.yaml",
+            "# Change retention.yaml, then: shipper retention render "
+            + ("--format helm " if fmt == "helm" else "")
+            + "--write <this file>",
             "# Highest priority wins; on equal priority the shorter period wins; no match:",
             "# retention_period. forever is rendered as "
             f"{format_duration(FOREVER_PERIOD)} at priority {FOREVER_PRIORITY}",
@@ -651,15 +662,25 @@ class RetentionPolicy:
         lines.append(BLOCK_END)
         return "".join(f"{indent}{line}\n" for line in lines)
 
-    def render_into(self, config_path: str | os.PathLike[str]) -> bool:
-        """Replace the marked block in a Loki config file with :meth:`render`, keeping every
-        other line (comments included). Returns False when the file was already up to date."""
+    def render_snippet(self, fmt: str = "loki") -> str:
+        """The block with the keys around it, ready to paste: under ``limits_config:`` for a
+        Loki config, under ``loki:`` / ``limits_config:`` for a Helm values file."""
+        _check_format(fmt)
+        if fmt == "helm":
+            return "loki:\n  limits_config:\n" + self.render("    ", fmt)
+        return "limits_config:\n" + self.render("  ", fmt)
+
+    def render_into(self, config_path: str | os.PathLike[str], fmt: str = "loki") -> bool:
+        """Replace the marked block in a Loki config file (``fmt="loki"``) or a grafana/loki
+        Helm values file (``fmt="helm"``) with :meth:`render`, keeping every other line
+        (comments included). Returns False when the file was already up to date."""
+        _check_format(fmt)
         path = Path(config_path)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise RetentionError(f"{path}: cannot read: {exc}") from exc
-        updated = _replace_block(text, self, str(path))
+        updated = _replace_block(text, self, str(path), fmt)
         if updated == text:
             return False
         mode = path.stat().st_mode & 0o7777
@@ -729,8 +750,29 @@ _BEGIN_LINE = re.compile(r"^([ \t]*)" + re.escape(BLOCK_BEGIN) + r"\b")
 _END_LINE = re.compile(r"^[ \t]*" + re.escape(BLOCK_END) + r"\b")
 
 
-def _replace_block(text: str, policy: RetentionPolicy, source: str) -> str:
+def _check_format(fmt: str) -> None:
+    if fmt not in RENDER_FORMATS:
+        raise RetentionError(
+            f"format {fmt!r}: expected one of {', '.join(RENDER_FORMATS)} (loki: a Loki config "
+            "file; helm: a values file for the grafana/loki Helm chart)"
+        )
+
+
+def _limits_section(data: object, fmt: str) -> object:
+    """``limits_config`` of a parsed Loki config (``fmt="loki"``) or ``loki.limits_config`` of
+    a parsed Helm values file (``fmt="helm"``); None when absent."""
+    if not isinstance(data, Mapping):
+        return None
+    if fmt == "helm":
+        data = data.get("loki")
+        if not isinstance(data, Mapping):
+            return None
+    return data.get("limits_config")
+
+
+def _replace_block(text: str, policy: RetentionPolicy, source: str, fmt: str = "loki") -> str:
     """``text`` with the lines from the BEGIN marker to the END marker replaced."""
+    section = "loki.limits_config" if fmt == "helm" else "limits_config"
     lines = text.splitlines(keepends=True)
     begins = [i for i, line in enumerate(lines) if _BEGIN_LINE.match(line)]
     ends = [i for i, line in enumerate(lines) if _END_LINE.match(line)]
@@ -738,7 +780,7 @@ def _replace_block(text: str, policy: RetentionPolicy, source: str) -> str:
         found = f"found {len(begins)} begin and {len(ends)} end marker(s)"
         raise RetentionError(
             f"{source}: needs exactly one '{BLOCK_BEGIN} ...' line followed by one "
-            f"'{BLOCK_END}' line inside limits_config ({found}); add them where the "
+            f"'{BLOCK_END}' line inside {section} ({found}); add them where the "
             "retention block belongs"
         )
     start, end = begins[0], ends[0]
@@ -746,25 +788,33 @@ def _replace_block(text: str, policy: RetentionPolicy, source: str) -> str:
     assert match is not None
     indent = match.group(1)
     outside = "".join(lines[:start] + lines[end + 1 :])
-    _check_outside(outside, source)
-    updated = "".join(lines[:start]) + policy.render(indent) + "".join(lines[end + 1 :])
+    _check_outside(outside, source, fmt)
+    updated = "".join(lines[:start]) + policy.render(indent, fmt) + "".join(lines[end + 1 :])
     try:
-        limits = (yaml.safe_load(updated) or {}).get("limits_config")
-    except (yaml.YAMLError, AttributeError) as exc:
+        limits = _limits_section(yaml.safe_load(updated), fmt)
+    except yaml.YAMLError as exc:
         raise RetentionError(f"{source}: not valid YAML with the block written: {exc}") from exc
     if not isinstance(limits, Mapping) or "retention_period" not in limits:
+        other = "loki" if fmt == "helm" else "helm"
+        if isinstance(_limits_section(yaml.safe_load(updated), other), Mapping):
+            raise RetentionError(
+                f"{source}: the retention markers are inside "
+                f"{'limits_config' if other == 'loki' else 'loki.limits_config'}: this is "
+                f"{'a Loki config' if other == 'loki' else 'a Helm values file'}; use "
+                f"--format {other}"
+            )
         raise RetentionError(
-            f"{source}: the retention markers are not inside limits_config; move them there"
+            f"{source}: the retention markers are not inside {section}; move them there"
         )
     return updated
 
 
-def _check_outside(outside: str, source: str) -> None:
+def _check_outside(outside: str, source: str, fmt: str = "loki") -> None:
     try:
         data = yaml.safe_load(outside) or {}
     except yaml.YAMLError as exc:
         raise RetentionError(f"{source}: not valid YAML: {exc}") from exc
-    limits = data.get("limits_config") if isinstance(data, Mapping) else None
+    limits = _limits_section(data, fmt)
     if isinstance(limits, Mapping):
         for key in ("retention_period", "retention_stream"):
             if key in limits:

@@ -145,7 +145,11 @@ def decode_protobuf(body: bytes) -> list[dict[str, Any]]:
 
 class FakeLoki:
     def __init__(self, *, rate_bytes: float = 4 * 1024 * 1024, burst_bytes: float = 6e6,
-                 rate_limit: bool = True, port: int = 0, store: bool = True) -> None:
+                 rate_limit: bool = True, port: int = 0, store: bool = True,
+                 target: str = "all") -> None:
+        #: a simple scalable Loki's target (write, read, backend) answers 404 for the APIs
+        #: another target serves, as Loki 3.7.6 does; "all" is the single binary
+        self.target = target
         self.rate_bytes = rate_bytes
         self.burst_bytes = burst_bytes
         self.rate_limit = rate_limit
@@ -200,7 +204,7 @@ class FakeLoki:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                if self._routed("POST"):
+                if self._other_target() or self._routed("POST"):
                     return
                 if self.path.startswith("/loki/api/v1/delete"):
                     self._record("POST")
@@ -210,6 +214,14 @@ class FakeLoki:
                     self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
                 self._answer(status, text, headers)
+
+            def _other_target(self) -> bool:
+                path = self.path.split("?", 1)[0]
+                owner = next((t for prefix, t in _TARGET_OF if path.startswith(prefix)), None)
+                if fake.target == "all" or owner is None or owner == fake.target:
+                    return False
+                self._answer(404, "404 page not found\n", {})
+                return True
 
             def _routed(self, method: str) -> bool:
                 for prefix, answer in fake.routes.items():
@@ -222,7 +234,7 @@ class FakeLoki:
                 return False
 
             def do_DELETE(self) -> None:
-                if not self._routed("DELETE"):
+                if not self._other_target() and not self._routed("DELETE"):
                     self._record("DELETE")
                     self._answer(*fake.handle_read("DELETE", self.path))
 
@@ -232,7 +244,7 @@ class FakeLoki:
                                                  dict(self.headers.items()), b""))
 
             def do_GET(self) -> None:
-                if self._routed("GET"):
+                if self._other_target() or self._routed("GET"):
                     return
                 if self.path.startswith(("/loki/api/v1/", "/config")):
                     self._record("GET")
@@ -677,6 +689,15 @@ def _default_config() -> dict[str, Any]:
         return out
 
     return merge(base, ours)
+
+# Which target of a simple scalable Loki 3.7.6 serves which API (measured: REFERENCE.md); the
+# others answer 404. /config and /ready are served by all three.
+_TARGET_OF = (
+    ("/loki/api/v1/push", "write"),
+    ("/flush", "write"),
+    ("/loki/api/v1/delete", "backend"),
+    ("/loki/api/v1/", "read"),
+)
 
 
 def free_port() -> int:

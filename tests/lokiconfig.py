@@ -27,6 +27,10 @@ from tests.contract import CONTRACT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = ROOT / "loki" / "config.yaml"
+#: simple scalable mode: write, read and backend targets on object storage
+SCALE_CONFIG_PATH = ROOT / "loki" / "config.scale.yaml"
+#: every Loki config file of the project
+LOKI_CONFIGS = (CONFIG_PATH, SCALE_CONFIG_PATH)
 RETENTION_PATH = ROOT / "loki" / "retention.yaml"
 DEFAULTS_PATH = CONTRACT_DIR / "loki-3.7.6-config-defaults.yaml"
 

@@ -34,6 +34,11 @@ def compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def env_example() -> dict[str, str]:
+    return read_env_example()
+
+
+def read_env_example() -> dict[str, str]:
+    """.env.example as NAME -> value."""
     values = {}
     for raw in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
         line = raw.strip()

@@ -192,6 +192,7 @@ def test_every_shipper_command_line_in_the_docs_parses() -> None:
 def test_shipper_command_without_a_server_runs_and_prints_what_the_docs_show(
         command: Command, tmp_path: Path) -> None:
     shutil.copytree(ROOT / "loki", tmp_path / "loki")
+    shutil.copytree(ROOT / "k8s", tmp_path / "k8s")  # the Helm values `render --write`s
     env = _env(tmp_path, "http://127.0.0.1:9")  # nothing listens there: no server is needed
     env.update(dict(command.env))
     script = Path(sys.executable).with_name("shipper")

@@ -22,6 +22,7 @@ from shipper.loki import (
     labels_string,
     refusal_reason,
     refused_entries,
+    serving_target,
 )
 from tests import contract
 from tests.fakeloki import FakeLoki, decode_protobuf
@@ -381,3 +382,48 @@ def test_an_answer_that_names_nothing_marks_every_entry_uncertain() -> None:
     entries = [_contract_entry(i) for i in range(3)]
     refused = refused_entries(entries, "something else went wrong\n")
     assert [r.index for r in refused] == [0, 1, 2] and not any(r.certain for r in refused)
+# ----------------------------------------------------------------------------- scalable Loki
+
+
+@pytest.mark.parametrize(("target", "call", "what", "serving"), [
+    ("read", lambda c: c.delete('{service_name="x"}', 1, 2), "deletion", "backend"),
+    ("write", lambda c: c.delete_requests(), "deletion", "backend"),
+    ("backend", lambda c: c.query_range('{service_name="x"}', 1, 2), "querying", "read"),
+    ("write", lambda c: c.labels(), "querying", "read"),
+])
+def test_a_404_from_the_wrong_target_names_the_target_that_serves_it(
+        target: str, call: Any, what: str, serving: str) -> None:
+    with FakeLoki(target=target) as fake:
+        client = _client(fake.url)
+        with pytest.raises(LokiError) as info:
+            call(client)
+    assert info.value.status == 404
+    assert info.value.target == serving
+    assert (f"{what} is served by the {serving} target (or the gateway) of a scalable Loki; "
+            "point --url or LOKI_URL there") in str(info.value)
+    assert "404 page not found" in str(info.value)
+
+
+def test_a_push_to_a_read_target_is_refused_with_the_write_target_named() -> None:
+    with FakeLoki(target="read") as fake:
+        (outcome,) = _client(fake.url).push([_entry()])
+        assert fake.count() == 0
+    assert (outcome.kind, outcome.status) == ("refused", 404)
+    assert "pushing is served by the write target" in outcome.message
+
+
+def test_config_is_served_by_every_target_and_other_404s_get_no_hint(fake: FakeLoki) -> None:
+    assert serving_target("/config") is None
+    assert serving_target("/ready") is None
+    assert serving_target("/loki/api/v1/delete?request_id=1") == ("deletion", "backend")
+    with pytest.raises(LokiError) as info:
+        _client(fake.url)._get("/no/such/api")  # a path no target serves: a plain 404
+    assert info.value.target is None
+    assert "served by" not in str(info.value)
+
+
+def test_each_target_answers_the_api_it_serves() -> None:
+    with FakeLoki(target="write") as write, FakeLoki(target="backend") as backend:
+        _route(backend, "GET /loki/api/v1/delete", "delete_list")
+        assert [o.kind for o in _client(write.url).push([_entry()])] == ["ok"]
+        assert isinstance(_client(backend.url).delete_requests(), list)

@@ -1,5 +1,5 @@
-"""loki/config.yaml: only keys Loki 3.7 has, retention and deletion on, and the retention block
-exactly as loki/retention.yaml renders it."""
+"""loki/config.yaml and loki/config.scale.yaml: only keys Loki 3.7 has, retention and deletion
+on, and the retention block exactly as loki/retention.yaml renders it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ import yaml
 
 from shipper.event import DEFAULT_MAX_LINE_BYTES
 from shipper.retention import BLOCK_BEGIN, BLOCK_END, RetentionPolicy, parse_duration
-from tests.lokiconfig import CONFIG_PATH, RETENTION_PATH, expand_env, load_defaults
+from tests.lokiconfig import (
+    CONFIG_PATH,
+    LOKI_CONFIGS,
+    RETENTION_PATH,
+    expand_env,
+    load_defaults,
+)
 
 # Loki omits these from GET /config?mode=defaults because their default is an empty list
 # (`omitempty`), so their item keys come from Loki's own structs: PeriodConfig for
@@ -91,9 +97,9 @@ def known_keys() -> dict[str, Any]:
     return known
 
 
-def test_every_key_exists_in_loki_3_7_defaults(
-    config: dict[str, Any], known_keys: dict[str, Any]
-) -> None:
+@pytest.mark.parametrize("path", LOKI_CONFIGS, ids=lambda p: p.name)
+def test_every_key_exists_in_loki_3_7_defaults(path: Path, known_keys: dict[str, Any]) -> None:
+    config = yaml.safe_load(expand_env(path.read_text(encoding="utf-8"), {}))
     assert list(unknown_keys(config, known_keys)) == []
 
 
@@ -176,10 +182,9 @@ def test_max_line_size_equals_the_shippers_line_cap(config: dict[str, Any]) -> N
     assert config["limits_config"]["max_line_size_truncate"] is False
 
 
-def test_every_limit_outside_the_retention_block_has_a_reason_in_a_comment(
-    config_text: str,
-) -> None:
-    lines = config_text.splitlines()
+@pytest.mark.parametrize("path", LOKI_CONFIGS, ids=lambda p: p.name)
+def test_every_limit_outside_the_retention_block_has_a_reason_in_a_comment(path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
     start = lines.index("limits_config:") + 1
     end = next(i for i, line in enumerate(lines) if BLOCK_BEGIN in line)
     group_has_comment = False
@@ -199,19 +204,20 @@ def _block(text: str) -> str:
     return "".join(lines[start : end + 1])
 
 
-def test_config_yaml_retention_block_is_what_retention_yaml_renders(
-    config_text: str, config: dict[str, Any], tmp_path: Path
-) -> None:
-    """Fails when loki/config.yaml and loki/retention.yaml disagree: run
-    `shipper retention render --write loki/config.yaml`."""
+@pytest.mark.parametrize("path", LOKI_CONFIGS, ids=lambda p: p.name)
+def test_config_retention_block_is_what_retention_yaml_renders(path: Path, tmp_path: Path) -> None:
+    """Fails when a Loki config and loki/retention.yaml disagree: run
+    `shipper retention render --write loki/config.yaml` (and loki/config.scale.yaml)."""
+    config_text = path.read_text(encoding="utf-8")
+    config = yaml.safe_load(expand_env(config_text, {}))
     policy = RetentionPolicy.load(RETENTION_PATH)
     assert _block(config_text) == policy.render("  ")
 
     limits = config["limits_config"]
     assert {k: limits[k] for k in ("retention_period", "retention_stream")} == policy.limits()
 
-    copy = tmp_path / "config.yaml"
-    shutil.copyfile(CONFIG_PATH, copy)
+    copy = tmp_path / path.name
+    shutil.copyfile(path, copy)
     assert policy.render_into(copy) is False
     assert copy.read_text(encoding="utf-8") == config_text
 

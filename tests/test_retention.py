@@ -707,6 +707,62 @@ def test_cli_render_write_updates_then_reports_up_to_date(
     assert "already up to date" in capsys.readouterr().out
 
 
+_HELM_TEMPLATE = """\
+deploymentMode: SimpleScalable
+loki:
+  limits_config:
+    ingestion_rate_mb: 8
+    # BEGIN shipper retention
+    # END shipper retention
+  compactor:
+    retention_enabled: true
+"""
+
+
+def test_cli_render_format_helm_prints_a_values_snippet(
+    policy: RetentionPolicy, capsys: Any
+) -> None:
+    assert main(["retention", "render", "--file", str(RETENTION_PATH), "--format", "helm"]) == 0
+    out = capsys.readouterr().out
+    assert out == "loki:\n  limits_config:\n" + policy.render("    ", "helm")
+    limits = yaml.safe_load(out)["loki"]["limits_config"]
+    assert limits == policy.limits()
+    assert "render --format helm --write" in out
+
+
+def test_cli_render_format_helm_writes_a_values_file_and_keeps_the_rest(
+    policy: RetentionPolicy, tmp_path: Path, capsys: Any
+) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(_HELM_TEMPLATE)
+    args = ["retention", "render", "--file", str(RETENTION_PATH), "--format", "helm",
+            "--write", str(values)]
+    assert main(args) == 0
+    assert "helm upgrade the release to apply it" in capsys.readouterr().out
+    data = yaml.safe_load(values.read_text())
+    assert data["loki"]["limits_config"]["ingestion_rate_mb"] == 8
+    assert data["loki"]["compactor"] == {"retention_enabled": True}
+    assert {k: data["loki"]["limits_config"][k]
+            for k in ("retention_period", "retention_stream")} == policy.limits()
+    assert main(args) == 0
+    assert "already up to date" in capsys.readouterr().out
+
+
+def test_cli_render_names_the_format_a_file_needs(tmp_path: Path, capsys: Any) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(_HELM_TEMPLATE)
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG_TEMPLATE)
+    base = ["retention", "render", "--file", str(RETENTION_PATH)]
+    assert main([*base, "--write", str(values)]) == 2
+    assert "this is a Helm values file; use --format helm" in capsys.readouterr().err
+    assert main([*base, "--format", "helm", "--write", str(config)]) == 2
+    assert "this is a Loki config; use --format loki" in capsys.readouterr().err
+    assert values.read_text() == _HELM_TEMPLATE and config.read_text() == CONFIG_TEMPLATE
+    with pytest.raises(RetentionError, match="format 'xml': expected one of loki, helm"):
+        RetentionPolicy.load(RETENTION_PATH).render("  ", "xml")
+
+
 def test_cli_finds_the_policy_from_env_or_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:

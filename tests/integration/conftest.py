@@ -18,10 +18,20 @@ import urllib3
 _LOKI_URL = os.environ.get("LOKI_URL", "").rstrip("/")
 
 
+_LOKI_BIN = os.environ.get("LOKI_BIN", "")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration/" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+            if item.get_closest_marker("loki_bin"):
+                # starts its own Loki processes from LOKI_BIN; needs no LOKI_URL
+                if not _LOKI_BIN:
+                    item.add_marker(pytest.mark.skip(
+                        reason="LOKI_BIN is unset: point it to a Loki 3.7 binary, e.g. "
+                        "LOKI_BIN=/usr/local/bin/loki, to start the scalable deployment"))
+                continue
             if not _LOKI_URL:
                 item.add_marker(
                     pytest.mark.skip(
