@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shipper import __version__
+from shipper.report import add_parser as _add_report
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spool(sub)
     _add_retention(sub)
     _add_demo(sub)
+    _add_report(sub)
     return parser
 
 

@@ -18,7 +18,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +156,9 @@ class FakeLoki:
         self.delay = 0.0
         #: "METHOD /path-prefix" -> (status, body, headers) for reads and admin calls
         self.routes: dict[str, tuple[int, str, dict[str, str]]] = {}
+        #: LogQL -> (status, body, headers) for GET /loki/api/v1/query and /query_range: answers
+        #: recorded from a real Loki (see :meth:`answer_queries`); other queries get 404
+        self.query_answers: dict[str, tuple[int, str, dict[str, str]]] = {}
         self._conns: set[socket.socket] = set()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -208,7 +212,15 @@ class FakeLoki:
             def do_GET(self) -> None:
                 if self._routed("GET"):
                     return
-                if self.path == "/fake/count":
+                url = urllib.parse.urlsplit(self.path)
+                if url.path in ("/loki/api/v1/query", "/loki/api/v1/query_range"):
+                    query = dict(urllib.parse.parse_qsl(url.query)).get("query", "")
+                    with fake.lock:
+                        fake.requests.append(Request(f"GET {self.path}",
+                                                     dict(self.headers.items()), b""))
+                    self._answer(*fake.query_answers.get(
+                        query, (404, f"fakeloki: no recorded answer for {query}\n", {})))
+                elif self.path == "/fake/count":
                     self._answer(200, f"{fake.received if not fake.store else fake.count()}\n",
                                  {})
                 elif self.path == "/ready":
@@ -219,8 +231,10 @@ class FakeLoki:
             def _answer(self, status: int, text: str, headers: dict[str, str]) -> None:
                 data = text.encode()
                 self.send_response(status)
+                typed = any(k.lower() == "content-type" for k in headers)
                 if status != 204:
-                    self.send_header("Content-Type", "text/plain; charset=utf-8")
+                    if not typed:
+                        self.send_header("Content-Type", "text/plain; charset=utf-8")
                     self.send_header("Content-Length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -235,6 +249,16 @@ class FakeLoki:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
+
+    def answer_queries(self, recorded: Mapping[str, Mapping[str, Any]]) -> None:
+        """Answer queries as recorded: each value is ``{"request": {"path": ...}, "status",
+        "headers", "body"}`` (the loki-contract shape), keyed by anything."""
+        for answer in recorded.values():
+            path = answer["request"]["path"]
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))["query"]
+            body = answer["body"]
+            text = body if isinstance(body, str) else json.dumps(body)
+            self.query_answers[query] = (answer["status"], text, dict(answer.get("headers", {})))
 
     def stop(self) -> None:
         """Take Loki down: the port refuses connections until :meth:`start`."""

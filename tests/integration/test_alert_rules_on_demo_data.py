@@ -12,6 +12,7 @@ for the incident, below it for normal traffic.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -196,3 +197,29 @@ def test_latency_panels_read_routes_and_the_slow_requests_carry_trace_ids(
     for labels, line in entries:
         assert len(labels["trace_id"]) == 32 and float(labels["duration_ms"]) > 1000
         assert line.startswith(labels["method"] + " /")
+
+
+def test_the_digest_reports_the_incident_with_the_dashboards_numbers(
+    runs: dict[str, Run], loki_http: urllib3.PoolManager, loki_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shipper.cli import main
+    from shipper.report import QUERIES, fill
+
+    run = runs["incident"]
+    code = main(["report", "--url", loki_url, "--service", run.service, "--since", "1h",
+                 "--json"])
+    assert code == 0
+    digest = json.loads(capsys.readouterr().out)
+    assert sum(digest["levels"].values()) == run.live  # the day before is out of the hour
+    assert digest["levels"]["ERROR"] > 0.05 * run.live
+    assert digest["p95_ms"][run.service] > 2000
+    assert digest["failing_routes"] and digest["error_types"]
+    assert "PAYMENT_FAILED" in [t for t, _ in digest["error_types"]]
+    # the same numbers as the panels, whose queries the digest fills in the way Grafana does
+    panel = {q.panel: q for q in _filled("shipper-overview", run.service)}["Top error types"]
+    assert panel.expr.replace("[15m]", "[1h]") == fill(
+        QUERIES["error_types"].expr, services=[run.service], span_s=3600)
+    by_type = {dict(k)["type"]: v for k, v in _vector(_instant(
+        loki_http, loki_url, panel.expr.replace("[15m]", "[1h]"), "top error types")).items()}
+    assert {t: float(n) for t, n in digest["error_types"]} == by_type
