@@ -943,3 +943,24 @@ def test_both_error_rate_rules_watch_the_same_ratio_at_different_urgency(
     assert g.rule_threshold(acute) > g.rule_threshold(slow)
     selector = '{service_name=~".+", level=~"ERROR|CRITICAL"}'
     assert selector in g.rule_expr(acute) and selector in g.rule_expr(slow)
+
+
+def test_docs_thresholds_table_is_the_one_generated_from_the_rules() -> None:
+    table = g.docs_alert_table()
+    assert table == g.alert_table_markdown(), (
+        "docs/grafana.md is out of date: run `.venv/bin/python -m tests._grafana --write-docs`")
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == len(RULE_UIDS)
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        assert len(cells) == 6, row  # no unescaped pipe splits a cell
+        assert cells[4] in SEVERITIES
+
+
+def test_threshold_text_reads_as_the_rule_means_it(rules: list[dict[str, Any]]) -> None:
+    by_uid = {r["uid"]: r for r in rules}
+    assert g.threshold_text(by_uid["shipper-p95-latency"]) == "> 2000 ms (2 s)"
+    assert g.threshold_text(by_uid["shipper-error-rate-elevated"]) == "> 1%"
+    assert g.threshold_text(by_uid["shipper-user-activity-drop"]) == "> 50%"
+    assert g.threshold_text(by_uid["shipper-failed-logins-total"]) == "> 100"
+    assert g.threshold_text(by_uid["shipper-critical-event"]) == "> 0 (any)"

@@ -14,6 +14,7 @@ import http.server
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -471,3 +472,63 @@ def test_fired_alert_renders_its_window() -> None:
     text = render_text(digest)
     assert "HIGH Failed payments in shop: fired once (2026-03-01 09:00 UTC)" in text
     assert "no events" in text and "no HTTP_REQUEST events" in text
+
+
+# ----------------------------------------------------------------------- docs and compose
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "grafana.md"
+COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+
+
+def _parses(argv: list[str]) -> Any:
+    from shipper.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+def test_every_report_command_in_the_docs_parses() -> None:
+    import shlex
+
+    text = DOCS.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if re.search(r"(^|[ /])shipper report ", line)
+             and not line.startswith(("`", "|"))]
+    assert len(lines) >= 4  # three examples and the cron line
+    for line in lines:
+        words = shlex.split(line)
+        argv = words[words.index(next(w for w in words if w.endswith("shipper"))) + 1:]
+        args = _parses(argv)
+        assert args.command == "report", line
+
+
+def test_compose_runs_the_digest_daily_against_loki_and_grafana() -> None:
+    import yaml
+
+    compose = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    digest = compose["services"]["digest"]
+    assert digest["depends_on"]["loki"]["condition"] == "service_healthy"
+    env = digest["environment"]
+    assert env["LOKI_URL"] == "http://loki:3100" and env["GRAFANA_URL"] == "http://grafana:3000"
+    assert env["GRAFANA_TOKEN"] == "${GRAFANA_TOKEN:-}"
+    # with compose's defaults filled in, the command is a valid `shipper` command line
+    argv = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in digest["command"]]
+    args = _parses(argv)
+    assert args.command == "report" and args.daily_at == (8, 0) and args.since == 86400
+    assert args.slack_webhook == ""  # empty: printed, not posted
+    # the docs show the same service
+    assert '"--daily-at", "${DIGEST_AT:-08:00}"' in DOCS.read_text(encoding="utf-8")
+
+
+def test_the_documented_cronjob_runs_a_valid_report_daily() -> None:
+    import yaml
+
+    text = DOCS.read_text(encoding="utf-8")
+    block = next(b for b in text.split("```yaml")[1:] if "kind: CronJob" in b).split("```")[0]
+    job = yaml.safe_load(block)
+    assert job["apiVersion"] == "batch/v1" and job["spec"]["schedule"] == "0 8 * * *"
+    pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"] for e in container["env"]}
+    assert {"LOKI_URL", "GRAFANA_URL", "GRAFANA_TOKEN", "DIGEST_SLACK_WEBHOOK_URL"} <= env
+    args = _parses(container["args"])
+    assert args.command == "report" and args.since == 86400 and args.daily_at is None
+    assert args.slack_webhook == "$(DIGEST_SLACK_WEBHOOK_URL)"
