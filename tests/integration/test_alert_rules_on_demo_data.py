@@ -223,3 +223,29 @@ def test_the_digest_reports_the_incident_with_the_dashboards_numbers(
     by_type = {dict(k)["type"]: v for k, v in _vector(_instant(
         loki_http, loki_url, panel.expr.replace("[15m]", "[1h]"), "top error types")).items()}
     assert {t: float(n) for t, n in digest["error_types"]} == by_type
+
+
+def test_a_slow_requests_trace_id_opens_every_event_of_that_request_in_system_logs(
+    runs: dict[str, Run], loki_http: urllib3.PoolManager, loki_url: str,
+) -> None:
+    run = runs["incident"]
+    slow = _answer(loki_http, loki_url, {(q.panel, q.ref): q for q in _filled(
+        "shipper-performance", run.service)}[("Slow requests", "A")], run)
+    trace_ids = {s["stream"]["trace_id"] for s in slow["data"]["result"]}
+    assert trace_ids
+    dash = g.dashboards()["shipper-system-logs"]
+    variables = g.dashboard_variables(dash)
+    events = next(q for q in g.panel_queries(dash) if q.panel == "Events")
+    for trace_id in sorted(trace_ids)[:5]:
+        # what the link sets: var-service and var-trace_id; every other filter stays "All"
+        values: dict[str, g.Value] = {
+            name: ("" if var.type == "textbox" else g.ALL) for name, var in variables.items()}
+        values.update(service=[run.service], trace_id=trace_id)
+        expr = g.interpolate(events.expr, variables, values,
+                             {**g.BUILTIN_VALUES, "__range": "15m", "__auto": "1m"})
+        body = _range(loki_http, loki_url, expr, run.start_ns, "System logs / Events")
+        found = [(s["stream"]["type"], s["stream"]["trace_id"])
+                 for s in body["data"]["result"] for _ in s["values"]]
+        assert {t for _, t in found} == {trace_id}
+        types = [t for t, _ in found]
+        assert "HTTP_REQUEST" in types and "SLOW_REQUEST" in types
