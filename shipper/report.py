@@ -569,8 +569,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     report.add_argument("--slack-webhook", metavar="URL",
                         help="also post the digest to this Slack incoming webhook")
     report.add_argument("--grafana-url", default=os.environ.get("GRAFANA_URL") or None,
+                        metavar="URL",
                         help="Grafana, for the alerts that fired (default $GRAFANA_URL)")
     report.add_argument("--grafana-token", default=os.environ.get("GRAFANA_TOKEN") or None,
+                        metavar="TOKEN",
                         help="a Grafana service account token with the Viewer role (default "
                              "$GRAFANA_TOKEN)")
     report.add_argument("--json", action="store_true", help="print the digest as JSON")
