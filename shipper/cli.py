@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shipper import __version__, admin
+from shipper.report import add_parser as _add_report
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -247,6 +248,12 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="backfilled events per hour, on average (default 60)")
     demo.add_argument("--criticals", type=int, default=1, metavar="N",
                       help="DATA_CORRUPTION events in the run (default 1)")
+    demo.add_argument("--scenario", choices=("normal", "incident"), default="normal",
+                      help="normal traffic (default), or an incident: 30 s of normal traffic, "
+                      "then slow and failing requests, failed payments and users staying away, "
+                      "for --duration (default 10m) - every alert rule fires once. The day "
+                      "before is filled first (the user-activity rule compares with it), so "
+                      "give it a --service of its own (default marketplace-incident)")
     demo.add_argument("--seed", type=int, help="random seed: the same seed, the same events")
     demo.add_argument("--service", help="service_name label (default $SHIPPER_SERVICE, else "
                       "marketplace)")
@@ -268,7 +275,7 @@ def _demo(args: argparse.Namespace) -> int:
             rate=args.rate, count=args.count, duration=args.duration, forever=args.forever,
             backfill=args.backfill, backfill_rate=args.backfill_rate, seed=args.seed,
             service=args.service, env=args.env, url=args.url, file=args.file,
-            criticals=args.criticals, flush_timeout=args.flush_timeout,
+            criticals=args.criticals, flush_timeout=args.flush_timeout, scenario=args.scenario,
         )
         return run_demo(options)
     except DemoError as exc:
@@ -287,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retention(sub)
     _add_demo(sub)
     admin.add_parser(sub)
+    _add_report(sub)
     return parser
 
 

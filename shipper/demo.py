@@ -56,11 +56,16 @@ from shipper.event import (
     normalize_type,
     to_entry,
 )
+from shipper.integrations._common import DEFAULT_SLOW_REQUEST_MS
 
 __all__ = [
     "BACKFILL_SAFETY_S",
     "DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE",
+    "INCIDENT_DURATION_S",
+    "INCIDENT_START_S",
     "KINDS",
+    "SCENARIOS",
+    "SLOW_REQUEST_MS",
     "DemoEmitter",
     "DemoError",
     "DemoEvent",
@@ -74,10 +79,15 @@ __all__ = [
     "parse_span",
     "rfc3339_nano",
     "run_demo",
+    "yesterday_events",
 ]
 
 #: what each :class:`DemoEvent` becomes: the SystemLog helper (or plain ``logging`` for ``http``)
-KINDS = ("auth", "user", "creator", "webhook", "api_error", "admin", "system", "http", "critical")
+KINDS = ("auth", "user", "creator", "webhook", "api_error", "admin", "system", "http", "perf",
+         "critical")
+
+#: the access middleware's default slow-request threshold: slower requests get a SLOW_REQUEST
+SLOW_REQUEST_MS = DEFAULT_SLOW_REQUEST_MS
 
 #: Loki's default ``limits_config.reject_old_samples_max_age`` (1w), in seconds: the oldest entry
 #: Loki accepts, used when the running Loki's own value cannot be read (spool-only runs).
@@ -193,6 +203,14 @@ _BROWSE = (
     ("GET", "/api/users/me"), ("GET", "/api/bookings"), ("GET", "/api/messages/unread"),
     ("GET", "/creators/{creator}"),
 )
+#: the route template the web framework matched for each page in _BROWSE
+_BROWSE_ROUTES = {
+    "/": "/", "/search?q={city}": "/search", "/listings/{listing}": "/listings/{listing_id}",
+    "/api/listings?city={city}&page={page}": "/api/listings",
+    "/api/listings/{listing}": "/api/listings/{listing_id}", "/api/users/me": "/api/users/me",
+    "/api/bookings": "/api/bookings", "/api/messages/unread": "/api/messages/unread",
+    "/creators/{creator}": "/creators/{creator_id}",
+}
 _PROBES = ("/wp-login.php", "/.env", "/admin/config.php", "/api/v1/debug/vars", "/.git/config")
 _JOBS = (
     ("session-cleanup", "expired sessions removed", "removed"),
@@ -235,21 +253,49 @@ class _World:
 
 
 def _http(world: _World, rng: random.Random, method: str, path: str, status: int, *,
-          actor: Actor, actor_id: str | None, trace_id: str, ip: str | None = None,
-          agent: str | None = None, slow: bool = False) -> DemoEvent:
+          actor: Actor, actor_id: str | None, trace_id: str, route: str | None,
+          ip: str | None = None, agent: str | None = None, slow: bool = False) -> DemoEvent:
+    """An ``HTTP_REQUEST`` access event as the middleware writes it: ``route`` is the
+    framework's route template (None: the request matched no route, e.g. a 404 probe)."""
     duration = round(rng.lognormvariate(3.2, 0.55) * (12 if slow else 1), 1)
-    level = Level.ERROR if status >= 500 else Level.WARNING if status >= 400 else Level.INFO
+    metadata: dict[str, Any] = {
+        "method": method, "path": path, "status": status, "duration_ms": duration,
+        "ip": ip or (world.home_ip.get(actor_id, "") if actor_id else rng.choice(world.ips)),
+        "user_agent": agent or (world.agent.get(actor_id, "") if actor_id
+                                else rng.choice(_USER_AGENTS)),
+    }
+    if route is not None:
+        metadata["route"] = route
     return DemoEvent(
-        kind="http", type="HTTP_REQUEST", level=level, actor=actor, logger="http",
-        message=f"{method} {path} {status} ({duration:.0f} ms)", actor_id=actor_id,
-        trace_id=trace_id,
-        metadata={
-            "method": method, "path": path, "status": status, "duration_ms": duration,
-            "ip": ip or (world.home_ip.get(actor_id, "") if actor_id else rng.choice(world.ips)),
-            "user_agent": agent or (world.agent.get(actor_id, "") if actor_id
-                                    else rng.choice(_USER_AGENTS)),
-        },
+        kind="http", type="HTTP_REQUEST", level=_http_level(status), actor=actor, logger="http",
+        message=_http_message(method, path, status, duration), actor_id=actor_id,
+        trace_id=trace_id, metadata=metadata,
     )
+
+
+def _http_level(status: int) -> Level:
+    return Level.ERROR if status >= 500 else Level.WARNING if status >= 400 else Level.INFO
+
+
+def _http_message(method: str, path: str, status: int, duration_ms: float) -> str:
+    return f"{method} {path} {status} ({duration_ms:.0f} ms)"
+
+
+def _with_slow_requests(group: Sequence[DemoEvent]) -> list[DemoEvent]:
+    """``group`` with a ``SLOW_REQUEST`` warning after each access event slower than
+    :data:`SLOW_REQUEST_MS`, shaped as the HTTP middleware writes it."""
+    out: list[DemoEvent] = []
+    for event in group:
+        out.append(event)
+        duration = event.metadata.get("duration_ms", 0) if event.type == "HTTP_REQUEST" else 0
+        if duration > SLOW_REQUEST_MS:
+            meta = event.metadata
+            out.append(dataclasses.replace(
+                event, type="SLOW_REQUEST", level=Level.WARNING,
+                message=(f"Slow request: {meta['method']} {meta['path']} took {duration:.0f} ms "
+                         f"(threshold {SLOW_REQUEST_MS:.0f} ms)"),
+                metadata={**meta, "threshold_ms": SLOW_REQUEST_MS}))
+    return out
 
 
 def _auth(world: _World, rng: random.Random, action: str, user: str | None, success: bool, *,
@@ -276,7 +322,7 @@ def _sc_browse(world: _World, rng: random.Random) -> list[DemoEvent]:
     if template == "/api/users/me" and not signed_in:
         status = 401
     return [_http(world, rng, method, path, status, actor=Actor.USER if user else Actor.GUEST,
-                  actor_id=user, trace_id=_trace(rng))]
+                  actor_id=user, trace_id=_trace(rng), route=_BROWSE_ROUTES[template])]
 
 
 def _sc_login(world: _World, rng: random.Random) -> list[DemoEvent]:
@@ -289,7 +335,7 @@ def _sc_login(world: _World, rng: random.Random) -> list[DemoEvent]:
         extra["reason"] = rng.choice(("invalid_password", "invalid_password", "mfa_failed"))
     return [
         _http(world, rng, "POST", "/api/auth/login", 200 if ok else 401, actor=Actor.GUEST,
-              actor_id=None, trace_id=trace, ip=ip, agent=agent),
+              actor_id=None, trace_id=trace, route="/api/auth/login", ip=ip, agent=agent),
         _auth(world, rng, "LOGIN", user, ok, trace_id=trace, ip=ip, agent=agent, extra=extra),
     ]
 
@@ -299,7 +345,7 @@ def _sc_logout(world: _World, rng: random.Random) -> list[DemoEvent]:
     trace = _trace(rng)
     return [
         _http(world, rng, "POST", "/api/auth/logout", 204, actor=Actor.USER, actor_id=user,
-              trace_id=trace),
+              trace_id=trace, route="/api/auth/logout"),
         _auth(world, rng, "LOGOUT", user, True, trace_id=trace, ip=world.home_ip[user],
               agent=world.agent[user]),
     ]
@@ -313,7 +359,7 @@ def _sc_signup(world: _World, rng: random.Random) -> list[DemoEvent]:
     trace = _trace(rng)
     return [
         _http(world, rng, "POST", "/api/auth/signup", 201, actor=Actor.GUEST, actor_id=None,
-              trace_id=trace, ip=ip, agent=agent),
+              trace_id=trace, route="/api/auth/signup", ip=ip, agent=agent),
         _auth(world, rng, "SIGNUP", user, True, trace_id=trace, ip=ip, agent=agent,
               extra={"method": rng.choice(("password", "google"))}),
     ]
@@ -326,7 +372,8 @@ def _sc_password_reset(world: _World, rng: random.Random) -> list[DemoEvent]:
     extra = {} if ok else {"reason": "token_expired"}
     return [
         _http(world, rng, "POST", "/api/auth/password-reset", 200 if ok else 400,
-              actor=Actor.GUEST, actor_id=None, trace_id=trace, ip=world.home_ip[user]),
+              actor=Actor.GUEST, actor_id=None, trace_id=trace,
+              route="/api/auth/password-reset", ip=world.home_ip[user]),
         _auth(world, rng, "PASSWORD_RESET", user, ok, trace_id=trace, ip=world.home_ip[user],
               agent=world.agent[user], extra=extra),
     ]
@@ -338,7 +385,7 @@ def _sc_profile(world: _World, rng: random.Random) -> list[DemoEvent]:
     fields = sorted(rng.sample(_PROFILE_FIELDS, rng.randint(1, 3)))
     return [
         _http(world, rng, "PATCH", "/api/users/me", 200, actor=Actor.USER, actor_id=user,
-              trace_id=trace),
+              trace_id=trace, route="/api/users/me"),
         DemoEvent(kind="user", type="USER_PROFILE_UPDATE", level=Level.INFO, actor=Actor.USER,
                   logger="users", message=f"Profile updated: {', '.join(fields)}",
                   actor_id=user, trace_id=trace, metadata={"fields": fields}),
@@ -352,11 +399,11 @@ def _sc_booking(world: _World, rng: random.Random) -> list[DemoEvent]:
     nights = rng.randint(1, 6)
     amount = nights * rng.randrange(40, 260) * 100
     trace = _trace(rng)
-    paid = rng.random() < 0.9
+    paid = rng.random() < 0.97
     world.bookings.append((booking, user, creator, amount))
     events = [
         _http(world, rng, "POST", "/api/bookings", 201, actor=Actor.USER, actor_id=user,
-              trace_id=trace, slow=True),
+              trace_id=trace, route="/api/bookings", slow=True),
         DemoEvent(kind="user", type="BOOKING_CREATED", level=Level.INFO, actor=Actor.USER,
                   logger="bookings", message=f"Booking {booking} created for {listing}",
                   actor_id=user, trace_id=trace,
@@ -384,7 +431,7 @@ def _sc_cancel(world: _World, rng: random.Random) -> list[DemoEvent]:
     trace = _trace(rng)
     return [
         _http(world, rng, "POST", f"/api/bookings/{booking}/cancel", 200, actor=Actor.USER,
-              actor_id=user, trace_id=trace),
+              actor_id=user, trace_id=trace, route="/api/bookings/{booking_id}/cancel"),
         DemoEvent(kind="user", type="BOOKING_CANCELLED", level=Level.INFO, actor=Actor.USER,
                   logger="bookings", message=f"Booking {booking} cancelled by guest",
                   actor_id=user, trace_id=trace,
@@ -399,7 +446,8 @@ def _sc_confirm(world: _World, rng: random.Random) -> list[DemoEvent]:
     trace = _trace(rng)
     return [
         _http(world, rng, "POST", f"/api/creator/bookings/{booking}/confirm", 200,
-              actor=Actor.CREATOR, actor_id=creator, trace_id=trace),
+              actor=Actor.CREATOR, actor_id=creator, trace_id=trace,
+              route="/api/creator/bookings/{booking_id}/confirm"),
         DemoEvent(kind="creator", type="BOOKING_CONFIRMED", level=Level.INFO,
                   actor=Actor.CREATOR, logger="bookings",
                   message=f"Booking {booking} confirmed by host", actor_id=creator,
@@ -414,7 +462,7 @@ def _sc_listing(world: _World, rng: random.Random) -> list[DemoEvent]:
                                 rng.randint(1, 2)))
     return [
         _http(world, rng, "PUT", f"/api/creator/listings/{listing}", 200, actor=Actor.CREATOR,
-              actor_id=creator, trace_id=trace),
+              actor_id=creator, trace_id=trace, route="/api/creator/listings/{listing_id}"),
         DemoEvent(kind="creator", type="LISTING_UPDATED", level=Level.INFO, actor=Actor.CREATOR,
                   logger="listings", message=f"Listing {listing} updated",
                   actor_id=creator, trace_id=trace,
@@ -431,12 +479,12 @@ def _sc_payout(world: _World, rng: random.Random) -> list[DemoEvent]:
                             "destination": "bank_account"}
     events = [
         _http(world, rng, "POST", "/api/creator/payouts", 202, actor=Actor.CREATOR,
-              actor_id=creator, trace_id=trace),
+              actor_id=creator, trace_id=trace, route="/api/creator/payouts"),
         DemoEvent(kind="creator", type="PAYOUT_REQUESTED", level=Level.INFO,
                   actor=Actor.CREATOR, logger="payouts", message=f"Payout {payout} requested",
                   actor_id=creator, trace_id=trace, metadata=meta),
     ]
-    if rng.random() < 0.9:
+    if rng.random() < 0.97:
         events.append(DemoEvent(kind="system", type="PAYOUT_SENT", level=Level.INFO,
                                 actor=Actor.SYSTEM, logger="payouts",
                                 message=f"Payout {payout} sent to {creator}", trace_id=trace,
@@ -466,7 +514,7 @@ _WEBHOOK_FAILURES = (
 def _sc_webhook(world: _World, rng: random.Random) -> list[DemoEvent]:
     names, weights = zip(*_WEBHOOKS, strict=True)
     event_type = rng.choices(names, weights)[0]
-    ok = rng.random() < 0.95
+    ok = rng.random() < 0.98
     trace = _trace(rng)
     meta: dict[str, Any] = {
         "event_id": _ident(rng, "evt_1", 23, _B62), "livemode": False,
@@ -478,7 +526,7 @@ def _sc_webhook(world: _World, rng: random.Random) -> list[DemoEvent]:
     stripe_ip = "192.0.2.10"
     return [
         _http(world, rng, "POST", "/api/webhooks/stripe", 200 if ok else 500, actor=Actor.SYSTEM,
-              actor_id=None, trace_id=trace, ip=stripe_ip,
+              actor_id=None, trace_id=trace, route="/api/webhooks/stripe", ip=stripe_ip,
               agent="Stripe/1.0 (+https://stripe.com/docs/webhooks)"),
         DemoEvent(kind="webhook", type="WEBHOOK_" + normalize_type(event_type),
                   level=Level.INFO if ok else Level.ERROR, actor=Actor.SYSTEM,
@@ -494,6 +542,13 @@ _FAILURES = {
     "bad_payload": "POST /api/webhooks/stripe",
     "payout_split": "POST /api/creator/payouts",
     "duplicate_email": "PATCH /api/users/me",
+}
+_FAILURE_ROUTES = {
+    "gateway_timeout": "/api/bookings/{booking_id}/pay",
+    "missing_listing": "/api/listings/{listing_id}",
+    "bad_payload": "/api/webhooks/stripe",
+    "payout_split": "/api/creator/payouts",
+    "duplicate_email": "/api/users/me",
 }
 
 
@@ -512,7 +567,7 @@ def _sc_api_error(world: _World, rng: random.Random) -> list[DemoEvent]:
     status = 504 if failure == "gateway_timeout" else 500
     return [
         _http(world, rng, method, path, status, actor=actor, actor_id=actor_id,
-              trace_id=trace, slow=failure == "gateway_timeout"),
+              trace_id=trace, route=_FAILURE_ROUTES[failure], slow=failure == "gateway_timeout"),
         DemoEvent(kind="api_error", type="API_ERROR", level=Level.ERROR, actor=actor,
                   logger="api", actor_id=actor_id, trace_id=trace,
                   metadata={"method": method, "status": status},
@@ -545,7 +600,8 @@ def _sc_admin(world: _World, rng: random.Random) -> list[DemoEvent]:
     meta = by_type[type_]
     return [
         _http(world, rng, "POST", f"/api/admin/{type_.removeprefix('ADMIN_').lower()}", 200,
-              actor=Actor.ADMIN, actor_id=admin, trace_id=trace, ip="203.0.113.1"),
+              actor=Actor.ADMIN, actor_id=admin, trace_id=trace, route="/api/admin/{action}",
+              ip="203.0.113.1"),
         DemoEvent(kind="admin", type=type_, level=level, actor=Actor.ADMIN, logger="admin",
                   message=template.format(user=user, booking=booking, creator=creator),
                   actor_id=admin, trace_id=trace, metadata=meta),
@@ -558,11 +614,12 @@ def _sc_job(world: _World, rng: random.Random) -> list[DemoEvent]:
     if roll < 0.7:
         job, what, unit = rng.choice(_JOBS)
         count = rng.randint(3, 900)
-        return [DemoEvent(kind="system", type="JOB_COMPLETED", level=Level.INFO,
+        duration = rng.randint(40, 90_000)
+        return [_perf("OPERATION", f"job.{job}", duration, 60_000, "jobs", trace, {unit: count}),
+                DemoEvent(kind="system", type="JOB_COMPLETED", level=Level.INFO,
                           actor=Actor.SYSTEM, logger="jobs",
                           message=f"{job}: {count} {what}", trace_id=trace,
-                          metadata={"job": job, unit: count,
-                                    "duration_ms": rng.randint(40, 90_000)})]
+                          metadata={"job": job, unit: count, "duration_ms": duration})]
     if roll < 0.85:
         user = rng.choice(world.users)
         return [DemoEvent(kind="system", type="EMAIL_DELIVERY_FAILED", level=Level.WARNING,
@@ -577,17 +634,55 @@ def _sc_job(world: _World, rng: random.Random) -> list[DemoEvent]:
                                 "rebuild_ms": rng.randint(3, 120)})]
 
 
+def _perf(type_: str, name: str, duration_ms: float, threshold_ms: float, logger: str,
+          trace_id: str, metadata: Mapping[str, Any] | None = None) -> DemoEvent:
+    """What ``log_operation`` (type OPERATION) or ``@log_performance`` (type PERFORMANCE)
+    writes for a call of ``duration_ms`` that succeeded; the emitter runs the real helper."""
+    slow = duration_ms > threshold_ms
+    message = f"{name} took {duration_ms:.1f} ms"
+    if slow:
+        message += f" (slow: threshold {threshold_ms:.0f} ms)"
+    return DemoEvent(
+        kind="perf", type=type_, level=Level.WARNING if slow else Level.INFO, actor=Actor.SYSTEM,
+        logger=logger, message=message, trace_id=trace_id,
+        metadata={**(metadata or {}), "name": name, "duration_ms": duration_ms, "success": True,
+                  "threshold_ms": float(threshold_ms), "slow": slow},
+        params={"name": name, "duration_ms": duration_ms, "threshold_ms": threshold_ms,
+                "metadata": dict(metadata or {})},
+    )
+
+
+def _sc_search(world: _World, rng: random.Random) -> list[DemoEvent]:
+    """A listing search: the access event and the ``@log_performance`` timing of the query."""
+    user = rng.choice(world.users) if rng.random() < 0.5 else None
+    city = rng.choice(_CITIES)
+    trace = _trace(rng)
+    query_ms = round(rng.lognormvariate(4.0, 0.6), 1)
+    http = _http(world, rng, "GET", f"/api/search?q={city.replace(' ', '+')}", 200,
+                 actor=Actor.USER if user else Actor.GUEST, actor_id=user, trace_id=trace,
+                 route="/api/search")
+    total = round(query_ms + http.metadata["duration_ms"], 1)
+    http = dataclasses.replace(
+        http, metadata={**http.metadata, "duration_ms": total},
+        message=_http_message("GET", http.metadata["path"], 200, total))
+    return [_perf("PERFORMANCE", "search.listings", query_ms, 250, "search", trace,
+                  {"city": city, "results": rng.randint(0, 60)}), http]
+
+
 def _sc_probe(world: _World, rng: random.Random) -> list[DemoEvent]:
     ip = f"198.51.100.{rng.randint(2, 254)}"
     return [_http(world, rng, "GET", rng.choice(_PROBES), 404, actor=Actor.GUEST, actor_id=None,
-                  trace_id=_trace(rng), ip=ip, agent="Mozilla/5.0 zgrab/0.x")]
+                  trace_id=_trace(rng), route=None, ip=ip, agent="Mozilla/5.0 zgrab/0.x")]
 
 
 _Scenario = Callable[[_World, random.Random], list[DemoEvent]]
-_SCENARIOS: tuple[tuple[_Scenario, int], ...] = (
-    (_sc_browse, 30), (_sc_login, 12), (_sc_logout, 3), (_sc_signup, 2),
+#: relative weights; a healthy marketplace: ERROR events well under 1% of all events, 5xx
+#: answers and failed payments rare (the alert rules' thresholds are far above these rates,
+#: so the normal demo trips none of them; ``--scenario incident`` trips them all)
+_SCENARIOS: tuple[tuple[_Scenario, float], ...] = (
+    (_sc_browse, 60), (_sc_search, 6), (_sc_login, 12), (_sc_logout, 3), (_sc_signup, 2),
     (_sc_password_reset, 2), (_sc_profile, 6), (_sc_booking, 9), (_sc_cancel, 3),
-    (_sc_confirm, 4), (_sc_listing, 3), (_sc_payout, 3), (_sc_webhook, 9), (_sc_api_error, 2),
+    (_sc_confirm, 4), (_sc_listing, 3), (_sc_payout, 3), (_sc_webhook, 9), (_sc_api_error, 0.2),
     (_sc_admin, 3), (_sc_job, 5), (_sc_probe, 2),
 )
 
@@ -617,10 +712,82 @@ def _data_corruption(world: _World, rng: random.Random) -> DemoEvent:
     )
 
 
-def _normal_groups(world: _World, rng: random.Random) -> Iterator[list[DemoEvent]]:
+def _draw_group(world: _World, rng: random.Random) -> list[DemoEvent]:
+    """One request or job of normal traffic, as planned (before slow-request warnings)."""
     scenarios, weights = zip(*_SCENARIOS, strict=True)
+    scenario: _Scenario = rng.choices(scenarios, weights)[0]
+    return scenario(world, rng)
+
+
+def _normal_groups(world: _World, rng: random.Random) -> Iterator[list[DemoEvent]]:
     while True:
-        yield rng.choices(scenarios, weights)[0](world, rng)
+        yield _with_slow_requests(_draw_group(world, rng))
+
+
+# ---- the incident (``--scenario incident``)
+
+#: ``--scenario`` values: normal traffic, or normal traffic that turns into an incident
+SCENARIOS = ("normal", "incident")
+#: an incident run lasts this long unless --count or --duration says otherwise
+INCIDENT_DURATION_S = 600.0
+#: seconds of normal traffic before the incident starts
+INCIDENT_START_S = 30.0
+#: during the incident: share of requests that take seconds, share answered 5xx, share of the
+#: user-driven requests that never arrive, share of renewal charges the provider declines
+_INCIDENT_SLOW = 0.35
+_INCIDENT_5XX = 0.10
+_INCIDENT_USERS_GONE = 0.8
+_INCIDENT_DECLINED = 0.45
+
+
+def _degraded(event: DemoEvent, rng: random.Random) -> DemoEvent:
+    """An access event or a timing during the incident: often seconds slow, sometimes 5xx."""
+    if event.kind == "perf":
+        slower = _perf(event.type, event.params["name"],
+                       round(event.params["duration_ms"] * rng.uniform(6, 12), 1),
+                       event.params["threshold_ms"], event.logger, event.trace_id or "",
+                       event.params["metadata"])
+        return slower
+    if event.type != "HTTP_REQUEST":
+        return event
+    meta = dict(event.metadata)
+    if rng.random() < _INCIDENT_SLOW:
+        meta["duration_ms"] = round(rng.lognormvariate(math.log(3500), 0.35), 1)
+    if meta["status"] < 500 and rng.random() < _INCIDENT_5XX:
+        meta["status"] = rng.choice((502, 503, 504))
+    return dataclasses.replace(
+        event, level=_http_level(meta["status"]), metadata=meta,
+        message=_http_message(meta["method"], meta["path"], meta["status"], meta["duration_ms"]))
+
+
+def _renewal_charge(world: _World, rng: random.Random, declined: bool) -> DemoEvent:
+    """The billing job charging a creator's subscription renewal (a SYSTEM payment)."""
+    creator = rng.choice(world.creators)
+    payment = _ident(rng, "pi_3", 21, _B62)
+    meta: dict[str, Any] = {"payment_id": payment, "creator_id": creator, "amount_cents": 2900,
+                            "currency": "usd", "provider": "stripe",
+                            "purpose": "subscription_renewal"}
+    if declined:
+        meta["decline_code"] = "processing_error"
+        return DemoEvent(kind="system", type="PAYMENT_FAILED", level=Level.ERROR,
+                         actor=Actor.SYSTEM, logger="billing", trace_id=_trace(rng),
+                         message=f"Renewal payment {payment} for {creator} failed: "
+                                 "processing_error (provider timed out)", metadata=meta)
+    return DemoEvent(kind="system", type="PAYMENT_SUCCEEDED", level=Level.INFO,
+                     actor=Actor.SYSTEM, logger="billing", trace_id=_trace(rng),
+                     message=f"Renewal payment {payment} for {creator} captured", metadata=meta)
+
+
+def _incident_group(world: _World, rng: random.Random) -> list[DemoEvent]:
+    """One request or job during the incident: a slow and failing payment provider behind the
+    API (latency spike, 5xx answers, a burst of failed renewal charges) while most users cannot
+    get in (USER activity falls far below the day before)."""
+    if rng.random() < 0.1:
+        return [_renewal_charge(world, rng, declined=rng.random() < _INCIDENT_DECLINED)]
+    group = _draw_group(world, rng)
+    while any(e.actor is Actor.USER for e in group) and rng.random() < _INCIDENT_USERS_GONE:
+        group = _draw_group(world, rng)
+    return _with_slow_requests([_degraded(e, rng) for e in group])
 
 
 def _burst_size(count: int) -> int:
@@ -634,8 +801,14 @@ def live_events(
     *,
     criticals: int = 1,
     rate: float = 5.0,
+    scenario: str = "normal",
 ) -> Iterator[DemoEvent]:
     """The live stream: ``count`` events (None: without end), times left to the emitter.
+
+    With ``scenario="incident"`` the traffic turns, :data:`INCIDENT_START_S` seconds in (at
+    ``rate`` events per second), into an incident that trips every alert rule of
+    grafana/provisioning/alerting/rules.yaml (see :func:`_incident_group`); the day before is
+    :func:`yesterday_events`.
 
     A run of ``count`` events holds exactly ``criticals`` DATA_CORRUPTION events (in its second
     half) and, from 50 events on, one burst of failed logins from one IP (in its first half).
@@ -648,6 +821,8 @@ def live_events(
         raise DemoError(f"--criticals must not be negative, got {criticals}")
     if count is not None and criticals > count:
         raise DemoError(f"--criticals {criticals} does not fit in --count {count}")
+    if scenario not in SCENARIOS:
+        raise DemoError(f"--scenario must be one of {', '.join(SCENARIOS)}, got {scenario!r}")
     world = _World(rng)
     burst = 12 if count is None else _burst_size(count)
     # the specials: (index of their first event, kind), kept in index order
@@ -684,7 +859,10 @@ def live_events(
                 emitted += 1
             continue
         if not pending:
-            pending.extend(next(groups))
+            if scenario == "incident" and emitted >= INCIDENT_START_S * rate:
+                pending.extend(_incident_group(world, rng))
+            else:
+                pending.extend(next(groups))
         yield pending.popleft()
         emitted += 1
 
@@ -701,12 +879,15 @@ def backfill_events(
     end_ns: int,
     per_hour: float = 60.0,
     criticals: int = 1,
+    diurnal: bool = True,
+    bursts: bool = True,
 ) -> list[DemoEvent]:
     """History between ``start_ns`` (inclusive) and ``end_ns`` (exclusive), oldest first.
 
     About ``per_hour`` events an hour, more by day than by night; each request's events a few
     milliseconds apart; one burst of failed logins (seconds apart, one IP) per started day; and
-    ``criticals`` DATA_CORRUPTION events at random times.
+    ``criticals`` DATA_CORRUPTION events at random times. ``diurnal=False`` keeps the rate flat
+    over the day, ``bursts=False`` leaves the failed-login bursts out.
     """
     if end_ns <= start_ns:
         raise DemoError("backfill window is empty: the end must be after the start")
@@ -730,7 +911,7 @@ def backfill_events(
     while bucket < end_ns:
         width = min(hour_ns, end_ns - bucket)
         hour = (bucket / _NS % 86400) / 3600
-        target = per_hour * _diurnal(hour) * width / hour_ns
+        target = per_hour * (_diurnal(hour) if diurnal else 1.0) * width / hour_ns
         n = int(target) + (1 if rng.random() < target - int(target) else 0)
         made = 0
         while made < n:
@@ -738,7 +919,7 @@ def backfill_events(
             place(group, bucket + rng.randrange(width), (2, 180))
             made += len(group)
         bucket += width
-    for day in range(max(1, math.ceil(span / (86400 * _NS)))):
+    for day in range(max(1, math.ceil(span / (86400 * _NS))) if bursts else 0):
         day_start = start_ns + day * 86400 * _NS
         day_width = min(86400 * _NS, end_ns - day_start)
         place(_failed_login_burst(world, rng, rng.randint(8, 14)),
@@ -749,6 +930,18 @@ def backfill_events(
     kept = [e for e in out if e.time_ns is not None and start_ns <= e.time_ns < end_ns]
     kept.sort(key=lambda e: e.time_ns or 0)
     return kept
+
+
+def yesterday_events(rng: random.Random, *, start_ns: int, seconds: float,
+                     rate: float) -> list[DemoEvent]:
+    """Normal traffic at ``rate`` events per second from ``start_ns`` one day back, for
+    ``seconds``: the baseline the user-activity rule compares with (``offset 1d``) when an
+    incident run starts at ``start_ns``. It starts exactly one day before the run, so that the
+    rule compares like with like while the run is younger than the rule's window."""
+    day = 86400 * _NS
+    return backfill_events(rng, start_ns=start_ns - day,
+                           end_ns=start_ns - day + int(seconds * _NS), per_hour=rate * 3600,
+                           criticals=0, diurnal=False, bursts=False)
 
 
 # --------------------------------------------------------------------------- emitting
@@ -878,6 +1071,8 @@ class DemoEmitter:
             slog.system(ev.type, ev.message, level=ev.level, metadata=meta)
         elif ev.kind == "critical":
             slog.critical(ev.type, Actor.SYSTEM, ev.message, None, meta)
+        elif ev.kind == "perf":
+            _run_timed(ev.params, ev.type, self.logger(ev.logger))
         elif ev.kind == "http":
             extra: dict[str, Any] = {"type": ev.type, "actor": ev.actor.value,
                                      "actor_id": ev.actor_id, "metadata": meta}
@@ -886,6 +1081,17 @@ class DemoEmitter:
             self.logger(ev.logger).log(ev.level.logging_level, ev.message, extra=extra)
         else:
             raise DemoError(f"unknown demo event kind {ev.kind!r} (known: {', '.join(KINDS)})")
+
+
+def _run_timed(params: Mapping[str, Any], type_: str, logger: logging.Logger) -> None:
+    """Time an empty block with the real :class:`~shipper.perf.Operation` on a clock that says
+    it took ``params["duration_ms"]``: the event is exactly what the helper writes."""
+    from shipper.perf import Operation
+
+    ticks = iter((0.0, params["duration_ms"] / 1000.0))
+    with Operation(params["name"], threshold_ms=params["threshold_ms"], logger=logger,
+                   type=type_, metadata=params.get("metadata"), clock=lambda: next(ticks)):
+        pass
 
 
 # --------------------------------------------------------------------------- --file
@@ -1006,6 +1212,7 @@ class DemoOptions:
     file: str | None = None
     criticals: int = 1
     flush_timeout: float = 60.0
+    scenario: str = "normal"
 
     #: live events when neither --count, --duration, --forever nor --backfill is given
     DEFAULT_COUNT = 200
@@ -1034,6 +1241,12 @@ class DemoOptions:
             raise DemoError(f"--criticals must not be negative, got {self.criticals}")
         if self.flush_timeout < 0:
             raise DemoError(f"--flush-timeout must not be negative, got {self.flush_timeout}")
+        if self.scenario not in SCENARIOS:
+            raise DemoError(f"--scenario must be one of {', '.join(SCENARIOS)}, "
+                            f"got {self.scenario!r}")
+        if self.scenario == "incident" and self.forever:
+            raise DemoError("--scenario incident tells a story of a set length: use --duration "
+                            "or --count, not --forever")
 
     def live_count(self) -> int | None:
         """Live events to send (None: until stopped)."""
@@ -1043,6 +1256,8 @@ class DemoOptions:
             return self.count
         if self.duration is not None:
             return max(1, round(self.duration * self.rate))
+        if self.scenario == "incident":
+            return max(1, round(INCIDENT_DURATION_S * self.rate))
         return 0 if self.backfill else self.DEFAULT_COUNT
 
 
@@ -1067,9 +1282,11 @@ def _logql_string(value: str) -> str:
 
 
 def _prepare_backfill(opts: DemoOptions, config: ShipperConfig, err: TextIO,
-                      transport: Any) -> float | None:
-    """Check the backfill span against the Loki it goes to; the span to use, or None to skip."""
-    assert opts.backfill is not None
+                      transport: Any, reach: float | None = None) -> float | None:
+    """Check how far back the history goes (``reach`` seconds: --backfill, or the day before
+    for --scenario incident) against the Loki it goes to; the reach, or None to skip."""
+    reach = opts.backfill if reach is None else reach
+    assert reach is not None
     max_age: float | None = DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE
     source = "Loki's default"
     if config.url is not None:
@@ -1095,15 +1312,19 @@ def _prepare_backfill(opts: DemoOptions, config: ShipperConfig, err: TextIO,
                     f"{format_span(chunk_age / 2)} older than a stream's newest one, so the "
                     f"backfill is skipped (it only fills streams that are new or quiet)\n"
                 )
+                if opts.scenario == "incident":
+                    err.write("shipper demo: without the day before, the user-activity rule "
+                              "compares with whatever that service logged yesterday; give the "
+                              "incident a --service of its own\n")
                 return None
         except (LokiError, ValueError, yaml.YAMLError) as exc:
             err.write(f"shipper demo: could not read the limits of the Loki at {config.url} "
                       f"({exc}); assuming Loki's defaults\n")
         finally:
             client.close()
-    if max_age is not None and opts.backfill > max_age:
+    if max_age is not None and reach > max_age:
         raise DemoError(
-            f"--backfill {format_span(opts.backfill)} reaches further back than {source} "
+            f"--backfill {format_span(reach)} reaches further back than {source} "
             f"accepts: limits_config.reject_old_samples_max_age is {format_span(max_age)}, so "
             f"use --backfill {format_span(max_age)} or less"
         )
@@ -1111,7 +1332,7 @@ def _prepare_backfill(opts: DemoOptions, config: ShipperConfig, err: TextIO,
         err.write(f"shipper demo: the backfill goes to the spool; push it with `shipper spool "
                   f"push` before it is older than Loki accepts "
                   f"({format_span(DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE)} by default)\n")
-    return opts.backfill
+    return reach
 
 
 def _make_redactor(config: ShipperConfig) -> Callable[[LogEvent], LogEvent]:
@@ -1145,7 +1366,9 @@ def run_demo(
     except ConfigError as exc:
         raise DemoError(str(exc)) from exc
     if config.service == "unknown_service" and not opts.service:
-        config = config.replace(service="marketplace")
+        # an incident gets a service of its own, so that it does not mix with normal traffic
+        config = config.replace(service="marketplace-incident" if opts.scenario == "incident"
+                                else "marketplace")
     if config.url is None:
         where = config.resolved_spool_dir()
         err.write(f"shipper demo: no LOKI_URL or --url: events go to the spool "
@@ -1156,7 +1379,9 @@ def run_demo(
     live_criticals = opts.criticals if live_count != 0 else 0
     if live_count is not None and live_criticals > live_count:
         raise DemoError(f"--criticals {opts.criticals} does not fit in {live_count} live events")
-    backfill_span = _prepare_backfill(opts, config, err, transport) if opts.backfill else None
+    incident = opts.scenario == "incident"
+    reach = max(opts.backfill or 0.0, 86400.0 + BACKFILL_SAFETY_S if incident else 0.0)
+    backfill_span = _prepare_backfill(opts, config, err, transport, reach) if reach else None
 
     handler = LokiHandler(config=config, transport=transport)
     handlers: list[logging.Handler] = [handler]
@@ -1182,12 +1407,21 @@ def run_demo(
     try:
         if backfill_span:
             now = time.time_ns()
-            start = now - int(backfill_span * _NS) + int(BACKFILL_SAFETY_S * _NS)
-            history = backfill_events(rng, start_ns=min(start, now - _NS), end_ns=now,
-                                      per_hour=opts.backfill_rate,
-                                      criticals=opts.criticals - live_criticals)
-            err.write(f"shipper demo: backfilling {len(history)} events over the last "
-                      f"{format_span(backfill_span)}\n")
+            history: list[DemoEvent] = []
+            if opts.backfill:
+                start = now - int(opts.backfill * _NS) + int(BACKFILL_SAFETY_S * _NS)
+                history = backfill_events(rng, start_ns=min(start, now - _NS), end_ns=now,
+                                          per_hour=opts.backfill_rate,
+                                          criticals=opts.criticals - live_criticals)
+                err.write(f"shipper demo: backfilling {len(history)} events over the last "
+                          f"{format_span(opts.backfill)}\n")
+            if incident:
+                seconds = (live_count or 0) / opts.rate + 120
+                day_before = yesterday_events(rng, start_ns=now, seconds=seconds,
+                                              rate=opts.rate)
+                err.write(f"shipper demo: the day before: {len(day_before)} events of normal "
+                          f"traffic over {format_span(seconds)}, one day back\n")
+                history = sorted(history + day_before, key=lambda e: e.time_ns or 0)
             _emit_all(emitter, history, stop, emitted)
             # history first: a stream takes no entries far behind its newest one
             handler.flush(opts.flush_timeout)
@@ -1195,7 +1429,11 @@ def run_demo(
             err.write(f"shipper demo: sending {live_count if live_count is not None else 'live'}"
                       f" events at {opts.rate:g}/s to {config.url or 'the spool'}"
                       f" as service {config.service}\n")
-            events = live_events(rng, live_count, criticals=live_criticals, rate=opts.rate)
+            if incident:
+                err.write(f"shipper demo: the incident starts {INCIDENT_START_S:.0f} s in: slow "
+                          f"and failing requests, failed payments, users staying away\n")
+            events = live_events(rng, live_count, criticals=live_criticals, rate=opts.rate,
+                                 scenario=opts.scenario)
             _emit_all(emitter, events, stop, emitted, rate=opts.rate, clock=clock)
     except KeyboardInterrupt:  # Ctrl-C: stop sending, but still flush and report
         interrupted = True

@@ -305,3 +305,66 @@ def describe_failures(results: Sequence[Mapping[str, Any]],
         lines.extend(f"    syntax error at {e['from']}: ...{e['context']}..." for e in r["errors"])
         lines.extend(f"    {p['message']} (at {p['from']})" for p in r["problems"])
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- the thresholds table
+
+DOCS = REPO / "docs" / "grafana.md"
+TABLE_BEGIN = ("<!-- BEGIN alert-rules: generated from grafana/provisioning/alerting/rules.yaml "
+               "by `python -m tests._grafana --write-docs`; tests/test_grafana.py checks it -->")
+TABLE_END = "<!-- END alert-rules -->"
+_HTML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "`": "&#96;",
+                 "[": "&#91;", "]": "&#93;", "*": "&#42;", "_": "&#95;", "\\": "&#92;"}
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell that GitHub and Python-Markdown both render as is."""
+    return "".join(_HTML_ESCAPES.get(c, c) for c in text).replace("\n", " ")
+
+
+def threshold_text(rule: Mapping[str, Any]) -> str:
+    value = rule_threshold(rule)
+    expr = rule_expr(rule)
+    if "unwrap duration_ms" in expr:
+        return f"> {value:g} ms ({value / 1000:g} s)"
+    if 0 < value < 1:
+        return f"> {value:.0%}".replace(".0%", "%")
+    return f"> {value:g}" + (" (any)" if value == 0 else "")
+
+
+def alert_table_markdown() -> str:
+    """The thresholds table of docs/grafana.md, from rules.yaml (most severe first)."""
+    order = {"CRITICAL": 0, "HIGH": 1, "MEDIUM": 2, "LOW": 3}
+    rules = sorted(alert_rules(), key=lambda r: (order[r["labels"]["severity"]], r["title"]))
+    lines = ["| Rule | Query (per service) | Threshold | For | Severity | What to do |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rules:
+        query = "<code>" + _cell(rule_expr(r)) + "</code>"
+        lines.append(" | ".join([
+            f"| {_cell(r['title'])} (`{r['uid']}`)", query, _cell(threshold_text(r)),
+            r["for"], r["labels"]["severity"], _cell(r["annotations"]["what_to_do"]) + " |"]))
+    return "\n".join(lines)
+
+
+def docs_alert_table() -> str:
+    """The generated block as docs/grafana.md has it now."""
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index(TABLE_BEGIN) + len(TABLE_BEGIN)
+    return text[start:text.index(TABLE_END, start)].strip("\n")
+
+
+def _write_docs() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index(TABLE_BEGIN) + len(TABLE_BEGIN)
+    end = text.index(TABLE_END, start)
+    DOCS.write_text(text[:start] + "\n" + alert_table_markdown() + "\n" + text[end:],
+                    encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--write-docs"]:
+        _write_docs()
+    else:
+        print(alert_table_markdown())

@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +175,9 @@ class FakeLoki:
         #: the effective configuration GET /config prints (tests may change it)
         self.config: dict[str, Any] = default_config()
         self._sorted: list[Stored] | None = None
+        #: LogQL -> (status, body, headers) for GET /loki/api/v1/query and /query_range: answers
+        #: recorded from a real Loki (see :meth:`answer_queries`); other queries are evaluated
+        self.query_answers: dict[str, tuple[int, str, dict[str, str]]] = {}
         self._conns: set[socket.socket] = set()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -246,7 +249,14 @@ class FakeLoki:
             def do_GET(self) -> None:
                 if self._other_target() or self._routed("GET"):
                     return
-                if self.path.startswith(("/loki/api/v1/", "/config")):
+                url = urllib.parse.urlsplit(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query)).get("query", "")
+                if url.path in ("/loki/api/v1/query", "/loki/api/v1/query_range") \
+                        and query in fake.query_answers:
+                    # an answer recorded from a real Loki (see answer_queries)
+                    self._record("GET")
+                    self._answer(*fake.query_answers[query])
+                elif self.path.startswith(("/loki/api/v1/", "/config")):
                     self._record("GET")
                     self._answer(*fake.handle_read("GET", self.path))
                 elif self.path == "/fake/count":
@@ -260,9 +270,10 @@ class FakeLoki:
             def _answer(self, status: int, text: str, headers: dict[str, str]) -> None:
                 data = text.encode()
                 self.send_response(status)
+                typed = any(k.lower() == "content-type" for k in headers)
                 if status != 204:
-                    self.send_header("Content-Type", headers.pop(
-                        "Content-Type", "text/plain; charset=utf-8"))
+                    if not typed:
+                        self.send_header("Content-Type", "text/plain; charset=utf-8")
                     self.send_header("Content-Length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -277,6 +288,16 @@ class FakeLoki:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
+
+    def answer_queries(self, recorded: Mapping[str, Mapping[str, Any]]) -> None:
+        """Answer queries as recorded: each value is ``{"request": {"path": ...}, "status",
+        "headers", "body"}`` (the loki-contract shape), keyed by anything."""
+        for answer in recorded.values():
+            path = answer["request"]["path"]
+            query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))["query"]
+            body = answer["body"]
+            text = body if isinstance(body, str) else json.dumps(body)
+            self.query_answers[query] = (answer["status"], text, dict(answer.get("headers", {})))
 
     def stop(self) -> None:
         """Take Loki down: the port refuses connections until :meth:`start`."""

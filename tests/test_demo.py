@@ -25,7 +25,9 @@ from shipper.context import LogContext, current_context
 from shipper.demo import (
     BACKFILL_SAFETY_S,
     DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE,
+    INCIDENT_START_S,
     KINDS,
+    SLOW_REQUEST_MS,
     DemoEmitter,
     DemoError,
     DemoEvent,
@@ -42,6 +44,7 @@ from shipper.demo import (
     parse_span,
     rfc3339_nano,
     run_demo,
+    yesterday_events,
 )
 from shipper.event import Actor, Level, LogEvent, to_entry
 from shipper.handler import event_from_record
@@ -59,6 +62,7 @@ VOCABULARY = {
     "WEBHOOK_CHARGE_REFUNDED", "WEBHOOK_PAYOUT_PAID", "API_ERROR", "ADMIN_USER_SUSPENDED",
     "ADMIN_REFUND_ISSUED", "ADMIN_CREATOR_VERIFIED", "ADMIN_ROLE_CHANGED", "ADMIN_LOGS_EXPORTED",
     "HTTP_REQUEST", "JOB_COMPLETED", "EMAIL_DELIVERY_FAILED", "CACHE_MISS", "DATA_CORRUPTION",
+    "SLOW_REQUEST", "OPERATION", "PERFORMANCE",
 }
 
 
@@ -84,7 +88,9 @@ def _longest_same_ip_run(events: list[DemoEvent]) -> tuple[int, str | None]:
 
 
 def test_live_events_cover_the_vocabulary_levels_actors_and_kinds() -> None:
-    events = list(live_events(random.Random(1), 3000))
+    # API errors are rare in a healthy marketplace (about 1 event in 500): enough events to
+    # see every kind of failure
+    events = list(live_events(random.Random(1), 15000))
     assert {e.type for e in events} >= VOCABULARY
     assert {e.kind for e in events} == set(KINDS)
     assert {e.level for e in events} == set(Level)
@@ -166,7 +172,7 @@ def test_events_of_one_request_share_a_trace_id() -> None:
     for group in bookings:
         types = [e.type for e in group]
         assert types[0] == "HTTP_REQUEST"
-        assert types[2] in {"PAYMENT_SUCCEEDED", "PAYMENT_FAILED"}
+        assert types[-1] in {"PAYMENT_SUCCEEDED", "PAYMENT_FAILED"}
 
 
 def test_a_stream_without_end_brings_a_burst_and_the_critical_early() -> None:
@@ -347,7 +353,7 @@ def test_emitted_events_reach_logging_as_planned(
 def test_api_errors_are_real_exceptions_of_each_failure(
         emitter: tuple[DemoEmitter, _Capture, list[logging.Handler]]) -> None:
     em, capture, _ = emitter
-    for e in live_events(random.Random(9), 3000):
+    for e in live_events(random.Random(3), 15000):
         if e.kind == "api_error":
             em.emit(e)
     kinds = {ev.metadata["error_type"] for ev in capture.events()}
@@ -612,3 +618,142 @@ def test_a_run_against_loki_delivers_exactly_what_the_file_shows(
             row["level"], row["actor"], row["type"])
     critical = [s for s in stored if dict(s.labels)["level"] == "CRITICAL"]
     assert [dict(s.labels)["type"] for s in critical] == ["DATA_CORRUPTION"]
+
+
+# --------------------------------------------------------------------------- performance events
+
+
+def test_access_events_carry_the_route_template_except_unmatched_probes() -> None:
+    events = [e for e in live_events(random.Random(11), 3000) if e.type == "HTTP_REQUEST"]
+    probes = [e for e in events if e.metadata["status"] == 404]
+    assert probes and all("route" not in e.metadata for e in probes)
+    routed = [e for e in events if e.metadata["status"] != 404]
+    assert all(e.metadata["route"].startswith("/") for e in routed)
+    # templates, not paths: ids never reach the route
+    routes = {e.metadata["route"] for e in routed}
+    assert not any(re.search(r"(bk|lst|usr|cr)_[0-9a-z]{6}", r) for r in routes), routes
+    assert "/listings/{listing_id}" in routes and "/api/search" in routes
+
+
+def test_slow_requests_are_followed_by_the_middlewares_slow_request_warning() -> None:
+    events = list(live_events(random.Random(12), 20000))
+    for i, e in enumerate(events):
+        slow = e.type == "HTTP_REQUEST" and e.metadata["duration_ms"] > SLOW_REQUEST_MS
+        if slow:
+            warning = events[i + 1]
+            assert warning.type == "SLOW_REQUEST" and warning.level is Level.WARNING
+            assert warning.trace_id == e.trace_id and warning.actor == e.actor
+            assert warning.metadata == {**e.metadata, "threshold_ms": SLOW_REQUEST_MS}
+            assert warning.message.startswith(f"Slow request: {e.metadata['method']} ")
+        if e.type == "SLOW_REQUEST":
+            assert events[i - 1].type == "HTTP_REQUEST"
+    assert any(e.type == "SLOW_REQUEST" for e in events)
+
+
+def test_timings_are_written_by_the_real_performance_helpers(
+        emitter: tuple[DemoEmitter, _Capture, list[logging.Handler]]) -> None:
+    em, capture, _ = emitter
+    planned = [e for e in live_events(random.Random(13), 4000) if e.kind == "perf"]
+    assert {e.type for e in planned} == {"OPERATION", "PERFORMANCE"}
+    assert {e.level for e in planned} == {Level.INFO, Level.WARNING}  # some are slow
+    for e in planned:
+        em.emit(e)
+    got = capture.events()
+    assert len(got) == len(planned)
+    for plan, event in zip(planned, got, strict=True):
+        assert (event.type, event.level, event.trace_id) == (plan.type, plan.level, plan.trace_id)
+        # exactly what shipper.perf writes: its keys, its message
+        assert event.metadata == plan.metadata
+        assert event.message == plan.message
+
+
+# --------------------------------------------------------------------------- healthy vs incident
+
+
+def _rates(events: list[DemoEvent]) -> dict[str, float]:
+    http = [e for e in events if e.type == "HTTP_REQUEST"]
+    durations = sorted(e.metadata["duration_ms"] for e in http)
+    payments = [e for e in events if e.type in ("PAYMENT_SUCCEEDED", "PAYMENT_FAILED")]
+    return {
+        "errors": sum(e.level in (Level.ERROR, Level.CRITICAL) for e in events) / len(events),
+        "5xx": sum(e.metadata["status"] >= 500 for e in http) / len(http),
+        "p95": durations[int(0.95 * len(durations))],
+        "failed_payments": sum(e.type == "PAYMENT_FAILED" for e in payments) / len(payments),
+        "user": sum(e.actor is Actor.USER for e in events) / len(events),
+    }
+
+
+def test_normal_traffic_stays_well_under_every_alert_threshold() -> None:
+    # the thresholds of grafana/provisioning/alerting/rules.yaml; Loki's own numbers on this
+    # traffic are checked in tests/integration/test_alert_rules_on_demo_data.py
+    rates = _rates(list(live_events(random.Random(14), 30000)))
+    assert rates["errors"] < 0.01 * 0.75
+    assert rates["5xx"] < 0.05 / 5
+    assert rates["p95"] < 2000 / 4
+    assert rates["failed_payments"] < 0.1 / 2
+    assert 0.4 < rates["user"] < 0.6
+
+
+def test_the_incident_trips_every_threshold_after_normal_start() -> None:
+    rate = 5.0
+    events = list(live_events(random.Random(15), 4000, rate=rate, scenario="incident"))
+    start = int(INCIDENT_START_S * rate)
+    before, during = events[:start], events[start:]
+    assert _rates(before)["p95"] < 2000 and _rates(before)["5xx"] < 0.05
+    rates = _rates(during)
+    assert rates["p95"] > 2000 * 1.5
+    assert rates["5xx"] > 0.05 * 1.5
+    assert rates["errors"] > 0.05
+    assert rates["failed_payments"] > 0.1 * 2
+    assert rates["user"] < _rates(list(live_events(random.Random(15), 4000)))["user"] / 2
+    assert any(e.type == "SLOW_REQUEST" for e in during)
+    assert sum(e.type == "DATA_CORRUPTION" for e in events) == 1
+
+
+def test_the_day_before_is_flat_normal_traffic_starting_exactly_a_day_earlier() -> None:
+    start = 1_790_000_000 * NS
+    events = yesterday_events(random.Random(16), start_ns=start, seconds=600, rate=5.0)
+    times = [e.time_ns for e in events]
+    assert all(t is not None for t in times)
+    assert min(times) >= start - 86400 * NS  # type: ignore[type-var]
+    assert max(times) < start - 86400 * NS + 600 * NS  # type: ignore[operator]
+    assert 0.85 * 3000 < len(events) < 1.15 * 3000
+    assert not [e for e in events if e.type == "AUTH_LOGIN" and e.metadata["ip"].startswith(
+        "198.51.100.")]  # no failed-login burst
+    assert not [e for e in events if e.level is Level.CRITICAL]
+
+
+def test_incident_options_default_to_ten_minutes_and_refuse_forever() -> None:
+    assert DemoOptions(scenario="incident", rate=2).live_count() == 1200
+    assert DemoOptions(scenario="incident", rate=2, duration=60).live_count() == 120
+    with pytest.raises(DemoError, match=r"--scenario incident .* not --forever"):
+        DemoOptions(scenario="incident", forever=True)
+    with pytest.raises(DemoError, match="--scenario must be one of normal, incident"):
+        DemoOptions(scenario="outage")
+
+
+def test_an_incident_run_fills_the_day_before_first_under_its_own_service(
+    spool_env: Path,
+) -> None:
+    from tests.fakeloki import FakeLoki
+
+    out, err = io.StringIO(), io.StringIO()
+    ticks = itertools.count()
+    with FakeLoki(rate_limit=False) as fake:
+        code = run_demo(DemoOptions(scenario="incident", count=300, rate=5, seed=17,
+                                    url=fake.url),
+                        stdout=out, stderr=err, clock=lambda: next(ticks) * 1000.0)
+        stored = fake.stored()
+    assert code == 0, err.getvalue()
+    assert "the day before:" in err.getvalue()
+    services = {dict(s.labels)["service_name"] for s in stored}
+    assert services == {"marketplace-incident"}
+    now = time.time_ns()
+    day_before = [s for s in stored if s.ts < now - 23 * 3600 * NS]
+    live = [s for s in stored if s.ts > now - 3600 * NS]
+    assert len(day_before) + len(live) == len(stored)
+    # 300 live events at 5/s and 2 minutes more of the same rate, a day earlier
+    assert len(live) == 300
+    assert 0.8 * 5 * 180 < len(day_before) < 1.2 * 5 * 180
+    stats = json.loads(out.getvalue())
+    assert stats["sent"] == len(stored) and stats["dropped_total"] == 0

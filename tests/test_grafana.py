@@ -15,14 +15,22 @@ import yaml
 
 from tests import _grafana as g
 
-DASHBOARD_UIDS = {"shipper-system-logs", "shipper-overview", "shipper-security"}
+DASHBOARD_UIDS = {"shipper-system-logs", "shipper-overview", "shipper-security",
+                  "shipper-performance"}
 RULE_UIDS = {
     "shipper-critical-event",
     "shipper-error-rate",
     "shipper-failed-logins-actor",
     "shipper-failed-logins-total",
     "shipper-webhook-failures",
+    "shipper-p95-latency",
+    "shipper-http-5xx-share",
+    "shipper-error-rate-elevated",
+    "shipper-payment-failures",
+    "shipper-user-activity-drop",
 }
+#: The seed's alert scale, most urgent first: every rule carries one as its `severity` label.
+SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 FOLDER = "Shipper"
 #: The environment variables the provisioning files read, and nothing else.
 PROVISIONING_ENV = {"GRAFANA_LOKI_URL", "GRAFANA_TRACE_URL", "SLACK_WEBHOOK_URL"}
@@ -76,7 +84,9 @@ def _sample_values(dash: Mapping[str, Any]) -> list[dict[str, g.Value]]:
     for name, var in variables.items():
         if var.type == "textbox":
             base[name] = ""
-            multi[name] = {"actor_id": "u-42", "logger": "shop.auth"}.get(name, "payment failed")
+            multi[name] = {"actor_id": "u-42", "logger": "shop.auth",
+                           "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                           }.get(name, "payment failed")
         else:
             base[name] = g.ALL
             multi[name] = {
@@ -121,6 +131,7 @@ def test_every_provisioning_yaml_parses_with_api_version_1() -> None:
         "alerting/contact-points.yaml",
         "alerting/policies.yaml",
         "alerting/templates.yaml",
+        "alerting/mute-timings.yaml",
     }
     for path in files:
         doc = g.load_yaml(path)
@@ -309,6 +320,7 @@ def test_system_logs_has_the_admin_page_filters(dashboards: dict[str, dict[str, 
     dash = dashboards["shipper-system-logs"]
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert list(variables) == ["service", "level", "actor", "type", "actor_id", "logger",
+                               "trace_id",
                                "search"]
     for name, label in [("service", "service_name"), ("level", "level"),
                         ("actor", "actor"), ("type", "type")]:
@@ -317,7 +329,7 @@ def test_system_logs_has_the_admin_page_filters(dashboards: dict[str, dict[str, 
         assert v["allValue"] == ".+", name
         assert v["query"]["type"] == 1 and v["query"]["label"] == label, name  # label values
         assert v["definition"].startswith("label_values("), name
-    for name in ("actor_id", "logger", "search"):
+    for name in ("actor_id", "logger", "trace_id", "search"):
         assert variables[name]["type"] == "textbox"
     assert "30s" in dash["timepicker"]["refresh_intervals"]
     assert dash["time"]["from"].startswith("now-")
@@ -446,10 +458,10 @@ def test_search_actor_id_and_module_reach_loki_exactly_as_typed(
     for text in ADVERSARIAL_TEXT:
         values: dict[str, g.Value] = {"service": g.ALL, "level": g.ALL, "actor": g.ALL,
                                       "type": g.ALL, "actor_id": text, "logger": text,
-                                      "search": text}
+                                      "trace_id": text, "search": text}
         expr = g.interpolate(events.expr, variables, values)
         literals = re.findall(r'urldecode "([^"]*)"', expr)
-        assert len(literals) == 6
+        assert len(literals) == 7
         for lit in literals:
             assert re.fullmatch(r"[A-Za-z0-9%._~-]*", lit), lit
             # Loki's urldecode is Go's url.QueryUnescape, which unquote_plus mirrors.
@@ -542,7 +554,7 @@ def test_rules_have_the_query_reduce_threshold_shape(rules: list[dict[str, Any]]
         assert rule["condition"] == "C", uid
         assert rule["noDataState"] == "OK", uid
         assert rule["execErrState"] in ("Error", "Alerting", "OK"), uid
-        assert rule["labels"]["severity"] in ("critical", "warning"), uid
+        assert rule["labels"]["severity"] in SEVERITIES, uid
         assert rule["annotations"]["summary"], uid
         assert rule["annotations"]["logs_url"], uid
         assert rule["_interval"] == "1m", uid
@@ -560,7 +572,7 @@ def test_critical_rule_fires_within_a_minute_once_per_service_and_type(
     rule = next(r for r in rules if r["uid"] == "shipper-critical-event")
     assert rule["_interval"] == "1m"
     assert rule["for"] == "0s"
-    assert rule["labels"] == {"severity": "critical"}
+    assert rule["labels"] == {"severity": "CRITICAL"}
     assert g.rule_threshold(rule) == 0
     expr = g.rule_expr(rule)
     assert 'level="CRITICAL"' in expr
@@ -585,6 +597,11 @@ def test_thresholds_and_windows_are_the_documented_defaults(
         "shipper-failed-logins-total": (100, "1m"),
         "shipper-webhook-failures": (5, "10m"),
         "shipper-critical-event": (0, "5m"),
+        "shipper-p95-latency": (2000, "5m"),
+        "shipper-http-5xx-share": (0.05, "5m"),
+        "shipper-error-rate-elevated": (0.01, "1h"),
+        "shipper-payment-failures": (0.1, "15m"),
+        "shipper-user-activity-drop": (0.5, "30m"),
     }
     for uid, (threshold, window) in expected.items():
         rule = by_uid[uid]
@@ -595,6 +612,10 @@ def test_thresholds_and_windows_are_the_documented_defaults(
     assert outer["shipper-failed-logins-actor"]["grouping"] == ["service_name", "actor_id"]
     assert outer["shipper-failed-logins-total"]["grouping"] == ["service_name"]
     assert outer["shipper-webhook-failures"]["grouping"] == ["service_name", "metadata_provider"]
+    assert g.rule_expr(by_uid["shipper-p95-latency"]).endswith("by (service_name)")
+    for uid in ("shipper-http-5xx-share", "shipper-error-rate-elevated",
+                "shipper-payment-failures", "shipper-user-activity-drop"):
+        assert "sum by (service_name) (" in g.rule_expr(by_uid[uid]), uid
     # The error rate is a ratio of two sums, each per service.
     assert outer["shipper-error-rate"] is None
     assert g.rule_expr(by_uid["shipper-error-rate"]).count("sum by (service_name) (") == 2
@@ -615,18 +636,90 @@ def test_rule_links_open_system_logs_with_its_own_variables(
         assert {"from", "to"} <= {k for k, _ in params}, rule["uid"]
 
 
-def test_policies_route_critical_immediately_and_the_rest_with_grouping() -> None:
+def _routes_by_severity() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     doc = g.load_yaml(g.ALERTING / "policies.yaml")
     (root,) = doc["policies"]
-    assert root["receiver"] == "shipper-slack"
-    routes = {tuple(r["object_matchers"][0]): r for r in root["routes"]}
-    critical = routes[("severity", "=", "critical")]
-    warning = routes[("severity", "=", "warning")]
-    assert critical["receiver"] == warning["receiver"] == "shipper-slack"
-    assert _seconds(critical["group_wait"]) <= 10
-    assert {"service_name", "type"} <= set(critical["group_by"])
-    assert _seconds(warning["group_wait"]) >= 30
+    by_severity: dict[str, dict[str, Any]] = {}
+    for route in root["routes"]:
+        assert "continue" not in route
+        (matcher,) = route["object_matchers"]
+        label, op, value = matcher
+        assert (label, op) == ("severity", "="), matcher
+        assert value not in by_severity, f"two routes for {value}"
+        by_severity[value] = route
+    return root, by_severity
+
+
+def test_every_severity_has_exactly_one_route_and_every_rule_a_severity(
+    rules: list[dict[str, Any]],
+) -> None:
+    root, routes = _routes_by_severity()
+    assert set(routes) == set(SEVERITIES)
+    contact_points = {cp["name"] for cp in
+                      g.load_yaml(g.ALERTING / "contact-points.yaml")["contactPoints"]}
+    assert root["receiver"] in contact_points
+    for severity, route in routes.items():
+        assert route["receiver"] in contact_points, severity
+    used = {r["labels"]["severity"] for r in rules}
+    assert used == set(SEVERITIES), "every level of the scale is used by at least one rule"
+
+
+def test_critical_and_high_go_to_slack_at_once() -> None:
+    root, routes = _routes_by_severity()
+    for severity in ("CRITICAL", "HIGH"):
+        route = routes[severity]
+        assert route["receiver"] == "shipper-slack", severity
+        assert "mute_time_intervals" not in route, severity
+        assert _seconds(route["group_wait"]) <= 10, severity
+        assert _seconds(route["group_interval"]) <= 300, severity
+        assert {"alertname", "service_name"} <= set(route["group_by"]), severity
+    assert {"service_name", "type"} <= set(routes["CRITICAL"]["group_by"])
+    assert _seconds(routes["CRITICAL"]["repeat_interval"]) <= 3600
     assert _seconds(root["group_wait"]) >= 30
+
+
+def test_medium_is_grouped_into_one_slack_message_an_hour() -> None:
+    _, routes = _routes_by_severity()
+    medium = routes["MEDIUM"]
+    assert medium["receiver"] == "shipper-slack"
+    assert "mute_time_intervals" not in medium
+    # One group for every MEDIUM alert, flushed at most once an hour.
+    assert medium["group_by"] == ["severity"]
+    assert _seconds(medium["group_wait"]) == 3600
+    assert _seconds(medium["group_interval"]) == 3600
+    assert _seconds(medium["repeat_interval"]) >= 3600
+
+
+def _minutes(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def test_low_sends_nothing_to_slack_and_is_left_to_the_digest() -> None:
+    _, routes = _routes_by_severity()
+    low = routes["LOW"]
+    (name,) = low["mute_time_intervals"]
+    doc = g.load_yaml(g.ALERTING / "mute-timings.yaml")
+    (timing,) = [t for t in doc["muteTimes"] if t["name"] == name]
+    # Muted means no notification at any minute of any day: one interval, no day/month/year
+    # restriction, times covering 00:00 to 24:00 (Alertmanager's end time is exclusive).
+    (interval,) = timing["time_intervals"]
+    assert set(interval) == {"times"}, interval
+    covered = set()
+    for span in interval["times"]:
+        covered |= set(range(_minutes(span["start_time"]), _minutes(span["end_time"])))
+    assert covered == set(range(24 * 60))
+
+
+def test_every_time_value_is_alertmanagers_hh_mm() -> None:
+    doc = g.load_yaml(g.ALERTING / "mute-timings.yaml")
+    for timing in doc["muteTimes"]:
+        for interval in timing["time_intervals"]:
+            for span in interval.get("times", []):
+                for key in ("start_time", "end_time"):
+                    value = span[key]
+                    assert re.fullmatch(r"(([01][0-9]|2[0-3]):[0-5][0-9])|24:00", value), value
+                assert _minutes(span["start_time"]) < _minutes(span["end_time"])
 
 
 def _seconds(duration: str) -> int:
@@ -678,4 +771,198 @@ def test_folders_and_group_names_match_between_rules_and_dashboards(
     rules: list[dict[str, Any]],
 ) -> None:
     assert {r["_folder"] for r in rules} == {FOLDER}
-    assert {r["_group"] for r in rules} == {"shipper-critical", "shipper-trends"}
+    assert {r["_group"] for r in rules} == {"shipper-critical", "shipper-trends",
+                                            "shipper-performance", "shipper-business"}
+
+
+# ------------------------------------------------------------------- performance and refresh
+
+
+def test_every_dashboard_refreshes_itself_by_default(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    # The seed admin page refreshed itself; so does every dashboard, at one of its own choices.
+    for uid, dash in dashboards.items():
+        assert dash["refresh"], uid
+        assert dash["refresh"] in dash["timepicker"]["refresh_intervals"], uid
+        assert _seconds(dash["refresh"]) >= 30, uid
+    assert dashboards["shipper-system-logs"]["refresh"] == "30s"
+
+
+def test_every_dashboard_has_the_same_service_variable(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    def service(dash: Mapping[str, Any]) -> dict[str, Any]:
+        var = next(v for v in dash["templating"]["list"] if v["name"] == "service")
+        return {k: v for k, v in var.items() if k != "current"}
+
+    reference = service(dashboards["shipper-overview"])
+    for uid, dash in dashboards.items():
+        assert service(dash) == reference, uid
+    assert [v["name"] for v in dashboards["shipper-performance"]["templating"]["list"]] == [
+        "service"]
+
+
+def _panel(dash: Mapping[str, Any], title: str) -> dict[str, Any]:
+    return next(p for p in g.iter_panels(dash) if p["title"] == title)
+
+
+def test_performance_has_the_panels_the_issue_lists(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-performance"]
+    titles = [p["title"] for p in g.iter_panels(dash)]
+    assert len(titles) == len(set(titles))
+    exprs = {q.panel: q.expr for q in g.panel_queries(dash) if q.ref == "A"}
+    assert "rate({" in exprs["Request rate"]
+    for name, q in (("p50", "0.5"), ("p95", "0.95"), ("p99", "0.99")):
+        expr = exprs[f"{name} latency by route"]
+        assert expr.startswith(f"quantile_over_time({q}, ") and "| unwrap duration_ms" in expr
+        assert expr.endswith("by (route)")
+    slowest = _panel(dash, "Slowest routes")
+    assert slowest["type"] == "table"
+    assert [t["queryType"] for t in slowest["targets"]] == ["instant"] * 3
+    assert "sortBy" in [t["id"] for t in slowest["transformations"]]
+    assert "status >= 500" in exprs["5xx share by route"]
+    assert "sum by (status)" in exprs["Status codes"]
+    assert _panel(dash, "Failing routes")["targets"][0]["queryType"] == "instant"
+    perf_events = [q.expr for q in g.panel_queries(dash)
+                   if 'type=~"SLOW_.+|OPERATION(_.+)?|PERFORMANCE(_.+)?"' in q.expr]
+    assert len(perf_events) == 2  # durations by name, and the events themselves
+    assert 'type="SLOW_REQUEST"' in exprs["Slow requests"]
+
+
+def test_performance_panels_parse_and_reach_route_status_and_duration(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-performance"]
+    queries = g.panel_queries(dash)
+    variables = g.dashboard_variables(dash)
+    filled = [g.interpolate(q.expr, variables, {"service": ["shop.api"]}) for q in queries]
+    results = g.parse_logql(filled)
+    assert all(r["ok"] for r in results), g.describe_failures(results)
+    created = set().union(*(r["labels"]["created"] for r in results))
+    assert {"route", "status", "duration_ms", "name"} <= created
+
+
+def test_slow_requests_link_opens_system_logs_filtered_by_their_trace_id(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    perf = dashboards["shipper-performance"]
+    panel = _panel(perf, "Slow requests")
+    (link,) = g.field_links(panel)
+    url = urllib.parse.urlsplit(link["url"])
+    assert url.path == "/d/shipper-system-logs/system-logs"
+    params = dict(urllib.parse.parse_qsl(url.query))
+    assert params["var-trace_id"] == "${__value.raw}"
+    assert params["var-service"] == "${__data.fields.service_name}"
+    assert "${__url_time_range}" in link["url"]
+    # The link sits on the trace id column, which comes from the structured metadata.
+    override = next(o for o in panel["fieldConfig"]["overrides"]
+                    if any(p["id"] == "links" for p in o["properties"]))
+    assert override["matcher"] == {"id": "byName", "options": "trace_id"}
+    system_logs = g.dashboard_variables(dashboards["shipper-system-logs"])
+    names = {k.removeprefix("var-") for k in params if k.startswith("var-")}
+    assert names <= set(system_logs)
+    assert system_logs["trace_id"].type == "textbox"
+
+
+def test_system_logs_trace_id_filter_is_an_exact_match_on_the_structured_metadata(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-system-logs"]
+    for q in g.panel_queries(dash):
+        assert '(eq (urldecode "${trace_id:percentencode}") .trace_id)' in q.expr, q.panel
+        assert '(or (not "${trace_id:percentencode}")' in q.expr, q.panel
+
+
+def test_rule_panels_run_the_rules_query_and_draw_its_threshold(
+    dashboards: dict[str, dict[str, Any]], rules: list[dict[str, Any]],
+) -> None:
+    by_uid = {r["uid"]: r for r in rules}
+    perf = dashboards["shipper-performance"]
+    for title, uid, unit in (("p95 latency by service (alert rule)", "shipper-p95-latency", "ms"),
+                             ("5xx share by service (alert rule)", "shipper-http-5xx-share",
+                              "percentunit")):
+        panel = _panel(perf, title)
+        rule = by_uid[uid]
+        expected = g.rule_expr(rule).replace('service_name=~".+"',
+                                             "service_name=~`${service:regex}`")
+        assert panel["targets"][0]["expr"] == expected, title
+        defaults = panel["fieldConfig"]["defaults"]
+        steps = [s["value"] for s in defaults["thresholds"]["steps"] if s["value"] is not None]
+        assert steps == [g.rule_threshold(rule)], title
+        assert defaults["custom"]["thresholdsStyle"]["mode"] != "off", title
+        assert defaults["unit"] == unit, title
+
+
+def test_overview_top_error_types_counts_error_and_critical_only(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    panel = _panel(dashboards["shipper-overview"], "Top error types")
+    (target,) = panel["targets"]
+    assert target["queryType"] == "instant"
+    assert 'level=~"ERROR|CRITICAL"' in target["expr"]
+    assert target["expr"].startswith("topk(10, sum by (type) (")
+
+
+# ------------------------------------------------------------------ the seeds' alert rules
+
+
+def test_every_rule_says_what_to_do(rules: list[dict[str, Any]]) -> None:
+    for rule in rules:
+        text = rule["annotations"]["what_to_do"]
+        assert len(text) > 40 and "{{" not in text, rule["uid"]
+
+
+def test_ratio_rules_need_enough_volume_before_they_alert(rules: list[dict[str, Any]]) -> None:
+    by_uid = {r["uid"]: g.rule_expr(r) for r in rules}
+    for uid, minimum in (("shipper-http-5xx-share", 20), ("shipper-payment-failures", 20),
+                         ("shipper-error-rate-elevated", 100),
+                         ("shipper-user-activity-drop", 100)):
+        assert by_uid[uid].count(f") >= {minimum})") == 1, uid
+
+
+def test_activity_drop_compares_with_the_same_window_a_day_earlier(
+    rules: list[dict[str, Any]],
+) -> None:
+    rule = next(r for r in rules if r["uid"] == "shipper-user-activity-drop")
+    expr = g.rule_expr(rule)
+    assert expr.count('actor="USER"') == 3
+    assert expr.count("[30m] offset 1d") == 2 and expr.count("[30m]") == 3
+    assert expr.startswith("1 - (")
+    # today's count falls back to 0 (not "no data") for a service that went silent
+    assert "or 0 * sum by (service_name)" in expr
+    assert rule["for"] == "5m"
+
+
+def test_both_error_rate_rules_watch_the_same_ratio_at_different_urgency(
+    rules: list[dict[str, Any]],
+) -> None:
+    by_uid = {r["uid"]: r for r in rules}
+    acute, slow = by_uid["shipper-error-rate"], by_uid["shipper-error-rate-elevated"]
+    assert acute["labels"]["severity"] == "HIGH" and slow["labels"]["severity"] == "LOW"
+    assert g.rule_threshold(acute) > g.rule_threshold(slow)
+    selector = '{service_name=~".+", level=~"ERROR|CRITICAL"}'
+    assert selector in g.rule_expr(acute) and selector in g.rule_expr(slow)
+
+
+def test_docs_thresholds_table_is_the_one_generated_from_the_rules() -> None:
+    table = g.docs_alert_table()
+    assert table == g.alert_table_markdown(), (
+        "docs/grafana.md is out of date: run `.venv/bin/python -m tests._grafana --write-docs`")
+    rows = [line for line in table.splitlines()[2:]]
+    assert len(rows) == len(RULE_UIDS)
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        assert len(cells) == 6, row  # no unescaped pipe splits a cell
+        assert cells[4] in SEVERITIES
+
+
+def test_threshold_text_reads_as_the_rule_means_it(rules: list[dict[str, Any]]) -> None:
+    by_uid = {r["uid"]: r for r in rules}
+    assert g.threshold_text(by_uid["shipper-p95-latency"]) == "> 2000 ms (2 s)"
+    assert g.threshold_text(by_uid["shipper-error-rate-elevated"]) == "> 1%"
+    assert g.threshold_text(by_uid["shipper-user-activity-drop"]) == "> 50%"
+    assert g.threshold_text(by_uid["shipper-failed-logins-total"]) == "> 100"
+    assert g.threshold_text(by_uid["shipper-critical-event"]) == "> 0 (any)"

@@ -226,3 +226,17 @@ def test_block_comparison_fails_on_a_stale_block(config_text: str) -> None:
     stale = config_text.replace("period: 30d", "period: 14d", 1)
     assert stale != config_text
     assert _block(stale) != RetentionPolicy.load(RETENTION_PATH).render("  ")
+
+
+def test_the_ingester_answers_for_every_time_range_so_history_is_queryable_at_once(
+    config: dict[str, Any],
+) -> None:
+    # Entries with old timestamps (a spool replayed after a long outage, a backfill, the day
+    # before of `shipper demo --scenario incident`) stay in the ingester until their chunk is
+    # flushed; with Loki's default look-back (about 3h) a query of an older range skips the
+    # ingester and sees none of them for hours. -1ns (exactly -1) is Loki's "always", and is
+    # allowed only with the filesystem object store. Checked against a real Loki by
+    # tests/integration/test_alert_rules_on_demo_data.py (the day before, read by offset 1d).
+    assert config["ingester"]["query_store_max_look_back_period"] == "-1ns"
+    assert config["common"]["storage"].keys() == {"filesystem"}
+    assert config["target"] == "all"

@@ -3,7 +3,7 @@
 Checks: Loki is ready; a marker event goes through the pipeline and comes back from a query;
 Loki's retention matches ``loki/retention.yaml`` (``shipper retention check``); structured
 metadata is allowed and deletion is enabled; the spool is empty or draining; and, when
-``GRAFANA_URL`` and ``GRAFANA_TOKEN`` are set, Grafana has the datasource, the three dashboards
+``GRAFANA_URL`` and ``GRAFANA_TOKEN`` are set, Grafana has the datasource, the four dashboards
 and the alert rules, through its HTTP API.
 """
 
@@ -37,9 +37,12 @@ __all__ = ["DASHBOARD_UIDS", "DATASOURCE_UID", "RULE_UIDS", "Check", "add_parser
 
 #: what grafana/ provisions (tests/test_admin_doctor.py holds these equal to the files)
 DATASOURCE_UID = "loki"
-DASHBOARD_UIDS = ("shipper-system-logs", "shipper-overview", "shipper-security")
+DASHBOARD_UIDS = ("shipper-system-logs", "shipper-overview", "shipper-security",
+                  "shipper-performance")
 RULE_UIDS = ("shipper-critical-event", "shipper-error-rate", "shipper-failed-logins-actor",
-             "shipper-failed-logins-total", "shipper-webhook-failures")
+             "shipper-failed-logins-total", "shipper-webhook-failures", "shipper-p95-latency",
+             "shipper-http-5xx-share", "shipper-error-rate-elevated", "shipper-payment-failures",
+             "shipper-user-activity-drop")
 DOCTOR_TYPE = "SHIPPER_DOCTOR"
 
 
@@ -316,7 +319,7 @@ def add_parser(sub: common.Subparsers) -> None:
         "matches the policy file (as shipper retention check); structured metadata is allowed "
         "and deletion is enabled; the spool of $SHIPPER_SERVICE is empty or draining; and, "
         "when GRAFANA_URL and GRAFANA_TOKEN are set, Grafana has the Loki datasource, the "
-        "three dashboards and the alert rules. One line per check: OK, FAIL with the fix, or "
+        "four dashboards and the alert rules. One line per check: OK, FAIL with the fix, or "
         "SKIP. Exit 1 if any check fails.",
         example_lines=(
             "shipper doctor",
