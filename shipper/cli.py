@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shipper import __version__
+from shipper.sidecar import cli as sidecar
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spool(sub)
     _add_retention(sub)
     _add_demo(sub)
+    sidecar.add_parser(sub)
     return parser
 
 

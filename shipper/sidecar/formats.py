@@ -1,0 +1,452 @@
+"""From one log line (or one multi-line record) to a :class:`~shipper.event.LogEvent`.
+
+The JSON loggers apps use are read into the event contract by one field table:
+
+============  ==============================================================================
+field         keys (the first present wins; the others are kept in metadata)
+============  ==============================================================================
+message       ``message``, ``msg`` (pino, bunyan), ``event`` (structlog)
+level         ``level`` (numbers are pino/bunyan's 10-60), ``levelname`` (python-json-logger),
+              ``log.level`` (ECS, dotted or nested), ``severity``, ``lvl``
+time          ``createdAt``, ``created_at``, ``ts``, ``time``, ``timestamp``, ``@timestamp``,
+              ``asctime``: ISO-8601, or epoch seconds/ms/µs/ns (told apart by size)
+type, actor   ``type``, ``actor``
+actor_id      ``actorId``, ``actor_id``
+trace_id      ``trace_id``, ``traceId``, ``trace.id`` (ECS), ``request_id``, ``requestId``
+logger        ``logger``, ``logger_name``, ``name``, ``log.logger`` (ECS)
+exception     ``exception``, ``exc_info``, ``stack_trace``, ``stack``, ``err.stack`` (pino),
+              ``error.stack_trace`` (ECS)
+service, env  ``service_name``, ``service``, ``service.name`` (ECS); ``env``
+metadata      ``metadata`` (an object), plus every key not named above
+============  ==============================================================================
+
+logfmt lines go through the same table. Text lines take their level from a regex (INFO when it
+does not match). A line that is not valid in its declared format is shipped as text with
+``metadata.parse_error`` saying why: it is never dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import zoneinfo
+from collections.abc import Mapping
+from typing import Any
+
+from shipper.event import Level, LogEvent
+
+__all__ = ["LineParser", "parse_logfmt", "parse_timestamp"]
+
+_loads = json.loads
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
+
+# --------------------------------------------------------------------------- levels
+
+_LEVEL_WORDS: dict[str, Level] = {
+    "TRACE": Level.DEBUG, "DEBUG": Level.DEBUG, "VERBOSE": Level.DEBUG, "SILLY": Level.DEBUG,
+    "INFO": Level.INFO, "INFORMATION": Level.INFO, "NOTICE": Level.INFO, "HTTP": Level.INFO,
+    "LOG": Level.INFO,
+    "WARN": Level.WARNING, "WARNING": Level.WARNING,
+    "ERROR": Level.ERROR, "ERR": Level.ERROR, "SEVERE": Level.ERROR,
+    "CRITICAL": Level.CRITICAL, "CRIT": Level.CRITICAL, "FATAL": Level.CRITICAL,
+    "ALERT": Level.CRITICAL, "EMERG": Level.CRITICAL, "EMERGENCY": Level.CRITICAL,
+    "PANIC": Level.CRITICAL,
+}
+#: pino and bunyan: 10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal
+_NUMERIC_LEVELS = ((60, Level.CRITICAL), (50, Level.ERROR), (40, Level.WARNING),
+                   (30, Level.INFO), (0, Level.DEBUG))
+_level_cache: dict[object, Level | None] = {}
+
+
+def _level(value: object) -> Level | None:
+    """A known level for ``value`` (a name in any case, or a pino/bunyan number), else None."""
+    found = _level_cache.get(value)
+    if found is not None or value in _level_cache:
+        return found
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        found = next(lvl for floor, lvl in _NUMERIC_LEVELS if value >= floor) \
+            if value >= 0 else None
+    elif isinstance(value, str):
+        found = _LEVEL_WORDS.get(value.strip().upper())
+    else:
+        return None
+    if len(_level_cache) < 4096:
+        _level_cache[value] = found
+    return found
+
+
+# --------------------------------------------------------------------------- timestamps
+
+_ISO = re.compile(
+    r"\s*(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?"
+    r"\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*$"
+)
+_NUMBER = re.compile(r"\s*(\d+)(?:\.(\d+))?\s*$")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_seconds_cache: dict[tuple[str, ...], int] = {}
+
+
+def _epoch_ns(whole: int, frac_digits: str = "") -> int:
+    """Epoch seconds, ms, µs or ns, told apart by size (seconds until the year 5138)."""
+    if whole < 100_000_000_000:
+        scale = 1_000_000_000
+    elif whole < 100_000_000_000_000:
+        scale = 1_000_000
+    elif whole < 100_000_000_000_000_000:
+        scale = 1_000
+    else:
+        scale = 1
+    ns = whole * scale
+    if frac_digits and scale > 1:
+        digits = len(str(scale)) - 1
+        ns += int(frac_digits[:digits].ljust(digits, "0"))
+    return ns
+
+
+def parse_timestamp(value: object, tz: _dt.tzinfo | None = _dt.UTC) -> int | None:
+    """Nanoseconds since the epoch for an ISO-8601 string or an epoch number (s, ms, µs or ns,
+    also as a string); None when ``value`` is neither. ``tz`` is the zone of ISO times written
+    without an offset (None: the machine's local zone)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _epoch_ns(value) if value >= 0 else None
+    if isinstance(value, float):
+        if not 0 <= value < 1e20:  # NaN, negative, absurd
+            return None
+        whole = int(value)
+        if whole < 100_000_000_000:  # seconds: keep every written digit of the fraction
+            text = repr(value)
+            return _epoch_ns(whole, text.partition(".")[2] if "e" not in text else "")
+        return round(value * (_epoch_ns(whole) // whole))  # ms, µs, ns: scale by size
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    match = _ISO.match(value)
+    if match is None:
+        number = _NUMBER.match(value)
+        if number is None:
+            return None
+        return _epoch_ns(int(number.group(1)), number.group(2) or "")
+    year, month, day, hour, minute, second, frac, zone = match.groups()
+    key = (year, month, day, hour, minute, second or "00", zone or "", str(id(tz)))
+    seconds = _seconds_cache.get(key)
+    if seconds is None:
+        try:
+            when = _dt.datetime(int(year), int(month), int(day), int(hour), int(minute),
+                                int(second or 0))
+        except ValueError:
+            return None
+        if zone in (None, ""):
+            aware = when.replace(tzinfo=tz) if tz is not None else when.astimezone()
+        elif zone in ("Z", "z", "UTC"):
+            aware = when.replace(tzinfo=_dt.UTC)
+        else:
+            sign = -1 if zone[0] == "-" else 1
+            digits = zone[1:].replace(":", "")
+            offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            aware = when.replace(tzinfo=_dt.timezone(sign * offset))
+        seconds = (aware - _EPOCH) // _dt.timedelta(seconds=1)
+        if len(_seconds_cache) >= 4096:
+            _seconds_cache.clear()
+        _seconds_cache[key] = seconds
+    ns = seconds * 1_000_000_000
+    if frac:
+        ns += int(frac[:9].ljust(9, "0"))
+    return ns if ns >= 0 else None
+
+
+def zone(name: str) -> _dt.tzinfo | None:
+    """The tzinfo for a ``timezone`` setting: UTC, local (None) or an IANA name."""
+    if name == "UTC":
+        return _dt.UTC
+    if name == "local":
+        return None
+    return zoneinfo.ZoneInfo(name)
+
+
+# --------------------------------------------------------------------------- logfmt
+
+_LOGFMT_PAIR = re.compile(r'\s*([^\s="]+)(?:=("(?:[^"\\]|\\.)*"?|\S*))?')
+
+
+def parse_logfmt(line: str, *, strict: bool = False) -> dict[str, Any] | None:
+    """``key=value key2="quoted value" flag`` → a dict of strings (a bare key is True).
+
+    None when the line has no ``key=value`` pair, or (``strict``) when any word is not one."""
+    out: dict[str, Any] = {}
+    pairs = 0
+    pos, end = 0, len(line)
+    while pos < end:
+        match = _LOGFMT_PAIR.match(line, pos)
+        if match is None or match.end() == pos:
+            if line[pos:].strip():
+                return None
+            break
+        pos = match.end()
+        key, value = match.group(1), match.group(2)
+        if value is None:
+            if strict:
+                return None
+            out[key] = True
+            continue
+        pairs += 1
+        if value.startswith('"'):
+            if len(value) < 2 or not value.endswith('"'):
+                return None
+            try:
+                value = _loads(value)
+            except ValueError:
+                value = value[1:-1]
+        out[key] = value
+    return out if pairs else None
+
+
+# --------------------------------------------------------------------------- the field table
+
+# role, rank: the lower rank wins when a line has several keys for one role
+_ROLES: dict[str, tuple[str, int]] = {
+    "message": ("message", 0), "msg": ("message", 1), "event": ("message", 2),
+    "level": ("level", 0), "levelname": ("level", 1), "log.level": ("level", 2),
+    "severity": ("level", 3), "lvl": ("level", 4),
+    "createdAt": ("time", 0), "created_at": ("time", 1), "ts": ("time", 2),
+    "time": ("time", 3), "timestamp": ("time", 4), "@timestamp": ("time", 5),
+    "asctime": ("time", 6),
+    "type": ("type", 0),
+    "actor": ("actor", 0),
+    "actorId": ("actor_id", 0), "actor_id": ("actor_id", 1),
+    "trace_id": ("trace_id", 0), "traceId": ("trace_id", 1), "trace.id": ("trace_id", 2),
+    "request_id": ("trace_id", 3), "requestId": ("trace_id", 4),
+    "logger": ("logger", 0), "logger_name": ("logger", 1), "log.logger": ("logger", 2),
+    "name": ("logger", 3),
+    "exception": ("exception", 0), "exc_info": ("exception", 1),
+    "stack_trace": ("exception", 2), "stack": ("exception", 3),
+    "error.stack_trace": ("exception", 4),
+    "service_name": ("service", 0), "service": ("service", 1), "service.name": ("service", 2),
+    "env": ("env", 0),
+    "metadata": ("metadata", 0),
+}
+# objects whose members fill roles: ECS's log/trace/service/error and pino's err
+_NESTED: dict[str, dict[str, tuple[str, int]]] = {
+    "log": {"level": ("level", 2), "logger": ("logger", 2)},
+    "trace": {"id": ("trace_id", 2)},
+    "service": {"name": ("service", 2)},
+    "error": {"stack_trace": ("exception", 4), "stack": ("exception", 5)},
+    "err": {"stack": ("exception", 5)},
+}
+
+
+class LineParser:
+    """Parses the lines of one source into events.
+
+    ``parse(text, continuation, default_ns)``: ``text`` is one line (without its newline);
+    ``continuation`` the joined following lines of a multi-line record, which become the
+    event's exception (added after an exception the line already has); ``default_ns`` the time
+    of an event whose line has none (the time it was read, or Docker's timestamp).
+    """
+
+    def __init__(
+        self,
+        *,
+        format: str = "auto",
+        level_pattern: str | None = None,
+        timezone: str = "UTC",
+        service: str,
+        env: str | None = None,
+    ) -> None:
+        from shipper.sidecar.config import DEFAULT_LEVEL_PATTERN
+
+        self.format = format
+        self.service = service
+        self.env = env
+        self._tz = zone(timezone)
+        self._pattern = re.compile(level_pattern or DEFAULT_LEVEL_PATTERN)
+        self._groups = [g for g in self._pattern.groupindex if g != "level"]
+        self._level_group: int | str = "level" if "level" in self._pattern.groupindex else (
+            1 if self._pattern.groups else 0)
+        self.invalid = 0  # lines not valid in their declared format (shipped as text)
+        self.parse = {  # type: ignore[method-assign]
+            "json": self._json, "logfmt": self._logfmt, "text": self._text, "auto": self._auto,
+        }[format]
+
+    def parse(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        raise NotImplementedError  # replaced per format in __init__  # pragma: no cover
+
+    # ------------------------------------------------------------------ formats
+
+    def _auto(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        if text[:1] == "{" or text.lstrip()[:1] == "{":
+            return self._json(text, continuation, default_ns)
+        if "=" in text:
+            fields = parse_logfmt(text, strict=True)
+            if fields is not None and len(fields) >= 2:
+                return self.from_fields(fields, continuation, default_ns)
+        return self._text(text, continuation, default_ns)
+
+    def _json(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        try:
+            obj = _loads(text)
+        except ValueError as exc:
+            return self._invalid(text, continuation, default_ns, f"not valid JSON: {exc}")
+        except RecursionError:
+            return self._invalid(text, continuation, default_ns, "JSON nested too deep")
+        if obj.__class__ is not dict:
+            return self._invalid(text, continuation, default_ns,
+                                 f"a JSON {type(obj).__name__}, not an object")
+        return self.from_fields(obj, continuation, default_ns)
+
+    def _logfmt(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        fields = parse_logfmt(text)
+        if fields is None:
+            return self._invalid(text, continuation, default_ns, "not logfmt: no key=value pair")
+        return self.from_fields(fields, continuation, default_ns)
+
+    def _text(self, text: str, continuation: str | None, default_ns: int,
+              metadata: dict[str, Any] | None = None) -> LogEvent:
+        match = self._pattern.search(text, 0, 4096)
+        level: object = Level.INFO
+        message = text
+        ts = default_ns
+        meta: dict[str, Any] = metadata if metadata is not None else {}
+        if match is not None:
+            found = _level(match.group(self._level_group))
+            if found is not None:
+                level = found
+            for name in self._groups:
+                value = match.group(name)
+                if value is None:
+                    continue
+                if name == "message":
+                    message = value
+                elif name == "time":
+                    parsed = parse_timestamp(value, self._tz)
+                    if parsed is None:
+                        meta["time"] = value
+                    else:
+                        ts = parsed
+                else:
+                    meta[name] = value
+        return LogEvent.create(service=self.service, env=self.env, level=level,
+                               message=message, timestamp_ns=ts, metadata=meta,
+                               exception=continuation)
+
+    def _invalid(self, text: str, continuation: str | None, default_ns: int,
+                 reason: str) -> LogEvent:
+        self.invalid += 1
+        return self._text(text, continuation, default_ns,
+                          {"parse_error": f"{self.format}: {reason}"})
+
+    # ------------------------------------------------------------------ the field table
+
+    def from_fields(self, obj: Mapping[str, Any], continuation: str | None,
+                    default_ns: int) -> LogEvent:
+        """An event from a parsed JSON object or logfmt line (see the module's table)."""
+        found: dict[str, Any] = {}
+        ranks: dict[str, int] = {}
+        meta: dict[str, Any] = {}
+        roles = _ROLES
+        for key, value in obj.items():
+            if value is None:
+                continue
+            if value.__class__ is dict:
+                nested = _NESTED.get(key)
+                if nested is not None:
+                    rest = self._nested(value, nested, found, ranks)
+                    if rest:
+                        meta[key] = rest
+                    continue
+            role = roles.get(key)
+            if role is None:
+                meta[key] = value
+                continue
+            name, rank = role
+            if name in found and ranks[name] <= rank:
+                meta[key] = value
+                continue
+            if name in found:  # a better key for the role: the one found before is metadata
+                meta[_key_of(name, ranks[name])] = found[name]
+            if name == "message" and rank == 2 and value.__class__ is not str:
+                meta[key] = value  # structlog's 'event' is text; anything else is data
+                continue
+            found[name] = value
+            ranks[name] = rank
+        return self._event(found, ranks, meta, continuation, default_ns, obj)
+
+    @staticmethod
+    def _nested(value: dict[str, Any], table: Mapping[str, tuple[str, int]],
+                found: dict[str, Any], ranks: dict[str, int]) -> dict[str, Any]:
+        rest = {}
+        for key, item in value.items():
+            role = table.get(key)
+            if role is None or item is None:
+                rest[key] = item
+                continue
+            name, rank = role
+            if name in found and ranks[name] <= rank:
+                rest[key] = item
+                continue
+            found[name] = item
+            ranks[name] = rank
+        return rest
+
+    def _event(self, found: dict[str, Any], ranks: dict[str, int], meta: dict[str, Any],
+               continuation: str | None, default_ns: int, obj: Mapping[str, Any]) -> LogEvent:
+        given = found.get("metadata")
+        if given is not None:
+            if given.__class__ is dict:
+                for key, value in given.items():
+                    meta.setdefault(key, value)
+            else:
+                meta["metadata"] = given
+        ts = default_ns
+        if "time" in found:
+            parsed = parse_timestamp(found["time"], self._tz)
+            if parsed is None:  # keep what the line said; ship it at the time it was read
+                meta[_key_of("time", ranks["time"], obj)] = found["time"]
+            else:
+                ts = parsed
+        level: object = Level.INFO
+        if "level" in found:
+            raw = found["level"]
+            known = _level(raw)
+            # an unknown name: LogEvent.create maps it to INFO and keeps it (original_level)
+            level = raw if known is None else known
+        message = found.get("message", "")
+        if message.__class__ is not str:
+            message = _dumps(message)
+        exception = found.get("exception")
+        if exception is not None and exception.__class__ is not str:
+            exception = _dumps(exception)
+        if continuation:
+            exception = f"{exception}\n{continuation}" if exception else continuation
+        service = found.get("service")
+        env = found.get("env")
+        logger = found.get("logger")
+        return LogEvent.create(
+            service=service if service.__class__ is str and service else self.service,
+            env=env if env.__class__ is str and env else self.env,
+            level=level,
+            message=message,
+            timestamp_ns=ts,
+            actor=found.get("actor"),
+            type=found.get("type"),
+            actor_id=found.get("actor_id"),
+            trace_id=found.get("trace_id"),
+            logger=logger if logger is None or logger.__class__ is str else str(logger),
+            metadata=meta,
+            exception=exception or None,
+        )
+
+
+def _key_of(role: str, rank: int, obj: Mapping[str, Any] | None = None) -> str:
+    """The key that filled ``role`` at ``rank`` (for keeping a displaced value in metadata)."""
+    for key, (name, r) in _ROLES.items():
+        if name == role and r == rank and (obj is None or key in obj):
+            return key
+    if obj is not None:
+        for key, (name, _) in _ROLES.items():
+            if name == role and key in obj:
+                return key
+    return role
