@@ -15,6 +15,7 @@ token from a Kubernetes secret, say). The ``loki:`` section is the handler's own
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -204,11 +205,11 @@ def parse_listen(value: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:3500`` for IPv6) → (host, port); raises ValueError."""
     match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\s]*):(\d+)", value.strip())
     if match is None:
-        raise ValueError("expected host:port, e.g. 127.0.0.1:3500")
+        raise ValueError("host:port, e.g. 127.0.0.1:3500")
     host = match.group(1) or match.group(3) or "0.0.0.0"
     port = int(match.group(2) or match.group(4))
     if not 0 <= port <= 65535:
-        raise ValueError("the port must be between 0 and 65535")
+        raise ValueError("a port between 0 and 65535")
     return host, port
 
 
@@ -250,7 +251,7 @@ class _Reader:
         for name, value in data.items():
             where = f"{key}.{name}" if key else str(name)
             if name not in fields:
-                close = [f for f in fields if f[:3] == str(name)[:3]]
+                close = difflib.get_close_matches(str(name), list(fields), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise self.fail(where, value, f"one of the keys {', '.join(fields)}{hint}")
             kwargs[name] = self.value(fields[name], hints[name], value, where)
@@ -421,9 +422,12 @@ def load_config(path: str | os.PathLike[str], *,
         message = str(exc)
         unknown = re.match(r"unknown setting '([^']*)'(.*)", message)
         if unknown:
-            raise reader.fail(f"loki.{unknown.group(1)}", loki_section[unknown.group(1)],
-                              "a setting of the handler's ShipperConfig" + unknown.group(2)
-                              ) from None
+            name = unknown.group(1)
+            close = difflib.get_close_matches(name, [f.name for f in dataclasses.fields(
+                ShipperConfig)], n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise reader.fail(f"loki.{name}", loki_section[name],
+                              f"a setting of the handler's ShipperConfig{hint}") from None
         raise SidecarConfigError(f"{file}: loki.{message}") from None
     _check_sources(reader, config)
     return dataclasses.replace(config, loki=loki)

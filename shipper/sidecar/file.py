@@ -393,11 +393,17 @@ class FileSource:
         data = os.pread(tail.fd, self.config.read_chunk_bytes, start)
         if not data:
             return
+        # The first bytes, read after the chunk: if they changed, the file was truncated and
+        # written again (copytruncate) and the chunk may be new content at an old offset.
+        head = os.pread(tail.fd, FINGERPRINT_BYTES, 0)
+        if tail.fp_len and (len(head) < tail.fp_len or
+                            fingerprint(head[:tail.fp_len]) != tail.fp):
+            self._truncated(tail, now)
+            return
+        if tail.fp_len < FINGERPRINT_BYTES:  # a young file: its fingerprint grows with it
+            tail.fp_len, tail.fp = len(head), fingerprint(head)
         tail.read_offset = start + len(data)
         tail.last_data_at = now
-        if tail.fp_len < FINGERPRINT_BYTES:  # a young file: its fingerprint grows with it
-            head = os.pread(tail.fd, FINGERPRINT_BYTES, 0)
-            tail.fp_len, tail.fp = len(head), fingerprint(head)
         if tail.skipping:
             newline = data.find(b"\n")
             if newline < 0:

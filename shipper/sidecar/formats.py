@@ -12,7 +12,8 @@ time          ``createdAt``, ``created_at``, ``ts``, ``time``, ``timestamp``, ``
               ``asctime``: ISO-8601, or epoch seconds/ms/µs/ns (told apart by size)
 type, actor   ``type``, ``actor``
 actor_id      ``actorId``, ``actor_id``
-trace_id      ``trace_id``, ``traceId``, ``trace.id`` (ECS), ``request_id``, ``requestId``
+trace_id      ``trace_id``, ``traceId``, ``trace.id`` (ECS), ``request_id``, ``requestId``,
+              ``reqId`` (pino-http)
 logger        ``logger``, ``logger_name``, ``name``, ``log.logger`` (ECS)
 exception     ``exception``, ``exc_info``, ``stack_trace``, ``stack``, ``err.stack`` (pino),
               ``error.stack_trace`` (ECS)
@@ -90,7 +91,8 @@ _seconds_cache: dict[tuple[str, ...], int] = {}
 
 
 def _epoch_ns(whole: int, frac_digits: str = "") -> int:
-    """Epoch seconds, ms, µs or ns, told apart by size (seconds until the year 5138)."""
+    """Epoch seconds, ms, µs or ns, told apart by size: right for any time from 1973 to 5138
+    (a number below 1e11 is seconds, below 1e14 ms, below 1e17 µs, else ns)."""
     if whole < 100_000_000_000:
         scale = 1_000_000_000
     elif whole < 100_000_000_000_000:
@@ -218,7 +220,7 @@ _ROLES: dict[str, tuple[str, int]] = {
     "actor": ("actor", 0),
     "actorId": ("actor_id", 0), "actor_id": ("actor_id", 1),
     "trace_id": ("trace_id", 0), "traceId": ("trace_id", 1), "trace.id": ("trace_id", 2),
-    "request_id": ("trace_id", 3), "requestId": ("trace_id", 4),
+    "request_id": ("trace_id", 3), "requestId": ("trace_id", 4), "reqId": ("trace_id", 5),
     "logger": ("logger", 0), "logger_name": ("logger", 1), "log.logger": ("logger", 2),
     "name": ("logger", 3),
     "exception": ("exception", 0), "exc_info": ("exception", 1),
@@ -311,9 +313,10 @@ class LineParser:
         ts = default_ns
         meta: dict[str, Any] = metadata if metadata is not None else {}
         if match is not None:
-            found = _level(match.group(self._level_group))
-            if found is not None:
-                level = found
+            raw = match.group(self._level_group)
+            if raw is not None:  # an unknown word: INFO, and LogEvent keeps the original
+                found = _level(raw)
+                level = raw if found is None else found
             for name in self._groups:
                 value = match.group(name)
                 if value is None:

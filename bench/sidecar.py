@@ -1,0 +1,236 @@
+"""Tail a JSON-lines file into Loki with ``shipper sidecar``, side by side with Loki's own
+intake of the same lines pre-encoded.
+
+    .venv/bin/python bench/sidecar.py                      # 1,000,000 lines, fake Loki
+    LOKI_URL=http://localhost:3100 .venv/bin/python bench/sidecar.py --lines 200000
+
+Each measurement runs in its own process. The sidecar is started as users start it
+(``python -m shipper sidecar --config ...``) on a file written beforehand; the figures are
+taken from its start until Loki has every line:
+
+* events/s delivered (Loki's count: the fake's counter, or a LogQL ``count_over_time`` on a
+  real Loki);
+* CPU seconds per million lines (user + system of the sidecar process, from /proc);
+* peak RSS (VmHWM).
+
+No peer collector can run here (Grafana Alloy and Promtail are binaries that cannot be
+downloaded on this machine), so the reference is Loki itself: the same lines, already encoded
+as push requests of 1 MiB, sent by 2 client processes as fast as Loki takes them. That is the
+ceiling any collector can reach against this Loki.
+
+``--profile`` runs the sidecar under cProfile and prints where its time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_lines(path: Path, n: int, start_ms: int) -> int:
+    """``n`` pino-style JSON lines (about 230 bytes each), one ms apart, ending now."""
+    rng = random.Random(7)
+    endpoints = ["GET /api/listings", "POST /api/bookings", "GET /api/users/me",
+                 "POST /api/payments", "GET /healthz"]
+    with path.open("w") as f:
+        for i in range(n):
+            level = 50 if i % 97 == 0 else 40 if i % 13 == 0 else 30
+            f.write(json.dumps({
+                "level": level, "time": start_ms + i, "pid": 4242, "hostname": "web-1",
+                "msg": f"{rng.choice(endpoints)} answered in {rng.randint(2, 900)} ms",
+                "reqId": f"req-{i:08d}", "actor": "USER", "actorId": f"usr_{i % 5000:05d}",
+                "type": "HTTP_REQUEST", "status": rng.choice([200, 200, 200, 201, 404, 500]),
+            }, separators=(",", ":")) + "\n")
+    return path.stat().st_size
+
+
+def _proc_figures(pid: int) -> tuple[float, int]:
+    """(CPU seconds, peak RSS bytes) of a running process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    return cpu, peak
+
+
+class Loki:
+    """Counts what a Loki (fake or real) holds for one service."""
+
+    def __init__(self, url: str | None, work: Path) -> None:
+        self.fake: subprocess.Popen[bytes] | None = None
+        if url is None:
+            port = _free_port()
+            self.fake = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakeloki", "--port", str(port), "--no-rate-limit",
+                 "--count-only"], cwd=ROOT, stdout=subprocess.PIPE)
+            assert self.fake.stdout is not None
+            self.fake.stdout.readline()
+            url = f"http://127.0.0.1:{port}"
+        self.url = url.rstrip("/")
+
+    def count(self, service: str, start_ns: int) -> int:
+        if self.fake is not None:
+            with urllib.request.urlopen(f"{self.url}/fake/count", timeout=10) as resp:
+                return int(resp.read())
+        query = f'sum(count_over_time({{service_name="{service}"}}[1d]))'
+        params = urllib.parse.urlencode({"query": query, "time": str(time.time_ns())})
+        with urllib.request.urlopen(f"{self.url}/loki/api/v1/query?{params}", timeout=30) as r:
+            result = json.loads(r.read())["data"]["result"]
+        return int(float(result[0]["value"][1])) if result else 0
+
+    def close(self) -> None:
+        if self.fake is not None:
+            self.fake.send_signal(signal.SIGTERM)
+            self.fake.wait(10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
+                profile: bool) -> dict[str, Any]:
+    config = work / f"{service}.yaml"
+    config.write_text(json.dumps({
+        "loki": {"url": loki.url, "queue_max_events": 20000},
+        "service": service,
+        "spool_dir": str(work / f"spool-{service}"),
+        "positions_file": str(work / f"positions-{service}.json"),
+        "metrics_listen": None,
+        "sources": [{"type": "file", "paths": [str(log)], "format": "json"}],
+    }))
+    cmd = [sys.executable]
+    if profile:
+        cmd += ["-m", "cProfile", "-o", str(work / "sidecar.prof")]
+    cmd += ["-m", "shipper", "sidecar", "--config", str(config)]
+    before = loki.count(service, 0)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
+    cpu = peak = 0.0
+    delivered = before
+    deadline = started + max(120.0, n / 5000)
+    while time.monotonic() < deadline:
+        time.sleep(0.05 if loki.fake else 0.5)
+        cpu, peak_b = _proc_figures(proc.pid)
+        peak = max(peak, peak_b)
+        delivered = loki.count(service, 0)
+        if delivered - before >= n:
+            break
+    elapsed = time.monotonic() - started
+    cpu, peak_b = _proc_figures(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if profile:
+        import pstats
+
+        pstats.Stats(str(work / "sidecar.prof")).sort_stats("tottime").print_stats(25)
+    return {"delivered": delivered - before, "seconds": elapsed, "cpu": cpu,
+            "peak_rss": max(peak, peak_b), "stderr": err.decode()[-400:]}
+
+
+def _push_worker(url: str, bodies: list[bytes]) -> None:
+    import urllib3
+
+    pool = urllib3.PoolManager(maxsize=1)
+    for body in bodies:
+        while True:
+            resp = pool.request("POST", f"{url}/loki/api/v1/push", body=body,
+                                headers={"Content-Type": "application/json"}, retries=False)
+            if resp.status < 300:
+                break
+            time.sleep(0.05)
+
+
+def run_raw(loki: Loki, log: Path, n: int, service: str) -> dict[str, Any]:
+    """Loki's intake of the same lines, pre-encoded as 1 MiB JSON pushes, 2 senders."""
+    from shipper.event import Entry
+    from shipper.loki import encode_json
+
+    labels = (("service_name", service), ("level", "INFO"), ("actor", "USER"),
+              ("type", "HTTP_REQUEST"))
+    bodies: list[bytes] = []
+    batch: list[Entry] = []
+    size = 0
+    base = time.time_ns()
+    with log.open() as f:
+        for i, line in enumerate(f):
+            entry = Entry(labels, base + i, line.rstrip("\n"))
+            batch.append(entry)
+            size += len(line) + 40
+            if size >= 1 << 20:
+                bodies.append(encode_json(batch))
+                batch, size = [], 0
+    if batch:
+        bodies.append(encode_json(batch))
+    before = loki.count(service, 0)
+    started = time.monotonic()
+    workers = [multiprocessing.Process(target=_push_worker, args=(loki.url, bodies[i::2]))
+               for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.monotonic() - started
+    return {"delivered": loki.count(service, 0) - before, "seconds": elapsed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the sidecar")
+    args = parser.parse_args()
+    url = os.environ.get("LOKI_URL") or None
+    with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp:
+        work = Path(tmp)
+        log = work / "app.log"
+        start_ms = time.time_ns() // 1_000_000 - args.lines
+        size = write_lines(log, args.lines, start_ms)
+        loki = Loki(url, work)
+        target = "real Loki at " + loki.url if url else "fake Loki (count only, own process)"
+        print(f"{args.lines:,} JSON lines ({size / 1e6:.0f} MB) into {target}")
+        try:
+            tag = f"bench-{os.getpid()}"
+            side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar", args.profile)
+            raw = run_raw(loki, log, args.lines, f"{tag}-raw") if not args.profile else None
+        finally:
+            loki.close()
+    print()
+    print("| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    rate = side["delivered"] / side["seconds"]
+    print(f"| shipper sidecar, file → Loki | {side['delivered']:,} | {side['seconds']:.1f} | "
+          f"{rate:,.0f} | {side['cpu'] / side['delivered'] * 1e6:.1f} | "
+          f"{side['peak_rss'] / 1e6:.0f} |")
+    if raw is not None:
+        print(f"| Loki's intake of the same lines pre-encoded (2 senders) | "
+              f"{raw['delivered']:,} | {raw['seconds']:.1f} | "
+              f"{raw['delivered'] / raw['seconds']:,.0f} | - | - |")
+    if side["delivered"] < args.lines:
+        print(f"\nsidecar delivered only {side['delivered']:,} of {args.lines:,}:\n"
+              f"{side['stderr']}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
