@@ -317,19 +317,21 @@ class HttpSource:
             event = self._parser._text(line, None, entry.timestamp_ns)
             fields = {"message": line, "level": event.level}
         labels = entry.labels
+        used: set[str] = set()
         for key in ("service_name", "service", "app", "job"):
             if labels.get(key):
                 fields["service_name"] = labels[key]
+                used.add(key)
                 break
         for key in ("level", "detected_level", "severity", "lvl"):
             if labels.get(key) and _level(labels[key]) is not None:
                 fields["level"] = labels[key]
+                used.add(key)
                 break
         for key, value in labels.items():
             if key in ("actor", "type", "env"):
                 fields[key] = value
-            elif key not in ("service_name", "service", "app", "job", "level",
-                             "detected_level", "severity", "lvl"):
+            elif key not in used:  # other stream labels (job, filename, host): metadata
                 fields.setdefault(key, value)
         for key, value in entry.metadata.items():
             fields.setdefault(key, value)
