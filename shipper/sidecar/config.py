@@ -92,7 +92,7 @@ class _ParsedSourceConfig:
         "join multi-line records (off when unset): {start: REGEX, timeout, max_lines}"))
     service: str | None = field(default=None, metadata=_help(
         "service_name for this source's events that do not carry one (default: the top-level "
-        "service)"))
+        "service; docker: see service_label)"))
     max_line_bytes: int = field(default=256 * 1024, metadata=_help(
         "longer lines are cut to this size and end with a truncation marker", "size"))
 
