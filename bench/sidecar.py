@@ -18,7 +18,7 @@ downloaded on this machine), so the reference is Loki itself: the same lines, al
 as push requests of 1 MiB, sent by 2 client processes as fast as Loki takes them. That is the
 ceiling any collector can reach against this Loki.
 
-``--profile`` runs the sidecar under cProfile and prints where its time goes.
+``--profile`` samples the sidecar with py-spy (every thread) and prints where its time goes.
 """
 
 from __future__ import annotations
@@ -119,13 +119,16 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
         "metrics_listen": None,
         "sources": [{"type": "file", "paths": [str(log)], "format": "json"}],
     }))
-    cmd = [sys.executable]
-    if profile:
-        cmd += ["-m", "cProfile", "-o", str(work / "sidecar.prof")]
-    cmd += ["-m", "shipper", "sidecar", "--config", str(config)]
+    cmd = [sys.executable, "-m", "shipper", "sidecar", "--config", str(config)]
     before = loki.count(service, 0)
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
+    spy = None
+    if profile:  # py-spy samples every thread (cProfile would only see the main one)
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                "--pid", str(proc.pid), "--rate", "250", "--format", "raw",
+                                "--output", str(work / "profile.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu = peak = 0.0
     delivered = before
     deadline = started + max(120.0, n / 5000)
@@ -138,14 +141,54 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
             break
     elapsed = time.monotonic() - started
     cpu, peak_b = _proc_figures(proc.pid)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print_profile(work / "profile.txt")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    if profile:
-        import pstats
-
-        pstats.Stats(str(work / "sidecar.prof")).sort_stats("tottime").print_stats(25)
     return {"delivered": delivered - before, "seconds": elapsed, "cpu": cpu,
             "peak_rss": max(peak, peak_b), "stderr": err.decode()[-400:]}
+
+
+#: where a sampled stack's time goes: the first of these frames found, innermost first
+_STAGES = [
+    ("reader: LogEvent.create (normalise)", ("LogEvent.create",)),
+    ("reader: JSON parse (orjson) and the field table (formats.py)", ("LineParser.",)),
+    ("reader: Pipeline.submit (queue put)", ("Pipeline.submit", "Batcher.put")),
+    ("reader: read, split, decode lines (file.py)", ("FileSource.",)),
+    ("worker: redaction", ("Redactor.",)),
+    ("worker: to_entry (labels, JSON line)", ("to_entry",)),
+    ("worker: encode the push body", ("encode_json",)),
+    ("worker: HTTP request to Loki", ("Urllib3Transport.request",)),
+    ("worker: other (batching, bookkeeping)", ("Batcher._run",)),
+]
+
+
+def print_profile(raw: Path) -> None:
+    """Share of busy samples per stage (py-spy raw output: ``frame;frame;... count``)."""
+    from collections import Counter
+
+    stages: Counter[str] = Counter()
+    busy = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        leaf = frames[-1]
+        if any(w in leaf for w in ("wait (threading", "select", "sleep", "_wait_for_tstate",
+                                   "acquire")) and "Batcher.put" not in stack:
+            continue  # idle
+        n = int(count)
+        busy += n
+        for name, marks in _STAGES:
+            if any(any(m in f for m in marks) for f in reversed(frames)):
+                stages[name] += n
+                break
+        else:
+            stages["other"] += n
+    print(f"\nwhere the sidecar's time goes ({busy} busy samples, every thread):")
+    for name, n in stages.most_common():
+        print(f"  {n / busy * 100:5.1f}%  {name}")
 
 
 def _push_worker(url: str, bodies: list[bytes]) -> None:
@@ -197,7 +240,8 @@ def run_raw(loki: Loki, log: Path, n: int, service: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--profile", action="store_true", help="cProfile the sidecar")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the sidecar with py-spy and print where its time goes")
     args = parser.parse_args()
     url = os.environ.get("LOKI_URL") or None
     with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp:
