@@ -41,7 +41,8 @@ def sources() -> Iterator[list[DockerSource]]:
 
 def follow(engine: FakeDocker, sources: list[DockerSource], sink: Sink,
            saved: dict[str, int] | None = None) -> DockerSource:
-    config = DockerSourceConfig(host=engine.url, labels=LABELS, refresh_interval=0.2)
+    # a long refresh: starts, restarts and exits must be seen through the event stream
+    config = DockerSourceConfig(host=engine.url, labels=LABELS, refresh_interval=60)
     source = DockerSource(config, parser=LineParser(format="auto", service="default"),
                           submit=sink, saved=saved)
     sources.append(source)

@@ -147,6 +147,7 @@ class DockerSource:
         self._follows: dict[str, _Follow] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()  # read the container list now
         self._events_stream: Any = None
         self._thread: threading.Thread | None = None
         self._events_thread: threading.Thread | None = None
@@ -201,6 +202,7 @@ class DockerSource:
 
     def stop(self, deadline: float) -> None:
         self._stop.set()
+        self._wake.set()
         with contextlib.suppress(Exception):
             if self._events_stream is not None:
                 self._events_stream.close()
@@ -221,6 +223,9 @@ class DockerSource:
             if self._follows.get(follow.cid) is follow:
                 del self._follows[follow.cid]
                 self._invalid_done += follow.parser.invalid
+        # A `docker restart` may have sent its start event while this stream was still
+        # ending: look at the container list now rather than at the next refresh.
+        self._wake.set()
 
     # ------------------------------------------------------------------ the loop
 
@@ -241,7 +246,9 @@ class DockerSource:
                         target=self._events, name=f"shipper-{self.name}-events", daemon=True)
                     self._events_thread.start()
                 backoff = 1.0
-                self._stop.wait(self.config.refresh_interval)
+                if self._wake.wait(self.config.refresh_interval):
+                    self._stop.wait(0.2)  # woken by an ended stream: let a burst settle
+                self._wake.clear()
             except Exception as exc:
                 self.report(f"docker source: {self.config.host}: {type(exc).__name__}: {exc}; "
                             f"trying again in {backoff:.0f}s")
