@@ -136,6 +136,23 @@ def test_an_oversize_body_is_refused_before_and_after_gzip() -> None:
         running.source.close()
 
 
+def test_a_chunked_body_is_read_and_capped(server: Running) -> None:
+    def chunks(data: bytes, size: int = 7) -> Iterator[bytes]:
+        for i in range(0, len(data), size):
+            yield data[i:i + size]
+
+    body = json.dumps([{"message": "in pieces"}, {"message": "two"}]).encode()
+    resp = server.http.request("POST", f"{server.source.server.url}/v1/events",
+                               body=chunks(body), chunked=True,
+                               headers={"Content-Type": "application/json"})
+    assert resp.status == 202 and resp.json() == {"accepted": 2}
+    assert [e.message for e in server.pipeline.events] == ["in pieces", "two"]
+    big = json.dumps([{"message": "x" * 1000}] * 5000).encode()  # 5 MB > 4 MiB default cap
+    resp = server.http.request("POST", f"{server.source.server.url}/v1/events",
+                               body=chunks(big, 65536), chunked=True)
+    assert resp.status == 413
+
+
 def test_a_full_queue_answers_429_with_retry_after(server: Running) -> None:
     server.full = True
     resp = server.post("/v1/events", {"message": "x"})

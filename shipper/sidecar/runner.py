@@ -98,6 +98,7 @@ class Sidecar:
             except OSError as exc:
                 raise StartupError(f"spool_dir: {spool_dir}: cannot write there "
                                    f"({exc.strerror or exc})") from None
+        _raise_open_files_limit()
         self.pipeline = Pipeline(config.loki, transport=self._transport)
         try:
             self._build_sources(saved)
@@ -294,6 +295,19 @@ class Sidecar:
         _say(f"stopped after {time.monotonic() - started:.1f}s: sent {stats['sent']}, "
              f"spooled {stats['spooled']}, refused {stats['refused_total']} requests, "
              f"dropped {stats['dropped_total']}{waiting}")
+
+
+def _raise_open_files_limit() -> None:
+    """Files stay open while they are tailed: lift the soft open-files limit (often 1024) to
+    the hard one, as servers that hold many files do."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+        pass
 
 
 def run(config: SidecarConfig, argv: Sequence[str] = ()) -> int:
