@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shipper.event import Level, LogEvent
 from shipper.sidecar.config import FileSourceConfig, MultilineConfig
@@ -346,3 +348,95 @@ def test_a_damaged_positions_file_is_reported_in_one_line_and_set_aside(
     assert len(aside) == 1 and aside[0].read_bytes() == damage
     store.save(Positions())
     assert json.loads(path.read_text())["files"] == []
+
+
+# --------------------------------------------------------------------------- a property
+
+
+_OPS = st.lists(st.sampled_from(["write", "partial", "rename", "copytruncate", "recreate",
+                                 "restart", "grow_many"]), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_any_sequence_of_writes_rotations_and_restarts_ships_every_line_once(
+        tmp_path_factory: pytest.TempPathFactory, ops: list[str]) -> None:
+    """The source stepped by hand (no thread, a clock that jumps a second per step): whatever
+    the app and logrotate do between two polls, each complete line is shipped exactly once."""
+    work = tmp_path_factory.mktemp("prop")
+    log = work / "app.log"
+    sink = Sink()
+    written: list[str] = []
+    clock = [1000.0]
+    counter = [0]
+    pending = [""]  # a partial line the app has started
+
+    def source_from(saved: tuple[FilePosition, ...]) -> FileSource:
+        return make(work, sink, pattern="app.log", saved=saved, partial_line_timeout=3600)
+
+    def step(src: FileSource) -> None:
+        src._scan(clock[0])
+        for _ in range(100):
+            clock[0] += 1.1
+            if not src._poll_all(clock[0]):
+                break
+
+    def write(n: int) -> None:
+        with log.open("a") as f:
+            for _ in range(n):
+                counter[0] += 1
+                line = f"L{counter[0]}"
+                f.write(f"{line}\n")  # the partial piece is in the file already
+                written.append(pending[0] + line)
+                pending[0] = ""
+
+    def close(src: FileSource) -> None:
+        for tail in list(src._tails.values()):
+            os.close(tail.fd)
+
+    log.write_text("")
+    source = source_from(())
+    step(source)
+    for op in ops:
+        if op == "write":
+            write(3)
+        elif op == "grow_many":
+            write(400)
+        elif op == "partial":
+            piece = f"P{counter[0]}-"
+            with log.open("a") as f:
+                f.write(piece)
+            pending[0] += piece
+        elif op == "rename":  # logrotate create: rename, new file; the app writes on
+            if pending[0]:
+                write(1)  # the app ends its line in the old file before it reopens
+            step(source)
+            os.rename(log, work / f"app.log.{counter[0]}")
+            log.write_text("")
+        elif op == "copytruncate":
+            step(source)  # what copytruncate loses (lines between copy and truncate) aside
+            with log.open("r+") as f:
+                f.truncate(0)
+            if pending[0]:  # the partial line was in the truncated part
+                written.append(pending[0])  # shipped by the truncation, as it was
+                pending[0] = ""
+        elif op == "recreate":
+            if pending[0]:
+                write(1)
+            step(source)
+            log.unlink()
+            log.write_text("")
+        elif op == "restart":  # a crash right after positions were saved
+            saved = tuple(source.snapshot())
+            close(source)
+            source = source_from(saved)
+        step(source)
+    if pending[0]:
+        write(1)
+    step(source)
+    source._stop_at = float("inf")
+    source._drain()
+    close(source)
+    shipped = sink.messages()
+    assert sorted(shipped) == sorted(written), (ops, shipped, written)
