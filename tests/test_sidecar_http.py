@@ -257,3 +257,30 @@ def test_otlp_http_json_logs(server: Running) -> None:
                                                                     "structured", 1.5)
     proto = server.post("/v1/logs", b"\x0a\x00", {"Content-Type": "application/x-protobuf"})
     assert proto.status == 415
+
+
+def test_a_push_built_by_googles_protobuf_library_as_promtail_sends_it(
+        server: Running) -> None:
+    """An independent encoder: Google's protobuf library, with the stream hash Promtail sets."""
+    import cramjam
+
+    from tests.test_loki import _push_request_class
+
+    request = _push_request_class()()
+    stream = request.streams.add(labels='{job="varlogs", filename="/var/log/app.log", '
+                                        'level="warn", service_name="legacy"}',
+                                 hash=0xDEADBEEF)
+    entry = stream.entries.add(line="disk 91% full")
+    entry.timestamp.seconds, entry.timestamp.nanos = 1_795_166_102, 7
+    entry.structuredMetadata.add(name="trace_id", value="t-1")
+    second = stream.entries.add(line='{"msg":"json line","level":"error","actorId":"usr_2"}')
+    second.timestamp.seconds = 1_795_166_103
+    body = bytes(cramjam.snappy.compress_raw(request.SerializeToString()))
+    resp = server.post("/loki/api/v1/push", body, {"Content-Type": "application/x-protobuf"})
+    assert resp.status == 204, resp.data
+    first, other = server.pipeline.events
+    assert (first.service, first.level, first.message, first.trace_id) == \
+        ("legacy", Level.WARNING, "disk 91% full", "t-1")
+    assert first.metadata == {"job": "varlogs", "filename": "/var/log/app.log"}
+    assert first.timestamp_ns == 1_795_166_102_000_000_007
+    assert (other.level, other.message, other.actor_id) == (Level.WARNING, "json line", "usr_2")
