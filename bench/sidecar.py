@@ -173,7 +173,7 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
 #: where a sampled stack's time goes: the first of these frames found, innermost first
 _STAGES = [
     ("reader: LogEvent.create (normalise)", ("LogEvent.create",)),
-    ("reader: JSON parse (orjson) and the field table (formats.py)", ("LineParser.",)),
+    ("reader: JSON parse and the field table (formats.py)", ("LineParser.",)),
     ("reader: Pipeline.submit (queue put)", ("Pipeline.submit", "Batcher.put")),
     ("reader: read, split, decode lines (file.py)", ("FileSource.",)),
     ("worker: redaction", ("Redactor.",)),

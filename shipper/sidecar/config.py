@@ -193,10 +193,6 @@ class SidecarConfig:
     sources: tuple[SourceConfig, ...] = field(default=(), metadata=_help(
         "what to ship: a list of sources, each with a type (file, http, docker)"))
 
-    @property
-    def service_name(self) -> str:
-        return self.loki.service
-
 
 # --------------------------------------------------------------------------- loading
 

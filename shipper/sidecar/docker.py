@@ -23,13 +23,12 @@ from typing import Any
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import DockerSourceConfig
-from shipper.sidecar.formats import LineParser, parse_timestamp
+from shipper.sidecar.formats import LineParser, cut_line, parse_timestamp
 from shipper.sidecar.multiline import Joiner
 
 __all__ = ["DockerSource"]
 
 _COMPOSE_SERVICE = "com.docker.compose.service"
-_TRUNCATED = "...[truncated by shipper: {n} bytes]"
 
 
 class _Follow:
@@ -106,7 +105,7 @@ class _Follow:
                 continue  # shipped before this stream started
             source.lines_read += 1
             if len(body) > limit:
-                text = body[:limit].decode("utf-8", "replace") + _TRUNCATED.format(n=len(body))
+                text = cut_line(body[:limit], len(body))
             else:
                 text = body.decode("utf-8", "replace").removesuffix("\r")
             if joiner is not None:

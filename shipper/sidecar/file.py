@@ -34,13 +34,12 @@ from dataclasses import dataclass
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import FileSourceConfig
-from shipper.sidecar.formats import LineParser
+from shipper.sidecar.formats import LineParser, cut_line
 from shipper.sidecar.multiline import Joiner
 from shipper.sidecar.positions import FINGERPRINT_BYTES, FilePosition, fingerprint
 
 __all__ = ["FileSource", "FileStatus"]
 
-_TRUNCATED = "...[truncated by shipper: {n} bytes]"
 #: how long a file that left the globs (rotated, deleted) stays open after its last data
 _CLOSE_AFTER = 1.0
 #: how often each open file's name and fingerprint are checked (rotation, copytruncate)
@@ -474,7 +473,7 @@ class FileSource:
 
     def _cut(self, head: bytes, total: int) -> str:
         self.truncated_lines += 1
-        return head.decode("utf-8", "replace") + _TRUNCATED.format(n=total)
+        return cut_line(head, total)
 
     def _end_overlong(self, tail: _Tail, end: int) -> None:
         tail.skipping = False

@@ -35,7 +35,7 @@ from typing import Any
 from shipper.event import Level, LogEvent, normalize_actor
 from shipper.sidecar._server import Server
 from shipper.sidecar.config import HttpSourceConfig
-from shipper.sidecar.formats import LineParser, _level, parse_timestamp
+from shipper.sidecar.formats import LineParser, level_of, parse_timestamp
 from shipper.sidecar.push import (
     DecodeError,
     PushEntry,
@@ -324,7 +324,7 @@ class HttpSource:
                 used.add(key)
                 break
         for key in ("level", "detected_level", "severity", "lvl"):
-            if labels.get(key) and _level(labels[key]) is not None:
+            if labels.get(key) and level_of(labels[key]) is not None:
                 fields["level"] = labels[key]
                 used.add(key)
                 break
@@ -407,8 +407,8 @@ class HttpSource:
                 fields.setdefault(key, value)
         level = None
         text = record.get("severityText")
-        if isinstance(text, str) and _level(text) is not None:
-            level = _level(text)
+        if isinstance(text, str) and level_of(text) is not None:
+            level = level_of(text)
         number = record.get("severityNumber")
         if level is None and isinstance(number, int) and number > 0:
             level = next((lvl for floor, lvl in _OTLP_SEVERITY if number >= floor), None)
@@ -445,7 +445,7 @@ def _check_event(item: Any, parser: LineParser) -> str | None:
         return "'message' (a string) is required" if message is None else \
             f"'message' must be a string, got {type(message).__name__}"
     level = item.get("level")
-    if level is not None and _level(level) is None:
+    if level is not None and level_of(level) is None:
         return f"unknown level {level!r}: expected one of {_LEVEL_NAMES}"
     actor = item.get("actor")
     if actor is not None and normalize_actor(actor)[1] is not None:

@@ -27,7 +27,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -310,7 +309,7 @@ def _raise_open_files_limit() -> None:
         pass
 
 
-def run(config: SidecarConfig, argv: Sequence[str] = ()) -> int:
+def run(config: SidecarConfig) -> int:
     """Run the sidecar in this process until SIGTERM; the exit code."""
     sidecar = Sidecar(config)
     try:
