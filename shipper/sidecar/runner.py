@@ -102,6 +102,8 @@ class Sidecar:
         try:
             self._build_sources(saved)
             if config.metrics_listen:
+                _needs("prometheus_client", "metrics_listen", "sidecar",
+                       " (or set metrics_listen: null)")
                 from shipper.sidecar.metrics import OpsServer
 
                 self._ops = OpsServer(config.metrics_listen, self)
@@ -143,6 +145,8 @@ class Sidecar:
                     pressure=self._pressure, name=name))
             elif isinstance(source, DockerSourceConfig):
                 from shipper.sidecar.docker import DockerSource
+
+                _needs("docker", f"sources[{i}] (type: docker)", "docker")
 
                 self.sources.append(DockerSource(
                     source, parser=self._parser(source), submit=submit,
@@ -294,6 +298,15 @@ class Sidecar:
         _say(f"stopped after {time.monotonic() - started:.1f}s: sent {stats['sent']}, "
              f"spooled {stats['spooled']}, refused {stats['refused_total']} requests, "
              f"dropped {stats['dropped_total']}{waiting}")
+
+
+def _needs(module: str, what: str, extra: str, alternative: str = "") -> None:
+    """Fail start-up clearly when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise StartupError(f"{what} needs the {module} package: pip install "
+                           f"'shipper[{extra}]'{alternative}")
 
 
 def _raise_open_files_limit() -> None:
