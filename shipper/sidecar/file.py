@@ -312,7 +312,12 @@ class FileSource:
             if st is None or (st.st_dev, st.st_ino) != key:
                 tail.gone_since = tail.gone_since or now
                 continue
-            fd = os.open(tail.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = os.open(tail.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:  # keep the open descriptor: it still reads the same file
+                self._report(f"file source {self.name}: cannot reopen {tail.path} "
+                             f"({exc.strerror or exc}); reading on from the open file")
+                continue
             old, tail.fd = tail.fd, fd
             os.close(old)
         self._next_scan = 0.0
