@@ -194,3 +194,38 @@ def test_http_source_in_a_running_sidecar_needs_its_token(
     assert post(f"Bearer {token}") == 202
     assert wait_until(lambda: loki.count() == 1)
     assert proc.finish() == 0
+
+
+def test_docker_source_in_a_running_sidecar_resumes_from_the_saved_timestamp(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+    import shutil
+    import tempfile
+
+    from tests.fakedocker import FakeDocker
+
+    directory = Path(tempfile.mkdtemp(prefix="fd-", dir="/tmp"))  # unix socket paths are short
+    engine = FakeDocker(directory / "docker.sock")
+    try:
+        cid = engine.create("web-1", {"shipper.enable": "true",
+                                      "com.docker.compose.service": "web"})
+        engine.start(cid)
+        engine.log(cid, '{"level":"warn","msg":"first"}', "second")
+        sources = [{"type": "docker", "host": engine.url, "refresh_interval": "1m"}]
+        first = sidecar(processes, tmp_path, loki, sources=sources).start()
+        assert wait_until(lambda: loki.count() == 2)
+        assert first.finish() == 0
+        saved = first.positions()["containers"]
+        assert saved == {cid: engine.containers[cid].logs[-1][0]}
+        engine.log(cid, "third")  # while the sidecar is away
+        second = sidecar(processes, tmp_path, loki, sources=sources).start()
+        assert wait_until(lambda: loki.count() == 3)
+        engine.restart(cid)
+        engine.log(cid, "fourth")
+        assert wait_until(lambda: loki.count() == 4)
+        assert second.finish() == 0
+        assert loki.pushed_values == 4  # nothing read twice
+        assert sorted(messages(loki)) == ["first", "fourth", "second", "third"]
+        assert {dict(s.labels)["service_name"] for s in loki.stored()} == {"web"}
+    finally:
+        engine.close()
+        shutil.rmtree(directory, ignore_errors=True)
