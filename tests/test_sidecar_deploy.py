@@ -170,3 +170,20 @@ def test_docs_yaml_blocks_are_valid_sidecar_configs(tmp_path: Path) -> None:
         path = tmp_path / f"block{i}.yaml"
         path.write_text(block)
         load_config(path, environ={"INGEST_TOKEN": "a-token-of-sufficient-length"})
+
+
+def test_the_docs_format_examples_read_as_the_docs_say() -> None:
+    from shipper.event import Level
+    from shipper.sidecar.formats import LineParser
+
+    text = DOCS.read_text()
+    block = text.split("the message `db down`", 1)[1].split("```text\n", 1)[1].split("```")[0]
+    examples = block.strip().splitlines()
+    assert len(examples) == 8
+    parser = LineParser(format="auto", service="shop")
+    for line in examples:
+        event = parser.parse(line, None, 0)
+        assert event.level == Level.ERROR, line
+        assert event.timestamp_ns == 1_795_166_102_123_000_000, line
+        assert event.message == ("db down" if not line[0].isdigit() else line), line
+        assert "parse_error" not in event.metadata, line

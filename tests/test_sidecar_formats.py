@@ -145,6 +145,15 @@ def test_text_lines_take_the_level_from_the_pattern_else_info() -> None:
     assert custom.level == Level.INFO and custom.metadata.get("original_level") == "E"
 
 
+def test_a_text_line_that_starts_with_a_time_is_at_that_time() -> None:
+    assert parse("2026-11-20 09:15:02,123 ERROR x", "text").timestamp_ns == \
+        1_795_166_102_123_000_000
+    assert parse("[2026-11-20T10:15:02+01:00] INFO x", "text").timestamp_ns == \
+        1_795_166_102_000_000_000
+    assert parse("2026-11-20 is the day", "text").timestamp_ns == NOW
+    assert parse("12 apples", "text").timestamp_ns == NOW
+
+
 def test_text_pattern_groups_fill_time_message_and_metadata() -> None:
     pattern = (r"^(?P<time>\S+ \S+) (?P<level>[A-Z]+) \[(?P<thread>[^\]]+)\] "
                r"(?P<message>.*)$")

@@ -102,6 +102,10 @@ _ISO = re.compile(
     r"\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*$"
 )
 _NUMBER = re.compile(r"\s*(\d+)(?:\.(\d+))?\s*$")
+#: the time most text loggers put first: 2026-11-20 09:15:02,123 / [2026-11-20T09:15:02Z]
+_LEADING_TIME = re.compile(
+    r"\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)"
+    r"(?=[\]\s]|$)")
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _seconds_cache: dict[tuple[str, ...], int] = {}
 
@@ -287,6 +291,7 @@ class LineParser:
         self._tz = zone(timezone)
         self._pattern = re.compile(level_pattern or DEFAULT_LEVEL_PATTERN)
         self._groups = [g for g in self._pattern.groupindex if g != "level"]
+        self._time_group = "time" in self._pattern.groupindex
         self._level_group: int | str = "level" if "level" in self._pattern.groupindex else (
             1 if self._pattern.groups else 0)
         self.invalid = 0  # lines not valid in their declared format (shipped as text)
@@ -336,6 +341,10 @@ class LineParser:
         message = text
         ts = default_ns
         meta: dict[str, Any] = metadata if metadata is not None else {}
+        if not self._time_group and (text[:1].isdigit() or text[:1] == "["):
+            leading = _LEADING_TIME.match(text)
+            if leading is not None:
+                ts = parse_timestamp(leading.group(1), self._tz) or default_ns
         if match is not None:
             raw = match.group(self._level_group)
             if raw is not None:  # an unknown word: INFO, and LogEvent keeps the original
