@@ -266,9 +266,12 @@ class FakeDocker:
         filters = json.loads(query.get("filters", ["{}"])[0])
         wanted_events = filters.get("event")
         labels = self._label_filter(query)
+        since = int(query.get("since", ["0"])[0] or 0)
         self._start_stream(req, "application/json")
-        with self.cond:
-            seen = len(self.events)
+        with self.cond:  # with since: the events from that second on, then the live ones
+            seen = len(self.events) if not since else next(
+                (i for i, e in enumerate(self.events) if e.get("time", 0) >= since),
+                len(self.events))
         try:
             while True:
                 with self.cond:

@@ -101,8 +101,7 @@ def test_a_container_that_exits_within_a_second_is_collected(
     sink = Sink()
     source = follow(engine, sources, sink)
     wait_until(lambda: source.client is not None)
-    time.sleep(0.3)  # the event stream is open
-    cid = engine.create("job", LABELS)
+    cid = engine.create("job", LABELS)  # the event stream may not be open yet
     engine.start(cid)
     engine.log(cid, '{"msg":"migrated 12 rows","level":"info"}', "done")
     engine.stop(cid)

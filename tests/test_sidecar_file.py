@@ -239,8 +239,9 @@ def test_new_files_are_picked_up_and_start_at_end_only_applies_at_start_up(
         tmp_path: Path, running: list[FileSource]) -> None:
     sink = Sink()
     (tmp_path / "old.log").write_text(lines("old", 0, 10))
-    start(running, make(tmp_path, sink, start_at="end"))
-    time.sleep(0.2)
+    source = start(running, make(tmp_path, sink, start_at="end"))
+    assert wait_until(lambda: source.files_opened == 1)
+    time.sleep(0.1)
     assert sink.events == []
     append(tmp_path / "old.log", lines("old", 10, 12))
     (tmp_path / "new.log").write_text(lines("new", 0, 5))

@@ -238,11 +238,15 @@ class DockerSource:
             try:
                 if self.client is None:
                     self.client = self._client_factory()
+                listed_at = int(time.time()) - 1
                 self._refresh(include_stopped=first)
                 first = False
                 if self._events_thread is None or not self._events_thread.is_alive():
+                    # events since the list was read: a container that starts (and maybe
+                    # exits) before the stream is open is not missed
                     self._events_thread = threading.Thread(
-                        target=self._events, name=f"shipper-{self.name}-events", daemon=True)
+                        target=self._events, args=(listed_at,),
+                        name=f"shipper-{self.name}-events", daemon=True)
                     self._events_thread.start()
                 backoff = 1.0
                 if self._wake.wait(self.config.refresh_interval):
@@ -269,10 +273,11 @@ class DockerSource:
             for cid in [c for c in self.committed if c not in existing]:
                 del self.committed[cid]  # the container was removed: forget its position
 
-    def _events(self) -> None:
+    def _events(self, since: int) -> None:
         try:
             filters = {"type": ["container"], "event": ["start"], **self._filters()}
-            self._events_stream = self.client.api.events(decode=True, filters=filters)
+            self._events_stream = self.client.api.events(since=since, decode=True,
+                                                         filters=filters)
             for event in self._events_stream:
                 if self._stop.is_set():
                     break
