@@ -229,3 +229,26 @@ def test_docker_source_in_a_running_sidecar_resumes_from_the_saved_timestamp(
     finally:
         engine.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_positions_never_run_ahead_of_what_loki_or_the_spool_took(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+    """No spool and Loki down: the lines are read and held in memory, retried, and their
+    offsets are not saved; once Loki takes them, they are."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text(json_lines("p", 0, 200))
+    loki.stop()
+    proc = sidecar(processes, tmp_path, loki, loki_settings={
+        "spool": False, "retry_budget": "60s"}).start()
+    assert wait_until(lambda: proc.metrics().get(
+        'shipper_sidecar_lines_read_total{source="file#0"}') == 200)
+    time.sleep(1.0)  # five positions intervals
+    positions = tmp_path / "positions.json"
+    assert not positions.exists() or all(f["offset"] == 0 for f in proc.positions()["files"])
+    loki.start()
+    assert wait_until(lambda: loki.count() == 200, 30)
+    assert wait_until(lambda: positions.exists() and proc.positions()["files"][0]["offset"]
+                      == log.stat().st_size)
+    assert proc.finish() == 0
