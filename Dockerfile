@@ -5,6 +5,12 @@
 #   docker build -t shipper .                       # core package
 #   docker build --build-arg EXTRAS=protobuf -t shipper .   # with optional extras
 #   docker run --rm -e LOKI_URL=http://loki:3100 shipper demo --count 100
+#
+# The sidecar needs the sidecar extra (prometheus-client for /metrics, snappy, msgspec):
+#   docker build --build-arg EXTRAS=sidecar -t shipper .
+#   docker run --rm -v /var/log/app:/var/log/app:ro -v ./sidecar.yaml:/etc/shipper/sidecar.yaml:ro \
+#       -e LOKI_URL=http://loki:3100 shipper sidecar --config /etc/shipper/sidecar.yaml
+# /var/lib/shipper (spool, positions) and /var/log/shipper belong to the unprivileged user.
 
 FROM python:3.11-slim AS build
 WORKDIR /src

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shipper import __version__, admin
 from shipper.report import add_parser as _add_report
+from shipper.sidecar import cli as sidecar
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     admin.add_parser(sub)
     _add_report(sub)
+    sidecar.add_parser(sub)
     return parser
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.log_capture import CaptureHandler, capture_logs
+
+# Property tests draw the same examples on every run (CI must be deterministic); no per-example
+# deadline, since the machine is shared and timings vary.
+settings.register_profile("shipper", derandomize=True, deadline=None)
+settings.load_profile("shipper")
 
 
 @pytest.fixture

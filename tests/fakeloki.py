@@ -156,6 +156,8 @@ class FakeLoki:
         #: False: only count entries (benchmarks: the fake must not grow with the load)
         self.store = store
         self.received = 0
+        #: entries of accepted pushes, duplicates included (stored ones are deduplicated)
+        self.pushed_values = 0
         self._tokens = burst_bytes
         self._tokens_at = time.monotonic()
         self.lock = threading.Lock()
@@ -608,6 +610,8 @@ class FakeLoki:
                         f"{int(self.rate_bytes)} bytes/sec) while attempting to ingest '{lines}' "
                         f"lines totaling '{total}' bytes, reduce log volume or contact your Loki "
                         "administrator to see if the limit can be increased\n", {})
+        with self.lock:
+            self.pushed_values += sum(len(s["values"]) for s in streams)
         now = time.time_ns()
         errors: list[str] = []
         for stream in streams:

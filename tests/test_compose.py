@@ -78,6 +78,7 @@ def test_stack_has_loki_grafana_and_demo(compose: dict[str, Any]) -> None:
 
 
 def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
+    built_here = {s["image"] for s in compose["services"].values() if "build" in s}
     for name, service in compose["services"].items():
         image = service.get("image")
         if image is None:
@@ -85,7 +86,7 @@ def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
             continue
         repo, _, tag = image.rpartition(":")
         assert repo and "/" not in tag, f"{name}: {image} has no tag"
-        if "build" not in service:
+        if "build" not in service and image not in built_here:
             assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"{name}: {image} is not pinned"
         assert tag != "latest"
     assert re.fullmatch(r"grafana/loki:3\.7\.\d+", _service(compose, "loki")["image"])
@@ -213,9 +214,25 @@ def test_named_volumes_are_declared_and_used(compose: dict[str, Any]) -> None:
     assert used == declared
 
 
-def test_compose_leaves_room_for_the_sidecar() -> None:
-    text = COMPOSE.read_text(encoding="utf-8")
-    assert re.search(r"^\s*#\s*sidecar\b", text, re.MULTILINE)
+def test_the_sidecar_tails_the_shop_log_volume_with_its_own_state(
+        compose: dict[str, Any]) -> None:
+    shop, sidecar = _service(compose, "shop"), _service(compose, "sidecar")
+    assert shop["command"][0] == "demo" and "--file" in shop["command"]
+    log_file = shop["command"][shop["command"].index("--file") + 1]
+    assert "LOKI_URL" not in _env(shop)  # the file is the shop's only output
+    shop_mounts = {dst: src for src, dst, _ in _mounts(shop)}
+    side_mounts = {dst: (src, mode) for src, dst, mode in _mounts(sidecar)}
+    log_dir = str(Path(log_file).parent)
+    assert side_mounts[log_dir] == (shop_mounts[log_dir], "ro")
+    assert sidecar["command"] == ["sidecar", "--config", "/etc/shipper/sidecar.yaml"]
+    config_src, _ = side_mounts["/etc/shipper/sidecar.yaml"]
+    config = yaml.safe_load((REPO / config_src).read_text(encoding="utf-8"))
+    assert any(Path(log_file).match(p) for s in config["sources"] for p in s["paths"])
+    state = str(Path(config["positions_file"]).parent)
+    assert side_mounts[state][0] in compose["volumes"]
+    assert config["spool_dir"].startswith(state)
+    assert _env(sidecar)["LOKI_URL"] == "http://loki:3100"
+    assert _service(compose, "demo")["build"]["args"]["EXTRAS"] == "sidecar"
 
 
 # --------------------------------------------------------------------------- the image

@@ -1,0 +1,304 @@
+"""Tail a JSON-lines file into Loki with ``shipper sidecar``, side by side with Loki's own
+intake of the same lines pre-encoded.
+
+    .venv/bin/python bench/sidecar.py                      # 1,000,000 lines, fake Loki
+    LOKI_URL=http://localhost:3100 .venv/bin/python bench/sidecar.py --lines 200000
+
+Each measurement runs in its own process. The sidecar is started as users start it
+(``python -m shipper sidecar --config ...``) on a file written beforehand; the figures are
+taken from its start until Loki has answered 204 for every line (the sidecar's
+``shipper_sidecar_events_sent_total``), and Loki's own count (the fake's counter, or a LogQL
+``count_over_time`` on a real Loki) is checked after that:
+
+* events/s delivered;
+* CPU seconds per million lines (user + system of the sidecar process, from /proc);
+* peak RSS (VmHWM).
+
+No peer collector can run here (Grafana Alloy and Promtail are binaries that cannot be
+downloaded on this machine), so the reference is Loki itself: the same lines, already encoded
+as push requests of 1 MiB, sent by 2 client processes as fast as Loki takes them. That is the
+ceiling any collector can reach against this Loki.
+
+``--profile`` samples the sidecar with py-spy (every thread) and prints where its time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_lines(path: Path, n: int, start_ms: int) -> int:
+    """``n`` pino-style JSON lines (about 230 bytes each), one ms apart, ending now."""
+    rng = random.Random(7)
+    endpoints = ["GET /api/listings", "POST /api/bookings", "GET /api/users/me",
+                 "POST /api/payments", "GET /healthz"]
+    with path.open("w") as f:
+        for i in range(n):
+            level = 50 if i % 97 == 0 else 40 if i % 13 == 0 else 30
+            f.write(json.dumps({
+                "level": level, "time": start_ms + i, "pid": 4242, "hostname": "web-1",
+                "msg": f"{rng.choice(endpoints)} answered in {rng.randint(2, 900)} ms",
+                "reqId": f"req-{i:08d}", "actor": "USER", "actorId": f"usr_{i % 5000:05d}",
+                "type": "HTTP_REQUEST", "status": rng.choice([200, 200, 200, 201, 404, 500]),
+            }, separators=(",", ":")) + "\n")
+    return path.stat().st_size
+
+
+def _proc_figures(pid: int) -> tuple[float, int]:
+    """(CPU seconds, peak RSS bytes) of a running process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    peak = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    return cpu, peak
+
+
+class Loki:
+    """Counts what a Loki (fake or real) holds for one service."""
+
+    def __init__(self, url: str | None, work: Path) -> None:
+        self.fake: subprocess.Popen[bytes] | None = None
+        if url is None:
+            port = _free_port()
+            self.fake = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakeloki", "--port", str(port), "--no-rate-limit",
+                 "--count-only"], cwd=ROOT, stdout=subprocess.PIPE)
+            assert self.fake.stdout is not None
+            self.fake.stdout.readline()
+            url = f"http://127.0.0.1:{port}"
+        self.url = url.rstrip("/")
+
+    def count(self, service: str, start_ns: int) -> int:
+        if self.fake is not None:
+            with urllib.request.urlopen(f"{self.url}/fake/count", timeout=10) as resp:
+                return int(resp.read())
+        query = f'sum(count_over_time({{service_name="{service}"}}[1d]))'
+        params = urllib.parse.urlencode({"query": query, "time": str(time.time_ns())})
+        with urllib.request.urlopen(f"{self.url}/loki/api/v1/query?{params}", timeout=30) as r:
+            result = json.loads(r.read())["data"]["result"]
+        return int(float(result[0]["value"][1])) if result else 0
+
+    def close(self) -> None:
+        if self.fake is not None:
+            self.fake.send_signal(signal.SIGTERM)
+            self.fake.wait(10)
+
+
+def _sent(port: int) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("shipper_sidecar_events_sent_total "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
+                profile: bool) -> dict[str, Any]:
+    config = work / f"{service}.yaml"
+    metrics_port = _free_port()
+    config.write_text(json.dumps({
+        "loki": {"url": loki.url, "queue_max_events": 20000},
+        "service": service,
+        "spool_dir": str(work / f"spool-{service}"),
+        "positions_file": str(work / f"positions-{service}.json"),
+        "metrics_listen": f"127.0.0.1:{metrics_port}",
+        "sources": [{"type": "file", "paths": [str(log)], "format": "json"}],
+    }))
+    cmd = [sys.executable, "-m", "shipper", "sidecar", "--config", str(config)]
+    before = loki.count(service, 0)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
+    spy = None
+    if profile:  # py-spy samples every thread (cProfile would only see the main one)
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                "--pid", str(proc.pid), "--rate", "250", "--format", "raw",
+                                "--output", str(work / "profile.txt")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cpu = peak = 0.0
+    delivered = before
+    deadline = started + max(120.0, n / 5000)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        cpu, peak_b = _proc_figures(proc.pid)
+        peak = max(peak, peak_b)
+        # the sidecar's own count of entries Loki answered 204 for (cheap to ask, unlike a
+        # LogQL count over a million lines); Loki's own count is checked once at the end
+        if _sent(metrics_port) >= n:
+            break
+    elapsed = time.monotonic() - started
+    for _ in range(60):  # a real Loki makes pushes queryable within a second or two
+        delivered = loki.count(service, 0)
+        if delivered - before >= n:
+            break
+        time.sleep(1)
+    cpu, peak_b = _proc_figures(proc.pid)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+        print_profile(work / "profile.txt")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    return {"delivered": delivered - before, "seconds": elapsed, "cpu": cpu,
+            "peak_rss": max(peak, peak_b), "stderr": err.decode()[-400:]}
+
+
+#: where a sampled stack's time goes: the first of these frames found, innermost first
+_STAGES = [
+    ("reader: LogEvent.create (normalise)", ("LogEvent.create",)),
+    ("reader: JSON parse and the field table (formats.py)", ("LineParser.",)),
+    ("reader: Pipeline.submit (queue put)", ("Pipeline.submit", "Batcher.put")),
+    ("reader: read, split, decode lines (file.py)", ("FileSource.",)),
+    ("worker: redaction", ("Redactor.",)),
+    ("worker: to_entry (labels, JSON line)", ("to_entry",)),
+    ("worker: encode the push body", ("encode_json",)),
+    ("worker: HTTP request to Loki", ("Urllib3Transport.request",)),
+    ("worker: other (batching, bookkeeping)", ("Batcher._run",)),
+]
+
+
+def print_profile(raw: Path) -> None:
+    """Share of busy samples per stage (py-spy raw output: ``frame;frame;... count``)."""
+    from collections import Counter
+
+    stages: Counter[str] = Counter()
+    busy = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        leaf = frames[-1]
+        if any(w in leaf for w in ("wait (threading", "select", "sleep", "_wait_for_tstate",
+                                   "acquire")) and "Batcher.put" not in stack:
+            continue  # idle
+        n = int(count)
+        busy += n
+        for name, marks in _STAGES:
+            if any(any(m in f for m in marks) for f in reversed(frames)):
+                stages[name] += n
+                break
+        else:
+            stages["other"] += n
+    print(f"\nwhere the sidecar's time goes ({busy} busy samples, every thread):")
+    for name, n in stages.most_common():
+        print(f"  {n / busy * 100:5.1f}%  {name}")
+
+
+def _push_worker(url: str, bodies: list[bytes]) -> None:
+    import urllib3
+
+    pool = urllib3.PoolManager(maxsize=1)
+    for body in bodies:
+        while True:
+            resp = pool.request("POST", f"{url}/loki/api/v1/push", body=body,
+                                headers={"Content-Type": "application/json"}, retries=False)
+            if resp.status < 300:
+                break
+            time.sleep(0.05)
+
+
+def run_raw(loki: Loki, log: Path, n: int, service: str) -> dict[str, Any]:
+    """Loki's intake of the same lines, pre-encoded as 1 MiB JSON pushes, 2 senders."""
+    from shipper.event import Entry
+    from shipper.loki import encode_json
+
+    labels = (("service_name", service), ("level", "INFO"), ("actor", "USER"),
+              ("type", "HTTP_REQUEST"))
+    bodies: list[bytes] = []
+    batch: list[Entry] = []
+    size = 0
+    base = time.time_ns()
+    with log.open() as f:
+        for i, line in enumerate(f):
+            entry = Entry(labels, base + i, line.rstrip("\n"))
+            batch.append(entry)
+            size += len(line) + 40
+            if size >= 1 << 20:
+                bodies.append(encode_json(batch))
+                batch, size = [], 0
+    if batch:
+        bodies.append(encode_json(batch))
+    before = loki.count(service, 0)
+    started = time.monotonic()
+    workers = [multiprocessing.Process(target=_push_worker, args=(loki.url, bodies[i::2]))
+               for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.monotonic() - started
+    for _ in range(60):
+        delivered = loki.count(service, 0) - before
+        if delivered >= n:
+            break
+        time.sleep(1)
+    return {"delivered": delivered, "seconds": elapsed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the sidecar with py-spy and print where its time goes")
+    args = parser.parse_args()
+    url = os.environ.get("LOKI_URL") or None
+    with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp:
+        work = Path(tmp)
+        log = work / "app.log"
+        start_ms = time.time_ns() // 1_000_000 - args.lines
+        size = write_lines(log, args.lines, start_ms)
+        loki = Loki(url, work)
+        target = "real Loki at " + loki.url if url else "fake Loki (count only, own process)"
+        print(f"{args.lines:,} JSON lines ({size / 1e6:.0f} MB) into {target}")
+        try:
+            tag = f"bench-{os.getpid()}"
+            side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar", args.profile)
+            raw = run_raw(loki, log, args.lines, f"{tag}-raw") if not args.profile else None
+        finally:
+            loki.close()
+    print()
+    print("| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    rate = side["delivered"] / side["seconds"]
+    print(f"| shipper sidecar, file → Loki | {side['delivered']:,} | {side['seconds']:.1f} | "
+          f"{rate:,.0f} | {side['cpu'] / side['delivered'] * 1e6:.1f} | "
+          f"{side['peak_rss'] / 1e6:.0f} |")
+    if raw is not None:
+        print(f"| Loki's intake of the same lines pre-encoded (2 senders) | "
+              f"{raw['delivered']:,} | {raw['seconds']:.1f} | "
+              f"{raw['delivered'] / raw['seconds']:,.0f} | - | - |")
+    if side["delivered"] < args.lines:
+        print(f"\nsidecar delivered only {side['delivered']:,} of {args.lines:,}:\n"
+              f"{side['stderr']}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,520 @@
+"""The file source: tail the files matched by globs, across rotation, truncation and re-creation.
+
+One thread per source polls its open files (``fstat`` every ``poll_interval``: a few system calls
+per file, nothing while a file is idle) and expands the globs again every ``scan_interval``.
+
+* A file is followed by its identity (device, inode), not its name: a file renamed within the
+  globs keeps its offset; a file renamed out of them (``app.log`` → ``app.log.1``) or deleted is
+  read to its end and closed after a second of quiet; the new file at the old name is read from
+  its start. Size below the offset, or a changed fingerprint of the first bytes, means the file
+  was truncated in place (copytruncate): it is read again from its start.
+* A partial last line is held until its newline comes, or shipped as it is after
+  ``partial_line_timeout``. Lines longer than ``max_line_bytes`` keep their first
+  ``max_line_bytes`` and end with a marker naming the full size; the rest is skipped without
+  being held in memory. Bytes that are not UTF-8 are decoded with U+FFFD.
+* Backpressure: while the pipeline's queue is nearly full the source stops reading (the file is
+  the buffer), so a burst never overflows the queue.
+* Positions: each file's *shipped* offset (the end of the last line whose event was handed to
+  the pipeline, lines still held by multi-line joining not included) is what
+  :meth:`FileSource.snapshot` reports; the runner saves it once the pipeline has taken those
+  events (see shipper/sidecar/runner.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import glob
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from shipper.event import LogEvent
+from shipper.sidecar.config import FileSourceConfig
+from shipper.sidecar.formats import LineParser, cut_line
+from shipper.sidecar.multiline import Joiner
+from shipper.sidecar.positions import FINGERPRINT_BYTES, FilePosition, fingerprint
+
+__all__ = ["FileSource", "FileStatus"]
+
+#: how long a file that left the globs (rotated, deleted) stays open after its last data
+_CLOSE_AFTER = 1.0
+#: how often each open file's name and fingerprint are checked (rotation, copytruncate)
+_CHECK_EVERY = 1.0
+_monotonic = time.monotonic
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    """One open file, for /metrics: bytes not read yet and seconds since it was last caught up."""
+
+    path: str
+    lag_bytes: int
+    lag_seconds: float
+
+
+class _Tail:
+    __slots__ = (
+        "buf", "buf_since", "caught_up_at", "checked_at", "committed", "dev", "emitted_head",
+        "fd", "fp", "fp_len", "gone_since", "head", "ino", "joiner", "last_data_at", "path",
+        "read_offset", "size", "skip_end", "skip_total", "skipping",
+    )
+
+    def __init__(self, path: str, fd: int, dev: int, ino: int, offset: int, head: bytes,
+                 now: float) -> None:
+        self.path = path
+        self.fd = fd
+        self.dev = dev
+        self.ino = ino
+        self.read_offset = offset  # bytes consumed (complete lines + held partial line)
+        self.committed = offset  # end of the last line handed to the pipeline
+        self.size = offset
+        self.fp_len = len(head)
+        self.fp = fingerprint(head)
+        self.buf = b""  # a partial last line
+        self.buf_since = 0.0
+        self.skipping = False  # inside a line longer than max_line_bytes
+        self.head = b""  # its first max_line_bytes
+        self.skip_total = 0
+        self.skip_end = 0
+        self.emitted_head = False
+        self.joiner: Joiner[int] | None = None
+        self.gone_since: float | None = None  # left the globs or deleted
+        self.last_data_at = now
+        self.caught_up_at = now
+        self.checked_at = now
+
+    def position(self) -> FilePosition:
+        return FilePosition(self.path, self.dev, self.ino, self.committed, self.fp_len, self.fp)
+
+
+class FileSource:
+    kind = "file"
+
+    def __init__(
+        self,
+        config: FileSourceConfig,
+        *,
+        parser: LineParser,
+        submit: Callable[[LogEvent], None],
+        saved: Iterable[FilePosition] = (),
+        pressure: Callable[[], bool] = lambda: False,
+        report: Callable[[str], None] = lambda message: None,
+        name: str = "file",
+    ) -> None:
+        self.config = config
+        self.name = name
+        self._parser = parser
+        self._submit = submit
+        self._pressure = pressure
+        self._report = report
+        self._saved = {(p.dev, p.ino): p for p in saved}
+        self._tails: dict[tuple[int, int], _Tail] = {}
+        self._lock = threading.Lock()  # the set of tails (snapshot vs open/close)
+        self._wake = threading.Event()
+        self._stop_at: float | None = None
+        self._reopen = False
+        self._first_scan = True
+        self._next_scan = 0.0
+        self._last_ns = 0
+        self._thread: threading.Thread | None = None
+        self.failed: BaseException | None = None
+        # counters, read by /metrics
+        self.lines_read = 0
+        self.truncated_lines = 0
+        self.rotations = 0
+        self.truncations = 0
+        self.files_opened = 0
+
+    # ------------------------------------------------------------------ control
+
+    def describe(self) -> str:
+        return f"tailing {', '.join(self.config.paths)} ({self.config.format})"
+
+    def invalid_lines(self) -> int:
+        return self._parser.invalid
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"shipper-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, deadline: float) -> None:
+        """Read what the files hold now (until ``deadline``, a monotonic time), ship held
+        lines, close the files."""
+        self._stop_at = deadline
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(deadline - _monotonic(), 0.0) + 1.0)
+
+    def reopen(self) -> None:
+        """SIGHUP: expand the globs now and reopen every file by its name."""
+        self._reopen = True
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.failed is None
+
+    def snapshot(self) -> list[FilePosition]:
+        with self._lock:
+            positions = [t.position() for t in self._tails.values()]
+            positions += self._saved.values()  # saved files not seen yet (first scan pending)
+            return positions
+
+    def status(self) -> list[FileStatus]:
+        now = _monotonic()
+        with self._lock:
+            return [
+                FileStatus(t.path, max(t.size - t.read_offset, 0),
+                           0.0 if t.size <= t.read_offset else round(now - t.caught_up_at, 3))
+                for t in self._tails.values()
+            ]
+
+    # ------------------------------------------------------------------ the loop
+
+    def _run(self) -> None:
+        try:
+            while self._stop_at is None:
+                now = _monotonic()
+                if self._reopen:
+                    self._reopen = False
+                    self._reopen_all(now)
+                if now >= self._next_scan:
+                    self._scan(now)
+                busy = self._poll_all(now)
+                if not busy:
+                    self._wake.wait(self.config.poll_interval)
+                    self._wake.clear()
+            self._drain()
+        except BaseException as exc:  # the runner reports it and /healthz turns 503
+            self.failed = exc
+            self._report(f"file source {self.name} stopped: {type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                tails = list(self._tails.values())
+            for tail in tails:
+                with contextlib.suppress(OSError):
+                    os.close(tail.fd)
+
+    def _drain(self) -> None:
+        """Stopping: read to the end of every file (until the deadline), then ship what is
+        held (partial lines, multi-line records): the app may not write again."""
+        assert self._stop_at is not None
+        busy = True
+        while busy and _monotonic() < self._stop_at:
+            busy = self._poll_all(_monotonic(), draining=True)
+        for tail in list(self._tails.values()):
+            self._ship_held(tail)
+
+    def _poll_all(self, now: float, draining: bool = False) -> bool:
+        busy = False
+        for key, tail in list(self._tails.items()):
+            try:
+                busy = self._poll(tail, now, draining) or busy
+            except OSError as exc:
+                self._report(f"file source {self.name}: {tail.path}: {exc.strerror or exc}; "
+                             "closing it")
+                self._close(key, tail)
+        return busy
+
+    # ------------------------------------------------------------------ discovery
+
+    def _scan(self, now: float) -> None:
+        self._next_scan = now + self.config.scan_interval
+        matched: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
+        for pattern in self.config.paths:
+            for path in glob.iglob(pattern, recursive=True):
+                if any(fnmatch.fnmatch(path, ex) for ex in self.config.exclude):
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    matched.setdefault((st.st_dev, st.st_ino), (path, st))
+        for key, (path, _) in matched.items():
+            tail = self._tails.get(key)
+            if tail is not None:
+                tail.path = path  # renamed within the globs: same file, same offset
+                tail.gone_since = None
+                continue
+            try:
+                self._open(path, now)
+            except OSError as exc:
+                self._report(f"file source {self.name}: cannot open {path} "
+                             f"({exc.strerror or exc}); trying again at the next scan")
+        for key, tail in self._tails.items():
+            if key not in matched and tail.gone_since is None:
+                tail.gone_since = now
+                self.rotations += 1
+        if self._first_scan:
+            self._first_scan = False
+            with self._lock:
+                self._saved.clear()  # a saved file not found now is gone (or renamed away)
+
+    def _open(self, path: str, now: float) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            key = (st.st_dev, st.st_ino)
+            if key in self._tails:  # raced with a rename: the file is already followed
+                os.close(fd)
+                return
+            head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        except OSError:
+            os.close(fd)
+            raise
+        offset = 0
+        saved = self._saved.pop(key, None)
+        if saved is not None and saved.fp_len <= len(head) and \
+                fingerprint(head[:saved.fp_len]) == saved.fp:
+            offset = saved.offset if saved.offset <= st.st_size else 0
+        elif saved is None and self._first_scan and self.config.start_at == "end":
+            offset = st.st_size
+        tail = _Tail(path, fd, st.st_dev, st.st_ino, offset, head, now)
+        tail.size = st.st_size
+        if self.config.multiline is not None:
+            tail.joiner = self._joiner(tail)
+        with self._lock:
+            self._tails[key] = tail
+        self.files_opened += 1
+
+    def _joiner(self, tail: _Tail) -> Joiner[int]:
+        ml = self.config.multiline
+        assert ml is not None
+        parse, submit = self._parser.parse, self._submit
+
+        def emit(first: str, rest: str | None, end: int) -> None:
+            submit(parse(first, rest, self._now_ns()))
+            tail.committed = end
+
+        return Joiner(ml.start, timeout=ml.timeout, max_lines=ml.max_lines,
+                      max_bytes=self.config.max_line_bytes, emit=emit)
+
+    def _close(self, key: tuple[int, int], tail: _Tail) -> None:
+        with contextlib.suppress(OSError):
+            self._ship_held(tail)
+        with self._lock:
+            self._tails.pop(key, None)
+        with contextlib.suppress(OSError):
+            os.close(tail.fd)
+
+    def _reopen_all(self, now: float) -> None:
+        for key, tail in list(self._tails.items()):
+            try:
+                st = os.stat(tail.path)
+            except OSError:
+                st = None
+            if st is None or (st.st_dev, st.st_ino) != key:
+                tail.gone_since = tail.gone_since or now
+                continue
+            try:
+                fd = os.open(tail.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:  # keep the open descriptor: it still reads the same file
+                self._report(f"file source {self.name}: cannot reopen {tail.path} "
+                             f"({exc.strerror or exc}); reading on from the open file")
+                continue
+            old, tail.fd = tail.fd, fd
+            os.close(old)
+        self._next_scan = 0.0
+
+    # ------------------------------------------------------------------ reading
+
+    def _poll(self, tail: _Tail, now: float, draining: bool) -> bool:
+        st = os.fstat(tail.fd)
+        size = st.st_size
+        tail.size = size
+        if size < tail.read_offset:
+            self._truncated(tail, now)
+            return True
+        if not draining and now - tail.checked_at >= _CHECK_EVERY:
+            tail.checked_at = now
+            if self._check(tail, st, now):
+                return True
+        if size > tail.read_offset:
+            while self._pressure():
+                if self._stop_at is not None and _monotonic() >= self._stop_at:
+                    return False
+                time.sleep(0.005)
+            self._read(tail, now)
+            if tail.read_offset >= size:
+                tail.caught_up_at = now
+            return True
+        tail.caught_up_at = now
+        if draining:
+            return False
+        if tail.joiner is not None and tail.joiner.pending:
+            tail.joiner.expire(now)
+        if (tail.buf or (tail.skipping and not tail.emitted_head)) and \
+                now - tail.buf_since >= self.config.partial_line_timeout:
+            self._ship_partial(tail)
+        if (tail.gone_since is not None or st.st_nlink == 0) and \
+                now - max(tail.last_data_at, tail.gone_since or 0.0) >= _CLOSE_AFTER:
+            self._close((tail.dev, tail.ino), tail)
+        return False
+
+    def _check(self, tail: _Tail, st: os.stat_result, now: float) -> bool:
+        """Once a second: has the file's name moved on; was it rewritten in place (True)?"""
+        if tail.gone_since is None:
+            try:
+                at_path = os.stat(tail.path)
+                moved = (at_path.st_dev, at_path.st_ino) != (tail.dev, tail.ino)
+            except OSError:
+                moved = True
+            if moved or st.st_nlink == 0:
+                self._next_scan = 0.0  # find the new file at that name now
+        if tail.fp_len > 0:
+            head = os.pread(tail.fd, tail.fp_len, 0)
+            if len(head) < tail.fp_len or fingerprint(head) != tail.fp:
+                self._truncated(tail, now)
+                return True
+        return False
+
+    def _truncated(self, tail: _Tail, now: float) -> None:
+        """copytruncate (or any rewrite in place): ship what is held, read from the start."""
+        self.truncations += 1
+        self._ship_held(tail)
+        tail.read_offset = tail.committed = 0
+        tail.buf = b""
+        tail.skipping = False
+        head = os.pread(tail.fd, FINGERPRINT_BYTES, 0)
+        tail.fp_len, tail.fp = len(head), fingerprint(head)
+        tail.last_data_at = now
+
+    def _now_ns(self) -> int:
+        ns = time.time_ns()
+        if ns <= self._last_ns:
+            ns = self._last_ns + 1
+        self._last_ns = ns
+        return ns
+
+    def _read(self, tail: _Tail, now: float) -> None:
+        start = tail.read_offset
+        data = os.pread(tail.fd, self.config.read_chunk_bytes, start)
+        if not data:
+            return
+        # The first bytes, read after the chunk: if they changed, the file was truncated and
+        # written again (copytruncate) and the chunk may be new content at an old offset.
+        head = os.pread(tail.fd, FINGERPRINT_BYTES, 0)
+        if tail.fp_len and (len(head) < tail.fp_len or
+                            fingerprint(head[:tail.fp_len]) != tail.fp):
+            self._truncated(tail, now)
+            return
+        if tail.fp_len < FINGERPRINT_BYTES:  # a young file: its fingerprint grows with it
+            tail.fp_len, tail.fp = len(head), fingerprint(head)
+        tail.read_offset = start + len(data)
+        tail.last_data_at = now
+        if tail.skipping:
+            newline = data.find(b"\n")
+            if newline < 0:
+                tail.skip_total += len(data)
+                return
+            tail.skip_total += newline
+            self._end_overlong(tail, start + newline + 1)
+            data = data[newline + 1:]
+            start += newline + 1
+        if tail.buf:
+            start -= len(tail.buf)
+            data = tail.buf + data
+            tail.buf = b""
+        last = data.rfind(b"\n")
+        if last >= 0:
+            self._lines(tail, data[:last].split(b"\n"), start, now)
+            rest = data[last + 1:]
+            start += last + 1
+        else:
+            rest = data
+        if rest:
+            limit = self.config.max_line_bytes
+            if len(rest) > limit:
+                tail.skipping = True
+                tail.emitted_head = False
+                tail.head = rest[:limit]
+                tail.skip_total = len(rest)
+            else:
+                tail.buf = rest
+            tail.buf_since = now
+
+    def _lines(self, tail: _Tail, lines: list[bytes], start: int, now: float) -> None:
+        """Ship complete lines; ``start`` is the offset of the first."""
+        self.lines_read += len(lines)
+        limit = self.config.max_line_bytes
+        parse = self._parser.parse
+        submit = self._submit
+        ts = self._now_ns()
+        joiner = tail.joiner
+        if joiner is None:
+            for raw in lines:
+                if len(raw) > limit:
+                    text = self._cut(raw[:limit], len(raw))
+                elif not raw or raw.isspace():
+                    continue
+                else:
+                    text = raw.decode("utf-8", "replace")
+                    if text[-1] == "\r":
+                        text = text[:-1]
+                ts += 1
+                submit(parse(text, None, ts))
+            tail.committed = start + sum(map(len, lines)) + len(lines)
+            self._last_ns = ts
+            return
+        end = start
+        for raw in lines:
+            end += len(raw) + 1
+            if len(raw) > limit:
+                text = self._cut(raw[:limit], len(raw))
+            else:
+                text = raw.decode("utf-8", "replace").removesuffix("\r")
+            if not joiner.pending and not text.strip():
+                tail.committed = end  # a blank line between records
+                continue
+            joiner.push(text, end, now)
+        if not joiner.pending:
+            tail.committed = end
+
+    def _cut(self, head: bytes, total: int) -> str:
+        self.truncated_lines += 1
+        return cut_line(head, total)
+
+    def _end_overlong(self, tail: _Tail, end: int) -> None:
+        tail.skipping = False
+        if tail.emitted_head:  # shipped already (partial-line timeout): skip the rest
+            tail.committed = end
+            return
+        self._ship_text(tail, self._cut(tail.head, tail.skip_total), end)
+        tail.head = b""
+
+    def _ship_text(self, tail: _Tail, text: str, end: int) -> None:
+        self.lines_read += 1
+        if tail.joiner is not None:
+            tail.joiner.push(text, end, _monotonic())
+            if not tail.joiner.pending:
+                tail.committed = end
+            return
+        self._submit(self._parser.parse(text, None, self._now_ns()))
+        tail.committed = end
+
+    def _ship_partial(self, tail: _Tail) -> None:
+        """The partial last line waited long enough: ship it as it is."""
+        if tail.skipping:
+            if not tail.emitted_head:
+                tail.emitted_head = True
+                self._ship_text(tail, self._cut(tail.head, tail.skip_total),
+                                tail.read_offset)
+            return
+        buf, tail.buf = tail.buf, b""
+        if buf.strip():
+            self._ship_text(tail, buf.decode("utf-8", "replace"), tail.read_offset)
+        if tail.joiner is not None:
+            tail.joiner.flush()
+        tail.committed = tail.read_offset
+
+    def _ship_held(self, tail: _Tail) -> None:
+        if tail.buf or (tail.skipping and not tail.emitted_head):
+            self._ship_partial(tail)
+        if tail.joiner is not None:
+            tail.joiner.flush()

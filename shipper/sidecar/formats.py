@@ -1,0 +1,483 @@
+"""From one log line (or one multi-line record) to a :class:`~shipper.event.LogEvent`.
+
+The JSON loggers apps use are read into the event contract by one field table:
+
+============  ==============================================================================
+field         keys (the first present wins; the others are kept in metadata)
+============  ==============================================================================
+message       ``message``, ``msg`` (pino, bunyan), ``event`` (structlog)
+level         ``level`` (numbers are pino/bunyan's 10-60), ``levelname`` (python-json-logger),
+              ``log.level`` (ECS, dotted or nested), ``severity``, ``lvl``
+time          ``createdAt``, ``created_at``, ``ts``, ``time``, ``timestamp``, ``@timestamp``,
+              ``asctime``: ISO-8601, or epoch seconds/ms/µs/ns (told apart by size)
+type, actor   ``type``, ``actor``
+actor_id      ``actorId``, ``actor_id``
+trace_id      ``trace_id``, ``traceId``, ``trace.id`` (ECS), ``request_id``, ``requestId``,
+              ``reqId`` (pino-http)
+logger        ``logger``, ``logger_name``, ``name``, ``log.logger`` (ECS)
+exception     ``exception``, ``exc_info``, ``stack_trace``, ``stack``, ``err.stack`` (pino),
+              ``error.stack_trace`` (ECS)
+service, env  ``service_name``, ``service``, ``service.name`` (ECS); ``env``
+metadata      ``metadata`` (an object), plus every key not named above
+============  ==============================================================================
+
+logfmt lines go through the same table. Text lines take their level from a regex (INFO when it
+does not match). A line that is not valid in its declared format is shipped as text with
+``metadata.parse_error`` saying why: it is never dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import zoneinfo
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shipper.event import Level, LogEvent
+
+__all__ = ["TRUNCATED", "LineParser", "cut_line", "level_of", "parse_logfmt", "parse_timestamp"]
+
+_loads = json.loads
+_fast_loads: Callable[[str], Any]
+try:  # over twice as fast as json.loads on a log line, integers of any size kept exactly
+    import msgspec
+
+    _fast_loads = msgspec.json.Decoder().decode
+except ImportError:  # pragma: no cover - without the sidecar extra: the standard library
+    _fast_loads = json.loads
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=repr).encode
+
+#: what ends a line cut to max_line_bytes (the same words as the pipeline's own truncation)
+TRUNCATED = "...[truncated by shipper: {n} bytes]"
+
+
+def cut_line(head: bytes, total: int) -> str:
+    """The text of a line cut to ``head`` (its first bytes), marked with its full size."""
+    return head.decode("utf-8", "replace") + TRUNCATED.format(n=total)
+
+
+# --------------------------------------------------------------------------- levels
+
+_LEVEL_WORDS: dict[str, Level] = {
+    "TRACE": Level.DEBUG, "DEBUG": Level.DEBUG, "VERBOSE": Level.DEBUG, "SILLY": Level.DEBUG,
+    "INFO": Level.INFO, "INFORMATION": Level.INFO, "NOTICE": Level.INFO, "HTTP": Level.INFO,
+    "LOG": Level.INFO,
+    "WARN": Level.WARNING, "WARNING": Level.WARNING,
+    "ERROR": Level.ERROR, "ERR": Level.ERROR, "SEVERE": Level.ERROR,
+    "CRITICAL": Level.CRITICAL, "CRIT": Level.CRITICAL, "FATAL": Level.CRITICAL,
+    "ALERT": Level.CRITICAL, "EMERG": Level.CRITICAL, "EMERGENCY": Level.CRITICAL,
+    "PANIC": Level.CRITICAL,
+}
+#: pino and bunyan: 10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal
+_NUMERIC_LEVELS = ((60, Level.CRITICAL), (50, Level.ERROR), (40, Level.WARNING),
+                   (30, Level.INFO), (0, Level.DEBUG))
+_level_cache: dict[object, Level | None] = {}
+
+
+def level_of(value: object) -> Level | None:
+    """A known level for ``value`` (a name in any case, or a pino/bunyan number), else None."""
+    if not isinstance(value, (str, int, float)):  # a list or an object: no level, and unhashable
+        return None
+    found = _level_cache.get(value)
+    if found is not None or value in _level_cache:
+        return found
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        found = next(lvl for floor, lvl in _NUMERIC_LEVELS if value >= floor) \
+            if value >= 0 else None
+    elif isinstance(value, str):
+        found = _LEVEL_WORDS.get(value.strip().upper())
+    else:
+        return None
+    if len(_level_cache) < 4096:
+        _level_cache[value] = found
+    return found
+
+
+# --------------------------------------------------------------------------- timestamps
+
+_ISO = re.compile(
+    r"\s*(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2}))?(?:[.,](\d+))?"
+    r"\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?\s*$"
+)
+_NUMBER = re.compile(r"\s*(\d+)(?:\.(\d+))?\s*$")
+#: the time most text loggers put first: 2026-11-20 09:15:02,123 / [2026-11-20T09:15:02Z]
+_LEADING_TIME = re.compile(
+    r"\[?(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)"
+    r"(?=[\]\s]|$)")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_seconds_cache: dict[tuple[str, ...], int] = {}
+
+
+def _epoch_ns(whole: int, frac_digits: str = "") -> int:
+    """Epoch seconds, ms, µs or ns, told apart by size: right for any time from 1973 to 5138
+    (a number below 1e11 is seconds, below 1e14 ms, below 1e17 µs, else ns)."""
+    if whole < 100_000_000_000:
+        scale = 1_000_000_000
+    elif whole < 100_000_000_000_000:
+        scale = 1_000_000
+    elif whole < 100_000_000_000_000_000:
+        scale = 1_000
+    else:
+        scale = 1
+    ns = whole * scale
+    if frac_digits and scale > 1:
+        digits = len(str(scale)) - 1
+        ns += int(frac_digits[:digits].ljust(digits, "0"))
+    return ns
+
+
+def parse_timestamp(value: object, tz: _dt.tzinfo | None = _dt.UTC) -> int | None:
+    """Nanoseconds since the epoch for an ISO-8601 string or an epoch number (s, ms, µs or ns,
+    also as a string); None when ``value`` is neither. ``tz`` is the zone of ISO times written
+    without an offset (None: the machine's local zone)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return _epoch_ns(value) if value >= 0 else None
+    if isinstance(value, float):
+        if not 0 <= value < 1e20:  # NaN, negative, absurd
+            return None
+        whole = int(value)
+        if whole < 100_000_000_000:  # seconds: keep every written digit of the fraction
+            text = repr(value)
+            return _epoch_ns(whole, text.partition(".")[2] if "e" not in text else "")
+        return round(value * (_epoch_ns(whole) // whole))  # ms, µs, ns: scale by size
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    match = _ISO.match(value)
+    if match is None:
+        number = _NUMBER.match(value)
+        if number is None:
+            return None
+        return _epoch_ns(int(number.group(1)), number.group(2) or "")
+    year, month, day, hour, minute, second, frac, zone = match.groups()
+    key = (year, month, day, hour, minute, second or "00", zone or "", str(id(tz)))
+    seconds = _seconds_cache.get(key)
+    if seconds is None:
+        try:
+            when = _dt.datetime(int(year), int(month), int(day), int(hour), int(minute),
+                                int(second or 0))
+        except ValueError:
+            return None
+        if zone in (None, ""):
+            aware = when.replace(tzinfo=tz) if tz is not None else when.astimezone()
+        elif zone in ("Z", "z", "UTC"):
+            aware = when.replace(tzinfo=_dt.UTC)
+        else:
+            sign = -1 if zone[0] == "-" else 1
+            digits = zone[1:].replace(":", "")
+            offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+            aware = when.replace(tzinfo=_dt.timezone(sign * offset))
+        seconds = (aware - _EPOCH) // _dt.timedelta(seconds=1)
+        if len(_seconds_cache) >= 4096:
+            _seconds_cache.clear()
+        _seconds_cache[key] = seconds
+    ns = seconds * 1_000_000_000
+    if frac:
+        ns += int(frac[:9].ljust(9, "0"))
+    return ns if ns >= 0 else None
+
+
+def zone(name: str) -> _dt.tzinfo | None:
+    """The tzinfo for a ``timezone`` setting: UTC, local (None) or an IANA name."""
+    if name == "UTC":
+        return _dt.UTC
+    if name == "local":
+        return None
+    return zoneinfo.ZoneInfo(name)
+
+
+# --------------------------------------------------------------------------- logfmt
+
+_LOGFMT_PAIR = re.compile(r'\s*([^\s="]+)(?:=("(?:[^"\\]|\\.)*"?|\S*))?')
+
+
+def parse_logfmt(line: str, *, strict: bool = False) -> dict[str, Any] | None:
+    """``key=value key2="quoted value" flag`` → a dict of strings (a bare key is True).
+
+    None when the line has no ``key=value`` pair, or (``strict``) when any word is not one."""
+    out: dict[str, Any] = {}
+    pairs = 0
+    pos, end = 0, len(line)
+    while pos < end:
+        match = _LOGFMT_PAIR.match(line, pos)
+        if match is None or match.end() == pos:
+            if line[pos:].strip():
+                return None
+            break
+        pos = match.end()
+        key, value = match.group(1), match.group(2)
+        if value is None:
+            if strict:
+                return None
+            out[key] = True
+            continue
+        pairs += 1
+        if value.startswith('"'):
+            if len(value) < 2 or not value.endswith('"'):
+                return None
+            try:
+                value = _loads(value)
+            except ValueError:
+                value = value[1:-1]
+        out[key] = value
+    return out if pairs else None
+
+
+# --------------------------------------------------------------------------- the field table
+
+# The slots of the field table, and for each key its slot and rank (the lower rank wins when a
+# line has several keys for one slot; the others are kept in metadata).
+(_MESSAGE, _LEVEL, _TIME, _TYPE, _ACTOR, _ACTOR_ID, _TRACE_ID, _LOGGER, _EXCEPTION, _SERVICE,
+ _ENV, _METADATA) = range(12)
+_SLOTS = 12
+_NONE = 99  # the rank of an empty slot
+_ROLES: dict[str, tuple[int, int]] = {
+    "message": (_MESSAGE, 0), "msg": (_MESSAGE, 1), "event": (_MESSAGE, 2),
+    "level": (_LEVEL, 0), "levelname": (_LEVEL, 1), "log.level": (_LEVEL, 2),
+    "severity": (_LEVEL, 3), "lvl": (_LEVEL, 4),
+    "createdAt": (_TIME, 0), "created_at": (_TIME, 1), "ts": (_TIME, 2),
+    "time": (_TIME, 3), "timestamp": (_TIME, 4), "@timestamp": (_TIME, 5),
+    "asctime": (_TIME, 6),
+    "type": (_TYPE, 0),
+    "actor": (_ACTOR, 0),
+    "actorId": (_ACTOR_ID, 0), "actor_id": (_ACTOR_ID, 1),
+    "trace_id": (_TRACE_ID, 0), "traceId": (_TRACE_ID, 1), "trace.id": (_TRACE_ID, 2),
+    "request_id": (_TRACE_ID, 3), "requestId": (_TRACE_ID, 4), "reqId": (_TRACE_ID, 5),
+    "logger": (_LOGGER, 0), "logger_name": (_LOGGER, 1), "log.logger": (_LOGGER, 2),
+    "name": (_LOGGER, 3),
+    "exception": (_EXCEPTION, 0), "exc_info": (_EXCEPTION, 1),
+    "stack_trace": (_EXCEPTION, 2), "stack": (_EXCEPTION, 3),
+    "error.stack_trace": (_EXCEPTION, 4),
+    "service_name": (_SERVICE, 0), "service": (_SERVICE, 1), "service.name": (_SERVICE, 2),
+    "env": (_ENV, 0),
+    "metadata": (_METADATA, 0),
+}
+# objects whose members fill slots: ECS's log/trace/service/error and pino's err
+_NESTED: dict[str, dict[str, tuple[int, int]]] = {
+    "log": {"level": (_LEVEL, 2), "logger": (_LOGGER, 2)},
+    "trace": {"id": (_TRACE_ID, 2)},
+    "service": {"name": (_SERVICE, 2)},
+    "error": {"stack_trace": (_EXCEPTION, 4), "stack": (_EXCEPTION, 5)},
+    "err": {"stack": (_EXCEPTION, 5)},
+}
+
+
+class LineParser:
+    """Parses the lines of one source into events.
+
+    ``parse(text, continuation, default_ns)``: ``text`` is one line (without its newline);
+    ``continuation`` the joined following lines of a multi-line record, which become the
+    event's exception (added after an exception the line already has); ``default_ns`` the time
+    of an event whose line has none (the time it was read, or Docker's timestamp).
+    """
+
+    def __init__(
+        self,
+        *,
+        format: str = "auto",
+        level_pattern: str | None = None,
+        timezone: str = "UTC",
+        service: str,
+        env: str | None = None,
+    ) -> None:
+        from shipper.sidecar.config import DEFAULT_LEVEL_PATTERN
+
+        self.format = format
+        self.service = service
+        self.env = env
+        self._tz = zone(timezone)
+        self._pattern = re.compile(level_pattern or DEFAULT_LEVEL_PATTERN)
+        self._groups = [g for g in self._pattern.groupindex if g != "level"]
+        self._time_group = "time" in self._pattern.groupindex
+        self._level_group: int | str = "level" if "level" in self._pattern.groupindex else (
+            1 if self._pattern.groups else 0)
+        self.invalid = 0  # lines not valid in their declared format (shipped as text)
+        self.parse = {  # type: ignore[method-assign]
+            "json": self._json, "logfmt": self._logfmt, "text": self._text, "auto": self._auto,
+        }[format]
+
+    def parse(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        raise NotImplementedError  # replaced per format in __init__  # pragma: no cover
+
+    # ------------------------------------------------------------------ formats
+
+    def _auto(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        if text[:1] == "{" or text.lstrip()[:1] == "{":
+            return self._json(text, continuation, default_ns)
+        if "=" in text:
+            fields = parse_logfmt(text, strict=True)
+            if fields is not None and len(fields) >= 2:
+                return self.from_fields(fields, continuation, default_ns)
+        return self._text(text, continuation, default_ns)
+
+    def _json(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        try:
+            obj = _fast_loads(text)
+        except (ValueError, RecursionError):
+            try:  # what msgspec refuses and json reads: NaN, Infinity, lone surrogates
+                obj = _loads(text)
+            except ValueError as exc:
+                return self._invalid(text, continuation, default_ns, f"not valid JSON: {exc}")
+            except RecursionError:
+                return self._invalid(text, continuation, default_ns, "JSON nested too deep")
+        if obj.__class__ is not dict:
+            return self._invalid(text, continuation, default_ns,
+                                 f"a JSON {type(obj).__name__}, not an object")
+        return self.from_fields(obj, continuation, default_ns)
+
+    def _logfmt(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
+        fields = parse_logfmt(text)
+        if fields is None:
+            return self._invalid(text, continuation, default_ns, "not logfmt: no key=value pair")
+        return self.from_fields(fields, continuation, default_ns)
+
+    def _text(self, text: str, continuation: str | None, default_ns: int,
+              metadata: dict[str, Any] | None = None) -> LogEvent:
+        match = self._pattern.search(text, 0, 4096)
+        level: object = Level.INFO
+        message = text
+        ts = default_ns
+        meta: dict[str, Any] = metadata if metadata is not None else {}
+        if not self._time_group and (text[:1].isdigit() or text[:1] == "["):
+            leading = _LEADING_TIME.match(text)
+            if leading is not None:
+                ts = parse_timestamp(leading.group(1), self._tz) or default_ns
+        if match is not None:
+            raw = match.group(self._level_group)
+            if raw is not None:  # an unknown word: INFO, and LogEvent keeps the original
+                found = level_of(raw)
+                level = raw if found is None else found
+            for name in self._groups:
+                value = match.group(name)
+                if value is None:
+                    continue
+                if name == "message":
+                    message = value
+                elif name == "time":
+                    parsed = parse_timestamp(value, self._tz)
+                    if parsed is None:
+                        meta["time"] = value
+                    else:
+                        ts = parsed
+                else:
+                    meta[name] = value
+        return LogEvent.create(service=self.service, env=self.env, level=level,
+                               message=message, timestamp_ns=ts, metadata=meta,
+                               exception=continuation)
+
+    def _invalid(self, text: str, continuation: str | None, default_ns: int,
+                 reason: str) -> LogEvent:
+        self.invalid += 1
+        return self._text(text, continuation, default_ns,
+                          {"parse_error": f"{self.format}: {reason}"})
+
+    # ------------------------------------------------------------------ the field table
+
+    def from_fields(self, obj: Mapping[str, Any], continuation: str | None,
+                    default_ns: int) -> LogEvent:
+        """An event from a parsed JSON object or logfmt line (see the module's table)."""
+        vals: list[Any] = [None] * _SLOTS
+        ranks = [_NONE] * _SLOTS
+        keys: list[str] = [""] * _SLOTS
+        meta: dict[str, Any] = {}
+        roles = _ROLES.get
+        for key, value in obj.items():
+            role = roles(key)
+            if value is None:
+                continue
+            if role is None or value.__class__ is dict:
+                nested = _NESTED.get(key) if value.__class__ is dict else None
+                if nested is not None:
+                    rest = self._nested(key, value, nested, vals, ranks, keys)
+                    if rest:
+                        meta[key] = rest
+                elif role is None:
+                    meta[key] = value
+                    continue
+                if role is None or nested is not None:
+                    continue
+            slot, rank = role
+            old = ranks[slot]
+            if old <= rank:
+                meta[key] = value
+                continue
+            if slot == _MESSAGE and rank == 2 and value.__class__ is not str:
+                meta[key] = value  # structlog's 'event' is text; anything else is data
+                continue
+            if old != _NONE:  # a better key for the slot: the one found before is metadata
+                meta[keys[slot]] = vals[slot]
+            vals[slot] = value
+            ranks[slot] = rank
+            keys[slot] = key
+        return self._event(vals, keys, meta, continuation, default_ns)
+
+    @staticmethod
+    def _nested(name: str, value: dict[str, Any], table: Mapping[str, tuple[int, int]],
+                vals: list[Any], ranks: list[int], keys: list[str]) -> dict[str, Any]:
+        rest = {}
+        for key, item in value.items():
+            role = table.get(key)
+            if role is None or item is None or ranks[role[0]] <= role[1]:
+                rest[key] = item
+                continue
+            slot, rank = role
+            vals[slot] = item
+            ranks[slot] = rank
+            keys[slot] = f"{name}.{key}"
+        return rest
+
+    def _event(self, vals: list[Any], keys: list[str], meta: dict[str, Any],
+               continuation: str | None, default_ns: int) -> LogEvent:
+        given = vals[_METADATA]
+        if given is not None:
+            if given.__class__ is dict:
+                for key, value in given.items():
+                    meta.setdefault(key, value)
+            else:
+                meta["metadata"] = given
+        ts = default_ns
+        when = vals[_TIME]
+        if when is not None:
+            parsed = parse_timestamp(when, self._tz)
+            if parsed is None:  # keep what the line said; ship it at the time it was read
+                meta[keys[_TIME]] = when
+            else:
+                ts = parsed
+        level: object = Level.INFO
+        raw = vals[_LEVEL]
+        if raw is not None:
+            known = level_of(raw)
+            # an unknown name: LogEvent.create maps it to INFO and keeps it (original_level)
+            level = raw if known is None else known
+        message = vals[_MESSAGE]
+        if message is None:
+            message = ""
+        elif message.__class__ is not str:
+            message = _dumps(message)
+        exception = vals[_EXCEPTION]
+        if exception is not None and exception.__class__ is not str:
+            exception = _dumps(exception)
+        if continuation:
+            exception = f"{exception}\n{continuation}" if exception else continuation
+        service = vals[_SERVICE]
+        env = vals[_ENV]
+        logger = vals[_LOGGER]
+        return LogEvent.create(
+            service=service if service.__class__ is str and service else self.service,
+            env=env if env.__class__ is str and env else self.env,
+            level=level,
+            message=message,
+            timestamp_ns=ts,
+            actor=vals[_ACTOR],
+            type=vals[_TYPE],
+            actor_id=vals[_ACTOR_ID],
+            trace_id=vals[_TRACE_ID],
+            logger=logger if logger is None or logger.__class__ is str else str(logger),
+            metadata=meta,
+            exception=exception or None,
+        )

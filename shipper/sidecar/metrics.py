@@ -1,0 +1,158 @@
+"""``/healthz`` and ``/metrics`` (Prometheus text format, via prometheus-client).
+
+Every figure is read at scrape time from where it is kept (the pipeline's counters, each
+source's counters, the files' offsets), so nothing on the reading path pays for metrics.
+"""
+
+from __future__ import annotations
+
+import http.server
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shipper.sidecar._server import Server
+
+__all__ = ["OpsServer", "SidecarCollector"]
+
+
+class SidecarCollector(Collector):
+    """Turns the sidecar's state into metric families on each scrape."""
+
+    def __init__(self, sidecar: Any) -> None:
+        self._sidecar = sidecar
+
+    def collect(self) -> Iterator[Metric]:
+        sidecar = self._sidecar
+        stats = sidecar.pipeline.stats()
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"shipper_sidecar_{name}", doc, value=value)
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"shipper_sidecar_{name}", doc, value=value)
+
+        yield counter("events_accepted", "events the pipeline took from the sources",
+                      stats["accepted"])
+        yield counter("events_sent", "events Loki stored (replayed ones included)",
+                      stats["sent"])
+        yield counter("events_spooled", "events written to the on-disk spool",
+                      stats["spooled"])
+        yield counter("events_replayed", "spooled events sent to Loki later",
+                      stats["replayed"])
+        refused = CounterMetricFamily("shipper_sidecar_requests_refused",
+                                      "push requests Loki answered with a 400, by reason",
+                                      labels=["reason"])
+        for reason, n in sorted(stats["refused"].items()):
+            refused.add_metric([reason], n)
+        yield refused
+        dropped = CounterMetricFamily("shipper_sidecar_events_dropped",
+                                      "events lost, by reason (spool off or full)",
+                                      labels=["reason"])
+        for reason, n in sorted(stats["dropped"].items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield gauge("queued_events", "events waiting in memory for the next batch",
+                    stats["queued"])
+        yield gauge("offline", "1 while Loki is unreachable and batches go to the spool",
+                    1 if stats["offline"] else 0)
+        spool = stats.get("spool")
+        yield gauge("spool_bytes", "bytes waiting in the spool",
+                    getattr(spool, "bytes", 0) or 0)
+        yield gauge("positions_saved_timestamp_seconds",
+                    "when the positions file was last saved (unix time)",
+                    sidecar.positions.saved_at)
+
+        lines = CounterMetricFamily("shipper_sidecar_lines_read", "lines read, per source",
+                                    labels=["source"])
+        invalid = CounterMetricFamily("shipper_sidecar_lines_invalid",
+                                      "lines not valid in their format, shipped as text",
+                                      labels=["source"])
+        truncated = CounterMetricFamily("shipper_sidecar_lines_truncated",
+                                        "lines cut to max_line_bytes", labels=["source"])
+        lag_bytes = GaugeMetricFamily("shipper_sidecar_file_lag_bytes",
+                                      "bytes of the file not read yet", labels=["path"])
+        lag_seconds = GaugeMetricFamily("shipper_sidecar_file_lag_seconds",
+                                        "seconds since the file was last read to its end "
+                                        "(0 when caught up)", labels=["path"])
+        rotations = CounterMetricFamily("shipper_sidecar_file_rotations",
+                                        "files that left the globs or were deleted",
+                                        labels=["source"])
+        truncations = CounterMetricFamily("shipper_sidecar_file_truncations",
+                                          "files truncated or rewritten in place",
+                                          labels=["source"])
+        requests = CounterMetricFamily("shipper_sidecar_http_requests",
+                                       "HTTP requests, by path and status code",
+                                       labels=["source", "path", "code"])
+        containers = GaugeMetricFamily("shipper_sidecar_containers_followed",
+                                       "containers whose logs are followed now",
+                                       labels=["source"])
+        for source in sidecar.sources:
+            name = source.name
+            lines.add_metric([name], getattr(source, "lines_read", 0))
+            invalid.add_metric([name], source.invalid_lines())
+            if source.kind == "file":
+                truncated.add_metric([name], source.truncated_lines)
+                rotations.add_metric([name], source.rotations)
+                truncations.add_metric([name], source.truncations)
+                for status in source.status():
+                    lag_bytes.add_metric([status.path], status.lag_bytes)
+                    lag_seconds.add_metric([status.path], status.lag_seconds)
+            elif source.kind == "http":
+                for (path, code), n in sorted(source.requests.items()):
+                    requests.add_metric([name, path, str(code)], n)
+            elif source.kind == "docker":
+                containers.add_metric([name], source.followed)
+        yield from (lines, invalid, truncated, lag_bytes, lag_seconds, rotations, truncations,
+                    requests, containers)
+
+
+class OpsServer:
+    """``GET /healthz`` (200 while every source runs, 503 with the reasons otherwise) and
+    ``GET /metrics``."""
+
+    def __init__(self, listen: str, sidecar: Any) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SidecarCollector(sidecar))
+        problems: Callable[[], list[str]] = sidecar.problems
+        started = time.time()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 30
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    trouble = problems()
+                    body = ("\n".join(trouble) if trouble else
+                            f"ok: up {time.time() - started:.0f}s") + "\n"
+                    self._send(503 if trouble else 200, body.encode(),
+                               "text/plain; charset=utf-8")
+                else:
+                    self._send(404, b"not found: try /healthz or /metrics\n",
+                               "text/plain; charset=utf-8")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = Server(listen, Handler, "metrics_listen")
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()

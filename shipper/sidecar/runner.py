@@ -1,0 +1,333 @@
+"""The sidecar process: sources → the one :class:`~shipper.pipeline.Pipeline` → Loki.
+
+Start-up is all or nothing: the configuration is checked, the positions file's directory is
+proven writable and every port is bound before any source starts; a failure exits 2 with one
+line naming what is wrong.
+
+**Positions and delivery (at least once).** Every ``positions_interval`` the runner takes a
+snapshot of what each source has *handed to the pipeline* (file offsets up to the last line
+submitted; container timestamps), then calls ``Pipeline.flush``. Only when ``flush`` returns
+True (every event submitted before the snapshot was delivered to Loki or written to the
+spool) is that snapshot saved. So a saved position never runs ahead of what Loki or the spool
+holds: after a SIGKILL, a crash or a power cut (with ``spool_fsync``), the sidecar reads again
+from the last saved position; the lines read twice carry the same timestamp when it comes
+from the line, and Loki drops such exact duplicates.
+
+SIGTERM (and SIGINT): stop taking HTTP requests, read the files to their end and ship what is
+held, flush the pipeline, save positions, close the pipeline (what Loki did not take by then
+goes to the spool), save positions again, and exit within ``drain_timeout``. SIGHUP: expand the
+globs and reopen every file now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from shipper.pipeline import Pipeline
+from shipper.sidecar._server import StartupError
+from shipper.sidecar.config import (
+    DockerSourceConfig,
+    FileSourceConfig,
+    HttpSourceConfig,
+    SidecarConfig,
+)
+from shipper.sidecar.formats import LineParser
+from shipper.sidecar.positions import FilePosition, Positions, PositionsStore
+from shipper.transport import Transport
+
+__all__ = ["Sidecar", "StartupError"]
+
+#: the file source stops reading while the pipeline's queue is this full (the file waits)
+_HIGH_WATER = 0.5
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"shipper sidecar: {message}\n")
+        sys.stderr.flush()
+
+
+class Sidecar:
+    def __init__(self, config: SidecarConfig, *, transport: Transport | None = None) -> None:
+        self.config = config
+        self._transport = transport
+        self.pipeline: Pipeline | None = None
+        self.positions = PositionsStore(config.positions_file, _say)
+        self.sources: list[Any] = []
+        self._ops: Any = None
+        self._stop = threading.Event()
+        self._stopped = False
+        self._save_lock = threading.Lock()
+        self._checkpointer: threading.Thread | None = None
+        self._pressure_at = 0.0
+        self._pressured = False
+        self._high_water = max(1, int(config.loki.queue_max_events * _HIGH_WATER))
+        self._draining = False
+        self.exit_code = 0
+
+    # ------------------------------------------------------------------ start-up
+
+    def start(self) -> None:
+        """Prepare everything that can fail, then start; raises StartupError."""
+        config = self.config
+        needs_positions = any(isinstance(s, (FileSourceConfig, DockerSourceConfig))
+                              for s in config.sources)
+        saved = Positions()
+        if needs_positions:
+            try:
+                self.positions.check_writable()
+            except OSError as exc:
+                raise StartupError(f"positions_file: {config.positions_file}: cannot write "
+                                   f"there ({exc.strerror or exc})") from None
+            saved = self.positions.load()
+        spool_dir = config.loki.resolved_spool_dir()
+        if spool_dir is not None:
+            try:
+                spool_dir.mkdir(parents=True, exist_ok=True)
+                probe = spool_dir / f".probe-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise StartupError(f"spool_dir: {spool_dir}: cannot write there "
+                                   f"({exc.strerror or exc})") from None
+        _raise_open_files_limit()
+        self.pipeline = Pipeline(config.loki, transport=self._transport)
+        try:
+            self._build_sources(saved)
+            if config.metrics_listen:
+                _needs("prometheus_client", "metrics_listen", "sidecar",
+                       " (or set metrics_listen: null)")
+                from shipper.sidecar.metrics import OpsServer
+
+                self._ops = OpsServer(config.metrics_listen, self)
+        except BaseException:
+            self._abort()
+            raise
+        for source in self.sources:
+            source.start()
+        if self._ops is not None:
+            self._ops.start()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop,
+                                              name="shipper-positions", daemon=True)
+        self._checkpointer.start()
+        _say(self.describe())
+
+    def _parser(self, source: Any) -> LineParser:
+        return LineParser(format=source.format, level_pattern=source.level_pattern,
+                          timezone=source.timezone,
+                          service=source.service or self.config.loki.service,
+                          env=self.config.loki.env)
+
+    def _build_sources(self, saved: Positions) -> None:
+        assert self.pipeline is not None
+        submit = self.pipeline.submit
+        for i, source in enumerate(self.config.sources):
+            name = f"{source.type}#{i}"
+            if isinstance(source, FileSourceConfig):
+                from shipper.sidecar.file import FileSource
+
+                self.sources.append(FileSource(
+                    source, parser=self._parser(source), submit=submit, saved=saved.files,
+                    pressure=self._pressure, report=_say, name=name))
+            elif isinstance(source, HttpSourceConfig):
+                from shipper.sidecar.http import HttpSource
+
+                self.sources.append(HttpSource(
+                    source, pipeline=self.pipeline, service=source.service or
+                    self.config.loki.service, env=self.config.loki.env,
+                    pressure=self._pressure, name=name))
+            elif isinstance(source, DockerSourceConfig):
+                from shipper.sidecar.docker import DockerSource
+
+                _needs("docker", f"sources[{i}] (type: docker)", "docker")
+
+                self.sources.append(DockerSource(
+                    source, parser=self._parser(source), submit=submit,
+                    saved=saved.containers or {}, pressure=self._pressure, report=_say,
+                    name=name))
+
+    def _abort(self) -> None:
+        for source in self.sources:
+            closer = getattr(source, "close", None)
+            if callable(closer):
+                closer()
+        if self.pipeline is not None:
+            self.pipeline.close(0)
+
+    def describe(self) -> str:
+        parts = []
+        for source in self.sources:
+            parts.append(f"{source.name} {source.describe()}")
+        loki = self.config.loki.url or "no Loki URL (spool only)"
+        ops = f"; /healthz and /metrics on {self._ops.server.url}" if self._ops else ""
+        return f"started: {'; '.join(parts)}; shipping to {loki}{ops}"
+
+    # ------------------------------------------------------------------ running
+
+    def _pressure(self) -> bool:
+        """True while the pipeline's queue is over the high-water mark (sampled every 5 ms)."""
+        now = time.monotonic()
+        if now - self._pressure_at >= 0.005:
+            self._pressure_at = now
+            assert self.pipeline is not None
+            self._pressured = self.pipeline.stats()["queued"] >= self._high_water
+        return self._pressured
+
+    def problems(self) -> list[str]:
+        """What makes /healthz answer 503 (empty: healthy)."""
+        out = []
+        if self._draining:
+            out.append("draining: shutting down")
+        for source in self.sources:
+            if not source.alive:
+                failed = getattr(source, "failed", None)
+                out.append(f"{source.name} is not running" + (f": {failed}" if failed else ""))
+        return out
+
+    def _snapshot(self) -> Positions:
+        files: dict[tuple[int, int], FilePosition] = {}
+        containers: dict[str, int] = {}
+        for source in self.sources:
+            if source.kind == "file":
+                for pos in source.snapshot():
+                    files[(pos.dev, pos.ino)] = pos
+            elif source.kind == "docker":
+                containers.update(source.snapshot())
+        return Positions(tuple(files.values()), containers)
+
+    def checkpoint(self, timeout: float) -> bool:
+        """Save positions if everything read so far was taken by Loki or the spool."""
+        assert self.pipeline is not None
+        snapshot = self._snapshot()
+        if not self.pipeline.flush(timeout):
+            return False
+        self._save(snapshot)
+        return True
+
+    def _save(self, snapshot: Positions) -> None:
+        if not any(s.kind in ("file", "docker") for s in self.sources):
+            return
+        with self._save_lock:
+            try:
+                self.positions.save(snapshot)
+            except OSError as exc:
+                _say(f"cannot save positions to {self.positions.path} "
+                     f"({exc.strerror or exc}); trying again in "
+                     f"{self.config.positions_interval:g}s")
+
+    def _checkpoint_loop(self) -> None:
+        interval = self.config.positions_interval
+        while not self._stop.wait(interval):
+            try:
+                self.checkpoint(timeout=max(interval * 5, 10.0))
+            except Exception as exc:  # keep checkpointing; say what went wrong
+                _say(f"saving positions failed: {type(exc).__name__}: {exc}")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def reopen(self) -> None:
+        for source in self.sources:
+            reopen = getattr(source, "reopen", None)
+            if callable(reopen):
+                reopen()
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, drain; the exit code."""
+        previous: dict[int, Any] = {}
+
+        def on_stop(signum: int, frame: FrameType | None) -> None:
+            self._stop.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            _say("SIGHUP: reopening files")
+            self.reopen()
+
+        for sig, handler in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
+                             (signal.SIGHUP, on_hup)):
+            previous[sig] = signal.signal(sig, handler)
+        try:
+            self.start()
+            while not self._stop.wait(0.5):
+                trouble = [p for p in self.problems() if "draining" not in p]
+                if trouble:
+                    _say("; ".join(trouble) + ": stopping")
+                    self.exit_code = 1
+                    break
+            self.shutdown()
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+        return self.exit_code
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Drain within ``drain_timeout``: stop sources, ship, save positions, close."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop.set()
+        self._draining = True
+        assert self.pipeline is not None
+        started = time.monotonic()
+        deadline = started + (self.config.drain_timeout if timeout is None else timeout)
+        # receivers first (no new requests), then readers: read to the end and ship what is held
+        for source in sorted(self.sources, key=lambda s: s.kind != "http"):
+            source.stop(deadline=started + (deadline - started) * 0.5)
+        if self._checkpointer is not None:
+            self._checkpointer.join(max(deadline - time.monotonic(), 0.1))
+        before = self.pipeline.stats()["dropped_total"]
+        snapshot = self._snapshot()
+        delivered = self.pipeline.flush(max(deadline - time.monotonic() - 0.5, 0.1))
+        if delivered:
+            self._save(snapshot)
+        self.pipeline.close(max(deadline - time.monotonic(), 0.1))
+        stats = self.pipeline.stats()
+        if not delivered and stats["dropped_total"] == before:
+            self._save(snapshot)  # close() put what Loki had not taken into the spool
+        if self._ops is not None:
+            self._ops.stop()
+        spool = stats.get("spool")
+        waiting = f", {spool.bytes} bytes waiting in the spool" if spool and spool.bytes else ""
+        _say(f"stopped after {time.monotonic() - started:.1f}s: sent {stats['sent']}, "
+             f"spooled {stats['spooled']}, refused {stats['refused_total']} requests, "
+             f"dropped {stats['dropped_total']}{waiting}")
+
+
+def _needs(module: str, what: str, extra: str, alternative: str = "") -> None:
+    """Fail start-up clearly when an optional dependency is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise StartupError(f"{what} needs the {module} package: pip install "
+                           f"'shipper[{extra}]'{alternative}")
+
+
+def _raise_open_files_limit() -> None:
+    """Files stay open while they are tailed: lift the soft open-files limit (often 1024) to
+    the hard one, as servers that hold many files do."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed
+        pass
+
+
+def run(config: SidecarConfig) -> int:
+    """Run the sidecar in this process until SIGTERM; the exit code."""
+    sidecar = Sidecar(config)
+    try:
+        return sidecar.run()
+    except StartupError as exc:
+        _say(f"cannot start: {exc}")
+        sidecar._abort()
+        return 2
