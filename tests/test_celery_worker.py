@@ -81,7 +81,8 @@ def test_task_events_carry_task_id_as_trace_and_name_retries_duration(
         fake: FakeLoki, worker_run: dict[str, object]) -> None:
     plain = set(worker_run["plain"])  # type: ignore[call-overload]
     by_task = {metadata_of(s)["task_id"]: s for s in _events(fake, worker_run, "TASK_SUCCEEDED")}
-    assert plain <= set(by_task)
+    missing = plain - set(by_task)
+    assert not missing, (sorted(missing), sorted(by_task), str(worker_run["output"])[-4000:])
     for task_id in plain:
         stored = by_task[task_id]
         meta = metadata_of(stored)
