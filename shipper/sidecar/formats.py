@@ -88,10 +88,8 @@ def level_of(value: object) -> Level | None:
     if isinstance(value, (int, float)):
         found = next(lvl for floor, lvl in _NUMERIC_LEVELS if value >= floor) \
             if value >= 0 else None
-    elif isinstance(value, str):
-        found = _LEVEL_WORDS.get(value.strip().upper())
     else:
-        return None
+        found = _LEVEL_WORDS.get(value.strip().upper())
     if len(_level_cache) < 4096:
         _level_cache[value] = found
     return found
