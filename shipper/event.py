@@ -531,6 +531,14 @@ _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS
 def _line(message: str, metadata: Mapping[str, Any], exception: str | None,
           max_line_bytes: int) -> str:
     """The JSON line ``{"message", "metadata"[, "exception"]}``, at most ``max_line_bytes``."""
+    if not metadata and not exception and message.__class__ is str:
+        # the usual event: a message and nothing else
+        try:
+            data = b'{"message":' + _orjson_dumps(message) + b',"metadata":{}}'
+            if len(data) <= max_line_bytes:
+                return data.decode("utf-8")
+        except TypeError:  # lone surrogates: the careful path below
+            pass
     body: dict[str, Any] = {"message": message, "metadata": metadata}
     if exception:
         body["exception"] = exception
