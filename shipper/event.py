@@ -25,7 +25,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -390,11 +390,13 @@ class LogEvent:
         return event
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """An event as Loki stores it: the stream's labels, the timestamp, the line and the
     structured metadata. Lines and timestamps are never changed after this point, so a
-    re-sent entry is byte-identical and Loki drops it as a duplicate."""
+    re-sent entry is byte-identical and Loki drops it as a duplicate.
+
+    A named tuple: the worker makes one per event, and a tuple of strings and numbers is the
+    cheapest object to build and one the garbage collector soon stops looking at."""
 
     labels: tuple[tuple[str, str], ...]
     timestamp_ns: int
@@ -463,12 +465,12 @@ def _record_bytes(entry: Entry) -> bytes:
 
 def _make_entry(labels: tuple[tuple[str, str], ...], timestamp_ns: int, line: str,
                 metadata: tuple[tuple[str, str], ...]) -> Entry:
-    """An :class:`Entry` from values that are already normal, in one step instead of the
-    frozen dataclass ``__init__``'s four ``object.__setattr__`` calls (this runs per event)."""
-    entry = _new_object(Entry)
-    _set_attr(entry, "__dict__", {"labels": labels, "timestamp_ns": timestamp_ns, "line": line,
-                                  "metadata": metadata})
-    return entry
+    """An :class:`Entry` from values that are already normal, without the named tuple's
+    argument handling (this runs per event)."""
+    return _tuple_new(Entry, (labels, timestamp_ns, line, metadata))
+
+
+_tuple_new = tuple.__new__
 
 
 class TypeGuard:
@@ -646,19 +648,32 @@ def to_entry(
 
 def _structured(actor_id: str | None, trace_id: str | None,
                 logger: str | None) -> tuple[tuple[str, str], ...]:
-    """The structured metadata of an entry (values already normal, except the logger name)."""
-    if logger:
-        logger = _metadata_value(logger)
-        if actor_id:
-            if trace_id:
-                return (("actor_id", actor_id), ("trace_id", trace_id), ("logger", logger))
-            return (("actor_id", actor_id), ("logger", logger))
-        if trace_id:
-            return (("trace_id", trace_id), ("logger", logger))
-        return (("logger", logger),)
+    """The structured metadata of an entry (values already normal, except the logger name).
+    The (name, value) pairs of loggers and actor ids are made once and shared: fewer objects
+    per event for the garbage collector."""
     pairs: list[tuple[str, str]] = []
     if actor_id:
-        pairs.append(("actor_id", actor_id))
+        pairs.append(_pair("actor_id", actor_id))
     if trace_id:
         pairs.append(("trace_id", trace_id))
+    if logger:
+        pairs.append(_logger_pair(logger))
     return tuple(pairs)
+
+
+_PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def _pair(name: str, value: str) -> tuple[str, str]:
+    pair = (name, value)
+    found = _PAIRS.get(pair)
+    if found is None:
+        if len(_PAIRS) >= 8192:
+            _PAIRS.clear()
+        found = _PAIRS[pair] = pair
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _logger_pair(logger: str) -> tuple[str, str]:
+    return ("logger", _metadata_value(logger))

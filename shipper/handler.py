@@ -22,7 +22,8 @@ import datetime as _dt
 import logging
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from shipper.config import ShipperConfig
@@ -197,29 +198,62 @@ class _RecordConverter:
         return found
 
     def __call__(self, item: tuple[logging.LogRecord, LogContext | None, str | None]) -> Entry:
-        record, context, exception = item
-        message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = (
-            _record_fields(record, context, exception))
-        labels, extra = self._label_set(record.levelno, actor, record.__dict__.get("type"))
-        if metadata is None:
-            metadata = {}
-        elif not isinstance(metadata, Mapping):
-            metadata = {"value": metadata}
-        if extra:
-            metadata = dict(metadata)
-            for name, value in extra:
-                metadata.setdefault(name, value)
-        message, metadata, exception = self._redact(message, metadata, exception or None)
-        return _make_entry(
-            labels,
-            timestamp_ns,
-            _line(message, metadata, exception, self._max_line_bytes),
-            _structured(
-                None if actor_id is None or actor_id == "" else _metadata_value(actor_id),
-                None if trace_id is None or trace_id == "" else _metadata_value(trace_id),
-                record.name,
-            ),
-        )
+        entries: list[Entry] = []
+        self.many([item], entries, _raise)
+        return entries[0]
+
+    def many(self, items: Sequence[tuple[logging.LogRecord, LogContext | None, str | None]],
+             entries: list[Entry], failed: Callable[[Exception], None]) -> None:
+        """Append the entry of each item to ``entries``; an item that cannot be converted is
+        passed (its exception) to ``failed``. One loop for a whole batch: what every event
+        needs is looked up once."""
+        append = entries.append
+        labels_get = self._labels.get
+        label_set = self._label_set
+        redact = self._redact
+        max_line_bytes = self._max_line_bytes
+        fields = _record_fields
+        for record, context, given in items:
+            try:
+                message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = fields(
+                    record, context, given)
+                type_ = record.__dict__.get("type")
+                try:
+                    found = labels_get((record.levelno, actor, type_))
+                except TypeError:  # unhashable actor or type
+                    found = None
+                labels, extra = found if found is not None else label_set(
+                    record.levelno, actor, type_)
+                if metadata is None:
+                    metadata = _EMPTY
+                elif not isinstance(metadata, Mapping):
+                    metadata = {"value": metadata}
+                if extra:
+                    metadata = dict(metadata)
+                    for name, value in extra:
+                        metadata.setdefault(name, value)
+                message, metadata, exception = redact(message, metadata, exception or None)
+                append(_make_entry(
+                    labels,
+                    timestamp_ns,
+                    _line(message, metadata, exception, max_line_bytes),
+                    _structured(
+                        None if actor_id is None or actor_id == ""
+                        else _metadata_value(actor_id),
+                        None if trace_id is None or trace_id == ""
+                        else _metadata_value(trace_id),
+                        record.name,
+                    ),
+                ))
+            except Exception as exc:
+                failed(exc)
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 class LokiHandler(logging.Handler):
@@ -305,15 +339,22 @@ class LokiHandler(logging.Handler):
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
-        """Send (or spool) everything queued so far; True when all of it was delivered or
-        spooled within ``timeout`` seconds (default: the config's ``shutdown_timeout``).
+        """Deliver everything emitted so far; True only when Loki has answered every event
+        emitted before the call (stored, or refused with a 400 and counted) and the spool
+        segments this process wrote or found at start-up are delivered too, within
+        ``timeout`` seconds (default: the config's ``shutdown_timeout``). False otherwise, at
+        the deadline (or as soon as Loki is unreachable past it): the rest is safe in the
+        spool and the worker goes on delivering it. Without a URL: True once everything is in
+        the spool. See :meth:`shipper.pipeline.Pipeline.flush`.
 
         Called without arguments by ``logging.shutdown`` and friends: it never holds logging's
         locks while it waits."""
         return self._pipeline.flush(self.config.shutdown_timeout if timeout is None else timeout)
 
     def close(self) -> None:
-        """Drain within ``shutdown_timeout``, spool the rest, stop the worker."""
+        """Deliver the queue and the spool for up to ``shutdown_timeout``, write what is left
+        to the spool, stop the worker; when events are left on disk, say on stderr how many,
+        where, and the ``shipper spool push`` command that sends them."""
         try:
             self._pipeline.close(self.config.shutdown_timeout)
         finally:
@@ -321,7 +362,9 @@ class LokiHandler(logging.Handler):
 
     def stats(self) -> dict[str, Any]:
         """Counters: accepted, sent, retried, spooled, replayed (events); refused (requests Loki
-        answered 400, by reason: their valid entries were stored); dropped (events, by reason)."""
+        answered 400, by reason: their valid entries were stored) and refused_events (the
+        events in them); dropped (events, by reason); send_rate_limit (bytes/s while Loki
+        pushes back, else None)."""
         return self._pipeline.stats()
 
     @property

@@ -73,10 +73,11 @@ def encode_json(entries: Iterable[Entry], *, gzip_level: int | None = None) -> b
     element of a value. ``gzip_level`` compresses (send with ``Content-Encoding: gzip``)."""
     streams = []
     for labels, bucket in group_streams(entries).items():
-        values: list[list[Any]] = [
-            [str(e.timestamp_ns), e.line, dict(e.metadata)] if e.metadata
-            else [str(e.timestamp_ns), e.line]
-            for e in bucket
+        # tuples (orjson writes them as arrays): the garbage collector stops tracking a tuple
+        # of strings, where it keeps walking a list
+        values: list[tuple[Any, ...]] = [
+            (str(ts), line, dict(metadata)) if metadata else (str(ts), line)
+            for _, ts, line, metadata in bucket
         ]
         streams.append({"stream": dict(labels), "values": values})
     request = {"streams": streams}

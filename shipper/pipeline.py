@@ -84,6 +84,10 @@ class Pipeline:
         self.config = config
         self._convert = convert
         self._convert_entry = convert_entry
+        #: ``convert_entry.many(items, entries, failed)`` when it has it: a whole batch at once
+        self._convert_many: Callable[[Sequence[Any], list[Entry],
+                                      Callable[[Exception], None]], None] | None = getattr(
+            convert_entry, "many", None)
         self._redactor = redactor if redactor is not None else Redactor(
             keys=config.redact_keys, emails=config.redact_emails
         )
@@ -173,24 +177,29 @@ class Pipeline:
 
     def _entries(self, items: Sequence[Any]) -> list[Entry]:
         entries: list[Entry] = []
-        append = entries.append
-        redact = self._redactor.redact_event
-        convert_entry = self._convert_entry
-        max_line_bytes = self.config.max_line_bytes
-        for item in items:
-            try:
-                if item.__class__ is not LogEvent and convert_entry is not None:
-                    append(convert_entry(item))
-                    continue
-                event = item if isinstance(item, LogEvent) else self._convert(item)  # type: ignore[misc]
-                append(to_entry(redact(event), type_guard=self._types,
-                                max_line_bytes=max_line_bytes))
-            except Exception as exc:
-                self._count_drop("invalid_event", 1)
-                self.report("invalid_event", exc)
+        if self._convert_many is not None and not any(
+                item.__class__ is LogEvent for item in items):
+            self._convert_many(items, entries, self._invalid)
+        else:
+            redact = self._redactor.redact_event
+            max_line_bytes = self.config.max_line_bytes
+            for item in items:
+                try:
+                    if item.__class__ is not LogEvent and self._convert_entry is not None:
+                        entries.append(self._convert_entry(item))
+                        continue
+                    event = item if isinstance(item, LogEvent) else self._convert(item)  # type: ignore[misc]
+                    entries.append(to_entry(redact(event), type_guard=self._types,
+                                            max_line_bytes=max_line_bytes))
+                except Exception as exc:
+                    self._invalid(exc)
         with self._lock:
             self._counts["accepted"] += len(items)
         return entries
+
+    def _invalid(self, exc: Exception) -> None:
+        self._count_drop("invalid_event", 1)
+        self.report("invalid_event", exc)
 
     def _process(self, items: list[Any]) -> None:
         entries = self._entries(items)
