@@ -28,7 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,8 @@ LABEL = {
 # ----------------------------------------------------------------------------- child side
 
 
-def _make_handler(kind: str, url: str, spool_dir: str | None = None) -> Any:
+def _make_handler(kind: str, url: str, spool_dir: str | None = None,
+                  service: str = "bench") -> Any:
     import logging
 
     if kind == "null":
@@ -58,7 +62,7 @@ def _make_handler(kind: str, url: str, spool_dir: str | None = None) -> Any:
         # default settings, with the spool in a fresh directory: what overflows the queue
         # while the app logs faster than the worker sends is spooled and replayed
         spool_dir = spool_dir or tempfile.mkdtemp(prefix="shipper-bench-")
-        return LokiHandler(url or None, service="bench", spool_dir=spool_dir, retry_budget=1,
+        return LokiHandler(url or None, service=service, spool_dir=spool_dir, retry_budget=1,
                            timeout=5,
                            encoding="protobuf" if kind == "shipper_protobuf" else "json")
     if kind == "logging_loki_queue":
@@ -67,16 +71,16 @@ def _make_handler(kind: str, url: str, spool_dir: str | None = None) -> Any:
         import logging_loki
 
         return logging_loki.LokiQueueHandler(queue.Queue(-1), url=url + "/loki/api/v1/push",
-                                             tags={"service_name": "bench"}, version="1")
+                                             tags={"service_name": service}, version="1")
     if kind == "logging_loki":
         import logging_loki
 
         return logging_loki.LokiHandler(url=url + "/loki/api/v1/push",
-                                        tags={"service_name": "bench"}, version="1")
+                                        tags={"service_name": service}, version="1")
     if kind == "loki_logger_handler":
         from loki_logger_handler.loki_logger_handler import LokiLoggerHandler
 
-        return LokiLoggerHandler(url=url + "/loki/api/v1/push", labels={"service_name": "bench"},
+        return LokiLoggerHandler(url=url + "/loki/api/v1/push", labels={"service_name": service},
                                  timeout=1)
     raise SystemExit(f"unknown handler {kind!r}")
 
@@ -126,15 +130,27 @@ def child_hotpath(kind: str, url: str, n: int) -> dict[str, Any]:
     return {"per_call_us": best * 1e6, "cpu_us": best_cpu * 1e6}
 
 
-def _fake_count(url: str) -> int:
-    with urllib.request.urlopen(url + "/fake/count", timeout=5) as resp:
-        return int(resp.read())
+def _count(url: str, service: str) -> int:
+    """Events Loki holds for ``service``: the fake's counter, or a LogQL count on a real Loki."""
+    try:
+        with urllib.request.urlopen(url + "/fake/count", timeout=5) as resp:
+            return int(resp.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+    query = urllib.parse.urlencode({
+        "query": f'sum(count_over_time({{service_name="{service}"}}[1h]))',
+        "time": str(time.time_ns() + 60 * 10**9)})
+    with urllib.request.urlopen(f"{url}/loki/api/v1/query?{query}", timeout=30) as resp:
+        result = json.load(resp)["data"]["result"]
+    return int(float(result[0]["value"][1])) if result else 0
 
 
 def child_delivery(kind: str, url: str, n: int, limit_s: float) -> dict[str, Any]:
-    handler = _make_handler(kind, url)
+    service = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+    handler = _make_handler(kind, url, service=service)
     log = _logger(handler)
-    before = _fake_count(url) if kind != "null" else 0
+    before = _count(url, service) if kind != "null" else 0
     start, start_cpu = time.perf_counter(), time.thread_time()
     for i in range(n):
         log.info("User %s logged in from %s", i, "203.0.113.9",
@@ -147,10 +163,10 @@ def child_delivery(kind: str, url: str, n: int, limit_s: float) -> dict[str, Any
     if kind.startswith("shipper"):
         handler.flush(timeout=limit_s)
     deadline = start + limit_s
-    got = _fake_count(url) - before
+    got = _count(url, service) - before
     while got < n and time.perf_counter() < deadline:
         time.sleep(0.05)
-        got = _fake_count(url) - before
+        got = _count(url, service) - before
     elapsed = time.perf_counter() - start
     stats = handler.stats() if kind.startswith("shipper") else {}
     return {"events": n, "delivered": got, "seconds": elapsed, "log_seconds": logged,
