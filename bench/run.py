@@ -170,7 +170,8 @@ def child_delivery(kind: str, url: str, n: int, limit_s: float) -> dict[str, Any
     elapsed = time.perf_counter() - start
     stats = handler.stats() if kind.startswith("shipper") else {}
     return {"events": n, "delivered": got, "seconds": elapsed, "log_seconds": logged,
-            "rate": got / elapsed, "spooled": stats.get("spooled", ""), **call}
+            "rate": got / elapsed, "spooled": stats.get("spooled", ""),
+            "dropped": stats.get("dropped"), **call}
 
 
 def child_memory(kind: str, url: str, n: int, spool_dir: str | None) -> dict[str, Any]:

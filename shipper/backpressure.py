@@ -6,7 +6,9 @@ turns those answers into a pace:
 * Until Loki first pushes back there is no limit.
 * On push-back the limit becomes half of what was delivered over the last second (or half of
   the current limit), never below ``floor``. Several answers within ``cooldown`` count as one
-  signal: they report the same overload.
+  signal: they report the same overload. When nothing was delivered over the last second
+  (Loki has just come back, or refuses everything) there is no rate to halve: the retry's
+  backoff alone slows down.
 * Every accepted request raises the limit by ``step`` bytes/s.
 * After ``forget_after`` seconds without push-back the limit is dropped again.
 
@@ -27,7 +29,7 @@ class SendRate:
     def __init__(
         self,
         *,
-        floor: float = 64 * 1024,
+        floor: float = 256 * 1024,
         step: float = 128 * 1024,
         window: float = 1.0,
         cooldown: float = 1.0,
@@ -76,9 +78,11 @@ class SendRate:
         now = self._clock()
         if now - self._cut_at < self.cooldown:
             return
-        self._cut_at = now
         self._expire(now)
         current = self.limit if self.limit is not None else self._recent_bytes / self.window
+        if not current:
+            return
+        self._cut_at = now
         self.limit = max(self.floor, current / 2)
         self._next_at = max(self._next_at, now)
 

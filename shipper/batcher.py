@@ -8,9 +8,10 @@ there). Shutdown joins with a deadline. After ``os.fork`` the child calls
 
 When the queue is full (by count or bytes), ``put`` parks the item on an *overflow* list (up
 to ``overflow_items`` / ``overflow_bytes`` more) and the worker hands it to ``spill`` (the
-pipeline writes it to the spool), so the app's thread never does that disk I/O itself. Only
-when the overflow is full too, or without ``spill``, or once closed, does ``put`` answer False
-and leave the item to the caller.
+pipeline writes it to the spool), so the app's thread never does that disk I/O itself. When
+the overflow is full too (or without ``spill``, or once closed) ``put`` answers False; the
+caller may then :meth:`park` a compact form of the item (up to ``compact_bytes``), which
+goes to ``spill`` the same way.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Batcher(Generic[T]):
         max_bytes: int = 64 << 20,
         overflow_items: int = 10_000,
         overflow_bytes: int = 16 << 20,
+        compact_bytes: int = 32 << 20,
         batch_items: int = 10_000,
         batch_bytes: int = 1 << 20,
         max_wait: float = 1.0,
@@ -56,6 +58,7 @@ class Batcher(Generic[T]):
         self.max_bytes = max_bytes
         self.overflow_items = overflow_items
         self.overflow_bytes = overflow_bytes
+        self.compact_bytes = compact_bytes
         self.batch_items = batch_items
         self.batch_bytes = batch_bytes
         self.max_wait = max_wait
@@ -68,8 +71,11 @@ class Batcher(Generic[T]):
         self._done = threading.Condition(self._lock)  # flush() waits here
         self._queue: collections.deque[tuple[T, int]] = collections.deque()
         self._bytes = 0
-        self._overflow: list[tuple[T, int]] = []
+        #: (item, size, compact)
+        self._overflow: list[tuple[T, int, bool]] = []
         self._overflow_bytes = 0
+        self._compact_bytes = 0
+        self._raw_parked = 0
         self._next_tick = 0.0
         self._tick_idle = False
         self._first_at = 0.0
@@ -107,12 +113,26 @@ class Batcher(Generic[T]):
 
     def _park(self, item: T, size: int) -> bool:
         """Under the lock: the queue is full; the overflow takes the item for ``spill``."""
-        overflow = self._overflow
-        if (self._closing or self._spill is None or len(overflow) >= self.overflow_items
+        if (self._closing or self._spill is None or self._raw_parked >= self.overflow_items
                 or self._overflow_bytes + size > self.overflow_bytes):
             return False
-        overflow.append((item, size))
+        self._raw_parked += 1
         self._overflow_bytes += size
+        return self._parked(item, size, False)
+
+    def park(self, item: T, size: int) -> bool:
+        """Park a compact item (``size`` bytes) for ``spill`` when :meth:`put` refused its
+        full form; False when closed or ``compact_bytes`` are taken."""
+        with self._lock:
+            if (self._closing or self._spill is None
+                    or self._compact_bytes + size > self.compact_bytes):
+                return False
+            self._compact_bytes += size
+            return self._parked(item, size, True)
+
+    def _parked(self, item: T, size: int, compact: bool) -> bool:
+        overflow = self._overflow
+        overflow.append((item, size, compact))
         self._put_total += 1
         if self._thread is None:
             self._start()
@@ -180,8 +200,13 @@ class Batcher(Generic[T]):
                 if not parked:
                     return
                 del self._overflow[: len(parked)]
-                self._overflow_bytes -= sum(size for _, size in parked)
-                items = [item for item, _ in parked]
+                for _, size, compact in parked:
+                    if compact:
+                        self._compact_bytes -= size
+                    else:
+                        self._overflow_bytes -= size
+                        self._raw_parked -= 1
+                items = [item for item, _, _ in parked]
             assert self._spill is not None
             self._handle(self._spill, items)
 
@@ -299,9 +324,9 @@ class Batcher(Generic[T]):
             thread.join(timeout + _CLOSE_GRACE)
         with self._lock:
             left = [item for item, _ in self._queue]
-            left += [item for item, _ in self._overflow]
+            left += [item for item, _, _ in self._overflow]
             self._overflow.clear()
-            self._overflow_bytes = 0
+            self._overflow_bytes = self._compact_bytes = self._raw_parked = 0
             self._queue.clear()
             self._bytes = 0
             self._done_total += len(left)

@@ -42,7 +42,7 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from shipper.backpressure import SendRate
@@ -63,6 +63,15 @@ ITEM_OVERHEAD = 1024
 #: how often a flush waiting for the spool looks at it
 _SPOOL_POLL = 0.02
 _PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
+#: memory a parked spool record takes besides its payload
+_RECORD_OVERHEAD = 64
+
+
+class _SpoolRecord(NamedTuple):
+    """An event already in its spool form (priority, payload), parked for the worker."""
+
+    priority: int
+    payload: bytes
 
 
 class Pipeline:
@@ -111,6 +120,8 @@ class Pipeline:
         self._replay_attempt = 0
         #: records of the claimed segment Loki has answered
         self._replay_answered = 0
+        #: segments that took the rest of a segment whose replay stopped half-way
+        self._requeued: set[str] = set()
         self._closed = False
         spool_dir = config.resolved_spool_dir()
         self._spool = (
@@ -133,6 +144,7 @@ class Pipeline:
             max_bytes=config.queue_max_bytes,
             overflow_items=config.queue_max_events,
             overflow_bytes=config.queue_max_bytes,
+            compact_bytes=config.queue_max_bytes,
             batch_items=config.batch_max_events,
             batch_bytes=config.batch_max_bytes,
             max_wait=config.batch_max_wait,
@@ -158,20 +170,32 @@ class Pipeline:
             self.report("submit", exc)
 
     def overflow(self, item: Any) -> None:
-        """An item the queue and its overflow refused. Once closed (no worker left) it goes
-        to the spool from the caller's thread; otherwise it is dropped and counted."""
-        if self._closed and self._spool is not None:
-            self._to_spool(self._entries([item]), "closed")
+        """An item the queue and its overflow refused (the app logs faster than the worker
+        can even spool). With a spool it is turned into its compact spool record on the
+        caller's thread (CPU, no disk I/O: the app slows down instead of losing events) and
+        parked for the worker to write; once closed (no worker left) it is written to the
+        spool from the caller's thread. Otherwise it is dropped and counted."""
+        if self._spool is not None:
+            entries = self._entries([item])
+            if not entries:
+                return
+            if self._closed:
+                self._to_spool(entries, "closed")
+                return
+            entry = entries[0]
+            record = _SpoolRecord(entry.level.priority, entry.to_record())
+            if self._batcher.park(record, len(record.payload) + _RECORD_OVERHEAD):
+                return
+            self._count_drop("queue_full", 1)
+            self.report("queue_full", "the queue and its overflow are full (the worker cannot "
+                                      "keep up with spooling them): events are dropped")
             return
         reason = "closed" if self._closed else "queue_full"
         self._count_drop(reason, 1)
         if self._closed:
             self.report(reason, "the handler is closed and there is no spool: events are dropped")
-        elif self._spool is None:
-            self.report(reason, "the queue is full and there is no spool: events are dropped")
         else:
-            self.report(reason, "the queue and its overflow are full (the worker cannot keep "
-                                "up with spooling them): events are dropped")
+            self.report(reason, "the queue is full and there is no spool: events are dropped")
 
     # ------------------------------------------------------------------ worker
 
@@ -216,7 +240,16 @@ class Pipeline:
 
     def _spill(self, items: list[Any]) -> None:
         """Items the full queue parked: to the spool (on the worker, never the app thread)."""
-        self._to_spool(self._entries(items), "queue_full")
+        records = [item for item in items if item.__class__ is _SpoolRecord]
+        if records:
+            items = [item for item in items if item.__class__ is not _SpoolRecord]
+            written = self._spool.append(records) if self._spool is not None else 0
+            with self._lock:
+                self._counts["spooled"] += written
+            if written < len(records):
+                self._count_drop("spool_full_or_unwritable", len(records) - written)
+        if items:
+            self._to_spool(self._entries(items), "queue_full")
 
     def _chunks(self, entries: list[Entry]) -> Iterator[tuple[list[Entry], int]]:
         limit_bytes, limit_events = self.config.batch_max_bytes, self.config.batch_max_events
@@ -463,6 +496,8 @@ class Pipeline:
             segment.release()
             return
         if self._spool.append(rest) == len(rest):
+            # a flush waiting for the old segment now waits for the ones that took its rest
+            self._requeued |= self._spool.active_segments()
             segment.ack()
         else:
             segment.release()
@@ -514,7 +549,7 @@ class Pipeline:
 
     def _owed(self) -> set[str]:
         assert self._spool is not None
-        return self._found | self._spool.created_segments()
+        return self._found | self._spool.created_segments() | self._requeued
 
     def _wait_for_spool(self, deadline: float) -> bool:
         """Until the segments this process wrote or found at start-up are delivered."""
@@ -524,7 +559,7 @@ class Pipeline:
         if self._batcher.in_worker():
             return False
         owed = self._owed()
-        while spool.remaining(owed):
+        while spool.remaining(owed | self._requeued):
             now = time.monotonic()
             if now >= deadline or (self._offline and self._probe_at >= deadline):
                 return False

@@ -1228,6 +1228,11 @@ class Spool:
         with self._lock:
             return set(self._created)
 
+    def active_segments(self) -> set[str]:
+        """Names of the segments this spool is writing now."""
+        with self._lock:
+            return {active.name for active in self._active.values()}
+
     def free_segments(self) -> set[str]:
         """Names of the segments no process holds now (left by a process that is gone, or
         sealed): what a process finds to replay at start-up."""

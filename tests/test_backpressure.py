@@ -64,9 +64,22 @@ def test_paced_requests_wait_for_their_bytes_and_the_limit_grows_additively() ->
     assert rate.delay() == 0.0
 
 
+def test_push_back_with_nothing_delivered_lately_sets_no_limit() -> None:
+    """Loki just came back (or refuses everything): no rate to halve; backoff slows down."""
+    clock = Clock()
+    rate = SendRate(clock=clock)
+    rate.sent(1 << 20)
+    clock.now += 5
+    rate.throttled()
+    assert rate.limit is None and rate.delay() == 0.0
+
+
 def test_the_limit_never_drops_below_the_floor_and_is_forgotten_after_calm() -> None:
     clock = Clock()
     rate = SendRate(clock=clock, floor=64_000, forget_after=30)
+    rate.sent(1_000_000)
+    rate.throttled()
+    assert rate.limit == 500_000
     for _ in range(10):
         clock.now += 2
         rate.throttled()
@@ -100,7 +113,6 @@ def test_a_pending_flush_does_not_turn_429s_into_spooling(tmp_path: Path) -> Non
     stats = pipeline.stats()
     assert (stats["sent"], stats["spooled"], stats["offline"]) == (100, 0, False)
     assert transport.answers == ["429"] * 8 + ["204"]
-    assert stats["send_rate_limit"] is not None  # Loki pushed back: requests are paced
     pipeline.close()
 
 
