@@ -174,9 +174,9 @@ class ShipperConfig:
         "help": "an event waits at most this long for its batch"})
     queue_max_events: int = field(default=20_000, metadata={
         "help": "in-memory queue bound (a queued record costs about 1.5 KB); past it, as many "
-                "again wait for the worker to spool them, then events are dropped and counted"})
+                "again wait for the worker to spool them, then `emit` compacts them for it"})
     queue_max_bytes: int = field(default=32 * 1024 * 1024, metadata={
-        "help": "in-memory queue bound by estimated memory"})
+        "help": "in-memory queue bound by estimated memory (and the bound of each overflow)"})
 
     retry_budget: float = field(default=30.0, metadata={
         "help": "how long Loki may fail continuously (429, 5xx: no request accepted "
