@@ -19,6 +19,7 @@ pure bookkeeping (the clock is injectable), so it is tested without sleeping.
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from collections.abc import Callable
 
@@ -48,6 +49,7 @@ class SendRate:
         self._cut_at = float("-inf")
         self._recent: collections.deque[tuple[float, int]] = collections.deque()
         self._recent_bytes = 0
+        self._lock = threading.Lock()  # the sender and the spool's replay both send
 
     def __repr__(self) -> str:
         limit = "none" if self.limit is None else f"{self.limit / 1024:.0f} KiB/s"
@@ -61,6 +63,10 @@ class SendRate:
 
     def sent(self, nbytes: int) -> None:
         """A request of ``nbytes`` was accepted: pace the next one, raise the limit."""
+        with self._lock:
+            self._sent(nbytes)
+
+    def _sent(self, nbytes: int) -> None:
         now = self._clock()
         self._recent.append((now, nbytes))
         self._recent_bytes += nbytes
@@ -75,6 +81,10 @@ class SendRate:
 
     def throttled(self) -> None:
         """Loki answered 429 or 5xx: halve the rate (once per ``cooldown``)."""
+        with self._lock:
+            self._throttled()
+
+    def _throttled(self) -> None:
         now = self._clock()
         if now - self._cut_at < self.cooldown:
             return

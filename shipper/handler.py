@@ -297,6 +297,7 @@ class LokiHandler(logging.Handler):
         # emit talks to the queue directly: every attribute lookup counts on the hot path
         self._batcher = self._pipeline._batcher
         self._put = self._batcher.put
+        self._own_thread = self._pipeline.own_thread
 
     # ------------------------------------------------------------------ hot path
 
@@ -318,7 +319,7 @@ class LokiHandler(logging.Handler):
                 )
                 if len(self._ignore_cache) < 4096:
                     self._ignore_cache[name] = ignored
-            if ignored or _get_ident() == self._batcher._thread_ident:
+            if ignored or self._own_thread(_get_ident()):
                 return  # the worker's own records (urllib3 ...) would loop back
             exception = None
             if record.exc_info and record.exc_info[0] is not None:

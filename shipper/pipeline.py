@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+from shipper._sender import Sender
 from shipper.backpressure import SendRate
 from shipper.batcher import Batcher
 from shipper.config import ShipperConfig
@@ -62,6 +63,10 @@ _MAX_RETRY_AFTER = 300.0
 ITEM_OVERHEAD = 1024
 #: how often a flush waiting for the spool looks at it
 _SPOOL_POLL = 0.02
+#: how often the worker looks whether the sender took the batch waiting for it
+_HANDOFF_POLL = 0.001
+#: how long close() waits past its deadline for a request in flight then
+_CLOSE_GRACE = 1.0
 _PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 #: memory a parked spool record takes besides its payload
 _RECORD_OVERHEAD = 64
@@ -149,6 +154,8 @@ class Pipeline:
             batch_bytes=config.batch_max_bytes,
             max_wait=config.batch_max_wait,
         )
+        #: delivers one batch while the worker prepares the next
+        self._sender: Sender[tuple[list[Entry], int]] = Sender(self._send, report=self.report)
         _PIPELINES.add(self)
         if start_replay and self._found:
             # a predecessor (crashed or offline) left events behind: replay them now
@@ -235,8 +242,25 @@ class Pipeline:
         for chunk, size in self._chunks(entries):
             if self._offline and self._spool is not None:
                 self._to_spool(chunk, "offline")
-            else:
-                self._deliver_live(chunk, size)
+                continue
+            # one batch is sent while this one waits; past that the worker waits too
+            while not self._sender.offer((chunk, size)):
+                self._batcher.sleep(_HANDOFF_POLL)
+                if self._batcher.deadline_passed() and self._sender_stuck():
+                    self._to_spool(chunk, "shutdown")
+                    break
+
+    def _sender_stuck(self) -> bool:
+        """Closing past the deadline, and the sender still busy with its batch."""
+        return not self._sender.idle
+
+    def _send(self, work: tuple[list[Entry], int]) -> None:
+        """On the sender thread: one batch, with its retries (see _deliver_live)."""
+        chunk, size = work
+        if self._offline and self._spool is not None:
+            self._to_spool(chunk, "offline")
+        else:
+            self._deliver_live(chunk, size)
 
     def _spill(self, items: list[Any]) -> None:
         """Items the full queue parked: to the spool (on the worker, never the app thread)."""
@@ -264,6 +288,11 @@ class Pipeline:
             size += esize
         if chunk:
             yield chunk, size
+
+    def own_thread(self, ident: int) -> bool:
+        """Whether ``ident`` is one of the pipeline's threads (their records must not come
+        back into it)."""
+        return ident in (self._batcher._thread_ident, self._sender.thread_ident)
 
     def _request_timeout(self) -> float | None:
         """Closing: a request may not outlast close()'s deadline by much."""
@@ -543,6 +572,8 @@ class Pipeline:
         dropped_before = self._dropped_total()
         if not self._batcher.flush(timeout):
             return False
+        if not self._sender.wait_idle(deadline):
+            return False
         if not self._wait_for_spool(deadline):
             return False
         return self._dropped_total() == dropped_before
@@ -583,6 +614,10 @@ class Pipeline:
         left = self._batcher.close(max(deadline - time.monotonic(), 0.0))
         if left:
             self._to_spool(self._entries(left), "shutdown")
+        # the batch being sent ends by the deadline (its request's timeout is cut to it)
+        self._sender.wait_idle(max(deadline, time.monotonic()) + _CLOSE_GRACE)
+        for chunk, _ in self._sender.stop(_CLOSE_GRACE):
+            self._to_spool(chunk, "shutdown")
         self._release_replay()
         if self._spool is not None:
             self._spool.close()
@@ -622,6 +657,7 @@ class Pipeline:
 
     def after_fork_in_child(self) -> None:
         self._batcher.after_fork_in_child()
+        self._sender.after_fork_in_child()
         self._replay = None  # the parent holds that segment's lock; never release it here
         self._replay_pending = []
         self._found = set()  # the parent delivers those
