@@ -1,11 +1,17 @@
 """A bounded queue and one worker thread: hand batches of items to a callback.
 
-The shape of OpenTelemetry's batch processor: ``put`` is O(1) and never blocks (a full queue
-answers False and the caller decides what happens to the item); the worker wakes when a batch is
-full by count or bytes, when the oldest item has waited ``max_wait``, on ``flush`` and on
-``close``; between batches it calls ``tick`` (the pipeline replays the spool there). Shutdown
-joins with a deadline. After ``os.fork`` the child calls :meth:`Batcher.after_fork_in_child` and
-gets its own worker (started on its first ``put``).
+The shape of OpenTelemetry's batch processor: ``put`` is O(1) and never blocks; the worker wakes
+when a batch is full by count or bytes, when the oldest item has waited ``max_wait``, on
+``flush`` and on ``close``; between batches it calls ``tick`` (the pipeline replays the spool
+there). Shutdown joins with a deadline. After ``os.fork`` the child calls
+:meth:`Batcher.after_fork_in_child` and gets its own worker (started on its first ``put``).
+
+When the queue is full (by count or bytes), ``put`` parks the item on an *overflow* list (up
+to ``overflow_items`` / ``overflow_bytes`` more) and the worker hands it to ``spill`` (the
+pipeline writes it to the spool), so the app's thread never does that disk I/O itself. When
+the overflow is full too (or without ``spill``, or once closed) ``put`` answers False; the
+caller may then :meth:`park` a compact form of the item (up to ``compact_bytes``), which
+goes to ``spill`` the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ __all__ = ["Batcher"]
 T = TypeVar("T")
 
 _IDLE_TICK = 1.0
+#: how long ``close`` waits past its deadline for a request that was in flight then
+_CLOSE_GRACE = 1.0
 _monotonic = time.monotonic
 
 
@@ -30,9 +38,13 @@ class Batcher(Generic[T]):
         *,
         process: Callable[[list[T]], None],
         tick: Callable[[], float | None] | None = None,
+        spill: Callable[[list[T]], None] | None = None,
         report: Callable[[str, BaseException], None] | None = None,
         max_items: int = 100_000,
         max_bytes: int = 64 << 20,
+        overflow_items: int = 10_000,
+        overflow_bytes: int = 16 << 20,
+        compact_bytes: int = 32 << 20,
         batch_items: int = 10_000,
         batch_bytes: int = 1 << 20,
         max_wait: float = 1.0,
@@ -40,9 +52,13 @@ class Batcher(Generic[T]):
     ) -> None:
         self._process = process
         self._tick = tick
+        self._spill = spill
         self._report = report
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.overflow_items = overflow_items
+        self.overflow_bytes = overflow_bytes
+        self.compact_bytes = compact_bytes
         self.batch_items = batch_items
         self.batch_bytes = batch_bytes
         self.max_wait = max_wait
@@ -55,6 +71,13 @@ class Batcher(Generic[T]):
         self._done = threading.Condition(self._lock)  # flush() waits here
         self._queue: collections.deque[tuple[T, int]] = collections.deque()
         self._bytes = 0
+        #: (item, size, compact)
+        self._overflow: list[tuple[T, int, bool]] = []
+        self._overflow_bytes = 0
+        self._compact_bytes = 0
+        self._raw_parked = 0
+        self._next_tick = 0.0
+        self._tick_idle = False
         self._first_at = 0.0
         self._put_total = 0
         self._done_total = 0
@@ -67,13 +90,14 @@ class Batcher(Generic[T]):
     # ------------------------------------------------------------------ producers
 
     def put(self, item: T, size: int) -> bool:
-        """Queue ``item``; False when the queue is full (by count or bytes) or closed."""
+        """Queue ``item`` (or park it for ``spill`` when the queue is full); False when it
+        was not taken: closed, or full with no room left on the overflow."""
         with self._lock:
             queue = self._queue
             n = len(queue)
             queued_bytes = self._bytes + size
             if n >= self.max_items or queued_bytes > self.max_bytes or self._closing:
-                return False
+                return self._park(item, size)
             if not n:
                 self._first_at = _monotonic()
             queue.append((item, size))
@@ -86,6 +110,35 @@ class Batcher(Generic[T]):
             ):
                 self._work.notify()
             return True
+
+    def _park(self, item: T, size: int) -> bool:
+        """Under the lock: the queue is full; the overflow takes the item for ``spill``."""
+        if (self._closing or self._spill is None or self._raw_parked >= self.overflow_items
+                or self._overflow_bytes + size > self.overflow_bytes):
+            return False
+        self._raw_parked += 1
+        self._overflow_bytes += size
+        return self._parked(item, size, False)
+
+    def park(self, item: T, size: int) -> bool:
+        """Park a compact item (``size`` bytes) for ``spill`` when :meth:`put` refused its
+        full form; False when closed or ``compact_bytes`` are taken."""
+        with self._lock:
+            if (self._closing or self._spill is None
+                    or self._compact_bytes + size > self.compact_bytes):
+                return False
+            self._compact_bytes += size
+            return self._parked(item, size, True)
+
+    def _parked(self, item: T, size: int, compact: bool) -> bool:
+        overflow = self._overflow
+        overflow.append((item, size, compact))
+        self._put_total += 1
+        if self._thread is None:
+            self._start()
+        elif len(overflow) == 1:
+            self._work.notify()
+        return True
 
     def start(self) -> None:
         """Start the worker now (it also starts on the first ``put``)."""
@@ -103,33 +156,70 @@ class Batcher(Generic[T]):
     def in_worker(self) -> bool:
         return threading.get_ident() == self._thread_ident
 
-    @property
-    def urgent(self) -> bool:
-        """A flush or close is waiting: retry loops should stop waiting and spool instead."""
-        return self._closing or self._flush_target > self._done_total
-
     def deadline_passed(self) -> bool:
+        """Closing, and the time ``close`` gave the worker is up."""
         return time.monotonic() >= self._close_deadline
 
-    def __len__(self) -> int:
-        return len(self._queue)
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
-    def sleep(self, seconds: float, *, interrupt_on_flush: bool = True) -> None:
-        """Wait up to ``seconds`` on the worker; return early on close (at its deadline) and,
-        unless told otherwise, on flush."""
-        end = time.monotonic() + seconds
+    def __len__(self) -> int:
+        return len(self._queue) + len(self._overflow)
+
+    def wake_tick(self) -> None:
+        """If ``tick`` last said it had nothing to do, call it again as soon as the worker is
+        free (a flush waits for the spool); a delay it asked for (a backoff) is kept."""
         with self._lock:
-            while not (self.urgent if interrupt_on_flush else self._closing):
-                left = end - time.monotonic()
-                if left <= 0:
-                    return
-                self._work.wait(left)
-            if self._closing and not interrupt_on_flush:
-                left = min(end, self._close_deadline) - time.monotonic()
-                if left > 0:
+            if self._tick_idle:
+                self._tick_idle = False
+                self._next_tick = 0.0
+                self._work.notify()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds`` on the worker (a retry's backoff, the send pace), spilling
+        the overflow meanwhile; return early only when ``close``'s deadline passes. A flush
+        does not cut the wait short."""
+        end = time.monotonic() + seconds
+        while True:
+            with self._lock:
+                while not self._overflow:
+                    left = min(end, self._close_deadline) - time.monotonic()
+                    if left <= 0:
+                        return
                     self._work.wait(left)
+            self._drain_overflow()
 
     # ------------------------------------------------------------------ worker
+
+    def _drain_overflow(self) -> None:
+        """On the worker: hand the parked items to ``spill`` (in batches)."""
+        while True:
+            with self._lock:
+                parked = self._overflow[: self.batch_items]
+                if not parked:
+                    return
+                del self._overflow[: len(parked)]
+                for _, size, compact in parked:
+                    if compact:
+                        self._compact_bytes -= size
+                    else:
+                        self._overflow_bytes -= size
+                        self._raw_parked -= 1
+                items = [item for item, _, _ in parked]
+            assert self._spill is not None
+            self._handle(self._spill, items)
+
+    def _handle(self, handler: Callable[[list[T]], None], items: list[T]) -> None:
+        """On the worker: ``handler(items)``, then count them done (and wake flushes)."""
+        try:
+            handler(items)
+        except Exception as exc:  # the worker must survive anything
+            if self._report:
+                self._report("worker", exc)
+        with self._lock:
+            self._done_total += len(items)
+            self._done.notify_all()
 
     def _take(self, now: float) -> list[T] | None:
         """Under the lock: the next batch if one is due, else None."""
@@ -159,44 +249,44 @@ class Batcher(Generic[T]):
 
     def _run(self) -> None:
         self._thread_ident = threading.get_ident()
-        next_tick = time.monotonic()
+        self._next_tick = time.monotonic()
         while True:
             with self._lock:
                 while True:
                     now = time.monotonic()
+                    if self._overflow:
+                        items = None
+                        break
                     items = self._take(now)
-                    if items is not None or now >= next_tick:
+                    if items is not None or now >= self._next_tick:
                         break
                     if self._closing and not self._queue:
                         break
-                    timeout = next_tick - now
+                    timeout = self._next_tick - now
                     if self._queue:
                         timeout = min(timeout, self._first_at + self.max_wait - now)
                     self._work.wait(max(timeout, 0.0005))
                 closing = self._closing
+            if self._overflow:
+                self._drain_overflow()
             if items:
-                try:
-                    self._process(items)
-                except Exception as exc:  # the worker must survive anything
-                    if self._report:
-                        self._report("worker", exc)
-                with self._lock:
-                    self._done_total += len(items)
-                    self._done.notify_all()
-            elif closing and not self._queue:
+                self._handle(self._process, items)
+            elif closing and not self._queue and not self._overflow:
                 with self._lock:
                     self._done.notify_all()
                 return
-            if self._tick is not None and time.monotonic() >= next_tick and not closing:
+            if self._tick is not None and time.monotonic() >= self._next_tick and not closing:
                 try:
                     delay = self._tick()
                 except Exception as exc:
                     if self._report:
                         self._report("worker", exc)
                     delay = _IDLE_TICK
-                next_tick = time.monotonic() + (_IDLE_TICK if delay is None else delay)
+                with self._lock:
+                    self._tick_idle = delay is None
+                    self._next_tick = time.monotonic() + (_IDLE_TICK if delay is None else delay)
             elif self._tick is None:
-                next_tick = time.monotonic() + _IDLE_TICK
+                self._next_tick = time.monotonic() + _IDLE_TICK
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -230,9 +320,13 @@ class Batcher(Generic[T]):
             self._work.notify_all()
             thread = self._thread
         if thread is not None and thread.is_alive() and not self.in_worker():
-            thread.join(timeout)
+            # a request in flight at the deadline ends within the time the pipeline gives it
+            thread.join(timeout + _CLOSE_GRACE)
         with self._lock:
             left = [item for item, _ in self._queue]
+            left += [item for item, _, _ in self._overflow]
+            self._overflow.clear()
+            self._overflow_bytes = self._compact_bytes = self._raw_parked = 0
             self._queue.clear()
             self._bytes = 0
             self._done_total += len(left)

@@ -230,7 +230,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Logs demo events the way an app does (SystemLog and logging through a "
         "LokiHandler), at --rate events per second, then flushes and prints the handler's "
         "stats as JSON. Without LOKI_URL or --url the events go to the spool. Exit codes: 0 "
-        "all delivered or spooled, 1 some refused or dropped, 2 bad options.",
+        "all delivered (without a URL: all spooled), 1 some refused, dropped or not delivered "
+        "in time (they wait in the spool), 2 bad options.",
     )
     how_long = demo.add_mutually_exclusive_group()
     how_long.add_argument("--count", type=int, metavar="N",

@@ -175,12 +175,15 @@ class ShipperConfig:
     batch_max_wait: float = field(default=1.0, metadata={
         "help": "an event waits at most this long for its batch"})
     queue_max_events: int = field(default=20_000, metadata={
-        "help": "in-memory queue bound (a queued record costs about 1.5 KB); past it, the spool"})
+        "help": "in-memory queue bound (a queued record costs about 1.5 KB); past it, as many "
+                "again wait for the worker to spool them, then `emit` compacts them for it"})
     queue_max_bytes: int = field(default=32 * 1024 * 1024, metadata={
-        "help": "in-memory queue bound by estimated memory"})
+        "help": "in-memory queue bound by estimated memory (and the bound of each overflow)"})
 
     retry_budget: float = field(default=30.0, metadata={
-        "help": "how long a batch is retried in memory before it is spooled (or dropped)"})
+        "help": "how long Loki may fail continuously (429, 5xx: no request accepted "
+                "meanwhile) before batches go to the spool (or are dropped without one); a "
+                "refused connection or a timeout goes there at once"})
     backoff_min: float = field(default=0.5, metadata={
         "help": "first retry delay; it doubles per attempt, with jitter"})
     backoff_max: float = field(default=30.0, metadata={
@@ -209,8 +212,8 @@ class ShipperConfig:
     ignore_loggers: tuple[str, ...] = field(default=(), metadata={
         "help": "loggers whose records the handler skips (its own HTTP stack always is)"})
     shutdown_timeout: float = field(default=5.0, metadata={
-        "help": "how long `close()`, `shipper.shutdown()` and the exit hook drain before "
-                "spooling the rest"})
+        "help": "how long `close()`, `shipper.shutdown()` and the exit hook deliver the queue "
+                "and the spool before leaving the rest on disk (and saying so on stderr)"})
     handle_sigterm: bool = field(default=True, metadata={
         "help": "when SIGTERM still has its default action (nothing in the process handles it), "
                 "run shipper.shutdown() on SIGTERM first, then let the signal end the process "

@@ -1453,7 +1453,8 @@ def run_demo(
     out.flush()
     trouble = stats.get("refused_total", 0) or stats.get("dropped_total", 0) or not delivered
     if trouble:
-        err.write("shipper demo: not every event was delivered or spooled; see the stats above\n")
+        err.write("shipper demo: not every event was delivered (what was not is in the spool, "
+                  "unless dropped); see the stats above\n")
     if interrupted:
         return 130
     return 1 if trouble else 0

@@ -22,13 +22,29 @@ import datetime as _dt
 import logging
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from shipper.config import ShipperConfig
 from shipper.context import _CURRENT, LogContext
-from shipper.event import LogEvent
+from shipper.event import (
+    Entry,
+    LogEvent,
+    TypeGuard,
+    _env_label,
+    _labels,
+    _line,
+    _make_entry,
+    _metadata_value,
+    _service_label,
+    _structured,
+    normalize_actor,
+    normalize_level,
+    normalize_type,
+)
 from shipper.pipeline import ITEM_OVERHEAD, Pipeline
+from shipper.redact import Redactor
 from shipper.transport import Transport
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
@@ -76,6 +92,29 @@ def event_from_record(
     ``context`` is the request context captured when the record was emitted; explicit record
     fields win over it. ``exception`` is pre-formatted exception text (else read from the record).
     """
+    fields = _record_fields(record, context, exception)
+    return LogEvent.create(
+        service=service,
+        env=env,
+        level=record.levelno if record.levelname != "WARN" else "WARNING",
+        message=fields[0],
+        timestamp_ns=fields[6],
+        actor=fields[3],
+        type=record.__dict__.get("type"),
+        actor_id=fields[4],
+        trace_id=fields[5],
+        logger=record.name,
+        metadata=fields[1],
+        exception=fields[2],
+    )
+
+
+def _record_fields(
+    record: logging.LogRecord, context: LogContext | None, exception: str | None
+) -> tuple[str, Any, str | None, Any, Any, Any, int]:
+    """What a record says, before normalisation: message, metadata, exception text, actor,
+    actor id, trace id and the timestamp in ns (the one reading of a record both
+    :func:`event_from_record` and the handler's direct conversion share)."""
     attrs = record.__dict__
     try:
         message = record.getMessage()
@@ -106,21 +145,115 @@ def event_from_record(
         actor = actor if actor is not None else context.actor
         actor_id = actor_id if actor_id is not None else context.actor_id
         trace_id = trace_id if trace_id is not None else context.trace_id
-    return LogEvent.create(
-        service=service,
-        env=env,
-        level=record.levelno if record.levelname != "WARN" else "WARNING",
-        message=message,
-        timestamp_ns=(round(record.created * 1e6) * 1000 if "event_time" not in attrs
-                      else _event_time_ns(attrs["event_time"], record.created)),
-        actor=actor,
-        type=attrs.get("type"),
-        actor_id=actor_id,
-        trace_id=trace_id,
-        logger=record.name,
-        metadata=metadata,
-        exception=exception,
-    )
+    timestamp_ns = (round(record.created * 1e6) * 1000 if "event_time" not in attrs
+                    else _event_time_ns(attrs["event_time"], record.created))
+    return message, metadata, exception, actor, actor_id, trace_id, timestamp_ns
+
+
+_LabelKey = tuple[int, Any, Any]
+_Labels = tuple[tuple[str, str], ...]
+
+
+class _RecordConverter:
+    """A queued ``(record, context, exception)`` → the wire :class:`~shipper.event.Entry`, in
+    one step on the worker: the same entry as
+    ``to_entry(redactor.redact_event(event_from_record(...)))`` without building the event
+    in between, with the labels built once per distinct (level, actor, type), an empty
+    metadata dict never walked, and the line written by orjson."""
+
+    def __init__(self, config: ShipperConfig, redactor: Redactor, type_guard: TypeGuard) -> None:
+        self._service = _service_label(config.service)
+        self._env = _env_label(config.env) if config.env else None
+        self._redact = redactor.redact_parts
+        self._guard = type_guard
+        self._max_line_bytes = config.max_line_bytes
+        #: (levelno, actor, type) as found on the record -> labels and the originals that
+        #: normalisation replaced (kept in metadata)
+        self._labels: dict[_LabelKey, tuple[_Labels, tuple[tuple[str, str], ...]]] = {}
+
+    def _label_set(self, levelno: int, actor: Any, type_: Any,
+                   ) -> tuple[_Labels, tuple[tuple[str, str], ...]]:
+        key = (levelno, actor, type_)
+        try:
+            found = self._labels.get(key)
+        except TypeError:  # an unhashable actor or type: normalised below, not cached
+            found, key = None, None  # type: ignore[assignment]
+        if found is not None:
+            return found
+        level, level_original = normalize_level(levelno)
+        act, actor_original = normalize_actor(actor)
+        normal_type = normalize_type(type_)
+        admitted = self._guard.admit(normal_type)
+        extra: list[tuple[str, str]] = []
+        if level_original is not None:
+            extra.append(("original_level", level_original))
+        if actor_original is not None:
+            extra.append(("original_actor", actor_original))
+        if admitted != normal_type:
+            extra.append(("type", normal_type))
+        found = (_labels(self._service, self._env, level, act, admitted), tuple(extra))
+        # an overflowed type is admitted again on every event (the guard counts them)
+        if key is not None and admitted == normal_type and len(self._labels) < 4096:
+            self._labels[key] = found
+        return found
+
+    def __call__(self, item: tuple[logging.LogRecord, LogContext | None, str | None]) -> Entry:
+        entries: list[Entry] = []
+        self.many([item], entries, _raise)
+        return entries[0]
+
+    def many(self, items: Sequence[tuple[logging.LogRecord, LogContext | None, str | None]],
+             entries: list[Entry], failed: Callable[[Exception], None]) -> None:
+        """Append the entry of each item to ``entries``; an item that cannot be converted is
+        passed (its exception) to ``failed``. One loop for a whole batch: what every event
+        needs is looked up once."""
+        append = entries.append
+        labels_get = self._labels.get
+        label_set = self._label_set
+        redact = self._redact
+        max_line_bytes = self._max_line_bytes
+        fields = _record_fields
+        for record, context, given in items:
+            try:
+                message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = fields(
+                    record, context, given)
+                type_ = record.__dict__.get("type")
+                try:
+                    found = labels_get((record.levelno, actor, type_))
+                except TypeError:  # unhashable actor or type
+                    found = None
+                labels, extra = found if found is not None else label_set(
+                    record.levelno, actor, type_)
+                if metadata is None:
+                    metadata = _EMPTY
+                elif not isinstance(metadata, Mapping):
+                    metadata = {"value": metadata}
+                if extra:
+                    metadata = dict(metadata)
+                    for name, value in extra:
+                        metadata.setdefault(name, value)
+                message, metadata, exception = redact(message, metadata, exception or None)
+                append(_make_entry(
+                    labels,
+                    timestamp_ns,
+                    _line(message, metadata, exception, max_line_bytes),
+                    _structured(
+                        None if actor_id is None or actor_id == ""
+                        else _metadata_value(actor_id),
+                        None if trace_id is None or trace_id == ""
+                        else _metadata_value(trace_id),
+                        record.name,
+                    ),
+                ))
+            except Exception as exc:
+                failed(exc)
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
 
 
 class LokiHandler(logging.Handler):
@@ -155,11 +288,16 @@ class LokiHandler(logging.Handler):
         self.config = config
         self._ignored = tuple(INTERNAL_LOGGERS) + tuple(config.ignore_loggers)
         self._ignore_cache: dict[str, bool] = {}
-        self._pipeline = Pipeline(config, transport=transport, convert=self._convert)
+        redactor = Redactor.from_config(config)
+        types = TypeGuard(config.type_limit)
+        self._pipeline = Pipeline(config, transport=transport, convert=self._convert,
+                                  convert_entry=_RecordConverter(config, redactor, types),
+                                  redactor=redactor, type_guard=types)
         # queued: (record, request context captured on the app's thread, exception text);
         # emit talks to the queue directly: every attribute lookup counts on the hot path
         self._batcher = self._pipeline._batcher
         self._put = self._batcher.put
+        self._own_thread = self._pipeline.own_thread
 
     # ------------------------------------------------------------------ hot path
 
@@ -181,7 +319,7 @@ class LokiHandler(logging.Handler):
                 )
                 if len(self._ignore_cache) < 4096:
                     self._ignore_cache[name] = ignored
-            if ignored or _get_ident() == self._batcher._thread_ident:
+            if ignored or self._own_thread(_get_ident()):
                 return  # the worker's own records (urllib3 ...) would loop back
             exception = None
             if record.exc_info and record.exc_info[0] is not None:
@@ -202,15 +340,22 @@ class LokiHandler(logging.Handler):
     # ------------------------------------------------------------------ lifecycle
 
     def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]
-        """Send (or spool) everything queued so far; True when all of it was delivered or
-        spooled within ``timeout`` seconds (default: the config's ``shutdown_timeout``).
+        """Deliver everything emitted so far; True only when Loki has answered every event
+        emitted before the call (stored, or refused with a 400 and counted) and the spool
+        segments this process wrote or found at start-up are delivered too, within
+        ``timeout`` seconds (default: the config's ``shutdown_timeout``). False otherwise, at
+        the deadline (or as soon as Loki is unreachable past it): the rest is safe in the
+        spool and the worker goes on delivering it. Without a URL: True once everything is in
+        the spool. See :meth:`shipper.pipeline.Pipeline.flush`.
 
         Called without arguments by ``logging.shutdown`` and friends: it never holds logging's
         locks while it waits."""
         return self._pipeline.flush(self.config.shutdown_timeout if timeout is None else timeout)
 
     def close(self) -> None:
-        """Drain within ``shutdown_timeout``, spool the rest, stop the worker."""
+        """Deliver the queue and the spool for up to ``shutdown_timeout``, write what is left
+        to the spool, stop the worker; when events are left on disk, say on stderr how many,
+        where, and the ``shipper spool push`` command that sends them."""
         try:
             self._pipeline.close(self.config.shutdown_timeout)
         finally:
@@ -218,7 +363,9 @@ class LokiHandler(logging.Handler):
 
     def stats(self) -> dict[str, Any]:
         """Counters: accepted, sent, retried, spooled, replayed (events); refused (requests Loki
-        answered 400, by reason: their valid entries were stored); dropped (events, by reason)."""
+        answered 400, by reason: their valid entries were stored) and refused_events (the
+        events in them); dropped (events, by reason); send_rate_limit (bytes/s while Loki
+        pushes back, else None)."""
         return self._pipeline.stats()
 
     @property

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
+import orjson
+
 from shipper import __version__
 from shipper.config import LOKI_MAX_REQUEST_BYTES, ShipperConfig
 from shipper.event import Entry
@@ -153,13 +155,18 @@ def encode_json(entries: Iterable[Entry], *, gzip_level: int | None = None) -> b
     element of a value. ``gzip_level`` compresses (send with ``Content-Encoding: gzip``)."""
     streams = []
     for labels, bucket in group_streams(entries).items():
-        values: list[list[Any]] = [
-            [str(e.timestamp_ns), e.line, dict(e.metadata)] if e.metadata
-            else [str(e.timestamp_ns), e.line]
-            for e in bucket
+        # tuples (orjson writes them as arrays): the garbage collector stops tracking a tuple
+        # of strings, where it keeps walking a list
+        values: list[tuple[Any, ...]] = [
+            (str(ts), line, dict(metadata)) if metadata else (str(ts), line)
+            for _, ts, line, metadata in bucket
         ]
         streams.append({"stream": dict(labels), "values": values})
-    body = json.dumps({"streams": streams}, ensure_ascii=False, separators=(",", ":")).encode()
+    request = {"streams": streams}
+    try:
+        body = orjson.dumps(request)  # the whole request in one call
+    except orjson.JSONEncodeError:  # a lone surrogate in a hand-built entry: escape it
+        body = json.dumps(request, separators=(",", ":")).encode()
     if gzip_level is not None:
         body = gzip.compress(body, compresslevel=gzip_level, mtime=0)
     return body
@@ -353,6 +360,8 @@ class PushOutcome:
     retry_after: float | None = None
     #: refused pushes: a stable reason for the counters (``too_old``, ``line_too_long``, ...)
     reason: str = ""
+    #: retry: no HTTP answer at all (connection refused or reset, DNS, TLS, timeout)
+    unreachable: bool = False
 
 
 def _retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -447,17 +456,19 @@ class LokiClient:
             return encode_json(entries, gzip_level=1), headers
         return encode_json(entries), headers
 
-    def push_once(self, entries: Sequence[Entry]) -> PushOutcome:
-        """One POST of ``entries``; classifies the answer. Never raises for HTTP trouble."""
+    def push_once(self, entries: Sequence[Entry], *, timeout: float | None = None) -> PushOutcome:
+        """One POST of ``entries``; classifies the answer. Never raises for HTTP trouble.
+        ``timeout`` overrides the configured one (the pipeline shortens it at shutdown)."""
         body, headers = self.encode(entries)
         if len(body) > LOKI_MAX_REQUEST_BYTES and len(entries) > 1:
             return PushOutcome("too_large", len(entries), None, f"{len(body)} bytes encoded")
         try:
             resp = self.transport.request(
-                "POST", self.push_url, headers=headers, body=body, timeout=self.config.timeout
+                "POST", self.push_url, headers=headers, body=body,
+                timeout=self.config.timeout if timeout is None else timeout,
             )
         except TransportError as exc:
-            return PushOutcome("retry", len(entries), None, str(exc))
+            return PushOutcome("retry", len(entries), None, str(exc), unreachable=True)
         return self._classify(resp, len(entries))
 
     @staticmethod
@@ -474,7 +485,8 @@ class LokiClient:
         return PushOutcome("refused", count, status, message,
                            reason=refusal_reason(status, message))
 
-    def push(self, entries: Sequence[Entry]) -> list[PushOutcome]:
+    def push(self, entries: Sequence[Entry], *, timeout: float | None = None,
+             ) -> list[PushOutcome]:
         """Push, splitting in halves whatever Loki (or the 4 MiB limit) finds too large.
 
         Returns one outcome per request made. A single entry that is still too large is
@@ -484,7 +496,7 @@ class LokiClient:
         pending: list[Sequence[Entry]] = [entries]
         while pending:
             part = pending.pop(0)
-            outcome = self.push_once(part)
+            outcome = self.push_once(part, timeout=timeout)
             if outcome.kind == "too_large":
                 if len(part) > 1:
                     mid = len(part) // 2
@@ -498,7 +510,8 @@ class LokiClient:
                 rest = sum(len(p) for p in pending)
                 if rest:
                     outcomes.append(PushOutcome("retry", rest, outcome.status, outcome.message,
-                                                outcome.retry_after))
+                                                outcome.retry_after,
+                                                unreachable=outcome.unreachable))
                 pending.clear()
         return outcomes
 

@@ -243,18 +243,29 @@ class Redactor:
         """The event with its message, metadata and exception text redacted (the same event
         when nothing needed masking). Never raises: an event that cannot be processed keeps
         only its labels and a marker."""
-        try:
-            message = self._text(event.message)
-            metadata = self._walk(event.metadata, 0, set())
-            exception = self._text(event.exception) if event.exception else event.exception
-        except Exception:
-            return dataclasses.replace(event, message=_UNREADABLE, metadata={}, exception=None)
+        parts = self.redact_parts(event.message, event.metadata, event.exception)
+        message, metadata, exception = parts
         if (message is event.message and metadata is event.metadata
                 and exception is event.exception):
             return event
-        if not isinstance(metadata, Mapping):
-            metadata = {"value": metadata}
         return dataclasses.replace(event, message=message, metadata=metadata, exception=exception)
+
+    def redact_parts(
+        self, message: str, metadata: Mapping[str, Any], exception: str | None
+    ) -> tuple[str, Mapping[str, Any], str | None]:
+        """:meth:`redact_event` on the three free-text parts of an event (each returned as the
+        same object when nothing in it needed masking; an empty metadata mapping is not
+        walked). Never raises: what cannot be processed becomes a marker and no metadata."""
+        try:
+            message = self._text(message)
+            if metadata:
+                walked = self._walk(metadata, 0, set())
+                metadata = walked if isinstance(walked, Mapping) else {"value": walked}
+            if exception:
+                exception = self._text(exception)
+        except Exception:
+            return _UNREADABLE, {}, None
+        return message, metadata, exception
 
     # ------------------------------------------------------------------ internals
 

@@ -573,6 +573,8 @@ class Spool:
         self._claimed: dict[str, ClaimedSegment] = {}
         #: record counts of the segments this process sealed (eviction counts them for free)
         self._sealed_counts: dict[str, int] = {}
+        #: names of the segments this Spool created (see :meth:`created_segments`)
+        self._created: set[str] = set()
         self._reset_counters()
         self._dir_ok = False
         self._retry_at = 0.0
@@ -829,6 +831,7 @@ class Spool:
             self._fsync_dir()
         active = _Active(path, fd, priority, created)
         self._active[priority] = active
+        self._created.add(name)
         return active
 
     def _retire(self, active: _Active, *, delete: bool) -> None:
@@ -1219,6 +1222,55 @@ class Spool:
             claimed = list(self._claimed.values())
         for segment in claimed:
             segment.release()
+
+    def created_segments(self) -> set[str]:
+        """Names of the segments this spool created (whether or not they still exist)."""
+        with self._lock:
+            return set(self._created)
+
+    def active_segments(self) -> set[str]:
+        """Names of the segments this spool is writing now."""
+        with self._lock:
+            return {active.name for active in self._active.values()}
+
+    def free_segments(self) -> set[str]:
+        """Names of the segments no process holds now (left by a process that is gone, or
+        sealed): what a process finds to replay at start-up."""
+        self._check_pid()
+        free: set[str] = set()
+        try:
+            segs = self._list()
+        except OSError:
+            return free
+        for seg in segs:
+            try:
+                fd = os.open(seg.path, os.O_RDONLY | _O_CLOEXEC | _O_BINARY)
+            except OSError:
+                continue
+            try:
+                if self._locks.probe_held(fd) is not True:
+                    free.add(seg.name)
+            finally:
+                _close(fd)
+        return free
+
+    def remaining(self, names: set[str]) -> list[Path]:
+        """Which of the segments ``names`` still exist (not yet delivered, evicted or
+        deleted), oldest first."""
+        try:
+            segs = _list_segments(self._dir)
+        except OSError:
+            return []
+        return [seg.path for seg in sorted(segs, key=lambda s: s.order) if seg.name in names]
+
+    def count_records(self, paths: Sequence[Path]) -> int:
+        """The records held by the segment files ``paths`` (read-only; missing ones count 0)."""
+        total = 0
+        for path in paths:
+            frames = _scan_file(path)
+            if frames is not None:
+                total += frames.records
+        return total
 
     def stats(self, count: bool = False) -> SpoolStats:
         """A snapshot: the directory listing and this process's counters; records are counted

@@ -31,6 +31,9 @@ from typing import Any
 import cramjam
 import yaml
 
+from shipper.transport import HttpResponse, TransportError
+from tests import contract
+
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_LINE_BYTES = 256 * 1024
 MAX_LABEL_NAMES = 15
@@ -723,6 +726,69 @@ _TARGET_OF = (
     ("/loki/api/v1/delete", "backend"),
     ("/loki/api/v1/", "read"),
 )
+class ScriptedTransport:
+    """An in-memory Loki behind the pipeline's transport seam, for fast tests of delivery
+    logic: each push gets the next answer of ``script``, then ``then`` for every later one.
+
+    Answers: ``"204"`` stores the request's entries; ``"400"`` stores the first half of them
+    and refuses the rest (Loki stores the valid entries of a partly refused request), with
+    Loki's own message; ``"429"`` is Loki's rate-limit answer; ``"500"`` an internal error;
+    ``"refused"`` and ``"timeout"`` raise :class:`TransportError` as a refused connection and
+    a timeout do (nothing stored). Entries are deduplicated like Loki (stream, ts, line).
+    """
+
+    ANSWERS = ("204", "400", "429", "500", "refused", "timeout")
+
+    def __init__(self, script: list[str] | tuple[str, ...] = (), then: str = "204") -> None:
+        for answer in (*script, then):
+            if answer not in self.ANSWERS:
+                raise ValueError(f"unknown answer {answer!r}: expected one of {self.ANSWERS}")
+        self.script = list(script)
+        self.then = then
+        self.lock = threading.Lock()
+        self.stored: dict[tuple[Any, ...], str] = {}
+        #: lines of entries a 400 refused
+        self.refused: list[str] = []
+        #: the answer given to each push, in order
+        self.answers: list[str] = []
+
+    def request(self, method: str, url: str, *, headers: Any = None, body: bytes | None = None,
+                timeout: float) -> HttpResponse:
+        if not url.endswith("/loki/api/v1/push"):
+            return HttpResponse(404, b"404 page not found\n")
+        with self.lock:
+            answer = self.script.pop(0) if self.script else self.then
+            self.answers.append(answer)
+        if answer == "refused":
+            raise TransportError(f"POST {url}: cannot connect: [Errno 111] Connection refused")
+        if answer == "timeout":
+            raise TransportError(f"POST {url}: timed out after {timeout:g}s", timeout=True)
+        if answer == "429":
+            status, text, extra = contract.answer("push_429_rate_limited")
+            return HttpResponse(status, text.encode(), extra)
+        if answer == "500":
+            return HttpResponse(500, b"empty ring\n")
+        entries = [
+            (tuple(sorted(stream["stream"].items())), int(value[0]), value[1])
+            for stream in json.loads(body or b"{}")["streams"] for value in stream["values"]
+        ]
+        keep = entries if answer == "204" else entries[: len(entries) // 2]
+        with self.lock:
+            for key in keep:
+                self.stored.setdefault(key, key[2])
+            if answer == "400":
+                self.refused += [key[2] for key in entries[len(keep):]]
+        if answer == "204":
+            return HttpResponse(204)
+        status, text, extra = contract.answer("push_400_partial_batch")
+        return HttpResponse(status, text.encode(), extra)
+
+    def lines(self) -> list[str]:
+        with self.lock:
+            return list(self.stored.values())
+
+    def close(self) -> None:
+        pass
 
 
 def free_port() -> int:

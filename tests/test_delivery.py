@@ -79,43 +79,60 @@ def test_outage_then_429_storm_then_recovery_every_event_arrives_once(tmp_path: 
 _CHILD = textwrap.dedent("""
     import logging, sys, time
     from shipper import LokiHandler
-    url, spool_dir, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    handler = LokiHandler(url, service="crashy", spool=True, spool_dir=spool_dir,
+    url, service, spool_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    handler = LokiHandler(url, service=service, spool=True, spool_dir=spool_dir,
                           retry_budget=0.1, timeout=1, backoff_min=0.05)
     log = logging.getLogger("crashy")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     for i in range(n):
         log.info("crash event %05d", i)
-    ok = handler.flush(timeout=60)
-    print("flushed" if ok else "flush-failed", flush=True)
+    ok = handler.flush(timeout=2)  # Loki is down: not delivered, so False
+    deadline = time.monotonic() + 60
+    while handler.stats()["spooled"] < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(ok, handler.stats()["spooled"], flush=True)
     time.sleep(3600)  # killed here with SIGKILL: no close, no exit hook
 """)
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_events_of_a_sigkilled_process_arrive_through_the_next_one(tmp_path: Path) -> None:
-    port = free_port()
-    spool_dir = tmp_path / "spool"
+def spool_then_sigkill(down_url: str, service: str, spool_dir: Path, n: int) -> None:
+    """A child process logs ``n`` events ("crash event 00000" ...) while nothing answers at
+    ``down_url``, sees flush return False with all of them in the spool, and is killed with
+    SIGKILL (no close, no exit hook)."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, f"http://127.0.0.1:{port}", str(spool_dir), "20000"],
+        [sys.executable, "-c", _CHILD, down_url, service, str(spool_dir), str(n)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == "flushed"
+        assert child.stdout.readline().split() == ["False", str(n)]
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
-    assert spool_status(spool_dir).records == 20_000
+    assert spool_status(spool_dir).records == n
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_successors_flush_delivers_the_spool_of_a_sigkilled_predecessor(
+    tmp_path: Path,
+) -> None:
+    """A child logs 20,000 events while Loki is down (they reach the spool) and is killed
+    with SIGKILL; a new handler on the same spool directory returns True from flush(120)
+    only once Loki holds exactly those 20,000."""
+    port = free_port()
+    spool_dir = tmp_path / "spool"
+    spool_then_sigkill(f"http://127.0.0.1:{port}", "crashy", spool_dir, 20_000)
     with FakeLoki(port=port) as fake:
         # a second process with the same spool directory starts while Loki is up
         successor = LokiHandler(fake.url, service="crashy", spool=True, spool_dir=str(spool_dir))
         try:
-            assert fake.wait_for_count(20_000, timeout=60) == 20_000
+            assert successor.flush(timeout=120) is True
+            assert fake.count() == 20_000
         finally:
             successor.close()
         assert set(_messages(fake)) == {f"crash event {i:05d}" for i in range(20_000)}
+        assert successor.stats()["replayed"] == 20_000
     assert spool_status(spool_dir).records == 0
 
 
@@ -175,7 +192,7 @@ def test_replayed_entries_are_byte_identical_to_live_ones(tmp_path: Path) -> Non
                           backoff_min=0.05, backoff_max=0.1)
     log = _logger(handler)
     log.error("same bytes é \u2028", extra={"actor_id": "u1", "metadata": {"n": [1, 2.5]}})
-    handler.flush(timeout=10)
+    assert handler.flush(timeout=0.5) is False  # Loki is down: the event is in the spool
     with FakeLoki(port=port) as fake:
         assert fake.wait_for_count(1, timeout=30) == 1
         handler.close()
@@ -202,13 +219,14 @@ def test_memory_stays_bounded_while_loki_is_down(tmp_path: Path) -> None:
         import gc, logging, sys, psutil
         from shipper import LokiHandler
         handler = LokiHandler("http://127.0.0.1:9", service="mem", spool=True,
-                              spool_dir=sys.argv[1], retry_budget=0.1, timeout=1)
+                              spool_dir=sys.argv[1], retry_budget=0.1, timeout=1,
+                              shutdown_timeout=1)
         log = logging.getLogger("mem"); log.addHandler(handler); log.setLevel(logging.INFO)
-        log.info("warm-up"); handler.flush(timeout=10); gc.collect()
+        log.info("warm-up"); handler.flush(timeout=1); gc.collect()
         base = psutil.Process().memory_info().rss
         for i in range(200_000):
             log.info("event %d from %s", i, "203.0.113.9", extra={"actor_id": f"u{i % 1000}"})
-        handler.flush(timeout=120)
+        handler.close()  # Loki is down: everything ends on disk
         peak = psutil.Process().memory_info().rss
         print((peak - base) // 2**20, handler.stats()["spooled"], handler.stats()["dropped_total"])
     """)
@@ -237,3 +255,55 @@ def test_concurrent_threads_all_arrive(tmp_path: Path) -> None:
         assert handler.flush(timeout=30)
         handler.close()
         assert fake.count() == 16_000
+
+
+def test_a_20000_event_burst_at_lokis_default_rate_limit_is_delivered_before_flush_returns(
+    tmp_path: Path,
+) -> None:
+    """20,000 events of about 450 bytes against Loki's default 4 MB/s token bucket: the 429s
+    are backpressure, so flush returns True only once all 20,000 are stored, and nothing
+    went to the spool."""
+    spool_dir = tmp_path / "spool"
+    logged = threading.Event()
+    # Loki's default rate (4 MB/s); a 2 MB burst instead of 6 MB, and the first request held
+    # until the app has logged everything, so that Loki pushes back on any machine
+    with FakeLoki(burst_bytes=2e6) as fake:
+        fake.hook = lambda request: (logged.wait(60), None)[1]
+        handler = LokiHandler(fake.url, service="burst", spool_dir=str(spool_dir))
+        log = _logger(handler)
+        try:
+            for i in range(20_000):
+                log.info("burst event %05d %s", i, "x" * 420,
+                         extra={"type": "BURST", "actor_id": f"u{i % 50}"})
+            logged.set()
+            assert handler.flush(timeout=240) is True
+            assert fake.count() == 20_000
+        finally:
+            handler.close()
+        assert any(r.status == 429 for r in fake.requests), "Loki never pushed back"
+    stats = handler.stats()
+    assert (stats["sent"], stats["spooled"], stats["dropped_total"]) == (20_000, 0, 0)
+    assert spool_status(spool_dir).records == 0
+
+
+def test_loki_down_throughout_flush_is_false_and_close_says_what_is_left_on_disk(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    spool_dir = tmp_path / "spool"
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    handler = LokiHandler(url, service="down", spool_dir=str(spool_dir), timeout=1,
+                          shutdown_timeout=1)
+    log = _logger(handler)
+    for i in range(5000):
+        log.info("kept %d", i)
+    start = time.monotonic()
+    assert handler.flush(timeout=2) is False
+    assert time.monotonic() - start < 10
+    handler.close()
+    assert spool_status(spool_dir).records == 5000
+    notices = [line for line in capsys.readouterr().err.splitlines()
+               if "left in the spool" in line]
+    assert notices == [
+        f"shipper [down] spool: 5000 events are left in the spool at {spool_dir}; push them to "
+        f"Loki with: shipper spool push --dir {spool_dir} --url {url}"
+    ]

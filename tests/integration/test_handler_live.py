@@ -101,6 +101,7 @@ def test_refused_entries_are_reported_and_the_rest_stored(
     log = logging.getLogger(f"it.{uuid.uuid4().hex[:6]}")
     log.addHandler(handler)
     log.propagate = False
+    log.setLevel(logging.INFO)  # else root's WARNING applies and nothing is emitted
     log.info("fresh")
     log.info("three weeks old", extra={"event_time": time.time() - 21 * 86400})
     handler.close()
