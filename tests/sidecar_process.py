@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.fakeloki import free_port
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,14 +30,6 @@ def json_lines(prefix: str, start: int, stop: int, base_ms: int | None = None) -
         for i in range(start, stop))
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0,
-               interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 class SidecarProcess:

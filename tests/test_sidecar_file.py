@@ -8,7 +8,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from shipper.sidecar.config import FileSourceConfig, MultilineConfig
 from shipper.sidecar.file import FileSource
 from shipper.sidecar.formats import LineParser
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore, fingerprint
+from tests.waiting import wait_until
 
 
 class Sink:
@@ -37,13 +38,6 @@ class Sink:
             return [e.message for e in self.events]
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(0.01)
-        value = predicate()
-    return value
 
 
 def make(tmp_path: Path, sink: Sink, pattern: str = "*.log", saved: tuple[FilePosition, ...]

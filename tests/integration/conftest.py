@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import urllib3
 
+from tests.waiting import wait_until
+
 _LOKI_URL = os.environ.get("LOKI_URL", "").rstrip("/")
 
 
@@ -122,9 +124,4 @@ def query_range(
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.5) -> Any:
     """Poll ``predicate()`` until it returns something truthy (Loki makes pushes queryable
     within a second or two); return that value or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
+    return wait_until(predicate, timeout, interval)
