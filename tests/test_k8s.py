@@ -230,3 +230,15 @@ def test_kustomize_builds_the_configmaps_from_the_same_files() -> None:
     names = {v["configMap"]["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]
              if "configMap" in v}
     assert names == {d["metadata"]["name"] for d in maps.values()}, "hashed names are wired"
+
+
+@pytest.mark.parametrize("name", ["daemonset.yaml", "sidecar-container.yaml"])
+def test_sidecar_manifest_config_passes_the_sidecars_own_check(
+        name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shipper.cli import main
+
+    _, _, config = _pod_and_config(K8S / "sidecar" / name)
+    path = tmp_path / "sidecar.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["sidecar", "--config", str(path), "--check"]) == 0, capsys.readouterr().err
+    assert ": ok: " in capsys.readouterr().out
