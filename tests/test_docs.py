@@ -247,6 +247,20 @@ def test_configuration_page_lists_exactly_the_settings_of_shipperconfig() -> Non
         assert f"`{var}`" in rendered, f"{var} is missing from docs/configuration.md"
 
 
+def test_configuration_page_lists_every_setting_of_the_sidecars_schema() -> None:
+    from shipper.sidecar import config as sidecar
+
+    page = _configuration_page()
+    targets = {m["target"] for m in markers(page)}
+    names = set(_table_names(expand(page)))
+    for cls in (sidecar.SidecarConfig, sidecar.FileSourceConfig, sidecar.HttpSourceConfig,
+                sidecar.DockerSourceConfig):
+        assert f"shipper.sidecar.config:{cls.__name__}" in targets, \
+            f"docs/configuration.md has no table for {cls.__name__}"
+        missing = {row.name for row in settings(cls)} - names
+        assert not missing, f"{cls.__name__} settings missing from the page: {sorted(missing)}"
+
+
 # ----------------------------------------------------------------------------- README, changelog
 
 
