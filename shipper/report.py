@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, TextIO
 from urllib.parse import urlencode, urlsplit
 
 from shipper import __version__
+from shipper.admin.logql import regex_escape
 from shipper.config import ConfigError, ShipperConfig
 from shipper.demo import DemoError, _stop_on_sigterm, format_span, parse_span
 from shipper.loki import LokiClient, LokiError
@@ -104,14 +105,6 @@ QUERIES: dict[str, PanelQuery] = {
         "by (route)"),
 }
 
-_REGEX_SPECIAL = re.compile(r"[\\^$*+?.()|\[\]{}/]")
-
-
-def _escape_regex(value: str) -> str:
-    """Grafana's ``regex`` variable format: a backslash before each regex character."""
-    return _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value)
-
-
 def fill(expr: str, *, services: Sequence[str], span_s: float) -> str:
     """A panel expression as Grafana sends it for these services and this time range:
     ``${service:regex}`` becomes the services (``.+``, Grafana's custom all value, for none),
@@ -120,9 +113,9 @@ def fill(expr: str, *, services: Sequence[str], span_s: float) -> str:
     if not services:
         selector = ".+"
     elif len(services) == 1:
-        selector = _escape_regex(services[0])
+        selector = regex_escape(services[0])
     else:
-        selector = "(" + "|".join(_escape_regex(s) for s in services) + ")"
+        selector = "(" + "|".join(regex_escape(s) for s in services) + ")"
     if "`" in selector:
         raise ReportError(f"--service: a service name cannot contain a backtick: {services!r}")
     span = format_span(span_s)
