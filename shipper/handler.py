@@ -1,8 +1,9 @@
 """``LokiHandler``: the ``logging.Handler`` adapter to the shipping pipeline.
 
-``emit`` only checks the record and puts it on a bounded in-memory queue; turning it into an
-event, redaction, encoding and HTTP all happen on the pipeline's one background thread. ``emit``
-never blocks on the network and never raises into the app.
+``emit`` formats the message (as ``logging.handlers.QueueHandler`` does), takes a snapshot of
+the record's fields (strings and numbers: the record itself is not kept) and puts it on a bounded
+in-memory queue; redaction, the wire entry, encoding and HTTP all happen on the pipeline's
+background threads. ``emit`` never blocks on the network and never raises into the app.
 
 Event fields are read from the record's ``extra``:
 
@@ -43,8 +44,8 @@ from shipper.event import (
     normalize_level,
     normalize_type,
 )
-from shipper.pipeline import ITEM_OVERHEAD, Pipeline
-from shipper.redact import Redactor
+from shipper.pipeline import Pipeline
+from shipper.redact import CLEAN_GROUP, Redactor
 from shipper.transport import Transport
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
@@ -55,13 +56,9 @@ INTERNAL_LOGGERS: tuple[str, ...] = ("urllib3", "requests", "shipper.internal")
 _get_ident = threading.get_ident
 _current_context = _CURRENT.get
 
-_ACTOR_ID_KEYS = ("actorId", "user_id")
-_TRACE_ID_KEYS = ("request_id", "traceId", "requestId")
 
-
-def _first(attrs: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        value = attrs.get(key)
+def _first(values: tuple[Any, ...]) -> Any:
+    for value in values:
         if value is not None and value != "":
             return value
     return None
@@ -79,6 +76,52 @@ def _event_time_ns(value: Any, fallback: float) -> int:
     return round(fallback * 1e6) * 1000
 
 
+#: extra attributes the worker reads when a record has them (``extra={...}``)
+_RARE_KEYS = ("original_level", "actorId", "user_id", "request_id", "traceId", "requestId",
+              "event_time")
+_NO_RARE: tuple[None, ...] = (None,) * len(_RARE_KEYS)
+#: attributes every record of this Python has (records from another factory may have more)
+_STANDARD_ATTRS = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
+
+#: a queued record: (message, context, exception text, levelno, name, created, exc_text,
+#: stack_info, metadata, actor, actor_id, trace_id, type, the _RARE_KEYS values)
+_Snapshot = tuple[Any, ...]
+#: bytes a queued snapshot takes besides its message and metadata: the tuple, the float, an
+#: actor id, the queue's slot (measured in tests/test_handler.py)
+SNAPSHOT_OVERHEAD = 400
+#: what a record's ``metadata`` mapping is counted for (the queue keeps the app's own mapping)
+METADATA_OVERHEAD = 512
+
+
+def _snapshot(record: logging.LogRecord, context: LogContext | None,
+              exception: str | None) -> _Snapshot:
+    """What a record says, taken on the emitting thread: the message formatted now (as
+    ``logging.handlers.QueueHandler`` does, so arguments changed after the call do not change
+    the event), the exception text, and the attributes the worker reads. Mostly strings and
+    numbers: once the record is gone the garbage collector soon stops looking at this tuple,
+    where a queued record and its ``__dict__`` are walked on every collection until the
+    worker takes them."""
+    try:
+        message = record.getMessage()
+    except Exception as exc:  # bad %-args: keep the template and the args, say what failed
+        message = f"{record.msg!r} % {record.args!r} (formatting failed: {exc!r})"
+    if exception is None and record.exc_info and record.exc_info[0] is not None:
+        # format now: the traceback's frames must not be kept alive on the queue
+        exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+    attrs = record.__dict__
+    get = attrs.get
+    metadata, actor, actor_id = get("metadata"), get("actor"), get("actor_id")
+    trace_id, type_ = get("trace_id"), get("type")
+    extras = len(attrs) - _STANDARD_ATTRS
+    # the rarer attributes are looked up only when the record has extras not read above
+    rare = _NO_RARE if not extras or extras == (
+        (metadata is not None) + (actor is not None) + (actor_id is not None)
+        + (trace_id is not None) + (type_ is not None)) else tuple(map(get, _RARE_KEYS))
+    return (message, context, exception, record.levelno, record.name, record.created,
+            record.exc_text, record.stack_info, metadata, actor, actor_id, trace_id, type_,
+            rare)
+
+
 def event_from_record(
     record: logging.LogRecord,
     *,
@@ -92,61 +135,62 @@ def event_from_record(
     ``context`` is the request context captured when the record was emitted; explicit record
     fields win over it. ``exception`` is pre-formatted exception text (else read from the record).
     """
-    fields = _record_fields(record, context, exception)
+    item = _snapshot(record, context, exception)
+    if record.levelname == "WARN":
+        item = (*item[:3], "WARNING", *item[4:])  # the level as a name, not its number
+    return _event_from_snapshot(item, service=service, env=env)
+
+
+def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None) -> LogEvent:
+    message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = _fields(item)
     return LogEvent.create(
         service=service,
         env=env,
-        level=record.levelno if record.levelname != "WARN" else "WARNING",
-        message=fields[0],
-        timestamp_ns=fields[6],
-        actor=fields[3],
-        type=record.__dict__.get("type"),
-        actor_id=fields[4],
-        trace_id=fields[5],
-        logger=record.name,
-        metadata=fields[1],
-        exception=fields[2],
+        level=item[3],
+        message=message,
+        timestamp_ns=timestamp_ns,
+        actor=actor,
+        type=item[12],
+        actor_id=actor_id,
+        trace_id=trace_id,
+        logger=item[4],
+        metadata=metadata,
+        exception=exception,
     )
 
 
-def _record_fields(
-    record: logging.LogRecord, context: LogContext | None, exception: str | None
-) -> tuple[str, Any, str | None, Any, Any, Any, int]:
-    """What a record says, before normalisation: message, metadata, exception text, actor,
-    actor id, trace id and the timestamp in ns (the one reading of a record both
+def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int]:
+    """What a snapshot says, before normalisation: message, metadata, exception text, actor,
+    actor id, trace id and the timestamp in ns (the one reading both
     :func:`event_from_record` and the handler's direct conversion share)."""
-    attrs = record.__dict__
-    try:
-        message = record.getMessage()
-    except Exception as exc:  # bad %-args: keep the template and the args, say what failed
-        message = f"{record.msg!r} % {record.args!r} (formatting failed: {exc!r})"
-    metadata: Any = attrs.get("metadata")
+    (message, context, exception, _, _, created, exc_text, stack_info, metadata, actor,
+     actor_id, trace_id, _, rare) = item
+    original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, event_time = rare
     if context is not None and context.metadata:
         metadata = {**context.metadata, **metadata} if isinstance(metadata, Mapping) else (
             {**context.metadata, "value": metadata} if metadata is not None
             else dict(context.metadata)
         )
-    original_level = attrs.get("original_level")
     if original_level is not None:
         metadata = dict(metadata) if isinstance(metadata, Mapping) else (
             {} if metadata is None else {"value": metadata}
         )
         metadata.setdefault("original_level", original_level)
-    if exception is None and record.exc_info and record.exc_info[0] is not None:
-        exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-    if exception is None and record.exc_text:
-        exception = record.exc_text
-    if record.stack_info:
-        exception = f"{exception}\n{record.stack_info}" if exception else record.stack_info
-    actor = attrs.get("actor")
-    actor_id = attrs.get("actor_id") or _first(attrs, _ACTOR_ID_KEYS)
-    trace_id = attrs.get("trace_id") or _first(attrs, _TRACE_ID_KEYS)
+    if exception is None and exc_text:
+        exception = exc_text
+    if stack_info:
+        exception = f"{exception}\n{stack_info}" if exception else stack_info
+    if not actor_id:
+        actor_id = (actor_id2 if actor_id2 is not None and actor_id2 != "" else
+                    actor_id3 if actor_id3 is not None and actor_id3 != "" else None)
+    if not trace_id:
+        trace_id = _first((trace_id2, trace_id3, trace_id4))
     if context is not None:
         actor = actor if actor is not None else context.actor
         actor_id = actor_id if actor_id is not None else context.actor_id
         trace_id = trace_id if trace_id is not None else context.trace_id
-    timestamp_ns = (round(record.created * 1e6) * 1000 if "event_time" not in attrs
-                    else _event_time_ns(attrs["event_time"], record.created))
+    timestamp_ns = (round(created * 1e6) * 1000 if event_time is None
+                    else _event_time_ns(event_time, created))
     return message, metadata, exception, actor, actor_id, trace_id, timestamp_ns
 
 
@@ -165,6 +209,7 @@ class _RecordConverter:
         self._service = _service_label(config.service)
         self._env = _env_label(config.env) if config.env else None
         self._redact = redactor.redact_parts
+        self._clean_texts = redactor.clean_texts
         self._guard = type_guard
         self._max_line_bytes = config.max_line_bytes
         #: (levelno, actor, type) as found on the record -> labels and the originals that
@@ -197,42 +242,53 @@ class _RecordConverter:
             self._labels[key] = found
         return found
 
-    def __call__(self, item: tuple[logging.LogRecord, LogContext | None, str | None]) -> Entry:
+    def __call__(self, item: _Snapshot) -> Entry:
         entries: list[Entry] = []
         self.many([item], entries, _raise)
         return entries[0]
 
-    def many(self, items: Sequence[tuple[logging.LogRecord, LogContext | None, str | None]],
-             entries: list[Entry], failed: Callable[[Exception], None]) -> None:
-        """Append the entry of each item to ``entries``; an item that cannot be converted is
-        passed (its exception) to ``failed``. One loop for a whole batch: what every event
-        needs is looked up once."""
+    def many(self, items: Sequence[_Snapshot], entries: list[Entry],
+             failed: Callable[[Exception], None]) -> None:
+        """Append the entry of each queued snapshot to ``entries``; an item that cannot be
+        converted is passed (its exception) to ``failed``. One loop for a whole batch: what
+        every event needs is looked up once."""
         append = entries.append
         labels_get = self._labels.get
         label_set = self._label_set
         redact = self._redact
         max_line_bytes = self._max_line_bytes
-        fields = _record_fields
-        for record, context, given in items:
+        fields = _fields
+        # messages known to hold nothing to mask, by groups of CLEAN_GROUP
+        clean = self._clean_texts([item[0] for item in items])
+        for index, item in enumerate(items):
             try:
-                message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = fields(
-                    record, context, given)
-                type_ = record.__dict__.get("type")
+                (message, context, exception, levelno, name, created, exc_text, stack_info,
+                 metadata, actor, actor_id, trace_id, type_, rare) = item
+                if (context is None and rare is _NO_RARE and not exc_text and not stack_info):
+                    # the usual record: _fields without the call
+                    timestamp_ns = round(created * 1e6) * 1000
+                    if not actor_id:
+                        actor_id = None
+                    if not trace_id:
+                        trace_id = None
+                else:
+                    message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = (
+                        fields(item))
                 try:
-                    found = labels_get((record.levelno, actor, type_))
+                    found = labels_get((levelno, actor, type_))
                 except TypeError:  # unhashable actor or type
                     found = None
-                labels, extra = found if found is not None else label_set(
-                    record.levelno, actor, type_)
+                labels, extra = found if found is not None else label_set(levelno, actor, type_)
                 if metadata is None:
                     metadata = _EMPTY
                 elif not isinstance(metadata, Mapping):
                     metadata = {"value": metadata}
                 if extra:
                     metadata = dict(metadata)
-                    for name, value in extra:
-                        metadata.setdefault(name, value)
-                message, metadata, exception = redact(message, metadata, exception or None)
+                    for key, value in extra:
+                        metadata.setdefault(key, value)
+                if metadata or exception or not clean[index // CLEAN_GROUP]:
+                    message, metadata, exception = redact(message, metadata, exception or None)
                 append(_make_entry(
                     labels,
                     timestamp_ns,
@@ -242,7 +298,7 @@ class _RecordConverter:
                         else _metadata_value(actor_id),
                         None if trace_id is None or trace_id == ""
                         else _metadata_value(trace_id),
-                        record.name,
+                        name,
                     ),
                 ))
             except Exception as exc:
@@ -293,7 +349,7 @@ class LokiHandler(logging.Handler):
         self._pipeline = Pipeline(config, transport=transport, convert=self._convert,
                                   convert_entry=_RecordConverter(config, redactor, types),
                                   redactor=redactor, type_guard=types)
-        # queued: (record, request context captured on the app's thread, exception text);
+        # queued: a snapshot of the record (message, request context, exception text, fields);
         # emit talks to the queue directly: every attribute lookup counts on the hot path
         self._batcher = self._pipeline._batcher
         self._put = self._batcher.put
@@ -321,21 +377,17 @@ class LokiHandler(logging.Handler):
                     self._ignore_cache[name] = ignored
             if ignored or self._own_thread(_get_ident()):
                 return  # the worker's own records (urllib3 ...) would loop back
-            exception = None
-            if record.exc_info and record.exc_info[0] is not None:
-                # format now: the traceback's frames must not be kept alive on the queue
-                exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-            msg = record.msg
-            item = (record, _current_context(), exception)
-            if not self._put(item, (len(msg) if msg.__class__ is str else 128) + ITEM_OVERHEAD):
+            item = _snapshot(record, _current_context(), None)
+            size = len(item[0]) + SNAPSHOT_OVERHEAD
+            if item[8] is not None:  # a metadata mapping: a rough guess of what it holds
+                size += METADATA_OVERHEAD
+            if not self._put(item, size):
                 self._pipeline.overflow(item)
         except Exception as exc:
             self._pipeline.report("emit", exc)
 
-    def _convert(self, item: tuple[logging.LogRecord, LogContext | None, str | None]) -> LogEvent:
-        record, context, exception = item
-        return event_from_record(record, service=self.config.service, env=self.config.env,
-                                 context=context, exception=exception)
+    def _convert(self, item: _Snapshot) -> LogEvent:
+        return _event_from_snapshot(item, service=self.config.service, env=self.config.env)
 
     # ------------------------------------------------------------------ lifecycle
 

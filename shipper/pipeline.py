@@ -51,7 +51,7 @@ from shipper.batcher import Batcher
 from shipper.config import ShipperConfig
 from shipper.event import Entry, LogEvent, TypeGuard, to_entry
 from shipper.loki import LokiClient, PushOutcome
-from shipper.redact import Redactor
+from shipper.redact import CLEAN_GROUP, Redactor
 from shipper.spool import ClaimedSegment, Spool
 from shipper.transport import Transport
 
@@ -59,7 +59,7 @@ __all__ = ["Pipeline", "live_pipelines"]
 
 _log = logging.getLogger("shipper.internal")
 _MAX_RETRY_AFTER = 300.0
-#: bytes a queued LogRecord (its __dict__, args, extra) or LogEvent takes besides its message
+#: bytes a queued LogEvent (or another source's item) takes besides its message
 ITEM_OVERHEAD = 1024
 #: how often a flush waiting for the spool looks at it
 _SPOOL_POLL = 0.02
@@ -222,13 +222,19 @@ class Pipeline:
         else:
             redact = self._redactor.redact_event
             max_line_bytes = self.config.max_line_bytes
-            for item in items:
+            types = self._types
+            # groups of events known to hold nothing to mask skip the redaction walk
+            clean = self._redactor.clean_events(items) if all(
+                item.__class__ is LogEvent for item in items) else None
+            for index, item in enumerate(items):
                 try:
                     if item.__class__ is not LogEvent and self._convert_entry is not None:
                         entries.append(self._convert_entry(item))
                         continue
                     event = item if isinstance(item, LogEvent) else self._convert(item)  # type: ignore[misc]
-                    entries.append(to_entry(redact(event), type_guard=self._types,
+                    if clean is None or not clean[index // CLEAN_GROUP]:
+                        event = redact(event)
+                    entries.append(to_entry(event, type_guard=types,
                                             max_line_bytes=max_line_bytes))
                 except Exception as exc:
                     self._invalid(exc)

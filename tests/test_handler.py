@@ -508,7 +508,7 @@ def test_the_handler_builds_the_same_entries_as_the_log_event_path() -> None:
     from shipper.config import ShipperConfig
     from shipper.context import LogContext
     from shipper.event import TypeGuard, to_entry
-    from shipper.handler import _RecordConverter
+    from shipper.handler import _RecordConverter, _snapshot
     from shipper.redact import Redactor
 
     try:
@@ -536,7 +536,7 @@ def test_the_handler_builds_the_same_entries_as_the_log_event_path() -> None:
     redactor = Redactor.from_config(config)
     convert = _RecordConverter(config, redactor, TypeGuard(config.type_limit))
     for record, context, exception in cases:
-        direct = convert((record, context, exception))
+        direct = convert(_snapshot(record, context, exception))
         event = event_from_record(record, service="conv", env="test", context=context,
                                   exception=exception)
         via_event = to_entry(redactor.redact_event(event), type_guard=TypeGuard(100),
@@ -572,3 +572,72 @@ def test_a_full_queue_parks_events_for_the_worker_which_spools_them(
     assert writers and threading.get_ident() not in writers
     assert sorted(json.loads(line)["message"] for line in transport.lines()) == sorted(
         f"parked {i}" for i in range(100))
+
+
+# ----------------------------------------------------------------------------- the queue
+
+
+def test_the_message_is_formatted_when_logged_not_when_shipped(
+    fake: FakeLoki, make_handler: Any
+) -> None:
+    """As logging.handlers.QueueHandler does: arguments changed after the call do not change
+    the event the worker ships later."""
+    handler, log = make_handler(fake.url)
+    cart = ["apple"]
+    log.info("cart holds %s", cart)
+    cart.append("pear")
+    assert handler.flush(timeout=10)
+    assert [json.loads(s.line)["message"] for s in fake.stored()] == ["cart holds ['apple']"]
+
+
+def test_the_queue_keeps_no_log_record_alive(make_handler: Any) -> None:
+    """emit queues a snapshot of strings and numbers, not the record: the garbage collector
+    does not walk queued records, and their frames and arguments are freed at once."""
+    import weakref
+
+    transport = GateTransport()
+    handler, log = make_handler("http://loki.test:3100", transport=transport)
+    try:
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 1, "boom %s", ("x",),
+                                None, extra={"actor_id": "u1", "metadata": {"k": 1}})
+        ref = weakref.ref(record)
+        log.handle(record)
+        del record
+        assert ref() is None
+        assert len(handler.pipeline._batcher) == 1
+    finally:
+        transport.gate.set()
+    assert handler.flush(timeout=10)
+    assert handler.stats()["sent"] == 1
+
+
+def test_queued_events_take_no_more_memory_than_the_queue_accounts_for(
+    make_handler: Any,
+) -> None:
+    """The queue bounds memory by the bytes it accounts per event (SNAPSHOT_OVERHEAD plus the
+    message): what 20,000 queued events really take, measured, stays within that."""
+    import gc
+    import tracemalloc
+
+    transport = GateTransport()
+    handler, log = make_handler("http://loki.test:3100", transport=transport,
+                                batch_max_events=10_000_000, batch_max_wait=3600,
+                                queue_max_events=50_000)
+    batcher = handler.pipeline._batcher
+    batcher.batch_bytes = 1 << 40  # nothing is due: everything stays queued
+    try:
+        log.info("warm-up %s", 0, extra={"actor_id": "user_0"})
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        accounted_before = batcher._bytes
+        for i in range(20_000):
+            log.info("User %s logged in from %s", i, "203.0.113.9",
+                     extra={"type": "LOGIN", "actor": "USER", "actor_id": f"user_{i}"})
+        gc.collect()
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert len(batcher) == 20_001
+        assert used <= batcher._bytes - accounted_before
+    finally:
+        transport.gate.set()

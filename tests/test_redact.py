@@ -7,6 +7,8 @@ import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shipper.config import ShipperConfig
 from shipper.event import LogEvent, to_entry
@@ -300,3 +302,94 @@ def test_bad_settings_raise_errors_naming_them() -> None:
         Redactor(keys="password")
     with pytest.raises(ValueError, match="keys"):
         Redactor(keys=["--"])
+
+
+# ---------------------------------------------------------------------------- batches
+
+_SECRET_TEXTS = ["password=hunter2", "Authorization: Basic dXNlcjpwYXNz", f"token {JWT}",
+                 "postgres://app:pa55w0rd@db/shop", f"card {VISA}", "calling with Bearer abc.DEF"]
+
+
+def test_a_group_of_clean_texts_is_found_clean_and_one_secret_spoils_only_its_group() -> None:
+    from shipper.redact import CLEAN_GROUP
+
+    texts = [f"User {i} logged in from 203.0.113.9" for i in range(3 * CLEAN_GROUP)]
+    redactor = Redactor()
+    assert redactor.clean_texts(texts) == [True, True, True]
+    for secret in _SECRET_TEXTS:
+        spoiled = list(texts)
+        spoiled[CLEAN_GROUP + 5] = secret
+        assert redactor.clean_texts(spoiled) == [True, False, True], secret
+
+
+def test_texts_are_never_found_clean_with_extra_patterns_or_a_non_string() -> None:
+    assert Redactor(extra_patterns=[r"^secret"]).clean_texts(["secret sauce", "ok"]) == [False]
+    assert Redactor().clean_texts(["ok", 42]) == [False]  # type: ignore[list-item]
+
+
+def test_emails_spoil_a_group_only_when_emails_are_masked() -> None:
+    texts = ["mail from ann@example.com", "hello there"]
+    assert Redactor().clean_texts(texts) == [True]
+    assert Redactor(emails=True).clean_texts(texts) == [False]
+
+
+
+_pieces = st.sampled_from(
+    ["User ", "42", " ", "-", "=", ":", "pass", "word", "token", "@", "example.com", "://",
+     "eyJ", "Bearer ", "4242", "4242 ", "\n", "é", "x", ".", "api_key", "PRIVATE KEY-----"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_pieces, max_size=12).map("".join), min_size=1, max_size=80),
+       st.booleans())
+def test_a_text_in_a_group_found_clean_is_never_changed_by_redaction(
+        texts: list[str], emails: bool) -> None:
+    from shipper.redact import CLEAN_GROUP
+
+    redactor = Redactor(emails=emails)
+    for index, clean in enumerate(redactor.clean_texts(texts)):
+        if clean:
+            for text in texts[index * CLEAN_GROUP:(index + 1) * CLEAN_GROUP]:
+                assert redactor.redact_text(text) is text, text
+
+
+def test_events_found_clean_are_the_events_redaction_leaves_unchanged() -> None:
+    from shipper.redact import CLEAN_GROUP
+
+    plain = [_event(f"order {i} paid", {"order": i, "tags": ["a", "b"], "n": {"x": 1.5}})
+             for i in range(2 * CLEAN_GROUP)]
+    redactor = Redactor()
+    assert redactor.clean_events(plain) == [True, True]
+    for spoiler in [_event("ok", {"password": "hunter2"}), _event("ok", {"note": f"card {VISA}"}),
+                    _event("ok", exception=f"Bearer {JWT}"), _event("ok", {"k": b"bytes"}),
+                    _event("ok", {1: "non-string key"}), _event("ok", {"s": {"a", "b"}}),
+                    _event("ok", {"o": object()}), _event("ok", {"deep": [{"api_key": "x"}]})]:
+        events = list(plain)
+        events[CLEAN_GROUP + 1] = spoiler
+        assert redactor.clean_events(events) == [True, False], spoiler
+    for event in plain:
+        assert redactor.redact_event(event) is event
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.lists(_pieces).map("".join),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.lists(_pieces, max_size=3).map("".join), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.lists(_pieces, max_size=8).map("".join),
+                          st.dictionaries(st.lists(_pieces, max_size=3).map("".join), _values,
+                                          max_size=4)),
+                min_size=1, max_size=70))
+def test_an_event_in_a_group_found_clean_is_never_changed_by_redaction(
+        parts: list[tuple[str, dict[str, Any]]]) -> None:
+    from shipper.redact import CLEAN_GROUP
+
+    redactor = Redactor()
+    events = [_event(message, metadata) for message, metadata in parts]
+    for index, clean in enumerate(redactor.clean_events(events)):
+        if clean:
+            for event in events[index * CLEAN_GROUP:(index + 1) * CLEAN_GROUP]:
+                assert redactor.redact_event(event) is event, event
