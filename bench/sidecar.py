@@ -137,10 +137,11 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
     spy = None
-    if profile:  # py-spy samples every thread (cProfile would only see the main one)
+    if profile:  # py-spy samples every thread (cProfile would only see the main one), and
+        # only the one holding the GIL: where the process's Python time goes
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
                                 "--pid", str(proc.pid), "--rate", "250", "--format", "raw",
-                                "--output", str(work / "profile.txt")],
+                                "--gil", "--output", str(work / "profile.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu = peak = 0.0
     delivered = before
@@ -172,7 +173,7 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
 
 #: where a sampled stack's time goes: the first of these frames found, innermost first
 _STAGES = [
-    ("reader: LogEvent.create (normalise)", ("LogEvent.create",)),
+    ("reader: LogEvent.create (normalise)", ("LogEvent.create", "_new_event")),
     ("reader: JSON parse and the field table (formats.py)", ("LineParser.",)),
     ("reader: Pipeline.submit (queue put)", ("Pipeline.submit", "Batcher.put")),
     ("reader: read, split, decode lines (file.py)", ("FileSource.",)),
@@ -205,7 +206,7 @@ def print_profile(raw: Path) -> None:
                 break
         else:
             stages["other"] += n
-    print(f"\nwhere the sidecar's time goes ({busy} busy samples, every thread):")
+    print(f"\nwhere the sidecar's time goes ({busy} samples of the thread holding the GIL):")
     for name, n in stages.most_common():
         print(f"  {n / busy * 100:5.1f}%  {name}")
 

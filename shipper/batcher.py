@@ -111,6 +111,31 @@ class Batcher(Generic[T]):
                 self._work.notify()
             return True
 
+    def put_many(self, items: list[tuple[T, int]]) -> list[T]:
+        """:meth:`put` for several ``(item, size)`` under one lock; returns the items that
+        were not taken, in order."""
+        refused: list[T] = []
+        with self._lock:
+            queue = self._queue
+            for item, size in items:
+                n = len(queue)
+                queued_bytes = self._bytes + size
+                if n >= self.max_items or queued_bytes > self.max_bytes or self._closing:
+                    if not self._park(item, size):
+                        refused.append(item)
+                    continue
+                if not n:
+                    self._first_at = _monotonic()
+                queue.append((item, size))
+                self._bytes = queued_bytes
+                self._put_total += 1
+            if queue:
+                if self._thread is None:
+                    self._start()
+                elif len(queue) >= self.batch_items or self._bytes >= self.batch_bytes:
+                    self._work.notify()
+        return refused
+
     def _park(self, item: T, size: int) -> bool:
         """Under the lock: the queue is full; the overflow takes the item for ``spill``."""
         if (self._closing or self._spill is None or self._raw_parked >= self.overflow_items

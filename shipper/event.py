@@ -353,41 +353,51 @@ class LogEvent:
         A level or actor that had to be mapped, and metadata that was not a mapping, are kept in
         ``metadata`` (``original_level``, ``original_actor``, ``value``) so nothing is lost.
         """
-        lvl, level_original = normalize_level(level)
-        act, actor_original = normalize_actor(actor)
         if metadata is None:
             meta: dict[str, Any] = {}
-        elif isinstance(metadata, Mapping):
+        elif metadata.__class__ is dict or isinstance(metadata, Mapping):
             meta = dict(metadata)
         else:
             meta = {"value": metadata}
-        if level_original is not None:
-            meta.setdefault("original_level", level_original)
-        if actor_original is not None:
-            meta.setdefault("original_actor", actor_original)
-        if not isinstance(message, str):
-            try:
-                message = str(message)
-            except Exception as exc:
-                message = f"<unprintable message {message.__class__.__name__}: {exc!r}>"
-        # Every field is normal now: fill the instance in one step instead of the frozen
-        # dataclass __init__'s twelve object.__setattr__ calls (this runs once per event).
-        event = _new_object(cls)
-        _set_attr(event, "__dict__", {
-            "service": _service_label(service),
-            "level": lvl,
-            "message": message,
-            "actor": act,
-            "type": normalize_type(type),
-            "timestamp_ns": int(timestamp_ns),
-            "env": _env_label(env) if env else None,
-            "actor_id": None if actor_id is None or actor_id == "" else _metadata_value(actor_id),
-            "trace_id": None if trace_id is None or trace_id == "" else _metadata_value(trace_id),
-            "logger": logger or None,
-            "metadata": meta,
-            "exception": exception or None,
-        })
-        return event
+        return _new_event(cls, service, env, level, message, timestamp_ns, actor, type, actor_id,
+                          trace_id, logger, meta, exception)
+
+
+def _new_event(cls: type[LogEvent], service: str, env: str | None, level: object,
+               message: object, timestamp_ns: int, actor: object, type_: object,
+               actor_id: object, trace_id: object, logger: str | None, meta: dict[str, Any],
+               exception: str | None) -> LogEvent:
+    """:meth:`LogEvent.create` with its arguments in order and a metadata dict the event may
+    keep as it is (a source that built the dict itself saves the copy)."""
+    lvl, level_original = normalize_level(level)
+    act, actor_original = normalize_actor(actor)
+    if level_original is not None:
+        meta.setdefault("original_level", level_original)
+    if actor_original is not None:
+        meta.setdefault("original_actor", actor_original)
+    if message.__class__ is not str:
+        try:
+            message = str(message)
+        except Exception as exc:
+            message = f"<unprintable message {message.__class__.__name__}: {exc!r}>"
+    # Every field is normal now: fill the instance in one step instead of the frozen
+    # dataclass __init__'s twelve object.__setattr__ calls (this runs once per event).
+    event = _new_object(cls)
+    _set_attr(event, "__dict__", {
+        "service": _service_label(service),
+        "level": lvl,
+        "message": message,
+        "actor": act,
+        "type": normalize_type(type_),
+        "timestamp_ns": int(timestamp_ns),
+        "env": _env_label(env) if env else None,
+        "actor_id": None if actor_id is None or actor_id == "" else _metadata_value(actor_id),
+        "trace_id": None if trace_id is None or trace_id == "" else _metadata_value(trace_id),
+        "logger": logger or None,
+        "metadata": meta,
+        "exception": exception or None,
+    })
+    return event
 
 
 class Entry(NamedTuple):

@@ -184,6 +184,20 @@ class Pipeline:
         except Exception as exc:
             self.report("submit", exc)
 
+    def submit_many(self, items: Sequence[Any]) -> None:
+        """:meth:`submit` for several items at once (one lock for all of them): what a source
+        that reads many events at a time (the sidecar's file tailer) calls."""
+        try:
+            sized = []
+            for item in items:
+                message = getattr(item, "message", None)
+                sized.append((item, (len(message) if isinstance(message, str) else 128)
+                              + ITEM_OVERHEAD))
+            for item in self._batcher.put_many(sized):
+                self.overflow(item)
+        except Exception as exc:
+            self.report("submit", exc)
+
     def overflow(self, item: Any) -> None:
         """An item the queue and its overflow refused (the app logs faster than the worker
         can even spool). With a spool it is turned into its compact spool record on the

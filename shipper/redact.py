@@ -266,25 +266,36 @@ class Redactor:
         """:meth:`clean_texts` for events: for each group of up to :data:`CLEAN_GROUP`
         events, whether :meth:`redact_event` would return every one of them unchanged.
 
-        The group's messages, exception texts and metadata (as JSON, which shows every key and
-        string they hold) are tested together. Metadata holding anything but JSON's own types
-        (objects, bytes, sets, non-string keys: what the walk would turn into text) makes its
-        group go through :meth:`redact_event` event by event."""
+        The group's metadata keys are looked up once; its messages, exception texts and
+        metadata values (as JSON, which shows every key and string they hold) are tested
+        together. Metadata holding anything but JSON's own types (objects, bytes, sets,
+        non-string keys: what the walk would turn into text) makes its group go through
+        :meth:`redact_event` event by event."""
         if self.extra_patterns:
             return [False] * -(-len(events) // CLEAN_GROUP)
         groups: list[bool] = []
         dumps = orjson.dumps
+        secret = self.is_secret_key
         for start in range(0, len(events), CLEAN_GROUP):
             parts: list[str] = []
+            names: set[Any] = set()
             try:
                 for event in events[start:start + CLEAN_GROUP]:
                     parts.append(event.message)
-                    if event.metadata:
-                        parts.append(dumps(event.metadata, default=_refuse,
+                    metadata = event.metadata
+                    if metadata:
+                        if metadata.__class__ is not dict:
+                            raise TypeError("not a dict")
+                        # the keys are checked once per group; the values as JSON (an array:
+                        # no ':' of its own to set off the key=value test)
+                        names.update(metadata)
+                        parts.append(dumps([*metadata.values()], default=_refuse,
                                            option=_PLAIN_JSON).decode())
                     if event.exception:
                         parts.append(event.exception)
                 joined = "\n".join(parts)
+                if any(name.__class__ is not str or secret(name) for name in names):
+                    raise TypeError("a key to mask, or not a string")
             except (TypeError, ValueError):  # orjson's refusal is a TypeError
                 groups.append(False)
                 continue

@@ -309,3 +309,29 @@ def test_joiner_joins_continuation_lines_and_ships_on_timeout_and_limits() -> No
         joiner.push("2026-x" if i == 0 else f"  more {i}", 10 + i, 2.0)
     joiner.flush()
     assert [p for _, _, p in out[-2:]] == [12, 14]
+
+
+_KEYS = st.sampled_from(["message", "msg", "event", "level", "levelname", "log.level", "severity",
+                         "time", "ts", "timestamp", "@timestamp", "type", "actor", "actorId",
+                         "actor_id", "trace_id", "reqId", "logger", "name", "exception",
+                         "stack", "service_name", "env", "metadata", "pid", "hostname", "status",
+                         "log", "trace", "err", "service"])
+_VALUES = st.one_of(st.none(), st.text(max_size=8), st.integers(-5, 2_000_000_000_000),
+                    st.booleans(), st.lists(st.integers(), max_size=2),
+                    st.dictionaries(st.sampled_from(["level", "id", "stack", "name", "x"]),
+                                    st.text(max_size=4), max_size=2))
+
+
+@given(st.lists(st.dictionaries(_KEYS, _VALUES, min_size=1, max_size=8), min_size=1, max_size=6))
+def test_lines_of_a_known_shape_give_the_events_the_field_table_gives(
+        objs: list[dict[str, object]]) -> None:
+    """Lines with the keys of an earlier line take the worked-out plan: the event is the one
+    the field table makes of the line on its own."""
+    from shipper.sidecar import formats
+
+    parser = LineParser(format="json", service="svc")
+    for obj in objs * 2:  # the second time round every shape has its plan
+        planned = parser.from_fields(obj, None, 7)
+        vals, keys, meta = formats._assign(obj)
+        assert planned == parser._event(vals, keys, meta, None, 7), obj
+        assert list(planned.metadata) == list(parser._event(vals, keys, meta, None, 7).metadata)

@@ -100,6 +100,7 @@ class FileSource:
         *,
         parser: LineParser,
         submit: Callable[[LogEvent], None],
+        submit_many: Callable[[list[LogEvent]], None] | None = None,
         saved: Iterable[FilePosition] = (),
         pressure: Callable[[], bool] = lambda: False,
         report: Callable[[str], None] = lambda message: None,
@@ -109,6 +110,8 @@ class FileSource:
         self.name = name
         self._parser = parser
         self._submit = submit
+        #: the complete lines of one read go to the pipeline together
+        self._submit_many = submit_many or self._submit_each
         self._pressure = pressure
         self._report = report
         self._saved = {(p.dev, p.ino): p for p in saved}
@@ -128,6 +131,10 @@ class FileSource:
         self.rotations = 0
         self.truncations = 0
         self.files_opened = 0
+
+    def _submit_each(self, events: list[LogEvent]) -> None:
+        for event in events:
+            self._submit(event)
 
     # ------------------------------------------------------------------ control
 
@@ -444,21 +451,25 @@ class FileSource:
         self.lines_read += len(lines)
         limit = self.config.max_line_bytes
         parse = self._parser.parse
-        submit = self._submit
         ts = self._now_ns()
         joiner = tail.joiner
         if joiner is None:
-            for raw in lines:
-                if len(raw) > limit:
-                    text = self._cut(raw[:limit], len(raw))
-                elif not raw or raw.isspace():
-                    continue
-                else:
-                    text = raw.decode("utf-8", "replace")
-                    if text[-1] == "\r":
-                        text = text[:-1]
-                ts += 1
-                submit(parse(text, None, ts))
+            events: list[LogEvent] = []
+            add = events.append
+            try:
+                for raw in lines:
+                    if len(raw) > limit:
+                        text = self._cut(raw[:limit], len(raw))
+                    elif not raw or raw.isspace():
+                        continue
+                    else:
+                        text = raw.decode("utf-8", "replace")
+                        if text[-1] == "\r":
+                            text = text[:-1]
+                    ts += 1
+                    add(parse(text, None, ts))
+            finally:
+                self._submit_many(events)
             tail.committed = start + sum(map(len, lines)) + len(lines)
             self._last_ns = ts
             return

@@ -35,7 +35,7 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shipper.event import Level, LogEvent
+from shipper.event import Level, LogEvent, _new_event
 
 __all__ = ["TRUNCATED", "LineParser", "cut_line", "level_of", "parse_logfmt", "parse_timestamp"]
 
@@ -265,6 +265,85 @@ _NESTED: dict[str, dict[str, tuple[int, int]]] = {
 }
 
 
+def _nested(name: str, value: dict[str, Any], table: Mapping[str, tuple[int, int]],
+            vals: list[Any], ranks: list[int], keys: list[str]) -> dict[str, Any]:
+    rest = {}
+    for key, item in value.items():
+        role = table.get(key)
+        if role is None or item is None or ranks[role[0]] <= role[1]:
+            rest[key] = item
+            continue
+        slot, rank = role
+        vals[slot] = item
+        ranks[slot] = rank
+        keys[slot] = f"{name}.{key}"
+    return rest
+
+
+def _assign(obj: Mapping[str, Any]) -> tuple[list[Any], list[str], dict[str, Any]]:
+    """The field table applied to one object: slot values, the key each came from, metadata."""
+    vals: list[Any] = [None] * _SLOTS
+    ranks = [_NONE] * _SLOTS
+    keys: list[str] = [""] * _SLOTS
+    meta: dict[str, Any] = {}
+    roles = _ROLES.get
+    for key, value in obj.items():
+        role = roles(key)
+        if value is None:
+            continue
+        if role is None or value.__class__ is dict:
+            nested = _NESTED.get(key) if value.__class__ is dict else None
+            if nested is not None:
+                rest = _nested(key, value, nested, vals, ranks, keys)
+                if rest:
+                    meta[key] = rest
+            elif role is None:
+                meta[key] = value
+                continue
+            if role is None or nested is not None:
+                continue
+        slot, rank = role
+        old = ranks[slot]
+        if old <= rank:
+            meta[key] = value
+            continue
+        if slot == _MESSAGE and rank == 2 and value.__class__ is not str:
+            meta[key] = value  # structlog's 'event' is text; anything else is data
+            continue
+        if old != _NONE:  # a better key for the slot: the one found before is metadata
+            meta[keys[slot]] = vals[slot]
+        vals[slot] = value
+        ranks[slot] = rank
+        keys[slot] = key
+    return vals, keys, meta
+
+
+#: key order → (slot positions, metadata positions, slot keys, position of a structlog
+#: ``event`` that must be text to be the message, else -1); None: no plan for those keys
+_Plan = tuple[tuple[tuple[int, int], ...], tuple[tuple[str, int], ...], list[str], int]
+_PLANS: dict[tuple[str, ...], _Plan | None] = {}
+
+
+def _plan(names: tuple[str, ...]) -> _Plan | None:
+    """Where each key of lines with exactly these keys goes: :func:`_assign` run once with
+    text placeholders (for lines whose values are neither None nor ECS objects, which is
+    checked per line). Keys that open ECS objects get no plan: their lines take the table."""
+    plan: _Plan | None = None
+    if not any(name in _NESTED for name in names) and len(set(names)) == len(names):
+        position = {name: str(i) for i, name in enumerate(names)}
+        vals, keys, meta = _assign(position)
+        slots = tuple((slot, int(value)) for slot, value in enumerate(vals)
+                      if value is not None)
+        text_only = int(vals[_MESSAGE]) if keys[_MESSAGE] == "event" else -1
+        plan = (slots, tuple((name, int(value)) for name, value in meta.items()), keys,
+                text_only)
+    if len(_PLANS) >= 1024:
+        _PLANS.clear()
+    _PLANS[names] = plan
+    return plan
+
+
+
 class LineParser:
     """Parses the lines of one source into events.
 
@@ -364,9 +443,8 @@ class LineParser:
                         ts = parsed
                 else:
                     meta[name] = value
-        return LogEvent.create(service=self.service, env=self.env, level=level,
-                               message=message, timestamp_ns=ts, metadata=meta,
-                               exception=continuation)
+        return _new_event(LogEvent, self.service, self.env, level, message, ts, None, None,
+                          None, None, None, meta, continuation)
 
     def _invalid(self, text: str, continuation: str | None, default_ns: int,
                  reason: str) -> LogEvent:
@@ -379,55 +457,25 @@ class LineParser:
     def from_fields(self, obj: Mapping[str, Any], continuation: str | None,
                     default_ns: int) -> LogEvent:
         """An event from a parsed JSON object or logfmt line (see the module's table)."""
-        vals: list[Any] = [None] * _SLOTS
-        ranks = [_NONE] * _SLOTS
-        keys: list[str] = [""] * _SLOTS
-        meta: dict[str, Any] = {}
-        roles = _ROLES.get
-        for key, value in obj.items():
-            role = roles(key)
-            if value is None:
-                continue
-            if role is None or value.__class__ is dict:
-                nested = _NESTED.get(key) if value.__class__ is dict else None
-                if nested is not None:
-                    rest = self._nested(key, value, nested, vals, ranks, keys)
-                    if rest:
-                        meta[key] = rest
-                elif role is None:
-                    meta[key] = value
-                    continue
-                if role is None or nested is not None:
-                    continue
-            slot, rank = role
-            old = ranks[slot]
-            if old <= rank:
-                meta[key] = value
-                continue
-            if slot == _MESSAGE and rank == 2 and value.__class__ is not str:
-                meta[key] = value  # structlog's 'event' is text; anything else is data
-                continue
-            if old != _NONE:  # a better key for the slot: the one found before is metadata
-                meta[keys[slot]] = vals[slot]
-            vals[slot] = value
-            ranks[slot] = rank
-            keys[slot] = key
+        if obj.__class__ is dict:
+            # the lines of one logger have the same keys in the same order: which key fills
+            # which slot was worked out once for them (see _plan)
+            names = (*obj,)
+            plan = _PLANS.get(names)
+            if plan is None and names not in _PLANS:
+                plan = _plan(names)
+            if plan is not None:
+                values = (*obj.values(),)
+                slots, meta_positions, keys, text_only = plan
+                if None not in values and (text_only < 0
+                                           or values[text_only].__class__ is str):
+                    vals: list[Any] = [None] * _SLOTS
+                    for slot, position in slots:
+                        vals[slot] = values[position]
+                    meta = {name: values[position] for name, position in meta_positions}
+                    return self._event(vals, keys, meta, continuation, default_ns)
+        vals, keys, meta = _assign(obj)
         return self._event(vals, keys, meta, continuation, default_ns)
-
-    @staticmethod
-    def _nested(name: str, value: dict[str, Any], table: Mapping[str, tuple[int, int]],
-                vals: list[Any], ranks: list[int], keys: list[str]) -> dict[str, Any]:
-        rest = {}
-        for key, item in value.items():
-            role = table.get(key)
-            if role is None or item is None or ranks[role[0]] <= role[1]:
-                rest[key] = item
-                continue
-            slot, rank = role
-            vals[slot] = item
-            ranks[slot] = rank
-            keys[slot] = f"{name}.{key}"
-        return rest
 
     def _event(self, vals: list[Any], keys: list[str], meta: dict[str, Any],
                continuation: str | None, default_ns: int) -> LogEvent:
@@ -465,17 +513,11 @@ class LineParser:
         service = vals[_SERVICE]
         env = vals[_ENV]
         logger = vals[_LOGGER]
-        return LogEvent.create(
-            service=service if service.__class__ is str and service else self.service,
-            env=env if env.__class__ is str and env else self.env,
-            level=level,
-            message=message,
-            timestamp_ns=ts,
-            actor=vals[_ACTOR],
-            type=vals[_TYPE],
-            actor_id=vals[_ACTOR_ID],
-            trace_id=vals[_TRACE_ID],
-            logger=logger if logger is None or logger.__class__ is str else str(logger),
-            metadata=meta,
-            exception=exception or None,
-        )
+        # LogEvent.create, without copying the metadata dict made here
+        return _new_event(
+            LogEvent,
+            service if service.__class__ is str and service else self.service,
+            env if env.__class__ is str and env else self.env,
+            level, message, ts, vals[_ACTOR], vals[_TYPE], vals[_ACTOR_ID], vals[_TRACE_ID],
+            logger if logger is None or logger.__class__ is str else str(logger),
+            meta, exception or None)

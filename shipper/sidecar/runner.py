@@ -134,7 +134,8 @@ class Sidecar:
                 from shipper.sidecar.file import FileSource
 
                 self.sources.append(FileSource(
-                    source, parser=self._parser(source), submit=submit, saved=saved.files,
+                    source, parser=self._parser(source), submit=submit,
+                    submit_many=self.pipeline.submit_many, saved=saved.files,
                     pressure=self._pressure, report=_say, name=name))
             elif isinstance(source, HttpSourceConfig):
                 from shipper.sidecar.http import HttpSource
