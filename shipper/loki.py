@@ -173,12 +173,17 @@ def encode_json(entries: Iterable[Entry], *, gzip_level: int | None = None) -> b
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 
 
 def _field_bytes(number: int, payload: bytes) -> bytes:
@@ -203,20 +208,44 @@ def encode_protobuf(entries: Iterable[Entry]) -> bytes:
         raise RuntimeError(
             "encoding='protobuf' needs snappy: pip install 'shipper[protobuf]'"
         ) from exc
-    out = bytearray()
+    parts: list[bytes] = []
+    add = parts.append
+    varint = _varint
+    metadata_field = _metadata_field
+    seconds_at = -1
+    seconds_field = b""
     for labels, bucket in group_streams(entries).items():
-        stream = bytearray(_field_bytes(1, labels_string(labels).encode()))
+        stream: list[bytes] = [_field_bytes(1, labels_string(labels).encode())]
+        push = stream.append
         for e in bucket:
             seconds, nanos = divmod(e.timestamp_ns, 1_000_000_000)
-            ts = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
-            entry = bytearray(_field_bytes(1, ts))
-            entry += _field_bytes(2, e.line.encode())
-            for name, value in e.metadata:
-                entry += _field_bytes(3, _field_bytes(1, name.encode()) +
-                                      _field_bytes(2, value.encode()))
-            stream += _field_bytes(2, bytes(entry))
-        out += _field_bytes(1, bytes(stream))
-    return bytes(cramjam.snappy.compress_raw(bytes(out)))
+            if seconds != seconds_at:  # the entries of a batch share their seconds
+                seconds_at, seconds_field = seconds, b"\x08" + varint(seconds)
+            ts = seconds_field + b"\x10" + varint(nanos) if nanos else seconds_field
+            line = e.line.encode()
+            # EntryAdapter: 1 timestamp, 2 line, 3 structured metadata (name, value)
+            entry = b"".join([b"\x0a", varint(len(ts)), ts, b"\x12", varint(len(line)), line,
+                              *[metadata_field(pair) for pair in e.metadata]])
+            push(b"\x12" + varint(len(entry)) + entry)
+        body = b"".join(stream)
+        add(b"\x0a" + varint(len(body)) + body)
+    out = b"".join(parts)
+    return bytes(cramjam.snappy.compress_raw(out))
+
+
+_METADATA_FIELDS: dict[tuple[str, str], bytes] = {}
+
+
+def _metadata_field(pair: tuple[str, str]) -> bytes:
+    """One structured-metadata field of an entry (made once per distinct name and value)."""
+    field = _METADATA_FIELDS.get(pair)
+    if field is None:
+        name, value = pair
+        field = _field_bytes(3, _field_bytes(1, name.encode()) + _field_bytes(2, value.encode()))
+        if len(_METADATA_FIELDS) >= 8192:
+            _METADATA_FIELDS.clear()
+        _METADATA_FIELDS[pair] = field
+    return field
 
 
 # --------------------------------------------------------------------------- outcomes

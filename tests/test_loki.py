@@ -118,6 +118,25 @@ def test_protobuf_body_decodes_with_googles_protobuf_library() -> None:
                                                                   "trace_id": "abc"}
 
 
+def test_every_protobuf_entry_decodes_to_its_time_line_and_metadata() -> None:
+    """Whole seconds, nanoseconds of every size, lines and metadata of one- and many-byte
+    lengths, several streams: each entry comes back as it went in."""
+    from shipper.event import LogEvent, to_entry
+
+    entries = [to_entry(LogEvent.create(
+        service="svc", level=("INFO", "ERROR")[i % 2], message="é" * (i * 37 % 400),
+        timestamp_ns=(0, 1, 10**9, 1_795_315_536_000_000_000 + i * 7_919_111)[i % 4] + i,
+        actor_id=None if i % 3 else f"user_{i}" * (i % 50), trace_id=f"t-{i}" if i % 5 else None,
+        logger="app")) for i in range(200)]
+    raw = bytes(cramjam.snappy.decompress_raw(encode_protobuf(entries)))
+    request = _push_request_class().FromString(raw)
+    decoded = {(s.labels, e.timestamp.seconds * 10**9 + e.timestamp.nanos, e.line,
+                tuple((p.name, p.value) for p in e.structuredMetadata))
+               for s in request.streams for e in s.entries}
+    assert decoded == {(labels_string(e.labels), e.timestamp_ns, e.line, e.metadata)
+                       for e in entries}
+
+
 def test_protobuf_label_values_are_escaped() -> None:
     text = labels_string([("service_name", 'a"b\\c\nd')])
     assert text == '{service_name="a\\"b\\\\c\\nd"}'
