@@ -23,8 +23,10 @@ T = TypeVar("T")
 class Sender(Generic[T]):
     def __init__(self, deliver: Callable[[T], None],
                  report: Callable[[str, BaseException], None] | None = None,
-                 name: str = "shipper-sender") -> None:
+                 name: str = "shipper-sender", idents: set[int] | None = None) -> None:
         self._deliver = deliver
+        #: the sender's thread ident is in this set while it runs
+        self._idents = idents if idents is not None else set()
         self._report = report
         self.name = name
         self._reset()
@@ -51,7 +53,14 @@ class Sender(Generic[T]):
             return True
 
     def _run(self) -> None:
-        self.thread_ident = threading.get_ident()
+        self.thread_ident = ident = threading.get_ident()
+        self._idents.add(ident)
+        try:
+            self._loop()
+        finally:
+            self._idents.discard(ident)
+
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 while not self._slot and not self._stopping:

@@ -49,6 +49,7 @@ class Batcher(Generic[T]):
         batch_bytes: int = 1 << 20,
         max_wait: float = 1.0,
         name: str = "shipper-worker",
+        idents: set[int] | None = None,
     ) -> None:
         self._process = process
         self._tick = tick
@@ -63,6 +64,8 @@ class Batcher(Generic[T]):
         self.batch_bytes = batch_bytes
         self.max_wait = max_wait
         self.name = name
+        #: the worker's thread ident is in this set while it runs
+        self._idents = idents if idents is not None else set()
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -273,6 +276,14 @@ class Batcher(Generic[T]):
         return items
 
     def _run(self) -> None:
+        ident = threading.get_ident()
+        self._idents.add(ident)
+        try:
+            self._loop()
+        finally:
+            self._idents.discard(ident)
+
+    def _loop(self) -> None:
         self._thread_ident = threading.get_ident()
         self._next_tick = time.monotonic()
         while True:

@@ -174,11 +174,13 @@ class ShipperConfig:
         "help": "one push at most this many events"})
     batch_max_wait: float = field(default=1.0, metadata={
         "help": "an event waits at most this long for its batch"})
-    queue_max_events: int = field(default=20_000, metadata={
-        "help": "in-memory queue bound (a queued record costs about 1.5 KB); past it, as many "
+    queue_max_events: int = field(default=100_000, metadata={
+        "help": "in-memory queue bound in events (a queued record costs about 400 bytes plus "
+                "its message, so `queue_max_bytes` binds first for most); past it, as many "
                 "again wait for the worker to spool them, then `emit` compacts them for it"})
     queue_max_bytes: int = field(default=32 * 1024 * 1024, metadata={
-        "help": "in-memory queue bound by estimated memory (and the bound of each overflow)"})
+        "help": "in-memory queue bound by memory (measured per record: about 75,000 "
+                "short events), and the bound of each overflow"})
 
     retry_budget: float = field(default=30.0, metadata={
         "help": "how long Loki may fail continuously (429, 5xx: no request accepted "

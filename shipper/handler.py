@@ -353,7 +353,7 @@ class LokiHandler(logging.Handler):
         # emit talks to the queue directly: every attribute lookup counts on the hot path
         self._batcher = self._pipeline._batcher
         self._put = self._batcher.put
-        self._own_thread = self._pipeline.own_thread
+        self._own_idents = self._pipeline.own_idents
 
     # ------------------------------------------------------------------ hot path
 
@@ -375,7 +375,7 @@ class LokiHandler(logging.Handler):
                 )
                 if len(self._ignore_cache) < 4096:
                     self._ignore_cache[name] = ignored
-            if ignored or self._own_thread(_get_ident()):
+            if ignored or _get_ident() in self._own_idents:
                 return  # the worker's own records (urllib3 ...) would loop back
             item = _snapshot(record, _current_context(), None)
             size = len(item[0]) + SNAPSHOT_OVERHEAD

@@ -144,6 +144,8 @@ class Pipeline:
             self._spool.free_segments() if self._spool is not None and self._client is not None
             else set()
         )
+        #: the idents of the pipeline's running threads (their records must not come back)
+        self.own_idents: set[int] = set()
         self._batcher: Batcher[Any] = Batcher(
             process=self._process,
             tick=self._tick if (self._spool is not None and self._client is not None) else None,
@@ -157,9 +159,11 @@ class Pipeline:
             batch_items=config.batch_max_events,
             batch_bytes=config.batch_max_bytes,
             max_wait=config.batch_max_wait,
+            idents=self.own_idents,
         )
         #: delivers one batch while the worker prepares the next
-        self._sender: Sender[tuple[list[Entry], int]] = Sender(self._send, report=self.report)
+        self._sender: Sender[tuple[list[Entry], int]] = Sender(self._send, report=self.report,
+                                                                idents=self.own_idents)
         _PIPELINES.add(self)
         if config.handle_sigterm:
             from shipper.lifecycle import _install_sigterm_hook
@@ -320,7 +324,7 @@ class Pipeline:
     def own_thread(self, ident: int) -> bool:
         """Whether ``ident`` is one of the pipeline's threads (their records must not come
         back into it)."""
-        return ident in (self._batcher._thread_ident, self._sender.thread_ident)
+        return ident in self.own_idents
 
     def _request_timeout(self) -> float | None:
         """Closing: a request may not outlast close()'s deadline by much."""
@@ -691,6 +695,7 @@ class Pipeline:
         )
 
     def after_fork_in_child(self) -> None:
+        self.own_idents.clear()  # the parent's threads do not exist here
         self._batcher.after_fork_in_child()
         self._sender.after_fork_in_child()
         self._replay = None  # the parent holds that segment's lock; never release it here
