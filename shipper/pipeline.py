@@ -61,6 +61,10 @@ _log = logging.getLogger("shipper.internal")
 _MAX_RETRY_AFTER = 300.0
 #: bytes a queued LogEvent (or another source's item) takes besides its message
 ITEM_OVERHEAD = 1024
+#: the worker takes this many times ``batch_max_bytes`` of queued memory at once: a queued
+#: item takes two to three times the bytes its entry adds to a request (its object, its
+#: fields), so that much makes about one full request (requests are cut to size after)
+TAKE_RATIO = 3
 #: how often a flush waiting for the spool looks at it
 _SPOOL_POLL = 0.02
 #: how often the worker looks whether the sender took the batch waiting for it
@@ -157,7 +161,7 @@ class Pipeline:
             overflow_bytes=config.queue_max_bytes,
             compact_bytes=config.queue_max_bytes,
             batch_items=config.batch_max_events,
-            batch_bytes=config.batch_max_bytes,
+            batch_bytes=config.batch_max_bytes * TAKE_RATIO,
             max_wait=config.batch_max_wait,
             idents=self.own_idents,
         )
@@ -320,6 +324,13 @@ class Pipeline:
             size += esize
         if chunk:
             yield chunk, size
+
+    def load(self) -> float:
+        """How full the queue is: the larger of its events and bytes over their bounds (0 to
+        1, cheap enough to ask often; a source that can wait, like a file, waits above some
+        level instead of filling the queue)."""
+        batcher = self._batcher
+        return max(len(batcher._queue) / batcher.max_items, batcher._bytes / batcher.max_bytes)
 
     def own_thread(self, ident: int) -> bool:
         """Whether ``ident`` is one of the pipeline's threads (their records must not come

@@ -435,3 +435,55 @@ def test_any_sequence_of_writes_rotations_and_restarts_ships_every_line_once(
     close(source)
     shipped = sink.messages()
     assert sorted(shipped) == sorted(written), (ops, shipped, written)
+
+
+def test_the_sidecar_reads_no_further_ahead_than_its_worker_needs(tmp_path: Path) -> None:
+    """While Loki does not answer, the tailer stops reading once the queue holds two takes of
+    the worker (the file keeps the rest); once Loki answers, every line is delivered."""
+    import yaml
+
+    from shipper.sidecar.config import load_config
+    from shipper.sidecar.runner import Sidecar
+    from shipper.transport import HttpResponse
+
+    class Gate:
+        def __init__(self) -> None:
+            self.open = threading.Event()
+            self.entries = 0
+
+        def request(self, method: str, url: str, *, headers: Any = None,
+                    body: bytes | None = None, timeout: float) -> HttpResponse:
+            self.open.wait()
+            self.entries += sum(len(s["values"]) for s in json.loads(body or b"{}")["streams"])
+            return HttpResponse(204)
+
+        def close(self) -> None:
+            self.open.set()
+
+    log = tmp_path / "app.log"
+    total = 60_000
+    log.write_text("".join(f'{{"msg":"line {i}","level":"info"}}\n' for i in range(total)))
+    config_file = tmp_path / "sidecar.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "loki": {"url": "http://loki.test:3100"}, "service": "shop",
+        "spool_dir": str(tmp_path / "spool"), "positions_file": str(tmp_path / "pos.json"),
+        "sources": [{"type": "file", "paths": [str(log)], "format": "json"}]}))
+    gate = Gate()
+    sidecar = Sidecar(load_config(str(config_file)), transport=gate)
+    sidecar.start()
+    try:
+        pipeline = sidecar.pipeline
+        assert pipeline is not None
+        source = sidecar.sources[0]
+        wait_until(lambda: source.lines_read > 0, 10)
+        time.sleep(1.0)  # the tailer would have read the whole file by now
+        read = source.lines_read
+        time.sleep(0.5)
+        assert source.lines_read == read < total / 2  # it waits for the worker
+        assert pipeline.load() < 0.5  # the HTTP source's mark is not reached either
+        gate.open.set()
+        wait_until(lambda: gate.entries >= total, 60)
+        assert gate.entries == total
+    finally:
+        gate.open.set()
+        sidecar.shutdown(5)

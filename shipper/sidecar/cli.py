@@ -41,4 +41,18 @@ def _sidecar(args: argparse.Namespace) -> int:
         return 0
     from shipper.sidecar.runner import run
 
+    _tune_gc()
     return run(config)
+
+
+def _tune_gc() -> None:
+    """The sidecar process is ours, not an app's: what it holds from start-up (modules,
+    classes, configuration) is frozen out of the garbage collector's walks, and a collection
+    waits for 10,000 new objects instead of 700. Events, dicts and tuples are freed by
+    reference counting; the collector only looks for cycles, which the pipeline does not make
+    per event. About a tenth of the sidecar's CPU went to collections at 50,000 lines/s."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)

@@ -30,7 +30,7 @@ import time
 from types import FrameType
 from typing import Any
 
-from shipper.pipeline import Pipeline
+from shipper.pipeline import TAKE_RATIO, Pipeline
 from shipper.sidecar._server import StartupError
 from shipper.sidecar.config import (
     DockerSourceConfig,
@@ -45,7 +45,10 @@ from shipper.transport import Transport
 __all__ = ["Sidecar", "StartupError"]
 
 #: the file source stops reading while the pipeline's queue is this full (the file waits)
+#: the HTTP source answers 429 while the queue holds more than this share of its bounds
 _HIGH_WATER = 0.5
+#: sources that can wait (files, Docker) stop reading while the queue holds this many batches
+_READ_AHEAD = 2
 
 
 def _say(message: str) -> None:
@@ -67,8 +70,14 @@ class Sidecar:
         self._save_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._pressure_at = 0.0
-        self._pressured = False
-        self._high_water = max(1, int(config.loki.queue_max_events * _HIGH_WATER))
+        loki = config.loki
+        # events in the queue past what keeps the worker busy only cost memory (and the
+        # garbage collector's time): the file they come from holds them as well
+        self._read_ahead = min(_HIGH_WATER, _READ_AHEAD * loki.batch_max_events
+                               / loki.queue_max_events,
+                               _READ_AHEAD * TAKE_RATIO * loki.batch_max_bytes
+                               / loki.queue_max_bytes)
+        self._load = 0.0
         self._draining = False
         self.exit_code = 0
 
@@ -143,7 +152,7 @@ class Sidecar:
                 self.sources.append(HttpSource(
                     source, pipeline=self.pipeline, service=source.service or
                     self.config.loki.service, env=self.config.loki.env,
-                    pressure=self._pressure, name=name))
+                    pressure=self._overloaded, name=name))
             elif isinstance(source, DockerSourceConfig):
                 from shipper.sidecar.docker import DockerSource
 
@@ -172,14 +181,22 @@ class Sidecar:
 
     # ------------------------------------------------------------------ running
 
-    def _pressure(self) -> bool:
-        """True while the pipeline's queue is over the high-water mark (sampled every 5 ms)."""
+    def _queue_load(self) -> float:
+        """The pipeline's :meth:`~shipper.pipeline.Pipeline.load`, sampled every 5 ms."""
         now = time.monotonic()
         if now - self._pressure_at >= 0.005:
             self._pressure_at = now
             assert self.pipeline is not None
-            self._pressured = self.pipeline.stats()["queued"] >= self._high_water
-        return self._pressured
+            self._load = self.pipeline.load()
+        return self._load
+
+    def _pressure(self) -> bool:
+        """True while the queue holds as much as a reader should read ahead (files, Docker)."""
+        return self._queue_load() >= self._read_ahead
+
+    def _overloaded(self) -> bool:
+        """True while the queue is over its high-water mark (the HTTP source answers 429)."""
+        return self._queue_load() >= _HIGH_WATER
 
     def problems(self) -> list[str]:
         """What makes /healthz answer 503 (empty: healthy)."""
