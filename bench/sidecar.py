@@ -125,7 +125,7 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
     config = work / f"{service}.yaml"
     metrics_port = _free_port()
     config.write_text(json.dumps({
-        "loki": {"url": loki.url, "queue_max_events": 20000},
+        "loki": {"url": loki.url},
         "service": service,
         "spool_dir": str(work / f"spool-{service}"),
         "positions_file": str(work / f"positions-{service}.json"),

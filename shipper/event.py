@@ -140,11 +140,14 @@ def normalize_level(value: object) -> tuple[Level, str | None]:
     the event's metadata by :class:`LogEvent`). Unknown names map to INFO; unknown numbers map to
     the nearest ``logging`` threshold below them.
     """
-    if isinstance(value, Level):
-        return value, None
-    known = _FAST_LEVELS.get(value) if isinstance(value, (int, str)) else None
+    cls = value.__class__
+    if cls is Level:
+        return value, None  # type: ignore[return-value]
+    known = _FAST_LEVELS.get(value) if cls is str or cls is int else None
     if known is not None:
         return known, None
+    if isinstance(value, Level):
+        return value, None
     if isinstance(value, bool):  # bool is an int: refuse to read True as level 1
         return Level.INFO, repr(value)
     if isinstance(value, int):
@@ -174,6 +177,11 @@ def normalize_actor(value: object) -> tuple[Actor, str | None]:
     """
     if value is None or value == "":
         return Actor.SYSTEM, None
+    cls = value.__class__
+    if cls is str or cls is Actor:
+        fast = _ACTOR_ALIASES.get(value)  # type: ignore[call-overload]
+        if fast is not None:
+            return fast, None
     if isinstance(value, Actor):
         return value, None
     if isinstance(value, str):

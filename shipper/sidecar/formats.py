@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import operator
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shipper.event import Level, LogEvent, _new_event
@@ -78,8 +79,9 @@ _level_cache: dict[object, Level | None] = {}
 
 def level_of(value: object) -> Level | None:
     """A known level for ``value`` (a name in any case, or a pino/bunyan number), else None."""
-    if not isinstance(value, (str, int, float)):  # a list or an object: no level, and unhashable
-        return None
+    cls = value.__class__
+    if cls is not str and cls is not int and not isinstance(value, (str, int, float)):
+        return None  # a list or an object: no level, and unhashable
     found = _level_cache.get(value)
     if found is not None or value in _level_cache:
         return found
@@ -89,7 +91,7 @@ def level_of(value: object) -> Level | None:
         found = next(lvl for floor, lvl in _NUMERIC_LEVELS if value >= floor) \
             if value >= 0 else None
     else:
-        found = _LEVEL_WORDS.get(value.strip().upper())
+        found = _LEVEL_WORDS.get(str(value).strip().upper())
     if len(_level_cache) < 4096:
         _level_cache[value] = found
     return found
@@ -132,6 +134,9 @@ def parse_timestamp(value: object, tz: _dt.tzinfo | None = _dt.UTC) -> int | Non
     """Nanoseconds since the epoch for an ISO-8601 string or an epoch number (s, ms, µs or ns,
     also as a string); None when ``value`` is neither. ``tz`` is the zone of ISO times written
     without an offset (None: the machine's local zone)."""
+    cls = value.__class__
+    if cls is int:
+        return _epoch_ns(value) if value >= 0 else None  # type: ignore[operator,arg-type]
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -318,30 +323,39 @@ def _assign(obj: Mapping[str, Any]) -> tuple[list[Any], list[str], dict[str, Any
     return vals, keys, meta
 
 
-#: key order → (slot positions, metadata positions, slot keys, position of a structlog
-#: ``event`` that must be text to be the message, else -1); None: no plan for those keys
-_Plan = tuple[tuple[tuple[int, int], ...], tuple[tuple[str, int], ...], list[str], int]
+#: key order → (the slot values of a line's values, the metadata names, their values, the key
+#: each slot came from, the position of a structlog ``event`` that must be text to be the
+#: message, else -1); None: no plan for those keys
+_Plan = tuple[Callable[[tuple[Any, ...]], Any], tuple[str, ...],
+              Callable[[tuple[Any, ...]], Any], list[str], int]
 _PLANS: dict[tuple[str, ...], _Plan | None] = {}
 
 
 def _plan(names: tuple[str, ...]) -> _Plan | None:
     """Where each key of lines with exactly these keys goes: :func:`_assign` run once with
     text placeholders (for lines whose values are neither None nor ECS objects, which is
-    checked per line). Keys that open ECS objects get no plan: their lines take the table."""
+    checked per line), turned into two ``itemgetter``s over the line's values. Keys that open
+    ECS objects get no plan: their lines take the table."""
     plan: _Plan | None = None
-    if not any(name in _NESTED for name in names) and len(set(names)) == len(names):
-        position = {name: str(i) for i, name in enumerate(names)}
-        vals, keys, meta = _assign(position)
-        slots = tuple((slot, int(value)) for slot, value in enumerate(vals)
-                      if value is not None)
+    if not any(name in _NESTED for name in names):
+        vals, keys, meta = _assign({name: str(i) for i, name in enumerate(names)})
+        empty = len(names)  # the None after a line's values
+        slots = [empty if value is None else int(value) for value in vals]
+        positions = [int(value) for value in meta.values()]
         text_only = int(vals[_MESSAGE]) if keys[_MESSAGE] == "event" else -1
-        plan = (slots, tuple((name, int(value)) for name, value in meta.items()), keys,
-                text_only)
+        plan = (operator.itemgetter(*slots), tuple(meta), _getter(positions), keys, text_only)
     if len(_PLANS) >= 1024:
         _PLANS.clear()
     _PLANS[names] = plan
     return plan
 
+
+def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """``itemgetter`` that always returns a tuple (its one-position form returns the item)."""
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda values: (values[only],)
+    return operator.itemgetter(*positions) if positions else (lambda values: ())
 
 
 class LineParser:
@@ -465,19 +479,18 @@ class LineParser:
             if plan is None and names not in _PLANS:
                 plan = _plan(names)
             if plan is not None:
-                values = (*obj.values(),)
-                slots, meta_positions, keys, text_only = plan
-                if None not in values and (text_only < 0
-                                           or values[text_only].__class__ is str):
-                    vals: list[Any] = [None] * _SLOTS
-                    for slot, position in slots:
-                        vals[slot] = values[position]
-                    meta = {name: values[position] for name, position in meta_positions}
-                    return self._event(vals, keys, meta, continuation, default_ns)
+                values = (*obj.values(), None)  # the last: what an empty slot reads
+                slot_values, meta_names, meta_values, keys, text_only = plan
+                if (values.count(None) == 1
+                        and (text_only < 0 or values[text_only].__class__ is str)):
+                    meta = (dict(zip(meta_names, meta_values(values), strict=True))
+                            if meta_names else {})
+                    return self._event(slot_values(values), keys, meta, continuation,
+                                       default_ns)
         vals, keys, meta = _assign(obj)
         return self._event(vals, keys, meta, continuation, default_ns)
 
-    def _event(self, vals: list[Any], keys: list[str], meta: dict[str, Any],
+    def _event(self, vals: Sequence[Any], keys: list[str], meta: dict[str, Any],
                continuation: str | None, default_ns: int) -> LogEvent:
         given = vals[_METADATA]
         if given is not None:
