@@ -72,7 +72,10 @@ class Batcher(Generic[T]):
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the worker waits here
         self._done = threading.Condition(self._lock)  # flush() waits here
-        self._queue: collections.deque[tuple[T, int]] = collections.deque()
+        self._queue: collections.deque[T] = collections.deque()
+        #: the size of each queued item (beside it rather than in a tuple with it: one object
+        #: less per event for the garbage collector)
+        self._sizes: collections.deque[int] = collections.deque()
         self._bytes = 0
         #: (item, size, compact)
         self._overflow: list[tuple[T, int, bool]] = []
@@ -103,7 +106,8 @@ class Batcher(Generic[T]):
                 return self._park(item, size)
             if not n:
                 self._first_at = _monotonic()
-            queue.append((item, size))
+            queue.append(item)
+            self._sizes.append(size)
             self._bytes = queued_bytes
             self._put_total += 1
             if self._thread is None:
@@ -119,7 +123,7 @@ class Batcher(Generic[T]):
         were not taken, in order."""
         refused: list[T] = []
         with self._lock:
-            queue = self._queue
+            queue, sizes = self._queue, self._sizes
             for item, size in items:
                 n = len(queue)
                 queued_bytes = self._bytes + size
@@ -129,7 +133,8 @@ class Batcher(Generic[T]):
                     continue
                 if not n:
                     self._first_at = _monotonic()
-                queue.append((item, size))
+                queue.append(item)
+                sizes.append(size)
                 self._bytes = queued_bytes
                 self._put_total += 1
             if queue:
@@ -265,11 +270,11 @@ class Batcher(Generic[T]):
         if not due:
             return None
         items: list[T] = []
+        sizes = self._sizes
         taken = 0
         while queue and len(items) < self.batch_items and taken < self.batch_bytes:
-            item, size = queue.popleft()
-            items.append(item)
-            taken += size
+            items.append(queue.popleft())
+            taken += sizes.popleft()
         self._bytes -= taken
         if queue:
             self._first_at = now
@@ -359,11 +364,12 @@ class Batcher(Generic[T]):
             # a request in flight at the deadline ends within the time the pipeline gives it
             thread.join(timeout + _CLOSE_GRACE)
         with self._lock:
-            left = [item for item, _ in self._queue]
+            left = list(self._queue)
             left += [item for item, _, _ in self._overflow]
             self._overflow.clear()
             self._overflow_bytes = self._compact_bytes = self._raw_parked = 0
             self._queue.clear()
+            self._sizes.clear()
             self._bytes = 0
             self._done_total += len(left)
             self._done.notify_all()

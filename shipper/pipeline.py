@@ -196,11 +196,14 @@ class Pipeline:
         """:meth:`submit` for several items at once (one lock for all of them): what a source
         that reads many events at a time (the sidecar's file tailer) calls."""
         try:
-            sized = []
-            for item in items:
-                message = getattr(item, "message", None)
-                sized.append((item, (len(message) if isinstance(message, str) else 128)
-                              + ITEM_OVERHEAD))
+            try:  # LogEvents: their message is a str
+                sized = [(item, len(item.message) + ITEM_OVERHEAD) for item in items]
+            except (AttributeError, TypeError):
+                sized = []
+                for item in items:
+                    message = getattr(item, "message", None)
+                    sized.append((item, (len(message) if isinstance(message, str) else 128)
+                                  + ITEM_OVERHEAD))
             for item in self._batcher.put_many(sized):
                 self.overflow(item)
         except Exception as exc:
