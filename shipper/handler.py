@@ -54,6 +54,7 @@ __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
 INTERNAL_LOGGERS: tuple[str, ...] = ("urllib3", "requests", "shipper.internal")
 
 _get_ident = threading.get_ident
+_LogRecord = logging.LogRecord
 _current_context = _CURRENT.get
 
 
@@ -102,7 +103,13 @@ def _snapshot(record: logging.LogRecord, context: LogContext | None,
     where a queued record and its ``__dict__`` are walked on every collection until the
     worker takes them."""
     try:
-        message = record.getMessage()
+        if record.__class__ is _LogRecord:  # getMessage without the call
+            msg, args = record.msg, record.args
+            if msg.__class__ is not str:
+                msg = str(msg)
+            message = msg % args if args else msg
+        else:  # a record factory's class may format its own way
+            message = record.getMessage()
     except Exception as exc:  # bad %-args: keep the template and the args, say what failed
         message = f"{record.msg!r} % {record.args!r} (formatting failed: {exc!r})"
     if exception is None and record.exc_info and record.exc_info[0] is not None:
