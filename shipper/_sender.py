@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from shipper.batcher import run_registered
+
 __all__ = ["Sender"]
 
 T = TypeVar("T")
@@ -37,7 +39,6 @@ class Sender(Generic[T]):
         self._inflight = 0  # handed over and not finished
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.thread_ident: int | None = None
 
     def offer(self, work: T) -> bool:
         """Hand ``work`` over unless the waiting place is taken (then False)."""
@@ -53,12 +54,7 @@ class Sender(Generic[T]):
             return True
 
     def _run(self) -> None:
-        self.thread_ident = ident = threading.get_ident()
-        self._idents.add(ident)
-        try:
-            self._loop()
-        finally:
-            self._idents.discard(ident)
+        run_registered(self._idents, self._loop)
 
     def _loop(self) -> None:
         while True:

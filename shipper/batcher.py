@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "run_registered"]
 
 T = TypeVar("T")
 
@@ -30,6 +30,17 @@ _IDLE_TICK = 1.0
 #: how long ``close`` waits past its deadline for a request that was in flight then
 _CLOSE_GRACE = 1.0
 _monotonic = time.monotonic
+
+
+def run_registered(idents: set[int], body: Callable[[], None]) -> None:
+    """Run ``body`` on this thread with the thread's ident in ``idents`` meanwhile (how a
+    pipeline knows its own threads, whose log records must not come back into it)."""
+    ident = threading.get_ident()
+    idents.add(ident)
+    try:
+        body()
+    finally:
+        idents.discard(ident)
 
 
 class Batcher(Generic[T]):
@@ -287,12 +298,7 @@ class Batcher(Generic[T]):
         return items
 
     def _run(self) -> None:
-        ident = threading.get_ident()
-        self._idents.add(ident)
-        try:
-            self._loop()
-        finally:
-            self._idents.discard(ident)
+        run_registered(self._idents, self._loop)
 
     def _loop(self) -> None:
         self._thread_ident = threading.get_ident()

@@ -185,8 +185,7 @@ class Pipeline:
         raises, never touches the disk (before :meth:`close`)."""
         try:
             if size is None:
-                message = getattr(item, "message", None)
-                size = (len(message) if isinstance(message, str) else 128) + ITEM_OVERHEAD
+                size = _item_size(item)
             if not self._batcher.put(item, size):
                 self.overflow(item)
         except Exception as exc:
@@ -199,11 +198,7 @@ class Pipeline:
             try:  # LogEvents: their message is a str
                 sized = [(item, len(item.message) + ITEM_OVERHEAD) for item in items]
             except (AttributeError, TypeError):
-                sized = []
-                for item in items:
-                    message = getattr(item, "message", None)
-                    sized.append((item, (len(message) if isinstance(message, str) else 128)
-                                  + ITEM_OVERHEAD))
+                sized = [(item, _item_size(item)) for item in items]
             for item in self._batcher.put_many(sized):
                 self.overflow(item)
         except Exception as exc:
@@ -334,11 +329,6 @@ class Pipeline:
         level instead of filling the queue)."""
         batcher = self._batcher
         return max(len(batcher._queue) / batcher.max_items, batcher._bytes / batcher.max_bytes)
-
-    def own_thread(self, ident: int) -> bool:
-        """Whether ``ident`` is one of the pipeline's threads (their records must not come
-        back into it)."""
-        return ident in self.own_idents
 
     def _request_timeout(self) -> float | None:
         """Closing: a request may not outlast close()'s deadline by much."""
@@ -771,6 +761,12 @@ class Pipeline:
     def _report_text(self, kind: str, message: str) -> None:
         with contextlib.suppress(Exception):  # stderr closed: nothing left to tell
             sys.stderr.write(f"shipper [{self.config.service}] {kind}: {message}\n")
+
+
+def _item_size(item: Any) -> int:
+    """What a queued item is counted for: its message plus :data:`ITEM_OVERHEAD`."""
+    message = getattr(item, "message", None)
+    return (len(message) if isinstance(message, str) else 128) + ITEM_OVERHEAD
 
 
 def live_pipelines() -> list[Pipeline]:

@@ -411,6 +411,8 @@ class Redactor:
         return out if changed else value
 
     def _text(self, text: str) -> str:
+        # each masking step runs only past a cheap test; _may_need_masking is those tests
+        # alone (for whole groups): a new step needs its test there too
         if len(text) < 5:
             return text
         out = text
