@@ -38,7 +38,11 @@ from shipper.sidecar.formats import LineParser, cut_line
 from shipper.sidecar.multiline import Joiner
 from shipper.sidecar.positions import FINGERPRINT_BYTES, FilePosition, fingerprint
 
-__all__ = ["FileSource", "FileStatus"]
+__all__ = ["FileSource", "FileStatus", "LineShipper"]
+
+#: hands texts to the pipeline: ``(texts, first_ns, rests)``; text ``i`` is parsed with
+#: continuation ``rests[i]`` (multi-line records) and, when it carries no time, ``first_ns + i``
+LineShipper = Callable[[list[str], int, "list[str | None] | None"], None]
 
 #: how long a file that left the globs (rotated, deleted) stays open after its last data
 _CLOSE_AFTER = 1.0
@@ -105,6 +109,8 @@ class FileSource:
         pressure: Callable[[], bool] = lambda: False,
         report: Callable[[str], None] = lambda message: None,
         name: str = "file",
+        ship: LineShipper | None = None,
+        invalid_elsewhere: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -112,6 +118,9 @@ class FileSource:
         self._submit = submit
         #: the complete lines of one read go to the pipeline together
         self._submit_many = submit_many or self._submit_each
+        #: texts → events → the pipeline: parsed here, or by a worker process (``workers``)
+        self._ship: LineShipper = ship or self._parse_here
+        self._invalid_elsewhere = invalid_elsewhere
         self._pressure = pressure
         self._report = report
         self._saved = {(p.dev, p.ino): p for p in saved}
@@ -136,13 +145,30 @@ class FileSource:
         for event in events:
             self._submit(event)
 
+    def _parse_here(self, texts: list[str], first_ns: int,
+                    rests: list[str | None] | None) -> None:
+        """Parse in this process; text ``i`` gets ``first_ns + i`` when it carries no time."""
+        parse = self._parser.parse
+        events: list[LogEvent] = []
+        add = events.append
+        try:
+            if rests is None:
+                for i, text in enumerate(texts):
+                    add(parse(text, None, first_ns + i))
+            else:
+                for i, text in enumerate(texts):
+                    add(parse(text, rests[i], first_ns + i))
+        finally:
+            self._submit_many(events)
+
     # ------------------------------------------------------------------ control
 
     def describe(self) -> str:
         return f"tailing {', '.join(self.config.paths)} ({self.config.format})"
 
     def invalid_lines(self) -> int:
-        return self._parser.invalid
+        elsewhere = self._invalid_elsewhere
+        return self._parser.invalid + (elsewhere() if elsewhere is not None else 0)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"shipper-{self.name}",
@@ -293,10 +319,8 @@ class FileSource:
     def _joiner(self, tail: _Tail) -> Joiner[int]:
         ml = self.config.multiline
         assert ml is not None
-        parse, submit = self._parser.parse, self._submit
-
         def emit(first: str, rest: str | None, end: int) -> None:
-            submit(parse(first, rest, self._now_ns()))
+            self._ship([first], self._now_ns(), [rest])
             tail.committed = end
 
         return Joiner(ml.start, timeout=ml.timeout, max_lines=ml.max_lines,
@@ -450,28 +474,25 @@ class FileSource:
         """Ship complete lines; ``start`` is the offset of the first."""
         self.lines_read += len(lines)
         limit = self.config.max_line_bytes
-        parse = self._parser.parse
-        ts = self._now_ns()
         joiner = tail.joiner
         if joiner is None:
-            events: list[LogEvent] = []
-            add = events.append
-            try:
-                for raw in lines:
-                    if len(raw) > limit:
-                        text = self._cut(raw[:limit], len(raw))
-                    elif not raw or raw.isspace():
-                        continue
-                    else:
-                        text = raw.decode("utf-8", "replace")
-                        if text[-1] == "\r":
-                            text = text[:-1]
-                    ts += 1
-                    add(parse(text, None, ts))
-            finally:
-                self._submit_many(events)
+            texts: list[str] = []
+            add = texts.append
+            for raw in lines:
+                if len(raw) > limit:
+                    text = self._cut(raw[:limit], len(raw))
+                elif not raw or raw.isspace():
+                    continue
+                else:
+                    text = raw.decode("utf-8", "replace")
+                    if text[-1] == "\r":
+                        text = text[:-1]
+                add(text)
+            if texts:
+                first = self._now_ns() + 1
+                self._last_ns = first + len(texts) - 1
+                self._ship(texts, first, None)
             tail.committed = start + sum(map(len, lines)) + len(lines)
-            self._last_ns = ts
             return
         end = start
         for raw in lines:
@@ -506,7 +527,7 @@ class FileSource:
             if not tail.joiner.pending:
                 tail.committed = end
             return
-        self._submit(self._parser.parse(text, None, self._now_ns()))
+        self._ship([text], self._now_ns(), None)
         tail.committed = end
 
     def _ship_partial(self, tail: _Tail) -> None:
