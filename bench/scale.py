@@ -142,8 +142,8 @@ def _sidecar(name: str, url: str, n: int) -> str:
     """bench/sidecar.py against ``url``: its sidecar row, relabelled with the deployment."""
     env = dict(os.environ, LOKI_URL=url, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "sidecar.py"), "--lines",
-                           str(n)], capture_output=True, text=True, timeout=900, env=env,
-                          cwd=REPO, check=False)
+                           str(n), "--workers", "1"], capture_output=True, text=True,
+                          timeout=900, env=env, cwd=REPO, check=False)
     row = next((ln for ln in proc.stdout.splitlines() if ln.startswith("| shipper sidecar")),
                None)
     if row is None:

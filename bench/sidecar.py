@@ -25,6 +25,7 @@ ceiling any collector can reach against this Loki.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -56,6 +57,20 @@ def write_lines(path: Path, n: int, start_ms: int) -> int:
                 "type": "HTTP_REQUEST", "status": rng.choice([200, 200, 200, 201, 404, 500]),
             }, separators=(",", ":")) + "\n")
     return path.stat().st_size
+
+
+def _tree_figures(pid: int, seen: dict[int, tuple[float, int]]) -> tuple[float, int]:
+    """(CPU seconds, peak RSS bytes) of a process and its worker processes, summed; ``seen``
+    keeps each process's last figures, so a worker that already exited still counts."""
+    import psutil
+
+    pids = [pid]
+    with contextlib.suppress(psutil.Error):
+        pids += [c.pid for c in psutil.Process(pid).children()]
+    for p in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            seen[p] = _proc_figures(p)
+    return sum(c for c, _ in seen.values()), sum(r for _, r in seen.values())
 
 
 def _proc_figures(pid: int) -> tuple[float, int]:
@@ -121,15 +136,16 @@ def _free_port() -> int:
 
 
 def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
-                profile: bool) -> dict[str, Any]:
+                profile: bool, workers: int = 1, encoding: str = "json") -> dict[str, Any]:
     config = work / f"{service}.yaml"
     metrics_port = _free_port()
     config.write_text(json.dumps({
-        "loki": {"url": loki.url},
+        "loki": {"url": loki.url, "encoding": encoding},
         "service": service,
         "spool_dir": str(work / f"spool-{service}"),
         "positions_file": str(work / f"positions-{service}.json"),
         "metrics_listen": f"127.0.0.1:{metrics_port}",
+        "workers": workers,
         "sources": [{"type": "file", "paths": [str(log)], "format": "json"}],
     }))
     cmd = [sys.executable, "-m", "shipper", "sidecar", "--config", str(config)]
@@ -144,11 +160,12 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
                                 "--gil", "--output", str(work / "profile.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cpu = peak = 0.0
+    seen: dict[int, tuple[float, int]] = {}
     delivered = before
     deadline = started + max(120.0, n / 5000)
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        cpu, peak_b = _proc_figures(proc.pid)
+        cpu, peak_b = _tree_figures(proc.pid, seen)
         peak = max(peak, peak_b)
         # the sidecar's own count of entries Loki answered 204 for (cheap to ask, unlike a
         # LogQL count over a million lines); Loki's own count is checked once at the end
@@ -160,7 +177,7 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
         if delivered - before >= n:
             break
         time.sleep(1)
-    cpu, peak_b = _proc_figures(proc.pid)
+    cpu, peak_b = _tree_figures(proc.pid, seen)
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
@@ -265,10 +282,23 @@ def run_raw(loki: Loki, log: Path, n: int, service: str) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--workers", default="1,2",
+                        help="the sidecar's `workers` settings to run, one after the other "
+                             "(default: 1,2)")
+    parser.add_argument("--encoding", default="json", choices=["json", "protobuf"],
+                        help="the sidecar's loki.encoding (default: json, the default)")
+    parser.add_argument("--loki-pid", type=int, default=None,
+                        help="a Loki running on this machine: print its CPU per run too")
     parser.add_argument("--profile", action="store_true",
                         help="sample the sidecar with py-spy and print where its time goes")
     args = parser.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
     url = os.environ.get("LOKI_URL") or None
+
+    def loki_cpu() -> float:
+        return _proc_figures(args.loki_pid)[0] if args.loki_pid else 0.0
+
+    rows: list[tuple[str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp:
         work = Path(tmp)
         log = work / "app.log"
@@ -279,26 +309,40 @@ def main() -> int:
         print(f"{args.lines:,} JSON lines ({size / 1e6:.0f} MB) into {target}")
         try:
             tag = f"bench-{os.getpid()}"
-            side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar", args.profile)
+            for run, workers in enumerate(counts):
+                before = loki_cpu()
+                side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar{run}",
+                                   args.profile, workers, args.encoding)
+                side["loki_cpu"] = loki_cpu() - before
+                what = "one process" if workers == 1 else f"workers: {workers}"
+                if args.encoding != "json":
+                    what += f", {args.encoding}"
+                rows.append((f"shipper sidecar, file → Loki ({what})", side))
             raw = run_raw(loki, log, args.lines, f"{tag}-raw") if not args.profile else None
         finally:
             loki.close()
     print()
-    print("| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    rate = side["delivered"] / side["seconds"]
-    print(f"| shipper sidecar, file → Loki | {side['delivered']:,} | {side['seconds']:.1f} | "
-          f"{rate:,.0f} | {side['cpu'] / side['delivered'] * 1e6:.1f} | "
-          f"{side['peak_rss'] / 1e6:.0f} |")
+    loki_col = " Loki CPU s per 1M lines |" if args.loki_pid else ""
+    print(f"| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |{loki_col}")
+    print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.loki_pid else ""))
+    failed = 0
+    for name, side in rows:
+        rate = side["delivered"] / side["seconds"]
+        loki_figure = (f" {side['loki_cpu'] / side['delivered'] * 1e6:.1f} |"
+                       if args.loki_pid else "")
+        print(f"| {name} | {side['delivered']:,} | {side['seconds']:.1f} | "
+              f"{rate:,.0f} | {side['cpu'] / side['delivered'] * 1e6:.1f} | "
+              f"{side['peak_rss'] / 1e6:.0f} |{loki_figure}")
+        if side["delivered"] < args.lines:
+            failed += 1
+            print(f"\n{name} delivered only {side['delivered']:,} of {args.lines:,}:\n"
+                  f"{side['stderr']}")
     if raw is not None:
         print(f"| Loki's intake of the same lines pre-encoded (2 senders) | "
               f"{raw['delivered']:,} | {raw['seconds']:.1f} | "
-              f"{raw['delivered'] / raw['seconds']:,.0f} | - | - |")
-    if side["delivered"] < args.lines:
-        print(f"\nsidecar delivered only {side['delivered']:,} of {args.lines:,}:\n"
-              f"{side['stderr']}")
-        return 1
-    return 0
+              f"{raw['delivered'] / raw['seconds']:,.0f} | - | - |" +
+              (" - |" if args.loki_pid else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 
 from tests.log_capture import CaptureHandler, capture_logs
+from tests.sidecar_process import SidecarProcess
 
 # Property tests draw the same examples on every run (CI must be deterministic); no per-example
 # deadline, since the machine is shared and timings vary.
@@ -20,3 +21,13 @@ def logs() -> Iterator[CaptureHandler]:
     """Every record logged during the test, with the request context seen at emit time."""
     with capture_logs() as handler:
         yield handler
+
+
+@pytest.fixture
+def processes() -> Iterator[list[SidecarProcess]]:
+    """``shipper sidecar`` processes a test starts; any still running at the end is killed,
+    with its worker processes."""
+    started: list[SidecarProcess] = []
+    yield started
+    for proc in started:
+        proc.kill()

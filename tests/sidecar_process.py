@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from tests.fakeloki import free_port
@@ -111,6 +112,25 @@ class SidecarProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout)
         return self.finish(signal.SIGKILL)
+
+    def workers(self) -> list[psutil.Process]:
+        """Its worker processes (``workers: N``)."""
+        assert self.proc is not None
+        try:
+            return [c for c in psutil.Process(self.proc.pid).children()
+                    if "resource_tracker" not in " ".join(c.cmdline())]
+        except psutil.Error:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL it and its worker processes, if still running."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        workers = self.workers()
+        self.finish(signal.SIGKILL)
+        for worker in workers:
+            with contextlib.suppress(psutil.Error):
+                worker.kill()
 
     def positions(self) -> dict[str, Any]:
         return dict(json.loads((self.work / "positions.json").read_text()))

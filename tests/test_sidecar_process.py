@@ -22,15 +22,6 @@ def loki() -> Iterator[FakeLoki]:
         yield fake
 
 
-@pytest.fixture
-def processes() -> Iterator[list[SidecarProcess]]:
-    started: list[SidecarProcess] = []
-    yield started
-    for proc in started:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.finish(signal.SIGKILL)
-
-
 def sidecar(processes: list[SidecarProcess], work: Path, loki: FakeLoki | None,
             **settings: object) -> SidecarProcess:
     sources = settings.pop("sources", None) or [
@@ -42,17 +33,23 @@ def sidecar(processes: list[SidecarProcess], work: Path, loki: FakeLoki | None,
     return proc
 
 
+#: the same behaviour with every line parsed and shipped in the sidecar's own process, and
+#: with two worker processes doing it (``workers: 2``, shipper/sidecar/workers.py)
+WORKERS = pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "2-workers"])
+
+
 def messages(loki: FakeLoki) -> list[str]:
     return [json.loads(line)["message"] for line in loki.lines()]
 
 
+@WORKERS
 def test_sigterm_drains_saves_positions_and_a_restart_neither_skips_nor_rereads(
-        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess], workers: int) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "app.log"
     log.write_text(json_lines("a", 0, 3000))
-    first = sidecar(processes, tmp_path, loki).start()
+    first = sidecar(processes, tmp_path, loki, workers=workers).start()
     wait_until(lambda: loki.count() > 0)
     started = time.monotonic()
     assert first.finish(signal.SIGTERM) == 0
@@ -63,15 +60,16 @@ def test_sigterm_drains_saves_positions_and_a_restart_neither_skips_nor_rereads(
 
     with log.open("a") as f:  # written while the sidecar was away
         f.write(json_lines("a", 3000, 3500))
-    second = sidecar(processes, tmp_path, loki).start()
+    second = sidecar(processes, tmp_path, loki, workers=workers).start()
     assert wait_until(lambda: loki.count() == 3500)
     assert second.finish(signal.SIGTERM) == 0
     assert loki.pushed_values == 3500  # nothing was sent twice
     assert sorted(messages(loki)) == sorted(f"a{i}" for i in range(3500))
 
 
+@WORKERS
 def test_sigkill_mid_file_loses_nothing(tmp_path: Path, loki: FakeLoki,
-                                        processes: list[SidecarProcess]) -> None:
+                                        processes: list[SidecarProcess], workers: int) -> None:
     """At least once: after a SIGKILL the sidecar reads again from the last saved position;
     the lines read twice carry the same timestamp, and Loki stores them once."""
     logs = tmp_path / "logs"
@@ -79,33 +77,37 @@ def test_sigkill_mid_file_loses_nothing(tmp_path: Path, loki: FakeLoki,
     (logs / "app.log").write_text(json_lines("k", 0, 60_000))
     # a slow Loki, so that the kill lands mid-file
     loki.delay = 0.05
-    first = sidecar(processes, tmp_path, loki, loki_settings={"batch_max_events": 2000}).start()
+    first = sidecar(processes, tmp_path, loki, workers=workers,
+                    loki_settings={"batch_max_events": 2000}).start()
     assert wait_until(lambda: loki.count() >= 6000, 60)
     first.finish(signal.SIGKILL)
     at_kill = loki.count()
     assert at_kill < 60_000
     loki.delay = 0
-    second = sidecar(processes, tmp_path, loki).start()
+    second = sidecar(processes, tmp_path, loki, workers=workers).start()
     assert wait_until(lambda: loki.count() >= 60_000, 60), loki.count()
     assert second.finish(signal.SIGTERM) == 0
     assert loki.count() == 60_000
     assert sorted(messages(loki)) == sorted(f"k{i}" for i in range(60_000))
 
 
+@WORKERS
 def test_loki_down_the_spool_takes_the_lines_and_positions_advance(
-        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess], workers: int) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "app.log"
     log.write_text(json_lines("s", 0, 500))
     loki.stop()
-    first = sidecar(processes, tmp_path, loki, loki_settings={"retry_budget": "200ms"}).start()
+    first = sidecar(processes, tmp_path, loki, workers=workers,
+                    loki_settings={"retry_budget": "200ms"}).start()
     assert wait_until(lambda: first.metrics().get("shipper_sidecar_events_spooled_total", 0)
                       >= 500, 30)
     assert first.finish(signal.SIGTERM) == 0
+    assert (tmp_path / "positions.json").exists(), first.stderr
     assert first.positions()["files"][0]["offset"] == log.stat().st_size
     loki.start()
-    second = sidecar(processes, tmp_path, loki).start()  # replays the spool
+    second = sidecar(processes, tmp_path, loki, workers=workers).start()  # replays the spool
     assert wait_until(lambda: loki.count() == 500, 30)
     assert second.finish() == 0
     assert sorted(messages(loki)) == sorted(f"s{i}" for i in range(500))
@@ -231,8 +233,9 @@ def test_docker_source_in_a_running_sidecar_resumes_from_the_saved_timestamp(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+@WORKERS
 def test_positions_never_run_ahead_of_what_loki_or_the_spool_took(
-        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess], workers: int) -> None:
     """No spool and Loki down: the lines are read and held in memory, retried, and their
     offsets are not saved; once Loki takes them, they are."""
     logs = tmp_path / "logs"
@@ -240,7 +243,7 @@ def test_positions_never_run_ahead_of_what_loki_or_the_spool_took(
     log = logs / "app.log"
     log.write_text(json_lines("p", 0, 200))
     loki.stop()
-    proc = sidecar(processes, tmp_path, loki, loki_settings={
+    proc = sidecar(processes, tmp_path, loki, workers=workers, loki_settings={
         "spool": False, "retry_budget": "60s"}).start()
     assert wait_until(lambda: proc.metrics().get(
         'shipper_sidecar_lines_read_total{source="file#0"}') == 200)

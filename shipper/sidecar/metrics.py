@@ -28,7 +28,7 @@ class SidecarCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         sidecar = self._sidecar
-        stats = sidecar.pipeline.stats()
+        stats = sidecar.stats()
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"shipper_sidecar_{name}", doc, value=value)

@@ -79,6 +79,7 @@ class Sidecar:
                                / loki.queue_max_bytes)
         self._load = 0.0
         self._draining = False
+        self._pool: Any = None  # WorkerPool with `workers: N` (N >= 2) and file sources
         self.exit_code = 0
 
     # ------------------------------------------------------------------ start-up
@@ -109,6 +110,17 @@ class Sidecar:
         _raise_open_files_limit()
         self.pipeline = Pipeline(config.loki, transport=self._transport)
         try:
+            files = [s for s in config.sources if isinstance(s, FileSourceConfig)]
+            if config.workers > 1 and files:
+                from shipper.sidecar.workers import WorkerPool
+
+                self._pool = WorkerPool(config.workers, config.loki,
+                                        [self._parser_spec(s) for s in files],
+                                        self._read_ahead)
+                try:
+                    self._pool.start()
+                except RuntimeError as exc:
+                    raise StartupError(f"workers: {exc}") from None
             self._build_sources(saved)
             if config.metrics_listen:
                 _needs("prometheus_client", "metrics_listen", "sidecar",
@@ -128,24 +140,31 @@ class Sidecar:
         self._checkpointer.start()
         _say(self.describe())
 
+    def _parser_spec(self, source: Any) -> dict[str, Any]:
+        return {"format": source.format, "level_pattern": source.level_pattern,
+                "timezone": source.timezone,
+                "service": source.service or self.config.loki.service,
+                "env": self.config.loki.env}
+
     def _parser(self, source: Any) -> LineParser:
-        return LineParser(format=source.format, level_pattern=source.level_pattern,
-                          timezone=source.timezone,
-                          service=source.service or self.config.loki.service,
-                          env=self.config.loki.env)
+        return LineParser(**self._parser_spec(source))
 
     def _build_sources(self, saved: Positions) -> None:
         assert self.pipeline is not None
         submit = self.pipeline.submit
+        files = 0
         for i, source in enumerate(self.config.sources):
             name = f"{source.type}#{i}"
             if isinstance(source, FileSourceConfig):
                 from shipper.sidecar.file import FileSource
 
+                pool, files = self._pool, files + 1
                 self.sources.append(FileSource(
                     source, parser=self._parser(source), submit=submit,
                     submit_many=self.pipeline.submit_many, saved=saved.files,
-                    pressure=self._pressure, report=_say, name=name))
+                    pressure=self._pressure, report=_say, name=name,
+                    ship=pool.shipper(files - 1) if pool is not None else None,
+                    invalid_elsewhere=pool.invalid(files - 1) if pool is not None else None))
             elif isinstance(source, HttpSourceConfig):
                 from shipper.sidecar.http import HttpSource
 
@@ -168,6 +187,8 @@ class Sidecar:
             closer = getattr(source, "close", None)
             if callable(closer):
                 closer()
+        if self._pool is not None:
+            self._pool.close(1.0)
         if self.pipeline is not None:
             self.pipeline.close(0)
 
@@ -177,7 +198,16 @@ class Sidecar:
             parts.append(f"{source.name} {source.describe()}")
         loki = self.config.loki.url or "no Loki URL (spool only)"
         ops = f"; /healthz and /metrics on {self._ops.server.url}" if self._ops else ""
-        return f"started: {'; '.join(parts)}; shipping to {loki}{ops}"
+        workers = (f"; files parsed and shipped by {self.config.workers} worker processes"
+                   if self._pool is not None else "")
+        return f"started: {'; '.join(parts)}; shipping to {loki}{workers}{ops}"
+
+    def stats(self) -> dict[str, Any]:
+        """The pipeline's :meth:`~shipper.pipeline.Pipeline.stats`, with the counters of
+        the worker processes added (``workers: N``)."""
+        assert self.pipeline is not None
+        stats = self.pipeline.stats()
+        return self._pool.add_stats(stats) if self._pool is not None else stats
 
     # ------------------------------------------------------------------ running
 
@@ -191,8 +221,10 @@ class Sidecar:
         return self._load
 
     def _pressure(self) -> bool:
-        """True while the queue holds as much as a reader should read ahead (files, Docker)."""
-        return self._queue_load() >= self._read_ahead
+        """True while the queue holds as much as a reader should read ahead (files, Docker),
+        or a worker process does."""
+        return self._queue_load() >= self._read_ahead or (
+            self._pool is not None and self._pool.busy())
 
     def _overloaded(self) -> bool:
         """True while the queue is over its high-water mark (the HTTP source answers 429)."""
@@ -203,6 +235,8 @@ class Sidecar:
         out = []
         if self._draining:
             out.append("draining: shutting down")
+        if self._pool is not None:
+            out.extend(self._pool.problems())
         for source in self.sources:
             if not source.alive:
                 failed = getattr(source, "failed", None)
@@ -224,10 +258,18 @@ class Sidecar:
         """Save positions if everything read so far was taken by Loki or the spool."""
         assert self.pipeline is not None
         snapshot = self._snapshot()
-        if not self.pipeline.flush(timeout):
+        if not self._flush(timeout):
             return False
         self._save(snapshot)
         return True
+
+    def _flush(self, timeout: float) -> bool:
+        """Flush the pipeline and every worker's (see shipper/sidecar/workers.py)."""
+        assert self.pipeline is not None
+        deadline = time.monotonic() + timeout
+        if not self.pipeline.flush(timeout):
+            return False
+        return self._pool is None or self._pool.flush(max(deadline - time.monotonic(), 0.1))
 
     def _save(self, snapshot: Positions) -> None:
         if not any(s.kind in ("file", "docker") for s in self.sources):
@@ -300,14 +342,19 @@ class Sidecar:
             source.stop(deadline=started + (deadline - started) * 0.5)
         if self._checkpointer is not None:
             self._checkpointer.join(max(deadline - time.monotonic(), 0.1))
-        before = self.pipeline.stats()["dropped_total"]
+        before = self.stats()["dropped_total"]
         snapshot = self._snapshot()
-        delivered = self.pipeline.flush(max(deadline - time.monotonic() - 0.5, 0.1))
+        # what is left after the flush closes the pipelines (the workers' in parallel)
+        reserve = 0.5 if self._pool is None else 1.5
+        delivered = self._flush(max(deadline - time.monotonic() - reserve, 0.1))
         if delivered:
             self._save(snapshot)
+        workers_closed = True
+        if self._pool is not None:  # they close their pipelines alongside ours
+            workers_closed = self._pool.close(max(deadline - time.monotonic(), 0.1))
         self.pipeline.close(max(deadline - time.monotonic(), 0.1))
-        stats = self.pipeline.stats()
-        if not delivered and stats["dropped_total"] == before:
+        stats = self.stats()
+        if not delivered and workers_closed and stats["dropped_total"] == before:
             self._save(snapshot)  # close() put what Loki had not taken into the spool
         if self._ops is not None:
             self._ops.stop()
