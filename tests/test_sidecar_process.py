@@ -255,3 +255,34 @@ def test_positions_never_run_ahead_of_what_loki_or_the_spool_took(
     assert wait_until(lambda: positions.exists() and proc.positions()["files"][0]["offset"]
                       == log.stat().st_size)
     assert proc.finish() == 0
+
+
+@WORKERS
+def test_sigterm_while_loki_pushes_back_drains_in_time_and_loses_nothing(
+        tmp_path: Path, processes: list[SidecarProcess], workers: int) -> None:
+    """Loki answers 429 to nearly everything: the queues stay full and the sidecar stops
+    reading; SIGTERM still drains within drain_timeout (what Loki did not take goes to
+    the spool), and the restart delivers every line, none cut in two: the deadline stops the
+    reading mid-file, and the start of a line that the last read held is not a line."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text(json_lines("b", 0, 40_000))
+    with FakeLoki(rate_bytes=30_000, burst_bytes=60_000) as slow:
+        first = sidecar(processes, tmp_path, slow, drain_timeout="6s", workers=workers,
+                        loki_settings={"batch_max_bytes": "16KiB"}).start()
+        assert wait_until(lambda: slow.count() > 0, 30)
+        assert wait_until(lambda: first.metrics().get(
+            'shipper_sidecar_lines_read_total{source="file#0"}', 0) >= 10_000, 30)
+        started = time.monotonic()
+        assert first.finish(signal.SIGTERM, timeout=30) == 0, first.stderr
+        assert time.monotonic() - started < 6 + 3
+        assert "dropped 0" in first.stderr
+        held = set(messages(slow))
+    assert len(held) < 40_000  # the rest is in the spool or still in the file
+    with FakeLoki(rate_limit=False) as loki:
+        second = sidecar(processes, tmp_path, loki, workers=workers).start()
+        assert wait_until(lambda: loki.count() >= 40_000 - len(held), 60), loki.count()
+        assert second.finish(signal.SIGTERM) == 0
+    # at least once: a request cut short by the deadline may have been stored as well
+    assert held | set(messages(loki)) == {f"b{i}" for i in range(40_000)}

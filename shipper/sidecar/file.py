@@ -241,7 +241,11 @@ class FileSource:
         while busy and _monotonic() < self._stop_at:
             busy = self._poll_all(_monotonic(), draining=True)
         for tail in list(self._tails.values()):
-            self._ship_held(tail)
+            # Only at the end of a file is what is held its last line (or record). A file the
+            # deadline cut short (the pipeline pushing back) holds the start of a line the next
+            # read would complete: its offset stays before it, and the restart reads it whole.
+            if tail.read_offset >= tail.size:
+                self._ship_held(tail)
 
     def _poll_all(self, now: float, draining: bool = False) -> bool:
         busy = False
