@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import urllib3
 
 from tests.integration.conftest import query_range, wait_for
@@ -49,22 +50,25 @@ def _lines(start: int, stop: int, base_ms: int) -> str:
     return "".join(out)
 
 
-def _sidecar(work: Path, loki_url: str, service: str) -> SidecarProcess:
+def _sidecar(work: Path, loki_url: str, service: str, workers: int) -> SidecarProcess:
     return SidecarProcess(work, [{"type": "file", "paths": [str(work / "logs" / "*.log")],
                                   "format": "json", "poll_interval": "50ms"}],
-                          loki_url=loki_url, service=service, env="it")
+                          loki_url=loki_url, service=service, env="it", workers=workers)
 
 
+# workers: 2 sends one stream's lines over two connections, not in file order: Loki 3.7's
+# unordered writes (loki/config.yaml) take them all
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "2-workers"])
 def test_tailing_a_file_into_loki_counts_exactly_across_sigterm_and_sigkill(
         tmp_path: Path, loki_url: str, loki_http: urllib3.PoolManager,
-        unique_service: str) -> None:
+        unique_service: str, workers: int) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     log = logs / "orders.log"
     base_ms = time.time_ns() // 1_000_000 - 30 * 60_000
     log.write_text(_lines(0, 20_000, base_ms))
 
-    first = _sidecar(tmp_path, loki_url, unique_service).start()
+    first = _sidecar(tmp_path, loki_url, unique_service, workers).start()
     assert wait_for(lambda: _count(loki_http, loki_url, unique_service) == 20_000, 120), \
         _count(loki_http, loki_url, unique_service)
     assert first.finish(signal.SIGTERM) == 0, first.stderr
@@ -73,11 +77,11 @@ def test_tailing_a_file_into_loki_counts_exactly_across_sigterm_and_sigkill(
 
     # written while it was away; then killed mid-file and started again
     log.write_text(log.read_text() + _lines(20_000, 60_000, base_ms))
-    second = _sidecar(tmp_path, loki_url, unique_service).start()
+    second = _sidecar(tmp_path, loki_url, unique_service, workers).start()
     assert wait_for(lambda: _count(loki_http, loki_url, unique_service) > 20_000, 60)
     wait_until(lambda: _count(loki_http, loki_url, unique_service) > 25_000, 120, 0.2)
     second.finish(signal.SIGKILL)
-    third = _sidecar(tmp_path, loki_url, unique_service).start()
+    third = _sidecar(tmp_path, loki_url, unique_service, workers).start()
     assert wait_for(lambda: _count(loki_http, loki_url, unique_service) >= 60_000, 180), \
         _count(loki_http, loki_url, unique_service)
     assert third.finish(signal.SIGTERM) == 0, third.stderr
