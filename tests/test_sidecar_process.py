@@ -129,12 +129,13 @@ def test_a_damaged_positions_file_is_set_aside_and_the_sidecar_keeps_running(
     assert proc.positions()["files"][0]["offset"] > 0
 
 
+@WORKERS
 def test_healthz_metrics_and_sighup(tmp_path: Path, loki: FakeLoki,
-                                    processes: list[SidecarProcess]) -> None:
+                                    processes: list[SidecarProcess], workers: int) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.log").write_text(json_lines("m", 0, 10) + "not json\n")
-    proc = sidecar(processes, tmp_path, loki, sources=[
+    proc = sidecar(processes, tmp_path, loki, workers=workers, sources=[
         {"type": "file", "paths": [str(logs / "*.log")], "poll_interval": "20ms",
          "scan_interval": "1h", "format": "json"}]).start()
     assert wait_until(lambda: loki.count() == 11)

@@ -159,3 +159,33 @@ def test_workers_start_no_process_when_there_is_no_file_source(
     assert proc.workers() == []
     assert proc.finish(signal.SIGTERM) == 0
     assert "worker processes" not in proc.stderr
+
+
+def test_each_file_source_keeps_its_own_format_and_service_in_the_workers(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+    (tmp_path / "api").mkdir()
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "api" / "api.log").write_text(json_lines("api", 0, 3000))
+    (tmp_path / "jobs" / "jobs.log").write_text("".join(
+        f"level=warn msg=job{i} queue=mail\n" for i in range(3000)))
+    proc = SidecarProcess(tmp_path, [
+        {"type": "file", "paths": [str(tmp_path / "api" / "*.log")], "format": "json",
+         "poll_interval": "20ms"},
+        {"type": "file", "paths": [str(tmp_path / "jobs" / "*.log")], "format": "logfmt",
+         "service": "jobs", "poll_interval": "20ms"},
+    ], loki_url=loki.url, workers=2)
+    processes.append(proc)
+    proc.start()
+    assert wait_until(lambda: loki.count() == 6000, 30), loki.count()
+    metrics = proc.metrics()
+    assert metrics['shipper_sidecar_lines_invalid_total{source="file#0"}'] == 0
+    assert metrics['shipper_sidecar_lines_invalid_total{source="file#1"}'] == 0
+    assert proc.finish(signal.SIGTERM) == 0
+    by_service: dict[str, set[str]] = {}
+    for stored in loki.stored():
+        labels = dict(stored.labels)
+        record = json.loads(stored.line)
+        by_service.setdefault(labels["service_name"], set()).add(
+            f"{labels['level']} {record['message']} {record['metadata']}")
+    assert by_service["sidecar-test"] == {f"INFO api{i} {{}}" for i in range(3000)}
+    assert by_service["jobs"] == {f"WARNING job{i} {{'queue': 'mail'}}" for i in range(3000)}
