@@ -154,7 +154,13 @@ def test_check_exits_0_for_a_good_file_and_2_naming_the_problem(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = write(tmp_path, GOOD)
     assert main(["sidecar", "--config", str(good), "--check"]) == 0
-    assert "ok: 1 file, 1 http, 1 docker sources; service shop" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "ok: 1 file, 1 http, 1 docker sources; service shop" in out
+    assert "worker processes" not in out
+    workers = tmp_path / "workers.yaml"
+    workers.write_text("workers: 2\n" + GOOD)
+    assert main(["sidecar", "--config", str(workers), "--check"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("; 2 worker processes")
     bad = tmp_path / "bad.yaml"
     bad.write_text("sources: [{type: file, paths: [/a], start_at: middle}]")
     assert main(["sidecar", "--config", str(bad), "--check"]) == 2

@@ -36,8 +36,10 @@ def _sidecar(args: argparse.Namespace) -> int:
     if args.check:
         kinds = Counter(source.type for source in config.sources)
         listing = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+        workers = f"; {config.workers} worker processes" if config.workers > 1 else ""
         print(f"{args.config}: ok: {listing} source{'s' if len(config.sources) > 1 else ''}; "
-              f"service {config.loki.service}; Loki {config.loki.url or '(none: spool only)'}")
+              f"service {config.loki.service}; Loki {config.loki.url or '(none: spool only)'}"
+              f"{workers}")
         return 0
     from shipper.sidecar.runner import run
 
