@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from tests.fakeloki import FakeLoki
-from tests.sidecar_process import SidecarProcess, json_lines, wait_until
+from tests.sidecar_process import ROOT, SidecarProcess, json_lines, wait_until
 
 
 @pytest.fixture
@@ -189,3 +192,30 @@ def test_each_file_source_keeps_its_own_format_and_service_in_the_workers(
             f"{labels['level']} {record['message']} {record['metadata']}")
     assert by_service["sidecar-test"] == {f"INFO api{i} {{}}" for i in range(3000)}
     assert by_service["jobs"] == {f"WARNING job{i} {{'queue': 'mail'}}" for i in range(3000)}
+
+
+def test_a_sidecar_that_exits_without_draining_does_not_hang_on_its_workers(
+        tmp_path: Path, loki: FakeLoki) -> None:
+    """An exit that skips the drain (an exception past it): the workers, which ignore SIGTERM,
+    see their pipes close, ship or spool what they hold and exit, so the process ends instead
+    of waiting for them in multiprocessing's exit handler."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(json_lines("x", 0, 2000))
+    proc = SidecarProcess(tmp_path, [{"type": "file", "paths": [str(logs / "*.log")],
+                                      "format": "json", "poll_interval": "20ms"}],
+                          loki_url=loki.url, workers=2)
+    proc.path.write_text(yaml.safe_dump(proc.config))
+    script = (
+        "import time\n"
+        "from shipper.sidecar.config import load_config\n"
+        "from shipper.sidecar.runner import Sidecar\n"
+        f"sidecar = Sidecar(load_config({str(proc.path)!r}))\n"
+        "sidecar.start()\n"
+        "time.sleep(1.0)\n"
+        "raise RuntimeError('an unexpected failure')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "RuntimeError: an unexpected failure" in done.stderr
+    assert loki.count() == 2000  # read and handed over within the second, then shipped

@@ -29,6 +29,7 @@ several processes). Nothing else changes: HTTP and Docker sources stay in the ma
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing
 import signal
@@ -114,6 +115,12 @@ class _Worker:
                     self.cond.notify_all()
         except (EOFError, OSError):
             pass
+        except Exception as exc:  # a report that cannot be read: the worker is of no use
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"shipper sidecar: worker process {self.index}: unreadable "
+                                 f"report ({type(exc).__name__}: {exc}); stopping it\n")
+            with contextlib.suppress(OSError):
+                self.process.kill()
         self.process.join(5)  # only this thread waits for the process (no two waitpid())
         with self.cond:
             self.exitcode = self.process.exitcode
@@ -156,6 +163,9 @@ class WorkerPool:
                                              name=f"shipper-worker-{index}")
             worker.reader.start()
             self._workers.append(worker)
+        # Runs before multiprocessing's own exit handler, which would wait forever for workers
+        # that ignore SIGTERM: an exit that skipped close() closes their pipes instead.
+        atexit.register(self._abandon)
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             with worker.cond:
@@ -206,6 +216,13 @@ class WorkerPool:
                     worker.process.terminate()
                 ok = False
         return ok
+
+    def _abandon(self) -> None:
+        """The sidecar exits without close(): each worker sees its pipe close, closes its
+        pipeline (what Loki did not take goes to the spool) and exits."""
+        for worker in self._workers:
+            with contextlib.suppress(OSError):
+                worker.inbox.close()
 
     def _ticket(self) -> int:
         with self._ticket_lock:
