@@ -323,6 +323,11 @@ class Pipeline:
         if chunk:
             yield chunk, size
 
+    def queued(self) -> tuple[int, int]:
+        """The events in the queue and the bytes they are counted for (see :meth:`load`)."""
+        batcher = self._batcher
+        return len(batcher._queue), batcher._bytes
+
     def load(self) -> float:
         """How full the queue is: the larger of its events and bytes over their bounds (0 to
         1, cheap enough to ask often; a source that can wait, like a file, waits above some

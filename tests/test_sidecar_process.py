@@ -287,3 +287,20 @@ def test_sigterm_while_loki_pushes_back_drains_in_time_and_loses_nothing(
         assert second.finish(signal.SIGTERM) == 0
     # at least once: a request cut short by the deadline may have been stored as well
     assert held | set(messages(loki)) == {f"b{i}" for i in range(40_000)}
+
+
+@WORKERS
+def test_large_batches_never_leave_the_reader_and_the_worker_waiting_for_each_other(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess], workers: int) -> None:
+    """batch_max_bytes 4 MiB: a take of the worker is 10,000 events or 12 MiB of queue. The
+    reader used to stop reading at about 5,000 events (its read-ahead took the smaller of two
+    ratios for both bounds), short of a take: both waited for batch_max_wait, here a minute."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(json_lines("L", 0, 30_000))
+    # (no positions checkpoint either: its flush makes a take due, and would hide the wait)
+    proc = sidecar(processes, tmp_path, loki, workers=workers, positions_interval="60s",
+                   loki_settings={"batch_max_bytes": "4MiB", "batch_max_wait": "60s"}).start()
+    assert wait_until(lambda: loki.count() >= 20_000, 30), loki.count()  # not a minute a take
+    assert proc.finish(signal.SIGTERM) == 0
+    assert loki.count() == 30_000

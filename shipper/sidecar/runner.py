@@ -28,8 +28,9 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
+from shipper.config import ShipperConfig
 from shipper.pipeline import TAKE_RATIO, Pipeline
 from shipper.sidecar._server import StartupError
 from shipper.sidecar.config import (
@@ -70,14 +71,9 @@ class Sidecar:
         self._save_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._pressure_at = 0.0
-        loki = config.loki
-        # events in the queue past what keeps the worker busy only cost memory (and the
-        # garbage collector's time): the file they come from holds them as well
-        self._read_ahead = min(_HIGH_WATER, _READ_AHEAD * loki.batch_max_events
-                               / loki.queue_max_events,
-                               _READ_AHEAD * TAKE_RATIO * loki.batch_max_bytes
-                               / loki.queue_max_bytes)
+        self._read_ahead = ReadAhead.of(config.loki)
         self._load = 0.0
+        self._full = False
         self._draining = False
         self._pool: Any = None  # WorkerPool with `workers: N` (N >= 2) and file sources
         self.exit_code = 0
@@ -212,19 +208,21 @@ class Sidecar:
     # ------------------------------------------------------------------ running
 
     def _queue_load(self) -> float:
-        """The pipeline's :meth:`~shipper.pipeline.Pipeline.load`, sampled every 5 ms."""
+        """The pipeline's :meth:`~shipper.pipeline.Pipeline.load`, sampled every 5 ms (with
+        whether it holds a reader's read-ahead)."""
         now = time.monotonic()
         if now - self._pressure_at >= 0.005:
             self._pressure_at = now
             assert self.pipeline is not None
             self._load = self.pipeline.load()
+            self._full = self._read_ahead.full(self.pipeline)
         return self._load
 
     def _pressure(self) -> bool:
         """True while the queue holds as much as a reader should read ahead (files, Docker),
         or a worker process does."""
-        return self._queue_load() >= self._read_ahead or (
-            self._pool is not None and self._pool.busy())
+        self._queue_load()
+        return self._full or (self._pool is not None and self._pool.busy())
 
     def _overloaded(self) -> bool:
         """True while the queue is over its high-water mark (the HTTP source answers 429)."""
@@ -363,6 +361,33 @@ class Sidecar:
         _say(f"stopped after {time.monotonic() - started:.1f}s: sent {stats['sent']}, "
              f"spooled {stats['spooled']}, refused {stats['refused_total']} requests, "
              f"dropped {stats['dropped_total']}{waiting}")
+
+
+class ReadAhead(NamedTuple):
+    """How much a source that can wait (files, Docker) leaves in a pipeline's queue before it
+    stops reading: two takes of the worker, in events and in bytes. Beyond that, events in the
+    queue only cost memory (and the garbage collector's time); the file holds them as well.
+
+    Each bound on its own, and neither below one take: the worker takes a batch once the queue
+    holds ``batch_max_events`` events *or* its bytes, so a reader that stops is never waiting
+    for a take that waits for more events (which would stall both until ``batch_max_wait``).
+    Both stay under half the queue's bounds while that is more than one take."""
+
+    events: int
+    bytes: int
+
+    @classmethod
+    def of(cls, loki: ShipperConfig) -> ReadAhead:
+        take_events, take_bytes = loki.batch_max_events, TAKE_RATIO * loki.batch_max_bytes
+        return cls(
+            int(min(_READ_AHEAD * take_events,
+                    max(_HIGH_WATER * loki.queue_max_events, take_events))),
+            int(min(_READ_AHEAD * take_bytes,
+                    max(_HIGH_WATER * loki.queue_max_bytes, take_bytes))))
+
+    def full(self, pipeline: Pipeline) -> bool:
+        events, size = pipeline.queued()
+        return events >= self.events or size >= self.bytes
 
 
 def _needs(module: str, what: str, extra: str, alternative: str = "") -> None:

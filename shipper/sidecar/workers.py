@@ -42,6 +42,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from shipper.config import ShipperConfig
+from shipper.sidecar.runner import ReadAhead
 
 __all__ = ["WorkerPool"]
 
@@ -71,7 +72,7 @@ class _Worker:
         self.cond = threading.Condition()
         self.ready = False
         self.in_flight = 0
-        self.load = 0.0
+        self.full = False  # its queue holds a reader's read-ahead
         self.stats: dict[str, Any] = {}
         self.invalid: list[int] = []
         self.flushed: dict[int, bool] = {}
@@ -103,9 +104,9 @@ class _Worker:
                 with self.cond:
                     if kind == "took":
                         self.in_flight -= 1
-                        self.load = message[1]
+                        self.full = message[1]
                     elif kind == "stats":
-                        self.stats, self.invalid, self.load = message[1], message[2], message[3]
+                        self.stats, self.invalid, self.full = message[1], message[2], message[3]
                     elif kind == "flushed":
                         self.flushed[message[1]] = message[2]
                     elif kind == "ready":
@@ -135,7 +136,7 @@ class WorkerPool:
     """N worker processes that parse and ship the file sources' lines."""
 
     def __init__(self, count: int, loki: ShipperConfig, parsers: list[dict[str, Any]],
-                 read_ahead: float) -> None:
+                 read_ahead: ReadAhead) -> None:
         self._count = count
         self._loki = loki
         self._parsers = parsers
@@ -257,7 +258,7 @@ class WorkerPool:
     def busy(self) -> bool:
         """True while a reader should wait: a worker holds enough reads or a full queue (a
         gone worker fails the next read at once instead)."""
-        return any(w.gone is None and (w.in_flight >= _IN_FLIGHT or w.load >= self._read_ahead)
+        return any(w.gone is None and (w.in_flight >= _IN_FLIGHT or w.full)
                    for w in self._workers)
 
     def problems(self) -> list[str]:
@@ -289,7 +290,7 @@ class WorkerPool:
 
 
 def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
-           read_ahead: float, inbox: Connection, outbox: Connection) -> None:
+           read_ahead: ReadAhead, inbox: Connection, outbox: Connection) -> None:
     """A worker process: parse what the main process sends and submit it to a pipeline."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)  # the main process drains us
@@ -309,7 +310,7 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
 
     def report() -> None:
         reply("stats", _counters(pipeline.stats()), [p.invalid for p in parsers],
-              pipeline.load())
+              read_ahead.full(pipeline))
 
     def reporter() -> None:
         while not done.wait(_STATS_EVERY):
@@ -359,11 +360,11 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
                     events = [parse(text, rests[i], first_ns + i)
                               for i, text in enumerate(texts)]
                 pipeline.submit_many(events)
-                load = pipeline.load()
-                while load >= read_ahead and not closing.is_set():
+                full = read_ahead.full(pipeline)
+                while full and not closing.is_set():
                     time.sleep(0.005)  # the main process, then the file, wait
-                    load = pipeline.load()
-                reply("took", load)
+                    full = read_ahead.full(pipeline)
+                reply("took", full)
             elif kind == "flush":
                 # after everything this worker took before the message (submitted above)
                 threading.Thread(target=flush, args=message[1:], daemon=True).start()
