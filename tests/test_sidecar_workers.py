@@ -10,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +220,30 @@ def test_a_sidecar_that_exits_without_draining_does_not_hang_on_its_workers(
     assert done.returncode == 1
     assert "RuntimeError: an unexpected failure" in done.stderr
     assert loki.count() == 2000  # read and handed over within the second, then shipped
+
+
+def test_a_flush_that_timed_out_leaves_no_answer_behind(tmp_path: Path, loki: FakeLoki) -> None:
+    """The checkpoint asks the workers to flush every positions_interval; while Loki is slow
+    many of those time out, and their late answers must not pile up in the sidecar."""
+    from shipper.config import ShipperConfig
+    from shipper.sidecar.runner import ReadAhead
+    from shipper.sidecar.workers import WorkerPool
+
+    loki.delay = 0.5
+    config = ShipperConfig.load(url=loki.url, service="pool", spool_dir=str(tmp_path / "spool"),
+                                batch_max_wait=0.05)
+    pool = WorkerPool(1, config, [{"format": "json", "service": "pool"}],
+                      ReadAhead.of(config))
+    pool.start()
+    try:
+        ship = pool.shipper(0)
+        for round_ in range(5):
+            ship([json_lines("t", round_, round_ + 1).strip()], 1, None)
+            assert pool.flush(0.01) is False  # Loki takes half a second
+        assert wait_until(lambda: loki.count() == 5, 30)
+        time.sleep(1.0)  # the late answers have come
+        worker = pool._workers[0]
+        assert worker.flushed == {} and worker.awaited == set()
+        assert pool.flush(10) is True
+    finally:
+        assert pool.close(10) is True

@@ -75,6 +75,7 @@ class _Worker:
         self.full = False  # its queue holds a reader's read-ahead
         self.stats: dict[str, Any] = {}
         self.invalid: list[int] = []
+        self.awaited: set[int] = set()  # flush tickets someone still waits for
         self.flushed: dict[int, bool] = {}
         self.closed: bool | None = None  # the answer to "close": nothing dropped
         self.gone: str | None = None
@@ -108,7 +109,8 @@ class _Worker:
                     elif kind == "stats":
                         self.stats, self.invalid, self.full = message[1], message[2], message[3]
                     elif kind == "flushed":
-                        self.flushed[message[1]] = message[2]
+                        if message[1] in self.awaited:  # not one that timed out already
+                            self.flushed[message[1]] = message[2]
                     elif kind == "ready":
                         self.ready = True
                     elif kind == "closed":
@@ -179,17 +181,23 @@ class WorkerPool:
         """True once every worker delivered or spooled all it took before this call."""
         deadline = time.monotonic() + timeout
         tickets: list[tuple[_Worker, int]] = []
+        ok = True
         for worker in self._workers:
             ticket = self._ticket()
+            with worker.cond:
+                worker.awaited.add(ticket)
+            tickets.append((worker, ticket))
             try:
                 worker.send(("flush", ticket, timeout))
             except WorkerError:
-                return False
-            tickets.append((worker, ticket))
-        ok = True
+                ok = False
+                break
         for worker, ticket in tickets:
             with worker.cond:
-                worker.wait(lambda w, t=ticket: t in w.flushed, deadline)  # type: ignore[misc]
+                if ok:
+                    worker.wait(lambda w, t=ticket: t in w.flushed,  # type: ignore[misc]
+                                deadline)
+                worker.awaited.discard(ticket)
                 ok = worker.flushed.pop(ticket, False) and ok
         return ok
 
