@@ -1,4 +1,6 @@
-"""The sidecar process: sources → the one :class:`~shipper.pipeline.Pipeline` → Loki.
+"""The sidecar process: sources → :class:`~shipper.pipeline.Pipeline` → Loki (with
+``workers: N``, file lines are parsed and shipped by the pipelines of N worker processes: see
+shipper/sidecar/workers.py).
 
 Start-up is all or nothing: the configuration is checked, the positions file's directory is
 proven writable and every port is bound before any source starts; a failure exits 2 with one
@@ -6,12 +8,12 @@ line naming what is wrong.
 
 **Positions and delivery (at least once).** Every ``positions_interval`` the runner takes a
 snapshot of what each source has *handed to the pipeline* (file offsets up to the last line
-submitted; container timestamps), then calls ``Pipeline.flush``. Only when ``flush`` returns
-True (every event submitted before the snapshot was delivered to Loki or written to the
-spool) is that snapshot saved. So a saved position never runs ahead of what Loki or the spool
-holds: after a SIGKILL, a crash or a power cut (with ``spool_fsync``), the sidecar reads again
-from the last saved position; the lines read twice carry the same timestamp when it comes
-from the line, and Loki drops such exact duplicates.
+submitted; container timestamps), then calls ``Pipeline.flush`` (and each worker's). Only when
+every ``flush`` returns True (every event submitted before the snapshot was delivered to Loki
+or written to the spool) is that snapshot saved. So a saved position never runs ahead of what
+Loki or the spool holds: after a SIGKILL, a crash or a power cut (with ``spool_fsync``), the
+sidecar reads again from the last saved position; the lines read twice carry the same
+timestamp when it comes from the line, and Loki drops such exact duplicates.
 
 SIGTERM (and SIGINT): stop taking HTTP requests, read the files to their end and ship what is
 held, flush the pipeline, save positions, close the pipeline (what Loki did not take by then
