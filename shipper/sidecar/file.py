@@ -147,17 +147,10 @@ class FileSource:
 
     def _parse_here(self, texts: list[str], first_ns: int,
                     rests: list[str | None] | None) -> None:
-        """Parse in this process; text ``i`` gets ``first_ns + i`` when it carries no time."""
-        parse = self._parser.parse
+        """Parse in this process (see :meth:`LineParser.parse_many`) and submit."""
         events: list[LogEvent] = []
-        add = events.append
         try:
-            if rests is None:
-                for i, text in enumerate(texts):
-                    add(parse(text, None, first_ns + i))
-            else:
-                for i, text in enumerate(texts):
-                    add(parse(text, rests[i], first_ns + i))
+            self._parser.parse_many(texts, first_ns, rests, events)
         finally:
             self._submit_many(events)
 

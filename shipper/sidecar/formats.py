@@ -392,6 +392,20 @@ class LineParser:
             "json": self._json, "logfmt": self._logfmt, "text": self._text, "auto": self._auto,
         }[format]
 
+    def parse_many(self, texts: list[str], first_ns: int, rests: list[str | None] | None,
+                   out: list[LogEvent]) -> None:
+        """:meth:`parse` each text into ``out``: text ``i`` with continuation ``rests[i]``
+        (multi-line records) and, when it carries no time, ``first_ns + i``. Appending (not
+        returning a list) keeps the events parsed before an unexpected error for the caller."""
+        parse = self.parse
+        add = out.append
+        if rests is None:
+            for i, text in enumerate(texts):
+                add(parse(text, None, first_ns + i))
+        else:
+            for i, text in enumerate(texts):
+                add(parse(text, rests[i], first_ns + i))
+
     def parse(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
         raise NotImplementedError  # replaced per format in __init__  # pragma: no cover
 

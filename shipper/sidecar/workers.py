@@ -302,6 +302,7 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
     """A worker process: parse what the main process sends and submit it to a pipeline."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)  # the main process drains us
+    from shipper.event import LogEvent
     from shipper.pipeline import Pipeline
     from shipper.sidecar.cli import _tune_gc
     from shipper.sidecar.formats import LineParser
@@ -361,13 +362,11 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
             kind = message[0]
             if kind == "lines":
                 _, parser, first_ns, texts, rests = message
-                parse = parsers[parser].parse
-                if rests is None:
-                    events = [parse(text, None, first_ns + i) for i, text in enumerate(texts)]
-                else:
-                    events = [parse(text, rests[i], first_ns + i)
-                              for i, text in enumerate(texts)]
-                pipeline.submit_many(events)
+                events: list[LogEvent] = []
+                try:
+                    parsers[parser].parse_many(texts, first_ns, rests, events)
+                finally:  # as in one process: what was parsed goes to the pipeline
+                    pipeline.submit_many(events)
                 full = read_ahead.full(pipeline)
                 while full and not closing.is_set():
                     time.sleep(0.005)  # the main process, then the file, wait
