@@ -12,7 +12,9 @@ taken from its start until Loki has answered 204 for every line (the sidecar's
 
 * events/s delivered;
 * CPU seconds per million lines (user + system of the sidecar process, from /proc);
-* peak RSS (VmHWM).
+* peak RSS (VmHWM);
+* a machine check: the CPU µs this process takes to parse one of the file's lines, just
+  before each run (this machine's speed drifts: a slow moment shows here too).
 
 No peer collector can run here (Grafana Alloy and Promtail are binaries that cannot be
 downloaded on this machine), so the reference is Loki itself: the same lines, already encoded
@@ -279,6 +281,23 @@ def run_raw(loki: Loki, log: Path, n: int, service: str) -> dict[str, Any]:
     return {"delivered": delivered, "seconds": elapsed}
 
 
+def machine_check(log: Path, n: int = 20_000) -> float:
+    """CPU µs per line to parse the file's first ``n`` lines in this process (best of 3): the
+    same work every time, so a run whose figure is high ran while the machine was slow."""
+    from shipper.sidecar.formats import LineParser
+
+    with log.open() as f:
+        texts = [line.rstrip("\n") for _, line in zip(range(n), f, strict=False)]
+    parser = LineParser(format="json", service="check")
+    best = float("inf")
+    for _ in range(3):
+        out: list[Any] = []
+        started = time.process_time()
+        parser.parse_many(texts, 0, None, out)
+        best = min(best, time.process_time() - started)
+    return best / len(texts) * 1e6
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -310,10 +329,12 @@ def main() -> int:
         try:
             tag = f"bench-{os.getpid()}"
             for run, workers in enumerate(counts):
+                check = machine_check(log)
                 before = loki_cpu()
                 side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar{run}",
                                    args.profile, workers, args.encoding)
                 side["loki_cpu"] = loki_cpu() - before
+                side["check"] = check
                 what = "one process" if workers == 1 else f"workers: {workers}"
                 if args.encoding != "json":
                     what += f", {args.encoding}"
@@ -323,8 +344,9 @@ def main() -> int:
             loki.close()
     print()
     loki_col = " Loki CPU s per 1M lines |" if args.loki_pid else ""
-    print(f"| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |{loki_col}")
-    print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.loki_pid else ""))
+    print(f"| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |{loki_col}"
+          " machine check µs/line |")
+    print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.loki_pid else "") + " --- |")
     failed = 0
     for name, side in rows:
         rate = side["delivered"] / side["seconds"]
@@ -332,7 +354,7 @@ def main() -> int:
                        if args.loki_pid else "")
         print(f"| {name} | {side['delivered']:,} | {side['seconds']:.1f} | "
               f"{rate:,.0f} | {side['cpu'] / side['delivered'] * 1e6:.1f} | "
-              f"{side['peak_rss'] / 1e6:.0f} |{loki_figure}")
+              f"{side['peak_rss'] / 1e6:.0f} |{loki_figure} {side['check']:.2f} |")
         if side["delivered"] < args.lines:
             failed += 1
             print(f"\n{name} delivered only {side['delivered']:,} of {args.lines:,}:\n"
@@ -341,7 +363,10 @@ def main() -> int:
         print(f"| Loki's intake of the same lines pre-encoded (2 senders) | "
               f"{raw['delivered']:,} | {raw['seconds']:.1f} | "
               f"{raw['delivered'] / raw['seconds']:,.0f} | - | - |" +
-              (" - |" if args.loki_pid else ""))
+              (" - |" if args.loki_pid else "") + " - |")
+    print("\nmachine check: CPU µs to parse one of the file's lines in the bench's own process,"
+          "\ntaken just before each run (the same work each time: a higher figure means the"
+          "\nmachine was slower for that run, and every figure of the run moves with it)")
     return 1 if failed else 0
 
 
