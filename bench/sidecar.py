@@ -14,7 +14,7 @@ taken from its start until Loki has answered 204 for every line (the sidecar's
 * CPU seconds per million lines (user + system of the sidecar process, from /proc);
 * peak RSS (VmHWM);
 * a machine check: the CPU µs this process takes to parse one of the file's lines, just
-  before each run (this machine's speed drifts: a slow moment shows here too).
+  before and after each run (this machine's speed drifts: a slow moment shows here too).
 
 No peer collector can run here (Grafana Alloy and Promtail are binaries that cannot be
 downloaded on this machine), so the reference is Loki itself: the same lines, already encoded
@@ -283,7 +283,7 @@ def run_raw(loki: Loki, log: Path, n: int, service: str) -> dict[str, Any]:
 
 def machine_check(log: Path, n: int = 20_000) -> float:
     """CPU µs per line to parse the file's first ``n`` lines in this process (best of 3): the
-    same work every time, so a run whose figure is high ran while the machine was slow."""
+    same work every time, so a high figure before or after a run says the machine was slow."""
     from shipper.sidecar.formats import LineParser
 
     with log.open() as f:
@@ -334,7 +334,7 @@ def main() -> int:
                 side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar{run}",
                                    args.profile, workers, args.encoding)
                 side["loki_cpu"] = loki_cpu() - before
-                side["check"] = check
+                side["check"] = (check, machine_check(log))
                 what = "one process" if workers == 1 else f"workers: {workers}"
                 if args.encoding != "json":
                     what += f", {args.encoding}"
@@ -345,7 +345,7 @@ def main() -> int:
     print()
     loki_col = " Loki CPU s per 1M lines |" if args.loki_pid else ""
     print(f"| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |{loki_col}"
-          " machine check µs/line |")
+          " machine check µs/line (before / after) |")
     print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.loki_pid else "") + " --- |")
     failed = 0
     for name, side in rows:
@@ -354,7 +354,8 @@ def main() -> int:
                        if args.loki_pid else "")
         print(f"| {name} | {side['delivered']:,} | {side['seconds']:.1f} | "
               f"{rate:,.0f} | {side['cpu'] / side['delivered'] * 1e6:.1f} | "
-              f"{side['peak_rss'] / 1e6:.0f} |{loki_figure} {side['check']:.2f} |")
+              f"{side['peak_rss'] / 1e6:.0f} |{loki_figure} "
+              f"{side['check'][0]:.2f} / {side['check'][1]:.2f} |")
         if side["delivered"] < args.lines:
             failed += 1
             print(f"\n{name} delivered only {side['delivered']:,} of {args.lines:,}:\n"
@@ -365,8 +366,8 @@ def main() -> int:
               f"{raw['delivered'] / raw['seconds']:,.0f} | - | - |" +
               (" - |" if args.loki_pid else "") + " - |")
     print("\nmachine check: CPU µs to parse one of the file's lines in the bench's own process,"
-          "\ntaken just before each run (the same work each time: a higher figure means the"
-          "\nmachine was slower for that run, and every figure of the run moves with it)")
+          "\ntaken just before and just after each run (the same work each time: a higher figure"
+          "\nmeans the machine was slower then, and every figure of the run moves with it)")
     return 1 if failed else 0
 
 
