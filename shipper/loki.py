@@ -173,8 +173,18 @@ def encode_json(entries: Iterable[Entry], *, gzip_level: int | None = None) -> b
 
 
 def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return _SMALL_VARINTS[value]
+    """Protobuf's base-128 varint (values up to 16,383 from a table: lengths and most fields;
+    the branches below cover a timestamp's nanoseconds without the loop)."""
+    if value < 0x4000:
+        return _VARINTS[value]
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+    if value < 0x10000000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80,
+                      value >> 21))
+    if value < 0x800000000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80,
+                      value >> 21 & 0x7F | 0x80, value >> 28))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -183,7 +193,8 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+_VARINTS = [bytes((n,)) for n in range(0x80)] + [
+    bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
 
 
 def _field_bytes(number: int, payload: bytes) -> bytes:
@@ -208,44 +219,63 @@ def encode_protobuf(entries: Iterable[Entry]) -> bytes:
         raise RuntimeError(
             "encoding='protobuf' needs snappy: pip install 'shipper[protobuf]'"
         ) from exc
+    # Each entry's pieces go straight into its stream's list, and the lengths are added up
+    # as they go: one join per stream and one for the request, no copy per nested message.
     parts: list[bytes] = []
-    add = parts.append
     varint = _varint
-    metadata_field = _metadata_field
+    table = _VARINTS
+    names = _METADATA_NAMES
     seconds_at = -1
     seconds_field = b""
     for labels, bucket in group_streams(entries).items():
-        stream: list[bytes] = [_field_bytes(1, labels_string(labels).encode())]
+        labels_field = _field_bytes(1, labels_string(labels).encode())
+        stream: list[bytes] = [b"", labels_field]
         push = stream.append
+        total = len(labels_field)
         for e in bucket:
             seconds, nanos = divmod(e.timestamp_ns, 1_000_000_000)
             if seconds != seconds_at:  # the entries of a batch share their seconds
                 seconds_at, seconds_field = seconds, b"\x08" + varint(seconds)
             ts = seconds_field + b"\x10" + varint(nanos) if nanos else seconds_field
             line = e.line.encode()
-            # EntryAdapter: 1 timestamp, 2 line, 3 structured metadata (name, value)
-            entry = b"".join([b"\x0a", varint(len(ts)), ts, b"\x12", varint(len(line)), line,
-                              *[metadata_field(pair) for pair in e.metadata]])
-            push(b"\x12" + varint(len(entry)) + entry)
-        body = b"".join(stream)
-        add(b"\x0a" + varint(len(body)) + body)
-    out = b"".join(parts)
-    return bytes(cramjam.snappy.compress_raw(out))
+            n = len(line)
+            # EntryAdapter: 1 timestamp, 2 line, 3 structured metadata (LabelPairAdapter:
+            # 1 name, 2 value)
+            head = b"\x0a" + table[len(ts)] + ts + b"\x12" + (
+                table[n] if n < 0x4000 else varint(n))
+            size = len(head) + n
+            fields: list[bytes] = []
+            for name, value in e.metadata:
+                named = names.get(name) or _metadata_name(name)
+                data = value.encode()
+                k = len(data)
+                length = table[k] if k < 0x4000 else varint(k)
+                inner = len(named) + len(length) + k
+                key = b"\x1a" + (table[inner] if inner < 0x4000 else varint(inner))
+                fields += (key, named, length, data)
+                size += len(key) + inner
+            lead = b"\x12" + (table[size] if size < 0x4000 else varint(size))
+            push(lead)
+            push(head)
+            push(line)
+            if fields:
+                stream += fields
+            total += len(lead) + size
+        stream[0] = b"\x0a" + varint(total)
+        parts.append(b"".join(stream))
+    return bytes(cramjam.snappy.compress_raw(b"".join(parts)))
 
 
-_METADATA_FIELDS: dict[tuple[str, str], bytes] = {}
+#: a structured-metadata name's field key, the name, and the value's field key
+_METADATA_NAMES: dict[str, bytes] = {}
 
 
-def _metadata_field(pair: tuple[str, str]) -> bytes:
-    """One structured-metadata field of an entry (made once per distinct name and value)."""
-    field = _METADATA_FIELDS.get(pair)
-    if field is None:
-        name, value = pair
-        field = _field_bytes(3, _field_bytes(1, name.encode()) + _field_bytes(2, value.encode()))
-        if len(_METADATA_FIELDS) >= 8192:
-            _METADATA_FIELDS.clear()
-        _METADATA_FIELDS[pair] = field
-    return field
+def _metadata_name(name: str) -> bytes:
+    raw = name.encode()
+    named = b"\x0a" + _varint(len(raw)) + raw + b"\x12"
+    if len(_METADATA_NAMES) < 1024:
+        _METADATA_NAMES[name] = named
+    return named
 
 
 # --------------------------------------------------------------------------- outcomes

@@ -137,6 +137,26 @@ def test_every_protobuf_entry_decodes_to_its_time_line_and_metadata() -> None:
                        for e in entries}
 
 
+def test_protobuf_lengths_and_times_past_every_varint_width_decode() -> None:
+    """Lines, metadata values and whole entries around 127/128 and 16,383/16,384 bytes (where
+    the encoder's table of varints ends) and beyond, and times from 0 to far in the future:
+    Google's decoder reads each entry back as it went in."""
+    from shipper.event import Entry
+
+    labels = (("service_name", "svc"), ("level", "INFO"))
+    sizes = (0, 1, 127, 128, 16_370, 16_383, 16_384, 16_400, 70_000, 2_100_000)
+    times = (0, 127, 10**9 + 128, 10**9 + 2**21, 10**9 + 2**28, 2**40, 2**62)
+    entries = [Entry(labels, times[i % len(times)], "x" * size,
+                     (("actor_id", "a" * sizes[(i + 3) % len(sizes)]), ("trace_id", "t")))
+               for i, size in enumerate(sizes)]
+    raw = bytes(cramjam.snappy.decompress_raw(encode_protobuf(entries)))
+    request = _push_request_class().FromString(raw)
+    decoded = [(e.timestamp.seconds * 10**9 + e.timestamp.nanos, e.line,
+                tuple((p.name, p.value) for p in e.structuredMetadata))
+               for s in request.streams for e in s.entries]
+    assert decoded == [(e.timestamp_ns, e.line, e.metadata) for e in entries]
+
+
 def test_protobuf_label_values_are_escaped() -> None:
     text = labels_string([("service_name", 'a"b\\c\nd')])
     assert text == '{service_name="a\\"b\\\\c\\nd"}'
