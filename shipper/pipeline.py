@@ -332,8 +332,8 @@ class Pipeline:
         """How full the queue is: the larger of its events and bytes over their bounds (0 to
         1, cheap enough to ask often; a source that can wait, like a file, waits above some
         level instead of filling the queue)."""
-        batcher = self._batcher
-        return max(len(batcher._queue) / batcher.max_items, batcher._bytes / batcher.max_bytes)
+        events, size = self.queued()
+        return max(events / self._batcher.max_items, size / self._batcher.max_bytes)
 
     def _request_timeout(self) -> float | None:
         """Closing: a request may not outlast close()'s deadline by much."""
