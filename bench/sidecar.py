@@ -328,13 +328,14 @@ def main() -> int:
         print(f"{args.lines:,} JSON lines ({size / 1e6:.0f} MB) into {target}")
         try:
             tag = f"bench-{os.getpid()}"
+            check = machine_check(log)
             for run, workers in enumerate(counts):
-                check = machine_check(log)
                 before = loki_cpu()
                 side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar{run}",
                                    args.profile, workers, args.encoding)
                 side["loki_cpu"] = loki_cpu() - before
-                side["check"] = (check, machine_check(log))
+                after = machine_check(log)  # also the next run's "before": nothing runs between
+                side["check"], check = (check, after), after
                 what = "one process" if workers == 1 else f"workers: {workers}"
                 if args.encoding != "json":
                     what += f", {args.encoding}"
