@@ -15,9 +15,11 @@ def log_to_loki(service: str) -> None:
 
 
 def quiet_test_client() -> None:
-    """The framework's test client logs each request through httpx at INFO: a served app has no
-    such records, so they are kept out of what the docs' blocks are checked against."""
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    """The framework's test client logs each request through httpx2 (httpx before Starlette
+    1.10) at INFO: a served app has no such records, so they are kept out of what the docs'
+    blocks are checked against."""
+    for name in ("httpx2", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def expect_status(what: str, status: int, wanted: int = 200) -> None:
