@@ -16,7 +16,8 @@ the sidecar alike) on its background thread, before the event is encoded. What i
 * **Card numbers**: 13 to 19 digits, optionally grouped by spaces or dashes, that pass the Luhn
   check and start with 2-6 (the ranges card networks issue from: Visa, Mastercard, Amex,
   Discover, JCB, Diners, UnionPay, Maestro), so epoch timestamps in ms or ns, which start
-  with 1, are never taken for cards. They become ``[CARD ****4242]`` (the last four digits kept).
+  with 1, are never taken for cards; nor are digits glued to letters (hex ids, tokens) or
+  the digit groups of a UUID. They become ``[CARD ****4242]`` (the last four digits kept).
   Numbers stored as ``int`` are not inspected; put them under a secret key (``card_number``).
 
 Redaction never raises: a value it cannot process is replaced by ``[REDACTED: unreadable]``
@@ -102,7 +103,14 @@ _URL_PASSWORD = re.compile(
 _PEM_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
 )
-_CARD = re.compile(r"(?<![0-9.])[2-6](?:[ \-]?[0-9]){12,18}(?![0-9])")
+#: a card number: digits not glued to letters or digits on either side (hex ids, tokens) and
+#: not followed by a dash and more of an identifier; UUIDs are matched first, as a whole, and
+#: kept (their all-digit groups could otherwise pass for a grouped card)
+_CARD = re.compile(
+    r"(?P<uuid>(?<![0-9A-Za-z])[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}"
+    r"-[0-9A-Fa-f]{12}(?![0-9A-Za-z]))"
+    r"|(?<![0-9A-Za-z.])[2-6](?:[ \-]?[0-9]){12,18}(?![0-9A-Za-z]|-[0-9A-Za-z])"
+)
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})+"
 )
@@ -138,6 +146,8 @@ def _luhn_ok(digits: str) -> bool:
 
 def _mask_card(match: re.Match[str]) -> str:
     text = match.group(0)
+    if match.lastgroup == "uuid":
+        return text
     digits = text.replace(" ", "").replace("-", "")
     if 13 <= len(digits) <= 19 and _luhn_ok(digits):
         return f"[CARD ****{digits[-4:]}]"

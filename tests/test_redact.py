@@ -3,7 +3,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import random
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -162,6 +164,27 @@ def test_luhn_valid_card_numbers_are_masked_keeping_the_last_four(card: str) -> 
 )
 def test_numbers_that_are_not_cards_are_kept(number: str) -> None:
     assert redact_text(f"value {number} end") == f"value {number} end"
+
+
+def test_uuids_and_hex_ids_are_never_taken_for_cards() -> None:
+    """A task id whose digits ran '2-4780-8638-7863' (13, Luhn-valid, starting after a hex
+    letter) lost its middle to '[CARD ****7863]'; an all-digit UUID tail is 16 digits."""
+    rng = random.Random(20261130)
+    ids = ["62fa82ef-e8e2-4780-8638-7863feccd710", "52b57198-5842-4993-9724-22434e0a38ed",
+           "9c1d0a2e-1234-4242-4242-424242424242", "ab4242424242424242",
+           "4bf92f3577b34da6a3ce929d0e0e4736"]
+    ids += [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(20_000)]
+    changed = [i for i in ids if redact_text(f"task {i} done") != f"task {i} done"]
+    assert changed == []
+    assert redact_value({"task_id": ids[0], "note": f"retry of {ids[1]}"}) == {
+        "task_id": ids[0], "note": f"retry of {ids[1]}"}
+
+
+@pytest.mark.parametrize("text", ["card-{card}.", "card={card},", "({card})", "'{card}'",
+                                  "paid: {card}", "cards {card} and {card}"])
+def test_cards_next_to_punctuation_are_still_masked(text: str) -> None:
+    out = redact_text(text.format(card=VISA))
+    assert VISA not in out and out == text.format(card="[CARD ****4242]")
 
 
 def test_cards_in_metadata_strings_are_masked() -> None:
