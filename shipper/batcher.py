@@ -217,6 +217,10 @@ class Batcher(Generic[T]):
     def __len__(self) -> int:
         return len(self._queue) + len(self._overflow)
 
+    def queued(self) -> tuple[int, int]:
+        """The events in the queue (not the overflow) and the bytes they are counted for."""
+        return len(self._queue), self._bytes
+
     def wake_tick(self) -> None:
         """If ``tick`` last said it had nothing to do, call it again as soon as the worker is
         free (a flush waits for the spool); a delay it asked for (a backoff) is kept."""

@@ -325,8 +325,7 @@ class Pipeline:
 
     def queued(self) -> tuple[int, int]:
         """The events in the queue and the bytes they are counted for (see :meth:`load`)."""
-        batcher = self._batcher
-        return len(batcher._queue), batcher._bytes
+        return self._batcher.queued()
 
     def load(self) -> float:
         """How full the queue is: the larger of its events and bytes over their bounds (0 to
