@@ -44,7 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shipper.spool import spool_status  # noqa: E402
+from shipper.delivery.spool import spool_status  # noqa: E402
 
 RATE = 500
 WARMUP = 3.0
@@ -85,7 +85,7 @@ class Loki:
         self.url = os.environ.get("LOKI_URL", "").rstrip("/")
         self.fake = None
         if not self.url:
-            from tests.fakeloki import FakeLoki
+            from tests.support.fakeloki import FakeLoki
 
             self.fake = FakeLoki(rate_limit=False)
             self.url = self.fake.url
@@ -194,7 +194,7 @@ def part2(loki: Loki) -> None:
         service = f"uvicorn-{uuid.uuid4().hex[:8]}"
         port = _free_port()
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "uvicorn"), f"tests.servers.asgi_app:{app}",
+            [str(Path(sys.executable).parent / "uvicorn"), f"tests.support.servers.asgi_app:{app}",
              "--port", str(port), "--no-access-log"],
             env=_env(loki, service, tmp, **extra), cwd=REPO,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -221,7 +221,7 @@ def part2(loki: Loki) -> None:
 
 _HANG_APP = """
 import logging, time
-from tests.servers import _logging
+from tests.support.servers import _logging
 _logging.setup()
 log = logging.getLogger("app")
 
@@ -245,7 +245,7 @@ def part3(loki: Loki) -> None:
     env["PYTHONPATH"] = f"{tmp}{os.pathsep}{REPO}"
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}",
-         "--timeout", "2", "-w", "1", "-c", str(REPO / "tests/servers/gunicorn_conf.py"),
+         "--timeout", "2", "-w", "1", "-c", str(REPO / "tests/support/servers/gunicorn_conf.py"),
          "hang_app:app"], env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_http(port, proc, "/")

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shipper import LokiHandler
-from shipper.transport import HttpResponse
+from shipper.delivery.transport import HttpResponse
 
 
 class _Accept:

@@ -5,9 +5,9 @@
     python bench/run.py --only delivery --repeat 3   # the median of three bursts
 
 Every measurement runs in its own Python process (so one handler's background thread never
-steals the CPU from the next measurement) against the same Loki. Without ``LOKI_URL`` a fake
-Loki (tests/fakeloki.py, count-only, no rate limit) runs in a separate process; the figures then
-measure the clients, not Loki. Peer packages: ``pip install -e '.[bench]'``.
+steals the CPU from the next measurement) against the same Loki. Without ``LOKI_URL``
+a fake Loki (tests/support/fakeloki.py, count-only, no rate limit) runs in a separate process;
+the figures then measure the clients, not Loki. Peer packages: ``pip install -e '.[bench]'``.
 
 Figures printed:
 * hot path: cost of one ``logger.info`` call on the app thread, as a ratio to the same call
@@ -203,7 +203,7 @@ def child_memory(kind: str, url: str, n: int, spool_dir: str | None) -> dict[str
 def child_encodings(n: int) -> dict[str, Any]:
     from shipper.config import ShipperConfig
     from shipper.event import LogEvent, to_entry
-    from shipper.loki import LokiClient
+    from shipper.loki.client import LokiClient
 
     now = time.time_ns()
     entries = [to_entry(LogEvent.create(
@@ -245,7 +245,7 @@ def _start_fake() -> tuple[str, subprocess.Popen[str]]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakeloki", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.fakeloki", "--port", str(port),
                              "--no-rate-limit", "--count-only"], cwd=REPO,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -8,7 +8,7 @@ Starts, one after the other, on free loopback ports and in temporary directories
 1. Loki from loki/config.yaml (single binary, filesystem);
 2. Loki from loki/config.scale.yaml as three processes (write, read, backend) on S3 served by
    moto, and the nginx gateway from loki/gateway/nginx.conf when nginx is installed
-   (tests/lokicluster.py starts both).
+   (tests/support/lokicluster.py starts both).
 
 Both with the tenant limits raised (64 MB/s), so the figures measure delivery, not Loki's
 default rate limit. Into each, a fresh Python process logs N events through the LokiHandler as
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.run import _table  # noqa: E402
-from tests.lokicluster import (  # noqa: E402
+from tests.support.lokicluster import (  # noqa: E402
     Process,
     _spawn,
     _stop,
@@ -117,7 +117,7 @@ def _measure(push_url: str, query_url: str, n: int) -> dict[str, Any]:
 def single_binary(loki_bin: str) -> Iterator[str]:
     from contextlib import ExitStack
 
-    from tests.lokicluster import ScalableLoki
+    from tests.support.lokicluster import ScalableLoki
 
     run_dir = Path(tempfile.mkdtemp(prefix="shipper-bench-single-"))
     holder = ScalableLoki(dir=run_dir)

@@ -95,8 +95,8 @@ class Loki:
         if url is None:
             port = _free_port()
             self.fake = subprocess.Popen(
-                [sys.executable, "-m", "tests.fakeloki", "--port", str(port), "--no-rate-limit",
-                 "--count-only"], cwd=ROOT, stdout=subprocess.PIPE)
+                [sys.executable, "-m", "tests.support.fakeloki", "--port", str(port),
+                 "--no-rate-limit", "--count-only"], cwd=ROOT, stdout=subprocess.PIPE)
             assert self.fake.stdout is not None
             self.fake.stdout.readline()
             url = f"http://127.0.0.1:{port}"
@@ -245,8 +245,8 @@ def _push_worker(url: str, bodies: list[bytes]) -> None:
 
 def run_raw(loki: Loki, log: Path, n: int, service: str) -> dict[str, Any]:
     """Loki's intake of the same lines, pre-encoded as 1 MiB JSON pushes, 2 senders."""
+    from shipper.delivery.push import encode_json
     from shipper.event import Entry
-    from shipper.loki import encode_json
 
     labels = (("service_name", service), ("level", "INFO"), ("actor", "USER"),
               ("type", "HTTP_REQUEST"))

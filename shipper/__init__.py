@@ -1,13 +1,14 @@
 """shipper: labeled system logs from Python apps to Grafana Loki.
 
-The public surface: the logging handler, the SystemLog API, the event contract, configuration
-and request context. Everything else is reachable through its module.
+What apps import: the logging handler, the SystemLog API, the event contract, configuration,
+request context, redaction and shutdown. The delivery engine (:mod:`shipper.delivery`), reading
+Loki (:mod:`shipper.loki`), the sidecar (:mod:`shipper.sidecar`) and the command line
+(:mod:`shipper.cli`) are reachable through their packages; docs/development.md maps them.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from shipper._version import __version__
 from shipper.api import (
     SystemLog,
     log_admin_action,
@@ -28,9 +29,7 @@ from shipper.event import Actor, Entry, Level, LogEvent
 from shipper.handler import LokiHandler
 from shipper.lifecycle import ShutdownReport, shutdown
 from shipper.perf import log_operation, log_performance
-from shipper.pipeline import Pipeline
 from shipper.redact import DEFAULT_REDACT_KEYS, Redactor, redact_text, redact_value
-from shipper.spool import Spool, SpoolStats, spool_status
 
 __all__ = [
     "DEFAULT_REDACT_KEYS",
@@ -41,12 +40,9 @@ __all__ = [
     "LogContext",
     "LogEvent",
     "LokiHandler",
-    "Pipeline",
     "Redactor",
     "ShipperConfig",
     "ShutdownReport",
-    "Spool",
-    "SpoolStats",
     "SystemLog",
     "__version__",
     "bind_context",
@@ -69,5 +65,4 @@ __all__ = [
     "redact_value",
     "reset_context",
     "shutdown",
-    "spool_status",
 ]

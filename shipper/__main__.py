@@ -2,7 +2,7 @@
 
 import sys
 
-from shipper.cli import main
+from shipper.cli.main import main
 
 if __name__ == "__main__":  # not when a worker process (multiprocessing spawn) imports it
     sys.exit(main())

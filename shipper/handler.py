@@ -29,6 +29,8 @@ from typing import Any
 
 from shipper.config import ShipperConfig
 from shipper.context import _CURRENT, LogContext
+from shipper.delivery.pipeline import Pipeline
+from shipper.delivery.transport import Transport
 from shipper.event import (
     Entry,
     LogEvent,
@@ -44,9 +46,7 @@ from shipper.event import (
     normalize_level,
     normalize_type,
 )
-from shipper.pipeline import Pipeline
 from shipper.redact import CLEAN_GROUP, Redactor
-from shipper.transport import Transport
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
 
@@ -405,7 +405,7 @@ class LokiHandler(logging.Handler):
         ``timeout`` seconds (default: the config's ``shutdown_timeout``). False otherwise, at
         the deadline (or as soon as Loki is unreachable past it): the rest is safe in the
         spool and the worker goes on delivering it. Without a URL: True once everything is in
-        the spool. See :meth:`shipper.pipeline.Pipeline.flush`.
+        the spool. See :meth:`shipper.delivery.pipeline.Pipeline.flush`.
 
         Called without arguments by ``logging.shutdown`` and friends: it never holds logging's
         locks while it waits."""

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from shipper.pipeline import Pipeline, live_pipelines
-from shipper.spool import spool_status
+from shipper.delivery.pipeline import Pipeline, live_pipelines
+from shipper.delivery.spool import spool_status
 
 __all__ = ["ShutdownReport", "shutdown"]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from tests.log_capture import CaptureHandler, capture_logs
-from tests.sidecar_process import SidecarProcess
+from tests.support.log_capture import CaptureHandler, capture_logs
+from tests.support.sidecar_process import SidecarProcess
 
 # Property tests draw the same examples on every run (CI must be deterministic); no per-example
 # deadline, since the machine is shared and timings vary.

@@ -13,7 +13,7 @@ import shipper
 from shipper import Actor, Level, SystemLog
 from shipper.context import log_context
 from shipper.event import LogEvent, to_entry
-from tests.log_capture import CaptureHandler
+from tests.support.log_capture import CaptureHandler
 
 
 @pytest.fixture()

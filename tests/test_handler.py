@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from shipper.delivery.transport import HttpResponse, Transport, Urllib3Transport
 from shipper.handler import LokiHandler, event_from_record
-from shipper.transport import HttpResponse, Transport, Urllib3Transport
-from tests import contract
-from tests.fakeloki import FakeLoki
+from tests.support import contract
+from tests.support.fakeloki import FakeLoki
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -478,7 +478,8 @@ def test_pipeline_takes_log_events_directly(fake: FakeLoki, tmp_path: Path) -> N
     """The path other sources (the CLI, a sidecar) use: LogEvents into the same pipeline."""
     import time
 
-    from shipper import LogEvent, Pipeline, ShipperConfig
+    from shipper import LogEvent, ShipperConfig
+    from shipper.delivery.pipeline import Pipeline
 
     pipeline = Pipeline(ShipperConfig(url=fake.url, service="sidecar", spool=False,
                                       batch_max_wait=0.05))
@@ -549,7 +550,7 @@ def test_a_full_queue_parks_events_for_the_worker_which_spools_them(
 ) -> None:
     """emit does no disk I/O: when the queue is full the worker spools the overflow (here
     while it waits out 429s), and everything is delivered in the end."""
-    from tests.fakeloki import ScriptedTransport
+    from tests.support.fakeloki import ScriptedTransport
 
     transport = ScriptedTransport(["429"] * 4)
     handler, log = make_handler("http://loki.test:3100", spool=True, transport=transport,

@@ -9,7 +9,7 @@ import pytest
 from shipper.context import log_context
 from shipper.event import Level
 from shipper.perf import log_operation, log_performance
-from tests.log_capture import CaptureHandler
+from tests.support.log_capture import CaptureHandler
 
 
 class FakeClock:

@@ -1,7 +1,7 @@
 """The sidecar: ship what other apps write to files, to stdout (Docker), over HTTP or OTLP.
 
 Every source parses what it reads into a :class:`~shipper.event.LogEvent` and hands it to the
-one :class:`~shipper.pipeline.Pipeline` the handler uses: the same batching, Loki client,
+one :class:`~shipper.delivery.pipeline.Pipeline` the handler uses: the same batching, Loki client,
 redaction and spool. ``shipper sidecar --config sidecar.yaml`` runs it (see docs/sidecar.md).
 """
 

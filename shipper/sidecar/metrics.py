@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shipper.sidecar._server import Server
+from shipper.sidecar.server import Server
 
 __all__ = ["OpsServer", "SidecarCollector"]
 

@@ -1,4 +1,4 @@
-"""The sidecar process: sources → :class:`~shipper.pipeline.Pipeline` → Loki (with
+"""The sidecar process: sources → :class:`~shipper.delivery.pipeline.Pipeline` → Loki (with
 ``workers: N``, file lines are parsed and shipped by the pipelines of N worker processes: see
 shipper/sidecar/workers.py).
 
@@ -33,8 +33,8 @@ from types import FrameType
 from typing import Any, NamedTuple
 
 from shipper.config import ShipperConfig
-from shipper.pipeline import TAKE_RATIO, Pipeline
-from shipper.sidecar._server import StartupError
+from shipper.delivery.pipeline import TAKE_RATIO, Pipeline
+from shipper.delivery.transport import Transport
 from shipper.sidecar.config import (
     DockerSourceConfig,
     FileSourceConfig,
@@ -43,7 +43,7 @@ from shipper.sidecar.config import (
 )
 from shipper.sidecar.formats import LineParser
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore
-from shipper.transport import Transport
+from shipper.sidecar.server import StartupError
 
 __all__ = ["Sidecar", "StartupError"]
 
@@ -154,7 +154,7 @@ class Sidecar:
         for i, source in enumerate(self.config.sources):
             name = f"{source.type}#{i}"
             if isinstance(source, FileSourceConfig):
-                from shipper.sidecar.file import FileSource
+                from shipper.sidecar.sources.file import FileSource
 
                 pool, files = self._pool, files + 1
                 self.sources.append(FileSource(
@@ -164,14 +164,14 @@ class Sidecar:
                     ship=pool.shipper(files - 1) if pool is not None else None,
                     invalid_elsewhere=pool.invalid(files - 1) if pool is not None else None))
             elif isinstance(source, HttpSourceConfig):
-                from shipper.sidecar.http import HttpSource
+                from shipper.sidecar.sources.http import HttpSource
 
                 self.sources.append(HttpSource(
                     source, pipeline=self.pipeline, service=source.service or
                     self.config.loki.service, env=self.config.loki.env,
                     pressure=self._overloaded, name=name))
             elif isinstance(source, DockerSourceConfig):
-                from shipper.sidecar.docker import DockerSource
+                from shipper.sidecar.sources.docker import DockerSource
 
                 _needs("docker", f"sources[{i}] (type: docker)", "docker")
 
@@ -201,7 +201,7 @@ class Sidecar:
         return f"started: {'; '.join(parts)}; shipping to {loki}{workers}{ops}"
 
     def stats(self) -> dict[str, Any]:
-        """The pipeline's :meth:`~shipper.pipeline.Pipeline.stats`, with the counters of
+        """The pipeline's :meth:`~shipper.delivery.pipeline.Pipeline.stats`, with the counters of
         the worker processes added (``workers: N``)."""
         assert self.pipeline is not None
         stats = self.pipeline.stats()
@@ -210,7 +210,7 @@ class Sidecar:
     # ------------------------------------------------------------------ running
 
     def _queue_load(self) -> float:
-        """The pipeline's :meth:`~shipper.pipeline.Pipeline.load`, sampled every 5 ms (with
+        """The pipeline's :meth:`~shipper.delivery.pipeline.Pipeline.load`, sampled every 5 ms (with
         whether it holds a reader's read-ahead)."""
         now = time.monotonic()
         if now - self._pressure_at >= 0.005:

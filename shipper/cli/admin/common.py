@@ -1,0 +1,154 @@
+"""What every admin command shares: the filter and time flags, the connection to Loki (read
+from the environment exactly as the handler reads it), and one mapping of failures to exit
+codes: 0 ok, 1 failed (or nothing matched where that matters), 2 usage or bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+from shipper.cli.admin.output import FORMATS
+from shipper.cli.admin.timerange import TimeError, TimeRange, resolve_range
+from shipper.config import ConfigError, ShipperConfig
+from shipper.loki.client import LokiClient, LokiError
+from shipper.loki.logql import FilterError, Filters
+from shipper.loki.reader import ReadError
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CommandError",
+    "add_connection_args",
+    "add_filter_args",
+    "add_format_arg",
+    "add_range_args",
+    "filters_from",
+    "loki_client",
+    "range_from",
+    "run",
+    "shipper_config",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+class CommandError(Exception):
+    """A command cannot go on; ``code`` is the exit code and the message one line."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+ENV_HELP = (
+    "Loki is reached at $LOKI_URL (or --url), with $LOKI_TENANT, $LOKI_USERNAME/$LOKI_PASSWORD "
+    "or $LOKI_BEARER_TOKEN, $LOKI_CA_BUNDLE, $LOKI_VERIFY_TLS and $LOKI_TIMEOUT, as the "
+    "handler reads them (or a $SHIPPER_CONFIG file). Exit codes: 0 ok, 1 failed or nothing "
+    "matched, 2 usage or bad input."
+)
+
+
+def examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def new_parser(sub: Subparsers, name: str, *, help: str, description: str,
+               example_lines: tuple[str, ...]) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name, help=help, description=f"{description}\n\n{ENV_HELP}",
+        epilog=examples(*example_lines), formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_connection_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="Loki's base URL (default: $LOKI_URL)")
+
+
+def add_filter_args(parser: argparse.ArgumentParser) -> None:
+    f = parser.add_argument_group("filters (all optional; together they must all match)")
+    f.add_argument("--service", action="append", default=[], metavar="NAME",
+                   help="service_name (repeat for several)")
+    f.add_argument("--level", action="append", default=[], metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING, ERROR or CRITICAL (repeat for several; aliases "
+                   "like warn are understood)")
+    f.add_argument("--actor", action="append", default=[], metavar="ACTOR",
+                   help="USER, CREATOR, ADMIN, SYSTEM or GUEST (repeat for several)")
+    f.add_argument("--type", metavar="TEXT",
+                   help="event type, partial and case-insensitive: login matches AUTH_LOGIN")
+    f.add_argument("--actor-id", metavar="ID", help="exact actor id")
+    f.add_argument("--logger", metavar="MODULE",
+                   help="the module: this logger and its children (shop.auth matches "
+                   "shop.auth and shop.auth.login, not shop.authz)")
+    f.add_argument("--search", metavar="TEXT",
+                   help="case-insensitive text in the message, the type or the actor id; "
+                   "every character is taken literally")
+
+
+def add_range_args(parser: argparse.ArgumentParser, *, default: str | None = "24h") -> None:
+    r = parser.add_argument_group(
+        "time range" + (f" (default: the last {default})" if default else " (required)"))
+    r.add_argument("--since", metavar="SPAN", help="this far back from --end or now: 30m, 1h, "
+                   "7d, 2w")
+    r.add_argument("--start", metavar="TIME", help="RFC 3339 (2026-01-31T12:00:00Z), a date "
+                   "(2026-01-31, UTC) or relative (2h, now-2h); included")
+    r.add_argument("--end", metavar="TIME", help="as --start; excluded (default: now)")
+
+
+def add_format_arg(parser: argparse.ArgumentParser, *, choices: tuple[str, ...] = FORMATS,
+                   default_help: str = "a table on a terminal, JSON when piped") -> None:
+    parser.add_argument("--format", choices=choices, default="auto",
+                        help=f"output format (default auto: {default_help})")
+
+
+def filters_from(args: argparse.Namespace) -> Filters:
+    return Filters.create(services=args.service, levels=args.level, actors=args.actor,
+                          type=args.type, actor_id=args.actor_id, logger=args.logger,
+                          search=args.search)
+
+
+def range_from(args: argparse.Namespace, *, default: str | None = "24h") -> TimeRange:
+    return resolve_range(args.since, args.start, args.end, default_since=default)
+
+
+def shipper_config(args: argparse.Namespace, **overrides: Any) -> ShipperConfig:
+    """The configuration the handler would use (environment, $SHIPPER_CONFIG), with --url."""
+    config = ShipperConfig.load(url=getattr(args, "url", None), **overrides)
+    if not config.url:
+        raise CommandError("no Loki URL: set LOKI_URL (e.g. http://localhost:3100) or pass "
+                           "--url", EXIT_USAGE)
+    return config
+
+
+def loki_client(args: argparse.Namespace) -> LokiClient:
+    return LokiClient(shipper_config(args, spool=False))
+
+
+def run(name: str, body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace],
+                                                                          int]:
+    """Wrap a command: its failures become one line on stderr and an exit code."""
+
+    def handler(args: argparse.Namespace) -> int:
+        try:
+            return body(args)
+        except (FilterError, TimeError, ConfigError) as exc:
+            _fail(name, str(exc))
+            return EXIT_USAGE
+        except CommandError as exc:
+            _fail(name, str(exc))
+            return exc.code
+        except (LokiError, ReadError) as exc:
+            _fail(name, str(exc))
+            return EXIT_FAILED
+        except BrokenPipeError:  # `shipper query | head`: the reader left, nothing is wrong
+            sys.stderr.close()
+            return EXIT_OK
+
+    return handler
+
+
+def _fail(name: str, message: str) -> None:
+    print(f"shipper {name}: {message}", file=sys.stderr)

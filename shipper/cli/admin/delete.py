@@ -1,0 +1,225 @@
+"""``shipper delete``: Loki's deletion API with a count, a confirmation and an audit event.
+
+1. The filters become one log query (:func:`~shipper.loki.logql.log_query` with
+   ``keep_audit=True``): it carries ``type!="LOGS_DELETED"``, so no deletion can remove the
+   audit events of deletions, whatever the filters and the range.
+2. The entries that query matches in the range are counted (the same query, as
+   ``sum(count_over_time(...))``) and the count is shown; deleting asks for confirmation unless
+   ``--yes``. Nothing matched: nothing is requested (exit 1).
+3. ``POST /loki/api/v1/delete`` with that query and the range in whole seconds.
+4. An ADMIN event of type ``LOGS_DELETED`` is logged through the normal pipeline (who, the
+   query, the range, the count, Loki's request id). It goes to the deleted service when one
+   ``--service`` is given, so the Security & audit dashboard shows it beside that service.
+
+Loki processes a request after ``delete_request_cancel_period`` (24h by default); until then
+``--cancel ID`` withdraws it (also logged, as ``LOGS_DELETE_CANCELLED``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import time
+from typing import Any
+
+from shipper.cli.admin import common
+from shipper.cli.admin.output import choose_format, is_terminal, render_table, write_rows
+from shipper.cli.admin.stats import count_matching
+from shipper.cli.admin.timerange import NS, TimeRange, format_ns
+from shipper.config import ShipperConfig
+from shipper.delivery.pipeline import Pipeline
+from shipper.event import Actor, Level, LogEvent
+from shipper.loki.client import LokiClient, LokiError
+from shipper.loki.logql import AUDIT_DELETE_TYPE, Filters, log_query
+
+__all__ = ["AUDIT_CANCEL_TYPE", "add_parser", "audit_event", "deletion_range", "log_audit"]
+
+AUDIT_CANCEL_TYPE = "LOGS_DELETE_CANCELLED"
+#: where audit events go when no single --service names the deleted logs
+DEFAULT_AUDIT_SERVICE = "shipper-admin"
+
+
+def add_parser(sub: common.Subparsers) -> None:
+    delete = common.new_parser(
+        sub, "delete", help="delete events by filters and time range (with confirmation)",
+        description="Delete the events that match the filters in a time range, through Loki's "
+        "deletion API. Shows how many match and asks before deleting (--yes skips the "
+        "question; without a terminal --yes is required). The range is required and may not "
+        "end in the future; it is rounded to whole seconds (start down, end up, both "
+        "included, as Loki deletes). Every deletion is logged as an ADMIN event of type "
+        "LOGS_DELETED (who, query, range, count); deletions never remove those events. Loki "
+        "carries a request out after its delete_request_cancel_period (24h by default): "
+        "until then --cancel ID withdraws it. Exit 1 when nothing matches or Loki refuses.",
+        example_lines=(
+            "shipper delete --service shop --level debug --since 7d",
+            "shipper delete --service shop --actor-id user_42 --start 2026-01-01 "
+            "--end 2026-02-01 --yes --admin-id admin_7",
+            "shipper delete --status",
+            "shipper delete --cancel 8f2c1e7a",
+        ))
+    common.add_filter_args(delete)
+    common.add_range_args(delete, default=None)
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.add_argument("--admin-id", metavar="ID",
+                        help="who deletes, for the audit event (default: the OS user)")
+    actions = delete.add_mutually_exclusive_group()
+    actions.add_argument("--status", action="store_true",
+                         help="list deletion requests and their state, then exit")
+    actions.add_argument("--cancel", metavar="ID", help="cancel deletion request ID, then exit")
+    common.add_format_arg(delete, choices=("auto", "table", "json"))
+    common.add_connection_args(delete)
+    delete.set_defaults(handler=common.run("delete", _delete))
+
+
+def who(admin_id: str | None) -> str:
+    if admin_id:
+        return admin_id
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def deletion_range(span: TimeRange, now_ns: int) -> tuple[int, int]:
+    """The range as Loki's deletion API takes it: whole Unix seconds, both included; the start
+    rounded down, the end up (but never past now: Loki refuses deletes in the future)."""
+    start_s = span.start_ns // NS
+    end_s = -(-span.end_ns // NS)
+    if span.end_ns > now_ns:
+        raise common.CommandError(
+            f"the range ends in the future ({format_ns(span.end_ns)}): Loki refuses deletes in "
+            "the future", common.EXIT_USAGE)
+    end_s = min(end_s, now_ns // NS)
+    if end_s <= start_s:
+        raise common.CommandError("the range is shorter than a second: Loki deletes by whole "
+                                  "seconds", common.EXIT_USAGE)
+    return start_s, end_s
+
+
+def audit_event(*, event_type: str, service: str, admin: str, message: str,
+                metadata: dict[str, Any]) -> LogEvent:
+    return LogEvent.create(service=service, level=Level.WARNING, actor=Actor.ADMIN,
+                           type=event_type, actor_id=admin, message=message, metadata=metadata,
+                           logger="shipper.cli.admin", timestamp_ns=time.time_ns())
+
+
+def log_audit(config: ShipperConfig, event: LogEvent, timeout: float = 30.0) -> bool:
+    """Ship one audit event through the normal pipeline; True when Loki has it (or, with a
+    spool, when it is safe on disk for a later replay)."""
+    pipeline = Pipeline(config, start_replay=False)
+    try:
+        pipeline.submit(event)
+        ok = pipeline.flush(timeout)
+        stats = pipeline.stats()
+    finally:
+        pipeline.close(timeout)
+    return ok and not stats["refused_total"] and not stats["dropped_total"]
+
+
+def _audit_service(filters: Filters, config: ShipperConfig) -> str:
+    if len(filters.services) == 1:
+        return filters.services[0]
+    if os.environ.get("SHIPPER_SERVICE"):
+        return config.service
+    return DEFAULT_AUDIT_SERVICE
+
+
+def _delete(args: argparse.Namespace) -> int:
+    config = common.shipper_config(args)
+    client = LokiClient(config.replace(spool=False))
+    try:
+        if args.status:
+            return _status(client, args)
+        if args.cancel:
+            return _cancel(client, config, args)
+        return _request(client, config, args)
+    finally:
+        client.close()
+
+
+def _status(client: LokiClient, args: argparse.Namespace) -> int:
+    requests = client.delete_requests()
+    rows = [{
+        "request_id": r.get("request_id"),
+        "status": r.get("status"),
+        "query": r.get("query"),
+        "start": _seconds(r.get("start_time")),
+        "end": _seconds(r.get("end_time")),
+        "created": _seconds(r.get("created_at")),
+    } for r in requests]
+    fmt = choose_format(args.format)
+    if fmt == "json":
+        write_rows(rows, "json", sys.stdout, ())
+    elif rows:
+        render_table(rows, ("request_id", "status", "created", "start", "end", "query"))
+    else:
+        print("no deletion requests")
+    return common.EXIT_OK
+
+
+def _seconds(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return format_ns(round(float(value) * 1000) * 1_000_000)  # Loki keeps milliseconds
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _cancel(client: LokiClient, config: ShipperConfig, args: argparse.Namespace) -> int:
+    try:
+        client.cancel_delete(args.cancel)
+    except LokiError as exc:
+        if exc.status == 404:
+            raise common.CommandError(f"no deletion request {args.cancel!r} (404): see "
+                                      "shipper delete --status") from exc
+        raise
+    admin = who(args.admin_id)
+    event = audit_event(event_type=AUDIT_CANCEL_TYPE, service=_audit_service(Filters(), config),
+                        admin=admin, message=f"Deletion request {args.cancel} cancelled by "
+                        f"{admin}", metadata={"request_id": args.cancel})
+    print(f"cancelled deletion request {args.cancel}")
+    if not log_audit(config, event):
+        print("shipper delete: the audit event could not be delivered", file=sys.stderr)
+        return common.EXIT_FAILED
+    return common.EXIT_OK
+
+
+def _request(client: LokiClient, config: ShipperConfig, args: argparse.Namespace) -> int:
+    filters = common.filters_from(args)
+    span = common.range_from(args, default=None)
+    start_s, end_s = deletion_range(span, time.time_ns())
+    query = log_query(filters, keep_audit=True)
+    # Loki deletes [start_s, end_s], both ends included: count exactly that
+    counted = TimeRange(start_s * NS, end_s * NS + 1)
+    count = count_matching(client, filters, counted, keep_audit=True)
+    where = f"between {format_ns(start_s * NS)} and {format_ns(end_s * NS)}"
+    if count == 0:
+        print(f"shipper delete: nothing matches {query} {where}; nothing was requested",
+              file=sys.stderr)
+        return common.EXIT_FAILED
+    print(f"{count} entries match {query} {where}", file=sys.stderr)
+    if not args.yes:
+        if not is_terminal(sys.stdin):
+            raise common.CommandError("not deleting without confirmation: run it on a terminal "
+                                      "or pass --yes", common.EXIT_USAGE)
+        answer = input(f"Delete these {count} entries? Type 'yes' to confirm: ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted", file=sys.stderr)
+            return common.EXIT_FAILED
+    request_id = client.delete(query, start_s, end_s)
+    admin = who(args.admin_id)
+    metadata = {"query": query, "start": format_ns(start_s * NS), "end": format_ns(end_s * NS),
+                "count": count, "request_id": request_id, "filters": filters.describe()}
+    event = audit_event(event_type=AUDIT_DELETE_TYPE, service=_audit_service(filters, config),
+                        admin=admin, message=f"{admin} deleted {count} log entries {where}",
+                        metadata=metadata)
+    print(f"deletion requested: {request_id or '(Loki gave no id)'}; Loki carries it out after "
+          "its delete_request_cancel_period (see shipper delete --status)")
+    if not log_audit(config, event):
+        print("shipper delete: the deletion was requested but its audit event could not be "
+              "delivered", file=sys.stderr)
+        return common.EXIT_FAILED
+    return common.EXIT_OK

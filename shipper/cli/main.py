@@ -1,0 +1,323 @@
+"""The ``shipper`` command: ``shipper spool ...``, ``shipper retention ...``, ``shipper demo``.
+
+Each command group is registered by one ``_add_*`` function below and does its work through the
+library modules, so everything the CLI does is also reachable from Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from shipper._version import __version__
+from shipper.cli import admin, sidecar
+from shipper.cli.report import add_parser as _add_report
+
+_Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_retention(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``shipper retention render|check|explain`` (see shipper/cli/retention.py)."""
+    retention = sub.add_parser(
+        "retention",
+        help="per-level retention: render loki/retention.yaml into Loki's config, check a "
+        "live Loki for drift, explain which rule decides a stream",
+        description="Exit codes: 0 ok, 1 drift (check), 2 bad input or Loki unreachable.",
+    )
+    actions = retention.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
+    policy_help = (
+        "the retention policy (default: $SHIPPER_RETENTION_FILE, else loki/retention.yaml "
+        "under the current directory)"
+    )
+
+    render = actions.add_parser(
+        "render", help="print the limits_config retention block, or write it into a config"
+    )
+    render.add_argument("--file", help=policy_help)
+    render.add_argument(
+        "--format",
+        choices=["loki", "helm"],
+        default="loki",
+        help="loki: the block for limits_config of a Loki config file (default); helm: for "
+        "loki.limits_config of a values file for the grafana/loki Helm chart",
+    )
+    render.add_argument(
+        "--write",
+        metavar="CONFIG",
+        help="replace the block between the '# BEGIN/END shipper retention' markers of this "
+        "file (loki/config.yaml, loki/config.scale.yaml; with --format helm "
+        "k8s/loki-values.yaml), keeping the rest of the file",
+    )
+    render.set_defaults(handler=_retention_render)
+
+    check = actions.add_parser(
+        "check", help="compare a live Loki's GET /config with the policy; exit 1 on drift"
+    )
+    check.add_argument("--url", required=True, help="Loki's base URL, e.g. http://localhost:3100")
+    check.add_argument("--file", help=policy_help)
+    check.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to connect and to read (default 10)"
+    )
+    check.set_defaults(handler=_retention_check)
+
+    explain = actions.add_parser(
+        "explain", help="which rule decides a stream's retention, and when its entries go"
+    )
+    explain.add_argument("selector", metavar="LABELS", help='e.g. \'{level="INFO",actor="USER"}\'')
+    explain.add_argument("--file", help=policy_help)
+    explain.set_defaults(handler=_retention_explain)
+
+
+def _retention_failed(args: argparse.Namespace, exc: Exception) -> int:
+    print(f"shipper retention {args.retention_command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _retention_render(args: argparse.Namespace) -> int:
+    from shipper.cli.retention import RetentionError, RetentionPolicy, resolve_retention_file
+
+    try:
+        policy = RetentionPolicy.load(resolve_retention_file(args.file))
+        if args.write is None:
+            # loki: the block as it sits in limits_config; helm: with the keys around it
+            text = policy.render() if args.format == "loki" else policy.render_snippet("helm")
+            sys.stdout.write(text)
+            return 0
+        changed = policy.render_into(args.write, args.format)
+    except RetentionError as exc:
+        return _retention_failed(args, exc)
+    apply = "helm upgrade the release" if args.format == "helm" else "restart Loki"
+    state = f"retention block updated; {apply} to apply it" if changed else "already up to date"
+    print(f"{args.write}: {state}")
+    return 0
+
+
+def _retention_check(args: argparse.Namespace) -> int:
+    from shipper.cli.retention import (
+        RetentionError,
+        RetentionPolicy,
+        check_url,
+        format_check_table,
+        resolve_retention_file,
+    )
+
+    try:
+        policy = RetentionPolicy.load(resolve_retention_file(args.file))
+        rows = check_url(policy, args.url, timeout=args.timeout)
+    except RetentionError as exc:
+        return _retention_failed(args, exc)
+    sys.stdout.write(format_check_table(rows))
+    drift = [row for row in rows if not row.ok]
+    if drift:
+        print(f"{len(drift)} of {len(rows)} rows drift from the policy", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _retention_explain(args: argparse.Namespace) -> int:
+    from shipper.cli.retention import (
+        RetentionError,
+        RetentionPolicy,
+        explain,
+        resolve_retention_file,
+    )
+
+    try:
+        policy = RetentionPolicy.load(resolve_retention_file(args.file))
+        sys.stdout.write(explain(policy, args.selector).describe())
+    except RetentionError as exc:
+        return _retention_failed(args, exc)
+    return 0
+
+
+def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``shipper spool status|push`` (see shipper/delivery/spool/__init__.py)."""
+    spool = sub.add_parser("spool", help="inspect the on-disk spool or push it to Loki")
+    spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
+
+    def where(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dir", help="spool directory (default: SHIPPER_SPOOL_DIR, else the "
+                                     "per-service directory under the user cache dir)")
+        p.add_argument("--service", help="service whose default spool directory to use "
+                                         "(default: SHIPPER_SERVICE)")
+
+    status = spool_sub.add_parser("status", help="what is waiting in the spool")
+    where(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_spool_status)
+
+    push = spool_sub.add_parser("push", help="send everything spooled to Loki, oldest first")
+    where(push)
+    push.add_argument("--url", help="Loki base or push URL (default: LOKI_URL)")
+    push.add_argument("--timeout", type=float, default=600.0,
+                      help="give up after this many seconds (default 600)")
+    push.set_defaults(handler=_spool_push)
+
+
+def _spool_dir(args: argparse.Namespace) -> Path:
+    from shipper.config import ShipperConfig
+
+    overrides = {"spool_dir": args.dir, "service": args.service, "spool": True}
+    return ShipperConfig.load(**overrides).resolved_spool_dir() or Path(args.dir)
+
+
+def _spool_status(args: argparse.Namespace) -> int:
+    import json
+
+    from shipper.delivery.spool import spool_status
+
+    directory = _spool_dir(args)
+    if not directory.exists():
+        print(f"{directory}: no spool here (nothing waiting)")
+        return 0
+    stats = spool_status(directory)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(stats), indent=2, sort_keys=True))
+        return 0
+    age = stats.oldest_segment_age_s
+    print(f"spool      {stats.directory}")
+    print(f"segments   {stats.segments}")
+    print(f"records    {stats.records}")
+    print(f"bytes      {stats.bytes}")
+    print(f"oldest     {'-' if age is None else f'{age:.0f} s ago'}")
+    if stats.corrupt_records or stats.torn_tails:
+        print(f"damaged    {stats.corrupt_records} corrupt records, {stats.torn_tails} torn tails "
+              "(skipped on replay)")
+    return 0
+
+
+def _spool_push(args: argparse.Namespace) -> int:
+    from shipper.config import ConfigError, ShipperConfig
+    from shipper.delivery.pipeline import Pipeline
+
+    try:
+        config = ShipperConfig.load(url=args.url, spool_dir=str(_spool_dir(args)), spool=True,
+                                    service=args.service)
+    except ConfigError as exc:
+        print(f"shipper spool push: {exc}", file=sys.stderr)
+        return 2
+    if not config.url:
+        print("shipper spool push: no Loki URL: pass --url or set LOKI_URL", file=sys.stderr)
+        return 2
+    pipeline = Pipeline(config, start_replay=False)
+    try:
+        done = pipeline.drain_spool(args.timeout)
+    finally:
+        stats = pipeline.stats()
+        pipeline.close(0)
+    print(f"replayed {stats['replayed']} events to {config.url}; "
+          f"refused {stats['refused_total']}, dropped {stats['dropped_total']}")
+    if not done:
+        print("shipper spool push: Loki did not accept everything; what is left stays in the "
+              "spool (run again later)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``shipper demo`` (see shipper/cli/demo/__init__.py)."""
+
+    def span(text: str) -> float:
+        from shipper.cli.demo import DemoError, parse_span
+
+        try:
+            return parse_span(text)
+        except DemoError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    demo = sub.add_parser(
+        "demo",
+        help="send realistic marketplace traffic (logins, bookings, payments, webhooks, API "
+        "errors, admin actions, one DATA_CORRUPTION) through the handler",
+        description="Logs demo events the way an app does (SystemLog and logging through a "
+        "LokiHandler), at --rate events per second, then flushes and prints the handler's "
+        "stats as JSON. Without LOKI_URL or --url the events go to the spool. Exit codes: 0 "
+        "all delivered (without a URL: all spooled), 1 some refused, dropped or not delivered "
+        "in time (they wait in the spool), 2 bad options.",
+    )
+    how_long = demo.add_mutually_exclusive_group()
+    how_long.add_argument("--count", type=int, metavar="N",
+                          help="send N live events (default 200, or none after --backfill)")
+    how_long.add_argument("--duration", type=span, metavar="SECONDS",
+                          help="send live events for this long (seconds, or e.g. 90s, 10m)")
+    how_long.add_argument("--forever", action="store_true",
+                          help="send live events until stopped (Ctrl-C, SIGTERM)")
+    demo.add_argument("--rate", type=float, default=5.0, metavar="EVENTS_PER_S",
+                      help="live events per second (default 5)")
+    demo.add_argument("--backfill", type=span, metavar="SPAN",
+                      help="first fill history this far back (e.g. 7d, 36h), oldest first, at "
+                      "most Loki's reject_old_samples_max_age (1w by default); skipped when "
+                      "the service's streams got entries in the last hour or so")
+    demo.add_argument("--backfill-rate", type=float, default=60.0, metavar="EVENTS_PER_H",
+                      help="backfilled events per hour, on average (default 60)")
+    demo.add_argument("--criticals", type=int, default=1, metavar="N",
+                      help="DATA_CORRUPTION events in the run (default 1)")
+    demo.add_argument("--scenario", choices=("normal", "incident"), default="normal",
+                      help="normal traffic (default), or an incident: 30 s of normal traffic, "
+                      "then slow and failing requests, failed payments and users staying away, "
+                      "for --duration (default 10m) - every alert rule fires once. The day "
+                      "before is filled first (the user-activity rule compares with it), so "
+                      "give it a --service of its own (default marketplace-incident)")
+    demo.add_argument("--seed", type=int, help="random seed: the same seed, the same events")
+    demo.add_argument("--service", help="service_name label (default $SHIPPER_SERVICE, else "
+                      "marketplace)")
+    demo.add_argument("--env", help="env label (default $SHIPPER_ENV, else none)")
+    demo.add_argument("--url", help="Loki base URL (default $LOKI_URL; unset: the spool)")
+    demo.add_argument("--file", metavar="PATH",
+                      help="also append every event as a JSON line, the shape the promtail/ "
+                      "and Alloy configs read")
+    demo.add_argument("--flush-timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="how long to wait for delivery at the end (default 60)")
+    demo.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from shipper.cli.demo import DemoError, DemoOptions, run_demo
+
+    try:
+        options = DemoOptions(
+            rate=args.rate, count=args.count, duration=args.duration, forever=args.forever,
+            backfill=args.backfill, backfill_rate=args.backfill_rate, seed=args.seed,
+            service=args.service, env=args.env, url=args.url, file=args.file,
+            criticals=args.criticals, flush_timeout=args.flush_timeout, scenario=args.scenario,
+        )
+        return run_demo(options)
+    except DemoError as exc:
+        print(f"shipper demo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shipper",
+        description="Ship labeled system logs to Grafana Loki; manage the spool and retention.",
+    )
+    parser.add_argument("--version", action="version", version=f"shipper {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_spool(sub)
+    _add_retention(sub)
+    _add_demo(sub)
+    admin.add_parser(sub)
+    _add_report(sub)
+    sidecar.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: _Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,500 @@
+"""The Loki push client: encode entries, push them (one attempt, oversize split) and say what
+Loki's answer *means* (:class:`PushOutcome`), following what Loki 3.7 really answers (see the
+contract files):
+
+* 204 → delivered.
+* 400 → refused. The valid entries of the same request WERE stored, so the batch is never
+  re-sent; Loki's message names the refused stream and reason (:func:`refused_entries`).
+* 429, 5xx, no answer → retry later (honouring ``Retry-After``).
+* 500 with gRPC ``ResourceExhausted`` "message larger than max", or 413 → too large: split.
+
+Retry timing lives in the pipeline. Reading Loki (queries, deletion, ``/config``) is
+:mod:`shipper.loki`, whose client builds on :class:`PushClient`'s connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import email.utils
+import gzip
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import orjson
+
+from shipper._version import __version__
+from shipper.config import LOKI_MAX_REQUEST_BYTES, ShipperConfig
+from shipper.delivery.transport import HttpResponse, Transport, TransportError, Urllib3Transport
+from shipper.event import Entry
+
+__all__ = [
+    "PUSH_PATH",
+    "PushClient",
+    "PushOutcome",
+    "RefusedEntry",
+    "encode_json",
+    "encode_protobuf",
+    "group_streams",
+    "labels_string",
+    "not_served_hint",
+    "one_line",
+    "refusal_reason",
+    "refused_entries",
+    "serving_target",
+]
+
+PUSH_PATH = "/loki/api/v1/push"
+_OVERSIZE = re.compile(r"ResourceExhausted|message larger than max|request entity too large", re.I)
+
+
+
+# Which target of a simple scalable Loki serves which API (measured on Loki 3.7.6): every other
+# target answers 404 for it. /config, /ready and /metrics are served by all three.
+_SERVED_BY: tuple[tuple[str, str, str], ...] = (
+    ("/loki/api/v1/push", "pushing", "write"),
+    ("/flush", "flushing", "write"),
+    ("/loki/api/v1/delete", "deletion", "backend"),
+    ("/loki/api/v1/", "querying", "read"),
+)
+
+
+def serving_target(path: str) -> tuple[str, str] | None:
+    """``(what, target)`` for an API path that only one target of a simple scalable Loki
+    serves: ``("deletion", "backend")`` for ``/loki/api/v1/delete``; None for paths every
+    target serves (``/config``, ``/ready``)."""
+    path = path.split("?", 1)[0]
+    for prefix, what, target in _SERVED_BY:
+        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
+            return what, target
+    return None
+
+
+def not_served_hint(path: str) -> tuple[str, str | None]:
+    """For a 404: the sentence naming the target that serves ``path``, and that target."""
+    served = serving_target(path)
+    if served is None:
+        return "", None
+    what, target = served
+    return (f" ({what} is served by the {target} target (or the gateway) of a scalable Loki; "
+            "point --url or LOKI_URL there)"), target
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+
+
+def group_streams(entries: Iterable[Entry]) -> dict[tuple[tuple[str, str], ...], list[Entry]]:
+    """Entries grouped by their label set, in order of first appearance and of arrival."""
+    streams: dict[tuple[tuple[str, str], ...], list[Entry]] = {}
+    for entry in entries:
+        bucket = streams.get(entry.labels)
+        if bucket is None:
+            streams[entry.labels] = [entry]
+        else:
+            bucket.append(entry)
+    return streams
+
+
+def encode_json(entries: Iterable[Entry], *, gzip_level: int | None = None) -> bytes:
+    """Loki's JSON ``PushRequest``; timestamps are ns strings, structured metadata the third
+    element of a value. ``gzip_level`` compresses (send with ``Content-Encoding: gzip``)."""
+    streams = []
+    for labels, bucket in group_streams(entries).items():
+        # tuples (orjson writes them as arrays): the garbage collector stops tracking a tuple
+        # of strings, where it keeps walking a list
+        values: list[tuple[Any, ...]] = [
+            (str(ts), line, dict(metadata)) if metadata else (str(ts), line)
+            for _, ts, line, metadata in bucket
+        ]
+        streams.append({"stream": dict(labels), "values": values})
+    request = {"streams": streams}
+    try:
+        body = orjson.dumps(request)  # the whole request in one call
+    except orjson.JSONEncodeError:  # a lone surrogate in a hand-built entry: escape it
+        body = json.dumps(request, separators=(",", ":")).encode()
+    if gzip_level is not None:
+        body = gzip.compress(body, compresslevel=gzip_level, mtime=0)
+    return body
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint (values up to 16,383 from a table: lengths and most fields;
+    the branches below cover a timestamp's nanoseconds without the loop)."""
+    if value < 0x4000:
+        return _VARINTS[value]
+    if value < 0x200000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+    if value < 0x10000000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80,
+                      value >> 21))
+    if value < 0x800000000:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14 & 0x7F | 0x80,
+                      value >> 21 & 0x7F | 0x80, value >> 28))
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_VARINTS = [bytes((n,)) for n in range(0x80)] + [
+    bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
+
+
+def _field_bytes(number: int, payload: bytes) -> bytes:
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def _prom_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def labels_string(labels: Sequence[tuple[str, str]]) -> str:
+    """``{a="1", b="2"}`` with Prometheus escaping, as the protobuf format carries labels."""
+    return "{" + ", ".join(f'{k}="{_prom_escape(v)}"' for k, v in labels) + "}"
+
+
+def encode_protobuf(entries: Iterable[Entry]) -> bytes:
+    """Loki's ``logproto.PushRequest`` with snappy block compression (as Promtail and Alloy
+    send it). Needs the ``protobuf`` extra (cramjam) for snappy."""
+    try:
+        import cramjam
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise RuntimeError(
+            "encoding='protobuf' needs snappy: pip install 'shipper[protobuf]'"
+        ) from exc
+    # Each entry's pieces go straight into its stream's list, and the lengths are added up
+    # as they go: one join per stream and one for the request, no copy per nested message.
+    parts: list[bytes] = []
+    varint = _varint
+    table = _VARINTS
+    names = _METADATA_NAMES
+    seconds_at = -1
+    seconds_field = b""
+    for labels, bucket in group_streams(entries).items():
+        labels_field = _field_bytes(1, labels_string(labels).encode())
+        stream: list[bytes] = [b"", labels_field]
+        push = stream.append
+        total = len(labels_field)
+        for e in bucket:
+            seconds, nanos = divmod(e.timestamp_ns, 1_000_000_000)
+            if seconds != seconds_at:  # the entries of a batch share their seconds
+                seconds_at, seconds_field = seconds, b"\x08" + varint(seconds)
+            ts = seconds_field + b"\x10" + varint(nanos) if nanos else seconds_field
+            line = e.line.encode()
+            n = len(line)
+            # EntryAdapter: 1 timestamp, 2 line, 3 structured metadata (LabelPairAdapter:
+            # 1 name, 2 value)
+            head = b"\x0a" + table[len(ts)] + ts + b"\x12" + (
+                table[n] if n < 0x4000 else varint(n))
+            size = len(head) + n
+            fields: list[bytes] = []
+            for name, value in e.metadata:
+                named = names.get(name) or _metadata_name(name)
+                data = value.encode()
+                k = len(data)
+                length = table[k] if k < 0x4000 else varint(k)
+                inner = len(named) + len(length) + k
+                key = b"\x1a" + (table[inner] if inner < 0x4000 else varint(inner))
+                fields += (key, named, length, data)
+                size += len(key) + inner
+            lead = b"\x12" + (table[size] if size < 0x4000 else varint(size))
+            push(lead)
+            push(head)
+            push(line)
+            if fields:
+                stream += fields
+            total += len(lead) + size
+        stream[0] = b"\x0a" + varint(total)
+        parts.append(b"".join(stream))
+    return bytes(cramjam.snappy.compress_raw(b"".join(parts)))
+
+
+#: a structured-metadata name's field key, the name, and the value's field key
+_METADATA_NAMES: dict[str, bytes] = {}
+
+
+def _metadata_name(name: str) -> bytes:
+    raw = name.encode()
+    named = b"\x0a" + _varint(len(raw)) + raw + b"\x12"
+    if len(_METADATA_NAMES) < 1024:
+        _METADATA_NAMES[name] = named
+    return named
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+_REFUSAL_PATTERNS = [
+    ("line_too_long", re.compile(r"max entry size|line too long", re.I)),
+    ("too_old", re.compile(r"timestamp too old", re.I)),
+    ("too_far_behind", re.compile(r"too far behind|out of order", re.I)),
+    ("too_new", re.compile(r"timestamp too new", re.I)),
+    ("too_many_labels", re.compile(r"label names; limit", re.I)),
+    ("label_name_too_long", re.compile(r"label name too long", re.I)),
+    # "stream '{...}' has label value too long: ..." (Loki names the whole stream first)
+    ("label_value_too_long", re.compile(r"label value too long|^stream '\{", re.I)),
+    ("invalid_labels", re.compile(r"couldn't parse labels|invalid label", re.I)),
+    ("structured_metadata", re.compile(r"structured metadata", re.I)),
+    ("stream_limit", re.compile(r"stream limit|maximum active stream", re.I)),
+    ("bad_request", re.compile(r"loghttp\.PushRequest|unmarshal", re.I)),
+]
+
+
+def refusal_reason(status: int, message: str) -> str:
+    """A short, stable reason for a refused push, from Loki's message (for the counters)."""
+    for reason, pattern in _REFUSAL_PATTERNS:
+        if pattern.search(message):
+            return reason
+    return f"http_{status}"
+
+
+@dataclass(frozen=True)
+class RefusedEntry:
+    """One entry of a refused push that Loki's answer names: its index in the request, Loki's
+    own words about it, and whether the answer pins it down (``certain``) or only names its
+    stream."""
+
+    index: int
+    reason: str
+    certain: bool = True
+
+
+_STREAM_TEXT = r"\{[^{}']*\}"
+_TS_REFUSAL = re.compile(
+    rf"entry for stream '({_STREAM_TEXT})' has timestamp too (?:old|new): (\S+?Z)"
+    r"(?:, oldest acceptable timestamp is: \S+?Z)?(?=[,;\s]|$)")
+_SIZE_REFUSAL = re.compile(
+    rf"max entry size '\d+' bytes exceeded for stream '({_STREAM_TEXT})' while adding an "
+    r"entry with length '(\d+)' bytes")
+_IGNORED = re.compile(r"entry with timestamp (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) "
+                      r"\+0000 UTC ignored, reason: '([^']*)'")
+_IGNORED_STREAM = re.compile(rf"total ignored: (\d+) out of \d+ for stream: ({_STREAM_TEXT})")
+_CUTOFF = re.compile(r"oldest acceptable timestamp is: (\S+?Z)")
+_ANY_STREAM = re.compile(rf"stream '({_STREAM_TEXT})'")
+_GROUP_SEPARATOR = re.compile(r"; (?=\d+ errors like: )")
+_GROUP_PREFIX = re.compile(r"^\d+ errors like: ")
+_LABEL_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _labels_of(text: str) -> frozenset[tuple[str, str]]:
+    return frozenset((k, v.replace('\\"', '"').replace("\\\\", "\\"))
+                     for k, v in _LABEL_PAIR.findall(text))
+
+
+def _second(text: str) -> int | None:
+    try:
+        return int(datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def _go_time_ns(text: str) -> int:
+    whole, _, frac = text.partition(".")
+    base = datetime.datetime.fromisoformat(whole + "+00:00")
+    return int(base.timestamp()) * 1_000_000_000 + int((frac + "0" * 9)[:9])
+
+
+def refused_entries(entries: Sequence[Entry], message: str) -> list[RefusedEntry]:
+    """Which entries of a push answered 400 Loki refused, read from its answer.
+
+    Loki validates every entry and answers all problems at once ("3 errors like: entry for
+    stream '{...}' has timestamp too old: 2026-10-13T02:45:36Z, ..."; the ingester lists
+    "entry with timestamp ... ignored, reason: '...'"); the other entries of the request were
+    stored. An entry is matched by its stream and timestamp (seconds, as Loki prints them) or
+    line length; a problem that names only a stream (labels, limits) marks every entry of that
+    stream, and one that names nothing marks every entry, as not ``certain``.
+    """
+    streams = [frozenset(e.labels) for e in entries]
+    found: dict[int, RefusedEntry] = {}
+
+    def mark(index: int, reason: str, certain: bool = True) -> None:
+        if index not in found or (certain and not found[index].certain):
+            found[index] = RefusedEntry(index, one_line(reason), certain)
+
+    for m in _TS_REFUSAL.finditer(message):
+        labels, second = _labels_of(m.group(1)), _second(m.group(2))
+        for i, e in enumerate(entries):
+            if streams[i] == labels and e.timestamp_ns // 1_000_000_000 == second:
+                mark(i, m.group(0))
+    for m in _SIZE_REFUSAL.finditer(message):
+        labels, length = _labels_of(m.group(1)), int(m.group(2))
+        for i, e in enumerate(entries):
+            if streams[i] == labels and len(e.line.encode()) == length:
+                mark(i, m.group(0))
+    listed = [(_go_time_ns(m.group(1)), m.group(2)) for m in _IGNORED.finditer(message)]
+    for m in _IGNORED_STREAM.finditer(message):
+        labels, total = _labels_of(m.group(2)), int(m.group(1))
+        in_stream = [i for i, st in enumerate(streams) if st == labels]
+        for ts, reason in listed:
+            for i in in_stream:
+                if entries[i].timestamp_ns == ts:
+                    mark(i, reason)
+        cutoffs = [c for c in (_second(x) for x in _CUTOFF.findall(message)) if c is not None]
+        marked = sum(1 for i in in_stream if i in found)
+        if marked < total and cutoffs:  # Loki lists at most 10: the rest by the cutoff
+            reason = listed[0][1] if listed else m.group(0)
+            for i in in_stream:
+                if entries[i].timestamp_ns // 1_000_000_000 < max(cutoffs):
+                    mark(i, reason, certain=False)
+    hit = {streams[i] for i in found}
+    named_any = False
+    # a stream Loki names but no entry of it matched (labels, limits): all of it, with the
+    # part of the answer about it; an answer that names no stream at all: every entry
+    for part in _GROUP_SEPARATOR.split(message):
+        named = {_labels_of(m.group(1)) for m in _ANY_STREAM.finditer(part)}
+        named |= {_labels_of(m.group(2)) for m in _IGNORED_STREAM.finditer(part)}
+        named_any = named_any or bool(named)
+        for i, st in enumerate(streams):
+            if st in named and st not in hit:
+                mark(i, _GROUP_PREFIX.sub("", part), certain=False)
+    if not named_any and not found:
+        for i in range(len(entries)):
+            mark(i, message, certain=False)
+    return sorted(found.values(), key=lambda r: r.index)
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    kind: Literal["ok", "refused", "retry", "too_large"]
+    entries: int
+    status: int | None = None
+    message: str = ""
+    retry_after: float | None = None
+    #: refused pushes: a stable reason for the counters (``too_old``, ``line_too_long``, ...)
+    reason: str = ""
+    #: retry: no HTTP answer at all (connection refused or reset, DNS, TLS, timeout)
+    unreachable: bool = False
+
+
+def _retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+# --------------------------------------------------------------------------- read limits
+
+
+
+class PushClient:
+    """One Loki endpoint to push to. ``config.url`` is the base (``http://loki:3100``) or the
+    full push URL."""
+
+    def __init__(self, config: ShipperConfig, transport: Transport | None = None) -> None:
+        if not config.url:
+            raise ValueError("a Loki client needs a url (config.url is unset)")
+        self.config = config
+        parts = urlsplit(config.url)
+        path = parts.path.rstrip("/")
+        if path.endswith(PUSH_PATH):
+            path = path[: -len(PUSH_PATH)]
+        self.base_url = f"{parts.scheme}://{parts.netloc}{path}"
+        self.push_url = self.base_url + PUSH_PATH
+        self.transport: Transport = transport or Urllib3Transport(
+            verify_tls=config.verify_tls, ca_bundle=config.ca_bundle
+        )
+        headers = {"User-Agent": f"shipper/{__version__}"}
+        if config.tenant:
+            headers["X-Scope-OrgID"] = config.tenant
+        if config.username:
+            token = base64.b64encode(f"{config.username}:{config.password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        elif config.bearer_token:
+            headers["Authorization"] = f"Bearer {config.bearer_token}"
+        self.headers = headers
+
+    # ------------------------------------------------------------------ push
+
+    def encode(self, entries: Sequence[Entry]) -> tuple[bytes, dict[str, str]]:
+        headers = dict(self.headers)
+        if self.config.encoding == "protobuf":
+            headers["Content-Type"] = "application/x-protobuf"
+            return encode_protobuf(entries), headers
+        headers["Content-Type"] = "application/json"
+        if self.config.encoding == "json+gzip":
+            headers["Content-Encoding"] = "gzip"
+            return encode_json(entries, gzip_level=1), headers
+        return encode_json(entries), headers
+
+    def push_once(self, entries: Sequence[Entry], *, timeout: float | None = None) -> PushOutcome:
+        """One POST of ``entries``; classifies the answer. Never raises for HTTP trouble.
+        ``timeout`` overrides the configured one (the pipeline shortens it at shutdown)."""
+        body, headers = self.encode(entries)
+        if len(body) > LOKI_MAX_REQUEST_BYTES and len(entries) > 1:
+            return PushOutcome("too_large", len(entries), None, f"{len(body)} bytes encoded")
+        try:
+            resp = self.transport.request(
+                "POST", self.push_url, headers=headers, body=body,
+                timeout=self.config.timeout if timeout is None else timeout,
+            )
+        except TransportError as exc:
+            return PushOutcome("retry", len(entries), None, str(exc), unreachable=True)
+        return self._classify(resp, len(entries))
+
+    @staticmethod
+    def _classify(resp: HttpResponse, count: int) -> PushOutcome:
+        status, message = resp.status, resp.text.strip()
+        if 200 <= status < 300:
+            return PushOutcome("ok", count, status)
+        if status == 413 or (status >= 500 and _OVERSIZE.search(message)):
+            return PushOutcome("too_large", count, status, message)
+        if status == 429 or status >= 500 or status == 408:
+            return PushOutcome("retry", count, status, message, _retry_after(resp.headers))
+        if status == 404:
+            message += not_served_hint(PUSH_PATH)[0]
+        return PushOutcome("refused", count, status, message,
+                           reason=refusal_reason(status, message))
+
+    def push(self, entries: Sequence[Entry], *, timeout: float | None = None,
+             ) -> list[PushOutcome]:
+        """Push, splitting in halves whatever Loki (or the 4 MiB limit) finds too large.
+
+        Returns one outcome per request made. A single entry that is still too large is
+        reported as refused (``too_large``) rather than retried forever.
+        """
+        outcomes: list[PushOutcome] = []
+        pending: list[Sequence[Entry]] = [entries]
+        while pending:
+            part = pending.pop(0)
+            outcome = self.push_once(part, timeout=timeout)
+            if outcome.kind == "too_large":
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    pending[:0] = [part[:mid], part[mid:]]
+                    continue
+                outcome = PushOutcome("refused", 1, outcome.status, outcome.message,
+                                      reason="too_large")
+            outcomes.append(outcome)
+            if outcome.kind == "retry":
+                # the rest would meet the same trouble: report it as one retryable outcome
+                rest = sum(len(p) for p in pending)
+                if rest:
+                    outcomes.append(PushOutcome("retry", rest, outcome.status, outcome.message,
+                                                outcome.retry_after,
+                                                unreachable=outcome.unreachable))
+                pending.clear()
+        return outcomes
+
+    def close(self) -> None:
+        self.transport.close()

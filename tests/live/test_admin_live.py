@@ -1,0 +1,174 @@
+"""The admin commands against a real Loki 3.7 started from loki/config.yaml (LOKI_URL):
+query, export, stats, delete and doctor, run as the `shipper` command is run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipper.config import ShipperConfig
+from shipper.delivery.pipeline import Pipeline
+from shipper.event import LogEvent
+from tests.live.conftest import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+NS = 1_000_000_000
+
+
+def shipper(loki_url: str, tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LOKI_URL": loki_url, "SHIPPER_SPOOL_DIR": str(tmp_path / "spool"),
+           "PYTHONPATH": str(REPO)}
+    env.pop("SHIPPER_SERVICE", None)
+    return subprocess.run([sys.executable, "-m", "shipper.cli", *argv], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def ship(loki_url: str, tmp_path: Path, events: list[dict[str, Any]]) -> None:
+    """Events through the one pipeline, as an app's handler sends them."""
+    config = ShipperConfig(url=loki_url, spool_dir=str(tmp_path / "ship-spool"))
+    pipeline = Pipeline(config)
+    for fields in events:
+        pipeline.submit(LogEvent.create(**fields))
+    assert pipeline.flush(30)
+    stats = pipeline.stats()
+    pipeline.close(5)
+    assert stats["refused_total"] == 0 and stats["dropped_total"] == 0, stats
+
+
+def _events(service: str, base: int) -> list[dict[str, Any]]:
+    rows = [
+        ("INFO", "USER", "AUTH_LOGIN", "u1", "shop.auth.login", "user logged in"),
+        ("ERROR", "SYSTEM", "PAYMENT_FAILED", "u2", "shop.payments", "Card DECLINED"),
+        ("WARNING", "ADMIN", "SETTINGS_CHANGED", "a1", "shop.authz", "settings changed"),
+        ("INFO", "USER", "AUTH_LOGOUT", "declined-user", "shop.auth", "user logged out"),
+    ]
+    return [{"service": service, "level": level, "actor": actor, "type": type_,
+             "actor_id": actor_id, "logger": logger, "message": message,
+             "metadata": {"i": i}, "timestamp_ns": base + i * NS}
+            for i, (level, actor, type_, actor_id, logger, message) in enumerate(rows)]
+
+
+def _messages(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode in (0, 1), result.stderr
+    return [row["message"] for row in json.loads(result.stdout)]
+
+
+def test_query_filters_on_a_real_loki(loki_url: str, unique_service: str,
+                                      tmp_path: Path) -> None:
+    ship(loki_url, tmp_path, _events(unique_service, time.time_ns() - 60 * NS))
+
+    def query(*flags: str) -> list[str]:
+        return _messages(shipper(loki_url, tmp_path, "query", "--service", unique_service,
+                                 "--since", "10m", "--format", "json", *flags))
+
+    assert wait_for(lambda: len(query()) == 4)
+    assert query("--order", "asc")[0] == "user logged in"
+    assert query("--logger", "shop.auth") == ["user logged out", "user logged in"]
+    assert query("--search", "declined") == ["user logged out", "Card DECLINED"]
+    assert query("--type", "auth_") == ["user logged out", "user logged in"]
+    assert query("--actor-id", "a1", "--level", "warn") == ["settings changed"]
+    rows = json.loads(shipper(loki_url, tmp_path, "query", "--service", unique_service,
+                              "--since", "10m", "--format", "json", "--limit", "1").stdout)
+    assert rows[0]["metadata"] == {"i": 3} and rows[0]["logger"] == "shop.auth"
+    nothing = shipper(loki_url, tmp_path, "query", "--service", unique_service, "--since", "10m",
+                      "--search", "no such words")
+    assert nothing.returncode == 1
+
+
+def test_export_pages_past_shared_nanoseconds_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    base = time.time_ns() - 120 * NS
+    events = []
+    for i in range(23):
+        ts = base + (5 * NS if 5 <= i < 14 else i * NS)  # nine entries share one nanosecond
+        events.append({"service": unique_service, "level": "INFO", "actor": "USER",
+                       "type": "EXPORT", "message": f"e{i}", "timestamp_ns": ts,
+                       "actor_id": f"u{i % 2}"})
+    ship(loki_url, tmp_path, events)
+    out = tmp_path / "export.jsonl"
+
+    def export() -> int:
+        result = shipper(loki_url, tmp_path, "export", "--service", unique_service, "--since",
+                         "10m", "--page-size", "4", "-o", str(out))
+        return len(out.read_text().splitlines()) if result.returncode == 0 else 0
+
+    assert wait_for(lambda: export() == 23, timeout=30)
+    messages = [json.loads(line)["message"] for line in out.read_text().splitlines()]
+    assert sorted(messages) == sorted(f"e{i}" for i in range(23))
+
+
+def test_stats_on_a_real_loki(loki_url: str, unique_service: str, tmp_path: Path) -> None:
+    ship(loki_url, tmp_path, _events(unique_service, time.time_ns() - 30 * NS))
+
+    def stats() -> dict[str, Any]:
+        result = shipper(loki_url, tmp_path, "stats", "--service", unique_service, "--since",
+                         "10m", "--format", "json")
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    assert wait_for(lambda: stats()["total"] == 4)
+    data = stats()
+    assert data["by_level"] == {"INFO": 2, "WARNING": 1, "ERROR": 1}
+    assert data["by_actor"] == {"USER": 2, "ADMIN": 1, "SYSTEM": 1}
+    assert data["error_rate"] == pytest.approx(0.25)
+    assert data["error_rate_by_service"] == {unique_service: pytest.approx(0.25)}
+    assert {(a["actor_id"], a["count"]) for a in data["top_actors"]} == {
+        ("u1", 1), ("u2", 1), ("a1", 1), ("declined-user", 1)}
+
+
+def test_delete_requests_audits_and_cancels_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    ship(loki_url, tmp_path, _events(unique_service, time.time_ns() - 90 * NS))
+    assert wait_for(lambda: len(_messages(shipper(
+        loki_url, tmp_path, "query", "--service", unique_service, "--since", "10m",
+        "--format", "json"))) == 4)
+    result = shipper(loki_url, tmp_path, "delete", "--service", unique_service, "--level", "info",
+                     "--since", "10m", "--yes", "--admin-id", "it-admin")
+    assert result.returncode == 0, result.stderr
+    assert "2 entries match" in result.stderr
+    request_id = result.stdout.split("deletion requested: ")[1].split(";")[0]
+
+    listed = json.loads(shipper(loki_url, tmp_path, "delete", "--status", "--format",
+                                "json").stdout)
+    mine = next(r for r in listed if r["request_id"] == request_id)
+    assert mine["status"] == "received"
+    assert mine["query"] == (f'{{service_name=~"{unique_service}", level="INFO", '
+                             'type!="LOGS_DELETED"}')
+
+    def audit() -> list[dict[str, Any]]:
+        rows = json.loads(shipper(loki_url, tmp_path, "query", "--service", unique_service,
+                                  "--type", "LOGS_DELETED", "--since", "10m", "--format",
+                                  "json").stdout or "[]")
+        return [r for r in rows if r["type"] == "LOGS_DELETED"]
+
+    rows = wait_for(audit)
+    assert rows and rows[0]["actor"] == "ADMIN" and rows[0]["actor_id"] == "it-admin"
+    assert rows[0]["metadata"]["count"] == 2 and rows[0]["metadata"]["request_id"] == request_id
+
+    cancelled = shipper(loki_url, tmp_path, "delete", "--cancel", request_id)
+    assert cancelled.returncode == 0, cancelled.stderr
+    listed = json.loads(shipper(loki_url, tmp_path, "delete", "--status", "--format",
+                                "json").stdout)
+    assert request_id not in {r["request_id"] for r in listed}
+
+
+def test_doctor_on_a_real_loki_started_from_our_config(loki_url: str, tmp_path: Path) -> None:
+    env_grafana = {k: os.environ.pop(k) for k in ("GRAFANA_URL", "GRAFANA_TOKEN")
+                   if k in os.environ}
+    try:
+        result = shipper(loki_url, tmp_path, "doctor", "--format", "table")
+    finally:
+        os.environ.update(env_grafana)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["OK"] * 6 + ["SKIP"]

@@ -1,0 +1,489 @@
+"""The file source, in process: rotation, truncation, re-creation, partial and overlong lines,
+garbage, many files, positions. (tests/sidecar/test_process.py runs the real command.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shipper.event import Level, LogEvent
+from shipper.sidecar.config import FileSourceConfig, MultilineConfig
+from shipper.sidecar.formats import LineParser
+from shipper.sidecar.positions import FilePosition, Positions, PositionsStore, fingerprint
+from shipper.sidecar.sources.file import FileSource
+from tests.support.waiting import wait_until
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list[LogEvent] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: LogEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+
+    def messages(self) -> list[str]:
+        with self._lock:
+            return [e.message for e in self.events]
+
+
+
+
+def make(tmp_path: Path, sink: Sink, pattern: str = "*.log", saved: tuple[FilePosition, ...]
+         = (), fmt: str = "auto", **options: Any) -> FileSource:
+    settings: dict[str, Any] = {"paths": (str(tmp_path / pattern),), "poll_interval": 0.02,
+                                "scan_interval": 0.05, "partial_line_timeout": 0.3}
+    settings.update(options)
+    config = FileSourceConfig(format=fmt, **settings)  # type: ignore[arg-type]
+    parser = LineParser(format=fmt, service="shop", level_pattern=config.level_pattern)
+    return FileSource(config, parser=parser, submit=sink, saved=saved)
+
+
+@pytest.fixture
+def running() -> Iterator[list[FileSource]]:
+    sources: list[FileSource] = []
+    yield sources
+    for source in sources:
+        source.stop(time.monotonic() + 2)
+
+
+def start(running: list[FileSource], source: FileSource) -> FileSource:
+    running.append(source)
+    source.start()
+    return source
+
+
+def lines(prefix: str, start: int, stop: int) -> str:
+    return "".join(f'{{"msg":"{prefix}{i}","level":"info"}}\n' for i in range(start, stop))
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a") as f:
+        f.write(text)
+
+
+def expect(sink: Sink, wanted: list[str], timeout: float = 10.0) -> None:
+    """Every wanted message arrives exactly once (and nothing else)."""
+    wait_until(lambda: len(sink.messages()) >= len(wanted), timeout)
+    time.sleep(0.1)  # anything extra would show up now
+    got = sink.messages()
+    assert sorted(got) == sorted(wanted), (
+        f"missing {sorted(set(wanted) - set(got))[:5]}, extra or repeated "
+        f"{[m for m in got if got.count(m) > 1 or m not in wanted][:5]}")
+
+
+def test_rotation_by_rename_mid_stream_loses_and_repeats_nothing(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 300))
+    start(running, make(tmp_path, sink, pattern="app.log"))
+    wait_until(lambda: len(sink.events) >= 100)
+    with log.open("a") as old:  # the app still holds the old file when logrotate renames it
+        os.rename(log, tmp_path / "app.log.1")
+        old.write(lines("a", 300, 400))  # written after the rename, before the app reopens
+        old.flush()
+        log.write_text(lines("b", 0, 200))  # the app reopens: a new file at the old name
+    append(log, lines("b", 200, 300))
+    expect(sink, [f"a{i}" for i in range(400)] + [f"b{i}" for i in range(300)])
+
+
+def test_a_file_renamed_within_the_globs_keeps_its_offset(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 50))
+    start(running, make(tmp_path, sink, pattern="app*"))
+    wait_until(lambda: len(sink.events) >= 50)
+    os.rename(log, tmp_path / "app.1")
+    append(tmp_path / "app.1", lines("a", 50, 60))
+    log.write_text(lines("b", 0, 10))
+    expect(sink, [f"a{i}" for i in range(60)] + [f"b{i}" for i in range(10)])
+
+
+def test_copytruncate_mid_stream_reads_the_new_content_from_its_start(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 500))
+    source = start(running, make(tmp_path, sink, pattern="app.log"))
+    wait_until(lambda: len(sink.events) >= 500)
+    shutil.copy(log, tmp_path / "app.log.1")
+    with log.open("r+") as f:
+        f.truncate(0)
+    append(log, lines("b", 0, 100))
+    wait_until(lambda: len(sink.events) >= 600)
+    # truncated again and at once refilled past the old offset: the fingerprint tells
+    with log.open("r+") as f:
+        f.truncate(0)
+    append(log, lines("c", 0, 1000))
+    expect(sink, [f"a{i}" for i in range(500)] + [f"b{i}" for i in range(100)] +
+           [f"c{i}" for i in range(1000)])
+    assert source.truncations == 2
+
+
+def test_a_file_deleted_and_recreated_is_read_from_its_start(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 100))
+    start(running, make(tmp_path, sink))
+    wait_until(lambda: len(sink.events) >= 100)
+    log.unlink()
+    log.write_text(lines("b", 0, 100))
+    expect(sink, [f"a{i}" for i in range(100)] + [f"b{i}" for i in range(100)])
+
+
+def test_a_partial_last_line_waits_for_its_newline_then_for_the_timeout(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text('{"msg":"whole"}\n{"msg":"ha')
+    source = start(running, make(tmp_path, sink, partial_line_timeout=60))
+    wait_until(lambda: sink.events)
+    time.sleep(0.2)
+    assert sink.messages() == ["whole"]
+    assert source.snapshot()[0].offset == len('{"msg":"whole"}\n')
+    append(log, 'lf"}\n')
+    wait_until(lambda: len(sink.events) == 2)
+    assert sink.messages() == ["whole", "half"]
+    # a writer that never ends its last line: shipped as it is after partial_line_timeout
+    sink2 = Sink()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.log").write_text("no newline at the end")
+    start(running, make(other, sink2, partial_line_timeout=0.2))
+    assert wait_until(lambda: sink2.messages() == ["no newline at the end"], 5)
+
+
+def test_invalid_json_a_1mb_line_and_binary_garbage_are_shipped_not_dropped(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    big = '{"msg":"' + "x" * (1 << 20) + '"}'
+    garbage = bytes(range(256)) * 4
+    with log.open("wb") as f:
+        f.write(b'{"msg":"ok1"}\n{"msg": broken\n' + big.encode() + b"\n" + garbage +
+                b'\n{"msg":"ok2"}\n\xff\xfe caf\xc3\xa9 \xe9t\xe9\n')
+    source = start(running, make(tmp_path, sink, fmt="json", max_line_bytes=64 * 1024))
+    events = wait_until(lambda: sink.events if len(sink.events) >= 7 else None)
+    time.sleep(0.1)
+    by_message = [e.message for e in sink.events]
+    assert "ok1" in by_message and "ok2" in by_message
+    broken = next(e for e in events if e.message == '{"msg": broken')
+    assert broken.metadata["parse_error"].startswith("json: not valid JSON")
+    cut = next(e for e in events if e.message.startswith('{"msg":"xxx'))
+    assert cut.message.endswith(f"...[truncated by shipper: {len(big)} bytes]")
+    assert len(cut.message.encode()) < 64 * 1024 + 100
+    assert source.truncated_lines == 1
+    decoded = [e for e in events if "caf" in e.message]
+    assert decoded and decoded[0].message == "\ufffd\ufffd café \ufffdt\ufffd"
+    assert sum("parse_error" in e.metadata for e in events) >= 4  # broken, cut, garbage...
+    assert source.snapshot()[0].offset == log.stat().st_size
+
+
+def test_an_overlong_line_is_not_held_in_memory_while_it_grows(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    source = start(running, make(tmp_path, sink, max_line_bytes=1024, read_chunk_bytes=4096,
+                                 partial_line_timeout=60))
+    with log.open("w") as f:
+        for _ in range(64):  # 256 KiB of one line, written in pieces
+            f.write("y" * 4096)
+            f.flush()
+        f.write("\nnext\n")
+    wait_until(lambda: len(sink.events) == 2)
+    assert sink.events[0].message == "y" * 1024 + "...[truncated by shipper: 262144 bytes]"
+    assert sink.events[1].message == "next"
+    assert source.snapshot()[0].offset == log.stat().st_size
+
+
+@pytest.mark.slow
+def test_a_thousand_files_matched_by_a_glob(tmp_path: Path,
+                                            running: list[FileSource]) -> None:
+    sink = Sink()
+    for d in range(10):
+        sub = tmp_path / f"svc{d}"
+        sub.mkdir()
+        for i in range(100):
+            (sub / f"f{i}.log").write_text(lines(f"{d}-{i}-", 0, 3))
+    source = start(running, make(tmp_path, sink, pattern="**/*.log", scan_interval=0.5))
+    wanted = [f"{d}-{i}-{n}" for d in range(10) for i in range(100) for n in range(3)]
+    expect(sink, wanted, timeout=30)
+    for d in range(10):  # every one of them is still followed
+        append(tmp_path / f"svc{d}" / "f99.log", lines(f"late{d}-", 0, 1))
+    wait_until(lambda: len(sink.events) == 3010, 10)
+    assert len(source.snapshot()) == 1000
+    assert sorted(sink.messages()[-10:]) == [f"late{d}-0" for d in range(10)]
+
+
+def test_new_files_are_picked_up_and_start_at_end_only_applies_at_start_up(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    (tmp_path / "old.log").write_text(lines("old", 0, 10))
+    source = start(running, make(tmp_path, sink, start_at="end"))
+    assert wait_until(lambda: source.files_opened == 1)
+    time.sleep(0.1)
+    assert sink.events == []
+    append(tmp_path / "old.log", lines("old", 10, 12))
+    (tmp_path / "new.log").write_text(lines("new", 0, 5))
+    expect(sink, ["old10", "old11"] + [f"new{i}" for i in range(5)])
+
+
+def test_a_restart_resumes_from_the_snapshot_neither_skipping_nor_rereading(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 100))
+    first = start(running, make(tmp_path, sink))
+    wait_until(lambda: len(sink.events) >= 100)
+    first.stop(time.monotonic() + 2)
+    saved = tuple(first.snapshot())
+    append(log, lines("a", 100, 150))
+    second = start(running, make(tmp_path, sink, saved=saved))
+    expect(sink, [f"a{i}" for i in range(150)])
+    assert second.snapshot()[0].offset == log.stat().st_size
+
+
+def test_a_reused_inode_with_other_first_bytes_is_read_from_its_start(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("new", 0, 20))
+    st = log.stat()
+    stale = FilePosition(str(log), st.st_dev, st.st_ino, offset=300, fp_len=40,
+                         fp=fingerprint(b"something else entirely, 40 bytes long."))
+    start(running, make(tmp_path, sink, saved=(stale,)))
+    expect(sink, [f"new{i}" for i in range(20)])
+
+
+def test_multiline_records_are_joined_and_the_held_record_is_not_in_the_position(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    record = ("2026-11-20 09:15:02 ERROR payment failed\n"
+              "Traceback (most recent call last):\n"
+              '  File "pay.py", line 3, in charge\n'
+              "ValueError: card declined\n")
+    log.write_text(record + "2026-11-20 09:15:03 INFO next\n")
+    source = start(running, make(tmp_path, sink, fmt="text", multiline=MultilineConfig(
+        start=r"^\d{4}-\d{2}-\d{2} ", timeout=30.0)))
+    first = wait_until(lambda: sink.events[:1])[0]
+    assert first.level == Level.ERROR
+    assert first.message == "2026-11-20 09:15:02 ERROR payment failed"
+    assert first.exception == ('Traceback (most recent call last):\n  File "pay.py", line 3, '
+                               "in charge\nValueError: card declined")
+    time.sleep(0.1)
+    assert len(sink.events) == 1  # "next" may still get continuation lines
+    assert source.snapshot()[0].offset == len(record)
+
+
+def test_sighup_reopen_finds_new_files_at_once(tmp_path: Path,
+                                               running: list[FileSource]) -> None:
+    sink = Sink()
+    (tmp_path / "a.log").write_text(lines("a", 0, 1))
+    source = start(running, make(tmp_path, sink, scan_interval=3600))
+    wait_until(lambda: sink.events)
+    (tmp_path / "b.log").write_text(lines("b", 0, 1))
+    time.sleep(0.2)
+    assert sink.messages() == ["a0"]
+    source.reopen()
+    expect(sink, ["a0", "b0"])
+
+
+def test_stopping_ships_held_lines_and_reports_lag(tmp_path: Path) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 3) + '{"msg":"unfinished"}')
+    source = make(tmp_path, sink, partial_line_timeout=60)
+    source.start()
+    wait_until(lambda: len(sink.events) == 3)
+    assert [s.lag_bytes for s in source.status()] == [0]
+    source.stop(time.monotonic() + 2)
+    assert sink.messages()[-1] == "unfinished"
+    assert source.snapshot()[0].offset == log.stat().st_size
+
+
+# --------------------------------------------------------------------------- positions file
+
+
+def test_positions_are_saved_atomically_and_read_back(tmp_path: Path) -> None:
+    store = PositionsStore(tmp_path / "positions.json", report=lambda m: None)
+    positions = Positions((FilePosition("/a.log", 1, 2, 30, 4, "ff"),), {"c1": 123})
+    store.save(positions)
+    assert store.load() == positions
+    assert [p.name for p in tmp_path.iterdir()] == ["positions.json"]  # no temp file left
+
+
+@pytest.mark.parametrize("damage", [b"\x00\x00\x00\x00", b'{"version": 1, "files": [{"pa',
+                                    b"not json at all", b"", b'{"version": 1, "files": 3}',
+                                    b'{"version":1,"files":[{"path":"/a","dev":1}]}'])
+def test_a_damaged_positions_file_is_reported_in_one_line_and_set_aside(
+        tmp_path: Path, damage: bytes) -> None:
+    reports: list[str] = []
+    path = tmp_path / "positions.json"
+    path.write_bytes(damage)
+    store = PositionsStore(path, report=reports.append)
+    assert store.load() == Positions()
+    assert len(reports) == 1 and "\n" not in reports[0]
+    assert "is damaged" in reports[0]
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("positions.json.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == damage
+    store.save(Positions())
+    assert json.loads(path.read_text())["files"] == []
+
+
+# --------------------------------------------------------------------------- a property
+
+
+_OPS = st.lists(st.sampled_from(["write", "partial", "rename", "copytruncate", "recreate",
+                                 "restart", "grow_many"]), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_any_sequence_of_writes_rotations_and_restarts_ships_every_line_once(
+        tmp_path_factory: pytest.TempPathFactory, ops: list[str]) -> None:
+    """The source stepped by hand (no thread, a clock that jumps a second per step): whatever
+    the app and logrotate do between two polls, each complete line is shipped exactly once."""
+    work = tmp_path_factory.mktemp("prop")
+    log = work / "app.log"
+    sink = Sink()
+    written: list[str] = []
+    clock = [1000.0]
+    counter = [0]
+    pending = [""]  # a partial line the app has started
+
+    def source_from(saved: tuple[FilePosition, ...]) -> FileSource:
+        return make(work, sink, pattern="app.log", saved=saved, partial_line_timeout=3600)
+
+    def step(src: FileSource) -> None:
+        src._scan(clock[0])
+        for _ in range(100):
+            clock[0] += 1.1
+            if not src._poll_all(clock[0]):
+                break
+
+    def write(n: int) -> None:
+        with log.open("a") as f:
+            for _ in range(n):
+                counter[0] += 1
+                line = f"L{counter[0]}"
+                f.write(f"{line}\n")  # the partial piece is in the file already
+                written.append(pending[0] + line)
+                pending[0] = ""
+
+    def close(src: FileSource) -> None:
+        for tail in list(src._tails.values()):
+            os.close(tail.fd)
+
+    log.write_text("")
+    source = source_from(())
+    step(source)
+    for op in ops:
+        if op == "write":
+            write(3)
+        elif op == "grow_many":
+            write(400)
+        elif op == "partial":
+            piece = f"P{counter[0]}-"
+            with log.open("a") as f:
+                f.write(piece)
+            pending[0] += piece
+        elif op == "rename":  # logrotate create: rename, new file; the app writes on
+            if pending[0]:
+                write(1)  # the app ends its line in the old file before it reopens
+            step(source)
+            os.rename(log, work / f"app.log.{counter[0]}")
+            log.write_text("")
+        elif op == "copytruncate":
+            step(source)  # what copytruncate loses (lines between copy and truncate) aside
+            with log.open("r+") as f:
+                f.truncate(0)
+            if pending[0]:  # the partial line was in the truncated part
+                written.append(pending[0])  # shipped by the truncation, as it was
+                pending[0] = ""
+        elif op == "recreate":
+            if pending[0]:
+                write(1)
+            step(source)
+            log.unlink()
+            log.write_text("")
+        elif op == "restart":  # a crash right after positions were saved
+            saved = tuple(source.snapshot())
+            close(source)
+            source = source_from(saved)
+        step(source)
+    if pending[0]:
+        write(1)
+    step(source)
+    source._stop_at = float("inf")
+    source._drain()
+    close(source)
+    shipped = sink.messages()
+    assert sorted(shipped) == sorted(written), (ops, shipped, written)
+
+
+def test_the_sidecar_reads_no_further_ahead_than_its_worker_needs(tmp_path: Path) -> None:
+    """While Loki does not answer, the tailer stops reading once the queue holds two takes of
+    the worker (the file keeps the rest); once Loki answers, every line is delivered."""
+    import yaml
+
+    from shipper.delivery.transport import HttpResponse
+    from shipper.sidecar.config import load_config
+    from shipper.sidecar.runner import Sidecar
+
+    class Gate:
+        def __init__(self) -> None:
+            self.open = threading.Event()
+            self.entries = 0
+
+        def request(self, method: str, url: str, *, headers: Any = None,
+                    body: bytes | None = None, timeout: float) -> HttpResponse:
+            self.open.wait()
+            self.entries += sum(len(s["values"]) for s in json.loads(body or b"{}")["streams"])
+            return HttpResponse(204)
+
+        def close(self) -> None:
+            self.open.set()
+
+    log = tmp_path / "app.log"
+    total = 60_000
+    log.write_text("".join(f'{{"msg":"line {i}","level":"info"}}\n' for i in range(total)))
+    config_file = tmp_path / "sidecar.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "loki": {"url": "http://loki.test:3100"}, "service": "shop",
+        "spool_dir": str(tmp_path / "spool"), "positions_file": str(tmp_path / "pos.json"),
+        "sources": [{"type": "file", "paths": [str(log)], "format": "json"}]}))
+    gate = Gate()
+    sidecar = Sidecar(load_config(str(config_file)), transport=gate)
+    sidecar.start()
+    try:
+        pipeline = sidecar.pipeline
+        assert pipeline is not None
+        source = sidecar.sources[0]
+        wait_until(lambda: source.lines_read > 0, 10)
+        time.sleep(1.0)  # the tailer would have read the whole file by now
+        read = source.lines_read
+        time.sleep(0.5)
+        assert source.lines_read == read < total / 2  # it waits for the worker
+        assert pipeline.load() < 0.5  # the HTTP source's mark is not reached either
+        gate.open.set()
+        wait_until(lambda: gate.entries >= total, 60)
+        assert gate.entries == total
+    finally:
+        gate.open.set()
+        sidecar.shutdown(5)
