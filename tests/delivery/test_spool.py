@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from shipper.delivery import spool as spool_mod
 from shipper.delivery.spool import (
     MAX_RECORD_BYTES,
     ClaimedSegment,
@@ -26,6 +25,8 @@ from shipper.delivery.spool import (
     encode_record,
     spool_status,
 )
+from shipper.delivery.spool import format as spool_format
+from shipper.delivery.spool import locks as spool_locks
 
 fcntl = pytest.importorskip("fcntl")
 
@@ -130,7 +131,7 @@ def read_all(directory: Path, reports: Reports) -> tuple[list[bytes], Spool]:
 
 def test_round_trip_keeps_payloads_byte_exact_in_write_order(spool: Spool) -> None:
     records = [b"", b"\x00\xff\xd5binary\xff\xd5", "ünïcode ✓".encode(), *payloads("a", 50)]
-    records += [os.urandom(300 * 1024), b"y" * (spool_mod._CHUNK + 12345)]
+    records += [os.urandom(300 * 1024), b"y" * (spool_format._CHUNK + 12345)]
     assert spool.append([(1, r) for r in records]) == len(records)
     spool.seal()
     assert drain(spool) == [(1, records)]
@@ -153,7 +154,7 @@ def test_reader_is_independent_of_its_read_size(
     garbage = b"\x00\x01garbage\xff\xd5\xff\xff\xff\x7f" + b"\xff" * 9
     offsets = frame_offsets(data)
     path.write_bytes(data[:offsets[10]] + garbage + data[offsets[10]:])
-    monkeypatch.setattr(spool_mod, "_CHUNK", chunk)
+    monkeypatch.setattr(spool_format, "_CHUNK", chunk)
     got, s = read_all(spool_dir, reports)
     assert got == records
     assert s.stats().corrupt_records == 1
@@ -921,7 +922,7 @@ def test_after_fork_in_child_keeps_the_parents_locks_and_files(
 def test_without_fcntl_locks_are_process_local_and_reported(
     spool_dir: Path, reports: Reports, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_mod, "_fcntl", None)
+    monkeypatch.setattr(spool_locks, "_fcntl", None)
     a = Spool(spool_dir, report=reports)
     b = Spool(spool_dir, report=Reports())
     assert "only one process" in reports.message("locking")
@@ -1065,10 +1066,10 @@ def test_random_damage_keeps_every_untouched_record_and_invents_none(
             if data:
                 touched |= _damage(rng, data, spans)
         path.write_bytes(bytes(data))
-        monkeypatch.setattr(spool_mod, "_CHUNK", rng.choice([1, 5, 64, 1 << 20]))
+        monkeypatch.setattr(spool_format, "_CHUNK", rng.choice([1, 5, 64, 1 << 20]))
         fd = os.open(path, os.O_RDONLY)
         try:
-            got = list(spool_mod._Frames(fd))
+            got = list(spool_format.Frames(fd))
         finally:
             os.close(fd)
         assert not [r for r in got if r not in records]  # nothing invented
