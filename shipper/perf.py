@@ -71,8 +71,10 @@ def _threshold(value: object) -> float | None:
 
 
 class Operation:
-    """One timed block: ``with log_operation(...) as op`` (or ``async with``). Add to
-    ``op.metadata`` inside the block; the event is written when the block ends."""
+    """One timed block: ``with log_operation("import") as op: ...`` (``async with`` works too).
+    Add to ``op.metadata`` inside the block; one event is written when the block ends (see the
+    module documentation for levels and metadata), and an exception is logged with its
+    traceback and propagates unchanged. :func:`log_operation` is this class."""
 
     __slots__ = ("_clock", "_start", "actor", "actor_id", "event_type", "level", "logger",
                  "metadata", "name", "threshold_ms")
@@ -175,24 +177,9 @@ class Operation:
         self.logger.log(level, message, extra=extra, exc_info=exc_info, stacklevel=4)
 
 
-def log_operation(
-    name: str,
-    *,
-    threshold_ms: float | None = None,
-    logger: logging.Logger | str | None = None,
-    type: str = "OPERATION",
-    level: int = logging.INFO,
-    actor: Actor | str | None = None,
-    actor_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    clock: Clock | None = None,
-) -> Operation:
-    """Time a block: ``with log_operation("import") as op: ...`` (``async with`` works too).
-
-    One event when the block ends (see the module documentation for levels and metadata);
-    an exception is logged with its traceback and propagates unchanged."""
-    return Operation(name, threshold_ms=threshold_ms, logger=logger, type=type, level=level,
-                     actor=actor, actor_id=actor_id, metadata=metadata, clock=clock)
+#: ``with log_operation("import") as op: ...``: the :class:`Operation` class under the name
+#: that reads as what the block does (like :class:`contextlib.suppress`)
+log_operation = Operation
 
 
 @overload

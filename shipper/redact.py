@@ -380,6 +380,8 @@ class Redactor:
             return f"<unrepresentable {type(value).__name__}>"
         return self._text(text)
 
+    # _walk_mapping and _walk_sequence sort each item as _walk would (text, scalar, anything
+    # else) inline: handing every item to _walk makes walking metadata 10-30% slower
     def _walk_mapping(self, value: Mapping[Any, Any], depth: int, seen: set[int]) -> Any:
         out: dict[Any, Any] = {}
         changed = type(value) is not dict
@@ -496,21 +498,15 @@ def _refuse(value: Any) -> Any:
 #: sends its whole group through the text-by-text path)
 CLEAN_GROUP = 64
 
-_default: Redactor | None = None
-
-
-def _default_redactor() -> Redactor:
-    global _default
-    if _default is None:
-        _default = Redactor()
-    return _default
+#: the redactor of the module-level functions (default keys; made here: it has no side effects)
+_DEFAULT = Redactor()
 
 
 def redact_text(text: str) -> str:
     """:meth:`Redactor.redact_text` with the default keys."""
-    return _default_redactor().redact_text(text)
+    return _DEFAULT.redact_text(text)
 
 
 def redact_value(value: Any) -> Any:
     """:meth:`Redactor.redact_value` with the default keys."""
-    return _default_redactor().redact_value(value)
+    return _DEFAULT.redact_value(value)

@@ -1,4 +1,5 @@
-"""What the HTTP integrations share: request ids, users as actors, and the access events."""
+"""What the HTTP integrations share: request ids, users as actors, the request's context, and
+the access events."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import Token
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shipper.context import LogContext, bind_context
 from shipper.event import Actor, normalize_actor
 
 ACCESS_LOGGER = "shipper.access"
@@ -31,6 +34,8 @@ _MAX_QUERY_PARAMS = 64
 _MAX_QUERY_VALUE = 512
 
 Clock = Callable[[], float]
+#: a request's user as an actor: ``(actor, actor_id)``
+User = tuple[str, str | None]
 #: what a ``get_user`` callable may return: None (nobody known), ``(actor, actor_id)``, an
 #: actor name, or a user object with ``is_authenticated`` (Django, Starlette, Flask-Login)
 UserResult = Any
@@ -124,6 +129,40 @@ def user_result(value: UserResult, source: str) -> tuple[str, str | None] | None
         f"{source} returned {value!r}: expected None, (actor, actor_id), an actor name or a "
         "user object with is_authenticated"
     )
+
+
+def check_app(app: object, app_kind: str, get_user: object, user_source: str) -> None:
+    """What a middleware checks of the app it wraps and of its ``get_user``: both callable (a
+    TypeError names the argument, ``app_kind`` and what ``get_user`` is called with)."""
+    if not callable(app):
+        raise TypeError(f"app: expected {app_kind}, got {app!r}")
+    if get_user is not None and not callable(get_user):
+        raise TypeError(f"get_user: expected a callable taking {user_source}, got {get_user!r}")
+
+
+def bind_request(request_id: str, user: User | None) -> Token[LogContext | None]:
+    """Bind a request's id as ``trace_id`` and its user (when known) as ``actor``/``actor_id``;
+    the token resets the context when the request is done."""
+    return bind_context(
+        trace_id=request_id,
+        actor=user[0] if user else None,
+        actor_id=user[1] if user else None,
+    )
+
+
+def context_user(ctx: LogContext | None) -> User | None:
+    """The user bound in a request's context (by the middleware or by the app), or None."""
+    return (ctx.actor, ctx.actor_id) if ctx is not None and ctx.actor else None
+
+
+def final_status(status: int | None, failed: bool, unanswered: int = 500) -> int:
+    """The status an access event reports: the response's, at least 500 when the request
+    failed, and ``unanswered`` when no response was started (500 when it failed)."""
+    if status is None:
+        return 500 if failed else unanswered
+    if failed and status < 500:
+        return 500
+    return status
 
 
 def check_threshold(name: str, value: object) -> float | None:

@@ -43,15 +43,20 @@ import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from shipper.context import bind_context, current_context, reset_context
+from shipper.context import current_context, reset_context
 from shipper.event import Actor
 from shipper.integrations._common import (
     DEFAULT_SLOW_REQUEST_MS,
     REQUEST_ID_HEADER,
     AccessLog,
     Clock,
+    User,
     actor_from_user,
+    bind_request,
+    check_app,
     client_ip,
+    context_user,
+    final_status,
     report,
     request_id_from,
     user_result,
@@ -102,10 +107,7 @@ class ShipperASGIMiddleware:
         clock: Clock | None = None,
         close_on_shutdown: bool = True,
     ) -> None:
-        if not callable(app):
-            raise TypeError(f"app: expected an ASGI application, got {app!r}")
-        if get_user is not None and not callable(get_user):
-            raise TypeError(f"get_user: expected a callable taking the scope, got {get_user!r}")
+        check_app(app, "an ASGI application", get_user, "the scope")
         self.app = app
         self.get_user = get_user
         self._log = AccessLog.build(
@@ -150,11 +152,7 @@ class ShipperASGIMiddleware:
         user = _scope_user(scope)
         if user is None and self.get_user is not None:
             user = await self._call_get_user(scope)
-        token = bind_context(
-            trace_id=request_id,
-            actor=user[0] if user else None,
-            actor_id=user[1] if user else None,
-        )
+        token = bind_request(request_id, user)
 
         status: int | None = None
         header = self._header
@@ -185,16 +183,8 @@ class ShipperASGIMiddleware:
             ctx = current_context()
             reset_context(token)
             # the user bound by now (here at the start, or by the app), else the scope's
-            if ctx is not None and ctx.actor:
-                user = (ctx.actor, ctx.actor_id)
-            else:
-                user = _scope_user(scope)
-            if error is not None:
-                final_status = 500 if status is None or status < 500 else status
-            elif status is None:
-                final_status = _CLIENT_CLOSED if cancelled else 500
-            else:
-                final_status = status
+            user = context_user(ctx) or _scope_user(scope)
+            code = final_status(status, error is not None, _CLIENT_CLOSED if cancelled else 500)
             if user is None and self.get_user is not None and not cancelled:
                 user = await self._call_get_user(scope)
             route = getattr(scope.get("route"), "path", None)
@@ -203,7 +193,7 @@ class ShipperASGIMiddleware:
                 method=str(scope.get("method", "")),
                 path=str(scope.get("path", "")),
                 query=bytes(scope.get("query_string") or b"").decode("latin-1"),
-                status=final_status,
+                status=code,
                 duration_ms=duration_ms,
                 trace_id=request_id,
                 user=user,
@@ -217,7 +207,7 @@ class ShipperASGIMiddleware:
                 exc=error,
             )
 
-    async def _call_get_user(self, scope: Scope) -> tuple[str, str | None] | None:
+    async def _call_get_user(self, scope: Scope) -> User | None:
         assert self.get_user is not None
         try:
             result = self.get_user(scope)
@@ -299,7 +289,7 @@ async def _close_pipelines() -> None:
     await loop.run_in_executor(None, shutdown)
 
 
-def _scope_user(scope: Scope) -> tuple[str, str | None] | None:
+def _scope_user(scope: Scope) -> User | None:
     """The user Starlette's ``AuthenticationMiddleware`` put in the scope; an ``admin`` scope
     in ``scope["auth"]`` (its ``AuthCredentials``) makes an authenticated user an ADMIN."""
     try:

@@ -50,8 +50,10 @@ from shipper.integrations._common import (
     DEFAULT_SLOW_REQUEST_MS,
     REQUEST_ID_HEADER,
     AccessLog,
+    User,
     actor_from_user,
     client_ip,
+    context_user,
     report,
     request_id_from,
 )
@@ -59,8 +61,6 @@ from shipper.integrations._common import (
 __all__ = ["LOGGING", "ShipperMiddleware", "logging_config"]
 
 _EXCEPTION_ATTR = "_shipper_exception"
-
-User = tuple[str, str | None]
 
 
 class ShipperMiddleware:
@@ -187,12 +187,12 @@ class ShipperMiddleware:
     def _final_actor(self, request: Any, ctx: Any) -> User | None:
         """The user when the response is done (a login or logout in the view shows here)."""
         if not hasattr(request, "user"):
-            return (ctx.actor, ctx.actor_id) if ctx is not None and ctx.actor else None
+            return context_user(ctx)
         return self._safe_get_actor(request)
 
     async def _afinal_actor(self, request: Any, ctx: Any) -> User | None:
         if "user" not in request.__dict__:
-            return (ctx.actor, ctx.actor_id) if ctx is not None and ctx.actor else None
+            return context_user(ctx)
         return await self._aget_actor(request)
 
     # ------------------------------------------------------------------ internals

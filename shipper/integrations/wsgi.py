@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 from shipper.context import LogContext, bind_context, current_context, reset_context
 from shipper.event import Actor
@@ -37,7 +37,12 @@ from shipper.integrations._common import (
     REQUEST_ID_HEADER,
     AccessLog,
     Clock,
+    User,
+    bind_request,
+    check_app,
     client_ip,
+    context_user,
+    final_status,
     report,
     request_id_from,
     user_result,
@@ -54,6 +59,7 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 GetUser = Callable[[Environ], Any]
+T = TypeVar("T")
 
 
 class ShipperWSGIMiddleware:
@@ -85,10 +91,7 @@ class ShipperWSGIMiddleware:
         request_id_header: str = REQUEST_ID_HEADER,
         clock: Clock | None = None,
     ) -> None:
-        if not callable(app):
-            raise TypeError(f"app: expected a WSGI application, got {app!r}")
-        if get_user is not None and not callable(get_user):
-            raise TypeError(f"get_user: expected a callable taking the environ, got {get_user!r}")
+        check_app(app, "a WSGI application", get_user, "the environ")
         self.app = app
         self.get_user = get_user
         self._log = AccessLog.build(
@@ -106,11 +109,7 @@ class ShipperWSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         request = _Request(self, environ)
-        token = bind_context(
-            trace_id=request.request_id,
-            actor=request.user[0] if request.user else None,
-            actor_id=request.user[1] if request.user else None,
-        )
+        token = bind_request(request.request_id, request.user)
         header, header_lower, request_id = self._header, self._header_lower, request.request_id
 
         def start_response_with_id(status: str, headers: list[tuple[str, str]],
@@ -133,7 +132,7 @@ class ShipperWSGIMiddleware:
         reset_context(token)
         return _Response(result, request)
 
-    def user_for(self, environ: Environ) -> tuple[str, str | None] | None:
+    def user_for(self, environ: Environ) -> User | None:
         """The user for a request: ``get_user(environ)``, else ``REMOTE_USER`` as a USER."""
         if self.get_user is None:
             remote = environ.get("REMOTE_USER")
@@ -178,6 +177,22 @@ class _Request:
         return bind_context(trace_id=ctx.trace_id, actor=ctx.actor, actor_id=ctx.actor_id,
                             metadata=ctx.metadata)
 
+    def run(self, step: Callable[[], T], passing: tuple[type[BaseException], ...] = ()) -> T:
+        """``step()`` with the request's context bound again (while the body is produced or
+        closed); an exception from it finishes the request, but those in ``passing`` (the
+        iterator's StopIteration) just go on."""
+        token = self.bind()
+        try:
+            return step()
+        except passing:
+            raise
+        except BaseException as exc:
+            self.finish(exc)
+            raise
+        finally:
+            if token is not None:
+                reset_context(token)
+
     def finish(self, exc: BaseException | None) -> None:
         with self.lock:
             if self.finished:
@@ -185,24 +200,15 @@ class _Request:
             self.finished = True
         log = self.middleware._log
         duration_ms = (log.clock() - self.start) * 1000.0
-        ctx = self.context
-        if ctx is not None and ctx.actor:
-            user: tuple[str, str | None] | None = (ctx.actor, ctx.actor_id)
-        else:
-            user = self.user or self.middleware.user_for(self.environ)
+        user = context_user(self.context) or self.user or self.middleware.user_for(self.environ)
         error = exc if isinstance(exc, Exception) else None
-        status = self.status
-        if exc is not None:
-            status = 500 if status is None or status < 500 else status
-        elif status is None:
-            status = 500
         environ = self.environ
         route = environ.get(ENVIRON_ROUTE)
         log.emit(
             method=str(environ.get("REQUEST_METHOD", "")),
             path=_path(environ),
             query=str(environ.get("QUERY_STRING", "")),
-            status=status,
+            status=final_status(self.status, exc is not None),
             duration_ms=duration_ms,
             trace_id=self.request_id,
             user=user,
@@ -237,30 +243,20 @@ class _Response:
         return self
 
     def __next__(self) -> bytes:
-        token = self._request.bind()
-        try:
-            if self._iterator is None:
-                self._iterator = iter(self._result)
-            return next(self._iterator)
-        except StopIteration:
-            raise
-        except BaseException as exc:
-            self._request.finish(exc)
-            raise
-        finally:
-            if token is not None:
-                reset_context(token)
+        return self._request.run(self._next_chunk, (StopIteration,))
 
     def close(self) -> None:
-        token = self._request.bind()
         try:
-            close = getattr(self._result, "close", None)
-            if close is not None:
-                close()
-        except BaseException as exc:
-            self._request.finish(exc)
-            raise
+            self._request.run(self._close_result)
         finally:
-            if token is not None:
-                reset_context(token)
             self._request.finish(None)
+
+    def _next_chunk(self) -> bytes:
+        if self._iterator is None:
+            self._iterator = iter(self._result)
+        return next(self._iterator)
+
+    def _close_result(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
