@@ -192,7 +192,7 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
 
 #: where a sampled stack's time goes: the first of these frames found, innermost first
 _STAGES = [
-    ("reader: LogEvent.create (normalise)", ("LogEvent.create", "_new_event")),
+    ("reader: LogEvent.create (normalise)", ("LogEvent.create", "new_event")),
     ("reader: JSON parse and the field table (formats.py)", ("LineParser.",)),
     ("reader: Pipeline.submit (queue put)", ("Pipeline.submit", "Batcher.put")),
     ("reader: read, split, decode lines (file.py)", ("FileSource.",)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,9 +31,9 @@ _CURRENT: contextvars.ContextVar[LogContext | None] = contextvars.ContextVar(
 )
 
 
-def current_context() -> LogContext | None:
-    """The context bound in this thread/task, or None."""
-    return _CURRENT.get()
+#: ``current_context()``: the context bound in this thread or task, or None. The context
+#: variable's own ``get``, not a function around it: the handler calls it on every record.
+current_context: Callable[[], LogContext | None] = _CURRENT.get
 
 
 def bind_context(

@@ -10,6 +10,14 @@ structured metadata           ``actor_id``, ``trace_id``, ``logger``
 the line (a JSON object)      ``message``, ``metadata``, ``exception`` (when there is one)
 the entry timestamp           the event's own time, in ns
 ============================  ============================================
+
+The pieces :func:`to_entry` and :meth:`LogEvent.create` are made of are public too, for the
+converters that run once per event and skip a step: the handler's worker goes from a record
+straight to the :class:`Entry` (no :class:`LogEvent` in between) and the sidecar's parsers
+build the event from a metadata dict they made themselves. Each does one part of the split
+above, the same way for every source: :func:`new_event`, :func:`service_label`,
+:func:`env_label`, :func:`metadata_value` (the event's fields); :func:`stream_labels`,
+:func:`entry_line`, :func:`structured_metadata` and :func:`make_entry` (the entry's).
 """
 
 from __future__ import annotations
@@ -37,10 +45,18 @@ __all__ = [
     "Level",
     "LogEvent",
     "TypeGuard",
+    "entry_line",
+    "env_label",
+    "make_entry",
+    "metadata_value",
+    "new_event",
     "normalize_actor",
     "normalize_level",
     "normalize_type",
     "sanitize_label_value",
+    "service_label",
+    "stream_labels",
+    "structured_metadata",
     "to_entry",
 ]
 
@@ -242,12 +258,15 @@ def sanitize_label_value(value: object, *, default: str = "unknown") -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _service_label(value: object) -> str:
+def service_label(value: object) -> str:
+    """The ``service_name`` label's value: :func:`sanitize_label_value`, ``unknown_service``
+    when empty."""
     return sanitize_label_value(value, default="unknown_service")
 
 
 @functools.lru_cache(maxsize=256)
-def _env_label(value: object) -> str:
+def env_label(value: object) -> str:
+    """The ``env`` label's value (a set env; an unset one has no label)."""
     return sanitize_label_value(value)
 
 
@@ -264,8 +283,9 @@ def _clean_text(value: str) -> str:
         return value.encode("utf-8", "replace").decode("utf-8")
 
 
-def _metadata_value(value: object) -> str:
-    """A structured-metadata value: a flat, single-line, bounded string."""
+def metadata_value(value: object) -> str:
+    """A structured-metadata value (``actor_id``, ``trace_id``, ``logger``): a flat,
+    single-line string of at most 1024 characters."""
     if value.__class__ is str and len(value) <= 128 and value.isprintable():
         return value
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else _clean_text(
@@ -367,16 +387,17 @@ class LogEvent:
             meta = dict(metadata)
         else:
             meta = {"value": metadata}
-        return _new_event(cls, service, env, level, message, timestamp_ns, actor, type, actor_id,
-                          trace_id, logger, meta, exception)
+        return new_event(service, env, level, message, timestamp_ns, actor, type, actor_id,
+                         trace_id, logger, meta, exception, cls)
 
 
-def _new_event(cls: type[LogEvent], service: str, env: str | None, level: object,
-               message: object, timestamp_ns: int, actor: object, type_: object,
-               actor_id: object, trace_id: object, logger: str | None, meta: dict[str, Any],
-               exception: str | None) -> LogEvent:
-    """:meth:`LogEvent.create` with its arguments in order and a metadata dict the event may
-    keep as it is (a source that built the dict itself saves the copy)."""
+def new_event(service: str, env: str | None, level: object, message: object,
+              timestamp_ns: int, actor: object, type_: object, actor_id: object,
+              trace_id: object, logger: str | None, meta: dict[str, Any],
+              exception: str | None, cls: type[LogEvent] = LogEvent) -> LogEvent:
+    """:meth:`LogEvent.create` with its arguments in order, for a source that built the
+    metadata dict itself and hands it over: the event keeps that dict (no copy; it may get
+    ``original_level`` and ``original_actor``)."""
     lvl, level_original = normalize_level(level)
     act, actor_original = normalize_actor(actor)
     if level_original is not None:
@@ -392,15 +413,15 @@ def _new_event(cls: type[LogEvent], service: str, env: str | None, level: object
     # dataclass __init__'s twelve object.__setattr__ calls (this runs once per event).
     event = _new_object(cls)
     _set_attr(event, "__dict__", {
-        "service": _service_label(service),
+        "service": service_label(service),
         "level": lvl,
         "message": message,
         "actor": act,
         "type": normalize_type(type_),
         "timestamp_ns": int(timestamp_ns),
-        "env": _env_label(env) if env else None,
-        "actor_id": None if actor_id is None or actor_id == "" else _metadata_value(actor_id),
-        "trace_id": None if trace_id is None or trace_id == "" else _metadata_value(trace_id),
+        "env": env_label(env) if env else None,
+        "actor_id": None if actor_id is None or actor_id == "" else metadata_value(actor_id),
+        "trace_id": None if trace_id is None or trace_id == "" else metadata_value(trace_id),
         "logger": logger or None,
         "metadata": meta,
         "exception": exception or None,
@@ -448,7 +469,7 @@ class Entry(NamedTuple):
             raise ValueError(f"not a spooled entry: {exc}") from None
         if not isinstance(labels, dict) or not isinstance(line, str):
             raise ValueError("not a spooled entry: expected [labels, ts, line, metadata]")
-        return _make_entry(tuple(labels.items()), int(ts), line,
+        return make_entry(tuple(labels.items()), int(ts), line,
                            tuple((metadata or {}).items()))
 
 
@@ -481,10 +502,11 @@ def _record_bytes(entry: Entry) -> bytes:
         return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-def _make_entry(labels: tuple[tuple[str, str], ...], timestamp_ns: int, line: str,
-                metadata: tuple[tuple[str, str], ...]) -> Entry:
-    """An :class:`Entry` from values that are already normal, without the named tuple's
-    argument handling (this runs per event)."""
+def make_entry(labels: tuple[tuple[str, str], ...], timestamp_ns: int, line: str,
+               metadata: tuple[tuple[str, str], ...]) -> Entry:
+    """An :class:`Entry` from values that are already normal (:func:`stream_labels`,
+    :func:`entry_line`, :func:`structured_metadata`), without the named tuple's argument
+    handling (this runs per event)."""
     return _tuple_new(Entry, (labels, timestamp_ns, line, metadata))
 
 
@@ -548,9 +570,10 @@ _orjson_dumps = orjson.dumps
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS
 
 
-def _line(message: str, metadata: Mapping[str, Any], exception: str | None,
-          max_line_bytes: int) -> str:
-    """The JSON line ``{"message", "metadata"[, "exception"]}``, at most ``max_line_bytes``."""
+def entry_line(message: str, metadata: Mapping[str, Any], exception: str | None,
+               max_line_bytes: int) -> str:
+    """The entry's line: the JSON object ``{"message", "metadata"[, "exception"]}``, at most
+    ``max_line_bytes`` (cut as :func:`to_entry` says), valid Unicode."""
     if not metadata and not exception and message.__class__ is str:
         # the usual event: a message and nothing else
         try:
@@ -623,8 +646,10 @@ def _truncated_line(body: dict[str, Any], line: str, max_line_bytes: int) -> str
 _LABELS_CACHE: dict[tuple[str, str | None, Level, Actor, str], tuple[tuple[str, str], ...]] = {}
 
 
-def _labels(service: str, env: str | None, level: Level, actor: Actor,
-            type_: str) -> tuple[tuple[str, str], ...]:
+def stream_labels(service: str, env: str | None, level: Level, actor: Actor,
+                  type_: str) -> tuple[tuple[str, str], ...]:
+    """The entry's labels, in order: ``service_name``, ``env`` (when set), ``level``,
+    ``actor``, ``type``, from values that are already normal (one shared tuple per set)."""
     key = (service, env, level, actor, type_)
     labels = _LABELS_CACHE.get(key)
     if labels is None:
@@ -656,16 +681,16 @@ def to_entry(
         if admitted != type_:
             metadata = {**metadata, "type": metadata.get("type", type_)}
             type_ = admitted
-    return _make_entry(
-        _labels(event.service, event.env, event.level, event.actor, type_),
+    return make_entry(
+        stream_labels(event.service, event.env, event.level, event.actor, type_),
         event.timestamp_ns,
-        _line(event.message, metadata, event.exception, max_line_bytes),
-        _structured(event.actor_id, event.trace_id, event.logger),
+        entry_line(event.message, metadata, event.exception, max_line_bytes),
+        structured_metadata(event.actor_id, event.trace_id, event.logger),
     )
 
 
-def _structured(actor_id: str | None, trace_id: str | None,
-                logger: str | None) -> tuple[tuple[str, str], ...]:
+def structured_metadata(actor_id: str | None, trace_id: str | None,
+                        logger: str | None) -> tuple[tuple[str, str], ...]:
     """The structured metadata of an entry (values already normal, except the logger name).
     The (name, value) pairs of loggers and actor ids are made once and shared: fewer objects
     per event for the garbage collector."""
@@ -694,4 +719,4 @@ def _pair(name: str, value: str) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=1024)
 def _logger_pair(logger: str) -> tuple[str, str]:
-    return ("logger", _metadata_value(logger))
+    return ("logger", metadata_value(logger))

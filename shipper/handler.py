@@ -28,23 +28,23 @@ from types import MappingProxyType
 from typing import Any
 
 from shipper.config import ShipperConfig
-from shipper.context import _CURRENT, LogContext
+from shipper.context import LogContext, current_context
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.transport import Transport
 from shipper.event import (
     Entry,
     LogEvent,
     TypeGuard,
-    _env_label,
-    _labels,
-    _line,
-    _make_entry,
-    _metadata_value,
-    _service_label,
-    _structured,
+    entry_line,
+    env_label,
+    make_entry,
+    metadata_value,
     normalize_actor,
     normalize_level,
     normalize_type,
+    service_label,
+    stream_labels,
+    structured_metadata,
 )
 from shipper.redact import CLEAN_GROUP, Redactor
 
@@ -55,7 +55,6 @@ INTERNAL_LOGGERS: tuple[str, ...] = ("urllib3", "requests", "shipper.internal")
 
 _get_ident = threading.get_ident
 _LogRecord = logging.LogRecord
-_current_context = _CURRENT.get
 
 
 def _first(values: tuple[Any, ...]) -> Any:
@@ -213,8 +212,8 @@ class _RecordConverter:
     metadata dict never walked, and the line written by orjson."""
 
     def __init__(self, config: ShipperConfig, redactor: Redactor, type_guard: TypeGuard) -> None:
-        self._service = _service_label(config.service)
-        self._env = _env_label(config.env) if config.env else None
+        self._service = service_label(config.service)
+        self._env = env_label(config.env) if config.env else None
         self._redact = redactor.redact_parts
         self._clean_texts = redactor.clean_texts
         self._guard = type_guard
@@ -243,7 +242,7 @@ class _RecordConverter:
             extra.append(("original_actor", actor_original))
         if admitted != normal_type:
             extra.append(("type", normal_type))
-        found = (_labels(self._service, self._env, level, act, admitted), tuple(extra))
+        found = (stream_labels(self._service, self._env, level, act, admitted), tuple(extra))
         # an overflowed type is admitted again on every event (the guard counts them)
         if key is not None and admitted == normal_type and len(self._labels) < 4096:
             self._labels[key] = found
@@ -296,15 +295,15 @@ class _RecordConverter:
                         metadata.setdefault(key, value)
                 if metadata or exception or not clean[index // CLEAN_GROUP]:
                     message, metadata, exception = redact(message, metadata, exception or None)
-                append(_make_entry(
+                append(make_entry(
                     labels,
                     timestamp_ns,
-                    _line(message, metadata, exception, max_line_bytes),
-                    _structured(
+                    entry_line(message, metadata, exception, max_line_bytes),
+                    structured_metadata(
                         None if actor_id is None or actor_id == ""
-                        else _metadata_value(actor_id),
+                        else metadata_value(actor_id),
                         None if trace_id is None or trace_id == ""
-                        else _metadata_value(trace_id),
+                        else metadata_value(trace_id),
                         name,
                     ),
                 ))
@@ -384,7 +383,7 @@ class LokiHandler(logging.Handler):
                     self._ignore_cache[name] = ignored
             if ignored or _get_ident() in self._own_idents:
                 return  # the worker's own records (urllib3 ...) would loop back
-            item = _snapshot(record, _current_context(), None)
+            item = _snapshot(record, current_context(), None)
             size = len(item[0]) + SNAPSHOT_OVERHEAD
             if item[8] is not None:  # a metadata mapping: a rough guess of what it holds
                 size += METADATA_OVERHEAD

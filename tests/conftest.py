@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from tests.support.log_capture import CaptureHandler, capture_logs
+from shipper.testing import LogCapture, capture_logs
 from tests.support.sidecar_process import SidecarProcess
 
 # Property tests draw the same examples on every run (CI must be deterministic); no per-example
@@ -17,7 +17,7 @@ settings.load_profile("shipper")
 
 
 @pytest.fixture
-def logs() -> Iterator[CaptureHandler]:
+def logs() -> Iterator[LogCapture]:
     """Every record logged during the test, with the request context seen at emit time."""
     with capture_logs() as handler:
         yield handler

@@ -13,12 +13,12 @@ import shipper
 from shipper import Actor, Level, SystemLog
 from shipper.context import log_context
 from shipper.event import LogEvent, to_entry
-from tests.support.log_capture import CaptureHandler
+from shipper.testing import LogCapture
 
 
 @pytest.fixture()
-def capture() -> Iterator[CaptureHandler]:
-    handler = CaptureHandler()
+def capture() -> Iterator[LogCapture]:
+    handler = LogCapture()
     loggers = [logging.getLogger("seed"), logging.getLogger("systemlog")]
     for log in loggers:
         log.addHandler(handler)
@@ -34,13 +34,13 @@ def _line(event: LogEvent) -> dict[str, Any]:
     return body
 
 
-def test_level_methods_map_type_actor_id_and_metadata(capture: CaptureHandler) -> None:
+def test_level_methods_map_type_actor_id_and_metadata(capture: LogCapture) -> None:
     slog = SystemLog("seed")
     slog.info("USER_PROFILE_UPDATE", Actor.USER, "User updated their profile", "user_42",
               {"fields": ["bio"]})
     slog.critical("DATA_CORRUPTION", Actor.SYSTEM, "Integrity check failed", None,
                   {"table": "payments"})
-    info, critical = capture.events()
+    info, critical = capture.events
     assert (info.level, info.type, info.actor, info.actor_id) == (
         Level.INFO, "USER_PROFILE_UPDATE", Actor.USER, "user_42")
     assert _line(info) == {"message": "User updated their profile",
@@ -49,46 +49,46 @@ def test_level_methods_map_type_actor_id_and_metadata(capture: CaptureHandler) -
         Level.CRITICAL, "DATA_CORRUPTION", Actor.SYSTEM, None)
 
 
-def test_auth_failure_is_a_warning_and_success_is_info(capture: CaptureHandler) -> None:
+def test_auth_failure_is_a_warning_and_success_is_info(capture: LogCapture) -> None:
     slog = SystemLog("seed")
     slog.auth("login", "user_1", True, {"ip": "203.0.113.9"})
     slog.auth("login", "user_1", False, {"ip": "203.0.113.9"})
-    ok, failed = capture.events()
+    ok, failed = capture.events
     assert (ok.level, ok.type, ok.actor) == (Level.INFO, "AUTH_LOGIN", Actor.USER)
     assert failed.level is Level.WARNING
     assert _line(failed)["metadata"] == {"ip": "203.0.113.9", "success": False}
     assert "failed" in failed.message
 
 
-def test_actor_helpers_set_their_actor(capture: CaptureHandler) -> None:
+def test_actor_helpers_set_their_actor(capture: LogCapture) -> None:
     slog = SystemLog("seed")
     slog.user_action("BOOKING_CREATED", "u1", "Booked")
     slog.creator_action("LISTING_PUBLISHED", "c1", "Published")
     slog.admin_action("USER_BANNED", "a1", "Banned u9", Level.WARNING, {"target": "u9"})
     slog.system("CRON_CLEANUP", "Cleaned", Level.DEBUG)
-    actors = [(e.actor, e.actor_id, e.level) for e in capture.events()]
+    actors = [(e.actor, e.actor_id, e.level) for e in capture.events]
     assert actors == [(Actor.USER, "u1", Level.INFO), (Actor.CREATOR, "c1", Level.INFO),
                       (Actor.ADMIN, "a1", Level.WARNING), (Actor.SYSTEM, None, Level.DEBUG)]
 
 
-def test_webhook_failure_is_an_error_with_provider(capture: CaptureHandler) -> None:
+def test_webhook_failure_is_an_error_with_provider(capture: LogCapture) -> None:
     slog = SystemLog("seed")
     slog.webhook("stripe", "payment_intent.succeeded", True)
     slog.webhook("stripe", "payout.failed", False, {"id": "evt_1"})
-    ok, failed = capture.events()
+    ok, failed = capture.events
     assert (ok.type, ok.level) == ("WEBHOOK_PAYMENT_INTENT_SUCCEEDED", Level.INFO)
     assert (failed.type, failed.level) == ("WEBHOOK_PAYOUT_FAILED", Level.ERROR)
     assert _line(failed)["metadata"] == {"id": "evt_1", "provider": "stripe",
                                          "event_type": "payout.failed", "success": False}
 
 
-def test_api_error_keeps_exception_type_message_and_traceback(capture: CaptureHandler) -> None:
+def test_api_error_keeps_exception_type_message_and_traceback(capture: LogCapture) -> None:
     slog = SystemLog("seed")
     try:
         {}["missing"]
     except KeyError as exc:
         slog.api_error("/api/bookings", exc, Actor.USER, "u7", {"method": "POST"})
-    [event] = capture.events()
+    [event] = capture.events
     assert (event.type, event.level, event.actor_id) == ("API_ERROR", Level.ERROR, "u7")
     line = _line(event)
     assert line["metadata"] == {"method": "POST", "endpoint": "/api/bookings",
@@ -96,7 +96,7 @@ def test_api_error_keeps_exception_type_message_and_traceback(capture: CaptureHa
     assert "Traceback" in line["exception"] and "KeyError: 'missing'" in line["exception"]
 
 
-def test_module_level_helpers_use_the_default_logger(capture: CaptureHandler) -> None:
+def test_module_level_helpers_use_the_default_logger(capture: LogCapture) -> None:
     shipper.log_info("APP_STARTED", "system", "Started")
     shipper.log_warning("DISK_LOW", Actor.SYSTEM, "Disk at 91%")
     shipper.log_error("JOB_FAILED", Actor.SYSTEM, "Job failed")
@@ -108,21 +108,21 @@ def test_module_level_helpers_use_the_default_logger(capture: CaptureHandler) ->
     shipper.log_system("CACHE_WARM", "Warm")
     shipper.log_webhook("stripe", "charge.refunded", True)
     shipper.log_api_error("/x", "timeout talking to bank")
-    assert [e.type for e in capture.events()] == [
+    assert [e.type for e in capture.events] == [
         "APP_STARTED", "DISK_LOW", "JOB_FAILED", "DATA_CORRUPTION", "AUTH_LOGOUT",
         "PROFILE_UPDATE", "PAYOUT_REQUESTED", "REFUND_ISSUED", "CACHE_WARM",
         "WEBHOOK_CHARGE_REFUNDED", "API_ERROR"]
-    assert {e.logger for e in capture.events()} == {"systemlog"}
+    assert {e.logger for e in capture.events} == {"systemlog"}
 
 
-def test_unknown_level_name_is_kept_in_metadata(capture: CaptureHandler) -> None:
+def test_unknown_level_name_is_kept_in_metadata(capture: LogCapture) -> None:
     SystemLog("seed").log("shout", "X", Actor.USER, "loud")
-    [event] = capture.events()
+    [event] = capture.events
     assert event.level is Level.INFO
     assert _line(event)["metadata"] == {"original_level": "shout"}
 
 
-def test_domain_helpers_in_a_few_lines(capture: CaptureHandler) -> None:
+def test_domain_helpers_in_a_few_lines(capture: LogCapture) -> None:
     class AppLog(SystemLog):
         def payment(self, payment_id: str, user_id: str, amount: int, ok: bool) -> None:
             self.user_action("PAYMENT_" + ("SUCCEEDED" if ok else "FAILED"), user_id,
@@ -131,26 +131,26 @@ def test_domain_helpers_in_a_few_lines(capture: CaptureHandler) -> None:
                              level=Level.INFO if ok else Level.ERROR)
 
     AppLog("seed").payment("pay_1", "u1", 4200, ok=False)
-    [event] = capture.events()
+    [event] = capture.events
     assert (event.type, event.level, event.actor) == ("PAYMENT_FAILED", Level.ERROR, Actor.USER)
 
 
 def test_request_context_fills_trace_and_actor_but_explicit_fields_win(
-    capture: CaptureHandler
+    capture: LogCapture
 ) -> None:
     slog = SystemLog("seed")
     with log_context(trace_id="req-1", actor="USER", actor_id="u1"):
         slog.system("INSIDE", "from a request")
         slog.admin_action("OVERRIDE", "a9", "explicit actor wins")
     slog.system("OUTSIDE", "no request")
-    inside, override, outside = capture.events()
+    inside, override, outside = capture.events
     assert (inside.trace_id, inside.actor, inside.actor_id) == ("req-1", Actor.SYSTEM, "u1")
     assert (override.trace_id, override.actor, override.actor_id) == (
         "req-1", Actor.ADMIN, "a9")
     assert outside.trace_id is None
 
 
-def test_source_location_points_at_the_caller(capture: CaptureHandler) -> None:
+def test_source_location_points_at_the_caller(capture: LogCapture) -> None:
     records: list[logging.LogRecord] = []
 
     class Keep(logging.Handler):

@@ -9,7 +9,7 @@ import pytest
 from shipper.context import log_context
 from shipper.event import Level
 from shipper.perf import log_operation, log_performance
-from tests.support.log_capture import CaptureHandler
+from shipper.testing import LogCapture
 
 
 class FakeClock:
@@ -25,7 +25,7 @@ class FakeClock:
         return value
 
 
-def test_decorated_function_logs_duration_and_success(logs: CaptureHandler) -> None:
+def test_decorated_function_logs_duration_and_success(logs: LogCapture) -> None:
     @log_performance("checkout.total", threshold_ms=500, clock=FakeClock(0.120))
     def total(a: int, b: int) -> int:
         return a + b
@@ -41,7 +41,7 @@ def test_decorated_function_logs_duration_and_success(logs: CaptureHandler) -> N
     assert event.exception is None
 
 
-def test_slow_call_is_a_warning(logs: CaptureHandler) -> None:
+def test_slow_call_is_a_warning(logs: LogCapture) -> None:
     @log_performance(threshold_ms=1000, clock=FakeClock(1.5))
     def work() -> str:
         return "done"
@@ -53,7 +53,7 @@ def test_slow_call_is_a_warning(logs: CaptureHandler) -> None:
     assert event.metadata["name"].endswith("test_slow_call_is_a_warning.<locals>.work")
 
 
-def test_failure_is_an_error_with_the_exception_and_is_reraised(logs: CaptureHandler) -> None:
+def test_failure_is_an_error_with_the_exception_and_is_reraised(logs: LogCapture) -> None:
     class PaymentDeclined(Exception):
         pass
 
@@ -71,7 +71,7 @@ def test_failure_is_an_error_with_the_exception_and_is_reraised(logs: CaptureHan
     assert event.exception is not None and "PaymentDeclined: card declined" in event.exception
 
 
-def test_async_functions_are_timed_and_stay_coroutine_functions(logs: CaptureHandler) -> None:
+def test_async_functions_are_timed_and_stay_coroutine_functions(logs: LogCapture) -> None:
     @log_performance("fetch", threshold_ms=10, clock=FakeClock(0.050))
     async def fetch(x: int) -> int:
         await asyncio.sleep(0)
@@ -84,7 +84,7 @@ def test_async_functions_are_timed_and_stay_coroutine_functions(logs: CaptureHan
     assert event.level is Level.WARNING and event.metadata["duration_ms"] == pytest.approx(50.0)
 
 
-def test_async_failure_is_logged_and_reraised(logs: CaptureHandler) -> None:
+def test_async_failure_is_logged_and_reraised(logs: LogCapture) -> None:
     @log_performance
     async def boom() -> None:
         raise KeyError("missing")
@@ -95,7 +95,7 @@ def test_async_failure_is_logged_and_reraised(logs: CaptureHandler) -> None:
     assert event.level is Level.ERROR and event.metadata["error_type"] == "KeyError"
 
 
-def test_bare_decorator_keeps_name_doc_and_return_value(logs: CaptureHandler) -> None:
+def test_bare_decorator_keeps_name_doc_and_return_value(logs: LogCapture) -> None:
     @log_performance
     def documented() -> list[int]:
         """Docs."""
@@ -106,7 +106,7 @@ def test_bare_decorator_keeps_name_doc_and_return_value(logs: CaptureHandler) ->
     assert logs.from_logger("shipper.perf")[0].metadata["threshold_ms"] is None
 
 
-def test_events_carry_the_request_context(logs: CaptureHandler) -> None:
+def test_events_carry_the_request_context(logs: LogCapture) -> None:
     @log_performance("in_request")
     def work() -> None:
         return None
@@ -117,7 +117,7 @@ def test_events_carry_the_request_context(logs: CaptureHandler) -> None:
     assert (event.trace_id, event.actor.value, event.actor_id) == ("req-1", "USER", "u1")
 
 
-def test_log_operation_times_a_block_with_added_metadata(logs: CaptureHandler) -> None:
+def test_log_operation_times_a_block_with_added_metadata(logs: LogCapture) -> None:
     with log_operation("import_products", metadata={"file": "a.csv"},
                        clock=FakeClock(0.2)) as op:
         op.metadata["rows"] = 3
@@ -128,7 +128,7 @@ def test_log_operation_times_a_block_with_added_metadata(logs: CaptureHandler) -
     assert event.metadata["duration_ms"] == pytest.approx(200.0)
 
 
-def test_log_operation_failure_is_logged_and_propagates(logs: CaptureHandler) -> None:
+def test_log_operation_failure_is_logged_and_propagates(logs: LogCapture) -> None:
     with pytest.raises(ZeroDivisionError), log_operation("divide", type="math_op"):
         _ = 1 / 0
     (event,) = logs.from_logger("shipper.perf")
@@ -136,7 +136,7 @@ def test_log_operation_failure_is_logged_and_propagates(logs: CaptureHandler) ->
     assert event.exception is not None and "ZeroDivisionError" in event.exception
 
 
-def test_log_operation_as_async_context_manager_slow(logs: CaptureHandler) -> None:
+def test_log_operation_as_async_context_manager_slow(logs: LogCapture) -> None:
     async def main() -> None:
         async with log_operation("sync_feed", threshold_ms=100, clock=FakeClock(0.3)):
             await asyncio.sleep(0)
@@ -146,7 +146,7 @@ def test_log_operation_as_async_context_manager_slow(logs: CaptureHandler) -> No
     assert event.level is Level.WARNING and event.metadata["slow"] is True
 
 
-def test_cancellation_is_a_warning_and_propagates(logs: CaptureHandler) -> None:
+def test_cancellation_is_a_warning_and_propagates(logs: LogCapture) -> None:
     async def main() -> None:
         async with log_operation("long_poll"):
             await asyncio.sleep(10)
@@ -163,14 +163,14 @@ def test_cancellation_is_a_warning_and_propagates(logs: CaptureHandler) -> None:
     assert event.level is Level.WARNING and event.metadata["cancelled"] is True
 
 
-def test_custom_logger_and_level(logs: CaptureHandler) -> None:
+def test_custom_logger_and_level(logs: LogCapture) -> None:
     with log_operation("nightly", logger="jobs", level=logging.DEBUG, actor="SYSTEM"):
         pass
     (event,) = logs.from_logger("jobs")
     assert (event.logger, event.level, event.actor.value) == ("jobs", Level.DEBUG, "SYSTEM")
 
 
-def test_logging_trouble_never_changes_the_wrapped_code(logs: CaptureHandler) -> None:
+def test_logging_trouble_never_changes_the_wrapped_code(logs: LogCapture) -> None:
     class Broken(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             raise RuntimeError("handler broken")

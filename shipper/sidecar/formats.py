@@ -36,7 +36,7 @@ import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from shipper.event import Level, LogEvent, _new_event
+from shipper.event import Level, LogEvent, new_event
 
 __all__ = ["TRUNCATED", "LineParser", "cut_line", "level_of", "parse_logfmt", "parse_timestamp"]
 
@@ -471,8 +471,8 @@ class LineParser:
                         ts = parsed
                 else:
                     meta[name] = value
-        return _new_event(LogEvent, self.service, self.env, level, message, ts, None, None,
-                          None, None, None, meta, continuation)
+        return new_event(self.service, self.env, level, message, ts, None, None, None, None,
+                         None, meta, continuation)
 
     def _invalid(self, text: str, continuation: str | None, default_ns: int,
                  reason: str) -> LogEvent:
@@ -541,8 +541,7 @@ class LineParser:
         env = vals[_ENV]
         logger = vals[_LOGGER]
         # LogEvent.create, without copying the metadata dict made here
-        return _new_event(
-            LogEvent,
+        return new_event(
             service if service.__class__ is str and service else self.service,
             env if env.__class__ is str and env else self.env,
             level, message, ts, vals[_ACTOR], vals[_TYPE], vals[_ACTOR_ID], vals[_TRACE_ID],

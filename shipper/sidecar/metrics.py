@@ -72,43 +72,34 @@ class SidecarCollector(Collector):
         invalid = CounterMetricFamily("shipper_sidecar_lines_invalid",
                                       "lines not valid in their format, shipped as text",
                                       labels=["source"])
-        truncated = CounterMetricFamily("shipper_sidecar_lines_truncated",
-                                        "lines cut to max_line_bytes", labels=["source"])
-        lag_bytes = GaugeMetricFamily("shipper_sidecar_file_lag_bytes",
-                                      "bytes of the file not read yet", labels=["path"])
-        lag_seconds = GaugeMetricFamily("shipper_sidecar_file_lag_seconds",
-                                        "seconds since the file was last read to its end "
-                                        "(0 when caught up)", labels=["path"])
-        rotations = CounterMetricFamily("shipper_sidecar_file_rotations",
-                                        "files that left the globs or were deleted",
-                                        labels=["source"])
-        truncations = CounterMetricFamily("shipper_sidecar_file_truncations",
-                                          "files truncated or rewritten in place",
-                                          labels=["source"])
-        requests = CounterMetricFamily("shipper_sidecar_http_requests",
-                                       "HTTP requests, by path and status code",
-                                       labels=["source", "path", "code"])
-        containers = GaugeMetricFamily("shipper_sidecar_containers_followed",
-                                       "containers whose logs are followed now",
-                                       labels=["source"])
+        own = {name: kind(f"shipper_sidecar_{name}", doc, labels=labels)
+               for name, (kind, doc, labels) in _SOURCE_FAMILIES.items()}
         for source in sidecar.sources:
-            name = source.name
-            lines.add_metric([name], getattr(source, "lines_read", 0))
-            invalid.add_metric([name], source.invalid_lines())
-            if source.kind == "file":
-                truncated.add_metric([name], source.truncated_lines)
-                rotations.add_metric([name], source.rotations)
-                truncations.add_metric([name], source.truncations)
-                for status in source.status():
-                    lag_bytes.add_metric([status.path], status.lag_bytes)
-                    lag_seconds.add_metric([status.path], status.lag_seconds)
-            elif source.kind == "http":
-                for (path, code), n in sorted(source.requests.items()):
-                    requests.add_metric([name, path, str(code)], n)
-            elif source.kind == "docker":
-                containers.add_metric([name], source.followed)
-        yield from (lines, invalid, truncated, lag_bytes, lag_seconds, rotations, truncations,
-                    requests, containers)
+            lines.add_metric([source.name], source.lines_read)
+            invalid.add_metric([source.name], source.invalid_lines())
+            for family, values, value in source.samples():
+                own[family].add_metric(list(values), value)
+        yield lines
+        yield invalid
+        yield from own.values()
+
+
+#: the families a source fills with its own samples (see Source.samples), in their order
+_SOURCE_FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str,
+                                  list[str]]] = {
+    "lines_truncated": (CounterMetricFamily, "lines cut to max_line_bytes", ["source"]),
+    "file_lag_bytes": (GaugeMetricFamily, "bytes of the file not read yet", ["path"]),
+    "file_lag_seconds": (GaugeMetricFamily, "seconds since the file was last read to its end "
+                         "(0 when caught up)", ["path"]),
+    "file_rotations": (CounterMetricFamily, "files that left the globs or were deleted",
+                       ["source"]),
+    "file_truncations": (CounterMetricFamily, "files truncated or rewritten in place",
+                         ["source"]),
+    "http_requests": (CounterMetricFamily, "HTTP requests, by path and status code",
+                      ["source", "path", "code"]),
+    "containers_followed": (GaugeMetricFamily, "containers whose logs are followed now",
+                            ["source"]),
+}
 
 
 class OpsServer:

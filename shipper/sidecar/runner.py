@@ -30,28 +30,19 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
-from shipper.config import ShipperConfig
-from shipper.delivery.pipeline import TAKE_RATIO, Pipeline
+from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.transport import Transport
-from shipper.sidecar.config import (
-    DockerSourceConfig,
-    FileSourceConfig,
-    HttpSourceConfig,
-    SidecarConfig,
-)
-from shipper.sidecar.formats import LineParser
+from shipper.sidecar.config import FileSourceConfig, SidecarConfig
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore
+from shipper.sidecar.pressure import QueueGauge, ReadAhead
 from shipper.sidecar.server import StartupError
+from shipper.sidecar.sources import SOURCES, Lane, Source, Wiring
+from shipper.sidecar.sources.base import parser_spec
+from shipper.sidecar.workers import WorkerPool
 
-__all__ = ["Sidecar", "StartupError"]
-
-#: the file source stops reading while the pipeline's queue is this full (the file waits)
-#: the HTTP source answers 429 while the queue holds more than this share of its bounds
-_HIGH_WATER = 0.5
-#: sources that can wait (files, Docker) stop reading while the queue holds this many batches
-_READ_AHEAD = 2
+__all__ = ["Sidecar", "StartupError", "run"]
 
 
 def _say(message: str) -> None:
@@ -66,18 +57,16 @@ class Sidecar:
         self._transport = transport
         self.pipeline: Pipeline | None = None
         self.positions = PositionsStore(config.positions_file, _say)
-        self.sources: list[Any] = []
+        self.sources: list[Source[Any]] = []
         self._ops: Any = None
         self._stop = threading.Event()
         self._stopped = False
         self._save_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
-        self._pressure_at = 0.0
         self._read_ahead = ReadAhead.of(config.loki)
-        self._load = 0.0
-        self._full = False
         self._draining = False
-        self._pool: Any = None  # WorkerPool with `workers: N` (N >= 2) and file sources
+        #: with `workers: N` (N >= 2) and file sources
+        self._pool: WorkerPool | None = None
         self.exit_code = 0
 
     # ------------------------------------------------------------------ start-up
@@ -85,10 +74,8 @@ class Sidecar:
     def start(self) -> None:
         """Prepare everything that can fail, then start; raises StartupError."""
         config = self.config
-        needs_positions = any(isinstance(s, (FileSourceConfig, DockerSourceConfig))
-                              for s in config.sources)
         saved = Positions()
-        if needs_positions:
+        if any(SOURCES[s.type].keeps_positions for s in config.sources):
             try:
                 self.positions.check_writable()
             except OSError as exc:
@@ -110,11 +97,10 @@ class Sidecar:
         try:
             files = [s for s in config.sources if isinstance(s, FileSourceConfig)]
             if config.workers > 1 and files:
-                from shipper.sidecar.workers import WorkerPool
-
-                self._pool = WorkerPool(config.workers, config.loki,
-                                        [self._parser_spec(s) for s in files],
-                                        self._read_ahead)
+                self._pool = WorkerPool(
+                    config.workers, config.loki,
+                    [parser_spec(s, config.loki.service, config.loki.env) for s in files],
+                    self._read_ahead)
                 try:
                     self._pool.start()
                 except RuntimeError as exc:
@@ -138,53 +124,32 @@ class Sidecar:
         self._checkpointer.start()
         _say(self.describe())
 
-    def _parser_spec(self, source: Any) -> dict[str, Any]:
-        return {"format": source.format, "level_pattern": source.level_pattern,
-                "timezone": source.timezone,
-                "service": source.service or self.config.loki.service,
-                "env": self.config.loki.env}
-
-    def _parser(self, source: Any) -> LineParser:
-        return LineParser(**self._parser_spec(source))
-
     def _build_sources(self, saved: Positions) -> None:
+        """Every source, by the ``type`` of its configuration (see shipper/sidecar/sources/);
+        the file sources' lines go to the worker processes when there are some."""
         assert self.pipeline is not None
-        submit = self.pipeline.submit
+        pool = self._pool
+        gauge = QueueGauge(self.pipeline, self._read_ahead,
+                           pool.busy if pool is not None else None)
+        loki = self.config.loki
         files = 0
-        for i, source in enumerate(self.config.sources):
-            name = f"{source.type}#{i}"
-            if isinstance(source, FileSourceConfig):
-                from shipper.sidecar.sources.file import FileSource
-
-                pool, files = self._pool, files + 1
-                self.sources.append(FileSource(
-                    source, parser=self._parser(source), submit=submit,
-                    submit_many=self.pipeline.submit_many, saved=saved.files,
-                    pressure=self._pressure, report=_say, name=name,
-                    ship=pool.shipper(files - 1) if pool is not None else None,
-                    invalid_elsewhere=pool.invalid(files - 1) if pool is not None else None))
-            elif isinstance(source, HttpSourceConfig):
-                from shipper.sidecar.sources.http import HttpSource
-
-                self.sources.append(HttpSource(
-                    source, pipeline=self.pipeline, service=source.service or
-                    self.config.loki.service, env=self.config.loki.env,
-                    pressure=self._overloaded, name=name))
-            elif isinstance(source, DockerSourceConfig):
-                from shipper.sidecar.sources.docker import DockerSource
-
-                _needs("docker", f"sources[{i}] (type: docker)", "docker")
-
-                self.sources.append(DockerSource(
-                    source, parser=self._parser(source), submit=submit,
-                    saved=saved.containers or {}, pressure=self._pressure, report=_say,
-                    name=name))
+        for i, config in enumerate(self.config.sources):
+            source_class = SOURCES[config.type]
+            if source_class.needs is not None:
+                module, extra = source_class.needs
+                _needs(module, f"sources[{i}] (type: {config.type})", extra)
+            lane = None
+            if pool is not None and isinstance(config, FileSourceConfig):
+                lane = Lane(pool.shipper(files), pool.invalid(files))
+                files += 1
+            self.sources.append(source_class.build(config, Wiring(
+                name=f"{config.type}#{i}", pipeline=self.pipeline, service=loki.service,
+                env=loki.env, saved=saved, pressure=gauge.pressure,
+                overloaded=gauge.overloaded, report=_say, lane=lane)))
 
     def _abort(self) -> None:
         for source in self.sources:
-            closer = getattr(source, "close", None)
-            if callable(closer):
-                closer()
+            source.close()
         if self._pool is not None:
             self._pool.close(1.0)
         if self.pipeline is not None:
@@ -209,27 +174,6 @@ class Sidecar:
 
     # ------------------------------------------------------------------ running
 
-    def _queue_load(self) -> float:
-        """The pipeline's :meth:`~shipper.delivery.pipeline.Pipeline.load`, sampled every 5 ms (with
-        whether it holds a reader's read-ahead)."""
-        now = time.monotonic()
-        if now - self._pressure_at >= 0.005:
-            self._pressure_at = now
-            assert self.pipeline is not None
-            self._load = self.pipeline.load()
-            self._full = self._read_ahead.full(self.pipeline)
-        return self._load
-
-    def _pressure(self) -> bool:
-        """True while the queue holds as much as a reader should read ahead (files, Docker),
-        or a worker process does."""
-        self._queue_load()
-        return self._full or (self._pool is not None and self._pool.busy())
-
-    def _overloaded(self) -> bool:
-        """True while the queue is over its high-water mark (the HTTP source answers 429)."""
-        return self._queue_load() >= _HIGH_WATER
-
     def problems(self) -> list[str]:
         """What makes /healthz answer 503 (empty: healthy)."""
         out = []
@@ -238,20 +182,19 @@ class Sidecar:
         if self._pool is not None:
             out.extend(self._pool.problems())
         for source in self.sources:
-            if not source.alive:
-                failed = getattr(source, "failed", None)
-                out.append(f"{source.name} is not running" + (f": {failed}" if failed else ""))
+            problem = source.problem()
+            if problem is not None:
+                out.append(problem)
         return out
 
     def _snapshot(self) -> Positions:
         files: dict[tuple[int, int], FilePosition] = {}
         containers: dict[str, int] = {}
         for source in self.sources:
-            if source.kind == "file":
-                for pos in source.snapshot():
-                    files[(pos.dev, pos.ino)] = pos
-            elif source.kind == "docker":
-                containers.update(source.snapshot())
+            positions = source.positions()
+            for pos in positions.files:
+                files[(pos.dev, pos.ino)] = pos
+            containers.update(positions.containers or {})
         return Positions(tuple(files.values()), containers)
 
     def checkpoint(self, timeout: float) -> bool:
@@ -272,7 +215,7 @@ class Sidecar:
         return self._pool is None or self._pool.flush(max(deadline - time.monotonic(), 0.1))
 
     def _save(self, snapshot: Positions) -> None:
-        if not any(s.kind in ("file", "docker") for s in self.sources):
+        if not any(s.keeps_positions for s in self.sources):
             return
         with self._save_lock:
             try:
@@ -295,9 +238,7 @@ class Sidecar:
 
     def reopen(self) -> None:
         for source in self.sources:
-            reopen = getattr(source, "reopen", None)
-            if callable(reopen):
-                reopen()
+            source.reopen()
 
     def run(self) -> int:
         """Start, serve until SIGTERM/SIGINT, drain; the exit code."""
@@ -338,7 +279,7 @@ class Sidecar:
         started = time.monotonic()
         deadline = started + (self.config.drain_timeout if timeout is None else timeout)
         # receivers first (no new requests), then readers: read to the end and ship what is held
-        for source in sorted(self.sources, key=lambda s: s.kind != "http"):
+        for source in sorted(self.sources, key=lambda s: not s.receiver):
             source.stop(deadline=started + (deadline - started) * 0.5)
         if self._checkpointer is not None:
             self._checkpointer.join(max(deadline - time.monotonic(), 0.1))
@@ -363,33 +304,6 @@ class Sidecar:
         _say(f"stopped after {time.monotonic() - started:.1f}s: sent {stats['sent']}, "
              f"spooled {stats['spooled']}, refused {stats['refused_total']} requests, "
              f"dropped {stats['dropped_total']}{waiting}")
-
-
-class ReadAhead(NamedTuple):
-    """How much a source that can wait (files, Docker) leaves in a pipeline's queue before it
-    stops reading: two takes of the worker, in events and in bytes. Beyond that, events in the
-    queue only cost memory (and the garbage collector's time); the file holds them as well.
-
-    Each bound on its own, and neither below one take: the worker takes a batch once the queue
-    holds ``batch_max_events`` events *or* its bytes, so a reader that stops is never waiting
-    for a take that waits for more events (which would stall both until ``batch_max_wait``).
-    Both stay under half the queue's bounds while that is more than one take."""
-
-    events: int
-    bytes: int
-
-    @classmethod
-    def of(cls, loki: ShipperConfig) -> ReadAhead:
-        take_events, take_bytes = loki.batch_max_events, TAKE_RATIO * loki.batch_max_bytes
-        return cls(
-            int(min(_READ_AHEAD * take_events,
-                    max(_HIGH_WATER * loki.queue_max_events, take_events))),
-            int(min(_READ_AHEAD * take_bytes,
-                    max(_HIGH_WATER * loki.queue_max_bytes, take_bytes))))
-
-    def full(self, pipeline: Pipeline) -> bool:
-        events, size = pipeline.queued()
-        return events >= self.events or size >= self.bytes
 
 
 def _needs(module: str, what: str, extra: str, alternative: str = "") -> None:

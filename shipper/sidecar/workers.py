@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from shipper.config import ShipperConfig
-from shipper.sidecar.runner import ReadAhead
+from shipper.sidecar.pressure import ReadAhead
 
 __all__ = ["WorkerPool", "tune_gc"]
 

@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket
 from shipper.context import bind_context, current_context
 from shipper.event import Level
 from shipper.integrations.asgi import ShipperASGIMiddleware
-from tests.support.log_capture import CaptureHandler
+from shipper.testing import LogCapture
 
 VISA = "4242 4242 4242 4242"
 _lib = logging.getLogger("thirdparty.db")
@@ -131,7 +131,7 @@ def make_app(auth: str | None = None, **options: Any) -> Starlette:
 # ---------------------------------------------------------------------------- request ids
 
 
-def test_generated_request_id_reaches_every_record_and_the_response(logs: CaptureHandler) -> None:
+def test_generated_request_id_reaches_every_record_and_the_response(logs: LogCapture) -> None:
     with TestClient(make_app()) as client:
         response = client.get("/items/42")
     request_id = response.headers["x-request-id"]
@@ -152,7 +152,7 @@ def test_generated_request_id_reaches_every_record_and_the_response(logs: Captur
     assert current_context() is None  # nothing leaks out of the request
 
 
-def test_incoming_request_id_is_honoured(logs: CaptureHandler) -> None:
+def test_incoming_request_id_is_honoured(logs: LogCapture) -> None:
     with TestClient(make_app()) as client:
         response = client.get("/items/1", headers={"X-Request-ID": "edge-7f3a:01"})
     assert response.headers["x-request-id"] == "edge-7f3a:01"
@@ -162,7 +162,7 @@ def test_incoming_request_id_is_honoured(logs: CaptureHandler) -> None:
 
 
 @pytest.mark.parametrize("bad", ['a"b', "has space", "x" * 129, "tab\tid", "é-id"])
-def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None:
+def test_unusable_request_id_is_replaced(logs: LogCapture, bad: str) -> None:
     with TestClient(make_app()) as client:
         response = client.get("/items/1", headers={"X-Request-ID": bad.encode("utf-8")})
     request_id = response.headers["x-request-id"]
@@ -170,21 +170,21 @@ def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None
     assert logs.one("HTTP_REQUEST").trace_id == request_id
 
 
-def test_custom_request_id_header(logs: CaptureHandler) -> None:
+def test_custom_request_id_header(logs: LogCapture) -> None:
     with TestClient(make_app(request_id_header="X-Correlation-ID")) as client:
         response = client.get("/items/1", headers={"X-Correlation-ID": "corr-1"})
     assert response.headers["x-correlation-id"] == "corr-1"
     assert logs.one("HTTP_REQUEST").trace_id == "corr-1"
 
 
-def test_sync_endpoints_in_the_thread_pool_see_the_request_id(logs: CaptureHandler) -> None:
+def test_sync_endpoints_in_the_thread_pool_see_the_request_id(logs: LogCapture) -> None:
     with TestClient(make_app()) as client:
         response = client.get("/sync")
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert lib_event.trace_id == response.headers["x-request-id"]
 
 
-def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> None:
+def test_streamed_body_records_carry_the_request_id(logs: LogCapture) -> None:
     with TestClient(make_app()) as client:
         response = client.get("/stream")
     assert response.text == "xxx"
@@ -201,14 +201,14 @@ def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> Non
     [(200, Level.INFO), (302, Level.INFO), (404, Level.WARNING), (429, Level.WARNING),
      (500, Level.ERROR), (503, Level.ERROR)],
 )
-def test_status_maps_to_level(logs: CaptureHandler, code: int, level: Level) -> None:
+def test_status_maps_to_level(logs: LogCapture, code: int, level: Level) -> None:
     with TestClient(make_app()) as client:
         client.get(f"/status/{code}", follow_redirects=False)
     event = logs.one("HTTP_REQUEST")
     assert event.metadata["status"] == code and event.level is level
 
 
-def test_unhandled_exception_is_a_500_error_and_is_reraised(logs: CaptureHandler) -> None:
+def test_unhandled_exception_is_a_500_error_and_is_reraised(logs: LogCapture) -> None:
     with TestClient(make_app()) as client, pytest.raises(RuntimeError, match="kaboom"):
         client.get("/fail")
     event = logs.one("HTTP_REQUEST")
@@ -218,14 +218,14 @@ def test_unhandled_exception_is_a_500_error_and_is_reraised(logs: CaptureHandler
     assert (logs.from_logger("thirdparty.db")[0].trace_id == event.trace_id)
 
 
-def test_unhandled_exception_still_answers_500_to_the_client(logs: CaptureHandler) -> None:
+def test_unhandled_exception_still_answers_500_to_the_client(logs: LogCapture) -> None:
     with TestClient(make_app(), raise_server_exceptions=False) as client:
         response = client.get("/fail")
     assert response.status_code == 500
     assert logs.one("HTTP_REQUEST").metadata["status"] == 500
 
 
-def test_unknown_route_is_a_404_warning(logs: CaptureHandler) -> None:
+def test_unknown_route_is_a_404_warning(logs: LogCapture) -> None:
     with TestClient(make_app()) as client:
         response = client.get("/nope")
     assert response.status_code == 404
@@ -236,7 +236,7 @@ def test_unknown_route_is_a_404_warning(logs: CaptureHandler) -> None:
 # ---------------------------------------------------------------------------- slow requests
 
 
-def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
+def test_slow_request_is_flagged(logs: LogCapture) -> None:
     with TestClient(make_app(slow_request_ms=1000, clock=FakeClock(1.5))) as client:
         client.get("/items/1")
     (slow,) = logs.of_type("SLOW_REQUEST")
@@ -247,13 +247,13 @@ def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
     assert logs.one("HTTP_REQUEST").level is Level.INFO
 
 
-def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
+def test_fast_request_is_not_flagged(logs: LogCapture) -> None:
     with TestClient(make_app(slow_request_ms=1000, clock=FakeClock(0.2))) as client:
         client.get("/items/1")
     assert logs.of_type("SLOW_REQUEST") == []
 
 
-def test_access_log_off_keeps_context_and_slow_warnings(logs: CaptureHandler) -> None:
+def test_access_log_off_keeps_context_and_slow_warnings(logs: LogCapture) -> None:
     with TestClient(make_app(access_log=False, clock=FakeClock(2.0))) as client:
         response = client.get("/items/1")
     assert logs.of_type("HTTP_REQUEST") == []
@@ -264,7 +264,7 @@ def test_access_log_off_keeps_context_and_slow_warnings(logs: CaptureHandler) ->
 # ---------------------------------------------------------------------------- users
 
 
-def test_user_from_auth_middleware_outside_is_on_every_record(logs: CaptureHandler) -> None:
+def test_user_from_auth_middleware_outside_is_on_every_record(logs: LogCapture) -> None:
     with TestClient(make_app(auth="outside")) as client:
         body = client.get("/items/1", headers={"X-User": "alice"}).json()
     assert body["context_actor"] == "USER"
@@ -274,21 +274,21 @@ def test_user_from_auth_middleware_outside_is_on_every_record(logs: CaptureHandl
     assert (event.actor.value, event.actor_id) == ("USER", "alice")
 
 
-def test_admin_scope_makes_an_admin(logs: CaptureHandler) -> None:
+def test_admin_scope_makes_an_admin(logs: LogCapture) -> None:
     with TestClient(make_app(auth="outside")) as client:
         client.get("/items/1", headers={"X-User": "root", "X-Admin": "1"})
     assert logs.from_logger("thirdparty.db")[0].actor.value == "ADMIN"
     assert logs.one("HTTP_REQUEST").actor.value == "ADMIN"
 
 
-def test_anonymous_user_is_a_guest(logs: CaptureHandler) -> None:
+def test_anonymous_user_is_a_guest(logs: LogCapture) -> None:
     with TestClient(make_app(auth="outside")) as client:
         client.get("/items/1")
     assert logs.from_logger("thirdparty.db")[0].actor.value == "GUEST"
     assert logs.one("HTTP_REQUEST").actor.value == "GUEST"
 
 
-def test_user_from_auth_middleware_inside_reaches_the_access_event(logs: CaptureHandler) -> None:
+def test_user_from_auth_middleware_inside_reaches_the_access_event(logs: LogCapture) -> None:
     with TestClient(make_app(auth="inside")) as client:
         client.get("/items/1", headers={"X-User": "bob"})
     event = logs.one("HTTP_REQUEST")
@@ -296,7 +296,7 @@ def test_user_from_auth_middleware_inside_reaches_the_access_event(logs: Capture
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-def test_get_user_callable(logs: CaptureHandler, is_async: bool) -> None:
+def test_get_user_callable(logs: LogCapture, is_async: bool) -> None:
     def get_user(scope: Any) -> Any:
         for name, value in scope["headers"]:
             if name == b"x-api-client":
@@ -314,14 +314,14 @@ def test_get_user_callable(logs: CaptureHandler, is_async: bool) -> None:
     assert logs.one("HTTP_REQUEST").actor_id == "c-9"
 
 
-def test_user_bound_by_the_app_reaches_the_access_event(logs: CaptureHandler) -> None:
+def test_user_bound_by_the_app_reaches_the_access_event(logs: LogCapture) -> None:
     with TestClient(make_app()) as client:
         client.get("/login")
     event = logs.one("HTTP_REQUEST")
     assert (event.actor.value, event.actor_id) == ("USER", "u-77")
 
 
-def test_failing_get_user_does_not_break_the_request(logs: CaptureHandler) -> None:
+def test_failing_get_user_does_not_break_the_request(logs: LogCapture) -> None:
     def get_user(scope: Any) -> Any:
         raise LookupError("user store down")
 
@@ -334,7 +334,7 @@ def test_failing_get_user_does_not_break_the_request(logs: CaptureHandler) -> No
 # ---------------------------------------------------------------------------- other scopes
 
 
-def test_lifespan_and_websocket_pass_through_untouched(logs: CaptureHandler) -> None:
+def test_lifespan_and_websocket_pass_through_untouched(logs: LogCapture) -> None:
     with TestClient(make_app()) as client, client.websocket_connect("/ws") as websocket:
         assert websocket.receive_text() == "hello"
     assert logs.of_type("HTTP_REQUEST") == []
@@ -345,12 +345,12 @@ def test_lifespan_and_websocket_pass_through_untouched(logs: CaptureHandler) -> 
 # ---------------------------------------------------------------------------- secrets
 
 
-def test_secrets_never_appear_in_what_would_be_sent(logs: CaptureHandler) -> None:
+def test_secrets_never_appear_in_what_would_be_sent(logs: LogCapture) -> None:
     with TestClient(make_app(include_query=True), raise_server_exceptions=False) as client:
         client.get("/leak?access_token=qs_secret_1&page=2",
                    headers={"Authorization": "Bearer hdr_secret_2"})
         client.get("/fail?password=qs_secret_3")
-    sent = [entry.to_json() for entry in logs.sent()]
+    sent = [shipped.entry.to_json() for shipped in logs.entries]
     joined = "\n".join(sent)
     for secret in ("qs_secret_1", "hdr_secret_2", "qs_secret_3", "hunter2", "sk_live_999",
                    "tok_live_abc", VISA, VISA.replace(" ", "")):
@@ -360,7 +360,7 @@ def test_secrets_never_appear_in_what_would_be_sent(logs: CaptureHandler) -> Non
     assert "[CARD ****4242]" in joined
 
 
-def test_query_string_is_left_out_by_default(logs: CaptureHandler) -> None:
+def test_query_string_is_left_out_by_default(logs: LogCapture) -> None:
     with TestClient(make_app()) as client:
         client.get("/items/1?token=abc")
     event = logs.one("HTTP_REQUEST")

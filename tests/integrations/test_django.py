@@ -23,8 +23,8 @@ from django.test import AsyncClient, Client, override_settings  # noqa: E402
 from shipper.context import current_context  # noqa: E402
 from shipper.event import Level  # noqa: E402
 from shipper.integrations.django import LOGGING, logging_config  # noqa: E402
+from shipper.testing import LogCapture  # noqa: E402
 from tests.support.django_app.views import VISA  # noqa: E402
-from tests.support.log_capture import CaptureHandler  # noqa: E402
 
 _BASE_MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -44,7 +44,7 @@ def users() -> dict[str, Any]:
 # ---------------------------------------------------------------------------- request ids
 
 
-def test_generated_request_id_reaches_every_record_and_the_response(logs: CaptureHandler) -> None:
+def test_generated_request_id_reaches_every_record_and_the_response(logs: LogCapture) -> None:
     response = Client().get("/items/42", HTTP_USER_AGENT="pytest-agent")
     request_id = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
@@ -62,7 +62,7 @@ def test_generated_request_id_reaches_every_record_and_the_response(logs: Captur
     assert current_context() is None
 
 
-def test_incoming_request_id_is_honoured(logs: CaptureHandler) -> None:
+def test_incoming_request_id_is_honoured(logs: LogCapture) -> None:
     response = Client().get("/items/1", HTTP_X_REQUEST_ID="cf-8a1b2c")
     assert response.headers["X-Request-ID"] == "cf-8a1b2c"
     events = logs.from_logger("thirdparty.db") + logs.from_logger("shipper.access")
@@ -70,14 +70,14 @@ def test_incoming_request_id_is_honoured(logs: CaptureHandler) -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "with space", "q" * 129, "line\nbreak", "{json}"])
-def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None:
+def test_unusable_request_id_is_replaced(logs: LogCapture, bad: str) -> None:
     response = Client().get("/items/1", HTTP_X_REQUEST_ID=bad)
     request_id = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
     assert logs.one("HTTP_REQUEST").trace_id == request_id
 
 
-def test_async_stack_propagates_the_request_id(logs: CaptureHandler) -> None:
+def test_async_stack_propagates_the_request_id(logs: LogCapture) -> None:
     async def run() -> list[Any]:
         client = AsyncClient()
         return [await client.get("/async-items/1"), await client.get("/items/2")]
@@ -92,7 +92,7 @@ def test_async_stack_propagates_the_request_id(logs: CaptureHandler) -> None:
 # ---------------------------------------------------------------------------- users
 
 
-def test_authenticated_user_is_on_every_record(logs: CaptureHandler,
+def test_authenticated_user_is_on_every_record(logs: LogCapture,
                                                users: dict[str, Any]) -> None:
     client = Client()
     client.force_login(users["alice"])
@@ -104,7 +104,7 @@ def test_authenticated_user_is_on_every_record(logs: CaptureHandler,
     assert (logs.one("HTTP_REQUEST").actor.value, logs.one("HTTP_REQUEST").actor_id) == ("USER", pk)
 
 
-def test_staff_user_is_an_admin(logs: CaptureHandler, users: dict[str, Any]) -> None:
+def test_staff_user_is_an_admin(logs: LogCapture, users: dict[str, Any]) -> None:
     client = Client()
     client.force_login(users["root"])
     client.get("/items/1")
@@ -112,7 +112,7 @@ def test_staff_user_is_an_admin(logs: CaptureHandler, users: dict[str, Any]) -> 
     assert logs.one("HTTP_REQUEST").actor.value == "ADMIN"
 
 
-def test_anonymous_user_is_a_guest(logs: CaptureHandler, users: dict[str, Any]) -> None:
+def test_anonymous_user_is_a_guest(logs: LogCapture, users: dict[str, Any]) -> None:
     Client().get("/items/1")
     lib_event = logs.from_logger("thirdparty.db")[0]
     assert (lib_event.actor.value, lib_event.actor_id) == ("GUEST", None)
@@ -120,14 +120,14 @@ def test_anonymous_user_is_a_guest(logs: CaptureHandler, users: dict[str, Any]) 
 
 
 def test_login_during_the_request_shows_in_the_access_event(
-    logs: CaptureHandler, users: dict[str, Any]
+    logs: LogCapture, users: dict[str, Any]
 ) -> None:
     Client().get("/login/alice")
     event = logs.one("HTTP_REQUEST")
     assert (event.actor.value, event.actor_id) == ("USER", str(users["alice"].pk))
 
 
-def test_async_stack_resolves_the_user(logs: CaptureHandler, users: dict[str, Any]) -> None:
+def test_async_stack_resolves_the_user(logs: LogCapture, users: dict[str, Any]) -> None:
     async def run() -> Any:
         client = AsyncClient()
         await client.aforce_login(users["root"])
@@ -148,13 +148,13 @@ def test_async_stack_resolves_the_user(logs: CaptureHandler, users: dict[str, An
      ("/status/403", 403, Level.WARNING), ("/missing", 404, Level.WARNING),
      ("/nowhere", 404, Level.WARNING), ("/status/502", 502, Level.ERROR)],
 )
-def test_status_maps_to_level(logs: CaptureHandler, path: str, status: int, level: Level) -> None:
+def test_status_maps_to_level(logs: LogCapture, path: str, status: int, level: Level) -> None:
     assert Client().get(path).status_code == status
     event = logs.one("HTTP_REQUEST")
     assert event.metadata["status"] == status and event.level is level
 
 
-def test_view_exception_is_a_500_error_with_the_exception(logs: CaptureHandler) -> None:
+def test_view_exception_is_a_500_error_with_the_exception(logs: LogCapture) -> None:
     response = Client(raise_request_exception=False).get("/fail")
     assert response.status_code == 500
     assert response.headers["X-Request-ID"]
@@ -167,7 +167,7 @@ def test_view_exception_is_a_500_error_with_the_exception(logs: CaptureHandler) 
     assert django_event.trace_id == event.trace_id
 
 
-def test_view_exception_still_reaches_the_test_client(logs: CaptureHandler) -> None:
+def test_view_exception_still_reaches_the_test_client(logs: LogCapture) -> None:
     with pytest.raises(RuntimeError, match="kaboom"):
         Client().get("/fail")
     assert logs.one("HTTP_REQUEST").level is Level.ERROR
@@ -176,7 +176,7 @@ def test_view_exception_still_reaches_the_test_client(logs: CaptureHandler) -> N
 # ---------------------------------------------------------------------------- slow requests
 
 
-def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
+def test_slow_request_is_flagged(logs: LogCapture) -> None:
     middleware = ["tests.support.django_app.middleware.SlowClockMiddleware", *_BASE_MIDDLEWARE]
     with override_settings(MIDDLEWARE=middleware, SHIPPER_SLOW_REQUEST_MS=1000):
         Client().get("/items/1")
@@ -186,7 +186,7 @@ def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
     assert slow.trace_id == logs.one("HTTP_REQUEST").trace_id
 
 
-def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
+def test_fast_request_is_not_flagged(logs: LogCapture) -> None:
     middleware = ["tests.support.django_app.middleware.FastClockMiddleware", *_BASE_MIDDLEWARE]
     with override_settings(MIDDLEWARE=middleware):
         Client().get("/items/1")
@@ -194,7 +194,7 @@ def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
     assert logs.one("HTTP_REQUEST").metadata["duration_ms"] == pytest.approx(10.0)
 
 
-def test_settings_turn_the_access_log_off(logs: CaptureHandler) -> None:
+def test_settings_turn_the_access_log_off(logs: LogCapture) -> None:
     with override_settings(SHIPPER_ACCESS_LOG=False, SHIPPER_SLOW_REQUEST_MS=None):
         response = Client().get("/items/1")
     assert logs.of_type("HTTP_REQUEST") == [] and logs.of_type("SLOW_REQUEST") == []
@@ -211,7 +211,7 @@ def test_bad_setting_raises_an_error_naming_it() -> None:
 # ---------------------------------------------------------------------------- secrets
 
 
-def test_secrets_never_appear_in_what_would_be_sent(logs: CaptureHandler,
+def test_secrets_never_appear_in_what_would_be_sent(logs: LogCapture,
                                                     users: dict[str, Any]) -> None:
     client = Client(raise_request_exception=False)
     client.force_login(users["alice"])
@@ -221,7 +221,7 @@ def test_secrets_never_appear_in_what_would_be_sent(logs: CaptureHandler,
                     HTTP_AUTHORIZATION="Bearer hdr_secret_3", HTTP_X_API_KEY="hdr_secret_4")
         client.get("/fail?password=qs_secret_5")
     session_id = client.cookies["sessionid"].value
-    joined = "\n".join(entry.to_json() for entry in logs.sent())
+    joined = "\n".join(shipped.entry.to_json() for shipped in logs.entries)
     for secret in ("qs_secret_1", "form_secret_2", "hdr_secret_3", "hdr_secret_4",
                    "qs_secret_5", "hunter2", session_id, VISA, VISA.replace(" ", "")):
         assert secret not in joined
@@ -271,7 +271,7 @@ logging.shutdown()
     assert "configured" in result.stderr  # the console handler
 
 
-def test_no_records_outside_a_request_get_a_request_id(logs: CaptureHandler) -> None:
+def test_no_records_outside_a_request_get_a_request_id(logs: LogCapture) -> None:
     Client().get("/items/1")
     logging.getLogger("thirdparty.db").info("after the request")
     assert logs.from_logger("thirdparty.db")[-1].trace_id is None

@@ -15,7 +15,7 @@ from shipper.context import current_context
 from shipper.event import Level
 from shipper.integrations.flask import init_app
 from shipper.integrations.wsgi import ShipperWSGIMiddleware
-from tests.support.log_capture import CaptureHandler
+from shipper.testing import LogCapture
 
 VISA = "4111-1111-1111-1111"
 _lib = logging.getLogger("thirdparty.db")
@@ -91,7 +91,7 @@ def wrapped(**options: Any) -> flask.Flask:
 # ---------------------------------------------------------------------------- request ids
 
 
-def test_generated_request_id_reaches_every_record_and_the_response(logs: CaptureHandler) -> None:
+def test_generated_request_id_reaches_every_record_and_the_response(logs: LogCapture) -> None:
     response = wrapped().test_client().get("/items/42", buffered=True)
     request_id = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
@@ -109,7 +109,7 @@ def test_generated_request_id_reaches_every_record_and_the_response(logs: Captur
     assert current_context() is None
 
 
-def test_incoming_request_id_is_honoured(logs: CaptureHandler) -> None:
+def test_incoming_request_id_is_honoured(logs: LogCapture) -> None:
     response = wrapped().test_client().get("/items/1", headers={"X-Request-ID": "lb-123"},
                                            buffered=True)
     assert response.headers["X-Request-ID"] == "lb-123"
@@ -118,7 +118,7 @@ def test_incoming_request_id_is_honoured(logs: CaptureHandler) -> None:
 
 
 @pytest.mark.parametrize("bad", ["two words", "x" * 200, "<script>", "a;b"])
-def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None:
+def test_unusable_request_id_is_replaced(logs: LogCapture, bad: str) -> None:
     response = wrapped().test_client().get("/items/1", headers={"X-Request-ID": bad},
                                            buffered=True)
     request_id = response.headers["X-Request-ID"]
@@ -126,7 +126,7 @@ def test_unusable_request_id_is_replaced(logs: CaptureHandler, bad: str) -> None
     assert logs.one("HTTP_REQUEST").trace_id == request_id
 
 
-def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> None:
+def test_streamed_body_records_carry_the_request_id(logs: LogCapture) -> None:
     response = wrapped().test_client().get("/stream", buffered=True)
     assert response.get_data(as_text=True) == "xxx"
     chunks = logs.from_logger("thirdparty.db")
@@ -143,14 +143,14 @@ def test_streamed_body_records_carry_the_request_id(logs: CaptureHandler) -> Non
      ("/missing", 404, Level.WARNING), ("/status/422", 422, Level.WARNING),
      ("/status/503", 503, Level.ERROR), ("/nowhere", 404, Level.WARNING)],
 )
-def test_status_maps_to_level(logs: CaptureHandler, path: str, status: int, level: Level) -> None:
+def test_status_maps_to_level(logs: LogCapture, path: str, status: int, level: Level) -> None:
     wrapped().test_client().get(path, buffered=True)
     event = logs.one("HTTP_REQUEST")
     assert event.metadata["status"] == status and event.level is level
 
 
 def test_exception_propagated_by_flask_is_a_500_error_and_is_reraised(
-    logs: CaptureHandler,
+    logs: LogCapture,
 ) -> None:
     app = wrapped()
     app.testing = True  # Flask re-raises view exceptions
@@ -162,7 +162,7 @@ def test_exception_propagated_by_flask_is_a_500_error_and_is_reraised(
     assert logs.from_logger("thirdparty.db")[0].trace_id == event.trace_id
 
 
-def test_exception_handled_by_flask_is_a_500_error(logs: CaptureHandler) -> None:
+def test_exception_handled_by_flask_is_a_500_error(logs: LogCapture) -> None:
     response = wrapped().test_client().get("/fail", buffered=True)
     assert response.status_code == 500
     event = logs.one("HTTP_REQUEST")
@@ -175,7 +175,7 @@ def test_exception_handled_by_flask_is_a_500_error(logs: CaptureHandler) -> None
 # ---------------------------------------------------------------------------- slow requests
 
 
-def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
+def test_slow_request_is_flagged(logs: LogCapture) -> None:
     wrapped(slow_request_ms=500, clock=FakeClock(0.75)).test_client().get("/items/1",
                                                                           buffered=True)
     (slow,) = logs.of_type("SLOW_REQUEST")
@@ -184,7 +184,7 @@ def test_slow_request_is_flagged(logs: CaptureHandler) -> None:
     assert slow.trace_id == logs.one("HTTP_REQUEST").trace_id
 
 
-def test_fast_request_is_not_flagged(logs: CaptureHandler) -> None:
+def test_fast_request_is_not_flagged(logs: LogCapture) -> None:
     wrapped(clock=FakeClock(0.01)).test_client().get("/items/1", buffered=True)
     assert logs.of_type("SLOW_REQUEST") == []
 
@@ -198,7 +198,7 @@ def _environ(**extra: Any) -> dict[str, Any]:
     return environ
 
 
-def test_any_wsgi_app_is_measured_until_the_response_is_closed(logs: CaptureHandler) -> None:
+def test_any_wsgi_app_is_measured_until_the_response_is_closed(logs: LogCapture) -> None:
     closed: list[bool] = []
 
     class Body:
@@ -236,7 +236,7 @@ def test_any_wsgi_app_is_measured_until_the_response_is_closed(logs: CaptureHand
     assert current_context() is None
 
 
-def test_error_while_producing_the_body_is_logged_and_reraised(logs: CaptureHandler) -> None:
+def test_error_while_producing_the_body_is_logged_and_reraised(logs: LogCapture) -> None:
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [])
         yield b"first"
@@ -252,7 +252,7 @@ def test_error_while_producing_the_body_is_logged_and_reraised(logs: CaptureHand
     assert event.exception is not None and "OSError: disk gone" in event.exception
 
 
-def test_remote_user_is_the_default_user(logs: CaptureHandler) -> None:
+def test_remote_user_is_the_default_user(logs: LogCapture) -> None:
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         _lib.info("hello")
         start_response("200 OK", [])
@@ -266,14 +266,14 @@ def test_remote_user_is_the_default_user(logs: CaptureHandler) -> None:
     assert logs.one("HTTP_REQUEST").actor_id == "carol"
 
 
-def test_get_user_from_environ(logs: CaptureHandler) -> None:
+def test_get_user_from_environ(logs: LogCapture) -> None:
     app = wrapped(get_user=lambda environ: ("ADMIN", environ.get("HTTP_X_STAFF")))
     app.test_client().get("/items/1", headers={"X-Staff": "s-1"}, buffered=True)
     (lib_event,) = logs.from_logger("thirdparty.db")
     assert (lib_event.actor.value, lib_event.actor_id) == ("ADMIN", "s-1")
 
 
-def test_get_user_with_a_wrong_shape_does_not_break_the_request(logs: CaptureHandler) -> None:
+def test_get_user_with_a_wrong_shape_does_not_break_the_request(logs: LogCapture) -> None:
     app = wrapped(get_user=lambda environ: 42)
     response = app.test_client().get("/items/1", buffered=True)
     assert response.status_code == 200 and logs.one("HTTP_REQUEST").actor.value == "GUEST"
@@ -282,7 +282,7 @@ def test_get_user_with_a_wrong_shape_does_not_break_the_request(logs: CaptureHan
 # ---------------------------------------------------------------------------- Flask init_app
 
 
-def test_init_app_binds_the_user_and_records_the_route(logs: CaptureHandler) -> None:
+def test_init_app_binds_the_user_and_records_the_route(logs: LogCapture) -> None:
     app = make_flask()
     users = {"7": FakeUser(7), "1": FakeUser(1, staff=True)}
     middleware = init_app(
@@ -312,7 +312,7 @@ def test_init_app_twice_raises() -> None:
 # ---------------------------------------------------------------------------- secrets
 
 
-def test_secrets_never_appear_in_what_would_be_sent(logs: CaptureHandler) -> None:
+def test_secrets_never_appear_in_what_would_be_sent(logs: LogCapture) -> None:
     app = make_flask()
     init_app(app, include_query=True)
     client = app.test_client()
@@ -321,7 +321,7 @@ def test_secrets_never_appear_in_what_would_be_sent(logs: CaptureHandler) -> Non
                 data={"email": "bob@example.com", "password": "form_secret_2"},
                 headers={"Authorization": "Bearer hdr_secret_3"}, buffered=True)
     client.get("/fail?token=qs_secret_5", buffered=True)
-    joined = "\n".join(entry.to_json() for entry in logs.sent())
+    joined = "\n".join(shipped.entry.to_json() for shipped in logs.entries)
     for secret in ("qs_secret_1", "form_secret_2", "hdr_secret_3", "ck_secret_4", "qs_secret_5",
                    "hunter2", VISA, VISA.replace("-", "")):
         assert secret not in joined

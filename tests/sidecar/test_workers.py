@@ -226,7 +226,7 @@ def test_a_flush_that_timed_out_leaves_no_answer_behind(tmp_path: Path, loki: Fa
     """The checkpoint asks the workers to flush every positions_interval; while Loki is slow
     many of those time out, and their late answers must not pile up in the sidecar."""
     from shipper.config import ShipperConfig
-    from shipper.sidecar.runner import ReadAhead
+    from shipper.sidecar.pressure import ReadAhead
     from shipper.sidecar.workers import WorkerPool
 
     loki.delay = 0.5

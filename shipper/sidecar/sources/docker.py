@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import DockerSourceConfig
 from shipper.sidecar.formats import LineParser, cut_line, parse_timestamp
 from shipper.sidecar.multiline import Joiner
+from shipper.sidecar.positions import Positions
+from shipper.sidecar.sources.base import Sample, Source, Wiring
 
 __all__ = ["DockerSource"]
 
@@ -119,8 +121,10 @@ class _Follow:
         return b""
 
 
-class DockerSource:
+class DockerSource(Source[DockerSourceConfig]):
     kind = "docker"
+    keeps_positions = True
+    needs = ("docker", "docker")
 
     def __init__(
         self,
@@ -153,6 +157,12 @@ class DockerSource:
         self.lines_read = 0
         self.failed: BaseException | None = None
         self._invalid_done = 0
+
+    @classmethod
+    def build(cls, config: DockerSourceConfig, wiring: Wiring) -> DockerSource:
+        return cls(config, parser=wiring.parser(config), submit=wiring.pipeline.submit,
+                   saved=wiring.saved.containers or {}, pressure=wiring.pressure,
+                   report=wiring.report, name=wiring.name)
 
     # ------------------------------------------------------------------ parts
 
@@ -189,8 +199,15 @@ class DockerSource:
         return self._thread is not None and self._thread.is_alive()
 
     def snapshot(self) -> dict[str, int]:
+        """Each container's position: the Docker timestamp of its last line shipped."""
         with self._lock:
             return {cid: ts for cid, ts in self.committed.items() if ts}
+
+    def positions(self) -> Positions:
+        return Positions(containers=self.snapshot())
+
+    def samples(self) -> Iterator[Sample]:
+        yield "containers_followed", (self.name,), self.followed
 
     # ------------------------------------------------------------------ control
 

@@ -29,20 +29,17 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import FileSourceConfig
 from shipper.sidecar.formats import LineParser, cut_line
 from shipper.sidecar.multiline import Joiner
-from shipper.sidecar.positions import FINGERPRINT_BYTES, FilePosition, fingerprint
+from shipper.sidecar.positions import FINGERPRINT_BYTES, FilePosition, Positions, fingerprint
+from shipper.sidecar.sources.base import LineShipper, Sample, Source, Wiring
 
-__all__ = ["FileSource", "FileStatus", "LineShipper"]
-
-#: hands texts to the pipeline: ``(texts, first_ns, rests)``; text ``i`` is parsed with
-#: continuation ``rests[i]`` (multi-line records) and, when it carries no time, ``first_ns + i``
-LineShipper = Callable[[list[str], int, "list[str | None] | None"], None]
+__all__ = ["FileSource", "FileStatus"]
 
 #: how long a file that left the globs (rotated, deleted) stays open after its last data
 _CLOSE_AFTER = 1.0
@@ -95,8 +92,9 @@ class _Tail:
         return FilePosition(self.path, self.dev, self.ino, self.committed, self.fp_len, self.fp)
 
 
-class FileSource:
+class FileSource(Source[FileSourceConfig]):
     kind = "file"
+    keeps_positions = True
 
     def __init__(
         self,
@@ -140,6 +138,15 @@ class FileSource:
         self.rotations = 0
         self.truncations = 0
         self.files_opened = 0
+
+    @classmethod
+    def build(cls, config: FileSourceConfig, wiring: Wiring) -> FileSource:
+        lane = wiring.lane
+        return cls(config, parser=wiring.parser(config), submit=wiring.pipeline.submit,
+                   submit_many=wiring.pipeline.submit_many, saved=wiring.saved.files,
+                   pressure=wiring.pressure, report=wiring.report, name=wiring.name,
+                   ship=lane.ship if lane is not None else None,
+                   invalid_elsewhere=lane.invalid if lane is not None else None)
 
     def _submit_each(self, events: list[LogEvent]) -> None:
         for event in events:
@@ -186,10 +193,23 @@ class FileSource:
         return self._thread is not None and self._thread.is_alive() and self.failed is None
 
     def snapshot(self) -> list[FilePosition]:
+        """Each file's shipped offset (see the module's docs)."""
         with self._lock:
             positions = [t.position() for t in self._tails.values()]
             positions += self._saved.values()  # saved files not seen yet (first scan pending)
             return positions
+
+    def positions(self) -> Positions:
+        return Positions(files=tuple(self.snapshot()))
+
+    def samples(self) -> Iterator[Sample]:
+        name = self.name
+        yield "lines_truncated", (name,), self.truncated_lines
+        yield "file_rotations", (name,), self.rotations
+        yield "file_truncations", (name,), self.truncations
+        for status in self.status():
+            yield "file_lag_bytes", (status.path,), status.lag_bytes
+            yield "file_lag_seconds", (status.path,), status.lag_seconds
 
     def status(self) -> list[FileStatus]:
         now = _monotonic()

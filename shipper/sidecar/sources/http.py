@@ -28,7 +28,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from shipper.event import Level, LogEvent, normalize_actor
 from shipper.sidecar.config import HttpSourceConfig
 from shipper.sidecar.formats import LineParser, level_of, parse_timestamp
 from shipper.sidecar.server import Server
+from shipper.sidecar.sources.base import Sample, Source, Wiring
 from shipper.sidecar.sources.wire import (
     DecodeError,
     PushEntry,
@@ -64,8 +65,9 @@ class _Reply(Exception):
         self.headers = headers or {}
 
 
-class HttpSource:
+class HttpSource(Source[HttpSourceConfig]):
     kind = "http"
+    receiver = True
 
     def __init__(
         self,
@@ -94,6 +96,11 @@ class HttpSource:
         self._draining = False
         self.server = Server(config.listen, self._handler_class(), f"{name} listen")
 
+    @classmethod
+    def build(cls, config: HttpSourceConfig, wiring: Wiring) -> HttpSource:
+        return cls(config, pipeline=wiring.pipeline, service=config.service or wiring.service,
+                   env=wiring.env, pressure=wiring.overloaded, name=wiring.name)
+
     # ------------------------------------------------------------------ control
 
     def describe(self) -> str:
@@ -116,6 +123,10 @@ class HttpSource:
     @property
     def alive(self) -> bool:
         return True
+
+    def samples(self) -> Iterator[Sample]:
+        for (path, code), n in sorted(self.requests.items()):
+            yield "http_requests", (self.name, path, str(code)), n
 
     # ------------------------------------------------------------------ the server
 
