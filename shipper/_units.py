@@ -17,7 +17,10 @@ Times
     RFC 3339 with up to nine fractional digits (``2026-01-31T12:00:00.123456789Z``,
     ``2026-01-31T13:00:00+01:00``; a space may stand for the ``T``), a date (``2026-01-31``,
     midnight UTC), ``now``, ``now-2h``, or a duration alone (``2h``: two hours ago). Times are
-    nanoseconds since the Unix epoch, Loki's unit.
+    nanoseconds since the Unix epoch, Loki's unit, from 1677-09-21 to 2262-04-11 (64 bits).
+
+Anything else is a :class:`UnitError` (a ``ValueError``) whose message quotes the text and says
+what is accepted; no other exception comes out of a parser, whatever the input.
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ __all__ = [
     "NS",
     "UnitError",
     "format_duration",
+    "format_duration_ns",
     "format_seconds",
     "format_size",
     "format_time",
     "parse_duration",
+    "parse_duration_ns",
     "parse_seconds",
     "parse_size",
     "parse_time",
@@ -47,21 +52,28 @@ NS: Final = 1_000_000_000
 
 _DAY_S = 86_400
 _YEAR_S = 365 * _DAY_S
+#: longer texts are refused before they are read (no value needs more)
+_MAX_TEXT = 100
 
 
 class UnitError(ValueError):
-    """A duration, size or time that cannot be read; the message names the text and says
+    """A duration, size or time that cannot be read; the message quotes the text and says
     what is accepted."""
+
+
+def _shown(value: object) -> str:
+    """The value as a message quotes it: its repr, cut short when long."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "..."
 
 
 # --------------------------------------------------------------------------- durations
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w|y)")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h|d|w|y)")
 _UNIT_NS: Final = {
     "ns": 1,
     "us": 1_000,
     "µs": 1_000,
-    "μs": 1_000,
     "ms": 1_000_000,
     "s": NS,
     "m": 60 * NS,
@@ -70,13 +82,16 @@ _UNIT_NS: Final = {
     "w": 7 * _DAY_S * NS,
     "y": _YEAR_S * NS,
 }
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_DURATION_HELP = "a number and a unit (ms, s, m, h, d, w, y), e.g. 500ms, 90s, 1h30m, 7d"
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+#: the longest duration: what a timedelta holds
+_MAX_DURATION_NS: Final = (dt.timedelta.max // dt.timedelta(microseconds=1)) * 1_000
+_DURATION_HELP = "a number and a unit (ns, us, ms, s, m, h, d, w, y), e.g. 500ms, 90s, 1h30m, 7d"
+_SECONDS_HELP = f"seconds (90, 0.5) or {_DURATION_HELP}"
 
 
 def _duration_ns(text: str) -> Fraction | None:
     """The nanoseconds in a duration text, or None when it is not one."""
-    raw = text.strip().lower().replace("μ", "µ")
+    raw = text.strip().lower().replace("μ", "µ")  # the Greek letter for the micro sign
     if raw == "0":
         return Fraction(0)
     total = Fraction(0)
@@ -91,58 +106,78 @@ def _duration_ns(text: str) -> Fraction | None:
     return total
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """A duration as Loki writes or prints it → a :class:`~datetime.timedelta`.
+def _checked_ns(value: object, total: Fraction | None, help_text: str) -> int:
+    """``total`` rounded to whole nanoseconds, or the error that says why ``value`` is not a
+    duration."""
+    text = value.strip() if isinstance(value, str) else ""
+    if total is None:
+        if text.startswith("-"):
+            raise UnitError(f"negative duration: {_shown(value)} (a duration is zero or more)")
+        raise UnitError(f"not a duration: {_shown(value)}; use {help_text}")
+    if total > _MAX_DURATION_NS:
+        raise UnitError(f"duration too long: {_shown(value)} (at most "
+                        f"{format_duration_ns(_MAX_DURATION_NS)})")
+    return round(total)
+
+
+def _read_duration(value: object, help_text: str) -> int:
+    if not isinstance(value, str) or len(value) > _MAX_TEXT:
+        raise UnitError(f"not a duration: {_shown(value)}; use {help_text}")
+    return _checked_ns(value, _duration_ns(value), help_text)
+
+
+def parse_duration_ns(text: str) -> int:
+    """A duration as Loki writes or prints it → whole nanoseconds.
 
     Go's ``time.Duration`` form (``720h0m0s``, ``1h30m``, ``1.5h``, ``500ms``) and
     Prometheus' ``model.Duration`` form (``30d``, ``1w``, ``1y``, ``30d1h``, ``4w2d``) alike,
-    so ``720h`` and ``30d`` compare equal. ``0`` and ``0s`` are zero.
+    so ``720h`` and ``30d`` are equal. ``0`` and ``0s`` are zero; a bare number is refused.
     """
-    if not isinstance(text, str):
-        raise UnitError(f"duration {text!r}: expected {_DURATION_HELP}")
-    total = _duration_ns(text)
-    if total is None:
-        raise UnitError(f"duration {text!r}: not a duration (use {_DURATION_HELP})")
-    return dt.timedelta(microseconds=round(total / 1_000))
+    return _read_duration(text, _DURATION_HELP)
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """:func:`parse_duration_ns` as a :class:`~datetime.timedelta` (to the microsecond)."""
+    return dt.timedelta(microseconds=round(Fraction(parse_duration_ns(text), 1_000)))
 
 
 def parse_seconds(value: object, *, allow_zero: bool = True) -> float:
     """A duration in seconds: a number (``90``, ``0.5``, or the text ``"90"``) is seconds,
-    anything else is read by :func:`parse_duration` (``90s``, ``1h30m``, ``7d``).
+    anything else is read as :func:`parse_duration_ns` reads it (``90s``, ``1h30m``, ``7d``).
 
-    Negative values, NaN and infinity are refused, and so is zero unless ``allow_zero``.
+    Negative values, NaN, infinity and durations too long for a timedelta are refused, and so
+    is zero unless ``allow_zero``.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise UnitError(f"duration {value!r}: expected seconds or {_DURATION_HELP}")
-    if isinstance(value, str):
-        text = value.strip()
-        if _NUMBER.fullmatch(text):
-            seconds = float(text)
-        elif text.startswith("-"):
-            raise UnitError(f"duration {value!r} is negative")
-        else:
-            total = _duration_ns(text)
-            if total is None:
-                raise UnitError(f"duration {value!r}: expected seconds or {_DURATION_HELP}")
-            seconds = float(total / NS)
+        raise UnitError(f"not a duration: {_shown(value)}; use {_SECONDS_HELP}")
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+        seconds = Fraction(_read_duration(value, _SECONDS_HELP), NS)
     else:
-        seconds = float(value)
-    if not math.isfinite(seconds):
-        raise UnitError(f"duration {value!r}: expected a finite number of seconds")
-    if seconds < 0:
-        raise UnitError(f"duration {value!r} is negative")
+        if isinstance(value, str) and len(value) > _MAX_TEXT:
+            raise UnitError(f"not a duration: {_shown(value)}; use {_SECONDS_HELP}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UnitError(f"not a duration: {_shown(value)} is not a finite number")
+        seconds = Fraction(value.strip() if isinstance(value, str) else value)
+        if seconds < 0:
+            raise UnitError(f"negative duration: {_shown(value)} (a duration is zero or more)")
+        _checked_ns(value, seconds * NS, _SECONDS_HELP)
     if seconds == 0 and not allow_zero:
-        raise UnitError(f"duration {value!r} must be more than zero")
-    return seconds
+        raise UnitError(f"zero duration: {_shown(value)} (this must be more than zero)")
+    return float(seconds)
 
 
-def _format_ns(total_ns: int) -> str:
-    if total_ns == 0:
+def format_duration_ns(ns: int) -> str:
+    """Write a duration the way a person reads it and Loki parses it: whole years as ``1y``,
+    otherwise days and smaller units (``90d``, ``1d12h``, ``1h30m``, ``1s500ms``, ``250ns``);
+    zero is ``0s``. :func:`parse_duration_ns` reads every result back to the same value."""
+    if isinstance(ns, bool) or not isinstance(ns, int) or ns < 0:
+        raise UnitError(f"not a duration: {_shown(ns)} (whole nanoseconds, zero or more)")
+    if ns == 0:
         return "0s"
-    seconds, rest = divmod(total_ns, NS)
-    parts: list[str] = []
-    if seconds and seconds % _YEAR_S == 0 and not rest:
+    seconds, rest = divmod(ns, NS)
+    if seconds % _YEAR_S == 0 and not rest:
         return f"{seconds // _YEAR_S}y"
+    parts: list[str] = []
     for unit, size in (("d", _DAY_S), ("h", 3_600), ("m", 60), ("s", 1)):
         count, seconds = divmod(seconds, size)
         if count:
@@ -155,21 +190,20 @@ def _format_ns(total_ns: int) -> str:
 
 
 def format_duration(value: dt.timedelta) -> str:
-    """Write a duration the way a person reads it and Loki parses it: whole years as ``1y``,
-    otherwise days and smaller units (``90d``, ``1d12h``, ``1h30m``, ``1s500ms``); zero is
-    ``0s``. :func:`parse_duration` reads every result back to the same value."""
-    total_us = (value.days * _DAY_S + value.seconds) * 1_000_000 + value.microseconds
-    if total_us < 0:
-        raise UnitError(f"duration {value} is negative")
-    return _format_ns(total_us * 1_000)
+    """:func:`format_duration_ns` for a :class:`~datetime.timedelta` (``90d``, ``1h30m``);
+    :func:`parse_duration` reads every result back to the same value."""
+    if value < dt.timedelta(0):
+        raise UnitError(f"negative duration: {value} (a duration is zero or more)")
+    return format_duration_ns(value // dt.timedelta(microseconds=1) * 1_000)
 
 
 def format_seconds(seconds: float) -> str:
-    """:func:`format_duration` for a number of seconds (``5400`` → ``1h30m``, ``0.25`` →
+    """:func:`format_duration_ns` for a number of seconds (``5400`` → ``1h30m``, ``0.25`` →
     ``250ms``), to the nanosecond."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UnitError(f"duration {seconds!r} is not a finite, positive number of seconds")
-    return _format_ns(round(Fraction(seconds) * NS))
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
+            or not math.isfinite(seconds) or seconds < 0:
+        raise UnitError(f"not a duration: {_shown(seconds)} (seconds, zero or more)")
+    return format_duration_ns(round(Fraction(seconds) * NS))
 
 
 # --------------------------------------------------------------------------- sizes
@@ -187,22 +221,25 @@ _SIZE_UNITS: Final = {
     "gb": 1000**3,
     "gib": 1024**3,
 }
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
 _SIZE_HELP = "bytes, or a number and a unit such as 512KiB, 1MiB or 4MB"
 
 
 def parse_size(value: object) -> int:
-    """A size in bytes: an int, or text such as ``1048576``, ``100KiB``, ``1.5MB``."""
+    """A size in whole bytes: an int, or text such as ``1048576``, ``100KiB``, ``1.5MB``
+    (a fraction of a byte is dropped, as Loki does)."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise UnitError(f"size {value!r}: expected {_SIZE_HELP}")
+        raise UnitError(f"not a size: {_shown(value)}; use {_SIZE_HELP}")
     if isinstance(value, int):
         if value < 0:
-            raise UnitError(f"size {value!r} is negative")
+            raise UnitError(f"negative size: {_shown(value)} (a size is zero or more)")
         return value
-    match = _SIZE_RE.match(value)
+    if value.strip().startswith("-"):
+        raise UnitError(f"negative size: {_shown(value)} (a size is zero or more)")
+    match = _SIZE_RE.fullmatch(value) if len(value) <= _MAX_TEXT else None
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _SIZE_UNITS:
-        raise UnitError(f"size {value!r}: expected {_SIZE_HELP}")
+        raise UnitError(f"not a size: {_shown(value)}; use {_SIZE_HELP}")
     return int(Fraction(match.group(1)) * _SIZE_UNITS[unit])
 
 
@@ -219,9 +256,14 @@ def format_size(n: int) -> str:
 # --------------------------------------------------------------------------- times
 
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)?)?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
 )
 _RELATIVE = re.compile(r"now\s*-\s*(.+)")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: Loki's times: nanoseconds in a signed 64-bit number
+_MIN_NS: Final = -(2**63)
+_MAX_NS: Final = 2**63 - 1
 _TIME_HELP = ("RFC 3339 (2026-01-31T12:00:00Z, 2026-01-31T13:00:00.5+01:00), a date "
               "(2026-01-31, UTC), now, or a time ago (2h, now-30m)")
 
@@ -229,50 +271,67 @@ _TIME_HELP = ("RFC 3339 (2026-01-31T12:00:00Z, 2026-01-31T13:00:00.5+01:00), a d
 def _parse_absolute(text: str) -> int:
     match = _RFC3339.fullmatch(text)
     if match is None:
-        raise UnitError(f"time {text!r}: not a time (use {_TIME_HELP})")
+        raise UnitError(f"not a time: {_shown(text)}; use {_TIME_HELP}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     if hour is not None and zone is None:
-        raise UnitError(f"time {text!r} has no time zone: add Z for UTC or an offset such as "
+        raise UnitError(f"no time zone in {_shown(text)}: add Z for UTC or an offset such as "
                         "+02:00")
     offset = dt.timedelta(0)
     if zone and zone not in ("Z", "z"):
+        if int(zone[1:3]) > 23 or int(zone[4:6]) > 59:
+            raise UnitError(f"not a time: {_shown(text)}: an offset runs from -23:59 to +23:59")
         sign = -1 if zone[0] == "-" else 1
         offset = sign * dt.timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
     try:
         moment = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
                              int(second or 0), tzinfo=dt.timezone(offset))
-    except ValueError as exc:
-        raise UnitError(f"time {text!r}: {exc}") from None
-    seconds = (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(seconds=1)
+    except ValueError as exc:  # a month, day, hour, minute or second out of range
+        raise UnitError(f"not a time: {_shown(text)}: {exc}") from None
+    seconds = (moment - _EPOCH) // dt.timedelta(seconds=1)
     return seconds * NS + int((fraction or "").ljust(9, "0"))
 
 
 def parse_time(text: str, *, now_ns: int | None = None) -> int:
     """An absolute or relative time → nanoseconds since the epoch. ``2h`` and ``now-2h`` both
-    mean two hours before ``now_ns`` (default: the clock)."""
-    if not isinstance(text, str):
-        raise UnitError(f"time {text!r}: expected {_TIME_HELP}")
+    mean two hours before ``now_ns`` (default: the clock); a bare number is refused (``90s``
+    is 90 seconds ago)."""
+    if not isinstance(text, str) or len(text) > _MAX_TEXT:
+        raise UnitError(f"not a time: {_shown(text)}; use {_TIME_HELP}")
     value = text.strip()
     lowered = value.lower()
     now = time.time_ns() if now_ns is None else now_ns
-    if lowered == "now":
-        return now
     relative = _RELATIVE.fullmatch(lowered)
-    ago = _duration_ns(relative.group(1) if relative else lowered)
-    if ago is not None:
-        return now - round(ago)
-    if relative:
-        raise UnitError(f"time {text!r}: after now- comes a duration ({_DURATION_HELP})")
-    return _parse_absolute(value)
+    if lowered == "now":
+        ns = now
+    elif relative:
+        ago = _duration_ns(relative.group(1))
+        if ago is None:
+            raise UnitError(f"not a time: {_shown(text)}; after now- comes {_DURATION_HELP}")
+        ns = now - _checked_ns(text, ago, _DURATION_HELP)
+    elif _NUMBER.fullmatch(lowered):
+        raise UnitError(f"not a time: {_shown(text)}; a bare number is not a time (write 90s "
+                        f"for 90 seconds ago); use {_TIME_HELP}")
+    else:
+        ago = _duration_ns(lowered)
+        ns = _parse_absolute(value) if ago is None else now - _checked_ns(text, ago, "")
+    if not _MIN_NS <= ns <= _MAX_NS:
+        raise UnitError(f"time out of range: {_shown(text)} (Loki's times run from 1677-09-21 "
+                        "to 2262-04-11)")
+    return ns
 
 
 def format_time(ns: int, *, digits: int | None = None) -> str:
     """RFC 3339 in UTC: ``2026-01-31T12:00:00Z``, with the fraction of a second when there is
-    one (``.5``, trailing zeros dropped), or with exactly ``digits`` fractional digits
-    (``digits=9``: Go's RFC3339Nano with every digit)."""
+    one (``.5``, trailing zeros dropped), or with exactly ``digits`` fractional digits, 0 to 9
+    (``digits=9``: Go's RFC3339Nano with every digit). :func:`parse_time` reads every result
+    back to the same nanosecond."""
+    if digits is not None and not 0 <= digits <= 9:
+        raise UnitError(f"digits={digits!r}: a time has 0 to 9 fractional digits")
+    if isinstance(ns, bool) or not isinstance(ns, int) or not _MIN_NS <= ns <= _MAX_NS:
+        raise UnitError(f"time out of range: {_shown(ns)} (nanoseconds since 1970 in 64 bits)")
     seconds, nanos = divmod(ns, NS)
-    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
-    base = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    moment = _EPOCH + dt.timedelta(seconds=seconds)
+    base = f"{moment:%Y-%m-%dT%H:%M:%S}"
     fraction = f"{nanos:09d}"
     fraction = fraction.rstrip("0") if digits is None else fraction[:digits]
     return f"{base}.{fraction}Z" if fraction else base + "Z"

@@ -2,8 +2,9 @@
 
 Precedence: explicit keyword arguments > YAML file > environment variables > defaults. Every
 value may be given as a string (``logging.config.dictConfig`` and env vars only carry strings):
-``"1MiB"``, ``"1s"``, ``"true"`` are understood. A bad value raises :class:`ConfigError` naming
-the setting and the value.
+``"1MiB"``, ``"1h30m"``, ``"true"`` are understood; sizes and durations are read by
+:mod:`shipper._units`, as everywhere else. A bad value raises :class:`ConfigError` naming the
+setting and the value.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
+
+from shipper._units import UnitError, parse_seconds, parse_size
 
 __all__ = ["ENV_VARS", "ConfigError", "Encoding", "ShipperConfig", "default_spool_dir"]
 
@@ -58,24 +61,6 @@ ENV_VARS: dict[str, str] = {
     "SHIPPER_HANDLE_SIGTERM": "handle_sigterm",
 }
 
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "kib": 1024,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*$")
-
-
 def default_spool_dir(service: str) -> Path:
     """``<user cache dir>/shipper/spool/<service>``: per user, per service, per platform."""
     import platformdirs
@@ -85,26 +70,17 @@ def default_spool_dir(service: str) -> Path:
 
 
 def _size(name: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}: expected a size such as 1048576 or '1MiB', got {value!r}")
-    if isinstance(value, int):
-        return value
-    match = _SIZE_RE.match(str(value))
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _SIZE_UNITS:
-        raise ConfigError(f"{name}: expected a size such as 1048576 or '1MiB', got {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    try:
+        return parse_size(value)
+    except UnitError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _duration(name: str, value: object) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}: expected seconds or a duration such as '500ms', got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _DURATION_RE.match(str(value))
-    if match is None:
-        raise ConfigError(f"{name}: expected seconds or a duration such as '500ms', got {value!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    try:
+        return parse_seconds(value)
+    except UnitError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def _bool(name: str, value: object) -> bool:

@@ -32,6 +32,32 @@ def test_keyword_arguments_win_over_env_and_strings_are_converted() -> None:
     assert cfg.redact_keys == ("pin", "otp")
 
 
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("7d", 7 * 86400.0), ("1h30m", 5400.0), ("2h0m0s", 7200.0), ("1.5h", 5400.0),
+    ("250ms", 0.25), ("90", 90.0), ("0.5", 0.5), (" 1m30s ", 90.0),
+])
+def test_durations_read_the_one_grammar_from_keywords_env_and_yaml(
+    tmp_path: Path, text: str, seconds: float,
+) -> None:
+    assert ShipperConfig.load(environ={}, shutdown_timeout=text).shutdown_timeout == seconds
+    env = ShipperConfig.load(environ={"SHIPPER_BATCH_MAX_WAIT": text, "LOKI_TIMEOUT": text})
+    assert (env.batch_max_wait, env.timeout) == (seconds, seconds)
+    path = tmp_path / "shipper.yaml"
+    path.write_text(f"retry_budget: '{text}'\nbackoff_max: {text}\n")
+    cfg = ShipperConfig.load(path, environ={})
+    assert (cfg.retry_budget, cfg.backoff_max) == (seconds, seconds)
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("1048576", 1048576), ("512KiB", 512 * 1024), ("1.5MB", 1_500_000), ("4mb", 4_000_000),
+    ("1 GiB", 1024**3),
+])
+def test_sizes_read_the_one_grammar_from_keywords_and_env(text: str, size: int) -> None:
+    assert ShipperConfig.load(environ={}, spool_max_bytes=text).spool_max_bytes == size
+    env = ShipperConfig.load(environ={"SHIPPER_SPOOL_MAX_BYTES": text})
+    assert env.spool_max_bytes == size
+
+
 def test_yaml_file_is_read_under_a_shipper_key(tmp_path: Path) -> None:
     path = tmp_path / "shipper.yaml"
     path.write_text("shipper:\n  url: http://loki:3100\n  service: api\n  encoding: protobuf\n")
@@ -45,8 +71,10 @@ def test_yaml_file_is_read_under_a_shipper_key(tmp_path: Path) -> None:
         ({"url": "loki:3100"}, "url: expected http(s)://"),
         ({"encoding": "xml"}, "encoding: expected one of json, json+gzip, protobuf"),
         ({"batch_max_bytes": "8MiB"}, "batch_max_bytes: must be between 1 KiB and 4 MiB"),
-        ({"batch_max_bytes": "lots"}, "batch_max_bytes: expected a size"),
-        ({"timeout": "soon"}, "timeout: expected seconds"),
+        ({"batch_max_bytes": "lots"}, "batch_max_bytes: not a size: 'lots'; use bytes"),
+        ({"timeout": "soon"}, "timeout: not a duration: 'soon'; use seconds"),
+        ({"retry_budget": "-1m"}, "retry_budget: negative duration: '-1m'"),
+        ({"spool_max_bytes": -1}, "spool_max_bytes: negative size: -1"),
         ({"spool": "maybe"}, "spool: expected true or false"),
         ({"username": "u"}, "password: LOKI_USERNAME is set"),
         ({"bacth_max_bytes": 1}, "unknown setting 'bacth_max_bytes'"),

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from shipper._units import format_seconds
+
 __all__ = [
     "ConfigDocError",
     "Setting",
@@ -237,7 +239,7 @@ def _default_text(f: dataclasses.Field[Any], kind: str | None) -> str:
     if kind == "size" and isinstance(value, int):
         return f"`{_size_text(value)}`"
     if kind == "duration" and isinstance(value, (int, float)):
-        return f"`{_duration_text(float(value))}`"
+        return f"`{format_seconds(value)}`"
     if isinstance(value, (tuple, list)):
         return ", ".join(f"`{v}`" for v in value)
     return f"`{value}`"
@@ -248,14 +250,6 @@ def _size_text(value: int) -> str:
         if value and value % factor == 0:
             return f"{value // factor}{unit}"
     return str(value)
-
-
-def _duration_text(seconds: float) -> str:
-    if seconds < 1 and (seconds * 1000).is_integer():
-        return f"{int(seconds * 1000)}ms"
-    if seconds.is_integer():
-        return f"{int(seconds)}s"
-    return f"{seconds}s"
 
 
 def _cell(text: str) -> str:

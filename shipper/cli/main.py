@@ -14,6 +14,7 @@ from pathlib import Path
 
 from shipper._version import __version__
 from shipper.cli import admin, sidecar
+from shipper.cli.args import duration_arg, positive_duration_arg
 from shipper.cli.report import add_parser as _add_report
 
 _Handler = Callable[[argparse.Namespace], int]
@@ -59,7 +60,8 @@ def _add_retention(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     check.add_argument("--url", required=True, help="Loki's base URL, e.g. http://localhost:3100")
     check.add_argument("--file", help=policy_help)
     check.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to connect and to read (default 10)"
+        "--timeout", type=positive_duration_arg, default=10.0, metavar="DURATION",
+        help="how long to wait to connect and to read (default 10s)"
     )
     check.set_defaults(handler=_retention_check)
 
@@ -152,8 +154,8 @@ def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     push = spool_sub.add_parser("push", help="send everything spooled to Loki, oldest first")
     where(push)
     push.add_argument("--url", help="Loki base or push URL (default: LOKI_URL)")
-    push.add_argument("--timeout", type=float, default=600.0,
-                      help="give up after this many seconds (default 600)")
+    push.add_argument("--timeout", type=duration_arg, default=600.0, metavar="DURATION",
+                      help="give up after this long: 600, 90s, 10m (default 10m)")
     push.set_defaults(handler=_spool_push)
 
 
@@ -220,14 +222,6 @@ def _spool_push(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``shipper demo`` (see shipper/cli/demo/__init__.py)."""
 
-    def span(text: str) -> float:
-        from shipper.cli.demo import DemoError, parse_span
-
-        try:
-            return parse_span(text)
-        except DemoError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
     demo = sub.add_parser(
         "demo",
         help="send realistic marketplace traffic (logins, bookings, payments, webhooks, API "
@@ -241,13 +235,13 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     how_long = demo.add_mutually_exclusive_group()
     how_long.add_argument("--count", type=int, metavar="N",
                           help="send N live events (default 200, or none after --backfill)")
-    how_long.add_argument("--duration", type=span, metavar="SECONDS",
+    how_long.add_argument("--duration", type=duration_arg, metavar="DURATION",
                           help="send live events for this long (seconds, or e.g. 90s, 10m)")
     how_long.add_argument("--forever", action="store_true",
                           help="send live events until stopped (Ctrl-C, SIGTERM)")
     demo.add_argument("--rate", type=float, default=5.0, metavar="EVENTS_PER_S",
                       help="live events per second (default 5)")
-    demo.add_argument("--backfill", type=span, metavar="SPAN",
+    demo.add_argument("--backfill", type=duration_arg, metavar="SPAN",
                       help="first fill history this far back (e.g. 7d, 36h), oldest first, at "
                       "most Loki's reject_old_samples_max_age (1w by default); skipped when "
                       "the service's streams got entries in the last hour or so")
@@ -269,8 +263,8 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo.add_argument("--file", metavar="PATH",
                       help="also append every event as a JSON line, the shape the promtail/ "
                       "and Alloy configs read")
-    demo.add_argument("--flush-timeout", type=float, default=60.0, metavar="SECONDS",
-                      help="how long to wait for delivery at the end (default 60)")
+    demo.add_argument("--flush-timeout", type=duration_arg, default=60.0, metavar="DURATION",
+                      help="how long to wait for delivery at the end (default 1m)")
     demo.set_defaults(handler=_demo)
 
 

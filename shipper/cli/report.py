@@ -34,7 +34,8 @@ from typing import Any, NamedTuple, TextIO
 from urllib.parse import urlencode, urlsplit
 
 from shipper._version import __version__
-from shipper.cli.demo import DemoError, _stop_on_sigterm, format_span, parse_span
+from shipper.cli.args import positive_duration_arg
+from shipper.cli.demo import _stop_on_sigterm, format_span
 from shipper.config import ConfigError, ShipperConfig
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
 from shipper.loki.client import LokiClient, LokiError
@@ -519,10 +520,7 @@ def run_report(opts: _Options, *, daily_at: tuple[int, int] | None = None,
 
 
 def _span(text: str) -> float:
-    try:
-        seconds = parse_span(text)
-    except DemoError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    seconds = positive_duration_arg(text)
     if not 60 <= seconds <= 30 * 86400:
         raise argparse.ArgumentTypeError(f"--since must be between 1m and 30d, got {text!r}")
     return seconds
@@ -554,7 +552,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                "  shipper report --daily-at 08:00 --slack-webhook \"$DIGEST_SLACK_WEBHOOK_URL\"",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report.add_argument("--since", type=_span, default=parse_span("24h"), metavar="SPAN",
+    report.add_argument("--since", type=_span, default="24h", metavar="SPAN",
                         help="how far back the digest looks (default 24h; e.g. 12h, 7d)")
     report.add_argument("--service", action="append", default=[], metavar="NAME",
                         help="only this service_name (repeatable; default every service)")

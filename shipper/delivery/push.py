@@ -15,7 +15,6 @@ Retry timing lives in the pipeline. Reading Loki (queries, deletion, ``/config``
 from __future__ import annotations
 
 import base64
-import datetime
 import email.utils
 import gzip
 import json
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from shipper._units import NS, UnitError, parse_time
 from shipper._version import __version__
 from shipper.config import LOKI_MAX_REQUEST_BYTES, ShipperConfig
 from shipper.delivery.transport import HttpResponse, Transport, TransportError, Urllib3Transport
@@ -277,7 +277,7 @@ _TS_REFUSAL = re.compile(
 _SIZE_REFUSAL = re.compile(
     rf"max entry size '\d+' bytes exceeded for stream '({_STREAM_TEXT})' while adding an "
     r"entry with length '(\d+)' bytes")
-_IGNORED = re.compile(r"entry with timestamp (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) "
+_IGNORED = re.compile(r"entry with timestamp (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,9})?) "
                       r"\+0000 UTC ignored, reason: '([^']*)'")
 _IGNORED_STREAM = re.compile(rf"total ignored: (\d+) out of \d+ for stream: ({_STREAM_TEXT})")
 _CUTOFF = re.compile(r"oldest acceptable timestamp is: (\S+?Z)")
@@ -293,16 +293,17 @@ def _labels_of(text: str) -> frozenset[tuple[str, str]]:
 
 
 def _second(text: str) -> int | None:
+    """A time Loki prints in RFC 3339 (``2026-10-13T02:45:36Z``) → whole Unix seconds."""
     try:
-        return int(datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
-    except ValueError:
+        return parse_time(text) // NS
+    except UnitError:
         return None
 
 
 def _go_time_ns(text: str) -> int:
-    whole, _, frac = text.partition(".")
-    base = datetime.datetime.fromisoformat(whole + "+00:00")
-    return int(base.timestamp()) * 1_000_000_000 + int((frac + "0" * 9)[:9])
+    """An ingester's ``2026-01-01 12:00:00.123`` (Go's ``time.Time.String()``, whose
+    ``+0000 UTC`` the pattern matched) → ns."""
+    return parse_time(text + "Z")
 
 
 def refused_entries(entries: Sequence[Entry], message: str) -> list[RefusedEntry]:
@@ -325,7 +326,7 @@ def refused_entries(entries: Sequence[Entry], message: str) -> list[RefusedEntry
     for m in _TS_REFUSAL.finditer(message):
         labels, second = _labels_of(m.group(1)), _second(m.group(2))
         for i, e in enumerate(entries):
-            if streams[i] == labels and e.timestamp_ns // 1_000_000_000 == second:
+            if streams[i] == labels and e.timestamp_ns // NS == second:
                 mark(i, m.group(0))
     for m in _SIZE_REFUSAL.finditer(message):
         labels, length = _labels_of(m.group(1)), int(m.group(2))
@@ -345,7 +346,7 @@ def refused_entries(entries: Sequence[Entry], message: str) -> list[RefusedEntry
         if marked < total and cutoffs:  # Loki lists at most 10: the rest by the cutoff
             reason = listed[0][1] if listed else m.group(0)
             for i in in_stream:
-                if entries[i].timestamp_ns // 1_000_000_000 < max(cutoffs):
+                if entries[i].timestamp_ns // NS < max(cutoffs):
                     mark(i, reason, certain=False)
     hit = {streams[i] for i in found}
     named_any = False

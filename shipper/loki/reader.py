@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shipper.cli.admin.timerange import NS, format_ns
+from shipper._units import NS, format_time
 from shipper.loki.client import LokiClient, LokiError, QueryLimits
 
 __all__ = ["ReadError", "Record", "iter_records", "parse_streams", "windows"]
@@ -60,7 +60,7 @@ class Record:
             exception = body.get("exception")
         s = self.stream
         return {
-            "time": format_ns(self.timestamp_ns),
+            "time": format_time(self.timestamp_ns),
             "service": s.get("service_name"),
             "env": s.get("env"),
             "level": s.get("level"),
@@ -179,7 +179,7 @@ def _one_nanosecond(client: LokiClient, query: str, ts: int, limits: QueryLimits
     if len(page) >= limits.max_entries_per_query:
         raise ReadError(
             f"more than {limits.max_entries_per_query} entries share the timestamp "
-            f"{format_ns(ts)}; raise Loki's max_entries_limit_per_query to read them all")
+            f"{format_time(ts)}; raise Loki's max_entries_limit_per_query to read them all")
     for record in page:
         if record.timestamp_ns == ts and record.key not in seen:
             seen.add(record.key)

@@ -28,7 +28,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from shipper.config import ConfigError, ShipperConfig, _duration, _size
+from shipper._units import UnitError, parse_seconds, parse_size
+from shipper.config import ConfigError, ShipperConfig
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
@@ -283,22 +284,18 @@ class _Reader:
             return value  # the loki section is read by ShipperConfig.load (see load_config)
         if kind == "size":
             try:
-                size = _size(key, value)
-            except ConfigError:
-                raise self.fail(key, value, "a size such as 1048576, '512KiB' or '1MiB'") \
-                    from None
+                size = parse_size(value)
+            except UnitError:
+                size = 0
             if size <= 0:
-                raise self.fail(key, value, "a positive size")
+                raise self.fail(key, value, "a positive size: bytes, or e.g. '512KiB', '1MiB'")
             return size
         if kind == "duration":
             try:
-                seconds = _duration(key, value)
-            except ConfigError:
-                raise self.fail(key, value, "seconds or a duration such as '500ms', '2s', "
-                                            "'5m'") from None
-            if seconds <= 0:
-                raise self.fail(key, value, "a positive duration")
-            return seconds
+                return parse_seconds(value, allow_zero=False)
+            except UnitError:
+                raise self.fail(key, value, "a positive duration: seconds, or e.g. '500ms', "
+                                            "'2s', '1h30m'") from None
         if kind == "regex":
             if not isinstance(value, str):
                 raise self.fail(key, value, "a regular expression (a string)")

@@ -124,7 +124,6 @@ def test_nothing_matching_requests_nothing_and_exits_1(
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--service", "shop"], "a time range is required"),
-    (["--since", "1h", "--end", "now+1h"], "is not a time"),
     (["--start", "2h", "--end", "2099-01-01"], "ends in the future"),
 ])
 def test_a_range_is_required_and_cannot_end_in_the_future(

@@ -115,7 +115,7 @@ def test_everything_in_place_prints_one_ok_line_per_check_and_exits_0(
 ) -> None:
     monkeypatch.setenv("GRAFANA_URL", grafana.url)
     monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
-    code = main(["doctor", "--wait", "3", "--spool-wait", "0.1", "--format", "table"])
+    code = main(["doctor", "--wait", "15s", "--spool-wait", "0.1", "--format", "table"])
     out = capsys.readouterr().out
     assert code == 0, out
     lines = out.splitlines()

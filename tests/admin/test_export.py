@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from shipper._units import NS, parse_time
 from shipper.cli.admin.export import export_events
-from shipper.cli.admin.timerange import NS, TimeRange, parse_time
+from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.main import main
 from shipper.config import ShipperConfig
 from shipper.loki.client import LokiClient, QueryLimits

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from shipper._units import NS
 from shipper.cli.admin.stats import STATS, collect, error_rate_expression, stat_expression
-from shipper.cli.admin.timerange import NS, TimeRange
+from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.main import main
 from shipper.config import ShipperConfig
 from shipper.loki.client import LokiClient, QueryLimits

@@ -154,7 +154,8 @@ def test_without_a_url_the_handler_spools_and_the_cli_pushes_later(
     assert "records    1500" in out
 
     with FakeLoki() as fake:
-        assert cli_main(["spool", "push", "--dir", str(spool_dir), "--url", fake.url]) == 0
+        assert cli_main(["spool", "push", "--dir", str(spool_dir), "--url", fake.url,
+                         "--timeout", "10m"]) == 0
         assert fake.count() == 1500
         [labels] = {s.labels for s in fake.stored()}
         assert dict(labels)["service_name"] == "offline-app"

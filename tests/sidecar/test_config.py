@@ -58,6 +58,21 @@ def test_the_issue_sketch_loads_into_the_schema(tmp_path: Path) -> None:
     assert isinstance(docker, DockerSourceConfig) and docker.labels == {"shipper.enable": "true"}
 
 
+def test_durations_and_sizes_read_the_one_grammar(tmp_path: Path) -> None:
+    path = write(tmp_path, "drain_timeout: 1h30m\npositions_interval: 2h0m0s\n"
+                           "loki: {shutdown_timeout: 7d, batch_max_bytes: 512KiB}\n"
+                           "sources: [{type: file, paths: [/a], poll_interval: 250ms, "
+                           "scan_interval: 1m30s, max_line_bytes: 1MiB}]\n")
+    config = load_config(path, environ={"SHIPPER_BATCH_MAX_WAIT": "1.5s"})
+    assert (config.drain_timeout, config.positions_interval) == (5400.0, 7200.0)
+    assert (config.loki.shutdown_timeout, config.loki.batch_max_wait) == (7 * 86400.0, 1.5)
+    assert config.loki.batch_max_bytes == 512 * 1024
+    (source,) = config.sources
+    assert isinstance(source, FileSourceConfig)
+    assert (source.poll_interval, source.scan_interval) == (0.25, 90.0)
+    assert source.max_line_bytes == 1024 * 1024
+
+
 def test_the_loki_section_reads_the_handlers_environment_variables(tmp_path: Path) -> None:
     path = write(tmp_path, "sources: [{type: http}]\n")
     config = load_config(path, environ={"LOKI_URL": "https://logs.example:3100",
@@ -88,7 +103,7 @@ def test_env_references_are_expanded_and_a_missing_one_is_an_error(tmp_path: Pat
         ("sources: [{type: file, paths: [logs/*.log]}]",
          r"sources\[0\]\.paths: 'logs/\*\.log': expected an absolute path"),
         ("sources: [{type: file, paths: [/a], poll_interval: soon}]",
-         r"sources\[0\]\.poll_interval: 'soon': expected seconds or a duration"),
+         r"sources\[0\]\.poll_interval: 'soon': expected a positive duration: seconds, or "),
         ("sources: [{type: file, paths: [/a], max_line_bytes: 0}]",
          r"max_line_bytes: 0: expected a positive size"),
         ("sources: [{type: file, paths: [/a], multiline: {start: '(('}}]",

@@ -31,6 +31,7 @@ from typing import Any
 import cramjam
 import yaml
 
+from shipper._units import parse_duration_ns
 from shipper.delivery.transport import HttpResponse, TransportError
 from tests.support import contract
 
@@ -841,8 +842,6 @@ _TOKEN = re.compile(r"""\s*(?:
 )""", re.X)
 _GO_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
                "\\": "\\", '"': '"'}
-_DUR_UNITS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9,
-              "w": 7 * 86400 * 10**9, "y": 365 * 86400 * 10**9}
 
 
 def _unquote(raw: str, pos: int) -> str:
@@ -868,10 +867,6 @@ def _unquote(raw: str, pos: int) -> str:
         else:
             raise LogQLError(f"invalid escape \\{e}", pos)
     return "".join(out)
-
-
-def _duration_ns(text: str) -> int:
-    return sum(int(n) * _DUR_UNITS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
 
 
 def _go_duration(ns: int) -> str:
@@ -1068,7 +1063,7 @@ class _Parser:
             self.take("(")
             query = self.log_query()
             self.take("[")
-            rng = _duration_ns(self.take(kind="dur"))
+            rng = parse_duration_ns(self.take(kind="dur"))
             self.take("]")
             self.take(")")
             return ("count", query, rng)

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from shipper.cli.admin.output import FORMATS
 from shipper.cli.admin.timerange import TimeError, TimeRange, resolve_range
+from shipper.cli.args import positive_duration_arg, time_arg
 from shipper.config import ConfigError, ShipperConfig
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import FilterError, Filters
@@ -91,11 +92,13 @@ def add_filter_args(parser: argparse.ArgumentParser) -> None:
 def add_range_args(parser: argparse.ArgumentParser, *, default: str | None = "24h") -> None:
     r = parser.add_argument_group(
         "time range" + (f" (default: the last {default})" if default else " (required)"))
-    r.add_argument("--since", metavar="SPAN", help="this far back from --end or now: 30m, 1h, "
-                   "7d, 2w")
-    r.add_argument("--start", metavar="TIME", help="RFC 3339 (2026-01-31T12:00:00Z), a date "
-                   "(2026-01-31, UTC) or relative (2h, now-2h); included")
-    r.add_argument("--end", metavar="TIME", help="as --start; excluded (default: now)")
+    r.add_argument("--since", type=positive_duration_arg, metavar="SPAN",
+                   help="this far back from --end or now: 30m, 1h30m, 7d, 2w, or seconds (90)")
+    r.add_argument("--start", type=time_arg, metavar="TIME", help="RFC 3339 "
+                   "(2026-01-31T12:00:00Z, nanoseconds allowed), a date (2026-01-31, UTC) or "
+                   "a time ago (2h, now-2h); included")
+    r.add_argument("--end", type=time_arg, metavar="TIME",
+                   help="as --start; excluded (default: now)")
 
 
 def add_format_arg(parser: argparse.ArgumentParser, *, choices: tuple[str, ...] = FORMATS,

@@ -24,10 +24,11 @@ import sys
 import time
 from typing import Any
 
+from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import choose_format, is_terminal, render_table, write_rows
 from shipper.cli.admin.stats import count_matching
-from shipper.cli.admin.timerange import NS, TimeRange, format_ns
+from shipper.cli.admin.timerange import TimeRange
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.event import Actor, Level, LogEvent
@@ -89,7 +90,7 @@ def deletion_range(span: TimeRange, now_ns: int) -> tuple[int, int]:
     end_s = -(-span.end_ns // NS)
     if span.end_ns > now_ns:
         raise common.CommandError(
-            f"the range ends in the future ({format_ns(span.end_ns)}): Loki refuses deletes in "
+            f"the range ends in the future ({format_time(span.end_ns)}): Loki refuses deletes in "
             "the future", common.EXIT_USAGE)
     end_s = min(end_s, now_ns // NS)
     if end_s <= start_s:
@@ -163,7 +164,7 @@ def _seconds(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        return format_ns(round(float(value) * 1000) * 1_000_000)  # Loki keeps milliseconds
+        return format_time(round(float(value) * 1000) * 1_000_000)  # Loki keeps milliseconds
     except (TypeError, ValueError):
         return str(value)
 
@@ -195,7 +196,7 @@ def _request(client: LokiClient, config: ShipperConfig, args: argparse.Namespace
     # Loki deletes [start_s, end_s], both ends included: count exactly that
     counted = TimeRange(start_s * NS, end_s * NS + 1)
     count = count_matching(client, filters, counted, keep_audit=True)
-    where = f"between {format_ns(start_s * NS)} and {format_ns(end_s * NS)}"
+    where = f"between {format_time(start_s * NS)} and {format_time(end_s * NS)}"
     if count == 0:
         print(f"shipper delete: nothing matches {query} {where}; nothing was requested",
               file=sys.stderr)
@@ -211,7 +212,7 @@ def _request(client: LokiClient, config: ShipperConfig, args: argparse.Namespace
             return common.EXIT_FAILED
     request_id = client.delete(query, start_s, end_s)
     admin = who(args.admin_id)
-    metadata = {"query": query, "start": format_ns(start_s * NS), "end": format_ns(end_s * NS),
+    metadata = {"query": query, "start": format_time(start_s * NS), "end": format_time(end_s * NS),
                 "count": count, "request_id": request_id, "filters": filters.describe()}
     event = audit_event(event_type=AUDIT_DELETE_TYPE, service=_audit_service(filters, config),
                         admin=admin, message=f"{admin} deleted {count} log entries {where}",

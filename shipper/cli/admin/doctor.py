@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
+from shipper._units import NS, format_seconds
 from shipper.cli.admin import common
 from shipper.cli.admin.output import choose_format
-from shipper.cli.admin.timerange import NS
+from shipper.cli.args import duration_arg
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
@@ -115,7 +116,8 @@ def check_round_trip(client: LokiClient, config: ShipperConfig, wait: float) -> 
             return _ok(name, f"marker {marker[:8]} pushed and read back in {took:.0f} ms "
                        f"(service {service}, DEBUG {DOCTOR_TYPE})")
         if time.monotonic() >= deadline:
-            return _fail(name, f"the marker was pushed but not found after {wait:g}s",
+            return _fail(name, "the marker was pushed but not found after "
+                         f"{format_seconds(wait)}",
                          "check Loki's ingester and querier logs; is the clock right?")
         time.sleep(0.5)
 
@@ -206,7 +208,7 @@ def check_spool(config: ShipperConfig, wait: float,
     left = spool_status(directory).records or 0
     if left < waiting:
         return _ok(name, f"draining: {left} events left in {directory} (was {waiting} "
-                   f"{wait:g}s ago)")
+                   f"{format_seconds(wait)} ago)")
     age = before.oldest_segment_age_s
     since = f", oldest {age / 60:.0f} min old" if age else ""
     return _fail(name, f"{left} events waiting in {directory}, not draining{since}",
@@ -329,10 +331,11 @@ def add_parser(sub: common.Subparsers) -> None:
     doctor.add_argument("--retention-file", metavar="PATH",
                         help="the policy (default: $SHIPPER_RETENTION_FILE, else "
                         "loki/retention.yaml under the current directory)")
-    doctor.add_argument("--wait", type=float, default=15.0, metavar="SECONDS",
-                        help="how long the marker may take to come back (default 15)")
-    doctor.add_argument("--spool-wait", type=float, default=2.0, metavar="SECONDS",
-                        help="how long to watch a non-empty spool drain (default 2)")
+    doctor.add_argument("--wait", type=duration_arg, default=15.0, metavar="DURATION",
+                        help="how long the marker may take to come back: 15, 15s, 1m "
+                        "(default 15s)")
+    doctor.add_argument("--spool-wait", type=duration_arg, default=2.0, metavar="DURATION",
+                        help="how long to watch a non-empty spool drain (default 2s)")
     doctor.add_argument("--grafana-url", help="default: $GRAFANA_URL")
     common.add_format_arg(doctor, choices=("auto", "table", "json"),
                           default_help="lines on a terminal, JSON when piped")

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from shipper._units import NS
 from shipper.cli.admin import common
 from shipper.cli.admin.output import progress
-from shipper.cli.admin.timerange import NS
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.push import PushOutcome, refusal_reason, refused_entries

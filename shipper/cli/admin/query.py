@@ -12,9 +12,11 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from shipper._units import NS
 from shipper.cli.admin import common
 from shipper.cli.admin.output import choose_format, is_terminal, json_default, write_rows
-from shipper.cli.admin.timerange import NS, TimeRange, parse_span
+from shipper.cli.admin.timerange import TimeRange
+from shipper.cli.args import positive_duration_arg
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import Record, iter_records, parse_streams
@@ -51,15 +53,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
-
-
-def _span(text: str) -> float:
-    from shipper.cli.admin.timerange import TimeError
-
-    try:
-        return parse_span(text)
-    except TimeError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(sub: common.Subparsers) -> None:
@@ -101,9 +94,9 @@ def add_parser(sub: common.Subparsers) -> None:
     common.add_filter_args(tail)
     tail.add_argument("--lines", type=int, default=10, metavar="N",
                       help="events of the last hour to show first (default 10; 0: none)")
-    tail.add_argument("--interval", type=_span, default=2.0, metavar="SPAN",
+    tail.add_argument("--interval", type=positive_duration_arg, default=2.0, metavar="SPAN",
                       help="how often to ask Loki (default 2s)")
-    tail.add_argument("--delay", type=_span, default=10.0, metavar="SPAN",
+    tail.add_argument("--delay", type=positive_duration_arg, default=10.0, metavar="SPAN",
                       help="how late an event may arrive and still be shown (default 10s)")
     common.add_format_arg(tail, choices=("auto", "table", "jsonl"),
                           default_help="one line per event on a terminal, JSON lines when piped")

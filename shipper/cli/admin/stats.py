@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import choose_format, render_table, write_rows
-from shipper.cli.admin.timerange import NS, TimeRange, format_ns
+from shipper.cli.admin.timerange import TimeRange
 from shipper.event import Level
 from shipper.loki.client import LokiClient, LokiError, QueryLimits
 from shipper.loki.logql import Filters, metric_query
@@ -136,7 +137,7 @@ def collect(client: LokiClient, filters: Filters, span: TimeRange,
     events = {k[0]: v for k, v in run["events_by_service"].items()}
     errs = {k[0]: v for k, v in run["errors_by_service"].items()}
     return {
-        "range": {"start": format_ns(span.start_ns), "end": format_ns(span.end_ns)},
+        "range": {"start": format_time(span.start_ns), "end": format_time(span.end_ns)},
         "filters": filters.describe(),
         "total": total,
         "by_level": _ordered(by_level, [lvl.value for lvl in Level]),
