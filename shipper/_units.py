@@ -91,7 +91,8 @@ _SECONDS_HELP = f"seconds (90, 0.5) or {_DURATION_HELP}"
 
 def _duration_ns(text: str) -> Fraction | None:
     """The nanoseconds in a duration text, or None when it is not one."""
-    raw = text.strip().lower().replace("μ", "µ")  # the Greek letter for the micro sign
+    # units are lower case, as Go and Loki read them (1M is not a minute)
+    raw = text.strip().replace("μ", "µ")  # the Greek letter for the micro sign
     if raw == "0":
         return Fraction(0)
     total = Fraction(0)
@@ -259,7 +260,7 @@ _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
     r"(?:[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?"
 )
-_RELATIVE = re.compile(r"now\s*-\s*(.+)")
+_RELATIVE = re.compile(r"(?i:now)\s*-\s*(.+)")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 #: Loki's times: nanoseconds in a signed 64-bit number
 _MIN_NS: Final = -(2**63)
@@ -300,7 +301,7 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
     value = text.strip()
     lowered = value.lower()
     now = time.time_ns() if now_ns is None else now_ns
-    relative = _RELATIVE.fullmatch(lowered)
+    relative = _RELATIVE.fullmatch(value)
     if lowered == "now":
         ns = now
     elif relative:
@@ -312,7 +313,7 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
         raise UnitError(f"not a time: {_shown(text)}; a bare number is not a time (write 90s "
                         f"for 90 seconds ago); use {_TIME_HELP}")
     else:
-        ago = _duration_ns(lowered)
+        ago = _duration_ns(value)
         ns = _parse_absolute(value) if ago is None else now - _checked_ns(text, ago, "")
     if not _MIN_NS <= ns <= _MAX_NS:
         raise UnitError(f"time out of range: {_shown(text)} (Loki's times run from 1677-09-21 "
