@@ -54,18 +54,20 @@ class LabelSyntaxError(ValueError):
     """Label text that cannot be read; the message quotes the text and says where and why."""
 
 
-def parse_matchers(text: str, *, what: str = "selector") -> tuple[tuple[str, str, str], ...]:
+def parse_matchers(text: str, *, what: str = "selector",
+                   empty: bool = True) -> tuple[tuple[str, str, str], ...]:
     """``{name op "value", ...}`` → ``(name, op, value)`` in the order written, ``op`` one of
-    :data:`OPERATORS`; ``{}`` gives none. ``what`` (``selector`` or ``label set``) names the
-    text in error messages. Nothing may follow the closing brace."""
-    return _Reader(text, what).matchers()
+    :data:`OPERATORS`; ``{}`` gives none, or is refused when not ``empty``. ``what``
+    (``selector`` or ``label set``) names the text in error messages. Nothing may follow the
+    closing brace."""
+    return _Reader(text, what).matchers(empty)
 
 
-def parse_labels(text: str) -> dict[str, str]:
+def parse_labels(text: str, *, empty: bool = True) -> dict[str, str]:
     """A label set → a dict: ``{a="1", b="x\\"y"}`` → ``{"a": "1", "b": 'x"y'}``; ``{}`` is
-    empty. Every label is written with ``=``, once."""
+    empty, or refused when not ``empty``. Every label is written with ``=``, once."""
     labels: dict[str, str] = {}
-    for name, op, value in parse_matchers(text, what="label set"):
+    for name, op, value in parse_matchers(text, what="label set", empty=empty):
         if op != "=":
             raise LabelSyntaxError(
                 f"label set {text!r}: {name}{op}... is a matcher, not a label; write the "
@@ -102,12 +104,15 @@ class _Reader:
             return True
         return False
 
-    def matchers(self) -> tuple[tuple[str, str, str], ...]:
+    def matchers(self, empty: bool) -> tuple[tuple[str, str, str], ...]:
         self.skip_ws()
         if not self.take("{"):
             raise self.fail("missing '{'")
         found: list[tuple[str, str, str]] = []
         self.skip_ws()
+        if self.text.startswith("}", self.pos) and not empty:
+            raise self.fail("no matcher (Loki needs at least one)" if self.what == "selector"
+                            else "no label (Loki needs at least one)")
         if not self.take("}"):
             while True:
                 self.skip_ws()

@@ -20,7 +20,6 @@ from shipper.loki.logql import quote
 
 __all__ = ["Matcher", "Selector", "SelectorError"]
 
-_EXAMPLE = 'expected a stream selector like {level="INFO", type=~"AUTH_.*"}'
 # RE2 (Go, and so Loki) has no lookaround, backreferences or atomic groups.
 _NOT_RE2 = re.compile(r"\(\?(?:=|!|<=|<!|>|P=)|\\[1-9]")
 
@@ -82,12 +81,9 @@ class Selector:
     def parse(cls, text: str) -> Selector:
         """Parse ``{name op "value", ...}``; checks the syntax and every regex."""
         try:
-            found = parse_matchers(text)
+            found = parse_matchers(text, empty=False)
         except LabelSyntaxError as exc:
             raise SelectorError(str(exc)) from None
-        if not found:
-            raise SelectorError(f"selector {text!r}: no matcher (Loki needs at least one); "
-                                f"{_EXAMPLE}")
         matchers = tuple(Matcher(name, op, value) for name, op, value in found)
         for m in matchers:
             if m.op in ("=~", "!~"):

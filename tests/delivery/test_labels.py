@@ -52,3 +52,10 @@ def test_bad_label_text_is_named_with_where_it_went_wrong(text: str, message: st
         parse_labels(text)
     assert message in str(info.value)
     assert repr(text) in str(info.value)
+
+
+def test_an_empty_set_is_refused_where_one_label_is_needed() -> None:
+    with pytest.raises(LabelSyntaxError, match=r"no label \(Loki needs at least one\)"):
+        parse_labels("{ }", empty=False)
+    with pytest.raises(LabelSyntaxError, match=r"no matcher \(Loki needs at least one\)"):
+        parse_matchers("{}", empty=False)

@@ -100,7 +100,13 @@ class Explanation:
 
 def explain(policy: RetentionPolicy, labels: Mapping[str, str] | str) -> Explanation:
     """Evaluate the policy for one stream the way Loki's compactor does."""
-    stream = _parse_stream(labels) if isinstance(labels, str) else dict(labels)
+    if isinstance(labels, str):
+        try:
+            stream = parse_labels(labels, empty=False)
+        except LabelSyntaxError as exc:
+            raise RetentionError(str(exc)) from None
+    else:
+        stream = dict(labels)
     matched = tuple(rule for rule in policy.rules if rule.selector.matches(stream))
     winner: RetentionRule | None = None
     for rule in matched:  # Loki's RetentionPeriodFor, rule by rule
@@ -158,14 +164,3 @@ def _label_notes(labels: Mapping[str, str]) -> Iterable[str]:
     actor = labels.get("actor")
     if actor is not None and actor not in _ACTORS:
         yield f"actor {actor!r} is not one the shipper sends ({', '.join(_ACTORS)})"
-
-
-def _parse_stream(text: str) -> dict[str, str]:
-    try:
-        labels = parse_labels(text)
-    except LabelSyntaxError as exc:
-        raise RetentionError(str(exc)) from None
-    if not labels:
-        raise RetentionError(f"label set {text!r} names no label; write the stream's labels, "
-                             'e.g. {level="INFO", actor="USER"}')
-    return labels
