@@ -203,10 +203,6 @@ class LokiClient(PushClient):
     def format_query(self, query: str) -> str:
         return str(self._json("/loki/api/v1/format_query", {"query": query})["data"])
 
-    def config_yaml(self) -> str:
-        """``GET /config``: the effective configuration, as YAML text."""
-        return self._get("/config").text
-
     def loki_config(self) -> dict[str, Any]:
         """``GET /config``: the effective configuration, parsed (:func:`parse_config`).
         Raises :class:`LokiError` when Loki cannot be asked or its answer is not YAML."""
