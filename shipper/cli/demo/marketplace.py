@@ -6,9 +6,9 @@ failing), API errors with real tracebacks, admin actions, ``HTTP_REQUEST`` acces
 CRITICAL ``DATA_CORRUPTION``.
 
 Everything here is pure: a :class:`World` is drawn once from a seeded :class:`random.Random`,
-and each request or job (:func:`normal_groups`, :func:`incident_group`, :func:`failed_login_burst`,
-:func:`data_corruption`) draws from the same generator and returns :class:`DemoEvent` values,
-so the same seed gives the same events. :mod:`shipper.cli.demo.scenarios` strings them into a
+and each request or job (:func:`normal_groups`, :func:`incident_group`,
+:func:`failed_login_burst`, :func:`data_corruption`) draws from the same generator and returns
+:class:`DemoEvent` values, so the same seed gives the same events. :mod:`shipper.cli.demo.scenarios` strings them into a
 run; :mod:`shipper.cli.demo.emit` logs them.
 """
 
@@ -75,8 +75,6 @@ class DemoEvent:
 
 
 _B36 = string.digits + string.ascii_lowercase
-
-
 _B62 = string.digits + string.ascii_letters
 _USER_AGENTS = (
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -429,7 +427,7 @@ def _sc_webhook(world: World, rng: random.Random) -> list[DemoEvent]:
     ]
 
 
-#: the API failures the demo raises for real (see :func:`_raise_failure`): kind → endpoint
+#: the API failures the demo raises for real (see :mod:`shipper.cli.demo.emit`): kind → endpoint
 _FAILURES = {
     "gateway_timeout": "POST /api/bookings/{booking}/pay",
     "missing_listing": "GET /api/listings/{listing}",
