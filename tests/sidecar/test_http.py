@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import urllib3
 
+from shipper.delivery.labels import parse_labels
 from shipper.delivery.push import encode_json, encode_protobuf
 from shipper.event import Actor, Entry, Level, LogEvent
 from shipper.sidecar.config import HttpSourceConfig
 from shipper.sidecar.sources.http import HttpSource
-from shipper.delivery.labels import parse_labels
 from shipper.sidecar.sources.wire import decode_push_protobuf
 
 TOKEN = "0123456789abcdef-token"

@@ -12,6 +12,8 @@ so that each can be checked on its own:
   make; :class:`JsonLinesFileHandler` writes what is sent as JSON lines (``--file``);
 * :mod:`~shipper.cli.demo.command`: :class:`DemoOptions` and :func:`run_demo`, which check
   Loki's limits, wire the parts to a handler and pace the live part.
+
+Re-exported here: what the ``shipper`` command and the tests use.
 """
 
 from shipper.cli.demo.command import (
@@ -29,9 +31,7 @@ from shipper.cli.demo.emit import (
 )
 from shipper.cli.demo.marketplace import KINDS, SLOW_REQUEST_MS, DemoError, DemoEvent
 from shipper.cli.demo.scenarios import (
-    INCIDENT_DURATION_S,
     INCIDENT_START_S,
-    SCENARIOS,
     backfill_events,
     live_events,
     yesterday_events,
@@ -40,10 +40,8 @@ from shipper.cli.demo.scenarios import (
 __all__ = [
     "BACKFILL_SAFETY_S",
     "DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE",
-    "INCIDENT_DURATION_S",
     "INCIDENT_START_S",
     "KINDS",
-    "SCENARIOS",
     "SLOW_REQUEST_MS",
     "DemoEmitter",
     "DemoError",

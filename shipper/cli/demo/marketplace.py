@@ -8,8 +8,9 @@ CRITICAL ``DATA_CORRUPTION``.
 Everything here is pure: a :class:`World` is drawn once from a seeded :class:`random.Random`,
 and each request or job (:func:`normal_groups`, :func:`incident_group`,
 :func:`failed_login_burst`, :func:`data_corruption`) draws from the same generator and returns
-:class:`DemoEvent` values, so the same seed gives the same events. :mod:`shipper.cli.demo.scenarios` strings them into a
-run; :mod:`shipper.cli.demo.emit` logs them.
+:class:`DemoEvent` values, so the same seed gives the same events.
+:mod:`shipper.cli.demo.scenarios` strings them into a run; :mod:`shipper.cli.demo.emit` logs
+them.
 """
 
 from __future__ import annotations

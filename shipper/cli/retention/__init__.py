@@ -6,7 +6,8 @@
 * :mod:`~shipper.cli.retention.explain`: which rule decides a stream, and when its entries go;
 * :mod:`~shipper.cli.retention.check`: whether a running Loki applies the policy (drift).
 
-The selectors are LogQL's, parsed and evaluated by :mod:`shipper.loki.selector`.
+The selectors are LogQL's, parsed and evaluated by :mod:`shipper.loki.selector`. Re-exported
+here: what the ``shipper`` command, ``shipper doctor`` and the tests use.
 """
 
 from shipper.cli.retention.check import CheckRow, check, check_url, format_check_table
@@ -14,42 +15,28 @@ from shipper.cli.retention.explain import Explanation, explain
 from shipper.cli.retention.policy import (
     BLOCK_BEGIN,
     BLOCK_END,
-    DEFAULT_RETENTION_FILE,
     FOREVER_PERIOD,
     FOREVER_PRIORITY,
     LEVEL_PRIORITY,
-    MIN_PERIOD,
-    RENDER_FORMATS,
-    RETENTION_FILE_ENV,
     SELECTOR_PRIORITY,
-    STREAM_LABELS,
     RetentionError,
     RetentionPolicy,
-    RetentionRule,
-    describe_period,
     resolve_retention_file,
 )
 
 __all__ = [
     "BLOCK_BEGIN",
     "BLOCK_END",
-    "DEFAULT_RETENTION_FILE",
     "FOREVER_PERIOD",
     "FOREVER_PRIORITY",
     "LEVEL_PRIORITY",
-    "MIN_PERIOD",
-    "RENDER_FORMATS",
-    "RETENTION_FILE_ENV",
     "SELECTOR_PRIORITY",
-    "STREAM_LABELS",
     "CheckRow",
     "Explanation",
     "RetentionError",
     "RetentionPolicy",
-    "RetentionRule",
     "check",
     "check_url",
-    "describe_period",
     "explain",
     "format_check_table",
     "resolve_retention_file",
