@@ -21,7 +21,7 @@ _Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_retention(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``shipper retention render|check|explain`` (see shipper/cli/retention.py)."""
+    """``shipper retention render|check|explain`` (see shipper/cli/retention/)."""
     retention = sub.add_parser(
         "retention",
         help="per-level retention: render loki/retention.yaml into Loki's config, check a "
@@ -220,7 +220,7 @@ def _spool_push(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``shipper demo`` (see shipper/cli/demo/__init__.py)."""
+    """``shipper demo`` (see shipper/cli/demo/)."""
 
     demo = sub.add_parser(
         "demo",

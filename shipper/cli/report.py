@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import urlencode, urlsplit
 
+from shipper._units import format_seconds
 from shipper._version import __version__
 from shipper.cli.args import positive_duration_arg
-from shipper.cli.demo import _stop_on_sigterm, format_span
+from shipper.cli.signals import stop_on_sigterm
 from shipper.config import ConfigError, ShipperConfig
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
 from shipper.loki.client import LokiClient, LokiError
@@ -119,7 +120,7 @@ def fill(expr: str, *, services: Sequence[str], span_s: float) -> str:
         selector = "(" + "|".join(regex_escape(s) for s in services) + ")"
     if "`" in selector:
         raise ReportError(f"--service: a service name cannot contain a backtick: {services!r}")
-    span = format_span(span_s)
+    span = format_seconds(round(span_s))
     return (expr.replace("${service:regex}", selector)
             .replace("[$__range]", f"[{span}]").replace("[$__auto]", f"[{span}]"))
 
@@ -335,7 +336,7 @@ def _when(d: _dt.datetime) -> str:
 
 def _heading(d: Digest) -> str:
     who = ", ".join(d.services) if d.services else "all services"
-    span = format_span((d.end - d.start).total_seconds())
+    span = format_seconds(round((d.end - d.start).total_seconds()))
     return f"shipper digest · last {span} · {who} · {_when(d.start)} to {_when(d.end)}"
 
 
@@ -506,7 +507,7 @@ def run_report(opts: _Options, *, daily_at: tuple[int, int] | None = None,
     if daily_at is None:
         return _make(opts, out, err, transport)
     stop = stop or threading.Event()
-    restore = _stop_on_sigterm(stop)
+    restore = stop_on_sigterm(stop)
     try:
         while True:
             when = _next_run(daily_at, now())

@@ -30,6 +30,7 @@ import orjson
 from shipper._units import NS, UnitError, parse_time
 from shipper._version import __version__
 from shipper.config import LOKI_MAX_REQUEST_BYTES, ShipperConfig
+from shipper.delivery.labels import LabelSyntaxError, parse_labels
 from shipper.delivery.transport import HttpResponse, Transport, TransportError, Urllib3Transport
 from shipper.event import Entry
 
@@ -284,12 +285,14 @@ _CUTOFF = re.compile(r"oldest acceptable timestamp is: (\S+?Z)")
 _ANY_STREAM = re.compile(rf"stream '({_STREAM_TEXT})'")
 _GROUP_SEPARATOR = re.compile(r"; (?=\d+ errors like: )")
 _GROUP_PREFIX = re.compile(r"^\d+ errors like: ")
-_LABEL_PAIR = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def _labels_of(text: str) -> frozenset[tuple[str, str]]:
-    return frozenset((k, v.replace('\\"', '"').replace("\\\\", "\\"))
-                     for k, v in _LABEL_PAIR.findall(text))
+    """The label set of a stream Loki names in its answer (none when it cannot be read)."""
+    try:
+        return frozenset(parse_labels(text).items())
+    except LabelSyntaxError:
+        return frozenset()
 
 
 def _second(text: str) -> int | None:

@@ -1,6 +1,9 @@
-"""Reading Loki: the query client (:mod:`shipper.loki.client`), LogQL building and quoting
-(:mod:`shipper.loki.logql`) and paged reads of events (:mod:`shipper.loki.reader`).
+"""Reading Loki: the query client and the one reader of its ``/config``
+(:mod:`shipper.loki.client`), LogQL building and quoting (:mod:`shipper.loki.logql`), stream
+selectors parsed and evaluated as Loki does (:mod:`shipper.loki.selector`) and paged reads of
+events (:mod:`shipper.loki.reader`).
 
 Pushing is the delivery engine's (:mod:`shipper.delivery.push`); this package builds on its
-connection and adds everything an admin or a script reads.
+connection and adds everything an admin or a script reads. Label text (``{a="1"}``) is read by
+:mod:`shipper.delivery.labels`, which the engine shares.
 """

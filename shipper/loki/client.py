@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
 
+import yaml
+
 from shipper._units import UnitError, parse_duration
 from shipper.delivery.push import PushClient, not_served_hint, one_line
 from shipper.delivery.transport import HttpResponse, TransportError
@@ -25,6 +27,7 @@ __all__ = [
     "LokiError",
     "QueryLimits",
     "classify_error",
+    "parse_config",
 ]
 
 
@@ -76,7 +79,21 @@ def classify_error(method: str, path: str, status: int, text: str) -> LokiError:
     return LokiError(f"{method} {path} answered {status}: {message}", status, "http")
 
 
-# --------------------------------------------------------------------------- encoding
+# --------------------------------------------------------------------------- /config
+
+
+# Loki prints ~90 KB of config: libyaml's loader reads it in milliseconds where available.
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_config(text: str) -> dict[str, Any]:
+    """Loki's configuration as ``GET /config`` prints it (YAML) → the document; an empty one
+    when the YAML is not a mapping. Raises :class:`LokiError` when the text is not YAML."""
+    try:
+        doc = yaml.load(text, Loader=_YAML_LOADER)
+    except yaml.YAMLError as exc:
+        raise LokiError(f"Loki's configuration is not YAML: {one_line(str(exc))}") from exc
+    return doc if isinstance(doc, dict) else {}
 
 
 DEFAULT_MAX_QUERY_LENGTH_S = 30 * 86400 + 3600  # 30d1h
@@ -93,23 +110,16 @@ class QueryLimits:
     source: str = "default"
 
     @classmethod
-    def from_config(cls, text: str) -> QueryLimits:
-        import yaml
-
-
+    def from_config(cls, config: Mapping[str, Any]) -> QueryLimits:
+        """The limits in Loki's configuration (:func:`parse_config`); Loki's defaults when
+        they cannot be read from it."""
         try:
-            # Loki prints ~90 KB of config: libyaml reads it in milliseconds where available
-            doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-            limits = doc.get("limits_config") or {}
+            limits = config.get("limits_config") or {}
             length = parse_duration(str(limits.get("max_query_length", "30d1h")))
             entries = int(limits.get("max_entries_limit_per_query", DEFAULT_MAX_ENTRIES_PER_QUERY))
-        except (AttributeError, TypeError, ValueError, UnitError, yaml.YAMLError):
+        except (AttributeError, TypeError, ValueError, UnitError):
             return cls()
         return cls(length.total_seconds(), entries if entries > 0 else 10**9, "config")
-
-
-# --------------------------------------------------------------------------- client
-
 
 
 # --------------------------------------------------------------------------- client
@@ -193,15 +203,20 @@ class LokiClient(PushClient):
     def format_query(self, query: str) -> str:
         return str(self._json("/loki/api/v1/format_query", {"query": query})["data"])
 
-    def config_yaml(self) -> str:
-        """``GET /config``: the effective configuration, as YAML text."""
-        return self._get("/config").text
+    def loki_config(self) -> dict[str, Any]:
+        """``GET /config``: the effective configuration, parsed (:func:`parse_config`).
+        Raises :class:`LokiError` when Loki cannot be asked or its answer is not YAML."""
+        resp = self._get("/config")
+        try:
+            return parse_config(resp.text)
+        except LokiError as exc:
+            raise LokiError(str(exc), resp.status) from exc
 
     def query_limits(self) -> QueryLimits:
         """The limits a reader must respect, from ``GET /config``; Loki's defaults when the
         configuration cannot be read (a proxy may hide /config)."""
         try:
-            return QueryLimits.from_config(self.config_yaml())
+            return QueryLimits.from_config(self.loki_config())
         except LokiError as exc:
             if exc.kind == "unreachable":
                 raise

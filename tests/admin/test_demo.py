@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shipper._units import parse_seconds
 from shipper.cli.demo import (
     BACKFILL_SAFETY_S,
     DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE,
@@ -29,20 +30,16 @@ from shipper.cli.demo import (
     DemoError,
     DemoEvent,
     DemoOptions,
+    EventTimeFilter,
     JsonLinesFileHandler,
-    _EventTimeFilter,
-    _loki_limits,
-    _prepare_backfill,
     backfill_events,
     entry_to_file_object,
     file_object_to_entry,
-    format_span,
     live_events,
-    parse_span,
-    rfc3339_nano,
     run_demo,
     yesterday_events,
 )
+from shipper.cli.demo.command import _loki_limits, _prepare_backfill
 from shipper.cli.main import main
 from shipper.config import ShipperConfig
 from shipper.context import LogContext, current_context
@@ -258,34 +255,6 @@ def test_backfill_refuses_bad_arguments(kwargs: dict[str, Any], message: str) ->
         backfill_events(random.Random(0), **kwargs)
 
 
-# --------------------------------------------------------------------------- durations
-
-
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("7d", 7 * 86400), ("36h", 36 * 3600), ("1d12h", 36 * 3600), ("90m", 5400), ("1w", 604800),
-    ("2h0m0s", 7200), ("168h", 604800), ("45", 45), ("1.5h", 5400), ("500ms", 0.5),
-])
-def test_parse_span_reads_go_and_loki_durations(text: str, seconds: float) -> None:
-    assert parse_span(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "7 days", "d7", "7x", "-1d", "1d 2h"])
-def test_parse_span_names_what_it_could_not_read(text: str) -> None:
-    with pytest.raises(DemoError, match="not a duration"):
-        parse_span(text)
-
-
-def test_format_span_is_the_shortest_exact_spelling() -> None:
-    assert format_span(604800) == "7d"
-    assert format_span(5400) == "1h30m"
-    assert format_span(0) == "0s"
-
-
-def test_rfc3339_nano_keeps_every_nanosecond() -> None:
-    assert rfc3339_nano(1_790_000_000_123_456_789) == "2026-09-21T14:13:20.123456789Z"
-    assert rfc3339_nano(1_790_000_000 * NS) == "2026-09-21T14:13:20.000000000Z"
-
-
 # --------------------------------------------------------------------------- emitting
 
 
@@ -307,7 +276,7 @@ class _Capture(logging.Handler):
 def emitter() -> Iterator[tuple[DemoEmitter, _Capture, list[logging.Handler]]]:
     base = f"demo{uuid.uuid4().hex[:8]}"
     capture = _Capture()
-    capture.addFilter(_EventTimeFilter())
+    capture.addFilter(EventTimeFilter())
     logger = logging.getLogger(base)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -390,7 +359,7 @@ def test_file_lines_have_the_documented_shape_and_match_what_the_handler_sends(
     em, capture, extra = emitter
     path = tmp_path / "events.jsonl"
     writer = JsonLinesFileHandler(path, service="marketplace", env="demo")
-    writer.addFilter(_EventTimeFilter())
+    writer.addFilter(EventTimeFilter())
     logging.getLogger(em.base).addHandler(writer)
     extra.append(writer)
     end = time.time_ns()
@@ -432,6 +401,16 @@ def test_file_object_round_trips_an_entry_with_and_without_optional_fields() -> 
     assert bare_obj["actor_id"] is None and bare_obj["trace_id"] is None
 
 
+def test_file_times_keep_every_nanosecond_in_go_rfc3339nano() -> None:
+    """The collectors read ``ts`` with Go's RFC3339Nano layout: nine digits, always."""
+    for ns, text in ((1_790_000_000_123_456_789, "2026-09-21T14:13:20.123456789Z"),
+                     (1_790_000_000 * NS, "2026-09-21T14:13:20.000000000Z")):
+        entry = to_entry(LogEvent.create(service="s", level="INFO", message="m",
+                                         timestamp_ns=ns))
+        assert entry_to_file_object(entry)["ts"] == text
+        assert file_object_to_entry(entry_to_file_object(entry)).timestamp_ns == ns
+
+
 def test_file_handler_says_which_path_it_cannot_open(tmp_path: Path) -> None:
     with pytest.raises(DemoError, match=r"--file .*missing.*cannot open it"):
         JsonLinesFileHandler(tmp_path / "missing" / "x.jsonl", service="s")
@@ -467,7 +446,7 @@ def test_the_fallback_age_limit_is_the_one_in_loki_config() -> None:
     text = (REPO / "loki" / "config.yaml").read_text(encoding="utf-8")
     limits = yaml.safe_load(text)["limits_config"]
     assert limits["reject_old_samples"] is True
-    assert parse_span(limits["reject_old_samples_max_age"]) == DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE
+    assert parse_seconds(limits["reject_old_samples_max_age"]) == DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE
     assert _loki_limits(text)[0] == DEFAULT_REJECT_OLD_SAMPLES_MAX_AGE
 
 
@@ -482,12 +461,12 @@ def test_loki_limits_are_read_from_get_config() -> None:
 def test_backfill_beyond_what_loki_accepts_is_refused_with_the_limit() -> None:
     config = ShipperConfig(service="s")
     err = io.StringIO()
-    ok = DemoOptions(backfill=parse_span("7d"))
+    ok = DemoOptions(backfill=parse_seconds("7d"))
     assert _prepare_backfill(ok, config, err, None) == 7 * 86400
     assert "spool" in err.getvalue()
     with pytest.raises(DemoError, match=r"--backfill 8d .*reject_old_samples_max_age is 7d.*"
                                         r"--backfill 7d or less"):
-        _prepare_backfill(DemoOptions(backfill=parse_span("8d")), config, err, None)
+        _prepare_backfill(DemoOptions(backfill=parse_seconds("8d")), config, err, None)
 
 
 def test_backfill_starts_inside_the_window_loki_accepts() -> None:

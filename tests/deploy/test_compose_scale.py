@@ -283,7 +283,7 @@ def test_nginx_accepts_the_gateway_config_and_routes_like_loki(
     assert fakes["write"].count() == 2
     assert client.labels() == ["level"]
     assert client.delete('{service_name="x"}', 1, 2) == "abc"
-    assert client.config_yaml() == "target: backend\n"
+    assert client.loki_config() == {"target": "backend"}
     # the tenant header reaches the targets unchanged
     seen = [{k.lower(): v for k, v in r.headers.items()}.get("x-scope-orgid")
             for f in fakes.values() for r in f.requests]

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 import yaml
 
+from shipper._units import parse_time
 from shipper.cli.demo import (
     DemoEmitter,
+    EventTimeFilter,
     JsonLinesFileHandler,
-    _EventTimeFilter,
-    _parse_rfc3339_nano,
     backfill_events,
     live_events,
 )
@@ -307,7 +307,7 @@ def run_pipeline(stages: list[Stage], line: str, labels: Mapping[str, str]) -> E
             assert cfg["format"] == "RFC3339Nano", cfg
             text = _go_string(extracted.get(cfg["source"]))
             assert text is not None, f"no {cfg['source']} to take the time from"
-            timestamp = _parse_rfc3339_nano(text)
+            timestamp = parse_time(text)
         elif kind == "template":
             data = {k: s for k, v in extracted.items() if (s := _go_string(v)) is not None}
             result = _go_template(cfg["template"], data)
@@ -428,7 +428,7 @@ def demo_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list
     capture = _Capture()
     writer = JsonLinesFileHandler(path, service="marketplace", env="demo")
     for h in (capture, writer):
-        h.addFilter(_EventTimeFilter())
+        h.addFilter(EventTimeFilter())
         logger.addHandler(h)
     emitter = DemoEmitter(base)
     end = time.time_ns()

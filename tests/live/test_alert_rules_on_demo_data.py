@@ -24,7 +24,7 @@ import pytest
 import urllib3
 
 from shipper import LokiHandler
-from shipper.cli.demo import DemoEmitter, _EventTimeFilter, live_events, yesterday_events
+from shipper.cli.demo import DemoEmitter, EventTimeFilter, live_events, yesterday_events
 from tests.live.conftest import wait_for
 from tests.live.test_grafana_queries import _get, _instant, _range, _vector
 from tests.support import _grafana as g
@@ -58,7 +58,7 @@ def _write(loki_url: str, scenario: str, seed: int) -> Run:
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     handler = LokiHandler(loki_url, service=service, spool=False)
-    handler.addFilter(_EventTimeFilter())
+    handler.addFilter(EventTimeFilter())
     logger.addHandler(handler)
     try:
         emitter = DemoEmitter(base)

@@ -19,7 +19,8 @@ import yaml
 
 from shipper._units import parse_duration
 from shipper.cli.main import main
-from shipper.cli.retention import RetentionPolicy, Selector, check
+from shipper.cli.retention import RetentionPolicy, check
+from shipper.loki.selector import Selector
 from tests.live.conftest import wait_for
 
 RETENTION_PATH = Path(__file__).resolve().parents[2] / "loki" / "retention.yaml"

@@ -103,9 +103,9 @@ def test_retention_check_reads_config_from_the_backend(
         out = capsys.readouterr().out
         assert "DRIFT" not in out
         assert '{level="CRITICAL"}' in out
-    config = _client(urls[-1]).config_yaml()
-    assert "target: backend" in config
-    assert "delete_request_store: s3" in config
+    config = _client(urls[-1]).loki_config()
+    assert config["target"] == "backend"
+    assert config["compactor"]["delete_request_store"] == "s3"
 
 
 def test_a_deletion_request_is_submitted_and_listed_on_the_backend(

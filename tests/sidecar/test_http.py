@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import urllib3
 
+from shipper.delivery.labels import parse_labels
 from shipper.delivery.push import encode_json, encode_protobuf
 from shipper.event import Actor, Entry, Level, LogEvent
 from shipper.sidecar.config import HttpSourceConfig
 from shipper.sidecar.sources.http import HttpSource
-from shipper.sidecar.sources.wire import decode_push_protobuf, parse_label_string
+from shipper.sidecar.sources.wire import decode_push_protobuf
 
 TOKEN = "0123456789abcdef-token"
 
@@ -213,10 +214,10 @@ def test_protobuf_decoder_reads_what_promtail_sends() -> None:
     decoded = decode_push_protobuf(encode_protobuf(entries))
     assert [(d.labels, d.timestamp_ns, d.line, d.metadata) for d in decoded] == [
         (dict(e.labels), e.timestamp_ns, e.line, dict(e.metadata)) for e in entries]
-    assert parse_label_string(r'{a="x\"y", b="line\nbreak"}') == {"a": 'x"y',
+    assert parse_labels(r'{a="x\"y", b="line\nbreak"}') == {"a": 'x"y',
                                                                     "b": "line\nbreak"}
     with pytest.raises(ValueError):
-        parse_label_string("{a=unquoted}")
+        parse_labels("{a=unquoted}")
 
 
 def test_otlp_http_json_logs(server: Running) -> None:

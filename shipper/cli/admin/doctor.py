@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import yaml
-
 from shipper._units import NS, format_seconds
 from shipper.cli.admin import common
 from shipper.cli.admin.output import choose_format
@@ -124,11 +122,10 @@ def check_round_trip(client: LokiClient, config: ShipperConfig, wait: float) -> 
 
 def _config(client: LokiClient) -> dict[str, Any] | Check:
     try:
-        doc = yaml.load(client.config_yaml(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (LokiError, yaml.YAMLError) as exc:
+        return client.loki_config()
+    except LokiError as exc:
         return _fail("loki config", f"cannot read GET /config: {exc}",
                      "let the admin machine reach Loki's /config (a proxy may hide it)")
-    return doc if isinstance(doc, dict) else {}
 
 
 def check_retention(client: LokiClient, config_doc: dict[str, Any] | Check,
@@ -144,7 +141,7 @@ def check_retention(client: LokiClient, config_doc: dict[str, Any] | Check,
         return _skip(name, f"no policy to compare with ({exc})")
     try:
         policy = RetentionPolicy.load(path)
-        rows = check(policy, yaml.safe_dump(config_doc))
+        rows = check(policy, config_doc)
     except RetentionError as exc:
         return _fail(name, str(exc), f"fix {path}")
     drift = [r for r in rows if not r.ok]

@@ -4,20 +4,21 @@ result into events.
 
 The protobuf reader is a small wire-format decoder for Loki's ``logproto.PushRequest`` (the
 message Promtail, Alloy and the Loki clients send): streams of ``{labels, entries}``, each entry
-``{timestamp{seconds, nanos}, line, structuredMetadata[{name, value}]}``.
+``{timestamp{seconds, nanos}, line, structuredMetadata[{name, value}]}``; the labels are text
+(``{a="1", b="2"}``), read by :func:`shipper.delivery.labels.parse_labels`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PushEntry", "any_value", "decode_push_json", "decode_push_protobuf",
-           "parse_label_string"]
+from shipper.delivery.labels import LabelSyntaxError, parse_labels
+
+__all__ = ["PushEntry", "any_value", "decode_push_json", "decode_push_protobuf"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,10 @@ def decode_push_protobuf(body: bytes) -> list[PushEntry]:
         raw_entries: list[bytes] = []
         for snum, svalue in _fields(stream):
             if snum == 1:
-                labels = parse_label_string(_text(svalue))
+                try:
+                    labels = parse_labels(_text(svalue))
+                except LabelSyntaxError as exc:
+                    raise DecodeError(str(exc)) from None
             elif snum == 2 and isinstance(svalue, bytes):
                 raw_entries.append(svalue)
         for raw_entry in raw_entries:
@@ -118,30 +122,6 @@ def decode_push_protobuf(body: bytes) -> list[PushEntry]:
                     meta[_text(pair.get(1, b""))] = _text(pair.get(2, b""))
             entries.append(PushEntry(labels, ts, line, meta))
     return entries
-
-
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\})')
-_UNESCAPE = re.compile(r"\\(.)")
-
-
-def parse_label_string(text: str) -> dict[str, str]:
-    """``{a="1", b="x\\"y"}`` (Prometheus syntax) → a dict; raises ValueError."""
-    text = text.strip()
-    if not text.startswith("{") or not text.endswith("}"):
-        raise DecodeError(f"labels must be written {{name=\"value\", ...}}, got {text[:100]!r}")
-    labels: dict[str, str] = {}
-    pos = 1
-    if text[1:].strip() == "}":
-        return labels
-    while True:
-        match = _LABEL.match(text, pos)
-        if match is None:
-            raise DecodeError(f"cannot parse labels {text[:200]!r}")
-        labels[match.group(1)] = _UNESCAPE.sub(
-            lambda m: "\n" if m.group(1) == "n" else m.group(1), match.group(2))
-        pos = match.end()
-        if match.group(3) == "}":
-            return labels
 
 
 # --------------------------------------------------------------------------- JSON
