@@ -24,21 +24,19 @@ batch → Loki; when Loki is unreachable → spool → back to Loki later.
 ``flush(timeout)`` is True only once Loki has answered every event accepted before the call
 (stored, or refused with a 400 and counted) and the spool segments this process wrote or
 found at start-up are delivered; ``close()`` drains the same for up to ``shutdown_timeout``,
-then says on stderr what is left on disk and how to push it.
+then says on stderr what is left on disk and how to push it. Every pipeline is in the
+process's :mod:`~shipper.delivery.registry` until it is closed.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import os
 import random
 import shlex
 import sys
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -46,6 +44,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from shipper.config import ShipperConfig
+from shipper.delivery import registry
 from shipper.delivery.batcher import Batcher
 from shipper.delivery.pacing import SendRate
 from shipper.delivery.push import PushOutcome
@@ -56,7 +55,7 @@ from shipper.event import Entry, LogEvent, TypeGuard, to_entry
 from shipper.loki.client import LokiClient
 from shipper.redact import CLEAN_GROUP, Redactor
 
-__all__ = ["Pipeline", "live_pipelines"]
+__all__ = ["ITEM_OVERHEAD", "TAKE_RATIO", "Pipeline"]
 
 _log = logging.getLogger("shipper.internal")
 _MAX_RETRY_AFTER = 300.0
@@ -72,7 +71,6 @@ _SPOOL_POLL = 0.02
 _HANDOFF_POLL = 0.001
 #: how long close() waits past its deadline for a request in flight then
 _CLOSE_GRACE = 1.0
-_PIPELINES: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 #: memory a parked spool record takes besides its payload
 _RECORD_OVERHEAD = 64
 
@@ -141,7 +139,7 @@ class Pipeline:
         self._spool = (
             Spool(spool_dir, max_bytes=config.spool_max_bytes,
                   segment_bytes=config.spool_segment_bytes, fsync=config.spool_fsync,
-                  report=self._report_text)
+                  report=self.say)
             if spool_dir is not None else None
         )
         #: segments found at start-up that no live process holds: flush waits for them too
@@ -169,14 +167,15 @@ class Pipeline:
         #: delivers one batch while the worker prepares the next
         self._sender: Sender[tuple[list[Entry], int]] = Sender(self._send, report=self.report,
                                                                 idents=self.own_idents)
-        _PIPELINES.add(self)
-        if config.handle_sigterm:
-            from shipper.lifecycle import _install_sigterm_hook
-
-            _install_sigterm_hook()
+        registry.add(self)
         if start_replay and self._found:
             # a predecessor (crashed or offline) left events behind: replay them now
             self._batcher.start()
+
+    @property
+    def closed(self) -> bool:
+        """:meth:`close` has been called."""
+        return self._closed
 
     # ------------------------------------------------------------------ app thread
 
@@ -672,7 +671,7 @@ class Pipeline:
             self._notice_left_on_disk()
         if self._client is not None:
             self._client.close()
-        _PIPELINES.discard(self)
+        registry.discard(self)
         self._log_summary()
 
     def _notice_left_on_disk(self) -> None:
@@ -681,14 +680,14 @@ class Pipeline:
         try:
             left = spool.count_records(spool.remaining(self._owed()))
         except Exception as exc:  # never raise from close
-            self._report_text("close", repr(exc))
+            self.say("close", repr(exc))
             return
         if not left:
             return
         directory = spool.directory
         url = _without_credentials(self.config.url) if self.config.url else "URL"
         noun = "event is" if left == 1 else "events are"
-        self._report_text(
+        self.say(
             "spool", f"{left} {noun} left in the spool at {directory}; push them to Loki with: "
                      f"shipper spool push --dir {_quote(directory)} --url {url}")
 
@@ -761,9 +760,10 @@ class Pipeline:
             return
         self._reported.add(kind)
         text = problem if isinstance(problem, str) else f"{type(problem).__name__}: {problem}"
-        self._report_text(kind, text)
+        self.say(kind, text)
 
-    def _report_text(self, kind: str, message: str) -> None:
+    def say(self, kind: str, message: str) -> None:
+        """Say it on stderr, every time."""
         with contextlib.suppress(Exception):  # stderr closed: nothing left to tell
             sys.stderr.write(f"shipper [{self.config.service}] {kind}: {message}\n")
 
@@ -774,11 +774,6 @@ def _item_size(item: Any) -> int:
     return (len(message) if isinstance(message, str) else 128) + ITEM_OVERHEAD
 
 
-def live_pipelines() -> list[Pipeline]:
-    """Every pipeline of this process that is not closed yet (handlers' and sidecar's)."""
-    return [p for p in list(_PIPELINES) if not p._closed]
-
-
 def _without_credentials(url: str) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]
@@ -787,21 +782,3 @@ def _without_credentials(url: str) -> str:
 
 def _quote(path: Path) -> str:
     return shlex.quote(str(path))
-
-
-def _close_all() -> None:
-    for pipeline in list(_PIPELINES):
-        try:
-            pipeline.close()
-        except Exception as exc:  # exiting: say it and go on
-            pipeline._report_text("close", repr(exc))
-
-
-def _after_fork_in_child() -> None:
-    for pipeline in list(_PIPELINES):
-        pipeline.after_fork_in_child()
-
-
-atexit.register(_close_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
