@@ -21,10 +21,9 @@ from collections.abc import Callable, Sequence
 
 from shipper.config import ShipperConfig
 from shipper.delivery.pacing import SendRate
-from shipper.delivery.push import PushOutcome
+from shipper.delivery.push import PushClient, PushOutcome
 from shipper.delivery.tally import Reporter, Tally
 from shipper.event import Entry
-from shipper.loki.client import LokiClient
 
 __all__ = ["LokiLink", "backoff"]
 
@@ -47,7 +46,7 @@ class LokiLink:
 
     def __init__(
         self,
-        client: LokiClient,
+        client: PushClient,
         config: ShipperConfig,
         tally: Tally,
         reporter: Reporter,

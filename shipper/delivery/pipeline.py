@@ -51,14 +51,13 @@ from shipper.delivery.batcher import Batcher
 from shipper.delivery.link import LokiLink
 from shipper.delivery.live import LiveSender
 from shipper.delivery.offline import OfflineProbe
-from shipper.delivery.push import PushOutcome
+from shipper.delivery.push import PushClient, PushOutcome
 from shipper.delivery.replay import SpoolReplay
 from shipper.delivery.sender import Sender
 from shipper.delivery.spool import Spool
 from shipper.delivery.tally import Reporter, Tally
 from shipper.delivery.transport import Transport
 from shipper.event import Entry, LogEvent, TypeGuard, to_entry
-from shipper.loki.client import LokiClient
 from shipper.redact import CLEAN_GROUP, Redactor
 
 __all__ = ["ITEM_OVERHEAD", "TAKE_RATIO", "Pipeline"]
@@ -118,7 +117,7 @@ class Pipeline:
             keys=config.redact_keys, emails=config.redact_emails
         )
         self._types = type_guard if type_guard is not None else TypeGuard(config.type_limit)
-        self._client = LokiClient(config, transport) if config.url else None
+        self._client = PushClient(config, transport) if config.url else None
         self._tally = Tally()
         self._reporter = Reporter(config.service)
         self._closed = False
