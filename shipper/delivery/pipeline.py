@@ -168,6 +168,13 @@ class Pipeline:
             self._batcher.start()
 
     @property
+    def batcher(self) -> Batcher[Any]:
+        """The queue between :meth:`submit` and the worker. A source on a hot path (the logging
+        handler) may put to it directly, as :meth:`submit` does, and hands an item it refuses
+        (the queue is full) to :meth:`overflow`."""
+        return self._batcher
+
+    @property
     def closed(self) -> bool:
         """:meth:`close` has been called."""
         return self._closed
