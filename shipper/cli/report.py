@@ -41,6 +41,7 @@ from shipper.config import ConfigError, ShipperConfig
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import regex_escape
+from shipper.redact import hide_url_credentials
 
 __all__ = [
     "QUERIES",
@@ -233,11 +234,12 @@ class GrafanaAlerts:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ReportError(f"--grafana-url: expected http(s)://host[:port][/path], "
-                              f"got {url!r}")
+                              f"got {hide_url_credentials(url)!r}")
         if not token:
             raise ReportError("a Grafana URL needs a token (--grafana-token or GRAFANA_TOKEN): "
                               "a service account token with the Viewer role")
-        self.url = url.rstrip("/")
+        # the token authenticates; a user:password@ in the URL is never sent nor shown
+        self.url = hide_url_credentials(url).rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                          "User-Agent": f"shipper/{__version__}"}
         self._transport = transport or Urllib3Transport()

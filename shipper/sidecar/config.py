@@ -30,6 +30,7 @@ import yaml
 
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.config import ConfigError, ShipperConfig
+from shipper.redact import hide_url_credentials
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
@@ -226,7 +227,7 @@ class _Reader:
         self.environ = environ
 
     def fail(self, key: str, value: object, expected: str) -> SidecarConfigError:
-        shown = "(missing)" if value is _MISSING else repr(value)
+        shown = "(missing)" if value is _MISSING else hide_url_credentials(repr(value))
         return SidecarConfigError(f"{self.file}: {key}: {shown}: expected {expected}")
 
     def expand(self, key: str, value: object) -> object:
