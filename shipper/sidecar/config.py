@@ -150,7 +150,9 @@ class DockerSourceConfig(_ParsedSourceConfig):
     type: Literal["docker"] = field(default="docker", metadata=_help(
         "docker: follow container logs"))
     host: str = field(default="unix:///var/run/docker.sock", metadata=_help(
-        "Docker Engine API address (unix:///path or tcp://host:port)"))
+        "Docker Engine API address (unix:///path or tcp://host:port); access to it is root "
+        "on the host, read-only mount or not: prefer a proxy that allows only reading "
+        "containers (docs/sidecar.md)"))
     labels: Mapping[str, str] = field(default_factory=lambda: {"shipper.enable": "true"},
                                       metadata=_help(
         "follow containers carrying all these labels ({} follows every container)"))
