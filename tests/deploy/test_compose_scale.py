@@ -518,12 +518,46 @@ def test_without_credentials_every_route_is_401_and_reaches_no_loki(
     assert _status(url, "GET", "/metrics") == 404  # not Loki's: answered by the gateway itself
 
 
-def test_without_credentials_the_shippers_push_is_refused_with_401(
+def test_without_credentials_the_shippers_push_is_kept_for_later_not_refused(
         gateway: tuple[str, dict[str, FakeLoki]]) -> None:
     url, fakes = gateway
     (outcome,) = _client(url).push([_entry(1)])
-    assert (outcome.kind, outcome.status) == ("refused", 401)
+    # nothing was stored: the events wait (the spool) as while Loki is away, never dropped
+    assert (outcome.kind, outcome.status, outcome.unreachable) == ("retry", 401, True)
+    assert "refused the credentials (401" in outcome.message
+    assert "LOKI_USERNAME/LOKI_PASSWORD" in outcome.message
     assert fakes["write"].count() == 0
+
+
+def test_events_sent_with_a_wrong_password_wait_in_the_spool_until_it_is_right(
+        gateway: tuple[str, dict[str, FakeLoki]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from shipper import LokiHandler
+
+    url, fakes = gateway
+    spool = str(tmp_path / "spool")
+    log = logging.getLogger("tests.gateway.password")
+    log.propagate = False
+    for password, expected in (("wrong-password-x", 0), (GATEWAY_USER[1], 30)):
+        handler = LokiHandler(url, service="rotated", username=GATEWAY_USER[0],
+                              password=password, spool_dir=spool, retry_budget=0.5,
+                              shutdown_timeout=3)
+        log.addHandler(handler)
+        try:
+            if expected == 0:
+                for i in range(30):
+                    log.warning("event %d", i)
+            handler.flush(timeout=5)
+            stats = handler.stats()
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+        assert fakes["write"].count() == expected
+        assert stats["dropped_total"] == 0 and stats["refused_total"] == 0, stats
+    err = capsys.readouterr().err
+    assert "refused the credentials (401" in err and "wrong-password-x" not in err
 
 
 @pytest.mark.parametrize("path", ["/loki/api/v1/delete", "/loki/api/v1/delete/",
