@@ -647,7 +647,7 @@ def test_cli_render_target_helm_prints_a_values_snippet(
     assert out == "loki:\n  limits_config:\n" + policy.render("    ", "helm")
     limits = yaml.safe_load(out)["loki"]["limits_config"]
     assert limits == policy.limits()
-    assert "render --format helm --write" in out
+    assert "render --target helm --write" in out
 
 
 def test_cli_render_target_helm_writes_a_values_file_and_keeps_the_rest(
@@ -675,9 +675,9 @@ def test_cli_render_names_the_target_a_file_needs(tmp_path: Path, capsys: Any) -
     config.write_text(CONFIG_TEMPLATE)
     base = ["retention", "render", "--file", str(RETENTION_PATH)]
     assert main([*base, "--write", str(values)]) == 2
-    assert "this is a Helm values file; use --format helm" in capsys.readouterr().err
+    assert "this is a Helm values file; use --target helm" in capsys.readouterr().err
     assert main([*base, "--target", "helm", "--write", str(config)]) == 2
-    assert "this is a Loki config; use --format loki" in capsys.readouterr().err
+    assert "this is a Loki config; use --target loki" in capsys.readouterr().err
     assert values.read_text() == _HELM_TEMPLATE and config.read_text() == CONFIG_TEMPLATE
     with pytest.raises(RetentionError, match="format 'xml': expected one of loki, helm"):
         RetentionPolicy.load(RETENTION_PATH).render("  ", "xml")
