@@ -568,8 +568,10 @@ def add_parser(sub: Subparsers) -> None:
                         metavar="TOKEN",
                         help="a Grafana service account token with the Viewer role (default "
                              "$SHIPPER_GRAFANA_TOKEN)")
-    add_format_arg(report, ("auto", "table", "json"),
-                   auto_help="text on a terminal, one JSON object when piped")
+    # the digest is a document for people (a terminal, cron mail, a container's log): text
+    # wherever it goes unless JSON is asked for
+    add_format_arg(report, ("auto", "table", "json"), piped="table",
+                   auto_help="text, on a terminal and piped alike; --json for one JSON object")
     report.add_argument("--daily-at", type=_clock, metavar="HH:MM",
                         help="keep running and make the digest every day at this time (UTC), "
                              "e.g. in a container without cron; SIGTERM stops it")
