@@ -216,8 +216,8 @@ def test_doctor_shows_loki_without_its_credentials(
     for var in ("LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_URL"):
         monkeypatch.delenv(var, raising=False)
     url = _dead_url()
-    monkeypatch.setenv("GRAFANA_URL", _with_credentials(f"http://127.0.0.1:{free_port()}"))
-    monkeypatch.setenv("GRAFANA_TOKEN", "glsa_x")
+    monkeypatch.setenv("SHIPPER_GRAFANA_URL", _with_credentials(f"http://127.0.0.1:{free_port()}"))
+    monkeypatch.setenv("SHIPPER_GRAFANA_TOKEN", "glsa_x")
     assert main(["doctor", "--url", url, "--wait", "1s", "--format", "json"]) == 1
     out = capsys.readouterr().out
     checks = {c["name"]: c for c in json.loads(out)}
