@@ -249,3 +249,21 @@ def test_report_errors_show_grafana_without_its_credentials() -> None:
         GrafanaAlerts(grafana, "glsa_x", timeout=2).rules()
     assert str(info.value).startswith("Grafana at http://127.0.0.1:")
     assert SECRET not in str(info.value)
+
+
+def test_admin_commands_send_the_credentials_of_their_url(
+        loki: FakeLoki, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(REPO)
+    for var in ("LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_URL"):
+        monkeypatch.delenv(var, raising=False)
+    url = _with_credentials(loki.url)
+    main(["retention", "check", "--url", url])
+    main(["query", "--url", url, "--since", "1h", "--format", "json"])
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+    asked = [r for r in loki.requests if r.path.startswith(("GET /config", "GET /loki/api/v1/"))]
+    assert {r.path.split("?")[0] for r in asked} >= {"GET /config"}
+    for request in asked:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert headers.get("authorization") == _basic("shipper", SECRET), request.path

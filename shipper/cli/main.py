@@ -150,7 +150,7 @@ def _retention_check(args: argparse.Namespace) -> int:
         return 2
     try:
         policy = RetentionPolicy.load(resolve_retention_file(args.file))
-        rows = check_url(policy, config.url, timeout=config.timeout)
+        rows = check_url(policy, config)  # its credentials too (a user:password@ of --url)
     except RetentionError as exc:
         return _retention_failed(args, exc)
     if resolve_format(args) == "json":
