@@ -9,9 +9,10 @@ Two kinds of type are never folded into ``OTHER``:
 
 * the types the alert rules (``grafana/provisioning/alerting/``) and the retention rules
   (``loki/retention.yaml``) select on: :data:`PROTECTED_TYPES` by name, and the families of
-  :data:`PROTECTED_TYPE_FAMILIES` by prefix (``AUTH_*``, ...). Each family has a budget of its
-  own per service (``limit`` types, like the other types); past it, a new type of the family
-  becomes ``<FAMILY>OTHER`` (``AUTH_OTHER``), which every rule on the family still selects.
+  :data:`PROTECTED_TYPE_FAMILIES` by prefix (``AUTH_*``, ...). The families have a budget of
+  their own per service (``limit`` types together, apart from the other types, so made-up
+  types never spend it); past it, a new type of a family becomes ``<FAMILY>OTHER``
+  (``AUTH_OTHER``), which every rule on the family still selects.
   ``tests/test_type_guard.py`` fails when a rule selects a type these two do not cover.
 * the deletion audit types, :data:`AUDIT_TYPES`, which only ``shipper delete`` writes: its
   pipeline is built with ``TypeGuard(audit=True)``. Every other guard renames them
@@ -128,8 +129,7 @@ class _Budget:
     def __init__(self) -> None:
         self.seen: set[str] = {DEFAULT_TYPE, OVERFLOW_TYPE}
         self.general = 0  # types counted against the limit
-        #: types of each protected family, each family counted against a limit of its own
-        self.families = [0] * len(PROTECTED_TYPE_FAMILIES)
+        self.families = 0  # types of the protected families, against a limit of their own
 
 
 class TypeGuard:
@@ -140,8 +140,8 @@ class TypeGuard:
     audit type in a guard not built with ``audit=True``. A known type costs two lookups and
     no lock. At most ``max_services`` services get a budget of their own; the services after
     them share one, so the guard's memory stays bounded whatever the input: at most
-    ``(max_services + 1) * (limit + len(PROTECTED_TYPE_FAMILIES) * (limit + 1) +
-    len(PROTECTED_TYPES) + 2)`` type names of at most 64 characters.
+    ``(max_services + 1) * (2 * limit + len(PROTECTED_TYPE_FAMILIES) + len(PROTECTED_TYPES)
+    + 2)`` type names of at most 64 characters.
 
     ``audit=True`` is for ``shipper delete``'s own pipeline only: no setting, environment
     variable or event field turns it on.
@@ -210,8 +210,8 @@ class TypeGuard:
                 return type_
             self.overflowed += 1
             return OVERFLOW_TYPE
-        if budget.families[family] < self.limit:
-            budget.families[family] += 1
+        if budget.families < self.limit:
+            budget.families += 1
             seen.add(type_)
             return type_
         self.overflowed += 1

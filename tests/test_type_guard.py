@@ -24,7 +24,6 @@ from shipper.delivery.pipeline import Pipeline
 from shipper.event import LogEvent, TypeGuard, normalize_type, to_entry
 from shipper.loki.selector import Matcher, Selector
 from shipper.testing import capture_logs
-from shipper.typelabel import MAX_GUARDED_SERVICES, PROTECTED_TYPE_FAMILIES, PROTECTED_TYPES
 from tests.support import _grafana
 from tests.support.fakeloki import FakeLoki, Stored
 
@@ -74,7 +73,7 @@ def test_a_service_has_limit_types_of_its_own() -> None:
 
 
 def test_types_the_alert_and_retention_rules_select_on_are_never_folded() -> None:
-    guard = TypeGuard(limit=2)
+    guard = TypeGuard(limit=4)
     for i in range(10):
         guard.admit(f"JUNK_{i}", "shop")
     for type_ in ("HTTP_REQUEST", "PAYMENT_FAILED", "PAYMENT_SUCCEEDED", "AUTH_FAILED",
@@ -83,25 +82,30 @@ def test_types_the_alert_and_retention_rules_select_on_are_never_folded() -> Non
     assert guard.admit("JUNK_NEW", "shop") == "OTHER"
 
 
-def test_a_flood_of_one_protected_family_folds_within_that_family() -> None:
-    """Past ``limit`` distinct AUTH_* types in one service a new one becomes AUTH_OTHER, which
-    every rule that selects the real type selects too: alerts and the 365-day retention
-    still see it."""
+def test_a_flood_of_protected_family_types_folds_each_within_its_family() -> None:
+    """Past ``limit`` distinct AUTH_*, SECURITY_* and WEBHOOK_* types in one service a new
+    one becomes AUTH_OTHER (SECURITY_OTHER, ...), which every rule that selects the real type
+    selects too: alerts and the 365-day retention still see it."""
     guard = TypeGuard(limit=3)
     admitted = [guard.admit(f"AUTH_MADE_UP_{i}", "shop") for i in range(5)]
     assert admitted == ["AUTH_MADE_UP_0", "AUTH_MADE_UP_1", "AUTH_MADE_UP_2", "AUTH_OTHER",
                         "AUTH_OTHER"]
-    assert guard.admit("SECURITY_BREACH", "shop") == "SECURITY_BREACH"
-    assert guard.admit("WEBHOOK_X", "shop") == "WEBHOOK_X"
-    # the general budget is its own: a junk type still gets its place
+    assert guard.admit("SECURITY_BREACH", "shop") == "SECURITY_OTHER"
+    assert guard.admit("WEBHOOK_X", "shop") == "WEBHOOK_OTHER"
+    assert guard.admit("AUTH_MADE_UP_1", "shop") == "AUTH_MADE_UP_1"
+    # the families' budget is apart from the others': an ordinary type still gets its place
     assert guard.admit("CART_UPDATED", "shop") == "CART_UPDATED"
     for selector in _type_selectors():
-        for folded, kept in (("AUTH_MADE_UP_4", "AUTH_OTHER"),):
+        for folded, kept in (("AUTH_MADE_UP_4", "AUTH_OTHER"),
+                             ("SECURITY_BREACH", "SECURITY_OTHER"),
+                             ("WEBHOOK_X", "WEBHOOK_OTHER")):
             assert selector.matches({"type": folded}) == selector.matches({"type": kept}), \
                 str(selector)
 
 
 def test_the_services_the_guard_remembers_are_capped_and_the_rest_share_one_budget() -> None:
+    from shipper.typelabel import MAX_GUARDED_SERVICES
+
     guard = TypeGuard(limit=2, max_services=3)
     for service in ("a", "b", "c"):
         assert [guard.admit(t, service) for t in ("X", "Y")] == ["X", "Y"]
@@ -120,15 +124,17 @@ def test_the_services_the_guard_remembers_are_capped_and_the_rest_share_one_budg
 
 
 def test_the_guards_memory_is_bounded_whatever_the_input() -> None:
+    from shipper.typelabel import PROTECTED_TYPE_FAMILIES, PROTECTED_TYPES
+
     guard = TypeGuard(limit=5, max_services=10)
     for i in range(2000):
         for prefix in ("T", "AUTH_", "SECURITY_", "WEBHOOK_", "LOGS_DELETED_"):
             guard.admit(f"{prefix}{i}", f"service-{i % 50}")
         guard.admit("HTTP_REQUEST", f"service-{i}")
     assert guard.services == 10
-    per_budget = (5 + len(PROTECTED_TYPE_FAMILIES) * (5 + 1) + len(PROTECTED_TYPES) + 2)
+    per_budget = 2 * 5 + len(PROTECTED_TYPE_FAMILIES) + len(PROTECTED_TYPES) + 2
     assert guard.remembered <= 11 * per_budget  # ten services and the shared budget
-    assert guard.remembered > 10 * 5 * 4  # each budget did fill
+    assert guard.remembered > 10 * 5 * 2  # each budget did fill
 
 
 def test_to_entry_counts_the_events_service() -> None:
@@ -203,6 +209,8 @@ def _type_selectors() -> list[Selector]:
 def unprotected(op: str, value: str) -> list[str]:
     """The parts of one ``type`` matcher the guard might fold: each name it names must be a
     protected type, each ``PREFIX.*`` or ``PREFIX.+`` a protected family."""
+    from shipper.typelabel import PROTECTED_TYPE_FAMILIES, PROTECTED_TYPES
+
     if op in ("=", "!="):
         return [] if value in PROTECTED_TYPES else [value]
     missing = []
@@ -242,6 +250,8 @@ def test_the_protected_set_check_catches_a_rule_on_an_unprotected_type() -> None
 
 
 def test_the_guard_admits_every_protected_type_and_family() -> None:
+    from shipper.typelabel import PROTECTED_TYPE_FAMILIES, PROTECTED_TYPES
+
     guard = TypeGuard(limit=0, audit=True)
     for type_ in PROTECTED_TYPES:
         assert guard.admit(type_, "shop") == type_
