@@ -16,12 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
 from shipper._units import UnitError, parse_seconds, parse_size
+from shipper.redact import hide_url_credentials
 
-__all__ = ["ENV_VARS", "ConfigError", "Encoding", "ShipperConfig", "default_spool_dir"]
+__all__ = ["ENV_VARS", "ConfigError", "Encoding", "ShipperConfig", "default_spool_dir",
+           "env_vars"]
 
 Encoding = Literal["json", "json+gzip", "protobuf"]
 
@@ -32,34 +35,6 @@ LOKI_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 class ConfigError(ValueError):
     """A setting has a value shipper cannot use; the message names the setting."""
 
-
-#: environment variable → setting
-ENV_VARS: dict[str, str] = {
-    "LOKI_URL": "url",
-    "LOKI_TENANT": "tenant",
-    "LOKI_USERNAME": "username",
-    "LOKI_PASSWORD": "password",
-    "LOKI_BEARER_TOKEN": "bearer_token",
-    "LOKI_CA_BUNDLE": "ca_bundle",
-    "LOKI_VERIFY_TLS": "verify_tls",
-    "LOKI_TIMEOUT": "timeout",
-    "SHIPPER_SERVICE": "service",
-    "SHIPPER_ENV": "env",
-    "SHIPPER_ENCODING": "encoding",
-    "SHIPPER_SPOOL_DIR": "spool_dir",
-    "SHIPPER_SPOOL": "spool",
-    "SHIPPER_SPOOL_MAX_BYTES": "spool_max_bytes",
-    "SHIPPER_SPOOL_FSYNC": "spool_fsync",
-    "SHIPPER_BATCH_MAX_BYTES": "batch_max_bytes",
-    "SHIPPER_BATCH_MAX_WAIT": "batch_max_wait",
-    "SHIPPER_QUEUE_MAX_EVENTS": "queue_max_events",
-    "SHIPPER_MAX_LINE_BYTES": "max_line_bytes",
-    "SHIPPER_TYPE_LIMIT": "type_limit",
-    "SHIPPER_REDACT_KEYS": "redact_keys",
-    "SHIPPER_REDACT_EMAILS": "redact_emails",
-    "SHIPPER_SHUTDOWN_TIMEOUT": "shutdown_timeout",
-    "SHIPPER_HANDLE_SIGTERM": "handle_sigterm",
-}
 
 def default_spool_dir(service: str) -> Path:
     """``<user cache dir>/shipper/spool/<service>``: per user, per service, per platform."""
@@ -117,29 +92,41 @@ class ShipperConfig:
     directly; :meth:`replace` returns a changed copy.
 
     Each setting carries one line of help in ``metadata["help"]`` (and, where the default is
-    computed, ``metadata["default_doc"]``): docs/configuration.md is generated from them."""
+    computed, ``metadata["default_doc"]``): docs/configuration.md is generated from them. Each
+    has an environment variable, ``SHIPPER_<SETTING>``, or the ``LOKI_*`` name its
+    ``metadata["env"]`` gives (the connection to Loki): see :func:`env_vars`."""
 
     url: str | None = field(default=None, metadata={
-        "help": "Loki base URL (`http://loki:3100`) or full push URL; unset: the spool only",
+        "env": "LOKI_URL",
+        "help": "Loki base URL (`http://loki:3100`) or full push URL; unset: the spool only. "
+                "A `user:password@` in it is sent as basic auth, like `username` and "
+                "`password`, and never shown",
         "default_doc": "none: spool only"})
     service: str = field(default="unknown_service", metadata={
         "help": "the `service_name` label: the app's name"})
     env: str | None = field(default=None, metadata={
         "help": "the `env` label (deployment environment); left out when unset"})
     tenant: str | None = field(default=None, metadata={
+        "env": "LOKI_TENANT",
         "help": "tenant sent as the `X-Scope-OrgID` header"})
     username: str | None = field(default=None, metadata={
+        "env": "LOKI_USERNAME",
         "help": "basic-auth user (needs `password`)"})
     password: str | None = field(default=None, repr=False, metadata={
+        "env": "LOKI_PASSWORD",
         "help": "basic-auth password"})
     bearer_token: str | None = field(default=None, repr=False, metadata={
+        "env": "LOKI_BEARER_TOKEN",
         "help": "sent as `Authorization: Bearer ...`; not together with basic auth"})
     ca_bundle: str | None = field(default=None, metadata={
+        "env": "LOKI_CA_BUNDLE",
         "help": "CA bundle file that verifies Loki's TLS certificate",
         "default_doc": "system CAs"})
     verify_tls: bool = field(default=True, metadata={
+        "env": "LOKI_VERIFY_TLS",
         "help": "verify Loki's TLS certificate"})
     timeout: float = field(default=10.0, metadata={
+        "env": "LOKI_TIMEOUT",
         "help": "connect and read timeout of every HTTP request to Loki"})
     encoding: Encoding = field(default="json", metadata={
         "help": "push body: JSON, gzip-compressed JSON, or snappy protobuf (`protobuf` extra)"})
@@ -203,10 +190,8 @@ class ShipperConfig:
             url = str(self.url).strip()
             if not url:
                 set_(self, "url", None)
-            elif not re.match(r"^https?://[^/\s]+", url):
-                raise ConfigError(f"url: expected http(s)://host[:port][/path], got {self.url!r}")
             else:
-                set_(self, "url", url)
+                self._take_url(url)
         if self.encoding not in get_args(Encoding):
             raise ConfigError(
                 f"encoding: expected one of {', '.join(get_args(Encoding))}, got {self.encoding!r}"
@@ -229,6 +214,38 @@ class ShipperConfig:
                 raise ConfigError(f"{name}: must be a positive duration, got {getattr(self, name)}")
         if self.retry_budget < 0 or self.shutdown_timeout < 0:
             raise ConfigError("retry_budget and shutdown_timeout must not be negative")
+
+    def _take_url(self, url: str) -> None:
+        """Check ``url``; a ``user:password@`` in it becomes ``username`` and ``password`` (sent
+        as basic auth, as LOKI_USERNAME / LOKI_PASSWORD are) and leaves the URL, so the URL
+        the config holds, and every message that shows it, carries no credential."""
+        if not re.match(r"^https?://[^/\s]+", url):
+            shown = (repr(hide_url_credentials(url)) if "://" in url
+                     else "a value without http:// or https://")
+            raise ConfigError(f"url: expected http(s)://host[:port][/path], got {shown}")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError when the port is not a number
+        except ValueError:
+            # not shown: a careless password (with a /) is what makes such a URL invalid
+            raise ConfigError(
+                "url: not a valid URL (a port that is not a number, or unbalanced [ ]); "
+                "characters such as / ? # @ in a password must be percent-encoded "
+                "(%2F %3F %23 %40)") from None
+        userinfo, at, host = parts.netloc.rpartition("@")
+        if not at:
+            object.__setattr__(self, "url", url)
+            return
+        user, colon, password = (unquote(p) for p in userinfo.partition(":"))
+        if not (user and colon and password):
+            raise ConfigError("url: credentials in a URL need a user and a password "
+                              "(http://user:password@host); or set username and password")
+        if self.username or self.bearer_token:
+            raise ConfigError("url: it carries credentials (user:password@) and username or "
+                              "bearer_token is set too: give them one way")
+        object.__setattr__(self, "url", urlunsplit(parts._replace(netloc=host)))
+        object.__setattr__(self, "username", user)
+        object.__setattr__(self, "password", password)
 
     # ------------------------------------------------------------------ building
 
@@ -295,6 +312,23 @@ class ShipperConfig:
         if self.spool_dir:
             return Path(self.spool_dir).expanduser()
         return default_spool_dir(self.service)
+
+
+def env_vars(cls: type[Any]) -> dict[str, str]:
+    """Environment variable → setting, for every field of the config dataclass ``cls``: the
+    field's ``metadata["env"]`` when it names one, else ``SHIPPER_`` and its name in capitals
+    (``batch_max_wait``: ``SHIPPER_BATCH_MAX_WAIT``). A new field has its variable at once."""
+    found: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        var = f.metadata.get("env") or f"SHIPPER_{f.name.upper()}"
+        if var in found:
+            raise ValueError(f"{cls.__name__}: {f.name} and {found[var]} both read {var}")
+        found[var] = f.name
+    return found
+
+
+#: environment variable → setting (what :meth:`ShipperConfig.load` reads)
+ENV_VARS: dict[str, str] = env_vars(ShipperConfig)
 
 
 def _coerce(name: str, annotation: object, value: Any) -> Any:

@@ -46,7 +46,8 @@ from shipper.event import (
     stream_labels,
     structured_metadata,
 )
-from shipper.redact import CLEAN_GROUP, Redactor
+from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
+from shipper.typelabel import keep_original_type
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
 
@@ -234,7 +235,7 @@ class _RecordConverter:
         level, level_original = normalize_level(levelno)
         act, actor_original = normalize_actor(actor)
         normal_type = normalize_type(type_)
-        admitted = self._guard.admit(normal_type)
+        admitted = self._guard.admit(normal_type, self._service)
         extra: list[tuple[str, str]] = []
         if level_original is not None:
             extra.append(("original_level", level_original))
@@ -292,7 +293,10 @@ class _RecordConverter:
                 if extra:
                     metadata = dict(metadata)
                     for key, value in extra:
-                        metadata.setdefault(key, value)
+                        if key == "type":  # the type the guard replaced
+                            keep_original_type(metadata, value)
+                        else:
+                            metadata.setdefault(key, value)
                 if metadata or exception or not clean[index // CLEAN_GROUP]:
                     message, metadata, exception = redact(message, metadata, exception or None)
                 append(make_entry(
@@ -357,7 +361,7 @@ class LokiHandler(logging.Handler):
                                   redactor=redactor, type_guard=types)
         # queued: a snapshot of the record (message, request context, exception text, fields);
         # emit talks to the queue directly: every attribute lookup counts on the hot path
-        self._batcher = self._pipeline._batcher
+        self._batcher = self._pipeline.batcher
         self._put = self._batcher.put
         self._own_idents = self._pipeline.own_idents
 
@@ -431,7 +435,7 @@ class LokiHandler(logging.Handler):
         return self._pipeline
 
     def __repr__(self) -> str:
-        target = self.config.url or "spool only"
+        target = hide_url_credentials(self.config.url or "spool only")
         level = logging.getLevelName(self.level)
         return f"<LokiHandler {self.config.service} -> {target} ({level})>"
 

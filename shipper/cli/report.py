@@ -9,7 +9,7 @@ The numbers are the dashboards' own LogQL: each query below is the expression of
 span, evaluated once at its end. tests/test_report.py holds every expression equal to its panel,
 so the digest and the dashboards cannot drift apart.
 
-The alerts come from Grafana, when ``GRAFANA_URL`` and a token (a service account with the
+The alerts come from Grafana, when ``SHIPPER_GRAFANA_URL`` and a token (a service account with the
 Viewer role) are given: the Grafana-managed rules (``GET /api/ruler/grafana/api/v1/rules``)
 and each one's state history (``GET /api/v1/rules/history``), counting the transitions into
 Alerting. LOW alerts are never sent to Slack by the notification policies; this is where they
@@ -30,21 +30,26 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import urlencode, urlsplit
 
 from shipper._units import format_seconds
 from shipper._version import __version__
 from shipper.cli.args import positive_duration_arg
+from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.help import Subparsers, add_command
 from shipper.cli.signals import stop_on_sigterm
 from shipper.config import ConfigError, ShipperConfig
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import regex_escape
+from shipper.redact import hide_url_credentials
 
 __all__ = [
     "QUERIES",
     "SEVERITIES",
+    "WEBHOOK_ENV",
     "Digest",
     "FiredAlert",
     "GrafanaAlerts",
@@ -57,6 +62,7 @@ __all__ = [
     "render_slack",
     "render_text",
     "run_report",
+    "slack_webhook",
 ]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -65,6 +71,8 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _TOP = 10
 _SLOWEST = 5
+#: a webhook URL is about 80 bytes; a file much larger is not one
+_WEBHOOK_MAX_BYTES = 4096
 
 
 class ReportError(Exception):
@@ -179,7 +187,7 @@ def _vector(data: Any, label: str) -> list[tuple[str, float]]:
 def collect(client: LokiClient, *, span_s: float, services: Sequence[str] = (),
             end: _dt.datetime | None = None,
             alerts: Callable[[_dt.datetime, _dt.datetime], list[FiredAlert]] | None = None,
-            alerts_unavailable: str = "not available (GRAFANA_URL unset)") -> Digest:
+            alerts_unavailable: str = "not available (SHIPPER_GRAFANA_URL unset)") -> Digest:
     """Run the digest's queries at ``end`` (now) over ``span_s`` seconds and read the alerts
     that fired (``alerts(start, end)``; None: not asked). Loki trouble raises
     :class:`ReportError`; Grafana trouble becomes ``alerts_note``."""
@@ -233,11 +241,13 @@ class GrafanaAlerts:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ReportError(f"--grafana-url: expected http(s)://host[:port][/path], "
-                              f"got {url!r}")
+                              f"got {hide_url_credentials(url)!r}")
         if not token:
-            raise ReportError("a Grafana URL needs a token (--grafana-token or GRAFANA_TOKEN): "
-                              "a service account token with the Viewer role")
-        self.url = url.rstrip("/")
+            raise ReportError("a Grafana URL needs a token (--grafana-token or "
+                              "SHIPPER_GRAFANA_TOKEN): a service account token with the Viewer "
+                              "role")
+        # the token authenticates; a user:password@ in the URL is never sent nor shown
+        self.url = hide_url_credentials(url).rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                          "User-Agent": f"shipper/{__version__}"}
         self._transport = transport or Urllib3Transport()
@@ -410,22 +420,29 @@ def post_to_slack(url: str, payload: Mapping[str, Any], *, transport: Transport 
                   timeout: float = 30.0) -> None:
     """POST ``payload`` to a Slack incoming webhook; anything but 200 raises
     :class:`ReportError` with Slack's answer (``invalid_payload``, ``no_service``, ...)."""
-    parts = urlsplit(url)
+    # the webhook's path is its secret: messages name its host only
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unbalanced [ ]
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ReportError(f"--slack-webhook: expected an https:// incoming-webhook URL, "
-                          f"got {url!r}")
+        raise ReportError("the Slack webhook is not an http(s):// incoming-webhook URL (it "
+                          "should look like https://hooks.slack.com/services/...)")
+    shown = hide_url_credentials(url)
+    host = urlsplit(shown).netloc
     own = transport is None
     transport = transport or Urllib3Transport()
     try:
         resp = transport.request("POST", url, headers={"Content-Type": "application/json"},
                                  body=json.dumps(payload).encode(), timeout=timeout)
     except TransportError as exc:
-        raise ReportError(f"Slack webhook at {parts.netloc}: {exc}") from exc
+        reason = str(exc).replace(shown, f"{parts.scheme}://{host}/...")
+        raise ReportError(f"Slack webhook at {host}: {reason}") from exc
     finally:
         if own:
             transport.close()
     if resp.status != 200:
-        raise ReportError(f"Slack webhook at {parts.netloc} answered {resp.status}: "
+        raise ReportError(f"Slack webhook at {host} answered {resp.status}: "
                           f"{resp.text.strip()[:200]}")
 
 
@@ -455,7 +472,7 @@ def _make(opts: _Options, out: TextIO, err: TextIO, transport: Transport | None)
         return 2
     client = LokiClient(config, transport)
     grafana: GrafanaAlerts | None = None
-    unavailable = "not available (GRAFANA_URL unset)"
+    unavailable = "not available (SHIPPER_GRAFANA_URL unset)"
     code = 0
     try:
         if opts.grafana_url:
@@ -487,7 +504,7 @@ def _make(opts: _Options, out: TextIO, err: TextIO, transport: Transport | None)
             err.write(f"shipper report: {exc}\n")
             code = 1
     elif opts.slack_webhook is not None:
-        err.write("shipper report: --slack-webhook is empty: not posted\n")
+        err.write("shipper report: the Slack webhook is empty: not posted\n")
     return code
 
 
@@ -534,48 +551,97 @@ def _clock(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """``shipper report`` (see shipper/cli/report.py)."""
     import os
 
-    report = sub.add_parser(
-        "report",
-        help="the daily digest: events by level, top error types, failing routes, p95 "
-             "latency and the alerts that fired; printed, and posted to Slack",
-        description="Reads Loki with the dashboards' own LogQL and, with GRAFANA_URL and a "
-                    "token, the alerts that fired from Grafana's state history. Exit codes: 0 "
-                    "made (and posted), 1 made but Grafana or Slack failed, 2 bad options or "
-                    "Loki unreachable.",
-        epilog="examples:\n"
-               "  shipper report --since 24h\n"
-               "  shipper report --since 7d --service shop --json\n"
-               "  shipper report --since 24h --slack-webhook https://hooks.slack.com/services/...\n"
-               "  shipper report --daily-at 08:00 --slack-webhook \"$DIGEST_SLACK_WEBHOOK_URL\"",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    report = add_command(
+        sub, "report", help="the daily digest, printed and posted to Slack",
+        description="The digest of the last --since: events by level, the top error types, "
+        "the failing routes, the p95 latency and the alerts that fired. Reads Loki with the "
+        "dashboards' own LogQL and, with SHIPPER_GRAFANA_URL and a token, the alerts that "
+        "fired from Grafana's state history. Exit codes: 0 made (and posted), 1 made but "
+        "Grafana or Slack failed, 2 bad options or Loki unreachable.",
+        example_lines=(
+            "shipper report --since 24h",
+            "shipper report --since 7d --service shop --json",
+            "shipper report --since 24h --slack-webhook https://hooks.slack.com/services/...",
+            'shipper report --daily-at 08:00 --slack-webhook "$DIGEST_SLACK_WEBHOOK_URL"',
+        ))
     report.add_argument("--since", type=_span, default="24h", metavar="SPAN",
                         help="how far back the digest looks (default 24h; e.g. 12h, 7d)")
     report.add_argument("--service", action="append", default=[], metavar="NAME",
                         help="only this service_name (repeatable; default every service)")
     report.add_argument("--url", help="Loki base URL (default $LOKI_URL)")
     report.add_argument("--slack-webhook", metavar="URL",
-                        help="also post the digest to this Slack incoming webhook")
-    report.add_argument("--grafana-url", default=os.environ.get("GRAFANA_URL") or None,
+                        help="also post the digest to this Slack incoming webhook; prefer "
+                             "$SHIPPER_SLACK_WEBHOOK_URL or --slack-webhook-file: a command "
+                             "line is visible to every user of the machine (ps)")
+    report.add_argument("--slack-webhook-file", metavar="FILE",
+                        help="read the webhook from this file (a Docker or Kubernetes secret); "
+                             "default: $SHIPPER_SLACK_WEBHOOK_URL")
+    report.add_argument("--grafana-url", default=os.environ.get("SHIPPER_GRAFANA_URL") or None,
                         metavar="URL",
-                        help="Grafana, for the alerts that fired (default $GRAFANA_URL)")
-    report.add_argument("--grafana-token", default=os.environ.get("GRAFANA_TOKEN") or None,
+                        help="Grafana, for the alerts that fired (default $SHIPPER_GRAFANA_URL)")
+    report.add_argument("--grafana-token", default=os.environ.get("SHIPPER_GRAFANA_TOKEN") or None,
                         metavar="TOKEN",
                         help="a Grafana service account token with the Viewer role (default "
-                             "$GRAFANA_TOKEN)")
-    report.add_argument("--json", action="store_true", help="print the digest as JSON")
+                             "$SHIPPER_GRAFANA_TOKEN)")
+    # the digest is a document for people (a terminal, cron mail, a container's log): text
+    # wherever it goes unless JSON is asked for
+    add_format_arg(report, ("auto", "table", "json"), piped="table",
+                   auto_help="text, on a terminal and piped alike; --json for one JSON object")
     report.add_argument("--daily-at", type=_clock, metavar="HH:MM",
                         help="keep running and make the digest every day at this time (UTC), "
                              "e.g. in a container without cron; SIGTERM stops it")
     report.set_defaults(handler=_report)
 
 
+#: where the digest's webhook comes from when no option names it
+WEBHOOK_ENV = "SHIPPER_SLACK_WEBHOOK_URL"
+
+
+def slack_webhook(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """The Slack webhook: ``--slack-webhook``, else the first line of
+    ``--slack-webhook-file``, else :data:`WEBHOOK_ENV`; None when none is given, "" when the
+    one given is empty (printed, not posted). Raises :class:`ReportError` naming the option,
+    never showing the webhook (its path is its secret)."""
+    if args.slack_webhook is not None and args.slack_webhook_file is not None:
+        raise ReportError("--slack-webhook and --slack-webhook-file: give one")
+    if args.slack_webhook is not None:
+        return str(args.slack_webhook).strip()
+    if args.slack_webhook_file is not None:
+        path = Path(args.slack_webhook_file)
+        try:
+            with path.open("rb") as file:
+                head = file.read(_WEBHOOK_MAX_BYTES + 1)
+        except OSError as exc:
+            raise ReportError(f"--slack-webhook-file {path}: cannot read it "
+                              f"({exc.strerror or exc})") from None
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReportError(f"--slack-webhook-file {path}: not UTF-8 text") from None
+        lines = text.strip().splitlines()
+        if len(head) > _WEBHOOK_MAX_BYTES or len(lines) > 1:
+            raise ReportError(f"--slack-webhook-file {path}: expected one line, the webhook "
+                              "URL")
+        if not lines:
+            raise ReportError(f"--slack-webhook-file {path}: the file is empty")
+        return lines[0].strip()
+    value = environ.get(WEBHOOK_ENV)
+    return None if value is None else value.strip()
+
+
 def _report(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        webhook = slack_webhook(args, os.environ)
+    except ReportError as exc:
+        sys.stderr.write(f"shipper report: {exc}\n")
+        return 2
     opts = _Options(span_s=args.since, services=tuple(args.service), loki_url=args.url,
-                    slack_webhook=args.slack_webhook, grafana_url=args.grafana_url,
-                    grafana_token=args.grafana_token, as_json=args.json)
+                    slack_webhook=webhook, grafana_url=args.grafana_url,
+                    grafana_token=args.grafana_token, as_json=resolve_format(args) == "json")
     return run_report(opts, daily_at=args.daily_at)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import types
@@ -30,6 +31,7 @@ import yaml
 
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.config import ConfigError, ShipperConfig
+from shipper.redact import hide_url_credentials
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
@@ -167,7 +169,9 @@ class DockerSourceConfig(_ParsedSourceConfig):
     type: Literal["docker"] = field(default="docker", metadata=_help(
         "docker: follow container logs"))
     host: str = field(default="unix:///var/run/docker.sock", metadata=_help(
-        "Docker Engine API address (unix:///path or tcp://host:port)"))
+        "Docker Engine API address (unix:///path or tcp://host:port); access to it is root "
+        "on the host, read-only mount or not: prefer a proxy that allows only reading "
+        "containers (docs/sidecar.md)"))
     labels: Mapping[str, str] = field(default_factory=lambda: {"shipper.enable": "true"},
                                       metadata=_help(
         "follow containers carrying all these labels ({} follows every container)"))
@@ -244,7 +248,7 @@ class _Reader:
         self.environ = environ
 
     def fail(self, key: str, value: object, expected: str) -> SidecarConfigError:
-        shown = "(missing)" if value is _MISSING else repr(value)
+        shown = "(missing)" if value is _MISSING else hide_url_credentials(repr(value))
         return SidecarConfigError(f"{self.file}: {key}: {shown}: expected {expected}")
 
     def expand(self, key: str, value: object) -> object:
@@ -495,8 +499,9 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
                                   f"a depth from {MIN_JSON_DEPTH} to {MAX_JSON_DEPTH}")
             if not _is_loopback(address[0]) and not (source.token or source.token_file):
                 raise reader.fail(f"{where}.listen", source.listen,
-                                  "a loopback address (127.0.0.1) unless token or token_file "
-                                  "is set: anyone who reaches the port could write logs")
+                                  "a loopback address (127.0.0.1, [::1] or localhost; no "
+                                  "other host name counts) unless token or token_file is "
+                                  "set: anyone who reaches the port could write logs")
         elif isinstance(source, DockerSourceConfig):
             docker += 1
             if not re.match(r"^(unix|tcp|http|https|npipe)://", source.host):
@@ -508,4 +513,15 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """An address only this machine reaches: ``127.0.0.0/8``, ``::1`` (``[::1]`` in a
+    listen value), their IPv4-mapped form, or the name ``localhost``. Any other name is not
+    loopback, whatever it looks like (``127.evil.example``): it is not resolved, since what a
+    name resolves to can change after the check."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
