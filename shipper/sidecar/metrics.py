@@ -105,6 +105,12 @@ _SOURCE_FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily],
 }
 
 
+#: /healthz and /metrics: probes and scrapers use a connection or two, and a client that holds
+#: one gives it up at the deadline (seconds)
+_OPS_CONNECTIONS = 32
+_OPS_TIMEOUT = 10.0
+
+
 class OpsServer:
     """``GET /healthz`` (200 while every source runs, 503 with the reasons otherwise) and
     ``GET /metrics``."""
@@ -132,10 +138,8 @@ class OpsServer:
                 else:
                     self.respond(404, b"not found: try /healthz or /metrics\n", close=close)
 
-        # probes and scrapers use a connection or two; a client that holds one open gives it
-        # up after request_timeout
-        self.server = Server(listen, Handler, "metrics_listen", max_connections=32,
-                             request_timeout=10.0)
+        self.server = Server(listen, Handler, "metrics_listen",
+                             max_connections=_OPS_CONNECTIONS, request_timeout=_OPS_TIMEOUT)
 
     def start(self) -> None:
         self.server.start()

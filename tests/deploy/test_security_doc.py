@@ -111,10 +111,13 @@ def test_every_limit_of_the_sidecar_is_on_the_page_with_its_default() -> None:
 def test_the_fixed_limits_the_page_names_are_the_codes() -> None:
     from shipper import event
     from shipper.delivery import link
+    from shipper.sidecar import metrics
     from shipper.sidecar.sources import http
 
     text = " ".join(_text().split())
-    assert f"at most {http._MAX_IN_FLIGHT} requests at once" in text
+    assert f"names at most {http._MAX_REASONS} refused entries in one answer" in text
+    assert (f"`/metrics` take {metrics._OPS_CONNECTIONS} connections, each request within "
+            f"{metrics._OPS_TIMEOUT:.0f} s") in text
     assert f"up to {link._MAX_RETRY_AFTER:.0f} s" in text
     assert f"followed {event._MAX_DEPTH} levels deep" in text
     assert f"1 to {sidecar.MAX_WORKERS}" in text
