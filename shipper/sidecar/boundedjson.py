@@ -87,11 +87,10 @@ def _deeper(doc: dict[str, Any] | list[Any], limit: int) -> bool:
     level: list[Any] = [doc]
     for _ in range(limit):
         below: list[Any] = []
-        add = below.append
         for container in level:
-            for value in (container.values() if container.__class__ is dict else container):
-                if value.__class__ is dict or value.__class__ is list:
-                    add(value)
+            below += [value for value in
+                      (container.values() if container.__class__ is dict else container)
+                      if value.__class__ is dict or value.__class__ is list]
         if not below:
             return False
         level = below
