@@ -21,7 +21,7 @@ import base64
 import binascii
 import re
 import reprlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -303,10 +303,7 @@ def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str]]:
         try:
             rl = _object(item, "")
             resource = _object(rl.get("resource"), "resource", optional=True)
-            try:
-                attrs = _attributes(resource.get("attributes"))
-            except _FieldError as exc:
-                raise exc.under("resource.attributes") from None
+            attrs = _inside("resource.attributes", _attributes, resource.get("attributes"))
             scope_logs = _array(rl.get("scopeLogs"), "scopeLogs")
         except _FieldError as exc:
             errors.append(f"{exc.under(f'resourceLogs[{i}]')} (its log records were not read)")
@@ -366,19 +363,18 @@ def _record(record: Any, resource: dict[str, Any], scope: str | None) -> OtlpRec
         if value is not None and value.__class__ is not str:
             raise _expected(key, "a string", value)
     body = get("body")
-    if body is not None:
-        try:
-            body = _any_value(body)
-        except _FieldError as exc:
-            raise exc.under("body") from None
     attributes = get("attributes")
-    if attributes is not None:
-        try:
-            attributes = _attributes(attributes)
-        except _FieldError as exc:
-            raise exc.under("attributes") from None
-    return OtlpRecord(ts, number, text, body, attributes or {}, trace_id, span_id, event_name,
-                      resource, scope)
+    return OtlpRecord(ts, number, text, None if body is None else _inside("body", _any_value, body),
+                      {} if attributes is None else _inside("attributes", _attributes, attributes),
+                      trace_id, span_id, event_name, resource, scope)
+
+
+def _inside(place: str, read: Callable[[Any], Any], value: Any) -> Any:
+    """``read(value)``, a wrong part placed inside ``place``."""
+    try:
+        return read(value)
+    except _FieldError as exc:
+        raise exc.under(place) from None
 
 
 _INT = re.compile(r"-?[0-9]{1,19}")
@@ -416,10 +412,8 @@ def _any_value(value: Any) -> Any:
                     pass
             raise _expected(key, "a number", item)
         if key == "kvlistValue":
-            try:
-                return _attributes(_object(open_deep(item), "", optional=True).get("values"))
-            except _FieldError as exc:
-                raise exc.under("kvlistValue.values" if exc.path else key) from None
+            values = _object(open_deep(item), key, optional=True).get("values")
+            return _inside("kvlistValue.values", _attributes, values)
         if key == "arrayValue":
             values = _object(open_deep(item), key, optional=True).get("values")
             out = []
