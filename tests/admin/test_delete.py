@@ -196,7 +196,8 @@ def test_all_services_deletes_every_service_and_says_how_many(
     assert "7 entries match" in err
     assert 'in 2 services: "shop" (6), "blog" (1)' in err  # printed with --yes too
     (request,) = fake.deletes
-    assert request["query"] == '{service_name=~".+", type!="LOGS_DELETED"}'
+    assert request["query"] == ('{service_name=~".+", type!="LOGS_DELETED", '
+                                'type!="LOGS_DELETE_CANCELLED"}')
     ((labels, line),) = audits(fake)
     assert labels["service_name"] == "shipper-admin"
     assert line["metadata"]["services"] == {"shop": 6, "blog": 1}
