@@ -52,7 +52,7 @@ class Record:
         exception: Any = None
         try:
             body = json.loads(self.line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep for Python: text
             body = None
         if isinstance(body, dict) and "message" in body:
             message = body.get("message")

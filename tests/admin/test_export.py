@@ -205,3 +205,17 @@ def test_query_as_csv_neutralises_formulas_too(fake: FakeLoki,
                  "2025-06-15T15:07:00Z", "--format", "csv"]) == 0
     (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out, newline="")))
     assert row["message"] == "'=cmd|' /C calc'!A0" and row["service"].startswith("'=")
+
+
+def test_a_stored_line_nested_too_deep_for_python_exports_as_text(
+    fake: FakeLoki, tmp_path: Path,
+) -> None:
+    """Anyone who can push can store such a line; it must not stop the export of the rest."""
+    deep = '{"message": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    fake.add(STREAMS[0], START, deep)
+    fake.add(STREAMS[0], START + NS, json.dumps({"message": "after"}))
+    out = tmp_path / "e.jsonl"
+    assert main(["export", "--url", fake.url, "--start", "2025-06-15T15:06:40Z", "--end",
+                 "2025-06-15T15:07:00Z", "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["message"] for r in rows] == [deep, "after"]
