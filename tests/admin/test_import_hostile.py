@@ -253,9 +253,30 @@ def test_a_broken_csv_row_is_refused_with_its_line_and_the_others_imported(
     assert code == 1 and "Traceback" not in err
     assert json.loads(out)["imported"] == 2 and set(stored(fake)) == {"before", "after"}
     (kept,) = refused(path)
-    assert kept["_shipper_reason"].startswith(f"row 2: line 3, byte offset {SECOND}: new-line "
-                                              "character seen in unquoted field")
+    assert kept["_shipper_reason"].startswith(f"row 2: line 3, byte offset {SECOND}: not CSV: "
+                                              "new-line character seen in unquoted field")
     assert kept["_shipper_line"] == f"{WHEN},bro\rken\n"
+
+
+@pytest.mark.parametrize(("bad", "why"), [
+    (b'"never closed', "not CSV: unexpected end of data"),
+    (b'"closed"then more', "not CSV: ',' expected after '\"'"),
+])
+def test_a_stray_quote_costs_its_own_row_not_the_rows_after_it(
+    fake: FakeLoki, tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: bytes, why: str,
+) -> None:
+    """A quote that opens a field CSV never closes would make the rest of the file one field:
+    the line it is on is refused, and the lines after it are read again as rows."""
+    path = tmp_path / "quote.csv"
+    path.write_bytes(csv_bytes(row("before"), row(bad), row("after 1"),
+                               row('"quoted, with a comma"'), row("after 3")))
+    code, out, err = run(capsys, "import", str(path), "--service", "shop", "--format", "json")
+    assert code == 1 and "Traceback" not in err
+    assert set(stored(fake)) == {"before", "after 1", "quoted, with a comma", "after 3"}
+    (kept,) = refused(path)
+    assert kept["_shipper_reason"] == f"row 2: line 3, byte offset {SECOND}: {why}"
+    assert kept["_shipper_line"] == row(bad).decode() + "\n"
+    assert json.loads(out)["rows_done"] == 5
 
 
 def test_nul_bytes_are_text_like_any_other(fake: FakeLoki, tmp_path: Path,

@@ -93,13 +93,23 @@ class _Lines:
     """Lines of a binary file, decoded, counting the lines and bytes read (csv.reader reads
     exactly the lines of one record, so the count after a record is where it ends). A line
     that does not decode is given with its bad bytes escaped and the first such place of the
-    record is kept in ``problem``."""
+    record is kept in ``problem``; ``first_end`` is where the record's first line ends."""
 
     def __init__(self, fh: IO[bytes], encoding: TextEncoding) -> None:
         self._fh, self._encoding = fh, encoding
         self.pos = 0
         self.line = 0
         self.problem = ""
+        self.first_end = -1
+
+    def begin(self) -> None:
+        """A record starts at the next line."""
+        self.problem, self.first_end = "", -1
+
+    def rewind(self, pos: int, line: int) -> None:
+        """Read on from byte ``pos``, the end of line ``line``."""
+        self._fh.seek(pos)
+        self.pos, self.line = pos, line
 
     def __iter__(self) -> _Lines:
         return self
@@ -112,6 +122,8 @@ class _Lines:
         self.pos += len(data)
         self.line += 1
         self.problem = self.problem or problem
+        if self.first_end < 0:
+            self.first_end = self.pos
         return text
 
 
@@ -193,7 +205,7 @@ class Source:
             with path.open("rb") as fh, _fields_of_any_size():
                 lines = _Lines(fh, self.encoding)
                 try:
-                    self.header = next(csv.reader(lines), [])
+                    self.header = next(csv.reader(lines, strict=True), [])
                 except csv.Error as exc:
                     raise common.CommandError(f"{path}: the header (line 1) is not CSV: {exc}",
                                               common.EXIT_USAGE) from None
@@ -219,7 +231,7 @@ class Source:
         with self.path.open("rb") as fh, _fields_of_any_size():
             lines = _Lines(fh, self.encoding)
             if self.fmt == "csv":
-                reader = csv.reader(lines)
+                reader = csv.reader(lines, strict=True)
                 next(reader, None)
                 yield from self._scan_csv(reader, lines)
             else:
@@ -237,14 +249,19 @@ class Source:
                   lines: _Lines) -> Iterator[tuple[int, int, int, int, Record]]:
         start, line, n = lines.pos, lines.line + 1, 0
         while True:
-            lines.problem = ""
+            lines.begin()
             try:
                 cells = next(reader)
             except StopIteration:
                 return
-            except csv.Error as exc:  # the reader starts afresh on the next line
+            except csv.Error as exc:  # the reader starts afresh on the line it is given next
                 n += 1
-                yield n, line, start, lines.pos, Record(None, self._where(line, start, exc))
+                # found lines below the record's start (a stray quote opened a field that never
+                # closed as CSV closes one): that first line is the bad row, and the lines
+                # after it are read again, so the quote does not swallow them
+                yield n, line, start, lines.first_end, Record(None, self._where(line, start, exc))
+                if lines.first_end != lines.pos:
+                    lines.rewind(lines.first_end, line)
             else:
                 if cells:
                     n += 1
@@ -265,9 +282,10 @@ class Source:
                 try:
                     # lines end at \n alone, as the scan read them
                     lines = io.StringIO(text, newline="\n")
-                    record = self._csv_row(next(csv.reader(lines), []), line, start)
+                    record = self._csv_row(next(csv.reader(lines, strict=True), []), line,
+                                           start)
                 except csv.Error as exc:
-                    record = Record(None, self._where(line, start, exc))
+                    record = Record(None, self._where(line, start, f"not CSV: {exc}"))
         else:
             record = self._json_row(text, line, start)
         return record if record.row is not None else record._replace(text=text)
