@@ -371,3 +371,24 @@ def test_any_bytes_give_rows_or_refusals_and_never_a_silent_replacement(
                 json.dumps(record.text).encode("utf-8")  # the refused file can hold it
             elif "\ufffd" in json.dumps(record.row, ensure_ascii=False):
                 assert "\ufffd".encode() in data  # only where the file has one
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                 max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.sampled_from(["createdAt", "level", "type", "actor", "actorId",
+                                        "message", "metadata", "id", "extra"]), json_values))
+def test_any_json_row_is_an_event_or_a_clear_value_error(row: dict[str, Any]) -> None:
+    from shipper.cli.admin.importer import PRESETS, build_event
+
+    try:
+        event = build_event(row, PRESETS["prisma"], "shop", None, dt.UTC, frozenset())
+    except ValueError as exc:
+        assert str(exc) and len(str(exc)) < 300
+    else:
+        assert event.service == "shop"
