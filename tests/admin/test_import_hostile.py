@@ -10,7 +10,6 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shipper.cli.main import main
+from tests.admin import test_import
 from tests.admin.test_import import NOW, run, stored
 from tests.support.fakeloki import FakeLoki
 
 NS = 1_000_000_000
 WHEN = (NOW - dt.timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
 
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLoki]:
-    monkeypatch.delenv("SHIPPER_SERVICE", raising=False)
-    with FakeLoki(rate_limit=False) as loki:
-        monkeypatch.setenv("LOKI_URL", loki.url)
-        yield loki
+#: import's own fake Loki, with LOKI_URL set
+fake = test_import.fake
 
 
 def refused(path: Path) -> list[dict[str, Any]]:
