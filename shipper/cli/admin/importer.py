@@ -181,7 +181,8 @@ def parse_row_time(value: Any, tz: dt.tzinfo = dt.UTC) -> int:
         raise ValueError("no time")
     try:
         ns = _row_time(value, tz)
-        format_time(ns)  # refuses what is not nanoseconds in 64 bits
+        if ns.bit_length() >= 64:
+            format_time(ns)  # refuses what is not nanoseconds in 64 bits
     except UnitError:
         raise ValueError(f"time out of range: {shown(value)} (Loki's times run from "
                          "1677-09-21 to 2262-04-11)") from None

@@ -168,6 +168,9 @@ def load_json(text: str) -> Any:
         value = json.loads(text)
     except RecursionError:
         raise UnusableJSON(_TOO_DEEP) from None
+    if text.count("[") + text.count("{") <= MAX_DEPTH and "\\ud" not in text \
+            and "\\uD" not in text:
+        return value  # too few brackets to be deep, no escape that can be a surrogate
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -300,8 +303,10 @@ class Source:
                 f"{len(cells)} cells but the header has {len(self.header)} columns (the "
                 f"first extra cell: {shown(cells[len(self.header)])})")))
         # a short row leaves the last columns out (no padding: a header of a million columns
-        # costs a short row nothing)
-        return Record(dict(zip(self.header, map(restore, cells), strict=False)))
+        # costs a short row nothing); only a cell that starts with a quote can need restoring
+        if any(cell[:1] == "'" for cell in cells):
+            cells = [restore(cell) for cell in cells]
+        return Record(dict(zip(self.header, cells, strict=False)))
 
     def _json_row(self, text: str, line: int, start: int) -> Record:
         try:
