@@ -93,6 +93,11 @@ def _event_time_ns(value: Any) -> int | None:
     return None
 
 
+#: record.created (seconds) below which its time in ns is computed directly: every time within
+#: it is one Loki can read (64-bit nanoseconds)
+_MAX_CREATED = 9_223_372_036.0
+
+
 def _created_ns(created: Any) -> int | None:
     """``record.created`` in ns: a float with microsecond resolution, so rounded there."""
     try:
@@ -107,15 +112,13 @@ def _timestamp(created: Any, event_time: Any) -> tuple[int, str | None]:
     :func:`shipper.event.entry_time`): its ``event_time`` when it has one, else its own
     time; a time that cannot be shipped as it is gives the record's own time (or the clock,
     when that one cannot be shipped either)."""
-    received, original = entry_time(_created_ns(created), time.time_ns(), created)
+    if created.__class__ is float and -_MAX_CREATED < created < _MAX_CREATED:
+        received, original = round(created * 1e6) * 1000, None  # as logging made it
+    else:  # replaced by something else
+        received, original = entry_time(_created_ns(created), time.time_ns(), created)
     if event_time is None:
         return received, original
     return entry_time(_event_time_ns(event_time), received, event_time)
-
-
-#: record.created (seconds) below which the fast path computes the timestamp itself: every
-#: time within it is one Loki can read (64-bit nanoseconds)
-_MAX_CREATED = 9_223_372_036.0
 
 
 #: extra attributes the worker reads when a record has them (``extra={...}``)

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from shipper.config import ShipperConfig
@@ -283,8 +283,13 @@ def test_every_record_gives_exactly_one_valid_entry(
 def test_the_workers_fast_and_careful_paths_give_the_event_paths_entry(
         message: Any, args: tuple[Any, ...], exc: str, extra: dict[str, Any]) -> None:
     """The worker's own conversion (the fast path, and the careful one it falls back to)
-    gives the entry the LogEvent path gives the same record, for any record."""
+    gives the entry the LogEvent path gives the same record, for any record. (But metadata
+    that contains itself: the LogEvent path copies the mapping, so its cycle is cut one
+    level further down; both lines are valid.)"""
     from shipper.handler import _RecordConverter, _snapshot
+
+    metadata = extra.get("metadata")
+    assume(not (isinstance(metadata, dict) and any(v is metadata for v in metadata.values())))
 
     record = logging.getLogger("conv.hostile").makeRecord(
         "conv.hostile", logging.ERROR, __file__, 1, message, args, _exc_info(exc), extra=extra)
