@@ -402,8 +402,11 @@ def new_event(service: str, env: str | None, level: object, message: object,
         "type": normalize_type(type_),
         "timestamp_ns": timestamp_ns,
         "env": env_label(env) if env else None,
-        "actor_id": None if actor_id is None or actor_id == "" else metadata_value(actor_id),
-        "trace_id": None if trace_id is None or trace_id == "" else metadata_value(trace_id),
+        # (no == "": an object's own __eq__ may raise)
+        "actor_id": None if actor_id is None or (actor_id.__class__ is str and not actor_id)
+        else metadata_value(actor_id),
+        "trace_id": None if trace_id is None or (trace_id.__class__ is str and not trace_id)
+        else metadata_value(trace_id),
         "logger": logger or None,
         "metadata": meta,
         "exception": exception or None,

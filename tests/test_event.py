@@ -322,6 +322,17 @@ def test_values_whose_str_repr_or_size_fail_are_written_as_markers() -> None:
         "<int of 16610 bits, too long to write in decimal>")
 
 
+def test_an_event_of_objects_whose_hash_eq_str_and_repr_raise_is_made() -> None:
+    bad = hostile.BadHash
+    entry = to_entry(LogEvent.create(
+        service="s", level=bad(), message=bad(), timestamp_ns=bad(), actor=bad(), type=bad(),
+        actor_id=bad(), trace_id=bad(), metadata={"k": bad()}))
+    unprintable = "<unprintable BadHash: str() and repr() raised RuntimeError>"
+    assert dict(entry.metadata) == {"actor_id": unprintable, "trace_id": unprintable,
+                                    "original_time": unprintable}
+    assert json.loads(entry.line)["metadata"]["k"] == "<unrepresentable BadHash: RuntimeError>"
+
+
 def test_text_of_never_raises() -> None:
     from shipper.event import text_of
 
