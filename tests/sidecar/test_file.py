@@ -345,6 +345,127 @@ def test_a_damaged_positions_file_is_reported_in_one_line_and_set_aside(
     assert json.loads(path.read_text())["files"] == []
 
 
+_GOOD_FILE = {"path": "/a.log", "dev": 1, "ino": 2, "offset": 30, "fp_len": 4, "fp": "ff"}
+
+
+def _doc(**changes: Any) -> bytes:
+    doc: dict[str, Any] = {"version": 1, "files": [dict(_GOOD_FILE)], "containers": {"c": 1}}
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(b"[" * 100_000, id="100000-open-brackets"),
+    pytest.param(b'{"a":' * 50_000, id="deep-objects"),
+    pytest.param(b'{"version":1,"files":[],"containers":{"c":' + b"[" * 5_000 + b"]" * 5_000
+                 + b"}}", id="deep-inside-a-valid-shape"),
+    pytest.param(bytes(range(1, 256)) * 40, id="binary"),
+    pytest.param(b'{"version":1,"files":[],"containers":{"\xff\xfe": 1}}', id="invalid-utf8"),
+    pytest.param(_doc(version=True), id="version-true"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "dev": True}]), id="bool-dev"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "offset": -1}]), id="negative-offset"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "offset": "30"}]), id="string-offset"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "fp_len": 4.0}]), id="float-fp-len"),
+    pytest.param(_doc(files=[["/a.log", 1, 2]]), id="a-list-for-a-position"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "extra": 1}]), id="an-unknown-field"),
+    pytest.param(_doc(containers={"c": False}), id="bool-timestamp"),
+    pytest.param(_doc(containers=[]), id="containers-a-list"),
+    pytest.param(_doc()[:-7], id="truncated"),
+    pytest.param(b'{"version":1,"files":[{"offset":1' + b"0" * 5_000 + b"}]}",
+                 id="a-5000-digit-number"),
+])
+def test_a_positions_file_damaged_in_any_way_is_moved_aside_saying_where(
+        tmp_path: Path, damage: bytes) -> None:
+    """100,000 '[' used to end the sidecar's start with a RecursionError traceback (exit 1)."""
+    reports: list[str] = []
+    path = tmp_path / "positions.json"
+    path.write_bytes(damage)
+    store = PositionsStore(path, report=reports.append)
+    assert store.load() == Positions()
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("positions.json.damaged-")]
+    assert len(aside) == 1 and aside[0].read_bytes() == damage
+    assert len(reports) == 1 and "\n" not in reports[0] and len(reports[0]) < 600
+    assert f"positions file {path} is damaged (" in reports[0]
+    assert f"moved to {aside[0]};" in reports[0]
+    store.save(Positions())
+    assert store.load().files == () and len(reports) == 1
+
+
+def test_a_positions_path_that_is_not_a_file_is_moved_aside_and_never_waited_on(
+        tmp_path: Path) -> None:
+    reports: list[str] = []
+    cases = {"a-directory": lambda p: (p.mkdir(), (p / "inside").write_text("x")),
+             "a-fifo": lambda p: os.mkfifo(p),
+             "a-loop-of-links": lambda p: os.symlink(p.name, p),
+             "larger-than-64MiB": lambda p: os.truncate(p.open("wb").name, 65 << 20)}
+    for name, make_it in cases.items():
+        where = tmp_path / name
+        where.mkdir()
+        path = where / "positions.json"
+        make_it(path)
+        store = PositionsStore(path, report=reports.append)
+        assert store.load() == Positions(), name
+        assert f"moved to {where}/positions.json.damaged-" in reports[-1], (name, reports)
+        assert not os.path.lexists(path)
+        store.save(Positions((FilePosition("/a.log", 1, 2, 3, 4, "ff"),)))
+        assert store.load().files[0].offset == 3
+    assert len(reports) == len(cases)
+    assert "(it is a directory)" in reports[0] and "(it is not a regular file)" in reports[1]
+    assert "Too many levels of symbolic links" in reports[2]
+    assert "(it is larger than 64 MiB)" in reports[3]
+
+
+def test_damaged_positions_files_are_never_moved_over_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "positions.json"
+    for damage in (b"one", b"two", b"three"):
+        path.write_bytes(damage)
+        assert PositionsStore(path, report=lambda m: None).load() == Positions()
+    kept = sorted(p.read_bytes() for p in tmp_path.glob("positions.json.damaged-*"))
+    assert kept == [b"one", b"three", b"two"]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+_POSITION_FIELDS = st.fixed_dictionaries({}, optional={
+    key: st.one_of(_JSON, st.just(value)) for key, value in _GOOD_FILE.items()})
+_DAMAGED = st.one_of(
+    st.binary(max_size=300),
+    st.integers(1, 60_000).flatmap(lambda n: st.sampled_from([b"[" * n, b'{"a":' * n,
+                                                              b"[{" * n])),
+    st.integers(0, len(_doc()) - 1).map(lambda n: _doc()[:n]),
+    st.builds(lambda v, f, c: json.dumps({"version": v, "files": f, "containers": c}).encode(),
+              st.one_of(st.just(1), _JSON), st.one_of(st.lists(_POSITION_FIELDS, max_size=3),
+                                                       _JSON),
+              st.one_of(st.dictionaries(st.text(max_size=4), st.integers()), _JSON)),
+    _JSON.map(lambda doc: json.dumps(doc).encode()),
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=_DAMAGED)
+def test_no_positions_file_content_ever_raises_and_damage_is_always_moved_aside(
+        tmp_path_factory: pytest.TempPathFactory, damage: bytes) -> None:
+    """Loading either reads the file as it is, or moves it aside (saying so, once) and starts
+    without positions; nothing escapes, and a save afterwards is read back."""
+    work = tmp_path_factory.mktemp("positions")
+    path = work / "positions.json"
+    path.write_bytes(damage)
+    reports: list[str] = []
+    store = PositionsStore(path, report=reports.append)
+    loaded = store.load()
+    aside = list(work.glob("positions.json.damaged-*"))
+    if reports:
+        assert len(reports) == 1 and "is damaged" in reports[0] and loaded == Positions()
+        assert len(aside) == 1 and aside[0].read_bytes() == damage
+        assert not path.exists()
+    else:  # a document of the right shape: read, and left where it is
+        assert not aside and path.read_bytes() == damage
+        assert all(type(p.offset) is int and p.offset >= 0 for p in loaded.files)
+    store.save(Positions((FilePosition("/b.log", 5, 6, 7, 8, "ee"),)))
+    assert store.load().files[0].ino == 6
+
+
 # --------------------------------------------------------------------------- a property
 
 

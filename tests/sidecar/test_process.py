@@ -129,6 +129,25 @@ def test_a_damaged_positions_file_is_set_aside_and_the_sidecar_keeps_running(
     assert proc.positions()["files"][0]["offset"] > 0
 
 
+def test_a_positions_file_too_deep_to_read_is_moved_aside_and_the_sidecar_starts(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+    """100,000 '[' used to end the start with a RecursionError traceback and exit 1."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(json_lines("r", 0, 50))
+    (tmp_path / "positions.json").write_bytes(b"[" * 100_000)
+    proc = sidecar(processes, tmp_path, loki).start()
+    assert wait_until(lambda: loki.count() == 50)
+    assert proc.healthy()
+    assert proc.finish() == 0
+    assert "Traceback" not in proc.stderr
+    damaged = [line for line in proc.stderr.splitlines() if "is damaged" in line]
+    aside = list(tmp_path.glob("positions.json.damaged-*"))
+    assert len(damaged) == 1 and len(aside) == 1 and f"moved to {aside[0]}" in damaged[0]
+    assert "nested too deep" in damaged[0]
+    assert proc.positions()["files"][0]["offset"] > 0
+
+
 @WORKERS
 def test_healthz_metrics_and_sighup(tmp_path: Path, loki: FakeLoki,
                                     processes: list[SidecarProcess], workers: int) -> None:
