@@ -3,6 +3,7 @@ garbage, many files, positions. (tests/sidecar/test_process.py runs the real com
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -608,3 +609,242 @@ def test_the_sidecar_reads_no_further_ahead_than_its_worker_needs(tmp_path: Path
     finally:
         gate.open.set()
         sidecar.shutdown(5)
+
+
+# --------------------------------------------------------------------------- hostile trees
+
+
+def make_reporting(tmp_path: Path, sink: Sink, reports: list[str], pattern: str = "*.log",
+                   **options: Any) -> FileSource:
+    settings: dict[str, Any] = {"paths": (str(tmp_path / pattern),), "poll_interval": 0.02,
+                                "scan_interval": 0.05, "partial_line_timeout": 0.3}
+    settings.update(options)
+    config = FileSourceConfig(**settings)
+    return FileSource(config, parser=LineParser(service="shop"), submit=sink,
+                      report=reports.append)
+
+
+def test_a_symlink_loop_under_double_star_is_walked_once_and_every_file_ships(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    """Two links to '.' made the glob expansion never finish: the file thread spun at full
+    CPU and shipped nothing from any file."""
+    sink = Sink()
+    (tmp_path / "a.log").write_text(lines("a", 0, 3))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.log").write_text(lines("b", 0, 3))
+    os.symlink(".", tmp_path / "l1")
+    os.symlink(".", tmp_path / "l2")
+    os.symlink("..", tmp_path / "sub" / "up")
+    os.symlink("loop2", tmp_path / "loop1")  # a loop of links, not of directories
+    os.symlink("loop1", tmp_path / "loop2")
+    source = start(running, make(tmp_path, sink, pattern="**/*.log"))
+    expect(sink, [f"a{i}" for i in range(3)] + [f"b{i}" for i in range(3)])
+    assert wait_until(lambda: source.scans_cut == 0 and source.problem() is None
+                      and source.files_opened == 2)
+    append(tmp_path / "sub" / "b.log", lines("b", 3, 4))  # still followed, once
+    expect(sink, [f"a{i}" for i in range(3)] + [f"b{i}" for i in range(4)])
+
+
+def test_a_scan_cut_short_says_so_once_naming_the_pattern_and_keeps_what_it_follows(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for d in range(4):
+        (tmp_path / f"d{d}").mkdir()
+        for i in range(30):
+            (tmp_path / f"d{d}" / f"f{i:02}.log").write_text(lines(f"{d}-{i}-", 0, 1))
+    pattern = str(tmp_path / "**" / "*.log")
+    source = start(running, make_reporting(tmp_path, sink, reports, pattern="**/*.log",
+                                           max_scan_entries=50))
+    # d0 (30 files) is reached; the walk stops in d1 (the names are walked in sorted order)
+    assert wait_until(lambda: source.scans_cut >= 5)
+    cut = [r for r in reports if "stopped" in r]
+    assert len(cut) == 1, reports
+    assert pattern in cut[0] and "max_scan_entries: 50" in cut[0] and "after 50" in cut[0]
+    got = set(sink.messages())
+    assert {f"0-{i}-0" for i in range(30)} <= got and not any(m.startswith("3-") for m in got)
+    followed = len(source.snapshot())
+    append(tmp_path / "d0" / "f00.log", lines("0-0-", 1, 2))  # not taken for gone
+    assert wait_until(lambda: "0-0-1" in sink.messages())
+    assert len(source.snapshot()) == followed and source.rotations == 0
+    assert source.problem() is None
+
+
+def test_a_scan_past_its_time_bound_stops_and_says_so(tmp_path: Path) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for i in range(300):
+        (tmp_path / f"f{i:03}.log").write_text("")
+    source = make_reporting(tmp_path, sink, reports, scan_timeout=1e-9)
+    source._scan(0.0)
+    source._scan(1.0)
+    assert source.scans_cut == 2
+    assert len([r for r in reports if "stopped after 0s" in r]) == 1, reports
+    assert "scan_timeout" in reports[0] and str(tmp_path / "*.log") in reports[0]
+
+
+def test_a_glob_matching_more_files_than_max_files_follows_that_many_and_says_so_once(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for i in range(300):
+        (tmp_path / f"f{i:03}.log").write_text("")
+    source = start(running, make_reporting(tmp_path, sink, reports, max_files=100))
+    assert wait_until(lambda: source.files_opened == 100)
+    scans = source.files_opened
+    time.sleep(0.3)  # several scans
+    assert source.files_opened == scans == len(source.snapshot()) == 100
+    assert len(reports) == 1 and "max_files (100)" in reports[0] and "200 of them" in reports[0]
+    append(tmp_path / "f000.log", lines("x", 0, 1))
+    expect(sink, ["x0"])
+
+
+@pytest.mark.slow
+def test_a_glob_matching_100_000_files_keeps_the_source_turning(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for i in range(100_000):
+        with open(tmp_path / f"f{i:06}.log", "wb"):
+            pass
+    source = make_reporting(tmp_path, sink, reports, max_files=1_000, scan_interval=0.5)
+    source.stalled_after = 5.0
+    start(running, source)
+    assert wait_until(lambda: source.files_opened == 1_000, 60)
+    append(tmp_path / "f000000.log", lines("first", 0, 1))
+    expect(sink, ["first0"], timeout=30)
+    assert source.problem() is None
+    assert [r for r in reports if "max_files" in r] == reports and len(reports) == 1
+
+
+def test_fifos_devices_and_directories_named_like_logs_are_left_alone_never_waited_on(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    os.symlink("/dev/zero", tmp_path / "zero.log")
+    (tmp_path / "dir.log").mkdir()
+    (tmp_path / "a.log").write_text(lines("a", 0, 2))
+    source = start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0", "a1"])
+    time.sleep(0.2)  # several scans: said once each
+    assert sorted(r.split(": ", 1)[1] for r in reports) == [
+        f"{fifo} matches the globs but is a FIFO, not a regular file: left alone",
+        f"{tmp_path / 'zero.log'} matches the globs but is a character device, not a regular "
+        "file: left alone"]
+    # a FIFO put in a log file's place between the scan's stat and the open: the open does
+    # not wait for a writer (it used to block the source's thread for good)
+    opened = threading.Event()
+
+    def race() -> None:
+        with pytest.raises(Exception, match="is a FIFO, not a regular file"):
+            source._open(str(fifo), time.monotonic())
+        opened.set()
+
+    threading.Thread(target=race, daemon=True).start()
+    try:
+        assert opened.wait(10)
+    finally:
+        with contextlib.suppress(OSError):  # release a blocked open (on a source that waits)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert source.problem() is None
+
+
+def test_links_to_kernel_pseudo_files_are_left_alone(tmp_path: Path,
+                                                     running: list[FileSource]) -> None:
+    """/proc and /sys files are not logs: their size is not their content (a /sys file of 4
+    bytes says 4096, and the source spun reading nothing), and /proc/self/environ holds the
+    sidecar's own secrets."""
+    sink = Sink()
+    reports: list[str] = []
+    os.symlink("/proc/self/environ", tmp_path / "environ.log")
+    os.symlink("/proc/self/status", tmp_path / "status.log")
+    sysfile = "/sys/devices/system/cpu/online"
+    if os.path.exists(sysfile):
+        os.symlink(sysfile, tmp_path / "cpus.log")
+    (tmp_path / "a.log").write_text(lines("a", 0, 1))
+    source = start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0"])
+    time.sleep(0.2)
+    assert sink.messages() == ["a0"]
+    assert source.files_opened == 1
+    refused = [r for r in reports if "a pseudo file of the kernel, not a log: left alone" in r]
+    assert len(refused) == len(reports) == (3 if os.path.exists(sysfile) else 2), reports
+    assert any("environ.log is /proc/" in r for r in refused)
+
+
+def test_a_file_truncated_again_and_again_while_it_is_read_never_stops_the_source(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 2000))
+    source = start(running, make(tmp_path, sink, pattern="app.log", read_chunk_bytes=4096))
+    for round_ in range(30):
+        with log.open("r+") as f:
+            f.truncate(round_ * 37 % 500)
+        append(log, lines(f"r{round_}-", 0, 50))
+    append(log, "\n" + lines("last", 0, 3))
+    assert wait_until(lambda: {"last0", "last1", "last2"} <= set(sink.messages()))
+    assert source.alive and source.problem() is None
+
+
+def test_an_unreadable_file_is_said_once_and_followed_once_it_can_be_read(
+        tmp_path: Path, running: list[FileSource], monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    secret = tmp_path / "secret.log"
+    secret.write_text(lines("s", 0, 1))
+    (tmp_path / "a.log").write_text(lines("a", 0, 1))
+    real_open = os.open
+    readable = threading.Event()
+
+    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path) == str(secret) and not readable.is_set():  # (root reads through chmod)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0"])
+    time.sleep(0.2)  # several scans
+    assert reports == [f"file source file: cannot open {secret} (Permission denied); trying "
+                       "again at each scan"]
+    readable.set()
+    expect(sink, ["a0", "s0"])
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_a_loop_that_stops_coming_round_is_a_problem_and_a_quiet_file_is_not(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 1))
+    source = make(tmp_path, sink)
+    source.stalled_after = 0.3
+    start(running, source)
+    expect(sink, ["a0"])
+    time.sleep(1.0)  # nothing written: the loop turns all the same
+    assert source.problem() is None
+    hung = threading.Event()
+    release = threading.Event()
+    real_poll = source._poll
+
+    def hanging_poll(tail: Any, now: float, draining: bool) -> bool:
+        hung.set()
+        release.wait()  # a read that does not return (a hung filesystem)
+        return real_poll(tail, now, draining)
+
+    source._poll = hanging_poll  # type: ignore[method-assign]
+    assert hung.wait(5)
+    problem = wait_until(source.problem, 5)
+    assert problem and problem.startswith("file is stalled: its loop has not come round")
+    assert f"at {log}" in problem
+    assert source.alive  # stalled, not stopped
+    source._poll = real_poll  # type: ignore[method-assign]
+    release.set()
+    assert wait_until(lambda: source.problem() is None, 5)
+    append(log, lines("a", 1, 2))
+    expect(sink, ["a0", "a1"])
