@@ -357,7 +357,7 @@ class LokiHandler(logging.Handler):
                                   redactor=redactor, type_guard=types)
         # queued: a snapshot of the record (message, request context, exception text, fields);
         # emit talks to the queue directly: every attribute lookup counts on the hot path
-        self._batcher = self._pipeline._batcher
+        self._batcher = self._pipeline.batcher
         self._put = self._batcher.put
         self._own_idents = self._pipeline.own_idents
 

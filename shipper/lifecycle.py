@@ -16,7 +16,8 @@ and then gives SIGTERM its default action back and raises it again, so the proce
 by the signal, as it would have without shipper. A handler the app or its server installs, now
 or later, is never replaced; servers that restore the previous handler and re-raise the signal
 when they are done (uvicorn) run it last. ``handle_sigterm=False`` (``SHIPPER_HANDLE_SIGTERM=0``)
-turns this off.
+turns this off. (The delivery registry tells this module of every pipeline made, so the engine
+never imports it.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from shipper.delivery.pipeline import Pipeline, live_pipelines
+from shipper.delivery.registry import LivePipeline, live_pipelines, on_add
 from shipper.delivery.spool import spool_status
 
 __all__ = ["ShutdownReport", "shutdown"]
@@ -63,7 +64,7 @@ class ShutdownReport:
 
 _lock = threading.Lock()
 _owner: int | None = None
-_closed: list[Pipeline] = []
+_closed: list[LivePipeline] = []
 _last = ShutdownReport()
 
 
@@ -102,7 +103,7 @@ def _longest_timeout() -> float:
     return max((p.config.shutdown_timeout for p in live_pipelines()), default=0.0)
 
 
-def _close(pipelines: list[Pipeline], timeout: float | None) -> int:
+def _close(pipelines: list[LivePipeline], timeout: float | None) -> int:
     """Close them in parallel on helper threads; how many were still busy at the deadline."""
     start = time.monotonic()
     threads: list[tuple[threading.Thread, float]] = []
@@ -121,7 +122,7 @@ def _close(pipelines: list[Pipeline], timeout: float | None) -> int:
     return sum(thread.is_alive() for thread, _ in threads)
 
 
-def _close_one(pipeline: Pipeline, timeout: float) -> None:
+def _close_one(pipeline: LivePipeline, timeout: float) -> None:
     try:
         pipeline.close(timeout)
     except Exception as exc:
@@ -154,6 +155,12 @@ def _report(unfinished: int) -> ShutdownReport:
 # ---------------------------------------------------------------------------------- SIGTERM
 
 
+def _on_new_pipeline(pipeline: LivePipeline) -> None:
+    """The registry's news of a pipeline made: the SIGTERM hook, unless it said no."""
+    if pipeline.config.handle_sigterm:
+        _install_sigterm_hook()
+
+
 def _install_sigterm_hook() -> None:
     """Install :func:`_on_sigterm` when SIGTERM has its default action; never replace a
     handler someone else installed. Only the main thread may install signal handlers."""
@@ -176,3 +183,6 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
             if signal.getsignal(signum) is _on_sigterm:
                 signal.signal(signum, signal.SIG_DFL)
         signal.raise_signal(signum)
+
+
+on_add(_on_new_pipeline)

@@ -214,6 +214,11 @@ class Batcher(Generic[T]):
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def close_deadline(self) -> float:
+        """When the time ``close`` gave the worker is up (monotonic; infinite until then)."""
+        return self._close_deadline
+
     def __len__(self) -> int:
         return len(self._queue) + len(self._overflow)
 

@@ -18,7 +18,7 @@ import pytest
 
 import shipper
 from shipper import LokiHandler, ShutdownReport, lifecycle
-from shipper.delivery.pipeline import live_pipelines
+from shipper.delivery.registry import live_pipelines
 from shipper.integrations.asgi import ShipperASGIMiddleware
 from shipper.lifecycle import _on_sigterm
 from tests.support.fakeloki import FakeLoki
@@ -173,6 +173,27 @@ def test_plain_script_killed_by_sigterm_delivers_its_queue_through_the_hook(
                           capture_output=True, text=True, check=False)
     assert proc.returncode == -signal.SIGTERM, proc.stderr  # it still dies by the signal
     assert fake.count() == arrived, proc.stderr
+
+
+_DIRECT = """
+import signal
+from shipper.config import ShipperConfig
+from shipper.delivery.pipeline import Pipeline
+pipeline = Pipeline(ShipperConfig(url={url!r}, service="cli", spool=False))
+hook = signal.getsignal(signal.SIGTERM)
+print(hook.__module__, hook.__name__)
+pipeline.close(1)
+"""
+
+
+def test_a_pipeline_made_without_a_handler_installs_the_sigterm_hook_too(
+        fake: FakeLoki) -> None:
+    """The sidecar's and the CLI's pipelines are made straight from the engine, which never
+    imports shipper.lifecycle: the registry tells lifecycle of every pipeline made."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(_DIRECT.format(url=fake.url))],
+                          timeout=60, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["shipper.lifecycle", "_on_sigterm"]
 
 
 # ------------------------------------------------------------------------- ASGI lifespan

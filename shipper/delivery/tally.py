@@ -1,0 +1,86 @@
+"""The pipeline's bookkeeping, shared by its parts: what became of the events it took.
+
+:class:`Tally` holds the counters behind ``Pipeline.stats()`` (accepted, sent, retried, spooled,
+replayed, refused by Loki's reason, dropped by ours); :class:`Reporter` says on stderr what went
+wrong, once per kind (never through logging: a handler logging about itself would loop). The
+app's threads, the worker and the sender all count, so the counters share one lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from collections import Counter
+
+__all__ = ["Reporter", "Tally"]
+
+
+class Tally:
+    """Counters of events by what became of them, safe to touch from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._refused: Counter[str] = Counter()
+
+    def add(self, name: str, n: int) -> None:
+        """``n`` more events ``name`` (accepted, sent, retried, spooled, replayed)."""
+        with self._lock:
+            self._counts[name] += n
+
+    def drop(self, reason: str, n: int) -> None:
+        """``n`` events lost, for ``reason``."""
+        with self._lock:
+            self._dropped[reason] += n
+
+    def refuse(self, reason: str, events: int) -> None:
+        """Loki refused one request of ``events`` events (400) for ``reason``."""
+        with self._lock:
+            self._refused[reason] += 1
+            self._counts["refused_events"] += events
+
+    def spooled(self, written: int, wanted: int) -> None:
+        """``written`` of ``wanted`` events reached the spool; the rest are lost."""
+        with self._lock:
+            self._counts["spooled"] += written
+        if written < wanted:
+            self.drop("spool_full_or_unwritable", wanted - written)
+
+    def dropped_total(self) -> int:
+        with self._lock:
+            return sum(self._dropped.values())
+
+    def snapshot(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Copies of the counts, the drops by reason and the refusals by reason."""
+        with self._lock:
+            return dict(self._counts), dict(self._dropped), dict(self._refused)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # another thread of the parent may have held it
+
+
+class Reporter:
+    """Problems said on stderr as ``shipper [service] kind: message``."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._reported: set[str] = set()
+
+    def report(self, kind: str, problem: BaseException | str) -> None:
+        """Say what went wrong, once per kind (until :meth:`rearm`)."""
+        if kind in self._reported:
+            return
+        self._reported.add(kind)
+        text = problem if isinstance(problem, str) else f"{type(problem).__name__}: {problem}"
+        self.say(kind, text)
+
+    def rearm(self, kind: str) -> None:
+        """The next problem of ``kind`` is said again (the condition ended meanwhile)."""
+        self._reported.discard(kind)
+
+    def say(self, kind: str, message: str) -> None:
+        """Say it, every time."""
+        with contextlib.suppress(Exception):  # stderr closed: nothing left to tell
+            sys.stderr.write(f"shipper [{self._service}] {kind}: {message}\n")
