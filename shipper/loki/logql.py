@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shipper.event import Actor, Level, normalize_actor, normalize_level
+from shipper.typelabel import AUDIT_DELETE_TYPE
 
 __all__ = [
     "AUDIT_DELETE_TYPE",
@@ -41,10 +42,6 @@ __all__ = [
     "regex_escape",
     "stream_selector",
 ]
-
-#: The type of the audit event ``shipper delete`` logs; deletions never match it (see
-#: :func:`log_query`'s ``keep_audit``).
-AUDIT_DELETE_TYPE = "LOGS_DELETED"
 
 _REGEX_META = frozenset("\\.+*?()|[]{}^$/")
 

@@ -7,9 +7,11 @@
    ``sum(count_over_time(...))``) and the count is shown; deleting asks for confirmation unless
    ``--yes``. Nothing matched: nothing is requested (exit 1).
 3. ``POST /loki/api/v1/delete`` with that query and the range in whole seconds.
-4. An ADMIN event of type ``LOGS_DELETED`` is logged through the normal pipeline (who, the
+4. An ADMIN event of type ``LOGS_DELETED`` is logged through a pipeline of its own (who, the
    query, the range, the count, Loki's request id). It goes to the deleted service when one
    ``--service`` is given, so the Security & audit dashboard shows it beside that service.
+   That pipeline's type guard is built with ``audit=True``: the only one that writes the
+   audit types (any other source's ``LOGS_DELETED`` is shipped as ``APP_LOGS_DELETED``).
 
 Loki processes a request after ``delete_request_cancel_period`` (24h by default); until then
 ``--cancel ID`` withdraws it (also logged, as ``LOGS_DELETE_CANCELLED``).
@@ -26,23 +28,25 @@ from typing import Any
 
 from shipper._units import NS, format_time
 from shipper.cli.admin import common
-from shipper.cli.admin.output import choose_format, is_terminal, render_table, write_rows
+from shipper.cli.admin.output import render_table, write_rows
 from shipper.cli.admin.stats import count_matching
 from shipper.cli.admin.timerange import TimeRange
+from shipper.cli.formats import add_format_arg, is_terminal, resolve_format
+from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.event import Actor, Level, LogEvent
 from shipper.loki.client import LokiClient, LokiError
-from shipper.loki.logql import AUDIT_DELETE_TYPE, Filters, log_query
+from shipper.loki.logql import Filters, log_query
+from shipper.typelabel import AUDIT_CANCEL_TYPE, AUDIT_DELETE_TYPE, TypeGuard
 
 __all__ = ["AUDIT_CANCEL_TYPE", "add_parser", "audit_event", "deletion_range", "log_audit"]
 
-AUDIT_CANCEL_TYPE = "LOGS_DELETE_CANCELLED"
 #: where audit events go when no single --service names the deleted logs
 DEFAULT_AUDIT_SERVICE = "shipper-admin"
 
 
-def add_parser(sub: common.Subparsers) -> None:
+def add_parser(sub: Subparsers) -> None:
     delete = common.new_parser(
         sub, "delete", help="delete events by filters and time range (with confirmation)",
         description="Delete the events that match the filters in a time range, through Loki's "
@@ -58,6 +62,7 @@ def add_parser(sub: common.Subparsers) -> None:
             "shipper delete --service shop --actor-id user_42 --start 2026-01-01 "
             "--end 2026-02-01 --yes --admin-id admin_7",
             "shipper delete --status",
+            "shipper delete --status --format csv > deletions.csv",
             "shipper delete --cancel 8f2c1e7a",
         ))
     common.add_filter_args(delete)
@@ -69,7 +74,7 @@ def add_parser(sub: common.Subparsers) -> None:
     actions.add_argument("--status", action="store_true",
                          help="list deletion requests and their state, then exit")
     actions.add_argument("--cancel", metavar="ID", help="cancel deletion request ID, then exit")
-    common.add_format_arg(delete, choices=("auto", "table", "json"))
+    add_format_arg(delete, ("auto", "table", "json", "jsonl", "csv"))
     common.add_connection_args(delete)
     delete.set_defaults(handler=common.run("delete", _delete))
 
@@ -107,9 +112,10 @@ def audit_event(*, event_type: str, service: str, admin: str, message: str,
 
 
 def log_audit(config: ShipperConfig, event: LogEvent, timeout: float = 30.0) -> bool:
-    """Ship one audit event through the normal pipeline; True when Loki has it (or, with a
-    spool, when it is safe on disk for a later replay)."""
-    pipeline = Pipeline(config, start_replay=False)
+    """Ship one audit event through a pipeline whose type guard may write the audit types;
+    True when Loki has it (or, with a spool, when it is safe on disk for a later replay)."""
+    pipeline = Pipeline(config, start_replay=False,
+                        type_guard=TypeGuard(config.type_limit, audit=True))
     try:
         pipeline.submit(event)
         ok = pipeline.flush(timeout)
@@ -150,11 +156,12 @@ def _status(client: LokiClient, args: argparse.Namespace) -> int:
         "end": _seconds(r.get("end_time")),
         "created": _seconds(r.get("created_at")),
     } for r in requests]
-    fmt = choose_format(args.format)
-    if fmt == "json":
-        write_rows(rows, "json", sys.stdout, ())
+    fmt = resolve_format(args)
+    columns = ("request_id", "status", "created", "start", "end", "query")
+    if fmt != "table":
+        write_rows(rows, fmt, sys.stdout, columns)
     elif rows:
-        render_table(rows, ("request_id", "status", "created", "start", "end", "query"))
+        render_table(rows, columns)
     else:
         print("no deletion requests")
     return common.EXIT_OK
