@@ -113,38 +113,26 @@ def test_loki_down_the_spool_takes_the_lines_and_positions_advance(
     assert sorted(messages(loki)) == sorted(f"s{i}" for i in range(500))
 
 
-def test_a_damaged_positions_file_is_set_aside_and_the_sidecar_keeps_running(
-        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    (logs / "app.log").write_text(json_lines("d", 0, 100))
-    (tmp_path / "positions.json").write_bytes(b"\x00" * 64)
-    proc = sidecar(processes, tmp_path, loki).start()
-    assert wait_until(lambda: loki.count() == 100)
-    assert proc.healthy()
-    assert proc.finish() == 0
-    damaged = [line for line in proc.stderr.splitlines() if "is damaged" in line]
-    assert len(damaged) == 1 and "NUL bytes" in damaged[0]
-    assert list(tmp_path.glob("positions.json.damaged-*"))
-    assert proc.positions()["files"][0]["offset"] > 0
-
-
-def test_a_positions_file_too_deep_to_read_is_moved_aside_and_the_sidecar_starts(
-        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+@pytest.mark.parametrize(("damage", "why"), [(b"\x00" * 64, "NUL bytes"),
+                                             (b"[" * 100_000, "nested too deep")],
+                         ids=["nul-bytes", "100000-open-brackets"])
+def test_a_damaged_positions_file_is_moved_aside_and_the_sidecar_starts_and_keeps_running(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess], damage: bytes,
+        why: str) -> None:
     """100,000 '[' used to end the start with a RecursionError traceback and exit 1."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / "app.log").write_text(json_lines("r", 0, 50))
-    (tmp_path / "positions.json").write_bytes(b"[" * 100_000)
+    (logs / "app.log").write_text(json_lines("d", 0, 100))
+    (tmp_path / "positions.json").write_bytes(damage)
     proc = sidecar(processes, tmp_path, loki).start()
-    assert wait_until(lambda: loki.count() == 50)
+    assert wait_until(lambda: loki.count() == 100)
     assert proc.healthy()
     assert proc.finish() == 0
     assert "Traceback" not in proc.stderr
     damaged = [line for line in proc.stderr.splitlines() if "is damaged" in line]
     aside = list(tmp_path.glob("positions.json.damaged-*"))
     assert len(damaged) == 1 and len(aside) == 1 and f"moved to {aside[0]}" in damaged[0]
-    assert "nested too deep" in damaged[0]
+    assert why in damaged[0]
     assert proc.positions()["files"][0]["offset"] > 0
 
 
