@@ -739,6 +739,24 @@ def test_fifos_devices_and_directories_named_like_logs_are_left_alone_never_wait
     assert source.problem() is None
 
 
+def test_a_file_replaced_by_a_directory_is_read_to_its_end_and_the_others_go_on(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 2))
+    source = start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0", "a1"])
+    with log.open("a") as old:
+        log.unlink()
+        log.mkdir()  # a directory named like the log, in its place
+        old.write(lines("a", 2, 3))  # the app still writes to the deleted file
+    (tmp_path / "b.log").write_text(lines("b", 0, 1))
+    expect(sink, ["a0", "a1", "a2", "b0"])
+    assert wait_until(lambda: len(source.snapshot()) == 1)  # the deleted file was closed
+    assert reports == [] and source.problem() is None
+
+
 def test_links_to_kernel_pseudo_files_are_left_alone(tmp_path: Path,
                                                      running: list[FileSource]) -> None:
     """/proc and /sys files are not logs: their size is not their content (a /sys file of 4
