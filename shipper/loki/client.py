@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import yaml
 
-from shipper._units import UnitError, parse_duration
+from shipper._units import UnitError, parse_duration, parse_time
 from shipper.delivery.push import PushClient, not_served_hint, one_line
 from shipper.delivery.transport import HttpResponse, TransportError
 
@@ -104,11 +104,14 @@ DEFAULT_MAX_ENTRIES_PER_QUERY = 5000
 @dataclass(frozen=True)
 class QueryLimits:
     """What Loki lets one query read: ``max_query_length`` (0: no limit) and
-    ``max_entries_limit_per_query``. ``source`` is ``config`` or ``default``."""
+    ``max_entries_limit_per_query``; ``oldest_ns``, the first day of the oldest
+    ``schema_config`` period (Loki holds nothing older; 0: not known). ``source`` is
+    ``config`` or ``default``."""
 
     max_query_length_s: float = DEFAULT_MAX_QUERY_LENGTH_S
     max_entries_per_query: int = DEFAULT_MAX_ENTRIES_PER_QUERY
     source: str = "default"
+    oldest_ns: int = 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> QueryLimits:
@@ -120,7 +123,18 @@ class QueryLimits:
             entries = int(limits.get("max_entries_limit_per_query", DEFAULT_MAX_ENTRIES_PER_QUERY))
         except (AttributeError, TypeError, ValueError, UnitError):
             return cls()
-        return cls(length.total_seconds(), entries if entries > 0 else 10**9, "config")
+        return cls(length.total_seconds(), entries if entries > 0 else 10**9, "config",
+                   _oldest(config))
+
+
+def _oldest(config: Mapping[str, Any]) -> int:
+    """The first day of the oldest schema period (``from: 2024-04-01``), in ns; 0 unknown."""
+    try:
+        periods = (config.get("schema_config") or {}).get("configs") or []
+        days = [parse_time(str(p["from"])) for p in periods]
+    except (AttributeError, TypeError, KeyError, UnitError):
+        return 0
+    return max(min(days), 0) if days else 0
 
 
 # --------------------------------------------------------------------------- client

@@ -32,11 +32,24 @@ from shipper.loki.logql import (
 from shipper.loki.reader import NotALogQuery, Record, iter_records, windows
 from shipper.loki.timerange import Since, TimeLike, TimeRange, time_range
 
-__all__ = ["LokiReader", "Sample", "Series", "parse_samples"]
+__all__ = ["MAX_LOGQL_BYTES", "LokiReader", "Sample", "Series", "parse_samples"]
 
 Order = Literal["desc", "asc"]
 #: Loki's default step: the range over 250 points, at least one second
 _DEFAULT_POINTS = 250
+#: the longest LogQL sent: Loki reads the query from the URL, and Go refuses a request whose
+#: header passes 1 MB (URL-encoding can triple the text)
+MAX_LOGQL_BYTES = 64 * 1024
+
+
+def _checked(logql: str) -> str:
+    size = len(logql.encode("utf-8", "replace"))
+    if not logql.strip():
+        raise LokiError("the LogQL query is empty", None, "parse_error")
+    if size > MAX_LOGQL_BYTES:
+        raise LokiError(f"the LogQL query is {size} bytes: at most {MAX_LOGQL_BYTES} are sent "
+                        "(Loki reads a query from the URL)", None, "parse_error")
+    return logql
 
 
 @dataclass(frozen=True)
@@ -167,7 +180,10 @@ class LokiReader:
         if limit is not None and limit < 1:
             raise ValueError(f"limit: must be 1 or more, got {limit}")
         page = None if limit is None else min(limit + 1, self.limits.max_entries_per_query)
-        records = iter_records(self.client, logql, span.start_ns, span.end_ns,
+        clamped = self.clamp(span)
+        if clamped is None:
+            return
+        records = iter_records(self.client, logql, clamped.start_ns, clamped.end_ns,
                                direction="forward" if order == "asc" else "backward",
                                limits=self.limits, page_size=page)
         for n, record in enumerate(records):
@@ -191,6 +207,7 @@ class LokiReader:
                    limit: int | None = None, step: float | None = None,
                    ) -> Iterator[Record | Sample]:
         """:meth:`query` over a :class:`TimeRange`."""
+        _checked(logql)
         try:
             records = self.read(logql, span, order=order, limit=limit)
             first = next(records, None)
@@ -203,6 +220,7 @@ class LokiReader:
 
     def instant(self, logql: str, *, at: TimeLike | None = None) -> list[Sample]:
         """A metric query at one moment (``at``, default now): Loki's instant query."""
+        _checked(logql)
         at_ns = self.span(None, None, at).end_ns if at is not None else None
         return parse_samples(self.client.query(logql, time_ns=at_ns))
 
@@ -211,7 +229,7 @@ class LokiReader:
         if not (math.isfinite(seconds) and seconds > 0):
             raise ValueError(f"step: must be more than zero seconds, got {step}")
         merged: dict[tuple[tuple[str, str], ...], dict[int, Sample]] = {}
-        for lo, hi in windows(span.start_ns, span.end_ns, self.limits.max_query_length_s):
+        for lo, hi in self._windows(span, "forward"):
             data = self.client.query_range(logql, lo, hi, step=duration(seconds),
                                            direction="forward")
             for sample in parse_samples(data):
@@ -303,9 +321,21 @@ class LokiReader:
         """The range these arguments mean (see the class); the last hour without any."""
         return time_range(since, start, end)
 
-    def _windows(self, span: TimeRange) -> list[tuple[int, int]]:
-        return windows(span.start_ns, span.end_ns, self.limits.max_query_length_s,
-                       "backward")
+    def clamp(self, span: TimeRange) -> TimeRange | None:
+        """``span`` from the oldest time Loki can hold on (its first schema period, and never
+        before 1970: Loki refuses those), so ``since="100y"`` costs no years of empty
+        windows; None when nothing of it is left."""
+        start = max(span.start_ns, self.limits.oldest_ns, 0)
+        return TimeRange(start, span.end_ns) if start < span.end_ns else None
+
+    def _windows(self, span: TimeRange,
+                 direction: Literal["forward", "backward"] = "backward",
+                 ) -> list[tuple[int, int]]:
+        clamped = self.clamp(span)
+        if clamped is None:
+            return []
+        return windows(clamped.start_ns, clamped.end_ns, self.limits.max_query_length_s,
+                       direction)
 
 
 def _many(value: str | Sequence[str]) -> Sequence[str]:

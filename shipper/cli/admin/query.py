@@ -206,8 +206,11 @@ def _query(args: argparse.Namespace) -> int:
     if found and isinstance(found[0], Sample):
         return _print_samples([s for s in found if isinstance(s, Sample)], fmt,
                               span.describe())
-    rows = [r.fields() for r in found if isinstance(r, Record)]
+    records = [r for r in found if isinstance(r, Record)]
+    rows = [r.fields() for r in records]
     if fmt == "table" and not args.wide:
+        rows = [{**row, "time": format_time(r.timestamp_ns, digits=3)}
+                for r, row in zip(records, rows, strict=True)]
         width = terminal_width(sys.stdout)
         several = len(filters.services) != 1
         widths = {n: max((len(str(r.get(n) or "")) for r in rows), default=0)
@@ -305,7 +308,8 @@ def _tail(args: argparse.Namespace) -> int:
                       + "\n")
         else:
             width = None if args.wide else terminal_width(out)
-            out.write(event_line(record.fields(), width, service=True) + "\n")
+            row = {**record.fields(), "time": format_time(record.timestamp_ns, digits=3)}
+            out.write(event_line(row, width, service=True) + "\n")
         out.flush()
 
     client = common.loki_client(args)
