@@ -225,3 +225,35 @@ def test_query_piped_is_still_json_lines(
     add(fake, 10, "login ok", metadata={"ip": "10.0.0.1"})
     code, out, _ = run(capsys, "query", "--url", fake.url)
     assert code == 0 and json.loads(out.splitlines()[0])["metadata"] == {"ip": "10.0.0.1"}
+
+
+def test_tail_on_a_terminal_prints_one_line_per_event_fitted_to_columns(fake: FakeLoki) -> None:
+    import os
+    import pty
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    add(fake, 1, "boom\nsecond line", level="ERROR", actor_id="u1",
+        metadata={"trace": "y" * 400})
+    master, slave = pty.openpty()
+    env = {**os.environ, "LOKI_URL": fake.url, "COLUMNS": "110", "SHIPPER_NO_RICH": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "shipper.cli", "tail", "--interval", "0.1s",
+                             "--lines", "5"], stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    try:
+        data = b""
+        deadline = time.monotonic() + 20
+        while b"\n" not in data and time.monotonic() < deadline:
+            data += os.read(master, 4096)
+        line = data.decode().splitlines()[0]
+        assert "ERROR" in line and "actor_id=u1" in line and "boom second line" in line
+        assert len(line) <= 110 and line.endswith("…") and "{\"trace\":\"yyy" in line
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
