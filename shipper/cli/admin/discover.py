@@ -10,10 +10,12 @@ import sys
 
 from shipper.cli.admin import common
 from shipper.cli.admin.output import write_rows
-from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.args import positive_int_arg
+from shipper.cli.formats import Format, add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
-from shipper.loki.logql import label_name, stream_selector
+from shipper.loki.logql import Filters, label_name, stream_selector
 from shipper.loki.read_api import LokiReader
+from shipper.loki.timerange import TimeRange
 
 __all__ = ["add_parser"]
 
@@ -26,16 +28,6 @@ def _label(text: str) -> str:
         return label_name(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -81,7 +73,7 @@ def add_parser(sub: Subparsers) -> None:
     series.add_argument("--count", action="store_true",
                         help="count each stream's entries in the range (a count_over_time "
                         "query)")
-    series.add_argument("--limit", type=_count, default=DEFAULT_SERIES_LIMIT, metavar="N",
+    series.add_argument("--limit", type=positive_int_arg, default=DEFAULT_SERIES_LIMIT, metavar="N",
                         help=f"print at most N streams (default {DEFAULT_SERIES_LIMIT})")
     series.add_argument("--explain", action="store_true",
                         help="print the stream selector sent to Loki, and do not ask")
@@ -90,14 +82,21 @@ def add_parser(sub: Subparsers) -> None:
     series.set_defaults(handler=common.run("series", _series))
 
 
-def _labels(args: argparse.Namespace) -> int:
+def _read(args: argparse.Namespace) -> tuple[Filters, TimeRange, Format, LokiReader] | None:
+    """The filters, range, format and a reader for the command; None after --explain."""
     filters = common.filters_from(args)
     if args.explain:
         print(stream_selector(filters))
-        return common.EXIT_OK
+        return None
     span = common.range_from(args, default="1h")
-    fmt = resolve_format(args)
-    reader = LokiReader(client=common.loki_client(args))
+    return filters, span, resolve_format(args), LokiReader(client=common.loki_client(args))
+
+
+def _labels(args: argparse.Namespace) -> int:
+    prepared = _read(args)
+    if prepared is None:
+        return common.EXIT_OK
+    filters, span, fmt, reader = prepared
     try:
         found = reader.label_list(args.name, filters, span)
     finally:
@@ -114,13 +113,10 @@ def _labels(args: argparse.Namespace) -> int:
 
 
 def _series(args: argparse.Namespace) -> int:
-    filters = common.filters_from(args)
-    if args.explain:
-        print(stream_selector(filters))
+    prepared = _read(args)
+    if prepared is None:
         return common.EXIT_OK
-    span = common.range_from(args, default="1h")
-    fmt = resolve_format(args)
-    reader = LokiReader(client=common.loki_client(args))
+    filters, span, fmt, reader = prepared
     try:
         found = reader.series_list(filters, span, count=args.count)
     finally:

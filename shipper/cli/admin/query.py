@@ -17,7 +17,7 @@ from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import event_line, json_default, terminal_width, write_rows
 from shipper.cli.admin.timerange import TimeRange
-from shipper.cli.args import positive_duration_arg
+from shipper.cli.args import positive_duration_arg, positive_int_arg
 from shipper.cli.formats import EVENTS_PIPED, Format, add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
 from shipper.loki.client import LokiClient, LokiError
@@ -50,16 +50,6 @@ def _limit(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if not 1 <= value <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}, got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
     return value
 
 
@@ -104,7 +94,7 @@ def add_parser(sub: Subparsers) -> None:
                        help="print the LogQL the command would run, and do not run it")
     query.add_argument("--limit", type=_limit, default=100,
                        help=f"events per page, 1 to {MAX_LIMIT} (default 100)")
-    query.add_argument("--page", type=_positive, default=1, help="which page (default 1)")
+    query.add_argument("--page", type=positive_int_arg, default=1, help="which page (default 1)")
     query.add_argument("--order", choices=("desc", "asc"), default="desc",
                        help="desc: newest first (default); asc: oldest first")
     query.add_argument("--wide", action="store_true",
