@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,8 @@ class FakeLoki:
         self._tokens_at = time.monotonic()
         self.lock = threading.Lock()
         self.entries: dict[tuple[Any, ...], Stored] = {}
+        #: how often each (stream, timestamp, line) was stored, duplicates included
+        self.stores: Counter[tuple[Any, ...]] = Counter()
         self.requests: list[Request] = []
         self.script = Script()
         self.hook: Callable[[Request], tuple[int, str, dict[str, str]] | None] | None = None
@@ -346,6 +349,7 @@ class FakeLoki:
         included); identical (stream, timestamp, line) entries are stored once."""
         key = (tuple(sorted(labels.items())), ts, line)
         with self.lock:
+            self.stores[key] += 1
             if key not in self.entries:
                 self.entries[key] = Stored(key[0], ts, line, tuple(sorted((metadata or {})
                                                                           .items())))
@@ -602,6 +606,9 @@ class FakeLoki:
                 streams = json.loads(raw)["streams"]
         except Exception as exc:
             return 400, f"loghttp.PushRequest.Streams: {exc}\n", {}
+        unreadable = _unreadable(streams, body)
+        if unreadable:  # Loki reads the whole request before it stores any of it
+            return 400, unreadable, {}
         total = sum(len(v[1]) for s in streams for v in s["values"])
         if not self.store:
             with self.lock:
@@ -620,12 +627,6 @@ class FakeLoki:
         errors: list[str] = []
         for stream in streams:
             labels: dict[str, str] = stream["stream"] or {"service_name": "unknown_service"}
-            bad = [k for k in labels if not _LABEL_NAME.match(k)]
-            if bad:
-                errors.append(
-                    "couldn't parse labels: 1:5: parse error: unexpected character inside "
-                    f"braces: '{re.sub(r'[A-Za-z0-9_]', '', bad[0])[:1]}'\n")
-                continue
             if len(labels) > MAX_LABEL_NAMES:
                 errors.append(
                     f"entry for stream '{_fmt_labels(labels)}' has {len(labels)} label names; "
@@ -640,12 +641,8 @@ class FakeLoki:
                 ts = int(value[0])
                 line = value[1]
                 md = value[2] if len(value) > 2 else {}
-                if len(line.encode()) > MAX_LINE_BYTES:
-                    errors.append(
-                        f"max entry size '{MAX_LINE_BYTES}' bytes exceeded for stream "
-                        f"'{_fmt_labels(labels)}' while adding an entry with length "
-                        f"'{len(line.encode())}' bytes\n")
-                    continue
+                # Loki checks the time first (measured: an entry too old and too long is
+                # refused as too old)
                 if ts < now - REJECT_OLD_NS:
                     errors.append(
                         f"entry for stream '{_fmt_labels(labels)}' has timestamp too old: "
@@ -657,10 +654,37 @@ class FakeLoki:
                         f"entry for stream '{_fmt_labels(labels)}' has timestamp too new: "
                         f"{_rfc3339(ts)}\n")
                     continue
+                if len(line.encode()) > MAX_LINE_BYTES:
+                    errors.append(
+                        f"max entry size '{MAX_LINE_BYTES}' bytes exceeded for stream "
+                        f"'{_fmt_labels(labels)}' while adding an entry with length "
+                        f"'{len(line.encode())}' bytes\n")
+                    continue
                 self.add(labels, ts, line, md)
         if errors:
             return 400, _grouped(errors), {}
         return 204, "", {}
+
+
+def _unreadable(streams: list[dict[str, Any]], body: bytes) -> str:
+    """Loki's answer to a push it cannot read at all (nothing of it is stored), or "": a
+    timestamp that is not an int64 of ns (its JSON decoder: measured on Loki 3.7.6, a time after
+    2262 gives this), or a label name its labels parser refuses."""
+    for stream in streams:
+        bad = [k for k in stream["stream"] if not _LABEL_NAME.match(k)]
+        if bad:
+            return ("couldn't parse labels: 1:5: parse error: unexpected character inside "
+                    f"braces: '{re.sub(r'[A-Za-z0-9_]', '', bad[0])[:1]}'\n")
+        for value in stream["values"]:
+            ts = value[0]
+            if not (isinstance(ts, str) and re.fullmatch(r"-?\d{1,19}", ts)
+                    and -(2**63) <= int(ts) < 2**63):
+                text = body.decode("utf-8", "replace")
+                return ("loghttp.PushRequest.Streams: []loghttp.LogProtoStream: "
+                        "unmarshalerDecoder: Value looks like Number/Boolean/None, but can't "
+                        "find its end: ',' or '}' symbol, error found in #10 byte of "
+                        f"...|{text[-10:]}|..., bigger context ...|{text[-50:]}|...\n")
+    return ""
 
 
 def _grouped(errors: list[str]) -> str:
