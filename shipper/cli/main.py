@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shipper._version import __version__
-from shipper.cli import admin, sidecar
+from shipper.cli import admin, dead_letters, sidecar
 from shipper.cli.args import duration_arg, positive_duration_arg
 from shipper.cli.report import add_parser as _add_report
 
@@ -157,6 +157,7 @@ def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     push.add_argument("--timeout", type=duration_arg, default=600.0, metavar="DURATION",
                       help="give up after this long: 600, 90s, 10m (default 10m)")
     push.set_defaults(handler=_spool_push)
+    dead_letters.add_parser(spool_sub, where=where, spool_dir=_spool_dir)
 
 
 def _spool_dir(args: argparse.Namespace) -> Path:
@@ -188,6 +189,9 @@ def _spool_status(args: argparse.Namespace) -> int:
     if stats.corrupt_records or stats.torn_tails:
         print(f"damaged    {stats.corrupt_records} corrupt records, {stats.torn_tails} torn tails "
               "(skipped on replay)")
+    dead = dead_letters.status_line(directory)
+    if dead:
+        print(dead)
     return 0
 
 
