@@ -30,58 +30,75 @@ SpoolDir = Callable[[argparse.Namespace], Path]
 _EXIT_OK, _EXIT_FAILED, _EXIT_USAGE = 0, 1, 2
 
 
-def _examples(*lines: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *,
+             help: str, description: str, example_lines: tuple[str, ...],
+             ) -> argparse.ArgumentParser:
+    """A subcommand with its one line of help, its description and an ``examples:`` epilog
+    (the shape every ``shipper`` command has)."""
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in example_lines)
+    return sub.add_parser(name, help=help, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    """``--format auto|table|json|jsonl`` and ``--json`` (``--format json``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--format", choices=("auto", "table", "json", "jsonl"), default="auto",
+                       help="output format (default auto: a table on a terminal, JSON when "
+                       "piped); jsonl: one dead letter per line")
+    group.add_argument("--json", dest="format", action="store_const", const="json",
+                       help="the same as --format json")
+
+
+def _resolve_format(args: argparse.Namespace) -> str:
+    """What ``--format auto`` means here: a table on a terminal, JSON when piped."""
+    if args.format != "auto":
+        return str(args.format)
+    try:
+        return "table" if sys.stdout.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
 
 
 def add_parser(spool_sub: argparse._SubParsersAction[argparse.ArgumentParser], *,
                where: AddWhere, spool_dir: SpoolDir) -> None:
     """``dead-letters list|push`` under ``shipper spool``."""
-    raw = argparse.RawDescriptionHelpFormatter
-    dead = spool_sub.add_parser(
-        "dead-letters", help="entries Loki refused for good: list them, push them again",
+    dead = _command(
+        spool_sub, "dead-letters", help="entries Loki refused for good: list them, push them again",
         description="Entries Loki refused with a 400 (too old, too far in the future, line "
         "too long, labels it cannot take, a request it cannot parse) are kept in the spool "
         "directory's dead-letters, with Loki's reason and message, under their own cap "
         "(dead_letter_max_bytes, the oldest dropped first). They are never sent again by "
         "themselves: list them, change Loki's limits, then push them.",
-        epilog=_examples("shipper spool dead-letters list --service checkout",
-                         "shipper spool dead-letters push --service checkout"),
-        formatter_class=raw)
+        example_lines=("shipper spool dead-letters list --service checkout",
+                       "shipper spool dead-letters push --service checkout"))
     actions = dead.add_subparsers(dest="dead_letters_command", metavar="ACTION", required=True)
 
-    listing = actions.add_parser(
-        "list", help="the dead letters, counted by Loki's reason",
+    listing = _command(
+        actions, "list", help="the dead letters, counted by Loki's reason",
         description="Count the dead letters by reason and show each one: its reason, the "
         "entry's time, stream and line. Read-only, safe while apps write to the spool.",
-        epilog=_examples("shipper spool dead-letters list --service checkout",
-                         "shipper spool dead-letters list --dir /var/lib/shipper/spool "
-                         "--reason too_old --json"),
-        formatter_class=raw)
+        example_lines=("shipper spool dead-letters list --service checkout",
+                       "shipper spool dead-letters list --dir /var/lib/shipper/spool "
+                       "--reason too_old --json"))
     where(listing)
     listing.add_argument("--reason", action="append", default=[], metavar="REASON",
                          help="only this reason, e.g. too_old, line_too_long (repeat for "
                          "several)")
     listing.add_argument("--limit", type=int, default=None, metavar="N",
                          help="show at most N dead letters (the counts cover all of them)")
-    group = listing.add_mutually_exclusive_group()
-    group.add_argument("--format", choices=("auto", "table", "json", "jsonl"), default="auto",
-                       help="output format (default auto: a table on a terminal, JSON when "
-                       "piped); jsonl: one dead letter per line")
-    group.add_argument("--json", dest="format", action="store_const", const="json",
-                       help="the same as --format json")
+    _add_format(listing)
     listing.set_defaults(handler=partial(_list, spool_dir))
 
-    push = actions.add_parser(
-        "push", help="send the dead letters to Loki again",
+    push = _command(
+        actions, "push", help="send the dead letters to Loki again",
         description="Push every dead letter to Loki again, oldest first (after changing the "
         "limit that refused them): what Loki stores is removed, what it refuses again stays, "
         "with the new reason. Exit codes: 0 all stored, 1 some refused again or left (Loki "
         "unreachable or --timeout), 2 no Loki URL or a bad setting.",
-        epilog=_examples("shipper spool dead-letters push --service checkout",
-                         "shipper spool dead-letters push --dir /var/lib/shipper/spool "
-                         "--url http://loki:3100"),
-        formatter_class=raw)
+        example_lines=("shipper spool dead-letters push --service checkout",
+                       "shipper spool dead-letters push --dir /var/lib/shipper/spool "
+                       "--url http://loki:3100"))
     where(push)
     push.add_argument("--url", help="Loki base or push URL (default: LOKI_URL)")
     push.add_argument("--timeout", type=duration_arg, default=600.0, metavar="DURATION",
@@ -115,18 +132,11 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _is_terminal() -> bool:
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 def _list(spool_dir: SpoolDir, args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         print("shipper spool dead-letters list: --limit must be 0 or more", file=sys.stderr)
         return _EXIT_USAGE
-    fmt = args.format if args.format != "auto" else ("table" if _is_terminal() else "json")
+    fmt = _resolve_format(args)
     directory = dead_letter_dir(spool_dir(args))
     wanted = set(args.reason)
     status = dead_letter_status(directory)
