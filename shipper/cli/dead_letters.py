@@ -111,7 +111,7 @@ def status_line(directory: Path) -> str | None:
     status = dead_letter_status(dead_letter_dir(directory))
     if not status.letters and not status.damaged:
         return None
-    reasons = ", ".join(f"{reason} {n}" for reason, n in status.by_reason.items())
+    reasons = ", ".join(f"{_short(reason, 40)} {n}" for reason, n in status.by_reason.items())
     return (f"dead       {status.letters} dead letters ({reasons or 'unreadable'}): "
             "shipper spool dead-letters list")
 
@@ -128,7 +128,9 @@ def _labels(letter: DeadLetter) -> str:
 
 
 def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
+    """One line of at most ``limit`` characters, control characters escaped (a line Loki
+    refused may hold anything, terminal escapes included)."""
+    text = json.dumps(" ".join(text.split()), ensure_ascii=False)[1:-1]
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -174,13 +176,13 @@ def _table(directory: str, letters: int, size: int, by_reason: dict[str, int], d
         examples.setdefault(letter.reason, letter.message)
     for reason, n in by_reason.items():
         example = examples.get(reason)
-        print(f"  {n:>6} {reason}" + (f": {_short(example, 160)}" if example else ""))
+        print(f"  {n:>6} {_short(reason, 40)}" + (f": {_short(example, 160)}" if example else ""))
     if damaged:
         print(f"  {damaged:>6} cannot be read (kept as they are)")
     if shown:
         print()
     for letter in shown:
-        print(f"{letter.reason:<20} {_time(letter.entry.timestamp_ns):<30} "
+        print(f"{_short(letter.reason, 40):<20} {_time(letter.entry.timestamp_ns):<30} "
               f"{_labels(letter)} {_short(letter.entry.line, 120)}")
 
 

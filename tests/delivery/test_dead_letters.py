@@ -349,7 +349,11 @@ def test_a_dead_letter_keeps_its_entry_byte_identical(entry: Entry) -> None:
                                      b'{"reason": "a", "message": "b", "refused_at": "1"}',
                                      b'{"reason": "a", "message": "b", "refused_at": "1", '
                                      b'"entry": [1, 2]}', b'{"reason": "a", "message": "b", '
-                                     b'"refused_at": "1", "entry": [{}, "1", "l", 5]}'])
+                                     b'"refused_at": "1", "entry": [{}, "1", "l", 5]}',
+                                     b'{"reason": "a", "message": "b", "refused_at": "1", '
+                                     b'"entry": [{"a": 1}, "1", "l", {}]}',
+                                     b'{"reason": "a", "message": "b", "refused_at": "1", '
+                                     b'"entry": ' + b"[" * 5000 + b"]" * 5000 + b"}"])
 def test_a_record_that_is_not_a_dead_letter_is_refused_with_the_reason(payload: bytes) -> None:
     with pytest.raises(ValueError, match=r"^not a dead letter"):
         DeadLetter.from_record(payload)
@@ -473,6 +477,20 @@ def test_the_command_lists_dead_letters_by_reason_and_pushes_them_again(
                      fake.url]) == 0
     assert "2 stored, 0 refused again, 0 left" in capsys.readouterr().out
     assert dead_letter_status(dead_letter_dir(spool_dir)).letters == 0
+
+
+def test_the_listing_escapes_what_a_refused_line_holds(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    dead = DeadLetters(dead_letter_dir(tmp_path))
+    line = "\x1b]0;owned\x07\x1b[2J" + "y" * 10
+    dead.add([DeadLetter(_entry(0, line=line, ts=AFTER_2262), "bad_request", "\x1b[31mred",
+                         time.time_ns())])
+    dead.close()
+    assert cli_main(["spool", "dead-letters", "list", "--dir", str(tmp_path), "--format",
+                     "table"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\u001b]0;owned" in out
+    assert f"{AFTER_2262}ns" in out  # a time RFC 3339 cannot write, as nanoseconds
 
 
 def test_the_push_command_needs_a_url_and_says_when_there_is_nothing(

@@ -114,6 +114,9 @@ class DeadLetter:
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a dead letter: its entry is not a spooled entry: {exc}") \
                 from None
+        if not all(isinstance(name, str) and isinstance(value, str)
+                   for name, value in (*entry.labels, *entry.metadata)):
+            raise ValueError("not a dead letter: its labels and metadata must be text")
         return cls(entry, reason, message, int(refused_at), certain)
 
     def as_dict(self) -> dict[str, Any]:
