@@ -21,7 +21,8 @@ import yaml
 
 from shipper._units import UnitError, parse_seconds, parse_size
 
-__all__ = ["ENV_VARS", "ConfigError", "Encoding", "ShipperConfig", "default_spool_dir"]
+__all__ = ["ENV_VARS", "ConfigError", "Encoding", "ShipperConfig", "default_spool_dir",
+           "env_vars"]
 
 Encoding = Literal["json", "json+gzip", "protobuf"]
 
@@ -32,34 +33,6 @@ LOKI_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 class ConfigError(ValueError):
     """A setting has a value shipper cannot use; the message names the setting."""
 
-
-#: environment variable → setting
-ENV_VARS: dict[str, str] = {
-    "LOKI_URL": "url",
-    "LOKI_TENANT": "tenant",
-    "LOKI_USERNAME": "username",
-    "LOKI_PASSWORD": "password",
-    "LOKI_BEARER_TOKEN": "bearer_token",
-    "LOKI_CA_BUNDLE": "ca_bundle",
-    "LOKI_VERIFY_TLS": "verify_tls",
-    "LOKI_TIMEOUT": "timeout",
-    "SHIPPER_SERVICE": "service",
-    "SHIPPER_ENV": "env",
-    "SHIPPER_ENCODING": "encoding",
-    "SHIPPER_SPOOL_DIR": "spool_dir",
-    "SHIPPER_SPOOL": "spool",
-    "SHIPPER_SPOOL_MAX_BYTES": "spool_max_bytes",
-    "SHIPPER_SPOOL_FSYNC": "spool_fsync",
-    "SHIPPER_BATCH_MAX_BYTES": "batch_max_bytes",
-    "SHIPPER_BATCH_MAX_WAIT": "batch_max_wait",
-    "SHIPPER_QUEUE_MAX_EVENTS": "queue_max_events",
-    "SHIPPER_MAX_LINE_BYTES": "max_line_bytes",
-    "SHIPPER_TYPE_LIMIT": "type_limit",
-    "SHIPPER_REDACT_KEYS": "redact_keys",
-    "SHIPPER_REDACT_EMAILS": "redact_emails",
-    "SHIPPER_SHUTDOWN_TIMEOUT": "shutdown_timeout",
-    "SHIPPER_HANDLE_SIGTERM": "handle_sigterm",
-}
 
 def default_spool_dir(service: str) -> Path:
     """``<user cache dir>/shipper/spool/<service>``: per user, per service, per platform."""
@@ -117,9 +90,12 @@ class ShipperConfig:
     directly; :meth:`replace` returns a changed copy.
 
     Each setting carries one line of help in ``metadata["help"]`` (and, where the default is
-    computed, ``metadata["default_doc"]``): docs/configuration.md is generated from them."""
+    computed, ``metadata["default_doc"]``): docs/configuration.md is generated from them. Each
+    has an environment variable, ``SHIPPER_<SETTING>``, or the ``LOKI_*`` name its
+    ``metadata["env"]`` gives (the connection to Loki): see :func:`env_vars`."""
 
     url: str | None = field(default=None, metadata={
+        "env": "LOKI_URL",
         "help": "Loki base URL (`http://loki:3100`) or full push URL; unset: the spool only",
         "default_doc": "none: spool only"})
     service: str = field(default="unknown_service", metadata={
@@ -127,19 +103,26 @@ class ShipperConfig:
     env: str | None = field(default=None, metadata={
         "help": "the `env` label (deployment environment); left out when unset"})
     tenant: str | None = field(default=None, metadata={
+        "env": "LOKI_TENANT",
         "help": "tenant sent as the `X-Scope-OrgID` header"})
     username: str | None = field(default=None, metadata={
+        "env": "LOKI_USERNAME",
         "help": "basic-auth user (needs `password`)"})
     password: str | None = field(default=None, repr=False, metadata={
+        "env": "LOKI_PASSWORD",
         "help": "basic-auth password"})
     bearer_token: str | None = field(default=None, repr=False, metadata={
+        "env": "LOKI_BEARER_TOKEN",
         "help": "sent as `Authorization: Bearer ...`; not together with basic auth"})
     ca_bundle: str | None = field(default=None, metadata={
+        "env": "LOKI_CA_BUNDLE",
         "help": "CA bundle file that verifies Loki's TLS certificate",
         "default_doc": "system CAs"})
     verify_tls: bool = field(default=True, metadata={
+        "env": "LOKI_VERIFY_TLS",
         "help": "verify Loki's TLS certificate"})
     timeout: float = field(default=10.0, metadata={
+        "env": "LOKI_TIMEOUT",
         "help": "connect and read timeout of every HTTP request to Loki"})
     encoding: Encoding = field(default="json", metadata={
         "help": "push body: JSON, gzip-compressed JSON, or snappy protobuf (`protobuf` extra)"})
@@ -299,6 +282,23 @@ class ShipperConfig:
         if self.spool_dir:
             return Path(self.spool_dir).expanduser()
         return default_spool_dir(self.service)
+
+
+def env_vars(cls: type[Any]) -> dict[str, str]:
+    """Environment variable → setting, for every field of the config dataclass ``cls``: the
+    field's ``metadata["env"]`` when it names one, else ``SHIPPER_`` and its name in capitals
+    (``batch_max_wait``: ``SHIPPER_BATCH_MAX_WAIT``). A new field has its variable at once."""
+    found: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        var = f.metadata.get("env") or f"SHIPPER_{f.name.upper()}"
+        if var in found:
+            raise ValueError(f"{cls.__name__}: {f.name} and {found[var]} both read {var}")
+        found[var] = f.name
+    return found
+
+
+#: environment variable → setting (what :meth:`ShipperConfig.load` reads)
+ENV_VARS: dict[str, str] = env_vars(ShipperConfig)
 
 
 def _coerce(name: str, annotation: object, value: Any) -> Any:

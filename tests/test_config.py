@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from shipper.config import ConfigError, ShipperConfig, default_spool_dir
+from shipper.config import ENV_VARS, ConfigError, ShipperConfig, default_spool_dir, env_vars
+
+#: the connection to Loki: the only settings not named SHIPPER_<SETTING>
+LOKI_VARS = {"url": "LOKI_URL", "tenant": "LOKI_TENANT", "username": "LOKI_USERNAME",
+             "password": "LOKI_PASSWORD", "bearer_token": "LOKI_BEARER_TOKEN",
+             "ca_bundle": "LOKI_CA_BUNDLE", "verify_tls": "LOKI_VERIFY_TLS",
+             "timeout": "LOKI_TIMEOUT"}
 
 
 def test_env_vars_fill_the_settings() -> None:
@@ -20,6 +27,42 @@ def test_env_vars_fill_the_settings() -> None:
         "http://loki:3100", "team-a", "u", "p")
     assert (cfg.service, cfg.env, cfg.spool_dir) == ("checkout", "prod", "/tmp/sp")
     assert cfg.batch_max_bytes == 512 * 1024
+
+
+def test_every_setting_has_one_variable_named_one_way() -> None:
+    fields = [f.name for f in dataclasses.fields(ShipperConfig)]
+    by_setting = {name: var for var, name in ENV_VARS.items()}
+    assert sorted(by_setting) == sorted(fields) and len(ENV_VARS) == len(fields)
+    for name in fields:
+        assert by_setting[name] == LOKI_VARS.get(name, f"SHIPPER_{name.upper()}"), name
+
+
+def test_the_variables_once_missing_are_read() -> None:
+    cfg = ShipperConfig.load(environ={
+        "SHIPPER_BATCH_MAX_EVENTS": "500", "SHIPPER_QUEUE_MAX_BYTES": "8MiB",
+        "SHIPPER_RETRY_BUDGET": "1m", "SHIPPER_BACKOFF_MIN": "250ms", "SHIPPER_BACKOFF_MAX": "10s",
+        "SHIPPER_SPOOL_SEGMENT_BYTES": "1MiB", "SHIPPER_IGNORE_LOGGERS": "noisy, chatty.lib",
+    })
+    assert (cfg.batch_max_events, cfg.queue_max_bytes, cfg.spool_segment_bytes) == (
+        500, 8 * 1024 * 1024, 1024 * 1024)
+    assert (cfg.retry_budget, cfg.backoff_min, cfg.backoff_max) == (60.0, 0.25, 10.0)
+    assert cfg.ignore_loggers == ("noisy", "chatty.lib")
+
+
+def test_a_new_setting_has_its_variable_without_a_line_more() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Grown(ShipperConfig):
+        flush_jitter: float = dataclasses.field(default=0.0, metadata={"help": "jitter"})
+
+    assert env_vars(Grown)["SHIPPER_FLUSH_JITTER"] == "flush_jitter"
+    assert env_vars(Grown)["LOKI_URL"] == "url"
+
+    @dataclasses.dataclass(frozen=True)
+    class Clash(ShipperConfig):
+        loki_url: str = dataclasses.field(default="", metadata={"env": "LOKI_URL"})
+
+    with pytest.raises(ValueError, match="loki_url and url both read LOKI_URL"):
+        env_vars(Clash)
 
 
 def test_keyword_arguments_win_over_env_and_strings_are_converted() -> None:

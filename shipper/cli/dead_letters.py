@@ -10,10 +10,13 @@ import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from shipper._units import UnitError, format_seconds, format_size, format_time
 from shipper.cli.args import duration_arg
+from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.help import CONNECTION_HELP, Subparsers, add_command
 from shipper.delivery.spool.deadletters import (
     DeadLetter,
     DeadLetterReader,
@@ -30,40 +33,9 @@ SpoolDir = Callable[[argparse.Namespace], Path]
 _EXIT_OK, _EXIT_FAILED, _EXIT_USAGE = 0, 1, 2
 
 
-def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, *,
-             help: str, description: str, example_lines: tuple[str, ...],
-             ) -> argparse.ArgumentParser:
-    """A subcommand with its one line of help, its description and an ``examples:`` epilog
-    (the shape every ``shipper`` command has)."""
-    epilog = "examples:\n" + "\n".join(f"  {line}" for line in example_lines)
-    return sub.add_parser(name, help=help, description=description, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def _add_format(parser: argparse.ArgumentParser) -> None:
-    """``--format auto|table|json|jsonl`` and ``--json`` (``--format json``)."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--format", choices=("auto", "table", "json", "jsonl"), default="auto",
-                       help="output format (default auto: a table on a terminal, JSON when "
-                       "piped); jsonl: one dead letter per line")
-    group.add_argument("--json", dest="format", action="store_const", const="json",
-                       help="the same as --format json")
-
-
-def _resolve_format(args: argparse.Namespace) -> str:
-    """What ``--format auto`` means here: a table on a terminal, JSON when piped."""
-    if args.format != "auto":
-        return str(args.format)
-    try:
-        return "table" if sys.stdout.isatty() else "json"
-    except (AttributeError, ValueError):
-        return "json"
-
-
-def add_parser(spool_sub: argparse._SubParsersAction[argparse.ArgumentParser], *,
-               where: AddWhere, spool_dir: SpoolDir) -> None:
+def add_parser(spool_sub: Subparsers, *, where: AddWhere, spool_dir: SpoolDir) -> None:
     """``dead-letters list|push`` under ``shipper spool``."""
-    dead = _command(
+    dead = add_command(
         spool_sub, "dead-letters", help="entries Loki refused for good: list them, push them again",
         description="Entries Loki refused with a 400 (too old, too far in the future, line "
         "too long, labels it cannot take, a request it cannot parse) are kept in the spool "
@@ -74,7 +46,7 @@ def add_parser(spool_sub: argparse._SubParsersAction[argparse.ArgumentParser], *
                        "shipper spool dead-letters push --service checkout"))
     actions = dead.add_subparsers(dest="dead_letters_command", metavar="ACTION", required=True)
 
-    listing = _command(
+    listing = add_command(
         actions, "list", help="the dead letters, counted by Loki's reason",
         description="Count the dead letters by reason and show each one: its reason, the "
         "entry's time, stream and line. Read-only, safe while apps write to the spool.",
@@ -87,15 +59,15 @@ def add_parser(spool_sub: argparse._SubParsersAction[argparse.ArgumentParser], *
                          "several)")
     listing.add_argument("--limit", type=int, default=None, metavar="N",
                          help="show at most N dead letters (the counts cover all of them)")
-    _add_format(listing)
+    add_format_arg(listing, ("auto", "table", "json"))
     listing.set_defaults(handler=partial(_list, spool_dir))
 
-    push = _command(
+    push = add_command(
         actions, "push", help="send the dead letters to Loki again",
         description="Push every dead letter to Loki again, oldest first (after changing the "
         "limit that refused them): what Loki stores is removed, what it refuses again stays, "
-        "with the new reason. Exit codes: 0 all stored, 1 some refused again or left (Loki "
-        "unreachable or --timeout), 2 no Loki URL or a bad setting.",
+        f"with the new reason.\n\n{CONNECTION_HELP} Exit codes: 0 all stored, 1 some refused "
+        "again or left (Loki unreachable or --timeout), 2 no Loki URL or a bad setting.",
         example_lines=("shipper spool dead-letters push --service checkout",
                        "shipper spool dead-letters push --dir /var/lib/shipper/spool "
                        "--url http://loki:3100"))
@@ -104,6 +76,13 @@ def add_parser(spool_sub: argparse._SubParsersAction[argparse.ArgumentParser], *
     push.add_argument("--timeout", type=duration_arg, default=600.0, metavar="DURATION",
                       help="give up after this long: 600, 90s, 10m (default 10m)")
     push.set_defaults(handler=partial(_push, spool_dir))
+
+
+def status_fields(directory: Path) -> dict[str, Any]:
+    """What ``shipper spool status --json`` adds: the dead letters, by reason."""
+    status = dead_letter_status(dead_letter_dir(directory))
+    return {"dead_letters": {"letters": status.letters, "bytes": status.bytes,
+                             "by_reason": status.by_reason, "damaged": status.damaged}}
 
 
 def status_line(directory: Path) -> str | None:
@@ -138,7 +117,7 @@ def _list(spool_dir: SpoolDir, args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 0:
         print("shipper spool dead-letters list: --limit must be 0 or more", file=sys.stderr)
         return _EXIT_USAGE
-    fmt = _resolve_format(args)
+    fmt = resolve_format(args)
     directory = dead_letter_dir(spool_dir(args))
     wanted = set(args.reason)
     status = dead_letter_status(directory)
@@ -149,8 +128,6 @@ def _list(spool_dir: SpoolDir, args: argparse.Namespace) -> int:
             continue
         if args.limit is not None and len(shown) >= args.limit:
             break
-        if fmt == "jsonl":
-            print(json.dumps(letter.as_dict(), ensure_ascii=False))
         shown.append(letter)
     if fmt == "json":
         print(json.dumps({"directory": status.directory, "letters": status.letters,

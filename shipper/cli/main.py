@@ -1,7 +1,10 @@
-"""The ``shipper`` command: ``shipper spool ...``, ``shipper retention ...``, ``shipper demo``.
+"""The ``shipper`` command: builds the parser of every command and runs the one asked for;
+``shipper spool ...``, ``shipper retention ...`` and ``shipper demo`` are defined here.
 
-Each command group is registered by one ``_add_*`` function below and does its work through the
-library modules, so everything the CLI does is also reachable from Python.
+Each command group is registered by one ``add_parser``/``_add_*`` function and does its work
+through the library modules, so everything the CLI does is also reachable from Python. Every
+parser is made by :func:`shipper.cli.help.add_command` (wrapped help, examples) and every output
+flag by :func:`shipper.cli.formats.add_format_arg`.
 """
 
 from __future__ import annotations
@@ -15,31 +18,44 @@ from pathlib import Path
 from shipper._version import __version__
 from shipper.cli import admin, dead_letters, sidecar
 from shipper.cli.args import duration_arg, positive_duration_arg
+from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.help import CONNECTION_HELP, Subparsers, add_command, new_root
 from shipper.cli.report import add_parser as _add_report
 
 _Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_retention(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_retention(sub: Subparsers) -> None:
     """``shipper retention render|check|explain`` (see shipper/cli/retention/)."""
-    retention = sub.add_parser(
-        "retention",
-        help="per-level retention: render loki/retention.yaml into Loki's config, check a "
-        "live Loki for drift, explain which rule decides a stream",
-        description="Exit codes: 0 ok, 1 drift (check), 2 bad input or Loki unreachable.",
-    )
+    retention = add_command(
+        sub, "retention", help="render, check and explain the per-level retention policy",
+        description="Per-level retention: render loki/retention.yaml into Loki's config (or "
+        "the Helm chart's values), check a live Loki for drift, explain which rule decides a "
+        "stream. Exit codes: 0 ok, 1 drift (check), 2 bad input or Loki unreachable.",
+        example_lines=(
+            "shipper retention render --write loki/config.yaml",
+            "shipper retention check",
+            "shipper retention explain '{level=\"INFO\",type=\"AUTH_LOGIN\"}'",
+        ))
     actions = retention.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
     policy_help = (
         "the retention policy (default: $SHIPPER_RETENTION_FILE, else loki/retention.yaml "
         "under the current directory)"
     )
 
-    render = actions.add_parser(
-        "render", help="print the limits_config retention block, or write it into a config"
-    )
+    render = add_command(
+        actions, "render", help="print the retention block, or write it into a config",
+        description="Print the limits_config retention block rendered from the policy, or "
+        "write it between the '# BEGIN/END shipper retention' markers of a Loki config or a "
+        "Helm values file, keeping the rest of the file.",
+        example_lines=(
+            "shipper retention render",
+            "shipper retention render --write loki/config.yaml",
+            "shipper retention render --target helm --write k8s/loki-values.yaml",
+        ))
     render.add_argument("--file", help=policy_help)
     render.add_argument(
-        "--format",
+        "--target",
         choices=["loki", "helm"],
         default="loki",
         help="loki: the block for limits_config of a Loki config file (default); helm: for "
@@ -49,25 +65,40 @@ def _add_retention(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--write",
         metavar="CONFIG",
         help="replace the block between the '# BEGIN/END shipper retention' markers of this "
-        "file (loki/config.yaml, loki/config.scale.yaml; with --format helm "
+        "file (loki/config.yaml, loki/config.scale.yaml; with --target helm "
         "k8s/loki-values.yaml), keeping the rest of the file",
     )
     render.set_defaults(handler=_retention_render)
 
-    check = actions.add_parser(
-        "check", help="compare a live Loki's GET /config with the policy; exit 1 on drift"
-    )
-    check.add_argument("--url", required=True, help="Loki's base URL, e.g. http://localhost:3100")
+    check = add_command(
+        actions, "check", help="compare a live Loki's /config with the policy",
+        description="Read GET /config of a running Loki and compare its retention with the "
+        f"policy, one row per rule.\n\n{CONNECTION_HELP} Exit codes: 0 the same, 1 drift, 2 "
+        "bad input or Loki unreachable.",
+        example_lines=(
+            "shipper retention check",
+            "shipper retention check --url http://localhost:3100",
+            "shipper retention check --file loki/retention.yaml --json",
+        ))
+    check.add_argument("--url", help="Loki's base URL, e.g. http://localhost:3100 (default: "
+                       "$LOKI_URL)")
     check.add_argument("--file", help=policy_help)
     check.add_argument(
-        "--timeout", type=positive_duration_arg, default=10.0, metavar="DURATION",
-        help="how long to wait to connect and to read (default 10s)"
+        "--timeout", type=positive_duration_arg, default=None, metavar="DURATION",
+        help="how long to wait to connect and to read (default: $LOKI_TIMEOUT, else 10s)"
     )
+    add_format_arg(check, ("auto", "table", "json"))
     check.set_defaults(handler=_retention_check)
 
-    explain = actions.add_parser(
-        "explain", help="which rule decides a stream's retention, and when its entries go"
-    )
+    explain = add_command(
+        actions, "explain", help="which rule decides a stream's retention, and when",
+        description="Evaluate the policy's rules for a stream's labels the way Loki's "
+        "compactor does, name the rule that wins and say when an entry of that stream is "
+        "deleted.",
+        example_lines=(
+            "shipper retention explain '{level=\"CRITICAL\",type=\"AUTH_FAILED\"}'",
+            "shipper retention explain '{level=\"INFO\"}' --file loki/retention.yaml",
+        ))
     explain.add_argument("selector", metavar="LABELS", help='e.g. \'{level="INFO",actor="USER"}\'')
     explain.add_argument("--file", help=policy_help)
     explain.set_defaults(handler=_retention_explain)
@@ -85,19 +116,21 @@ def _retention_render(args: argparse.Namespace) -> int:
         policy = RetentionPolicy.load(resolve_retention_file(args.file))
         if args.write is None:
             # loki: the block as it sits in limits_config; helm: with the keys around it
-            text = policy.render() if args.format == "loki" else policy.render_snippet("helm")
+            text = policy.render() if args.target == "loki" else policy.render_snippet("helm")
             sys.stdout.write(text)
             return 0
-        changed = policy.render_into(args.write, args.format)
+        changed = policy.render_into(args.write, args.target)
     except RetentionError as exc:
         return _retention_failed(args, exc)
-    apply = "helm upgrade the release" if args.format == "helm" else "restart Loki"
+    apply = "helm upgrade the release" if args.target == "helm" else "restart Loki"
     state = f"retention block updated; {apply} to apply it" if changed else "already up to date"
     print(f"{args.write}: {state}")
     return 0
 
 
 def _retention_check(args: argparse.Namespace) -> int:
+    import json
+
     from shipper.cli.retention import (
         RetentionError,
         RetentionPolicy,
@@ -105,13 +138,26 @@ def _retention_check(args: argparse.Namespace) -> int:
         format_check_table,
         resolve_retention_file,
     )
+    from shipper.config import ConfigError, ShipperConfig
 
     try:
+        config = ShipperConfig.load(url=args.url, timeout=args.timeout, spool=False)
+    except ConfigError as exc:
+        return _retention_failed(args, exc)
+    if not config.url:
+        print("shipper retention check: no Loki URL: set LOKI_URL (e.g. http://localhost:3100) "
+              "or pass --url", file=sys.stderr)
+        return 2
+    try:
         policy = RetentionPolicy.load(resolve_retention_file(args.file))
-        rows = check_url(policy, args.url, timeout=args.timeout)
+        rows = check_url(policy, config.url, timeout=config.timeout)
     except RetentionError as exc:
         return _retention_failed(args, exc)
-    sys.stdout.write(format_check_table(rows))
+    if resolve_format(args) == "json":
+        print(json.dumps([{"selector": row.selector, "policy": row.policy, "live": row.live,
+                           "status": row.status, "ok": row.ok} for row in rows], indent=1))
+    else:
+        sys.stdout.write(format_check_table(rows))
     drift = [row for row in rows if not row.ok]
     if drift:
         print(f"{len(drift)} of {len(rows)} rows drift from the policy", file=sys.stderr)
@@ -135,9 +181,19 @@ def _retention_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_spool(sub: Subparsers) -> None:
     """``shipper spool status|push`` (see shipper/delivery/spool/__init__.py)."""
-    spool = sub.add_parser("spool", help="inspect the on-disk spool or push it to Loki")
+    spool = add_command(
+        sub, "spool", help="what waits in the on-disk spool; push it to Loki",
+        description="The spool keeps events on disk while Loki cannot take them; the handler "
+        "replays it by itself. status reads a spool without changing it (safe while apps "
+        "write to it); push sends it to Loki now, oldest first; dead-letters lists what Loki "
+        "refused for good, and pushes it again.",
+        example_lines=(
+            "shipper spool status --service checkout",
+            "shipper spool push --dir /var/lib/shipper/spool",
+            "shipper spool dead-letters list --service checkout",
+        ))
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
 
     def where(p: argparse.ArgumentParser) -> None:
@@ -146,12 +202,27 @@ def _add_spool(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--service", help="service whose default spool directory to use "
                                          "(default: SHIPPER_SERVICE)")
 
-    status = spool_sub.add_parser("status", help="what is waiting in the spool")
+    status = add_command(
+        spool_sub, "status", help="what is waiting in the spool",
+        description="Segments, records and bytes waiting in a spool directory, the age of the "
+        "oldest, and damaged records (skipped on replay). The directory is only read.",
+        example_lines=(
+            "shipper spool status --service checkout",
+            "shipper spool status --dir /var/lib/shipper/spool --json",
+        ))
     where(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_format_arg(status, ("auto", "table", "json"))
     status.set_defaults(handler=_spool_status)
 
-    push = spool_sub.add_parser("push", help="send everything spooled to Loki, oldest first")
+    push = add_command(
+        spool_sub, "push", help="send everything spooled to Loki, oldest first",
+        description="Replay the spool to Loki now, oldest first, through the same pipeline as "
+        f"the handler; what Loki does not take stays in the spool.\n\n{CONNECTION_HELP} Exit "
+        "codes: 0 all sent, 1 some left in the spool, 2 no Loki URL or a bad setting.",
+        example_lines=(
+            "shipper spool push --service checkout",
+            "shipper spool push --dir /var/lib/shipper/spool --url http://loki:3100",
+        ))
     where(push)
     push.add_argument("--url", help="Loki base or push URL (default: LOKI_URL)")
     push.add_argument("--timeout", type=duration_arg, default=600.0, metavar="DURATION",
@@ -173,13 +244,14 @@ def _spool_status(args: argparse.Namespace) -> int:
     from shipper.delivery.spool import spool_status
 
     directory = _spool_dir(args)
+    if resolve_format(args) == "json":  # a missing directory: empty figures
+        print(json.dumps({**dataclasses.asdict(spool_status(directory)),
+                          **dead_letters.status_fields(directory)}, indent=2, sort_keys=True))
+        return 0
     if not directory.exists():
         print(f"{directory}: no spool here (nothing waiting)")
         return 0
     stats = spool_status(directory)
-    if args.json:
-        print(json.dumps(dataclasses.asdict(stats), indent=2, sort_keys=True))
-        return 0
     age = stats.oldest_segment_age_s
     print(f"spool      {stats.directory}")
     print(f"segments   {stats.segments}")
@@ -223,19 +295,23 @@ def _spool_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_demo(sub: Subparsers) -> None:
     """``shipper demo`` (see shipper/cli/demo/)."""
 
-    demo = sub.add_parser(
-        "demo",
-        help="send realistic marketplace traffic (logins, bookings, payments, webhooks, API "
-        "errors, admin actions, one DATA_CORRUPTION) through the handler",
+    demo = add_command(
+        sub, "demo", help="send realistic marketplace traffic through the handler",
         description="Logs demo events the way an app does (SystemLog and logging through a "
-        "LokiHandler), at --rate events per second, then flushes and prints the handler's "
+        "LokiHandler): logins, bookings, payments, webhooks, API errors, admin actions, one "
+        "DATA_CORRUPTION, at --rate events per second, then flushes and prints the handler's "
         "stats as JSON. Without LOKI_URL or --url the events go to the spool. Exit codes: 0 "
         "all delivered (without a URL: all spooled), 1 some refused, dropped or not delivered "
         "in time (they wait in the spool), 2 bad options.",
-    )
+        example_lines=(
+            "shipper demo --count 500",
+            "shipper demo --backfill 7d --duration 10m --rate 20",
+            "shipper demo --forever --service shop --file /var/log/shipper/shop.jsonl",
+            "shipper demo --scenario incident --duration 10m",
+        ))
     how_long = demo.add_mutually_exclusive_group()
     how_long.add_argument("--count", type=int, metavar="N",
                           help="send N live events (default 200, or none after --backfill)")
@@ -289,17 +365,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="shipper",
-        description="Ship labeled system logs to Grafana Loki; manage the spool and retention.",
-    )
+    parser = new_root(
+        "shipper",
+        description="Ship labeled system logs to Grafana Loki, read and manage them there: "
+        "query, follow, export, count, delete and import events, check the setup, send the "
+        "daily digest, manage the spool and retention, run the sidecar.",
+        example_lines=(
+            "shipper query --since 1h --level error",
+            "shipper tail --service shop",
+            "shipper doctor",
+            "shipper sidecar --config sidecar.yaml",
+        ))
     parser.add_argument("--version", action="version", version=f"shipper {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    admin.add_parser(sub)
+    _add_report(sub)
     _add_spool(sub)
     _add_retention(sub)
     _add_demo(sub)
-    admin.add_parser(sub)
-    _add_report(sub)
     sidecar.add_parser(sub)
     return parser
 

@@ -9,7 +9,7 @@ The numbers are the dashboards' own LogQL: each query below is the expression of
 span, evaluated once at its end. tests/test_report.py holds every expression equal to its panel,
 so the digest and the dashboards cannot drift apart.
 
-The alerts come from Grafana, when ``GRAFANA_URL`` and a token (a service account with the
+The alerts come from Grafana, when ``SHIPPER_GRAFANA_URL`` and a token (a service account with the
 Viewer role) are given: the Grafana-managed rules (``GET /api/ruler/grafana/api/v1/rules``)
 and each one's state history (``GET /api/v1/rules/history``), counting the transitions into
 Alerting. LOW alerts are never sent to Slack by the notification policies; this is where they
@@ -36,6 +36,8 @@ from urllib.parse import urlencode, urlsplit
 from shipper._units import format_seconds
 from shipper._version import __version__
 from shipper.cli.args import positive_duration_arg
+from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.help import Subparsers, add_command
 from shipper.cli.signals import stop_on_sigterm
 from shipper.config import ConfigError, ShipperConfig
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
@@ -179,7 +181,7 @@ def _vector(data: Any, label: str) -> list[tuple[str, float]]:
 def collect(client: LokiClient, *, span_s: float, services: Sequence[str] = (),
             end: _dt.datetime | None = None,
             alerts: Callable[[_dt.datetime, _dt.datetime], list[FiredAlert]] | None = None,
-            alerts_unavailable: str = "not available (GRAFANA_URL unset)") -> Digest:
+            alerts_unavailable: str = "not available (SHIPPER_GRAFANA_URL unset)") -> Digest:
     """Run the digest's queries at ``end`` (now) over ``span_s`` seconds and read the alerts
     that fired (``alerts(start, end)``; None: not asked). Loki trouble raises
     :class:`ReportError`; Grafana trouble becomes ``alerts_note``."""
@@ -235,8 +237,9 @@ class GrafanaAlerts:
             raise ReportError(f"--grafana-url: expected http(s)://host[:port][/path], "
                               f"got {url!r}")
         if not token:
-            raise ReportError("a Grafana URL needs a token (--grafana-token or GRAFANA_TOKEN): "
-                              "a service account token with the Viewer role")
+            raise ReportError("a Grafana URL needs a token (--grafana-token or "
+                              "SHIPPER_GRAFANA_TOKEN): a service account token with the Viewer "
+                              "role")
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                          "User-Agent": f"shipper/{__version__}"}
@@ -455,7 +458,7 @@ def _make(opts: _Options, out: TextIO, err: TextIO, transport: Transport | None)
         return 2
     client = LokiClient(config, transport)
     grafana: GrafanaAlerts | None = None
-    unavailable = "not available (GRAFANA_URL unset)"
+    unavailable = "not available (SHIPPER_GRAFANA_URL unset)"
     code = 0
     try:
         if opts.grafana_url:
@@ -534,25 +537,23 @@ def _clock(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Subparsers) -> None:
     """``shipper report`` (see shipper/cli/report.py)."""
     import os
 
-    report = sub.add_parser(
-        "report",
-        help="the daily digest: events by level, top error types, failing routes, p95 "
-             "latency and the alerts that fired; printed, and posted to Slack",
-        description="Reads Loki with the dashboards' own LogQL and, with GRAFANA_URL and a "
-                    "token, the alerts that fired from Grafana's state history. Exit codes: 0 "
-                    "made (and posted), 1 made but Grafana or Slack failed, 2 bad options or "
-                    "Loki unreachable.",
-        epilog="examples:\n"
-               "  shipper report --since 24h\n"
-               "  shipper report --since 7d --service shop --json\n"
-               "  shipper report --since 24h --slack-webhook https://hooks.slack.com/services/...\n"
-               "  shipper report --daily-at 08:00 --slack-webhook \"$DIGEST_SLACK_WEBHOOK_URL\"",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    report = add_command(
+        sub, "report", help="the daily digest, printed and posted to Slack",
+        description="The digest of the last --since: events by level, the top error types, "
+        "the failing routes, the p95 latency and the alerts that fired. Reads Loki with the "
+        "dashboards' own LogQL and, with SHIPPER_GRAFANA_URL and a token, the alerts that "
+        "fired from Grafana's state history. Exit codes: 0 made (and posted), 1 made but "
+        "Grafana or Slack failed, 2 bad options or Loki unreachable.",
+        example_lines=(
+            "shipper report --since 24h",
+            "shipper report --since 7d --service shop --json",
+            "shipper report --since 24h --slack-webhook https://hooks.slack.com/services/...",
+            'shipper report --daily-at 08:00 --slack-webhook "$DIGEST_SLACK_WEBHOOK_URL"',
+        ))
     report.add_argument("--since", type=_span, default="24h", metavar="SPAN",
                         help="how far back the digest looks (default 24h; e.g. 12h, 7d)")
     report.add_argument("--service", action="append", default=[], metavar="NAME",
@@ -560,14 +561,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     report.add_argument("--url", help="Loki base URL (default $LOKI_URL)")
     report.add_argument("--slack-webhook", metavar="URL",
                         help="also post the digest to this Slack incoming webhook")
-    report.add_argument("--grafana-url", default=os.environ.get("GRAFANA_URL") or None,
+    report.add_argument("--grafana-url", default=os.environ.get("SHIPPER_GRAFANA_URL") or None,
                         metavar="URL",
-                        help="Grafana, for the alerts that fired (default $GRAFANA_URL)")
-    report.add_argument("--grafana-token", default=os.environ.get("GRAFANA_TOKEN") or None,
+                        help="Grafana, for the alerts that fired (default $SHIPPER_GRAFANA_URL)")
+    report.add_argument("--grafana-token", default=os.environ.get("SHIPPER_GRAFANA_TOKEN") or None,
                         metavar="TOKEN",
                         help="a Grafana service account token with the Viewer role (default "
-                             "$GRAFANA_TOKEN)")
-    report.add_argument("--json", action="store_true", help="print the digest as JSON")
+                             "$SHIPPER_GRAFANA_TOKEN)")
+    # the digest is a document for people (a terminal, cron mail, a container's log): text
+    # wherever it goes unless JSON is asked for
+    add_format_arg(report, ("auto", "table", "json"), piped="table",
+                   auto_help="text, on a terminal and piped alike; --json for one JSON object")
     report.add_argument("--daily-at", type=_clock, metavar="HH:MM",
                         help="keep running and make the digest every day at this time (UTC), "
                              "e.g. in a container without cron; SIGTERM stops it")
@@ -577,5 +581,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _report(args: argparse.Namespace) -> int:
     opts = _Options(span_s=args.since, services=tuple(args.service), loki_url=args.url,
                     slack_webhook=args.slack_webhook, grafana_url=args.grafana_url,
-                    grafana_token=args.grafana_token, as_json=args.json)
+                    grafana_token=args.grafana_token, as_json=resolve_format(args) == "json")
     return run_report(opts, daily_at=args.daily_at)

@@ -6,18 +6,23 @@ import argparse
 import sys
 from collections import Counter
 
+from shipper.cli.help import Subparsers, add_command
+
 __all__ = ["add_parser"]
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sidecar = sub.add_parser(
-        "sidecar",
-        help="ship what other apps write to files, stdout (Docker), HTTP or OTLP, through the "
-        "same pipeline as the handler",
-        description="Runs until SIGTERM (drains within drain_timeout and saves positions); "
-        "SIGHUP reopens files. Exit codes: 0 stopped cleanly or --check passed, 1 a source "
-        "failed while running, 2 bad configuration or start-up failure.",
-    )
+def add_parser(sub: Subparsers) -> None:
+    sidecar = add_command(
+        sub, "sidecar", help="ship other apps' files, stdout, HTTP or OTLP logs",
+        description="Ship what other apps write to files, to stdout (Docker), or send over "
+        "HTTP or OTLP, through the same pipeline as the handler. Runs until SIGTERM (drains "
+        "within drain_timeout and saves positions); SIGHUP reopens files. Exit codes: 0 "
+        "stopped cleanly or --check passed, 1 a source failed while running, 2 bad "
+        "configuration or start-up failure.",
+        example_lines=(
+            "shipper sidecar --config sidecar.yaml --check",
+            "shipper sidecar --config /etc/shipper/sidecar.yaml",
+        ))
     sidecar.add_argument("--config", required=True, metavar="FILE",
                          help="the sidecar's YAML file (see docs/sidecar.md)")
     sidecar.add_argument("--check", action="store_true",

@@ -83,7 +83,8 @@ class FakeGrafana:
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeLoki]:
     monkeypatch.chdir(REPO)  # loki/retention.yaml is found under the current directory
     monkeypatch.setenv("SHIPPER_SPOOL_DIR", str(tmp_path / "spool"))
-    for var in ("GRAFANA_URL", "GRAFANA_TOKEN", "SHIPPER_SERVICE", "SHIPPER_RETENTION_FILE"):
+    for var in ("SHIPPER_GRAFANA_URL", "SHIPPER_GRAFANA_TOKEN", "SHIPPER_SERVICE",
+                "SHIPPER_RETENTION_FILE"):
         monkeypatch.delenv(var, raising=False)
     with FakeLoki(rate_limit=False) as loki:
         monkeypatch.setenv("LOKI_URL", loki.url)
@@ -113,8 +114,8 @@ def test_everything_in_place_prints_one_ok_line_per_check_and_exits_0(
     fake: FakeLoki, grafana: FakeGrafana, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("GRAFANA_URL", grafana.url)
-    monkeypatch.setenv("GRAFANA_TOKEN", TOKEN)
+    monkeypatch.setenv("SHIPPER_GRAFANA_URL", grafana.url)
+    monkeypatch.setenv("SHIPPER_GRAFANA_TOKEN", TOKEN)
     code = main(["doctor", "--wait", "15s", "--spool-wait", "0.1", "--format", "table"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -171,7 +172,7 @@ def test_loki_down_fails_every_loki_check_and_exits_1(
 ) -> None:
     monkeypatch.chdir(REPO)
     monkeypatch.setenv("SHIPPER_SPOOL_DIR", str(tmp_path / "spool"))
-    monkeypatch.delenv("GRAFANA_URL", raising=False)
+    monkeypatch.delenv("SHIPPER_GRAFANA_URL", raising=False)
     port = free_port()
     code = main(["doctor", "--url", f"http://127.0.0.1:{port}", "--format", "json"])
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}

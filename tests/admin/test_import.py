@@ -84,7 +84,7 @@ def test_prisma_rows_are_imported_with_their_own_time_and_old_ones_refused_by_na
     rows += [prisma_row(i, dt.timedelta(days=9, hours=i)) for i in range(20, 23)]
     path = prisma_csv(tmp_path / "logs.csv", rows)
     code, out, err = run(capsys, "import", str(path), "--service", "shop", "--batch", "7",
-                         "--output-format", "text")
+                         "--format", "table")
     assert code == 1, err  # some rows were refused
     assert "imported 20 of 23 rows into service shop; refused 3" in out
     assert "3 refused (too_old): entry for stream" in out and "timestamp too old" in out
@@ -156,8 +156,7 @@ def test_rows_loki_refuses_are_dead_letters_the_spool_pushes_again(
     rows = [prisma_row(0, dt.timedelta(hours=1)), prisma_row(1, dt.timedelta(days=9)),
             prisma_row(2, dt.timedelta(days=10))]
     path = prisma_csv(tmp_path / "logs.csv", rows)
-    code, out, _ = run(capsys, "import", str(path), "--service", "shop", "--output-format",
-                       "json")
+    code, out, _ = run(capsys, "import", str(path), "--service", "shop", "--json")
     summary = json.loads(out)
     assert code == 1 and (summary["refused"], summary["dead_lettered"]) == (2, 2)
     spool = tmp_path / "spool"
@@ -171,7 +170,7 @@ def test_rows_loki_refuses_are_dead_letters_the_spool_pushes_again(
     assert sorted(r["_shipper_reason"] for r in refused) == sorted(
         letter.message for letter in letters)
     code, out, _ = run(capsys, "import", str(path), "--service", "shop", "--restart",
-                       "--output-format", "text")
+                       "--format", "table")
     assert "shipper spool dead-letters push --dir" in out
     # once the limit is lifted, the dead letters go to Loki as the rows would: stored once
     monkeypatch.setattr(fakeloki, "REJECT_OLD_NS", 30 * 24 * 3600 * 10**9)
@@ -191,7 +190,7 @@ def test_a_row_loki_refuses_the_whole_push_for_costs_only_itself(
     rows[11]["message"] = "poison"
     path = prisma_csv(tmp_path / "logs.csv", rows)
     code, out, _ = run(capsys, "import", str(path), "--service", "shop", "--batch", "10",
-                       "--output-format", "json")
+                       "--json")
     summary = json.loads(out)
     assert code == 1
     assert (summary["imported"], summary["refused"]) == (29, 1)
@@ -216,7 +215,7 @@ def test_activity_logs_json_lines_with_mysql_times_and_extra_columns(
     path = tmp_path / "activity_logs.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
     code, out, _ = run(capsys, "import", str(path), "--service", "legacy", "--timezone", "+02:00",
-                       "--output-format", "json")
+                       "--format", "json")
     summary = json.loads(out)
     assert code == 1
     assert (summary["imported"], summary["refused"]) == (1, 3)
@@ -256,7 +255,7 @@ def test_a_finished_import_is_not_repeated_and_options_must_match_the_checkpoint
     assert run(capsys, "import", str(path), "--service", "shop")[0] == 0
     pushes = len([r for r in fake.requests if r.path.endswith("/push")])
     code, out, _ = run(capsys, "import", str(path), "--service", "shop",
-                       "--output-format", "text")
+                       "--format", "table")
     assert code == 0 and "already imported" in out
     assert len([r for r in fake.requests if r.path.endswith("/push")]) == pushes
     code, _, err = run(capsys, "import", str(path), "--service", "other")
@@ -275,7 +274,7 @@ def test_an_interrupted_import_resumes_where_it_stopped(fake: FakeLoki, tmp_path
     fake.delay = 0.05  # each push takes a while: the import is caught mid-way
     env = {**os.environ, "LOKI_URL": fake.url, "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-m", "shipper.cli", "import", str(path), "--service", "shop",
-            "--batch", "20", "--output-format", "json"]
+            "--batch", "20", "--format", "json"]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     checkpoint = tmp_path / "big.csv.shipper-import.json"

@@ -138,7 +138,7 @@ def test_digest_reads_the_recorded_answers_into_numbers(loki: FakeLoki) -> None:
     assert len(digest.slowest_routes) == 5
     assert digest.slowest_routes[0] == max(slowest.items(), key=lambda kv: kv[1])
     assert digest.alerts is None and digest.alerts_note == (
-        "alerts: not available (GRAFANA_URL unset)")
+        "alerts: not available (SHIPPER_GRAFANA_URL unset)")
     # exactly the five filled-in queries reached Loki, at the report's end time
     asked = [dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(r.path.split(" ", 1)[1]).query))
              for r in loki.requests]
@@ -161,7 +161,7 @@ def test_terminal_digest_shows_every_section_with_the_recorded_numbers(loki: Fak
     assert f"ERROR + CRITICAL {share:.2%}" in text
     p95 = _recorded("p95", "service_name")[SERVICE]
     assert f"{p95 / 1000:.2f} s" in text
-    assert "alerts: not available (GRAFANA_URL unset)" in text
+    assert "alerts: not available (SHIPPER_GRAFANA_URL unset)" in text
 
 
 def test_slack_payload_is_block_kit_with_a_fallback_text(loki: FakeLoki) -> None:
@@ -448,7 +448,7 @@ def test_daily_runs_at_the_time_then_waits_for_the_next_day(loki: FakeLoki) -> N
 
 def test_the_scheduled_command_stops_cleanly_on_sigterm(loki: FakeLoki) -> None:
     env = {**os.environ, "LOKI_URL": loki.url}
-    env.pop("GRAFANA_URL", None)
+    env.pop("SHIPPER_GRAFANA_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "shipper.cli", "report", "--daily-at",
                              "03:00"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -508,8 +508,8 @@ def test_compose_runs_the_digest_daily_against_loki_and_grafana() -> None:
     digest = compose["services"]["digest"]
     assert digest["depends_on"]["loki"]["condition"] == "service_healthy"
     env = digest["environment"]
-    assert env["LOKI_URL"] == "http://loki:3100" and env["GRAFANA_URL"] == "http://grafana:3000"
-    assert env["GRAFANA_TOKEN"] == "${GRAFANA_TOKEN:-}"
+    assert env["LOKI_URL"] == "http://loki:3100" and env["SHIPPER_GRAFANA_URL"] == "http://grafana:3000"
+    assert env["SHIPPER_GRAFANA_TOKEN"] == "${GRAFANA_TOKEN:-}"
     # with compose's defaults filled in, the command is a valid `shipper` command line
     argv = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in digest["command"]]
     args = _parses(argv)
@@ -529,7 +529,8 @@ def test_the_documented_cronjob_runs_a_valid_report_daily() -> None:
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     env = {e["name"] for e in container["env"]}
-    assert {"LOKI_URL", "GRAFANA_URL", "GRAFANA_TOKEN", "DIGEST_SLACK_WEBHOOK_URL"} <= env
+    assert {"LOKI_URL", "SHIPPER_GRAFANA_URL", "SHIPPER_GRAFANA_TOKEN",
+            "DIGEST_SLACK_WEBHOOK_URL"} <= env
     args = _parses(container["args"])
     assert args.command == "report" and args.since == 86400 and args.daily_at is None
     assert args.slack_webhook == "$(DIGEST_SLACK_WEBHOOK_URL)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import socket
 import stat
@@ -638,23 +639,23 @@ loki:
 """
 
 
-def test_cli_render_format_helm_prints_a_values_snippet(
+def test_cli_render_target_helm_prints_a_values_snippet(
     policy: RetentionPolicy, capsys: Any
 ) -> None:
-    assert main(["retention", "render", "--file", str(RETENTION_PATH), "--format", "helm"]) == 0
+    assert main(["retention", "render", "--file", str(RETENTION_PATH), "--target", "helm"]) == 0
     out = capsys.readouterr().out
     assert out == "loki:\n  limits_config:\n" + policy.render("    ", "helm")
     limits = yaml.safe_load(out)["loki"]["limits_config"]
     assert limits == policy.limits()
-    assert "render --format helm --write" in out
+    assert "render --target helm --write" in out
 
 
-def test_cli_render_format_helm_writes_a_values_file_and_keeps_the_rest(
+def test_cli_render_target_helm_writes_a_values_file_and_keeps_the_rest(
     policy: RetentionPolicy, tmp_path: Path, capsys: Any
 ) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(_HELM_TEMPLATE)
-    args = ["retention", "render", "--file", str(RETENTION_PATH), "--format", "helm",
+    args = ["retention", "render", "--file", str(RETENTION_PATH), "--target", "helm",
             "--write", str(values)]
     assert main(args) == 0
     assert "helm upgrade the release to apply it" in capsys.readouterr().out
@@ -667,16 +668,16 @@ def test_cli_render_format_helm_writes_a_values_file_and_keeps_the_rest(
     assert "already up to date" in capsys.readouterr().out
 
 
-def test_cli_render_names_the_format_a_file_needs(tmp_path: Path, capsys: Any) -> None:
+def test_cli_render_names_the_target_a_file_needs(tmp_path: Path, capsys: Any) -> None:
     values = tmp_path / "values.yaml"
     values.write_text(_HELM_TEMPLATE)
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG_TEMPLATE)
     base = ["retention", "render", "--file", str(RETENTION_PATH)]
     assert main([*base, "--write", str(values)]) == 2
-    assert "this is a Helm values file; use --format helm" in capsys.readouterr().err
-    assert main([*base, "--format", "helm", "--write", str(config)]) == 2
-    assert "this is a Loki config; use --format loki" in capsys.readouterr().err
+    assert "this is a Helm values file; use --target helm" in capsys.readouterr().err
+    assert main([*base, "--target", "helm", "--write", str(config)]) == 2
+    assert "this is a Loki config; use --target loki" in capsys.readouterr().err
     assert values.read_text() == _HELM_TEMPLATE and config.read_text() == CONFIG_TEMPLATE
     with pytest.raises(RetentionError, match="format 'xml': expected one of loki, helm"):
         RetentionPolicy.load(RETENTION_PATH).render("  ", "xml")
@@ -724,7 +725,7 @@ def test_cli_explain_refuses_a_matcher_with_exit_2(capsys: Any) -> None:
 
 
 def test_cli_check_exit_codes(capsys: Any) -> None:
-    base = ["retention", "check", "--file", str(RETENTION_PATH), "--url"]
+    base = ["retention", "check", "--file", str(RETENTION_PATH), "--format", "table", "--url"]
     with serve_config(live_yaml()) as server:
         assert main([*base, server.url]) == 0
         out = capsys.readouterr().out
@@ -738,3 +739,40 @@ def test_cli_check_exit_codes(capsys: Any) -> None:
 
     assert main([*base, f"http://127.0.0.1:{_closed_port()}", "--timeout", "2"]) == 2
     assert "cannot reach Loki" in capsys.readouterr().err
+
+
+def test_cli_check_reads_loki_url_and_the_other_connection_variables(
+    capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = ["retention", "check", "--file", str(RETENTION_PATH)]
+    monkeypatch.delenv("LOKI_URL", raising=False)
+    monkeypatch.delenv("SHIPPER_CONFIG", raising=False)
+    assert main(base) == 2
+    assert "no Loki URL: set LOKI_URL" in capsys.readouterr().err
+    with serve_config(live_yaml()) as server:
+        monkeypatch.setenv("LOKI_URL", server.url)
+        monkeypatch.setenv("LOKI_TENANT", "team-a")
+        assert main(base) == 0
+        assert server.tenant == "team-a"
+        # --url wins over LOKI_URL
+        monkeypatch.setenv("LOKI_URL", f"http://127.0.0.1:{_closed_port()}")
+        assert main([*base, "--url", server.url]) == 0
+    monkeypatch.setenv("LOKI_TIMEOUT", "2")
+    assert main(base) == 2
+    assert "cannot reach Loki" in capsys.readouterr().err
+
+
+def test_cli_check_prints_a_table_or_json(capsys: Any) -> None:
+    with serve_config(live_yaml()) as server:
+        base = ["retention", "check", "--file", str(RETENTION_PATH), "--url", server.url]
+        assert main([*base, "--json"]) == 0
+        as_json = capsys.readouterr().out
+        assert main([*base, "--format", "json"]) == 0
+        assert capsys.readouterr().out == as_json
+        assert main(base) == 0  # piped: JSON
+        assert capsys.readouterr().out == as_json
+        rows = json.loads(as_json)
+        assert rows[0] == {"selector": "(compactor.retention_enabled)", "policy": "true",
+                           "live": "true", "status": "OK", "ok": True}
+        assert main([*base, "--format", "table"]) == 0
+        assert capsys.readouterr().out.startswith("SELECTOR ")

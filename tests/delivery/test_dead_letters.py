@@ -453,16 +453,20 @@ def test_the_command_lists_dead_letters_by_reason_and_pushes_them_again(
     listed = json.loads(capsys.readouterr().out)
     assert (listed["letters"], listed["by_reason"]) == (2, {"line_too_long": 1, "too_old": 1})
     assert {d["reason"] for d in listed["dead_letters"]} == {"too_old", "line_too_long"}
-    assert cli_main(["spool", "dead-letters", "list", "--dir", str(spool_dir), "--format",
-                     "jsonl", "--reason", "too_old"]) == 0
-    [line] = capsys.readouterr().out.splitlines()
-    assert json.loads(line)["reason"] == "too_old"
+    assert cli_main(["spool", "dead-letters", "list", "--dir", str(spool_dir), "--json",
+                     "--reason", "too_old"]) == 0
+    only = json.loads(capsys.readouterr().out)
+    assert [d["reason"] for d in only["dead_letters"]] == ["too_old"]
+    assert only["letters"] == 2  # the counts cover them all
     assert cli_main(["spool", "dead-letters", "list", "--dir", str(spool_dir), "--format",
                      "table"]) == 0
     table = capsys.readouterr().out
     assert "2 dead letters" in table and "1 too_old: entry for stream" in table
-    assert cli_main(["spool", "status", "--dir", str(spool_dir)]) == 0
+    assert cli_main(["spool", "status", "--dir", str(spool_dir), "--format", "table"]) == 0
     assert "dead       2 dead letters (line_too_long 1, too_old 1)" in capsys.readouterr().out
+    assert cli_main(["spool", "status", "--dir", str(spool_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dead_letters"]["by_reason"] == {
+        "line_too_long": 1, "too_old": 1}
     # Loki still refuses them: they stay, with the same reasons, and the command says so
     code = cli_main(["spool", "dead-letters", "push", "--dir", str(spool_dir), "--url",
                      fake.url])

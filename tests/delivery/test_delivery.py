@@ -149,9 +149,10 @@ def test_without_a_url_the_handler_spools_and_the_cli_pushes_later(
     handler.close()
     assert handler.stats()["spooled"] == 1500
 
-    assert cli_main(["spool", "status", "--dir", str(spool_dir)]) == 0
-    out = capsys.readouterr().out
-    assert "records    1500" in out
+    assert cli_main(["spool", "status", "--dir", str(spool_dir), "--format", "table"]) == 0
+    assert "records    1500" in capsys.readouterr().out
+    assert cli_main(["spool", "status", "--dir", str(spool_dir)]) == 0  # piped: JSON
+    assert json.loads(capsys.readouterr().out)["records"] == 1500
 
     with FakeLoki() as fake:
         assert cli_main(["spool", "push", "--dir", str(spool_dir), "--url", fake.url,

@@ -4,17 +4,30 @@ each field; the markers mkdocs expands."""
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 from configdoc import ConfigDocError, expand, markdown_table, settings
 
 from shipper.config import ENV_VARS, ShipperConfig
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_every_setting_has_one_line_of_help_and_every_env_var_a_setting() -> None:
     rows = settings(ShipperConfig, ENV_VARS)
     assert all(row.help and "\n" not in row.help for row in rows)
     assert {var for row in rows for var in row.env} == set(ENV_VARS)
+
+
+def test_the_reference_shows_every_settings_variable_in_its_row() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    rendered = expand(page)
+    for f in dataclasses.fields(ShipperConfig):
+        (var,) = [v for v, name in ENV_VARS.items() if name == f.name]
+        assert re.search(rf"^\| `{f.name}` \| `{var}` \|", rendered, flags=re.MULTILINE), \
+            f"docs/configuration.md does not show {var} in the row of {f.name}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,7 +105,7 @@ def test_values_limits_are_the_single_binarys(values: dict[str, Any]) -> None:
 def test_values_retention_block_is_what_retention_yaml_renders_for_helm(
         tmp_path: Path) -> None:
     """Fails when k8s/loki-values.yaml and loki/retention.yaml disagree: run
-    `shipper retention render --format helm --write k8s/loki-values.yaml`."""
+    `shipper retention render --target helm --write k8s/loki-values.yaml`."""
     text = VALUES.read_text(encoding="utf-8")
     policy = RetentionPolicy.load(RETENTION_PATH)
     assert _block(text) == policy.render("    ", "helm")

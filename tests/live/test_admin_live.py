@@ -163,7 +163,7 @@ def test_delete_requests_audits_and_cancels_on_a_real_loki(
 
 
 def test_doctor_on_a_real_loki_started_from_our_config(loki_url: str, tmp_path: Path) -> None:
-    env_grafana = {k: os.environ.pop(k) for k in ("GRAFANA_URL", "GRAFANA_TOKEN")
+    env_grafana = {k: os.environ.pop(k) for k in ("SHIPPER_GRAFANA_URL", "SHIPPER_GRAFANA_TOKEN")
                    if k in os.environ}
     try:
         result = shipper(loki_url, tmp_path, "doctor", "--format", "table")

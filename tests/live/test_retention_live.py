@@ -86,9 +86,10 @@ def test_check_finds_no_drift_against_the_live_config(
 
 
 def test_shipper_retention_check_passes_against_live_loki(
-    loki_url: str, capsys: pytest.CaptureFixture[str]
+    loki_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code = main(["retention", "check", "--url", loki_url, "--file", str(RETENTION_PATH)])
+    monkeypatch.setenv("LOKI_URL", loki_url)  # read as every command reads it: no --url
+    code = main(["retention", "check", "--file", str(RETENTION_PATH), "--format", "table"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "DRIFT" not in out

@@ -99,7 +99,8 @@ def test_retention_check_reads_config_from_the_backend(
         cluster: ScalableLoki, capsys: pytest.CaptureFixture[str]) -> None:
     urls = [cluster.backend] + ([cluster.gateway] if cluster.gateway else [])
     for url in urls:
-        assert main(["retention", "check", "--url", url]) == 0, capsys.readouterr().err
+        assert main(["retention", "check", "--url", url, "--format", "table"]) == 0, \
+            capsys.readouterr().err
         out = capsys.readouterr().out
         assert "DRIFT" not in out
         assert '{level="CRITICAL"}' in out

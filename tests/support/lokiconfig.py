@@ -128,6 +128,8 @@ class ConfigServer:
     status: int = 200
     url: str = ""
     requests: int = 0
+    #: the X-Scope-OrgID header of the last request (None: not sent)
+    tenant: str | None = None
 
 
 @contextmanager
@@ -137,6 +139,7 @@ def serve_config(body: str, status: int = 200) -> Iterator[ConfigServer]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             state.requests += 1
+            state.tenant = self.headers.get("X-Scope-OrgID")
             if self.path != "/config":
                 self._answer(404, "404 page not found\n")
                 return

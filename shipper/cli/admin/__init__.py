@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shipper.cli.admin.common import Subparsers
+    from shipper.cli.help import Subparsers
 
 __all__ = ["add_parser"]
 

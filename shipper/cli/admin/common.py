@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any
 
-from shipper.cli.admin.output import FORMATS
 from shipper.cli.admin.timerange import TimeError, TimeRange, resolve_range
 from shipper.cli.args import positive_duration_arg, time_arg
+from shipper.cli.help import CONNECTION_HELP, Subparsers, add_command
 from shipper.config import ConfigError, ShipperConfig
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import FilterError, Filters
@@ -24,18 +24,16 @@ __all__ = [
     "CommandError",
     "add_connection_args",
     "add_filter_args",
-    "add_format_arg",
     "add_range_args",
     "filters_from",
     "loki_client",
+    "new_parser",
     "range_from",
     "run",
     "shipper_config",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class CommandError(Exception):
@@ -47,22 +45,15 @@ class CommandError(Exception):
 
 
 ENV_HELP = (
-    "Loki is reached at $LOKI_URL (or --url), with $LOKI_TENANT, $LOKI_USERNAME/$LOKI_PASSWORD "
-    "or $LOKI_BEARER_TOKEN, $LOKI_CA_BUNDLE, $LOKI_VERIFY_TLS and $LOKI_TIMEOUT, as the "
-    "handler reads them (or a $SHIPPER_CONFIG file). Exit codes: 0 ok, 1 failed or nothing "
-    "matched, 2 usage or bad input."
+    f"{CONNECTION_HELP} Exit codes: 0 ok, 1 failed or nothing matched, 2 usage or bad input."
 )
-
-
-def examples(*lines: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def new_parser(sub: Subparsers, name: str, *, help: str, description: str,
                example_lines: tuple[str, ...]) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        name, help=help, description=f"{description}\n\n{ENV_HELP}",
-        epilog=examples(*example_lines), formatter_class=argparse.RawDescriptionHelpFormatter)
+    """An admin command: its description, then how Loki is reached and the exit codes."""
+    return add_command(sub, name, help=help, description=f"{description}\n\n{ENV_HELP}",
+                       example_lines=example_lines)
 
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
@@ -99,12 +90,6 @@ def add_range_args(parser: argparse.ArgumentParser, *, default: str | None = "24
                    "a time ago (2h, now-2h); included")
     r.add_argument("--end", type=time_arg, metavar="TIME",
                    help="as --start; excluded (default: now)")
-
-
-def add_format_arg(parser: argparse.ArgumentParser, *, choices: tuple[str, ...] = FORMATS,
-                   default_help: str = "a table on a terminal, JSON when piped") -> None:
-    parser.add_argument("--format", choices=choices, default="auto",
-                        help=f"output format (default auto: {default_help})")
 
 
 def filters_from(args: argparse.Namespace) -> Filters:

@@ -26,9 +26,11 @@ from typing import Any
 
 from shipper._units import NS, format_time
 from shipper.cli.admin import common
-from shipper.cli.admin.output import choose_format, is_terminal, render_table, write_rows
+from shipper.cli.admin.output import render_table, write_rows
 from shipper.cli.admin.stats import count_matching
 from shipper.cli.admin.timerange import TimeRange
+from shipper.cli.formats import add_format_arg, is_terminal, resolve_format
+from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.event import Actor, Level, LogEvent
@@ -42,7 +44,7 @@ AUDIT_CANCEL_TYPE = "LOGS_DELETE_CANCELLED"
 DEFAULT_AUDIT_SERVICE = "shipper-admin"
 
 
-def add_parser(sub: common.Subparsers) -> None:
+def add_parser(sub: Subparsers) -> None:
     delete = common.new_parser(
         sub, "delete", help="delete events by filters and time range (with confirmation)",
         description="Delete the events that match the filters in a time range, through Loki's "
@@ -58,6 +60,7 @@ def add_parser(sub: common.Subparsers) -> None:
             "shipper delete --service shop --actor-id user_42 --start 2026-01-01 "
             "--end 2026-02-01 --yes --admin-id admin_7",
             "shipper delete --status",
+            "shipper delete --status --format csv > deletions.csv",
             "shipper delete --cancel 8f2c1e7a",
         ))
     common.add_filter_args(delete)
@@ -69,7 +72,7 @@ def add_parser(sub: common.Subparsers) -> None:
     actions.add_argument("--status", action="store_true",
                          help="list deletion requests and their state, then exit")
     actions.add_argument("--cancel", metavar="ID", help="cancel deletion request ID, then exit")
-    common.add_format_arg(delete, choices=("auto", "table", "json"))
+    add_format_arg(delete, ("auto", "table", "json", "jsonl", "csv"))
     common.add_connection_args(delete)
     delete.set_defaults(handler=common.run("delete", _delete))
 
@@ -150,11 +153,12 @@ def _status(client: LokiClient, args: argparse.Namespace) -> int:
         "end": _seconds(r.get("end_time")),
         "created": _seconds(r.get("created_at")),
     } for r in requests]
-    fmt = choose_format(args.format)
-    if fmt == "json":
-        write_rows(rows, "json", sys.stdout, ())
+    fmt = resolve_format(args)
+    columns = ("request_id", "status", "created", "start", "end", "query")
+    if fmt != "table":
+        write_rows(rows, fmt, sys.stdout, columns)
     elif rows:
-        render_table(rows, ("request_id", "status", "created", "start", "end", "query"))
+        render_table(rows, columns)
     else:
         print("no deletion requests")
     return common.EXIT_OK

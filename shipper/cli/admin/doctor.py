@@ -3,8 +3,8 @@
 Checks: Loki is ready; a marker event goes through the pipeline and comes back from a query;
 Loki's retention matches ``loki/retention.yaml`` (``shipper retention check``); structured
 metadata is allowed and deletion is enabled; the spool is empty or draining; and, when
-``GRAFANA_URL`` and ``GRAFANA_TOKEN`` are set, Grafana has the datasource, the four dashboards
-and the alert rules, through its HTTP API.
+``SHIPPER_GRAFANA_URL`` and ``SHIPPER_GRAFANA_TOKEN`` are set, Grafana has the datasource, the
+four dashboards and the alert rules, through its HTTP API.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from typing import Any
 
 from shipper._units import NS, format_seconds
 from shipper.cli.admin import common
-from shipper.cli.admin.output import choose_format
 from shipper.cli.args import duration_arg
+from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
@@ -229,12 +230,12 @@ def _grafana_get(transport: Transport, base: str, token: str, path: str) -> tupl
 def check_grafana(url: str | None, token: str | None,
                   transport: Transport | None = None) -> list[Check]:
     if not url or not token:
-        return [_skip("grafana", "GRAFANA_URL and GRAFANA_TOKEN (a service account token) "
-                      "are not both set")]
+        return [_skip("grafana", "SHIPPER_GRAFANA_URL and SHIPPER_GRAFANA_TOKEN (a service "
+                      "account token) are not both set")]
     base = url.rstrip("/")
     transport = transport or Urllib3Transport()
     checks: list[Check] = []
-    fix_auth = "check GRAFANA_TOKEN: a service account token with the Viewer role or more"
+    fix_auth = "check SHIPPER_GRAFANA_TOKEN: a service account token with the Viewer role or more"
     try:
         status, body = _grafana_get(transport, base, token,
                                     f"/api/datasources/uid/{DATASOURCE_UID}")
@@ -280,7 +281,7 @@ def check_grafana(url: str | None, token: str | None,
             checks.append(_ok("grafana alert rules", f"{len(RULE_UIDS)} rules provisioned"))
     except TransportError as exc:
         return [_fail("grafana", f"Grafana is unreachable at {base}: {exc}",
-                      "check GRAFANA_URL and that Grafana runs")]
+                      "check SHIPPER_GRAFANA_URL and that Grafana runs")]
     return checks
 
 
@@ -310,20 +311,21 @@ def run_checks(config: ShipperConfig, *, retention_file: str | None = None, wait
     return checks
 
 
-def add_parser(sub: common.Subparsers) -> None:
+def add_parser(sub: Subparsers) -> None:
     doctor = common.new_parser(
         sub, "doctor", help="check Loki, the pipeline, retention, the spool and Grafana",
         description="Check that everything is in place: Loki is ready; a marker event (DEBUG, "
         "type SHIPPER_DOCTOR) goes through the pipeline and is read back; Loki's retention "
         "matches the policy file (as shipper retention check); structured metadata is allowed "
         "and deletion is enabled; the spool of $SHIPPER_SERVICE is empty or draining; and, "
-        "when GRAFANA_URL and GRAFANA_TOKEN are set, Grafana has the Loki datasource, the "
-        "four dashboards and the alert rules. One line per check: OK, FAIL with the fix, or "
-        "SKIP. Exit 1 if any check fails.",
+        "when SHIPPER_GRAFANA_URL and SHIPPER_GRAFANA_TOKEN are set, Grafana has the Loki "
+        "datasource, the four dashboards and the alert rules. One line per check: OK, FAIL "
+        "with the fix, or SKIP. Exit 1 if any check fails.",
         example_lines=(
             "shipper doctor",
-            "GRAFANA_URL=http://localhost:3000 GRAFANA_TOKEN=glsa_... shipper doctor",
-            "shipper doctor --retention-file loki/retention.yaml --format json",
+            "SHIPPER_GRAFANA_URL=http://localhost:3000 SHIPPER_GRAFANA_TOKEN=glsa_... "
+            "shipper doctor",
+            "shipper doctor --retention-file loki/retention.yaml --json",
         ))
     doctor.add_argument("--retention-file", metavar="PATH",
                         help="the policy (default: $SHIPPER_RETENTION_FILE, else "
@@ -333,9 +335,9 @@ def add_parser(sub: common.Subparsers) -> None:
                         "(default 15s)")
     doctor.add_argument("--spool-wait", type=duration_arg, default=2.0, metavar="DURATION",
                         help="how long to watch a non-empty spool drain (default 2s)")
-    doctor.add_argument("--grafana-url", help="default: $GRAFANA_URL")
-    common.add_format_arg(doctor, choices=("auto", "table", "json"),
-                          default_help="lines on a terminal, JSON when piped")
+    doctor.add_argument("--grafana-url", help="default: $SHIPPER_GRAFANA_URL")
+    add_format_arg(doctor, ("auto", "table", "json"),
+                   auto_help="lines on a terminal, JSON when piped")
     common.add_connection_args(doctor)
     doctor.set_defaults(handler=common.run("doctor", _doctor))
 
@@ -344,9 +346,9 @@ def _doctor(args: argparse.Namespace) -> int:
     config = common.shipper_config(args)
     checks = run_checks(config, retention_file=args.retention_file, wait=args.wait,
                         spool_wait=args.spool_wait,
-                        grafana_url=args.grafana_url or os.environ.get("GRAFANA_URL"),
-                        grafana_token=os.environ.get("GRAFANA_TOKEN"))
-    if choose_format(args.format) == "json":
+                        grafana_url=args.grafana_url or os.environ.get("SHIPPER_GRAFANA_URL"),
+                        grafana_token=os.environ.get("SHIPPER_GRAFANA_TOKEN"))
+    if resolve_format(args) == "json":
         print(json.dumps([asdict(c) for c in checks], indent=1))
     else:
         for check in checks:

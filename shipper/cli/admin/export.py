@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from shipper.cli.admin import common
-from shipper.cli.admin.output import Format, is_terminal, progress, write_rows
+from shipper.cli.admin.output import progress, write_rows
 from shipper.cli.admin.timerange import TimeRange
+from shipper.cli.formats import EVENTS_PIPED, Format, add_format_arg, is_terminal
+from shipper.cli.help import Subparsers
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import Record, iter_records
@@ -30,7 +32,7 @@ _SUFFIX_FORMATS: dict[str, Format] = {".csv": "csv", ".json": "json", ".jsonl": 
                                       ".ndjson": "jsonl"}
 
 
-def add_parser(sub: common.Subparsers) -> None:
+def add_parser(sub: Subparsers) -> None:
     export = common.new_parser(
         sub, "export", help="write every matching event to CSV, JSON or JSON lines",
         description="Write every event that matches the filters in the range, oldest first "
@@ -49,9 +51,9 @@ def add_parser(sub: common.Subparsers) -> None:
     export.add_argument("-o", "--output", metavar="FILE",
                         help="write here (default: stdout); the format follows the suffix "
                         "(.csv, .json, .jsonl) unless --format is given")
-    export.add_argument("--format", choices=("auto", "csv", "json", "jsonl"), default="auto",
-                        help="csv, json (one array) or jsonl (default: from the --output "
-                        "suffix, else jsonl)")
+    add_format_arg(export, ("auto", "csv", "json", "jsonl"), piped=EVENTS_PIPED,
+                   auto_help="from the --output suffix, else JSON lines, one event per line; "
+                   "json is one array")
     export.add_argument("--order", choices=("asc", "desc"), default="asc",
                         help="asc: oldest first (default); desc: newest first")
     export.add_argument("--page-size", type=int, metavar="N",
@@ -95,7 +97,7 @@ def _export(args: argparse.Namespace) -> int:
     elif args.output:
         fmt = _SUFFIX_FORMATS.get(Path(args.output).suffix.lower(), "jsonl")
     else:
-        fmt = "jsonl"
+        fmt = args.piped_format
     if args.page_size is not None and args.page_size < 1:
         raise common.CommandError("--page-size must be 1 or more", common.EXIT_USAGE)
     client = common.loki_client(args)

@@ -46,6 +46,8 @@ from typing import IO, Any
 from shipper._units import NS
 from shipper.cli.admin import common
 from shipper.cli.admin.output import progress
+from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_letter_dir
@@ -593,7 +595,7 @@ def _line_message(entry: Entry) -> Any:
 # ----------------------------------------------------------------------------- command
 
 
-def add_parser(sub: common.Subparsers) -> None:
+def add_parser(sub: Subparsers) -> None:
     imp = common.new_parser(
         sub, "import", help="import an existing log table (CSV or JSON lines) into Loki",
         description="Import the rows of a system-log table exported as CSV or JSON lines "
@@ -614,6 +616,7 @@ def add_parser(sub: common.Subparsers) -> None:
             "shipper import activity_logs.jsonl --service legacy-api --timezone Europe/Paris",
             "shipper import export.csv --service shop --type-column action --actor-id-column "
             "user_id",
+            "shipper import legacy.txt --input-format csv --service shop --json",
             "shipper import logs.csv.refused.jsonl --service shop   # after lifting the limit",
         ))
     imp.add_argument("file", metavar="FILE", help="a .csv, .jsonl or .ndjson file")
@@ -621,8 +624,8 @@ def add_parser(sub: common.Subparsers) -> None:
                      "$SHIPPER_SERVICE)")
     imp.add_argument("--env", help="env label of the imported events (default: $SHIPPER_ENV); "
                      "e.g. --env imported keeps them in streams no live app writes to")
-    imp.add_argument("--format", choices=("auto", "csv", "jsonl"), default="auto",
-                     help="the file's format (default: from its suffix)")
+    imp.add_argument("--input-format", choices=("auto", "csv", "jsonl"), default="auto",
+                     help="the file's format (default auto: from its suffix)")
     imp.add_argument("--preset", choices=tuple(PRESETS), help="the seed table's column names "
                      "(default: found from the header)")
     for name, candidates in FIELDS.items():
@@ -641,8 +644,8 @@ def add_parser(sub: common.Subparsers) -> None:
     imp.add_argument("--restart", action="store_true",
                      help="ignore the checkpoint and import from the first row")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    imp.add_argument("--output-format", choices=("auto", "text", "json"), default="auto",
-                     help="summary as text (terminal) or JSON (piped)")
+    add_format_arg(imp, ("auto", "table", "json"),
+                   auto_help="the summary as lines on a terminal, one JSON object when piped")
     common.add_connection_args(imp)
     imp.set_defaults(handler=common.run("import", _import))
 
@@ -663,15 +666,13 @@ def _timezone(name: str) -> dt.tzinfo:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from shipper.cli.admin.output import is_terminal
-
     path = Path(args.file)
-    fmt = args.format
+    fmt = args.input_format
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() == ".csv" else "jsonl" \
             if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else ""
         if not fmt:
-            raise common.CommandError(f"{path}: say --format csv or --format jsonl",
+            raise common.CommandError(f"{path}: say --input-format csv or --input-format jsonl",
                                       common.EXIT_USAGE)
     if args.batch < 1:
         raise common.CommandError("--batch must be 1 or more", common.EXIT_USAGE)
@@ -702,8 +703,7 @@ def _import(args: argparse.Namespace) -> int:
         summary = run_import(options, config)
     finally:
         internal.setLevel(level)
-    as_json = args.output_format == "json" or (args.output_format == "auto"
-                                               and not is_terminal(sys.stdout))
+    as_json = resolve_format(args) == "json"
     refused_path = options.refused_path or default_refused(path)
     if as_json:
         print(json.dumps({**summary.as_dict(), "service": service,

@@ -1,5 +1,6 @@
 """How the admin commands print: tables and progress bars on a terminal (with ``rich`` when it
-is installed, plain aligned text otherwise), JSON when piped or asked for.
+is installed, plain aligned text otherwise), JSON, JSON lines or CSV (which one:
+:mod:`shipper.cli.formats`).
 
 Nothing here talks to Loki; the commands hand it rows (dicts) and it writes them.
 """
@@ -13,20 +14,17 @@ import shutil
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Protocol
+
+from shipper.cli.formats import Format, is_terminal
 
 __all__ = [
-    "FORMATS",
     "Progress",
-    "choose_format",
     "json_default",
     "progress",
     "render_table",
     "write_rows",
 ]
-
-Format = Literal["table", "json", "jsonl", "csv"]
-FORMATS = ("auto", "table", "json", "jsonl", "csv")
 
 
 def _rich_available() -> bool:
@@ -37,21 +35,6 @@ def _rich_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def is_terminal(stream: IO[str]) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def choose_format(requested: str, stream: IO[str] | None = None, *,
-                  piped: Format = "json") -> Format:
-    """``auto``: a table on a terminal, ``piped`` (JSON) otherwise."""
-    if requested != "auto":
-        return requested  # type: ignore[return-value]
-    return "table" if is_terminal(stream or sys.stdout) else piped
 
 
 def json_default(value: Any) -> Any:

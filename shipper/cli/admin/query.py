@@ -14,9 +14,11 @@ from typing import IO, Any
 
 from shipper._units import NS
 from shipper.cli.admin import common
-from shipper.cli.admin.output import choose_format, is_terminal, json_default, write_rows
+from shipper.cli.admin.output import json_default, write_rows
 from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.args import positive_duration_arg
+from shipper.cli.formats import EVENTS_PIPED, add_format_arg, resolve_format
+from shipper.cli.help import Subparsers
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import Record, iter_records, parse_streams
@@ -55,7 +57,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_parser(sub: common.Subparsers) -> None:
+def add_parser(sub: Subparsers) -> None:
     query = common.new_parser(
         sub, "query", help="read events: filters, a time range, pages, a table or JSON",
         description="Print the events that match the filters in a time range, newest first "
@@ -68,7 +70,8 @@ def add_parser(sub: common.Subparsers) -> None:
             "shipper query --service shop --type login --actor-id user_42 --since 7d",
             "shipper query --logger shop.payments --search 'card declined' --limit 500",
             "shipper query --start 2026-01-01 --end 2026-01-02 --order asc --page 2",
-            "shipper query --since 1h --format json | jq '.[].message'",
+            "shipper query --since 1h | jq -r .message",
+            "shipper query --since 1h --format json > last-hour.json",
         ))
     common.add_filter_args(query)
     common.add_range_args(query)
@@ -77,7 +80,7 @@ def add_parser(sub: common.Subparsers) -> None:
     query.add_argument("--page", type=_positive, default=1, help="which page (default 1)")
     query.add_argument("--order", choices=("desc", "asc"), default="desc",
                        help="desc: newest first (default); asc: oldest first")
-    common.add_format_arg(query)
+    add_format_arg(query, piped=EVENTS_PIPED)
     common.add_connection_args(query)
     query.set_defaults(handler=common.run("query", _query))
 
@@ -98,8 +101,8 @@ def add_parser(sub: common.Subparsers) -> None:
                       help="how often to ask Loki (default 2s)")
     tail.add_argument("--delay", type=positive_duration_arg, default=10.0, metavar="SPAN",
                       help="how late an event may arrive and still be shown (default 10s)")
-    common.add_format_arg(tail, choices=("auto", "table", "jsonl"),
-                          default_help="one line per event on a terminal, JSON lines when piped")
+    add_format_arg(tail, ("auto", "table", "jsonl"), piped=EVENTS_PIPED,
+                   auto_help="one line per event on a terminal, JSON lines when piped")
     common.add_connection_args(tail)
     tail.set_defaults(handler=common.run("tail", _tail))
 
@@ -123,7 +126,7 @@ def read_page(client: LokiClient, filters: Filters, span: TimeRange, *, limit: i
 def _query(args: argparse.Namespace) -> int:
     filters = common.filters_from(args)
     span = common.range_from(args)
-    fmt = choose_format(args.format)
+    fmt = resolve_format(args)
     client = common.loki_client(args)
     try:
         records, more = read_page(client, filters, span, limit=args.limit, page=args.page,
@@ -204,8 +207,7 @@ def _tail_line(record: Record) -> str:
 
 def _tail(args: argparse.Namespace) -> int:
     filters = common.filters_from(args)
-    fmt = "table" if args.format == "table" or (
-        args.format == "auto" and is_terminal(sys.stdout)) else "jsonl"
+    fmt = resolve_format(args)
     out: IO[str] = sys.stdout
     stop = threading.Event()
 

@@ -18,8 +18,10 @@ from typing import Any
 
 from shipper._units import NS, format_time
 from shipper.cli.admin import common
-from shipper.cli.admin.output import choose_format, render_table, write_rows
+from shipper.cli.admin.output import render_table, write_rows
 from shipper.cli.admin.timerange import TimeRange
+from shipper.cli.formats import add_format_arg, resolve_format
+from shipper.cli.help import Subparsers
 from shipper.event import Level
 from shipper.loki.client import LokiClient, LokiError, QueryLimits
 from shipper.loki.logql import Filters, metric_query
@@ -166,7 +168,7 @@ def _ordered(counts: Mapping[str, int], order: Sequence[str]) -> dict[str, int]:
     return {**known, **{k: v for k, v in counts.items() if k not in known}}
 
 
-def add_parser(sub: common.Subparsers) -> None:
+def add_parser(sub: Subparsers) -> None:
     stats = common.new_parser(
         sub, "stats", help="counts by level, actor and type, the error rate, top types",
         description="Count the events of a range: in all, by level, by actor and by type, "
@@ -175,12 +177,12 @@ def add_parser(sub: common.Subparsers) -> None:
         "numbers are the ones it shows for the same range. Filters narrow what is counted.",
         example_lines=(
             "shipper stats --since 24h",
-            "shipper stats --service shop --since 7d --format json",
+            "shipper stats --service shop --since 7d --json",
             "shipper stats --start 2026-01-01 --end 2026-04-01 --actor user",
         ))
     common.add_filter_args(stats)
     common.add_range_args(stats)
-    common.add_format_arg(stats, choices=("auto", "table", "json"))
+    add_format_arg(stats, ("auto", "table", "json"))
     common.add_connection_args(stats)
     stats.set_defaults(handler=common.run("stats", _stats))
 
@@ -188,7 +190,7 @@ def add_parser(sub: common.Subparsers) -> None:
 def _stats(args: argparse.Namespace) -> int:
     filters = common.filters_from(args)
     span = common.range_from(args)
-    fmt = choose_format(args.format)
+    fmt = resolve_format(args)
     client = common.loki_client(args)
     try:
         result = collect(client, filters, span)

@@ -309,7 +309,7 @@ class RetentionPolicy:
         lines = [
             f"{BLOCK_BEGIN}: rendered from loki/retention.yaml; do not edit by hand.",
             "# Change retention.yaml, then: shipper retention render "
-            + ("--format helm " if fmt == "helm" else "")
+            + ("--target helm " if fmt == "helm" else "")
             + "--write <this file>",
             "# Highest priority wins; on equal priority the shorter period wins; no match:",
             "# retention_period. forever is rendered as "
@@ -475,7 +475,7 @@ def _replace_block(text: str, policy: RetentionPolicy, source: str, fmt: str = "
                 f"{source}: the retention markers are inside "
                 f"{'limits_config' if other == 'loki' else 'loki.limits_config'}: this is "
                 f"{'a Loki config' if other == 'loki' else 'a Helm values file'}; use "
-                f"--format {other}"
+                f"--target {other}"
             )
         raise RetentionError(
             f"{source}: the retention markers are not inside {section}; move them there"

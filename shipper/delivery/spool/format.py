@@ -122,6 +122,15 @@ class Frames:
                 return False
             start = 0
 
+    def _skip_bad(self, bad_at: int, start: int) -> bool:
+        """A bad stretch began at file offset ``bad_at``: move to the next magic at or after
+        buffer index ``start``. False when there is none: the rest of the file is a torn tail."""
+        if self._seek_magic(start):
+            return True
+        self.torn = True
+        self._problem(bad_at)
+        return False
+
     def __iter__(self) -> Iterator[bytes]:
         bad_at: int | None = None  # file offset where an unresolved bad stretch began
         while True:
@@ -137,9 +146,7 @@ class Frames:
             if magic != _MAGIC or length > MAX_RECORD_BYTES:
                 if bad_at is None:
                     bad_at = self._base + pos
-                if not self._seek_magic(pos + 1):
-                    self.torn = True
-                    self._problem(bad_at)
+                if not self._skip_bad(bad_at, pos + 1):
                     return
                 continue
             total = _HDR + length
@@ -149,9 +156,7 @@ class Frames:
                     # was a corrupt length, and the main loop resolves it as corruption)
                     if bad_at is None:
                         bad_at = self._base + self._pos
-                    if not self._seek_magic(self._pos + 1):
-                        self.torn = True
-                        self._problem(bad_at)
+                    if not self._skip_bad(bad_at, self._pos + 1):
                         return
                     continue
                 pos = self._pos
@@ -173,9 +178,7 @@ class Frames:
                     continue
                 if bad_at is None:
                     bad_at = self._base + pos
-                if not self._seek_magic(pos + 1):
-                    self.torn = True
-                    self._problem(bad_at)
+                if not self._skip_bad(bad_at, pos + 1):
                     return
                 continue
             if bad_at is not None:  # garbage between good records

@@ -283,6 +283,17 @@ class ClaimedSegment:
             self._scanned = True
             self._owner.scanned(self.path, frames)
 
+    def _delete(self) -> bool:
+        """Delete the segment's file; False (and the owner told) when it could not be."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self._owner.ack_failed(self.path, exc)
+            return False
+        return True
+
     def ack(self) -> None:
         """Every record was delivered: delete the file (still holding its lock), then release
         it. If reading it failed with an I/O error, the file is kept instead (as release())."""
@@ -301,27 +312,14 @@ class ClaimedSegment:
                     count = count_records(fd, verify=True).records
                 except OSError:
                     count = 0
-            deleted = True
             if self._locks.cross_process:
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    deleted = False
-                    self._owner.ack_failed(self.path, exc)
+                deleted = self._delete()
                 self._locks.unlock(fd)
                 close_quietly(fd)
             else:  # pragma: no cover - platforms where an open file cannot be deleted
                 self._locks.unlock(fd)
                 close_quietly(fd)
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    deleted = False
-                    self._owner.ack_failed(self.path, exc)
+                deleted = self._delete()
             self._fd = None
             self._owner.finished(
                 self.path.name, acked=count if deleted else None, size=self.size if deleted else 0
