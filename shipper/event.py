@@ -18,6 +18,10 @@ build the event from a metadata dict they made themselves. Each does one part of
 above, the same way for every source: :func:`new_event`, :func:`service_label`,
 :func:`env_label`, :func:`metadata_value` (the event's fields); :func:`stream_labels`,
 :func:`entry_line`, :func:`structured_metadata` and :func:`make_entry` (the entry's).
+
+The ``type`` label's own rules (its normal form, the per-service :class:`TypeGuard`, the
+protected and the audit types) are in :mod:`shipper.typelabel`; the names the sources use are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ import json
 import logging
 import math
 import re
-import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,9 +40,18 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from shipper.typelabel import (
+    DEFAULT_TYPE,
+    OVERFLOW_TYPE,
+    TypeGuard,
+    keep_original_type,
+    normalize_type,
+)
+
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_TYPE",
+    "OVERFLOW_TYPE",
     "Actor",
     "Entry",
     "Level",
@@ -139,11 +151,8 @@ _FAST_LEVELS: dict[object, Level] = {
     "WARN": Level.WARNING,
 }
 
-DEFAULT_TYPE = "LOG"
-OVERFLOW_TYPE = "OTHER"
 #: Loki's default ``limits_config.max_line_size`` (256KB).
 DEFAULT_MAX_LINE_BYTES = 256 * 1024
-_MAX_TYPE_LEN = 64
 _MAX_LABEL_VALUE_LEN = 128
 _MAX_METADATA_VALUE_LEN = 1024
 _TRUNCATION_MARKER = "...[truncated by shipper: {n} bytes]"
@@ -209,41 +218,6 @@ def normalize_actor(value: object) -> tuple[Actor, str | None]:
     if found is not None:
         return found, None
     return Actor.SYSTEM, str(value)
-
-
-_CAMEL_1 = re.compile(r"([A-Z]+)([A-Z][a-z])")
-_CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
-_NON_WORD = re.compile(r"[^A-Za-z0-9]+")
-
-
-def normalize_type(value: object) -> str:
-    """Coerce an event type to UPPER_SNAKE: ``userLogin`` → ``USER_LOGIN``, ``auth.failed`` →
-    ``AUTH_FAILED``; empty → ``LOG``; at most 64 characters; never starts with a digit."""
-    if value is None:
-        return DEFAULT_TYPE
-    if isinstance(value, str) and len(value) <= 256:
-        return _normalize_type_cached(value)
-    return _normalize_type(str(value))
-
-
-@functools.lru_cache(maxsize=4096)
-def _normalize_type_cached(value: str) -> str:
-    return _normalize_type(value)
-
-
-def _normalize_type(value: str) -> str:
-    text = value.strip()
-    if not text:
-        return DEFAULT_TYPE
-    if not (text.isupper() and text.replace("_", "").isalnum()):
-        text = _CAMEL_1.sub(r"\1_\2", text)
-        text = _CAMEL_2.sub(r"\1_\2", text)
-        text = _NON_WORD.sub("_", text).strip("_").upper()
-    if not text:
-        return DEFAULT_TYPE
-    if text[0].isdigit():
-        text = "T_" + text
-    return text[:_MAX_TYPE_LEN].rstrip("_")
 
 
 _UNSAFE_LABEL_CHARS = re.compile(r"[^A-Za-z0-9 _.:/@+\-]+")
@@ -513,30 +487,6 @@ def make_entry(labels: tuple[tuple[str, str], ...], timestamp_ns: int, line: str
 _tuple_new = tuple.__new__
 
 
-class TypeGuard:
-    """Caps the number of distinct ``type`` label values (per process and service).
-
-    The first ``limit`` distinct types pass; after that a new type becomes ``OTHER`` and the real
-    one is kept in metadata (``type``), so the stream count stays bounded while nothing is lost.
-    """
-
-    def __init__(self, limit: int = 100) -> None:
-        self.limit = limit
-        self._seen: set[str] = {DEFAULT_TYPE, OVERFLOW_TYPE}
-        self._lock = threading.Lock()
-        self.overflowed = 0
-
-    def admit(self, type_: str) -> str:
-        if type_ in self._seen:
-            return type_
-        with self._lock:
-            if len(self._seen) < self.limit + 2:  # LOG and OTHER are always allowed
-                self._seen.add(type_)
-                return type_
-            self.overflowed += 1
-            return OVERFLOW_TYPE
-
-
 def _truncate_utf8(text: str, max_bytes: int) -> str:
     data = text.encode("utf-8")
     if len(data) <= max_bytes:
@@ -677,9 +627,10 @@ def to_entry(
     type_ = event.type
     metadata: Mapping[str, Any] = event.metadata
     if type_guard is not None:
-        admitted = type_guard.admit(type_)
+        admitted = type_guard.admit(type_, event.service)
         if admitted != type_:
-            metadata = {**metadata, "type": metadata.get("type", type_)}
+            metadata = dict(metadata)
+            keep_original_type(metadata, type_)
             type_ = admitted
     return make_entry(
         stream_labels(event.service, event.env, event.level, event.actor, type_),

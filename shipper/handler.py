@@ -47,6 +47,7 @@ from shipper.event import (
     structured_metadata,
 )
 from shipper.redact import CLEAN_GROUP, Redactor
+from shipper.typelabel import keep_original_type
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
 
@@ -234,7 +235,7 @@ class _RecordConverter:
         level, level_original = normalize_level(levelno)
         act, actor_original = normalize_actor(actor)
         normal_type = normalize_type(type_)
-        admitted = self._guard.admit(normal_type)
+        admitted = self._guard.admit(normal_type, self._service)
         extra: list[tuple[str, str]] = []
         if level_original is not None:
             extra.append(("original_level", level_original))
@@ -292,7 +293,10 @@ class _RecordConverter:
                 if extra:
                     metadata = dict(metadata)
                     for key, value in extra:
-                        metadata.setdefault(key, value)
+                        if key == "type":  # the type the guard replaced
+                            keep_original_type(metadata, value)
+                        else:
+                            metadata.setdefault(key, value)
                 if metadata or exception or not clean[index // CLEAN_GROUP]:
                     message, metadata, exception = redact(message, metadata, exception or None)
                 append(make_entry(

@@ -114,7 +114,10 @@ class Pipeline:
         ``dead_letters`` keeps the entries Loki refuses (default: the spool directory's
         ``dead-letters``; none without a spool). ``on_dead_letters(letters, kept)`` is called
         on the worker with the entries Loki refused in each answer (``shipper import`` names
-        its rows with them); it must not block."""
+        its rows with them); it must not block. ``type_guard`` caps the ``type`` label's
+        values per service (by default a :class:`~shipper.event.TypeGuard` of
+        ``config.type_limit``); only ``shipper delete`` passes one built with ``audit=True``,
+        the one guard that writes the audit types."""
         self.config = config
         self._convert = convert
         self._convert_entry = convert_entry
@@ -275,7 +278,24 @@ class Pipeline:
                 except Exception as exc:
                     self._invalid(exc)
         self._tally.add("accepted", len(items))
+        if self._types.audit_renamed or self._types.pooled:
+            self._guard_news()
         return entries
+
+    def _guard_news(self) -> None:
+        """Say (once each) that an event claimed an audit type, and that more services sent
+        events than the type guard keeps a budget for."""
+        guard = self._types
+        if guard.last_renamed is not None:
+            service, claimed, renamed = guard.last_renamed
+            self.report("audit_type", f"service {service!r} sent an event of type {claimed}, "
+                        "which only `shipper delete` writes: it is shipped as type "
+                        f"{renamed}, the claimed type kept as metadata.type "
+                        "(counted in stats()['type_audit_renamed'])")
+        if guard.pooled:
+            self.report("type_services", f"more than {guard.max_services} services sent "
+                        "events: the types of the services past them share one budget of "
+                        f"type_limit ({guard.limit}) distinct types")
 
     def _invalid(self, exc: Exception) -> None:
         self._tally.drop("invalid_event", 1)
@@ -544,6 +564,7 @@ class Pipeline:
             "offline": self._probe.offline,
             "send_rate_limit": self._link.send_rate_limit if self._link is not None else None,
             "type_overflow": self._types.overflowed,
+            "type_audit_renamed": self._types.audit_renamed,
         }
         if self._spool is not None:
             out["spool"] = self._spool.stats()

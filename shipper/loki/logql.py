@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shipper.event import Actor, Level, normalize_actor, normalize_level
+from shipper.typelabel import AUDIT_CANCEL_TYPE, AUDIT_DELETE_TYPE
 
 __all__ = [
     "AUDIT_DELETE_TYPE",
@@ -41,10 +42,6 @@ __all__ = [
     "regex_escape",
     "stream_selector",
 ]
-
-#: The type of the audit event ``shipper delete`` logs; deletions never match it (see
-#: :func:`log_query`'s ``keep_audit``).
-AUDIT_DELETE_TYPE = "LOGS_DELETED"
 
 _REGEX_META = frozenset("\\.+*?()|[]{}^$/")
 
@@ -206,10 +203,12 @@ def _pipeline(filters: Filters) -> str:
 def log_query(filters: Filters, *, keep_audit: bool = False) -> str:
     """The log query for ``filters``: a stream selector and the pipeline stages.
 
-    ``keep_audit=True`` adds ``type!="LOGS_DELETED"``: a deletion built from this query can never
-    remove the audit events of deletions, whatever the filters say.
+    ``keep_audit=True`` adds ``type!="LOGS_DELETED", type!="LOGS_DELETE_CANCELLED"``: a deletion
+    built from this query can never remove the audit events of deletions and of their
+    cancellations, whatever the filters say.
     """
-    selector = stream_selector(filters, exclude_types=(AUDIT_DELETE_TYPE,) if keep_audit else ())
+    audit = (AUDIT_DELETE_TYPE, AUDIT_CANCEL_TYPE) if keep_audit else ()
+    selector = stream_selector(filters, exclude_types=audit)
     pipeline = _pipeline(filters)
     return f"{selector} {pipeline}" if pipeline else selector
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import re
 import types
@@ -474,8 +475,9 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
                                   "a token of at least 16 characters")
             if not _is_loopback(address[0]) and not (source.token or source.token_file):
                 raise reader.fail(f"{where}.listen", source.listen,
-                                  "a loopback address (127.0.0.1) unless token or token_file "
-                                  "is set: anyone who reaches the port could write logs")
+                                  "a loopback address (127.0.0.1, [::1] or localhost; no "
+                                  "other host name counts) unless token or token_file is "
+                                  "set: anyone who reaches the port could write logs")
         elif isinstance(source, DockerSourceConfig):
             docker += 1
             if not re.match(r"^(unix|tcp|http|https|npipe)://", source.host):
@@ -487,4 +489,15 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """An address only this machine reaches: ``127.0.0.0/8``, ``::1`` (``[::1]`` in a
+    listen value), their IPv4-mapped form, or the name ``localhost``. Any other name is not
+    loopback, whatever it looks like (``127.evil.example``): it is not resolved, since what a
+    name resolves to can change after the check."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)

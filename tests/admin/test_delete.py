@@ -87,7 +87,8 @@ def test_confirmed_deletion_is_requested_audited_and_spares_the_audit(
     assert code == 0, err
     assert "3 entries match" in err
     (request,) = fake.deletes
-    assert request["query"] == ('{service_name=~"shop", level="DEBUG", type!="LOGS_DELETED"}')
+    assert request["query"] == ('{service_name=~"shop", level="DEBUG", type!="LOGS_DELETED", '
+                                'type!="LOGS_DELETE_CANCELLED"}')
     assert request["end_time"] - request["start_time"] == 3600
     assert f"deletion requested: {request['request_id']}" in out
     ((labels, line),) = audits(fake)
@@ -141,7 +142,8 @@ def test_status_lists_requests_and_cancel_withdraws_one(
     code, out, _ = run(capsys, "delete", "--status", "--format", "json")
     (row,) = json.loads(out)
     assert code == 0 and row["status"] == "received"
-    assert row["query"] == '{service_name=~"blog", type!="LOGS_DELETED"}'
+    assert row["query"] == ('{service_name=~"blog", type!="LOGS_DELETED", '
+                            'type!="LOGS_DELETE_CANCELLED"}')
     code, out, _ = run(capsys, "delete", "--cancel", row["request_id"], "--admin-id", "a2")
     assert code == 0 and f"cancelled deletion request {row['request_id']}" in out
     assert fake.deletes == []

@@ -128,6 +128,7 @@ def test_no_filter_value_changes_the_structure_of_the_query(batch: list[Filters]
             assert re.fullmatch(pattern, f"before {f.search} after")
     for r in results[2 * n:]:  # whatever the filters, a deletion spares the audit events
         assert 'Neq:"!=" String("LOGS_DELETED"))' in r["tree"]
+        assert 'Neq:"!=" String("LOGS_DELETE_CANCELLED"))' in r["tree"]
 
 
 def test_quote_writes_every_control_character_escaped_on_one_line() -> None:
@@ -157,7 +158,7 @@ def test_filters_map_to_the_event_contract() -> None:
         'or actor_id=~"(?is).*card declined.*"')
     assert stream_selector(Filters()) == '{service_name=~".+"}'
     assert log_query(Filters(), keep_audit=True) == \
-        '{service_name=~".+", type!="LOGS_DELETED"}'
+        '{service_name=~".+", type!="LOGS_DELETED", type!="LOGS_DELETE_CANCELLED"}'
 
 
 def test_logger_matches_the_module_and_its_children_only() -> None:

@@ -143,7 +143,7 @@ def test_delete_requests_audits_and_cancels_on_a_real_loki(
     mine = next(r for r in listed if r["request_id"] == request_id)
     assert mine["status"] == "received"
     assert mine["query"] == (f'{{service_name=~"{unique_service}", level="INFO", '
-                             'type!="LOGS_DELETED"}')
+                             'type!="LOGS_DELETED", type!="LOGS_DELETE_CANCELLED"}')
 
     def audit() -> list[dict[str, Any]]:
         rows = json.loads(shipper(loki_url, tmp_path, "query", "--service", unique_service,

@@ -190,3 +190,38 @@ def test_check_runs_as_a_command(tmp_path: Path) -> None:
                           timeout=60)
     assert done.returncode == 2
     assert "sources[0].format: 'xml': expected one of auto, json, logfmt, text" in done.stderr
+
+
+@pytest.mark.parametrize("listen", [
+    "127.evil.example:3510",
+    "127.0.0.1.nip.io:3510",
+    "localhost.evil.example:3510",
+    "0.0.0.0:3510",
+    ":3510",
+    "[::]:3510",
+    "[::ffff:10.0.0.1]:3510",
+    "10.0.0.1:3510",
+    "127.1:3510",  # inet_aton's shorthand: not an address ipaddress reads, so not trusted
+    "2130706433:3510",
+])
+def test_an_http_source_not_on_a_loopback_address_needs_a_token(tmp_path: Path,
+                                                                  listen: str) -> None:
+    """The loopback check parses the address: a host name (other than localhost) is never
+    taken for loopback, whatever it starts with."""
+    path = write(tmp_path, f"sources: [{{type: http, listen: '{listen}'}}]")
+    with pytest.raises(SidecarConfigError, match=r"sources\[0\]\.listen: .*: expected a "
+                       r"loopback address .* unless token or token_file is set"):
+        load_config(path, environ={})
+    with_token = write(tmp_path, f"sources: [{{type: http, listen: '{listen}', "
+                                 "token: 0123456789abcdef-token}]")
+    assert load_config(with_token, environ={}).sources[0].listen == listen  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("listen", [
+    "127.0.0.1:3510", "127.5.6.7:3510", "localhost:3510", "LocalHost:3510", "[::1]:3510",
+    "[0:0:0:0:0:0:0:1]:3510", "[::ffff:127.0.0.1]:3510",
+])
+def test_an_http_source_on_a_loopback_address_needs_no_token(tmp_path: Path,
+                                                              listen: str) -> None:
+    path = write(tmp_path, f"sources: [{{type: http, listen: '{listen}'}}]")
+    assert load_config(path, environ={}).sources[0].listen == listen  # type: ignore[union-attr]

@@ -7,9 +7,11 @@
    ``sum(count_over_time(...))``) and the count is shown; deleting asks for confirmation unless
    ``--yes``. Nothing matched: nothing is requested (exit 1).
 3. ``POST /loki/api/v1/delete`` with that query and the range in whole seconds.
-4. An ADMIN event of type ``LOGS_DELETED`` is logged through the normal pipeline (who, the
+4. An ADMIN event of type ``LOGS_DELETED`` is logged through a pipeline of its own (who, the
    query, the range, the count, Loki's request id). It goes to the deleted service when one
    ``--service`` is given, so the Security & audit dashboard shows it beside that service.
+   That pipeline's type guard is built with ``audit=True``: the only one that writes the
+   audit types (any other source's ``LOGS_DELETED`` is shipped as ``APP_LOGS_DELETED``).
 
 Loki processes a request after ``delete_request_cancel_period`` (24h by default); until then
 ``--cancel ID`` withdraws it (also logged, as ``LOGS_DELETE_CANCELLED``).
@@ -35,11 +37,11 @@ from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.event import Actor, Level, LogEvent
 from shipper.loki.client import LokiClient, LokiError
-from shipper.loki.logql import AUDIT_DELETE_TYPE, Filters, log_query
+from shipper.loki.logql import Filters, log_query
+from shipper.typelabel import AUDIT_CANCEL_TYPE, AUDIT_DELETE_TYPE, TypeGuard
 
 __all__ = ["AUDIT_CANCEL_TYPE", "add_parser", "audit_event", "deletion_range", "log_audit"]
 
-AUDIT_CANCEL_TYPE = "LOGS_DELETE_CANCELLED"
 #: where audit events go when no single --service names the deleted logs
 DEFAULT_AUDIT_SERVICE = "shipper-admin"
 
@@ -110,9 +112,10 @@ def audit_event(*, event_type: str, service: str, admin: str, message: str,
 
 
 def log_audit(config: ShipperConfig, event: LogEvent, timeout: float = 30.0) -> bool:
-    """Ship one audit event through the normal pipeline; True when Loki has it (or, with a
-    spool, when it is safe on disk for a later replay)."""
-    pipeline = Pipeline(config, start_replay=False)
+    """Ship one audit event through a pipeline whose type guard may write the audit types;
+    True when Loki has it (or, with a spool, when it is safe on disk for a later replay)."""
+    pipeline = Pipeline(config, start_replay=False,
+                        type_guard=TypeGuard(config.type_limit, audit=True))
     try:
         pipeline.submit(event)
         ok = pipeline.flush(timeout)

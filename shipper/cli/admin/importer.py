@@ -52,6 +52,7 @@ from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_letter_dir
 from shipper.event import DEFAULT_TYPE, OVERFLOW_TYPE, Entry, LogEvent, normalize_type
+from shipper.typelabel import is_protected_type
 
 __all__ = [
     "FIELDS",
@@ -323,9 +324,11 @@ def build_event(row: Mapping[str, Any], columns: ColumnMap, service: str, env: s
         meta.setdefault("import_id", get("id"))
     raw_type = normalize_type(get("type"))
     admitted = raw_type
-    if types is not None and raw_type not in types and raw_type != DEFAULT_TYPE:
+    if (types is not None and raw_type not in types and raw_type != DEFAULT_TYPE
+            and not is_protected_type(raw_type)):
         # the type guard's rule, decided for the whole file: its most frequent types keep
-        # their label, the rest become OTHER with the real type in metadata
+        # their label, the rest become OTHER with the real type in metadata (never a type
+        # an alert or retention rule selects on)
         admitted = OVERFLOW_TYPE
         meta.setdefault("type", raw_type)
     message = get("message")
@@ -530,8 +533,8 @@ def _index(source: Source, columns: ColumnMap, tz: dt.tzinfo, type_limit: int,
             report(float(end))
     times, rows = index.times, index.rows
     index.order = sorted(range(len(times)), key=lambda i: (times[i], rows[i]))
-    ranked = sorted((t for t in counts if t not in (DEFAULT_TYPE, OVERFLOW_TYPE)),
-                    key=lambda t: (-counts[t], t))
+    ranked = sorted((t for t in counts if t not in (DEFAULT_TYPE, OVERFLOW_TYPE)
+                     and not is_protected_type(t)), key=lambda t: (-counts[t], t))
     index.types = frozenset(ranked[:type_limit])
     return index
 
