@@ -45,12 +45,14 @@ sys.path.insert(0, str(REPO))
 
 from bench.run import _table  # noqa: E402
 from tests.support.lokicluster import (  # noqa: E402
+    GATEWAY_USER,
     Process,
     _spawn,
     _stop,
     _wait_ready,
     free_ports,
     scalable_loki,
+    with_login,
 )
 
 RAISED_LIMITS = (
@@ -86,12 +88,17 @@ def child(url: str, n: int, service: str) -> dict[str, Any]:
 
 
 def _count(query_url: str, service: str) -> int:
-    import urllib3
+    """Events of ``service`` Loki has, asked with the shipper's client (which logs in to the
+    gateway with the ``user:password@`` of ``query_url``)."""
+    from shipper.config import ShipperConfig
+    from shipper.loki.client import LokiClient
 
     query = f'sum(count_over_time({{service_name="{service}"}}[1h]))'
-    resp = urllib3.PoolManager().request("GET", f"{query_url}/loki/api/v1/query",
-                                         fields={"query": query}, timeout=60)
-    result = json.loads(resp.data)["data"]["result"]
+    client = LokiClient(ShipperConfig(url=query_url, spool=False, timeout=60))
+    try:
+        result = client.query(query)["result"]
+    finally:
+        client.close()
     return int(float(result[0]["value"][1])) if result else 0
 
 
@@ -192,10 +199,11 @@ def main() -> None:
         rows.append(_row("scalable: write target", [
             _measure(cluster.write, cluster.read, n) for _ in range(repeats)], n))
         if cluster.gateway:
+            gateway = with_login(cluster.gateway, GATEWAY_USER)  # it asks for basic auth
             rows.append(_row("scalable: via nginx gateway", [
-                _measure(cluster.gateway, cluster.gateway, n) for _ in range(repeats)], n))
+                _measure(gateway, gateway, n) for _ in range(repeats)], n))
             if sidecar:
-                sidecar_rows.append(_sidecar("scalable: via nginx gateway", cluster.gateway, n))
+                sidecar_rows.append(_sidecar("scalable: via nginx gateway", gateway, n))
         else:
             print("gateway: left out (nginx is not installed)")
     if sidecar_rows:

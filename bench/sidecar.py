@@ -106,10 +106,16 @@ class Loki:
         if self.fake is not None:
             with urllib.request.urlopen(f"{self.url}/fake/count", timeout=10) as resp:
                 return int(resp.read())
+        from shipper.config import ShipperConfig
+        from shipper.loki.client import LokiClient
+
+        # the shipper's client: it logs in with the user:password@ of LOKI_URL (a gateway)
         query = f'sum(count_over_time({{service_name="{service}"}}[1d]))'
-        params = urllib.parse.urlencode({"query": query, "time": str(time.time_ns())})
-        with urllib.request.urlopen(f"{self.url}/loki/api/v1/query?{params}", timeout=30) as r:
-            result = json.loads(r.read())["data"]["result"]
+        client = LokiClient(ShipperConfig(url=self.url, spool=False, timeout=30))
+        try:
+            result = client.query(query, time.time_ns())["result"]
+        finally:
+            client.close()
         return int(float(result[0]["value"][1])) if result else 0
 
     def close(self) -> None:
@@ -231,15 +237,19 @@ def print_profile(raw: Path) -> None:
 
 
 def _push_worker(url: str, bodies: list[bytes]) -> None:
-    import urllib3
+    from shipper.config import ShipperConfig
+    from shipper.delivery.push import PushClient
 
-    pool = urllib3.PoolManager(maxsize=1)
+    client = PushClient(ShipperConfig(url=url, spool=False))  # its headers log in, if need be
+    headers = {**client.headers, "Content-Type": "application/json"}
     for body in bodies:
         while True:
-            resp = pool.request("POST", f"{url}/loki/api/v1/push", body=body,
-                                headers={"Content-Type": "application/json"}, retries=False)
+            resp = client.transport.request("POST", client.push_url, body=body,
+                                            headers=headers, timeout=30)
             if resp.status < 300:
                 break
+            if resp.status in (401, 403):
+                raise SystemExit(f"Loki refused the push: {resp.status} {resp.text[:200]}")
             time.sleep(0.05)
 
 
@@ -324,7 +334,10 @@ def main() -> int:
         start_ms = time.time_ns() // 1_000_000 - args.lines
         size = write_lines(log, args.lines, start_ms)
         loki = Loki(url, work)
-        target = "real Loki at " + loki.url if url else "fake Loki (count only, own process)"
+        from shipper.redact import hide_url_credentials
+
+        target = ("real Loki at " + hide_url_credentials(loki.url) if url
+                  else "fake Loki (count only, own process)")
         print(f"{args.lines:,} JSON lines ({size / 1e6:.0f} MB) into {target}")
         try:
             tag = f"bench-{os.getpid()}"

@@ -16,10 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
 from shipper._units import UnitError, parse_seconds, parse_size
+from shipper.redact import hide_url_credentials
 
 __all__ = ["ENV_VARS", "ConfigError", "Encoding", "ShipperConfig", "default_spool_dir",
            "env_vars"]
@@ -96,7 +98,9 @@ class ShipperConfig:
 
     url: str | None = field(default=None, metadata={
         "env": "LOKI_URL",
-        "help": "Loki base URL (`http://loki:3100`) or full push URL; unset: the spool only",
+        "help": "Loki base URL (`http://loki:3100`) or full push URL; unset: the spool only. "
+                "A `user:password@` in it is sent as basic auth, like `username` and "
+                "`password`, and never shown",
         "default_doc": "none: spool only"})
     service: str = field(default="unknown_service", metadata={
         "help": "the `service_name` label: the app's name"})
@@ -189,10 +193,8 @@ class ShipperConfig:
             url = str(self.url).strip()
             if not url:
                 set_(self, "url", None)
-            elif not re.match(r"^https?://[^/\s]+", url):
-                raise ConfigError(f"url: expected http(s)://host[:port][/path], got {self.url!r}")
             else:
-                set_(self, "url", url)
+                self._take_url(url)
         if self.encoding not in get_args(Encoding):
             raise ConfigError(
                 f"encoding: expected one of {', '.join(get_args(Encoding))}, got {self.encoding!r}"
@@ -216,6 +218,38 @@ class ShipperConfig:
                 raise ConfigError(f"{name}: must be a positive duration, got {getattr(self, name)}")
         if self.retry_budget < 0 or self.shutdown_timeout < 0:
             raise ConfigError("retry_budget and shutdown_timeout must not be negative")
+
+    def _take_url(self, url: str) -> None:
+        """Check ``url``; a ``user:password@`` in it becomes ``username`` and ``password`` (sent
+        as basic auth, as LOKI_USERNAME / LOKI_PASSWORD are) and leaves the URL, so the URL
+        the config holds, and every message that shows it, carries no credential."""
+        if not re.match(r"^https?://[^/\s]+", url):
+            shown = (repr(hide_url_credentials(url)) if "://" in url
+                     else "a value without http:// or https://")
+            raise ConfigError(f"url: expected http(s)://host[:port][/path], got {shown}")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError when the port is not a number
+        except ValueError:
+            # not shown: a careless password (with a /) is what makes such a URL invalid
+            raise ConfigError(
+                "url: not a valid URL (a port that is not a number, or unbalanced [ ]); "
+                "characters such as / ? # @ in a password must be percent-encoded "
+                "(%2F %3F %23 %40)") from None
+        userinfo, at, host = parts.netloc.rpartition("@")
+        if not at:
+            object.__setattr__(self, "url", url)
+            return
+        user, colon, password = (unquote(p) for p in userinfo.partition(":"))
+        if not (user and colon and password):
+            raise ConfigError("url: credentials in a URL need a user and a password "
+                              "(http://user:password@host); or set username and password")
+        if self.username or self.bearer_token:
+            raise ConfigError("url: it carries credentials (user:password@) and username or "
+                              "bearer_token is set too: give them one way")
+        object.__setattr__(self, "url", urlunsplit(parts._replace(netloc=host)))
+        object.__setattr__(self, "username", user)
+        object.__setattr__(self, "password", password)
 
     # ------------------------------------------------------------------ building
 

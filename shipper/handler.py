@@ -46,7 +46,7 @@ from shipper.event import (
     stream_labels,
     structured_metadata,
 )
-from shipper.redact import CLEAN_GROUP, Redactor
+from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
 from shipper.typelabel import keep_original_type
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
@@ -435,7 +435,7 @@ class LokiHandler(logging.Handler):
         return self._pipeline
 
     def __repr__(self) -> str:
-        target = self.config.url or "spool only"
+        target = hide_url_credentials(self.config.url or "spool only")
         level = logging.getLevelName(self.level)
         return f"<LokiHandler {self.config.service} -> {target} ({level})>"
 

@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_REDACT_KEYS",
     "MASK",
     "Redactor",
+    "hide_url_credentials",
     "redact_text",
     "redact_value",
 ]
@@ -97,9 +98,9 @@ _BEARER = re.compile(
     re.IGNORECASE,
 )
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*")
-_URL_PASSWORD = re.compile(
-    r"(?<![A-Za-z0-9+.\-])([A-Za-z][A-Za-z0-9+.\-]*://[^\s/:@]*:)([^\s/@]+)@"
-)
+#: ``scheme://userinfo@`` of a URL in text: the userinfo runs to the last ``@`` before the first
+#: ``/`` or blank, so a password with an unencoded ``@``, ``?`` or ``#`` is still all of it
+_URL_USERINFO = re.compile(r"(?<![A-Za-z0-9+.\-])([A-Za-z][A-Za-z0-9+.\-]*://)([^\s/]*)@")
 _PEM_KEY = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
 )
@@ -435,7 +436,7 @@ class Redactor:
         if "eyJ" in out:
             out = _JWT.sub(MASK, out)
         if "://" in out:
-            out = _URL_PASSWORD.sub(r"\1" + MASK + "@", out)
+            out = _URL_USERINFO.sub(_mask_url_password, out)
         if "PRIVATE KEY-----" in out:
             out = _PEM_KEY.sub(MASK, out)
         if len(out) >= 13 and _may_hold_card(out):
@@ -500,6 +501,22 @@ CLEAN_GROUP = 64
 
 #: the redactor of the module-level functions (default keys; made here: it has no side effects)
 _DEFAULT = Redactor()
+
+
+def _mask_url_password(match: re.Match[str]) -> str:
+    user, colon, _ = match.group(2).partition(":")
+    return f"{match.group(1)}{user}:{MASK}@" if colon else match.group(0)
+
+
+def hide_url_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` (or ``token@``) of every URL in it removed:
+    ``http://shipper:s3cret@loki:3100/x`` becomes ``http://loki:3100/x``.
+
+    Whatever shows a URL (a start line, ``--check``, ``doctor``, an error message) shows it
+    through this, so a credential given in a URL is never printed or logged. Never raises."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _URL_USERINFO.sub(r"\1", text)
 
 
 def redact_text(text: str) -> str:

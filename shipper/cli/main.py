@@ -150,7 +150,7 @@ def _retention_check(args: argparse.Namespace) -> int:
         return 2
     try:
         policy = RetentionPolicy.load(resolve_retention_file(args.file))
-        rows = check_url(policy, config.url, timeout=config.timeout)
+        rows = check_url(policy, config)  # its credentials too (a user:password@ of --url)
     except RetentionError as exc:
         return _retention_failed(args, exc)
     if resolve_format(args) == "json":
@@ -270,6 +270,7 @@ def _spool_status(args: argparse.Namespace) -> int:
 def _spool_push(args: argparse.Namespace) -> int:
     from shipper.config import ConfigError, ShipperConfig
     from shipper.delivery.pipeline import Pipeline
+    from shipper.redact import hide_url_credentials
 
     try:
         config = ShipperConfig.load(url=args.url, spool_dir=str(_spool_dir(args)), spool=True,
@@ -286,7 +287,7 @@ def _spool_push(args: argparse.Namespace) -> int:
     finally:
         stats = pipeline.stats()
         pipeline.close(0)
-    print(f"replayed {stats['replayed']} events to {config.url}; "
+    print(f"replayed {stats['replayed']} events to {hide_url_credentials(config.url)}; "
           f"refused {stats['refused_total']}, dropped {stats['dropped_total']}")
     if not done:
         print("shipper spool push: Loki did not accept everything; what is left stays in the "

@@ -30,6 +30,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 from urllib.parse import urlencode, urlsplit
 
@@ -43,10 +44,12 @@ from shipper.config import ConfigError, ShipperConfig
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import regex_escape
+from shipper.redact import hide_url_credentials
 
 __all__ = [
     "QUERIES",
     "SEVERITIES",
+    "WEBHOOK_ENV",
     "Digest",
     "FiredAlert",
     "GrafanaAlerts",
@@ -59,6 +62,7 @@ __all__ = [
     "render_slack",
     "render_text",
     "run_report",
+    "slack_webhook",
 ]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -67,6 +71,8 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 _TOP = 10
 _SLOWEST = 5
+#: a webhook URL is about 80 bytes; a file much larger is not one
+_WEBHOOK_MAX_BYTES = 4096
 
 
 class ReportError(Exception):
@@ -235,12 +241,13 @@ class GrafanaAlerts:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ReportError(f"--grafana-url: expected http(s)://host[:port][/path], "
-                              f"got {url!r}")
+                              f"got {hide_url_credentials(url)!r}")
         if not token:
             raise ReportError("a Grafana URL needs a token (--grafana-token or "
                               "SHIPPER_GRAFANA_TOKEN): a service account token with the Viewer "
                               "role")
-        self.url = url.rstrip("/")
+        # the token authenticates; a user:password@ in the URL is never sent nor shown
+        self.url = hide_url_credentials(url).rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
                          "User-Agent": f"shipper/{__version__}"}
         self._transport = transport or Urllib3Transport()
@@ -413,22 +420,29 @@ def post_to_slack(url: str, payload: Mapping[str, Any], *, transport: Transport 
                   timeout: float = 30.0) -> None:
     """POST ``payload`` to a Slack incoming webhook; anything but 200 raises
     :class:`ReportError` with Slack's answer (``invalid_payload``, ``no_service``, ...)."""
-    parts = urlsplit(url)
+    # the webhook's path is its secret: messages name its host only
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unbalanced [ ]
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ReportError(f"--slack-webhook: expected an https:// incoming-webhook URL, "
-                          f"got {url!r}")
+        raise ReportError("the Slack webhook is not an http(s):// incoming-webhook URL (it "
+                          "should look like https://hooks.slack.com/services/...)")
+    shown = hide_url_credentials(url)
+    host = urlsplit(shown).netloc
     own = transport is None
     transport = transport or Urllib3Transport()
     try:
         resp = transport.request("POST", url, headers={"Content-Type": "application/json"},
                                  body=json.dumps(payload).encode(), timeout=timeout)
     except TransportError as exc:
-        raise ReportError(f"Slack webhook at {parts.netloc}: {exc}") from exc
+        reason = str(exc).replace(shown, f"{parts.scheme}://{host}/...")
+        raise ReportError(f"Slack webhook at {host}: {reason}") from exc
     finally:
         if own:
             transport.close()
     if resp.status != 200:
-        raise ReportError(f"Slack webhook at {parts.netloc} answered {resp.status}: "
+        raise ReportError(f"Slack webhook at {host} answered {resp.status}: "
                           f"{resp.text.strip()[:200]}")
 
 
@@ -490,7 +504,7 @@ def _make(opts: _Options, out: TextIO, err: TextIO, transport: Transport | None)
             err.write(f"shipper report: {exc}\n")
             code = 1
     elif opts.slack_webhook is not None:
-        err.write("shipper report: --slack-webhook is empty: not posted\n")
+        err.write("shipper report: the Slack webhook is empty: not posted\n")
     return code
 
 
@@ -560,7 +574,12 @@ def add_parser(sub: Subparsers) -> None:
                         help="only this service_name (repeatable; default every service)")
     report.add_argument("--url", help="Loki base URL (default $LOKI_URL)")
     report.add_argument("--slack-webhook", metavar="URL",
-                        help="also post the digest to this Slack incoming webhook")
+                        help="also post the digest to this Slack incoming webhook; prefer "
+                             "$SHIPPER_SLACK_WEBHOOK_URL or --slack-webhook-file: a command "
+                             "line is visible to every user of the machine (ps)")
+    report.add_argument("--slack-webhook-file", metavar="FILE",
+                        help="read the webhook from this file (a Docker or Kubernetes secret); "
+                             "default: $SHIPPER_SLACK_WEBHOOK_URL")
     report.add_argument("--grafana-url", default=os.environ.get("SHIPPER_GRAFANA_URL") or None,
                         metavar="URL",
                         help="Grafana, for the alerts that fired (default $SHIPPER_GRAFANA_URL)")
@@ -578,8 +597,51 @@ def add_parser(sub: Subparsers) -> None:
     report.set_defaults(handler=_report)
 
 
+#: where the digest's webhook comes from when no option names it
+WEBHOOK_ENV = "SHIPPER_SLACK_WEBHOOK_URL"
+
+
+def slack_webhook(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """The Slack webhook: ``--slack-webhook``, else the first line of
+    ``--slack-webhook-file``, else :data:`WEBHOOK_ENV`; None when none is given, "" when the
+    one given is empty (printed, not posted). Raises :class:`ReportError` naming the option,
+    never showing the webhook (its path is its secret)."""
+    if args.slack_webhook is not None and args.slack_webhook_file is not None:
+        raise ReportError("--slack-webhook and --slack-webhook-file: give one")
+    if args.slack_webhook is not None:
+        return str(args.slack_webhook).strip()
+    if args.slack_webhook_file is not None:
+        path = Path(args.slack_webhook_file)
+        try:
+            with path.open("rb") as file:
+                head = file.read(_WEBHOOK_MAX_BYTES + 1)
+        except OSError as exc:
+            raise ReportError(f"--slack-webhook-file {path}: cannot read it "
+                              f"({exc.strerror or exc})") from None
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReportError(f"--slack-webhook-file {path}: not UTF-8 text") from None
+        lines = text.strip().splitlines()
+        if len(head) > _WEBHOOK_MAX_BYTES or len(lines) > 1:
+            raise ReportError(f"--slack-webhook-file {path}: expected one line, the webhook "
+                              "URL")
+        if not lines:
+            raise ReportError(f"--slack-webhook-file {path}: the file is empty")
+        return lines[0].strip()
+    value = environ.get(WEBHOOK_ENV)
+    return None if value is None else value.strip()
+
+
 def _report(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        webhook = slack_webhook(args, os.environ)
+    except ReportError as exc:
+        sys.stderr.write(f"shipper report: {exc}\n")
+        return 2
     opts = _Options(span_s=args.since, services=tuple(args.service), loki_url=args.url,
-                    slack_webhook=args.slack_webhook, grafana_url=args.grafana_url,
+                    slack_webhook=webhook, grafana_url=args.grafana_url,
                     grafana_token=args.grafana_token, as_json=resolve_format(args) == "json")
     return run_report(opts, daily_at=args.daily_at)

@@ -31,6 +31,7 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def _sidecar(args: argparse.Namespace) -> int:
+    from shipper.redact import hide_url_credentials
     from shipper.sidecar.config import SidecarConfigError, load_config
 
     try:
@@ -43,7 +44,8 @@ def _sidecar(args: argparse.Namespace) -> int:
         listing = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
         workers = f"; {config.workers} worker processes" if config.workers > 1 else ""
         print(f"{args.config}: ok: {listing} source{'s' if len(config.sources) > 1 else ''}; "
-              f"service {config.loki.service}; Loki {config.loki.url or '(none: spool only)'}"
+              f"service {config.loki.service}; "
+              f"Loki {hide_url_credentials(config.loki.url or '(none: spool only)')}"
               f"{workers}")
         return 0
     from shipper.sidecar.runner import run

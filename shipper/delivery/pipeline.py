@@ -48,7 +48,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
 
 from shipper.config import ShipperConfig
 from shipper.delivery import registry
@@ -65,7 +64,7 @@ from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_let
 from shipper.delivery.tally import Reporter, Tally
 from shipper.delivery.transport import Transport
 from shipper.event import Entry, LogEvent, TypeGuard, to_entry
-from shipper.redact import CLEAN_GROUP, Redactor
+from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
 
 __all__ = ["ITEM_OVERHEAD", "TAKE_RATIO", "Pipeline"]
 
@@ -508,7 +507,7 @@ class Pipeline:
         if not left:
             return
         directory = spool.directory
-        url = _without_credentials(self.config.url) if self.config.url else "URL"
+        url = hide_url_credentials(self.config.url) if self.config.url else "URL"
         noun = "event is" if left == 1 else "events are"
         self.say(
             "spool", f"{left} {noun} left in the spool at {directory}; push them to Loki with: "
@@ -583,12 +582,6 @@ def _item_size(item: Any) -> int:
     """What a queued item is counted for: its message plus :data:`ITEM_OVERHEAD`."""
     message = getattr(item, "message", None)
     return (len(message) if isinstance(message, str) else 128) + ITEM_OVERHEAD
-
-
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _quote(path: Path) -> str:

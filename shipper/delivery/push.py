@@ -10,6 +10,8 @@ contract files):
   int64, labels Loki cannot parse): nothing was stored, so the batch is split in halves until
   the entries Loki refuses stand alone, and the rest is stored.
 * 429, 5xx, no answer → retry later (honouring ``Retry-After``).
+* 401, 403 → the credentials were refused and nothing was stored: kept like a Loki that is
+  away (the spool), never dropped as refused.
 * 500 with gRPC ``ResourceExhausted`` "message larger than max", or 413 → too large: split.
 
 Retry timing lives in the pipeline. Reading Loki (queries, deletion, ``/config``) is
@@ -400,7 +402,8 @@ class PushOutcome:
     retry_after: float | None = None
     #: refused pushes: a stable reason for the counters (``too_old``, ``line_too_long``, ...)
     reason: str = ""
-    #: retry: no HTTP answer at all (connection refused or reset, DNS, TLS, timeout)
+    #: retry: Loki cannot be used now: no HTTP answer at all (connection refused or reset, DNS,
+    #: TLS, timeout), or the credentials refused (401, 403)
     unreachable: bool = False
     #: refused: which entries of this request Loki refused (indices into the request), read
     #: from its answer (:func:`refused_entries`), or the one entry a split isolated
@@ -491,6 +494,13 @@ class PushClient:
             return PushOutcome("too_large", count, status, message)
         if status == 429 or status >= 500 or status == 408:
             return PushOutcome("retry", count, status, message, _retry_after(resp.headers))
+        if status in (401, 403):
+            # nothing of the request was stored: keep the events (the spool) until the
+            # credentials are right, as while Loki is away
+            return PushOutcome("retry", count, status, (
+                f"Loki refused the credentials ({status}: {one_line(message, 200)}): check "
+                "LOKI_USERNAME/LOKI_PASSWORD, LOKI_BEARER_TOKEN and LOKI_TENANT"),
+                unreachable=True)
         if status == 404:
             message += not_served_hint(PUSH_PATH)[0]
         return PushOutcome("refused", count, status, message,

@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import urllib3
 
+from shipper.redact import hide_url_credentials
+
 __all__ = ["HttpResponse", "Transport", "TransportError", "Urllib3Transport"]
 
 
@@ -35,6 +37,12 @@ class TransportError(Exception):
     def __init__(self, message: str, *, timeout: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+def _error(message: str, *, timeout: bool = False) -> TransportError:
+    """A :class:`TransportError` whose message shows no credential of a URL (the request's, or
+    one urllib3 quotes)."""
+    return TransportError(hide_url_credentials(message), timeout=timeout)
 
 
 @runtime_checkable
@@ -101,16 +109,14 @@ class Urllib3Transport:
                 preload_content=True,
             )
         except urllib3.exceptions.NewConnectionError as exc:  # refused, DNS: not a timeout
-            raise TransportError(f"{method} {url}: cannot connect: {exc}") from exc
+            raise _error(f"{method} {url}: cannot connect: {exc}") from exc
         except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
-            raise TransportError(
-                f"{method} {url}: timed out after {timeout:g}s", timeout=True
-            ) from exc
+            raise _error(f"{method} {url}: timed out after {timeout:g}s", timeout=True) from exc
         except urllib3.exceptions.HTTPError as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise TransportError(f"{method} {url}: {reason}") from exc
+            raise _error(f"{method} {url}: {reason}") from exc
         except OSError as exc:
-            raise TransportError(f"{method} {url}: {exc}") from exc
+            raise _error(f"{method} {url}: {exc}") from exc
         return HttpResponse(
             status=resp.status,
             body=resp.data or b"",

@@ -31,6 +31,7 @@ import yaml
 
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.config import ConfigError, ShipperConfig
+from shipper.redact import hide_url_credentials
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
@@ -150,7 +151,9 @@ class DockerSourceConfig(_ParsedSourceConfig):
     type: Literal["docker"] = field(default="docker", metadata=_help(
         "docker: follow container logs"))
     host: str = field(default="unix:///var/run/docker.sock", metadata=_help(
-        "Docker Engine API address (unix:///path or tcp://host:port)"))
+        "Docker Engine API address (unix:///path or tcp://host:port); access to it is root "
+        "on the host, read-only mount or not: prefer a proxy that allows only reading "
+        "containers (docs/sidecar.md)"))
     labels: Mapping[str, str] = field(default_factory=lambda: {"shipper.enable": "true"},
                                       metadata=_help(
         "follow containers carrying all these labels ({} follows every container)"))
@@ -227,7 +230,7 @@ class _Reader:
         self.environ = environ
 
     def fail(self, key: str, value: object, expected: str) -> SidecarConfigError:
-        shown = "(missing)" if value is _MISSING else repr(value)
+        shown = "(missing)" if value is _MISSING else hide_url_credentials(repr(value))
         return SidecarConfigError(f"{self.file}: {key}: {shown}: expected {expected}")
 
     def expand(self, key: str, value: object) -> object:

@@ -34,6 +34,7 @@ from typing import Any
 
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.transport import Transport
+from shipper.redact import hide_url_credentials
 from shipper.sidecar.config import FileSourceConfig, SidecarConfig
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore
 from shipper.sidecar.pressure import QueueGauge, ReadAhead
@@ -163,7 +164,8 @@ class Sidecar:
         ops = f"; /healthz and /metrics on {self._ops.server.url}" if self._ops else ""
         workers = (f"; files parsed and shipped by {self.config.workers} worker processes"
                    if self._pool is not None else "")
-        return f"started: {'; '.join(parts)}; shipping to {loki}{workers}{ops}"
+        line = f"started: {'; '.join(parts)}; shipping to {loki}{workers}{ops}"
+        return hide_url_credentials(line)
 
     def stats(self) -> dict[str, Any]:
         """The pipeline's :meth:`~shipper.delivery.pipeline.Pipeline.stats`, with the counters of

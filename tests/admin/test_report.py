@@ -45,7 +45,7 @@ from shipper.cli.report import (
     run_report,
 )
 from tests.support import _grafana as g
-from tests.support.fakeloki import FakeLoki
+from tests.support.fakeloki import FakeLoki, free_port
 
 _DATA = Path(__file__).resolve().parents[1] / "support" / "data"
 RECORDED = json.loads((_DATA / "report_loki_answers.json").read_text(encoding="utf-8"))
@@ -414,6 +414,105 @@ def test_a_refused_slack_post_still_prints_and_exits_1(
     assert "answered 404: no_service" in err.getvalue()
 
 
+HOOK_SECRET = "T0ABC/B0DEF/hooksecret42"
+
+
+@pytest.fixture
+def hook(server: _Server) -> str:
+    server.routes[f"POST /services/{HOOK_SECRET}"] = (200, "ok")
+    return f"{server.url}/services/{HOOK_SECRET}"
+
+
+def _digest_to_slack(argv: list[str], loki: FakeLoki, server: _Server,
+                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                     env: str | None = None) -> tuple[int, bool, str]:
+    """``shipper report`` with ``argv``: exit code, whether Slack got the digest, stderr."""
+    monkeypatch.delenv("SHIPPER_SLACK_WEBHOOK_URL", raising=False)
+    if env is not None:
+        monkeypatch.setenv("SHIPPER_SLACK_WEBHOOK_URL", env)
+    code = main(["report", "--url", loki.url, "--since", "1h", "--service", SERVICE, *argv])
+    posted = any(r[1] == f"/services/{HOOK_SECRET}" for r in server.requests)
+    return code, posted, capsys.readouterr().err
+
+
+def test_the_webhook_comes_from_the_environment(
+        loki: FakeLoki, server: _Server, hook: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert _digest_to_slack([], loki, server, monkeypatch, capsys, env=hook)[:2] == (0, True)
+
+
+def test_the_webhook_comes_from_a_file(
+        loki: FakeLoki, server: _Server, hook: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    secret = tmp_path / "slack-webhook"
+    secret.write_text(hook + "\n")
+    code, posted, _ = _digest_to_slack(["--slack-webhook-file", str(secret)], loki, server,
+                                       monkeypatch, capsys, env="https://ignored.invalid/x")
+    assert (code, posted) == (0, True)
+
+
+def test_the_webhook_on_the_command_line_still_works(
+        loki: FakeLoki, server: _Server, hook: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, posted, _ = _digest_to_slack(["--slack-webhook", hook], loki, server, monkeypatch,
+                                       capsys)
+    assert (code, posted) == (0, True)
+
+
+def test_an_empty_webhook_in_the_environment_prints_without_posting(
+        loki: FakeLoki, server: _Server, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, posted, err = _digest_to_slack([], loki, server, monkeypatch, capsys, env="")
+    assert (code, posted) == (0, False)
+    assert "the Slack webhook is empty: not posted" in err
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (None, "cannot read it"),
+    ("", "the file is empty"),
+    (f"https://hooks.example/services/{HOOK_SECRET}\nsecond line", "expected one line"),
+    ("x" * 5000, "expected one line"),
+    (b"\xff\xfe" + HOOK_SECRET.encode(), "not UTF-8 text"),
+])
+def test_a_bad_webhook_file_exits_2_naming_the_file_never_its_content(
+        loki: FakeLoki, server: _Server, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, content: str | bytes | None,
+        problem: str) -> None:
+    secret = tmp_path / "slack-webhook"
+    if isinstance(content, bytes):
+        secret.write_bytes(content)
+    elif content is not None:
+        secret.write_text(content)
+    code, posted, err = _digest_to_slack(["--slack-webhook-file", str(secret)], loki, server,
+                                         monkeypatch, capsys)
+    assert (code, posted) == (2, False)
+    assert f"--slack-webhook-file {secret}: {problem}" in err
+    assert HOOK_SECRET not in err
+
+
+def test_the_webhook_given_two_ways_is_refused(
+        loki: FakeLoki, server: _Server, hook: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    secret = tmp_path / "slack-webhook"
+    secret.write_text(hook)
+    code, posted, err = _digest_to_slack(
+        ["--slack-webhook", hook, "--slack-webhook-file", str(secret)], loki, server,
+        monkeypatch, capsys)
+    assert (code, posted) == (2, False)
+    assert "give one" in err and HOOK_SECRET not in err
+
+
+@pytest.mark.parametrize("webhook", [
+    f"hooks.slack.com/services/{HOOK_SECRET}",  # no scheme
+    f"https://127.0.0.1:{free_port()}/services/{HOOK_SECRET}",  # nothing listens
+    f"https://[::1/services/{HOOK_SECRET}",  # not a URL
+])
+def test_slack_errors_name_the_webhooks_host_never_its_path(webhook: str) -> None:
+    with pytest.raises(ReportError) as info:
+        post_to_slack(webhook, {"text": "hi"}, timeout=2)
+    assert HOOK_SECRET not in str(info.value)
+
+
 # ----------------------------------------------------------------------- the daily schedule
 
 
@@ -514,9 +613,14 @@ def test_compose_runs_the_digest_daily_against_loki_and_grafana() -> None:
     argv = [re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", a) for a in digest["command"]]
     args = _parses(argv)
     assert args.command == "report" and args.daily_at == (8, 0) and args.since == 86400
-    assert args.slack_webhook == ""  # empty: printed, not posted
+    # the webhook is a secret: by environment, never on the command line (ps shows it)
+    assert (args.slack_webhook, args.slack_webhook_file) == (None, None)
+    assert not any("WEBHOOK" in a for a in digest["command"])
+    assert env["SHIPPER_SLACK_WEBHOOK_URL"] == "${DIGEST_SLACK_WEBHOOK_URL:-}"
     # the docs show the same service
-    assert '"--daily-at", "${DIGEST_AT:-08:00}"' in DOCS.read_text(encoding="utf-8")
+    docs = DOCS.read_text(encoding="utf-8")
+    assert '"--daily-at", "${DIGEST_AT:-08:00}"' in docs
+    assert "SHIPPER_SLACK_WEBHOOK_URL: ${DIGEST_SLACK_WEBHOOK_URL:-}" in docs
 
 
 def test_the_documented_cronjob_runs_a_valid_report_daily() -> None:
@@ -528,9 +632,11 @@ def test_the_documented_cronjob_runs_a_valid_report_daily() -> None:
     assert job["apiVersion"] == "batch/v1" and job["spec"]["schedule"] == "0 8 * * *"
     pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {e["name"] for e in container["env"]}
-    assert {"LOKI_URL", "SHIPPER_GRAFANA_URL", "SHIPPER_GRAFANA_TOKEN",
-            "DIGEST_SLACK_WEBHOOK_URL"} <= env
+    env = {e["name"]: e for e in container["env"]}
+    assert {"LOKI_URL", "LOKI_USERNAME", "LOKI_PASSWORD", "SHIPPER_GRAFANA_URL",
+            "SHIPPER_GRAFANA_TOKEN", "SHIPPER_SLACK_WEBHOOK_URL"} <= set(env)
+    for secret in ("LOKI_PASSWORD", "SHIPPER_GRAFANA_TOKEN", "SHIPPER_SLACK_WEBHOOK_URL"):
+        assert "secretKeyRef" in env[secret]["valueFrom"], secret
     args = _parses(container["args"])
     assert args.command == "report" and args.since == 86400 and args.daily_at is None
-    assert args.slack_webhook == "$(DIGEST_SLACK_WEBHOOK_URL)"
+    assert (args.slack_webhook, args.slack_webhook_file) == (None, None)

@@ -1,13 +1,18 @@
-"""docker-compose.yml, Dockerfile, .dockerignore and .env.example, checked as files.
+"""docker-compose.yml, Dockerfile, .dockerignore, .env.example and README's first command,
+checked as files.
 
 No Docker engine here: these tests read the files (PyYAML) and hold them to what the stack needs
 to start: pinned images, Loki's config and health, Grafana without a default password and with
-the directories its provisioning expects, every variable documented.
+the directories its provisioning expects, every variable documented, no usable secret in
+.env.example, and README's first command writing every password (run with a stand-in docker).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +21,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
+SCALE_COMPOSE = REPO / "docker-compose.scale.yml"
+README = REPO / "README.md"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -184,14 +191,111 @@ def test_every_compose_variable_is_documented_in_env_example(
     assert used, "compose reads no variable?"
     missing = sorted(set(used) - set(env_example))
     assert not missing, f"used in docker-compose.yml but not in .env.example: {missing}"
-    # `docker compose --env-file .env.example config` must work: required ones have values
-    for name, op in used.items():
-        if op in (":?", "?"):
-            assert env_example[name], f"{name} is required; give .env.example a placeholder"
     example_text = ENV_EXAMPLE.read_text(encoding="utf-8")
     for name in env_example:
         block = example_text.split(f"\n{name}=")[0].rstrip().splitlines()
         assert block and block[-1].startswith("#"), f"{name} in .env.example has no comment"
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+#: names of .env.example's secrets: whoever holds one logs in, or posts to a channel
+_SECRET_NAME = re.compile(r"PASSWORD$|TOKEN$|WEBHOOK_URL$")
+
+
+def refused_by(compose_text: str, env: dict[str, str]) -> list[str]:
+    """The required variables (``${VAR:?...}``, ``${VAR?...}``) compose would refuse to start
+    without, given ``env`` (what an env file sets): ``:?`` refuses unset or empty, ``?``
+    unset only."""
+    refused = []
+    for match in _COMPOSE_VAR.finditer(compose_text.replace("$$", "")):
+        name, op = match.group(1), match.group(2)
+        if (op == ":?" and not env.get(name)) or (op == "?" and name not in env):
+            refused.append(name)
+    return sorted(set(refused))
+
+
+def test_env_example_holds_no_usable_secret(env_example: dict[str, str]) -> None:
+    secrets = {name: value for name, value in env_example.items() if _SECRET_NAME.search(name)}
+    assert {"GRAFANA_ADMIN_PASSWORD", "MINIO_ROOT_PASSWORD", "LOKI_GATEWAY_PASSWORD",
+            "LOKI_GATEWAY_ADMIN_PASSWORD"} <= set(secrets)
+    assert {name: value for name, value in secrets.items() if value} == {}
+
+
+@pytest.mark.parametrize(("path", "passwords"), [
+    (COMPOSE, {"GRAFANA_ADMIN_PASSWORD"}),
+    (SCALE_COMPOSE, {"GRAFANA_ADMIN_PASSWORD", "MINIO_ROOT_PASSWORD", "LOKI_GATEWAY_PASSWORD",
+                     "LOKI_GATEWAY_ADMIN_PASSWORD"}),
+])
+def test_compose_refuses_to_start_on_env_example_alone(
+        path: Path, passwords: set[str], env_example: dict[str, str]) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert set(refused_by(text, env_example)) == passwords
+    # each one is required wherever the file reads it: no use of it falls back to a default
+    for name in passwords:
+        ops = {m.group(2) for m in _COMPOSE_VAR.finditer(text) if m.group(1) == name}
+        assert ops == {":?"}, f"{path.name}: {name} is read with {ops}"
+
+
+def _first_command() -> str:
+    """The first command line of README's first ```bash block (comments skipped)."""
+    block = README.read_text(encoding="utf-8").split("```bash\n", 1)[1].split("```", 1)[0]
+    return next(line for line in block.splitlines() if line.strip()
+                and not line.lstrip().startswith("#"))
+
+
+def _run_first_command(where: Path) -> tuple[dict[str, str], list[str]]:
+    """README's first command in ``where`` (holding a copy of .env.example), with a stand-in
+    ``docker`` that records its arguments: the .env written, and docker's argument lists."""
+    bin_dir = where / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    docker = bin_dir / "docker"
+    docker.write_text('#!/bin/sh\necho "$*" >> "$DOCKER_CALLS"\n')
+    docker.chmod(0o755)
+    shutil.copyfile(ENV_EXAMPLE, where / ".env.example")
+    calls = where / "docker-calls"
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "DOCKER_CALLS": str(calls),
+           "HOME": str(where)}
+    done = subprocess.run(["bash", "-c", _first_command()], cwd=where, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    values = {}
+    for line in (where / ".env").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            values[name] = value.strip("'\"")
+    return values, calls.read_text(encoding="utf-8").splitlines()
+
+
+def test_readme_first_command_writes_every_password_and_starts_the_stack(
+        tmp_path: Path, env_example: dict[str, str]) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: README's first command uses it")
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    written, calls = _run_first_command(first)
+    assert calls == ["compose up -d --build"]
+    # .env is .env.example, comments and all, with a value in each empty password line
+    example = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    env_lines = (first / ".env").read_text(encoding="utf-8").splitlines()
+    assert len(env_lines) == len(example)
+    assert [a for a, b in zip(env_lines, example, strict=True) if a != b] == [
+        line for line in env_lines if re.match(r"^[A-Z_]+_PASSWORD=.", line)]
+    passwords = {n: v for n, v in written.items() if n.endswith("_PASSWORD")}
+    assert set(passwords) == {n for n in env_example if n.endswith("_PASSWORD")}
+    assert all(re.fullmatch(r"[0-9a-f]{32}", v) for v in passwords.values()), passwords
+    assert len(set(passwords.values())) == len(passwords), "each password its own"
+    # both compose files start on it
+    for path in (COMPOSE, SCALE_COMPOSE):
+        assert refused_by(path.read_text(encoding="utf-8"), written) == [], path.name
+    # random: another checkout gets other passwords
+    other, _ = _run_first_command(second)
+    assert not set(passwords.values()) & {other[n] for n in passwords}
+    # run again, it keeps .env (Grafana keeps the admin password of its first start)
+    again, calls = _run_first_command(first)
+    assert again == written and calls[-1] == "compose up -d --build"
 
 
 def test_demo_is_built_from_the_dockerfile_and_sends_to_loki(compose: dict[str, Any]) -> None:

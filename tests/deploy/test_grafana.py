@@ -33,7 +33,8 @@ RULE_UIDS = {
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 FOLDER = "Shipper"
 #: The environment variables the provisioning files read, and nothing else.
-PROVISIONING_ENV = {"GRAFANA_LOKI_URL", "GRAFANA_TRACE_URL", "SLACK_WEBHOOK_URL"}
+PROVISIONING_ENV = {"GRAFANA_LOKI_URL", "GRAFANA_LOKI_USER", "GRAFANA_LOKI_PASSWORD",
+                    "GRAFANA_TRACE_URL", "SLACK_WEBHOOK_URL"}
 
 #: Search and actor-id texts a person could type, chosen to break a naively built query.
 ADVERSARIAL_TEXT = [
@@ -184,6 +185,16 @@ def test_datasource_has_the_fixed_uid_and_its_url_from_the_environment(
     assert datasource["access"] == "proxy"
     assert datasource["url"] == "${GRAFANA_LOKI_URL}"
     assert datasource["isDefault"] is True
+
+
+def test_datasource_logs_in_to_the_gateway_with_a_password_kept_encrypted(
+    datasource: dict[str, Any],
+) -> None:
+    assert datasource["basicAuth"] is True
+    assert datasource["basicAuthUser"] == "${GRAFANA_LOKI_USER}"
+    # secureJsonData: encrypted in Grafana's database, never sent back by its API
+    assert datasource["secureJsonData"] == {"basicAuthPassword": "${GRAFANA_LOKI_PASSWORD}"}
+    assert "basicAuthPassword" not in datasource.get("jsonData", {})
 
 
 def test_datasource_max_lines_is_within_lokis_per_query_limit(

@@ -187,3 +187,49 @@ def test_the_docs_format_examples_read_as_the_docs_say() -> None:
         assert event.timestamp_ns == 1_795_166_102_123_000_000, line
         assert event.message == ("db down" if not line[0].isdigit() else line), line
         assert "parse_error" not in event.metadata, line
+
+
+# --------------------------------------------------------------------------- the Docker API
+
+
+def _text_files() -> list[Path]:
+    found = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")),
+             *sorted(REPO.glob("docker-compose*.yml"))]
+    for folder in ("deploy", "k8s"):
+        found += sorted(p for p in (REPO / folder).rglob("*") if p.is_file())
+    return found
+
+
+def test_no_file_says_a_read_only_docker_socket_is_safe() -> None:
+    claims = re.compile(r"read-only is enough|:ro(`)? is enough|read-only (mount )?is safe",
+                        re.IGNORECASE)
+    said = [f"{p.relative_to(REPO)}:{n}" for p in _text_files()
+            for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if claims.search(line)]
+    assert said == []
+
+
+def test_the_socket_is_mounted_only_into_a_socket_proxy() -> None:
+    for path in _text_files():
+        text = path.read_text(encoding="utf-8")
+        for block in re.split(r"\n```", text) if path.suffix == ".md" else [text]:
+            if re.search(r"/var/run/docker\.sock:/", block):
+                assert "docker-socket-proxy" in block, f"{path.relative_to(REPO)} mounts the " \
+                                                        "Docker socket outside a proxy"
+
+
+def test_the_docs_say_the_docker_api_is_root_and_what_to_do_instead() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    section = text.split("### The Docker API is root on the host", 1)[1].split("\n## ", 1)[0]
+    words = " ".join(section.split())
+    assert "root on the host" in words and ":ro" in words
+    assert "docker-socket-proxy" in words and "CONTAINERS: 1" in words
+    assert "only where root is accepted" in words
+    block = section.split("```yaml", 1)[1].split("```", 1)[0]
+    compose = yaml.safe_load(block.replace("\n    ", "\n"))
+    proxy = compose["services"]["docker-api"]
+    assert proxy["environment"]["CONTAINERS"] == 1 and "POST" not in proxy["environment"]
+    assert compose["networks"]["docker-api"]["internal"] is True
+    assert "docker.sock" not in str(compose["services"]["sidecar"])
+    (host,) = [f for f in dataclasses.fields(DockerSourceConfig) if f.name == "host"]
+    assert "root on the host" in host.metadata["help"]

@@ -1,10 +1,12 @@
 """Loki in simple scalable mode, for real: moto as S3, the write, read and backend targets of
 Loki 3.7 (``LOKI_BIN``) from loki/config.scale.yaml on free loopback ports, and the nginx
-gateway from loki/gateway/nginx.conf when nginx is installed.
+gateway from loki/gateway/nginx.conf when nginx is installed, with its basic auth.
 
 The shipper's tools talk to it as users would: the handler pushes, queries go to the read path,
 ``shipper retention check`` reads /config from the backend, deletion requests go to the
-backend; a tool pointed at the wrong target gets an error naming the right one.
+backend; a tool pointed at the wrong target gets an error naming the right one. Through the
+gateway they log in (a ``user:password@`` in the URL): the client user pushes and queries, the
+admin alone deletes, and without credentials Loki is not reached.
 """
 
 from __future__ import annotations
@@ -26,8 +28,15 @@ from shipper.cli.main import main
 from shipper.config import ShipperConfig
 from shipper.loki.client import LokiClient, LokiError
 from tests.live.conftest import wait_for
+from tests.support.lokicluster import (
+    GATEWAY_ADMIN,
+    GATEWAY_USER,
+    SCALE_CONFIG,
+    ScalableLoki,
+    scalable_loki,
+    with_login,
+)
 from tests.support.lokicluster import ROOT as REPO
-from tests.support.lokicluster import SCALE_CONFIG, ScalableLoki, scalable_loki
 
 pytestmark = [pytest.mark.loki_bin, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -74,7 +83,8 @@ def _urls(cluster: ScalableLoki) -> list[tuple[str, str, str]]:
     """(name, push URL, query URL): straight to the targets, and via the gateway."""
     pairs = [("targets", cluster.write, cluster.read)]
     if cluster.gateway:
-        pairs.append(("gateway", cluster.gateway, cluster.gateway))
+        gateway = with_login(cluster.gateway, GATEWAY_USER)
+        pairs.append(("gateway", gateway, gateway))
     return pairs
 
 
@@ -97,7 +107,8 @@ def test_events_pushed_to_the_write_target_are_queried_from_the_read_target(
 
 def test_retention_check_reads_config_from_the_backend(
         cluster: ScalableLoki, capsys: pytest.CaptureFixture[str]) -> None:
-    urls = [cluster.backend] + ([cluster.gateway] if cluster.gateway else [])
+    urls = [cluster.backend] + ([with_login(cluster.gateway, GATEWAY_USER)]
+                                if cluster.gateway else [])
     for url in urls:
         assert main(["retention", "check", "--url", url, "--format", "table"]) == 0, \
             capsys.readouterr().err
@@ -114,7 +125,8 @@ def test_a_deletion_request_is_submitted_and_listed_on_the_backend(
     service = f"it-scale-delete-{uuid.uuid4().hex[:8]}"
     _ship(cluster.write, service, ["to be deleted"])
     start = int(time.time()) - 600
-    for url in [cluster.backend] + ([cluster.gateway] if cluster.gateway else []):
+    for url in [cluster.backend] + ([with_login(cluster.gateway, GATEWAY_ADMIN)]
+                                    if cluster.gateway else []):
         client = _client(url)
         request_id = client.delete(f'{{service_name="{service}"}} |= "deleted"', start)
         assert request_id
@@ -162,6 +174,34 @@ def test_the_gateway_routes_only_the_loki_api(cluster: ScalableLoki) -> None:
     assert resp.status == 404
     assert b"routes the Loki API only" in resp.data
     assert pool.request("GET", f"{cluster.gateway}/ready").status == 200
+
+
+def test_the_gateway_lets_no_one_in_without_credentials_and_only_the_admin_delete(
+        cluster: ScalableLoki) -> None:
+    if not cluster.gateway:
+        pytest.skip("nginx is not installed: the gateway was not started "
+                    "(apt-get install nginx-light)")
+    from shipper.event import Entry
+
+    entry = Entry(labels=(("service_name", "it-scale-no-auth"), ("level", "INFO")),
+                  timestamp_ns=time.time_ns(), line='{"message": "x"}', metadata=())
+    (outcome,) = _client(cluster.gateway).push([entry])
+    assert (outcome.kind, outcome.status) == ("retry", 401)  # kept for later, never dropped
+    for url in (cluster.gateway, with_login(cluster.gateway, ("shipper", "not-the-password"))):
+        with pytest.raises(LokiError) as info:
+            _client(url).labels()
+        assert info.value.status == 401
+    start = int(time.time()) - 600
+    for login in (None, GATEWAY_USER):
+        url = with_login(cluster.gateway, login) if login else cluster.gateway
+        with pytest.raises(LokiError) as info:
+            _client(url).delete('{service_name="it-scale-no-auth"}', start)
+        assert info.value.status == 401, login
+    admin = _client(with_login(cluster.gateway, GATEWAY_ADMIN))
+    assert admin.labels() is not None
+    request_id = admin.delete('{service_name="it-scale-no-auth"}', start)
+    assert request_id
+    admin.cancel_delete(request_id)
 
 
 @pytest.mark.parametrize("target", ["write", "read", "backend"])

@@ -1,6 +1,7 @@
 """A real Loki in simple scalable mode on this machine: moto as S3, the write, read and backend
 targets from loki/config.scale.yaml, and (when nginx is installed) the gateway from
-loki/gateway/nginx.conf, all on free loopback ports in one temporary directory.
+loki/gateway/nginx.conf with its user files written by loki/gateway/auth.sh, as the container
+does, all on free loopback ports in one temporary directory.
 
 Used by tests/live/test_scalable_live.py (when ``LOKI_BIN`` names a Loki binary) and by
 bench/run.py. Everything started here is stopped, and the directory removed, on exit.
@@ -28,6 +29,10 @@ import urllib3
 ROOT = Path(__file__).resolve().parents[2]
 SCALE_CONFIG = ROOT / "loki" / "config.scale.yaml"
 GATEWAY_CONF = ROOT / "loki" / "gateway" / "nginx.conf"
+GATEWAY_AUTH = ROOT / "loki" / "gateway" / "auth.sh"
+#: the gateway's two users here: (name, password) of the client (push, queries) and the admin
+GATEWAY_USER = ("shipper", "client-password-of-the-tests")
+GATEWAY_ADMIN = ("admin", "admin-password-of-the-tests")
 TARGETS = ("backend", "read", "write")
 BUCKET = "loki"
 #: measured start-up to /ready: backend ~4 s, read ~10 s, write ~17 s (the ingester waits 15 s)
@@ -74,6 +79,33 @@ def gateway_conf(write: list[str], read: list[str], backend: list[str], port: in
     return text.replace("/tmp/", f"{run_dir}/")
 
 
+def write_gateway_auth(run_dir: Path, **environ: str) -> subprocess.CompletedProcess[str]:
+    """Run loki/gateway/auth.sh as the container's entrypoint does, with the tests' users (or
+    ``environ``'s LOKI_GATEWAY_* values): the user files go where :func:`gateway_conf`'s
+    nginx.conf reads them, under ``run_dir``."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "LOKI_GATEWAY_AUTH_DIR": str(run_dir / "gateway-auth"),
+           "LOKI_GATEWAY_USER": GATEWAY_USER[0], "LOKI_GATEWAY_PASSWORD": GATEWAY_USER[1],
+           "LOKI_GATEWAY_ADMIN_USER": GATEWAY_ADMIN[0],
+           "LOKI_GATEWAY_ADMIN_PASSWORD": GATEWAY_ADMIN[1], **environ}
+    return subprocess.run(["sh", str(GATEWAY_AUTH)], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def nginx_argv(nginx: str, run_dir: Path, conf: Path) -> list[str]:
+    """nginx in the foreground with ``conf``. As root, its workers run as root too: in the
+    image they run as the user nginx, whose group auth.sh gives the user files; here there is
+    no such user, and nobody (nginx's default) could not read them."""
+    globals_ = "daemon off;" + (" user root;" if os.geteuid() == 0 else "")
+    return [nginx, "-p", str(run_dir), "-c", str(conf), "-g", globals_]
+
+
+def with_login(url: str, login: tuple[str, str]) -> str:
+    """``url`` with ``user:password@``: the shipper's clients send it as basic auth."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{login[0]}:{login[1]}@{rest}"
+
+
 @dataclass
 class Process:
     name: str
@@ -96,6 +128,7 @@ class ScalableLoki:
     dir: Path
     s3_url: str = ""
     urls: dict[str, str] = field(default_factory=dict)
+    #: the gateway's URL (it asks for basic auth: :data:`GATEWAY_USER`, :data:`GATEWAY_ADMIN`)
     gateway: str | None = None
     processes: list[Process] = field(default_factory=list)
 
@@ -228,8 +261,10 @@ def scalable_loki(loki_bin: str, *, gateway: bool = True,
                                          [cluster.read.removeprefix("http://")],
                                          [cluster.backend.removeprefix("http://")],
                                          gw_port, run_dir))
-            proc = _spawn(stack, cluster, "gateway",
-                          [nginx, "-p", str(run_dir), "-c", str(conf), "-g", "daemon off;"])
+            auth = write_gateway_auth(run_dir)
+            if auth.returncode != 0:
+                raise RuntimeError(f"loki/gateway/auth.sh failed: {auth.stderr}")
+            proc = _spawn(stack, cluster, "gateway", nginx_argv(nginx, run_dir, conf))
             proc.url = cluster.gateway = f"http://127.0.0.1:{gw_port}"
             _wait_ready(pool, [proc], "/ready", 15)
         try:

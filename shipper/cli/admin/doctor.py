@@ -31,6 +31,7 @@ from shipper.event import Actor, Level, LogEvent
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import parse_streams
+from shipper.redact import hide_url_credentials
 
 __all__ = ["DASHBOARD_UIDS", "DATASOURCE_UID", "RULE_UIDS", "Check", "add_parser",
            "run_checks"]
@@ -232,7 +233,8 @@ def check_grafana(url: str | None, token: str | None,
     if not url or not token:
         return [_skip("grafana", "SHIPPER_GRAFANA_URL and SHIPPER_GRAFANA_TOKEN (a service "
                       "account token) are not both set")]
-    base = url.rstrip("/")
+    # the token authenticates; a user:password@ in the URL is never sent nor shown
+    base = hide_url_credentials(url).rstrip("/")
     transport = transport or Urllib3Transport()
     checks: list[Check] = []
     fix_auth = "check SHIPPER_GRAFANA_TOKEN: a service account token with the Viewer role or more"

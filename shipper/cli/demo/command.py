@@ -39,7 +39,7 @@ from shipper.event import LogEvent
 from shipper.handler import LokiHandler
 from shipper.loki.client import LokiClient, LokiError, parse_config
 from shipper.loki.logql import quote
-from shipper.redact import Redactor
+from shipper.redact import Redactor, hide_url_credentials
 
 __all__ = [
     "BACKFILL_SAFETY_S",
@@ -154,7 +154,7 @@ def _prepare_backfill(opts: DemoOptions, config: ShipperConfig, err: TextIO,
         client = LokiClient(config, transport)
         try:
             max_age, chunk_age = _loki_limits(client.loki_config())
-            source = f"the Loki at {config.url}"
+            source = f"the Loki at {hide_url_credentials(config.url)}"
             # A stream accepts entries down to max_chunk_age/2 behind its newest one: history
             # can only go into streams that have been quiet that long.
             quiet = chunk_age / 2 + BACKFILL_SAFETY_S
@@ -177,7 +177,8 @@ def _prepare_backfill(opts: DemoOptions, config: ShipperConfig, err: TextIO,
                               "incident a --service of its own\n")
                 return None
         except (LokiError, ValueError) as exc:
-            err.write(f"shipper demo: could not read the limits of the Loki at {config.url} "
+            err.write("shipper demo: could not read the limits of the Loki at "
+                      f"{hide_url_credentials(config.url)} "
                       f"({exc}); assuming Loki's defaults\n")
         finally:
             client.close()
@@ -281,8 +282,9 @@ def run_demo(
             # history first: a stream takes no entries far behind its newest one
             handler.flush(opts.flush_timeout)
         if live_count != 0 and not stop.is_set():
+            target = hide_url_credentials(config.url or "the spool")
             err.write(f"shipper demo: sending {live_count if live_count is not None else 'live'}"
-                      f" events at {opts.rate:g}/s to {config.url or 'the spool'}"
+                      f" events at {opts.rate:g}/s to {target}"
                       f" as service {config.service}\n")
             if incident:
                 err.write(f"shipper demo: the incident starts {INCIDENT_START_S:.0f} s in: slow "

@@ -24,6 +24,7 @@ from shipper.cli.retention.policy import (
 from shipper.config import ConfigError, ShipperConfig
 from shipper.loki.client import LokiClient, LokiError, parse_config
 from shipper.loki.selector import Selector, SelectorError
+from shipper.redact import hide_url_credentials
 
 __all__ = ["CheckRow", "check", "check_url", "format_check_table"]
 
@@ -149,22 +150,30 @@ def format_check_table(rows: Iterable[CheckRow]) -> str:
     )
 
 
-def check_url(policy: RetentionPolicy, url: str, timeout: float = 10.0) -> list[CheckRow]:
+def check_url(policy: RetentionPolicy, url: str | ShipperConfig,
+              timeout: float = 10.0) -> list[CheckRow]:
     """:func:`check` against the Loki at ``url`` (its base URL, e.g. http://localhost:3100),
     asked through the shipper's Loki client (so ``LOKI_TENANT``, ``LOKI_USERNAME`` /
-    ``LOKI_PASSWORD``, ``LOKI_BEARER_TOKEN`` and ``LOKI_CA_BUNDLE`` apply as for pushes)."""
+    ``LOKI_PASSWORD``, ``LOKI_BEARER_TOKEN`` and ``LOKI_CA_BUNDLE`` apply as for pushes); or
+    with a loaded configuration, its URL and credentials as they are."""
+    if isinstance(url, ShipperConfig):
+        config: ShipperConfig | None = url
+        url = url.url or ""
+    else:
+        config = None
     base = url.strip().rstrip("/")
+    shown = hide_url_credentials(base)
     if not re.match(r"https?://[^/\s]+", base):
-        raise RetentionError(f"--url {url!r}: expected Loki's base URL, like http://localhost:3100")
+        raise RetentionError(f"--url {shown!r}: expected Loki's base URL, like http://localhost:3100")
     try:
-        client = LokiClient(ShipperConfig.load(url=base, timeout=timeout, spool=False))
+        client = LokiClient(config or ShipperConfig.load(url=base, timeout=timeout, spool=False))
     except ConfigError as exc:
-        raise RetentionError(f"cannot talk to Loki at {base}: {exc}") from exc
+        raise RetentionError(f"cannot talk to Loki at {shown}: {exc}") from exc
     try:
         live = client.loki_config()
     except LokiError as exc:
         if exc.kind == "unreachable":
-            raise RetentionError(f"cannot reach Loki at {base}: {exc}") from exc
+            raise RetentionError(f"cannot reach Loki at {shown}: {exc}") from exc
         raise RetentionError(str(exc)) from exc
     finally:
         client.close()
