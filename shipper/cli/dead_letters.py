@@ -11,7 +11,6 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from shipper._units import UnitError, format_seconds, format_size, format_time
 from shipper.cli.args import duration_arg
@@ -23,6 +22,7 @@ from shipper.delivery.spool.deadletters import (
     dead_letter_dir,
     dead_letter_status,
 )
+from shipper.redact import hide_url_credentials
 
 __all__ = ["add_parser", "status_line"]
 
@@ -163,12 +163,6 @@ def _table(directory: str, letters: int, size: int, by_reason: dict[str, int], d
               f"{_labels(letter)} {_short(letter.entry.line, 120)}")
 
 
-def _without_credentials(url: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query,
-                       parts.fragment))
-
-
 def _push(spool_dir: SpoolDir, args: argparse.Namespace) -> int:
     from shipper.config import ConfigError, ShipperConfig
     from shipper.delivery.pipeline import Pipeline
@@ -194,7 +188,7 @@ def _push(spool_dir: SpoolDir, args: argparse.Namespace) -> int:
         pipeline.close(0)
     refused = sum(result.refused.values())
     reasons = ", ".join(f"{reason} {n}" for reason, n in result.refused.items())
-    print(f"pushed {result.letters} dead letters to {_without_credentials(config.url)}: "
+    print(f"pushed {result.letters} dead letters to {hide_url_credentials(config.url)}: "
           f"{result.stored} stored, {refused} refused again"
           + (f" ({reasons}; kept with the new reason)" if refused else "")
           + f", {result.left} left")
