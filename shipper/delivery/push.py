@@ -187,7 +187,7 @@ def encode_protobuf(entries: Iterable[Entry]) -> bytes:
     varint = _varint
     table = _VARINTS
     names = _METADATA_NAMES
-    seconds_at = -1
+    seconds_at: int | None = None  # no second written yet (-1 is a second: 1969)
     seconds_field = b""
     for labels, bucket in group_streams(entries).items():
         labels_field = _field_bytes(1, labels_string(labels).encode())
@@ -197,7 +197,8 @@ def encode_protobuf(entries: Iterable[Entry]) -> bytes:
         for e in bucket:
             seconds, nanos = divmod(e.timestamp_ns, 1_000_000_000)
             if seconds != seconds_at:  # the entries of a batch share their seconds
-                seconds_at, seconds_field = seconds, b"\x08" + varint(seconds)
+                # int64: a time before 1970 is written as its 64-bit two's complement
+                seconds_at, seconds_field = seconds, b"\x08" + varint(seconds % 2**64)
             ts = seconds_field + b"\x10" + varint(nanos) if nanos else seconds_field
             line = e.line.encode()
             n = len(line)

@@ -73,7 +73,10 @@ def _fmt_labels(labels: dict[str, str]) -> str:
 
 
 def _rfc3339(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # past year 9999 (only protobuf carries it)
+        return str(ns)
 
 
 # ----------------------------------------------------------------------------- protobuf
@@ -134,7 +137,9 @@ def decode_protobuf(body: bytes) -> list[dict[str, Any]]:
                 for enum_, evalue in _fields(sval):
                     if enum_ == 1:
                         parts = dict(_fields(evalue))
-                        ts = parts.get(1, 0) * 10**9 + parts.get(2, 0)
+                        seconds = parts.get(1, 0)  # int64: two's complement before 1970
+                        seconds -= 2**64 if seconds >= 2**63 else 0
+                        ts = seconds * 10**9 + parts.get(2, 0)
                     elif enum_ == 2:
                         line = evalue.decode()
                     elif enum_ == 3:
@@ -606,7 +611,7 @@ class FakeLoki:
                 streams = json.loads(raw)["streams"]
         except Exception as exc:
             return 400, f"loghttp.PushRequest.Streams: {exc}\n", {}
-        unreadable = _unreadable(streams, body)
+        unreadable = _unreadable_timestamp(streams) or _unparsable_labels(streams)
         if unreadable:  # Loki reads the whole request before it stores any of it
             return 400, unreadable, {}
         total = sum(len(v[1]) for s in streams for v in s["values"])
@@ -642,8 +647,9 @@ class FakeLoki:
                 line = value[1]
                 md = value[2] if len(value) > 2 else {}
                 # Loki checks the time first (measured: an entry too old and too long is
-                # refused as too old)
-                if ts < now - REJECT_OLD_NS:
+                # refused as too old); a protobuf time past 2262 overflows Loki's int64 and is
+                # refused as too old
+                if ts < now - REJECT_OLD_NS or ts >= 2**63:
                     errors.append(
                         f"entry for stream '{_fmt_labels(labels)}' has timestamp too old: "
                         f"{_rfc3339(ts)}, oldest acceptable timestamp is: "
@@ -666,25 +672,41 @@ class FakeLoki:
         return 204, "", {}
 
 
-def _unreadable(streams: list[dict[str, Any]], body: bytes) -> str:
-    """Loki's answer to a push it cannot read at all (nothing of it is stored), or "": a
-    timestamp that is not an int64 of ns (its JSON decoder: measured on Loki 3.7.6, a time after
-    2262 gives this), or a label name its labels parser refuses."""
+#: what Loki 3.7.6 answers for a JSON push holding a timestamp that is not a signed 64-bit
+#: number of nanoseconds ("not-a-number", "10413792000000000000", "-9223372036854775809"): the
+#: whole request is refused, nothing of it stored (push_400_bad_timestamp.json)
+_BAD_TIMESTAMP = ("loghttp.PushRequest.Streams: []loghttp.LogProtoStream: unmarshalerDecoder: "
+                  "Value looks like Number/Boolean/None, but can't find its end: ',' or '}}' "
+                  "symbol, error found in #10 byte of ...|{near}|..., bigger context "
+                  "...|{context}|...\n")
+
+
+def _unreadable_timestamp(streams: list[dict[str, Any]]) -> str | None:
+    """Loki's answer when one entry's timestamp cannot be read as int64 ns; None when all can
+    (protobuf carries seconds and nanos: those are read as numbers before this)."""
+    for stream in streams:
+        for value in stream["values"]:
+            ts = value[0]
+            try:
+                ok = -(2**63) <= int(ts) < 2**63
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                text = json.dumps(value)
+                return _BAD_TIMESTAMP.format(near=text[-12:], context=text[-60:])
+    return None
+
+
+def _unparsable_labels(streams: list[dict[str, Any]]) -> str | None:
+    """Loki's answer when a label name cannot be parsed (measured on Loki 3.7.6: its labels
+    parser reads every stream before anything is stored, so the whole request is refused);
+    None when every name can."""
     for stream in streams:
         bad = [k for k in stream["stream"] if not _LABEL_NAME.match(k)]
         if bad:
             return ("couldn't parse labels: 1:5: parse error: unexpected character inside "
                     f"braces: '{re.sub(r'[A-Za-z0-9_]', '', bad[0])[:1]}'\n")
-        for value in stream["values"]:
-            ts = value[0]
-            if not (isinstance(ts, str) and re.fullmatch(r"-?\d{1,19}", ts)
-                    and -(2**63) <= int(ts) < 2**63):
-                text = body.decode("utf-8", "replace")
-                return ("loghttp.PushRequest.Streams: []loghttp.LogProtoStream: "
-                        "unmarshalerDecoder: Value looks like Number/Boolean/None, but can't "
-                        "find its end: ',' or '}' symbol, error found in #10 byte of "
-                        f"...|{text[-10:]}|..., bigger context ...|{text[-50:]}|...\n")
-    return ""
+    return None
 
 
 def _grouped(errors: list[str]) -> str:
