@@ -1,5 +1,6 @@
 """The admin commands against a real Loki 3.7 started from loki/config.yaml (LOKI_URL):
-query, export, stats, delete and doctor, run as the `shipper` command is run."""
+query (filters and LogQL), labels, series, export, stats, delete and doctor, run as the
+`shipper` command is run; and shipper.LokiReader, the read API they use."""
 
 from __future__ import annotations
 
@@ -172,3 +173,56 @@ def test_doctor_on_a_real_loki_started_from_our_config(loki_url: str, tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["OK"] * 6 + ["SKIP"]
+
+
+def test_labels_series_and_own_logql_on_a_real_loki(loki_url: str, unique_service: str,
+                                                    tmp_path: Path) -> None:
+    ship(loki_url, tmp_path, _events(unique_service, time.time_ns() - 60 * NS))
+    svc = ["--service", unique_service, "--since", "10m", "--json"]
+
+    def run(*argv: str) -> Any:
+        result = shipper(loki_url, tmp_path, *argv)
+        assert result.returncode in (0, 1), result.stderr
+        return json.loads(result.stdout)
+
+    assert wait_for(lambda: len(run("labels", "type", *svc)) == 4)
+    assert run("labels", "level", *svc) == ["ERROR", "INFO", "WARNING"]
+    assert {"actor", "level", "service_name", "type"} <= set(run("labels", *svc))
+    assert run("labels", "type", "--actor-id", "u2", *svc) == ["PAYMENT_FAILED"]
+    series = run("series", "--count", *svc)
+    assert sorted((s["labels"]["type"], s["count"]) for s in series) == [
+        ("AUTH_LOGIN", 1), ("AUTH_LOGOUT", 1), ("PAYMENT_FAILED", 1), ("SETTINGS_CHANGED", 1)]
+    assert sorted(s["labels"]["type"] for s in run("series", "--search", "declined", *svc)) == [
+        "AUTH_LOGOUT", "PAYMENT_FAILED"]
+    selector = '{service_name="' + unique_service + '"}'
+    rows = run("query", "--logql", selector + ' |= "Card"', "--since", "10m", "--json")
+    assert [r["message"] for r in rows] == ["Card DECLINED"]
+    count = f"sum by (level) (count_over_time({selector} [10m]))"
+    samples = run("query", "--logql", count, "--instant", "--json")
+    assert {r["metric"]["level"]: r["value"] for r in samples} == {
+        "ERROR": 1.0, "INFO": 2.0, "WARNING": 1.0}
+    matrix = run("query", "--logql", count, "--since", "10m", "--step", "1m", "--json")
+    assert {r["metric"]["level"] for r in matrix} == {"ERROR", "INFO", "WARNING"}
+    bad = shipper(loki_url, tmp_path, "query", "--logql", selector + ' |= "x', "--json")
+    assert bad.returncode == 2 and "Loki could not parse the query" in bad.stderr
+
+
+def test_lokireader_on_a_real_loki(loki_url: str, unique_service: str, tmp_path: Path) -> None:
+    from shipper import LokiError, LokiReader
+    from shipper.loki.read_api import Sample
+
+    ship(loki_url, tmp_path, _events(unique_service, time.time_ns() - 60 * NS))
+    with LokiReader(loki_url) as reader:
+        assert wait_for(lambda: len(list(reader.events(service=unique_service,
+                                                       since="10m"))) == 4)
+        errors = list(reader.events(service=unique_service, level="error", since="10m"))
+        assert [(e.type, e.actor_id, e.logger, e.message) for e in errors] == [
+            ("PAYMENT_FAILED", "u2", "shop.payments", "Card DECLINED")]
+        assert reader.labels("actor", service=unique_service, since="10m") == [
+            "ADMIN", "SYSTEM", "USER"]
+        assert len(reader.series(service=unique_service, since="10m", count=True)) == 4
+        samples = reader.instant(f'sum(count_over_time({{service_name="{unique_service}"}}'
+                                 ' [10m]))')
+        assert [s.value for s in samples if isinstance(s, Sample)] == [4.0]
+        with pytest.raises(LokiError, match="parse error"):
+            list(reader.query('{service_name="x"', since="1h"))

@@ -383,17 +383,19 @@ class FakeLoki:
             if route == "/loki/api/v1/query":
                 return self._json(self._query_instant(params))
             if route == "/loki/api/v1/labels":
-                names = {k for s in self._in_range(params) for k, _ in s.labels}
+                self._check_length(params)
+                names = {k for s in self._selected(params, "query") for k, _ in s.labels}
                 return self._json({"status": "success", "data": sorted(names)})
             m = re.fullmatch(r"/loki/api/v1/label/([^/]+)/values", route)
             if m:
-                values = {v for s in self._in_range(params) for k, v in s.labels
-                          if k == m.group(1)}
+                self._check_length(params)
+                name = urllib.parse.unquote(m.group(1))
+                values = {v for s in self._selected(params, "query") for k, v in s.labels
+                          if k == name}
                 return self._json({"status": "success", "data": sorted(values)})
             if route == "/loki/api/v1/series":
-                _, query = parse_logql(params.get("match[]", ""))
-                seen = {s.labels for s in self._in_range(params)
-                        if query.process(dict(s.labels), s.line) is not None}
+                self._check_length(params)
+                seen = {s.labels for s in self._selected(params, "match[]")}
                 return self._json({"status": "success", "data": [dict(x) for x in sorted(seen)]})
             if route == "/loki/api/v1/delete":
                 return self._delete(method, params)
@@ -434,21 +436,38 @@ class FakeLoki:
         start = int(params.get("start") or end - 3600 * 10**9)
         return self._between(start, end)
 
+    def _check_length(self, params: dict[str, str]) -> None:
+        end = int(params.get("end") or time.time_ns())
+        start = int(params.get("start") or end - 3600 * 10**9)
+        length = (end // 10**6 - start // 10**6) * 10**6
+        if length > self.max_query_length_ns:
+            raise _Refused(400, "the query time range exceeds the limit (query length: "
+                           f"{_go_duration(length)}, limit: 30d1h)")
+
+    def _selected(self, params: dict[str, str], key: str) -> list[Stored]:
+        """The entries in range whose stream labels the selector ``params[key]`` matches
+        (label matchers only, as Loki's label and series APIs take)."""
+        entries = self._in_range(params)
+        text = params.get(key)
+        if not text:
+            return entries
+        kind, query = parse_logql(text)
+        if kind != "log" or query.stages:
+            raise _Refused(400, "only label matchers are supported")
+        return [s for s in entries if query.process(dict(s.labels), s.line) is not None]
+
     def _query_range(self, params: dict[str, str]) -> dict[str, Any]:
         end = int(params.get("end") or time.time_ns())
         start = int(params.get("start") or end - 3600 * 10**9)
         limit = int(params.get("limit") or 100)
         direction = params.get("direction") or "backward"
-        length = (end // 10**6 - start // 10**6) * 10**6
-        if length > self.max_query_length_ns:
-            raise _Refused(400, "the query time range exceeds the limit (query length: "
-                           f"{_go_duration(length)}, limit: 30d1h)")
+        self._check_length(params)
         if limit > self.max_entries_limit:
             raise _Refused(400, "max entries limit per query exceeded, limit > "
                            f"max_entries_limit_per_query ({limit} > {self.max_entries_limit})")
         kind, query = parse_logql(params["query"])
         if kind != "log":
-            raise _Refused(400, "the fake answers metric queries only at /query")
+            return self._matrix(query, start, end, params.get("step"))
         entries = self._between(start, end)
         ordered = entries if direction == "forward" else reversed(entries)
         picked: list[tuple[dict[str, str], Stored]] = []
@@ -466,11 +485,34 @@ class FakeLoki:
         return {"status": "success", "data": {"resultType": "streams", "result": result,
                                               "stats": {}}}
 
+    def _matrix(self, tree: Any, start: int, end: int, step: str | None) -> dict[str, Any]:
+        """A metric range query: the tree evaluated at every step from ``start`` (Loki's
+        default step: the range over 250 points, at least 1s)."""
+        if step and re.fullmatch(r"[0-9.]+", step):
+            step_ns = int(float(step) * 10**9)
+        elif step:
+            step_ns = parse_duration_ns(step)
+        else:
+            step_ns = max(1, (end - start) // 10**9 // 250) * 10**9
+        if step_ns <= 0 or (end - start) // step_ns > 11000:
+            raise _Refused(400, "exceeded maximum resolution of 11,000 points per timeseries. "
+                           "Try decreasing the query resolution (?step=XX)")
+        series: dict[frozenset[tuple[str, str]], list[list[Any]]] = {}
+        at = start
+        while at <= end:
+            for key, value in self._eval(tree, at).items():
+                series.setdefault(key, []).append([at / 1e9, _number(value)])
+            at += step_ns
+        result = [{"metric": dict(k), "values": v} for k, v in series.items()]
+        return {"status": "success", "data": {"resultType": "matrix", "result": result,
+                                              "stats": {}}}
+
     def _query_instant(self, params: dict[str, str]) -> dict[str, Any]:
         at = int(params.get("time") or time.time_ns())
         kind, tree = parse_logql(params["query"])
         if kind != "metric":
-            raise _Refused(400, "log queries are not supported as instant queries")
+            raise _Refused(400, "log queries are not supported as an instant query type, "
+                           "please change your query to a range query type")
         vector = self._eval(tree, at)
         result = [{"metric": dict(k), "value": [at / 1e9, _number(v)]}
                   for k, v in vector.items()]

@@ -20,9 +20,11 @@ from shipper.cli.formats import Format, is_terminal
 
 __all__ = [
     "Progress",
+    "event_line",
     "json_default",
     "progress",
     "render_table",
+    "terminal_width",
     "write_rows",
 ]
 
@@ -79,6 +81,38 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
         if width and len(text) > width:
             text = text[: width - 1] + "…"
         out.write(text.rstrip() + "\n")
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def event_line(row: Mapping[str, Any], width: int | None, *, service: bool = False,
+               widths: Mapping[str, int] | None = None) -> str:
+    """One event on one line: time, (service,) level, actor, type, actor id, message, then
+    the metadata as compact JSON, shortened so the line fits ``width`` (None: never cut).
+    ``widths`` pads the short columns so lines of one page align."""
+    pad = widths or {}
+    names = (("service",) if service else ()) + ("level", "actor", "type")
+    parts = [str(row.get("time") or "")]
+    parts += [_cell(row.get(n)).ljust(pad.get(n, 0)) for n in names]
+    if row.get("actor_id"):
+        parts.append(f"actor_id={_cell(row.get('actor_id'))}")
+    parts.append(_cell(row.get("message")))
+    line = "  ".join(p for p in parts if p.strip() or p)
+    meta = _cell(row.get("metadata"))
+    if meta:
+        room = None if width is None else width - len(line) - 2
+        if room is None:
+            line += "  " + meta
+        elif room >= 8:
+            line += "  " + _fit(meta, room)
+    return line if width is None else _fit(line, width)
+
+
+def terminal_width(out: IO[str]) -> int | None:
+    """The width to fit lines to: the terminal's (``$COLUMNS`` wins), None when piped."""
+    return shutil.get_terminal_size((160, 24)).columns if is_terminal(out) else None
 
 
 def write_rows(rows: Iterable[Mapping[str, Any]], fmt: Format, out: IO[str],
