@@ -109,14 +109,15 @@ def test_every_limit_of_the_sidecar_is_on_the_page_with_its_default() -> None:
 
 
 def test_the_fixed_limits_the_page_names_are_the_codes() -> None:
-    from shipper import event
+    from shipper import line, redact
     from shipper.delivery import link
     from shipper.sidecar.sources import http
 
     text = " ".join(_text().split())
     assert f"at most {http._MAX_IN_FLIGHT} requests at once" in text
     assert f"up to {link._MAX_RETRY_AFTER:.0f} s" in text
-    assert f"followed {event._MAX_DEPTH} levels deep" in text
+    assert f"followed {line._MAX_DEPTH} levels deep" in text
+    assert redact._MAX_DEPTH == line._MAX_DEPTH  # "and so is redaction"
     assert f"1 to {sidecar.MAX_WORKERS}" in text
 
 
