@@ -142,7 +142,7 @@ def test_format_means_output_everywhere_and_json_is_its_alias() -> None:
     assert set(with_json) == {("query",), ("labels",), ("series",), ("export",), ("stats",),
                               ("delete",), ("import",),
                               ("doctor",), ("report",), ("spool", "status"),
-                              ("retention", "check")}
+                              ("spool", "dead-letters", "list"), ("retention", "check")}
     for path in COMMANDS:
         parser = _parser(path)
         options = _options(parser)

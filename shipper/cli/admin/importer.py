@@ -7,10 +7,12 @@ import (Ctrl-C, SIGTERM, Loki gone) resumes where it stopped when the same comma
 A re-sent row is byte-identical, which Loki stores once.
 
 Loki refuses some entries with a 400 (too old, too new, too far behind newer entries of the
-same stream) while storing the rest of the request; the pipeline tells this module which
-entries each request carried and what Loki answered, and :func:`shipper.loki.refused_entries`
-reads Loki's answer to name the rows. Refused rows are written, as they were read, to
-``FILE.refused.jsonl`` with Loki's reason, ready to import again once the limit is lifted.
+same stream) while storing the rest of the request. The pipeline keeps those entries as dead
+letters, as it does for every source (in the service's spool directory: ``shipper spool
+dead-letters push`` sends them again once the limit is lifted), and tells this module each
+one it refused, with Loki's reason, to name the row. ``FILE.refused.jsonl`` is the view of
+those refusals as rows: each refused row as it was read, with Loki's reason, ready to import
+again; rows that never became an event (no readable time, broken JSON) are there too.
 
 Column names default to the seed tables': Prisma ``Log`` (``id, level, type, actor, actorId,
 message, metadata, createdAt``) and MySQL ``activity_logs`` (``id, level, type, actor,
@@ -29,6 +31,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -47,7 +50,7 @@ from shipper.cli.formats import add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
-from shipper.delivery.push import PushOutcome, refusal_reason, refused_entries
+from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_letter_dir
 from shipper.event import DEFAULT_TYPE, OVERFLOW_TYPE, Entry, LogEvent, normalize_type
 from shipper.typelabel import is_protected_type
 
@@ -117,6 +120,9 @@ class ImportSummary:
     rows_done: int = 0
     imported: int = 0
     refused: int = 0
+    #: refused rows whose entries are kept as dead letters (in ``dead_letters``)
+    dead_lettered: int = 0
+    dead_letters: str | None = None
     #: short reason → (rows, one of Loki's messages)
     reasons: dict[str, list[Any]] = field(default_factory=dict)
     resumed_at: int = 0
@@ -133,6 +139,7 @@ class ImportSummary:
     def as_dict(self) -> dict[str, Any]:
         return {"rows_done": self.rows_done, "imported": self.imported,
                 "refused": self.refused, "reasons": self.reasons,
+                "dead_lettered": self.dead_lettered, "dead_letters": self.dead_letters,
                 "resumed_at": self.resumed_at, "complete": self.complete,
                 "stopped": self.stopped, "already_complete": self.already}
 
@@ -286,21 +293,21 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- import
 
 
-class _Outcomes:
-    """What the pipeline's worker reports: refused requests (entries and Loki's answer)."""
+class _Refusals:
+    """What the pipeline's worker reports: the entries Loki refused (as dead letters), and
+    whether they were kept."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.refused: list[tuple[Sequence[Entry], PushOutcome]] = []
+        self.letters: list[tuple[DeadLetter, bool]] = []
 
-    def __call__(self, entries: Sequence[Entry], outcome: PushOutcome) -> None:
-        if outcome.kind == "refused":
-            with self.lock:
-                self.refused.append((list(entries), outcome))
-
-    def take(self) -> list[tuple[Sequence[Entry], PushOutcome]]:
+    def __call__(self, letters: Sequence[DeadLetter], kept: bool) -> None:
         with self.lock:
-            out, self.refused = self.refused, []
+            self.letters += [(letter, kept) for letter in letters]
+
+    def take(self) -> list[tuple[DeadLetter, bool]]:
+        with self.lock:
+            out, self.letters = self.letters, []
         return out
 
 
@@ -346,6 +353,7 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
                 "row, or --checkpoint to keep both", common.EXIT_USAGE)
         summary = ImportSummary(rows_done=state["rows_done"], imported=state["imported"],
                                 refused=state["refused"], reasons=state["reasons"],
+                                dead_lettered=state.get("dead_lettered", 0),
                                 resumed_at=state["rows_done"], complete=state["complete"])
         if summary.complete:
             summary.already = True
@@ -356,12 +364,17 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
     with progress(f"read {path.name}", total=float(path.stat().st_size or 1),
                   enabled=options.show_progress, unit="bytes") as bar:
         index = _index(source, columns, options.timezone, config.type_limit, bar.update)
-    outcomes = _Outcomes()
+    outcomes = _Refusals()
+    spool_dir = config.replace(service=options.service).resolved_spool_dir()
+    dead = DeadLetters(dead_letter_dir(spool_dir), max_bytes=config.dead_letter_max_bytes) \
+        if spool_dir is not None else None
+    summary.dead_letters = str(dead.directory) if dead is not None else None
     pipeline_config = config.replace(
         service=options.service, spool=False, batch_max_events=options.batch,
         queue_max_bytes=_UNBOUNDED,  # the chunks below bound the memory; a huge row still goes
         queue_max_events=max(config.queue_max_events, options.batch * 2))
-    pipeline = Pipeline(pipeline_config, start_replay=False, on_push=outcomes)
+    pipeline = Pipeline(pipeline_config, start_replay=False, dead_letters=dead,
+                        on_dead_letters=outcomes)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -478,7 +491,7 @@ def _refuse(summary: ImportSummary, refused_file: IO[str], row_no: int, row: Map
 
 
 def _ship(chunk: list[tuple[int, dict[str, Any], LogEvent]], pipeline: Pipeline,
-          outcomes: _Outcomes, summary: ImportSummary, refused_file: IO[str],
+          outcomes: _Refusals, summary: ImportSummary, refused_file: IO[str],
           options: ImportOptions) -> None:
     dropped_before = pipeline.stats()["dropped_total"]
     for _, _, event in chunk:
@@ -491,21 +504,21 @@ def _ship(chunk: list[tuple[int, dict[str, Any], LogEvent]], pipeline: Pipeline,
     by_key: dict[tuple[Any, ...], list[int]] = {}
     for i, (_, _, event) in enumerate(chunk):
         by_key.setdefault(_event_key(event), []).append(i)
-    refused: dict[int, str] = {}
-    for entries, outcome in outcomes.take():
-        for item in refused_entries(entries, outcome.message):
-            entry = entries[item.index]
-            candidates = by_key.get(_entry_key(entry), [])
-            if len(candidates) > 1:
-                same = [i for i in candidates if _line_message(entry) == chunk[i][2].message]
-                candidates = same or candidates
-            for i in candidates:
-                refused.setdefault(i, item.reason if item.certain else
-                                   f"{item.reason} (Loki named the stream, not the row)")
-    for i, reason_text in sorted(refused.items()):
+    refused: dict[int, tuple[str, str, bool]] = {}
+    for letter, kept in outcomes.take():
+        entry = letter.entry
+        candidates = by_key.get(_entry_key(entry), [])
+        if len(candidates) > 1:
+            same = [i for i in candidates if _line_message(entry) == chunk[i][2].message]
+            candidates = same or candidates
+        for i in candidates:
+            refused.setdefault(i, (letter.reason, letter.message if letter.certain else
+                                   f"{letter.message} (Loki named the stream, not the row)",
+                                   kept))
+    for i, (reason, reason_text, kept) in sorted(refused.items()):
         row_no, row, _ = chunk[i]
-        _refuse(summary, refused_file, row_no, row, refusal_reason(400, reason_text),
-                reason_text)
+        _refuse(summary, refused_file, row_no, row, reason, reason_text)
+        summary.dead_lettered += kept
     summary.imported += len(chunk) - len(refused)
     summary.rows_done = chunk[-1][0]
     refused_file.flush()
@@ -532,7 +545,9 @@ def add_parser(sub: Subparsers) -> None:
         "--encoding); a row that does not decode, or is not CSV or JSON, is refused with its "
         "line and byte offset, and the rows around it are imported. A progress bar shows on a "
         "terminal; at the end, a summary of imported and refused rows with Loki's reasons, "
-        "and the refused rows in FILE.refused.jsonl. Interrupted (Ctrl-C, SIGTERM, Loki gone)? "
+        "and the refused rows in FILE.refused.jsonl (those Loki refused are also kept as dead "
+        "letters in the service's spool: see 'shipper spool dead-letters'). Interrupted "
+        "(Ctrl-C, SIGTERM, Loki gone)? "
         "Run the same command again: it resumes after the last chunk Loki took. Loki refuses "
         "entries older than reject_old_samples_max_age (1w by default): see the admin CLI "
         "docs to lift the limit for an import. Exit 0 all imported, 1 some refused or "
@@ -663,8 +678,13 @@ def _print_summary(summary: ImportSummary, service: str, refused_path: Path) -> 
         print(f"  {count} refused ({reason}): {example}")
     if summary.refused:
         print(f"refused rows, as read and with the reason: {refused_path}")
+    if summary.dead_lettered and summary.dead_letters:
+        spool = shlex.quote(str(Path(summary.dead_letters).parent))
+        print(f"the {summary.dead_lettered} rows Loki refused are also kept as dead letters; "
+              f"once the cause is fixed, send them again with: shipper spool dead-letters push "
+              f"--dir {spool} (or import the refused file)")
     if "too_old" in summary.reasons or "too_far_behind" in summary.reasons:
         print("Loki refuses entries older than reject_old_samples_max_age (and, for a stream "
               "that has newer entries, older than its out-of-order window); see "
-              "docs/admin-cli.md, 'Importing old logs', to lift the limits, then import the "
-              "refused file")
+              "docs/admin-cli.md, 'Importing old logs', to lift the limits, then push the dead "
+              "letters or import the refused file")
