@@ -58,7 +58,7 @@ class Record:
     def _body(self) -> tuple[Any, Any, Any]:
         try:
             body = json.loads(self.line)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep for Python: text
             body = None
         if isinstance(body, dict) and "message" in body:
             return body.get("message"), body.get("metadata") or {}, body.get("exception")

@@ -4,8 +4,10 @@ query (filters and LogQL), labels, series, export, stats, delete and doctor, run
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -161,6 +163,89 @@ def test_delete_requests_audits_and_cancels_on_a_real_loki(
     listed = json.loads(shipper(loki_url, tmp_path, "delete", "--status", "--format",
                                 "json").stdout)
     assert request_id not in {r["request_id"] for r in listed}
+
+
+FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)", "+1+1", "-2+3", " =1", "'=1", "plain"]
+
+
+def test_csv_export_neutralises_formulas_and_import_restores_them_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    base = time.time_ns() - 60 * NS
+    ship(loki_url, tmp_path, [
+        {"service": unique_service, "level": "INFO", "actor": "USER", "type": "NOTE",
+         "actor_id": text, "message": text, "metadata": {"i": i}, "timestamp_ns": base + i * NS}
+        for i, text in enumerate(FORMULAS)])
+    out = tmp_path / "notes.csv"
+
+    def export() -> int:
+        result = shipper(loki_url, tmp_path, "export", "--service", unique_service, "--since",
+                         "10m", "-o", str(out))
+        return len(out.read_text(encoding="utf-8").splitlines()) - 1 \
+            if result.returncode == 0 else 0
+
+    assert wait_for(lambda: export() == len(FORMULAS), timeout=30)
+    with out.open(encoding="utf-8", newline="") as fh:
+        cells = [(row["message"], row["actor_id"]) for row in csv.DictReader(fh)]
+    assert cells == [("'=cmd|' /C calc'!A0",) * 2, ("'@SUM(1+1)",) * 2, ("'+1+1",) * 2,
+                     ("'-2+3",) * 2, ("' =1",) * 2, ("''=1",) * 2, ("plain",) * 2]
+
+    back = f"{unique_service}-back"
+    result = shipper(loki_url, tmp_path, "import", str(out), "--service", back, "--format",
+                     "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["imported"] == len(FORMULAS)
+
+    def restored() -> list[tuple[str, str]]:
+        rows = json.loads(shipper(loki_url, tmp_path, "query", "--service", back, "--since",
+                                  "10m", "--order", "asc", "--format", "json").stdout or "[]")
+        return [(r["message"], r["actor_id"]) for r in rows]
+
+    assert wait_for(lambda: restored() == [(text, text) for text in FORMULAS])
+
+
+def test_import_refuses_rows_that_do_not_decode_and_reads_them_with_encoding_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60)).encode()
+    path = tmp_path / "legacy.csv"
+    rows = [b"createdAt,message", when + b",before", when + b"," + "caf\xe9".encode("latin-1"),
+            when + b",after"]
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    first = shipper(loki_url, tmp_path, "import", str(path), "--service", unique_service,
+                    "--format", "json")
+    summary = json.loads(first.stdout)
+    assert first.returncode == 1 and (summary["imported"], summary["refused"]) == (2, 1)
+    assert "line 3, byte offset" in summary["reasons"]["bad_encoding"][1]
+    again = shipper(loki_url, tmp_path, "import", str(path), "--service", unique_service,
+                    "--encoding", "latin-1", "--restart", "--format", "json")
+    assert again.returncode == 0, again.stderr
+
+
+def test_delete_needs_all_services_without_a_filter_and_names_the_services_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    kind = f"PURGE_{unique_service[3:].upper()}"  # a type only this test writes
+    now = time.time_ns()
+    ship(loki_url, tmp_path, [
+        {"service": service, "level": "INFO", "actor": "USER", "type": kind, "message": "x",
+         "timestamp_ns": now - (30 + i) * NS}
+        for i, service in enumerate([unique_service, unique_service, f"{unique_service}-b"])])
+    refused = shipper(loki_url, tmp_path, "delete", "--since", "5m", "--yes")
+    assert refused.returncode == 2 and "--all-services" in refused.stderr
+
+    def counted() -> str:
+        # no terminal and no --yes: counted and shown, then nothing deleted
+        result = shipper(loki_url, tmp_path, "delete", "--type", kind, "--since", "5m")
+        assert "not deleting without confirmation" in result.stderr or \
+            "nothing matches" in result.stderr, result.stderr
+        return result.stderr if "3 entries match" in result.stderr else ""
+
+    text = wait_for(counted)
+    assert f'in 2 services: "{unique_service}" (2), "{unique_service}-b" (1)' in text
+    everything = shipper(loki_url, tmp_path, "delete", "--all-services", "--since", "5m")
+    assert everything.returncode == 2 and "not deleting without confirmation" in everything.stderr
+    assert re.search(r"^in \d+ services?: ", everything.stderr, re.MULTILINE)
 
 
 def test_doctor_on_a_real_loki_started_from_our_config(loki_url: str, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """How the admin commands print: tables and progress bars on a terminal (with ``rich`` when it
 is installed, plain aligned text otherwise), JSON, JSON lines or CSV (which one:
-:mod:`shipper.cli.formats`).
+:mod:`shipper.cli.formats`). Every CSV cell is written through
+:func:`~shipper.cli.admin.formulas.neutralise`, so no logged text runs in a spreadsheet.
 
 Nothing here talks to Loki; the commands hand it rows (dicts) and it writes them.
 """
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, Protocol
 
+from shipper.cli.admin.formulas import neutralise
 from shipper.cli.formats import Format, is_terminal
 
 __all__ = [
@@ -117,8 +119,9 @@ def terminal_width(out: IO[str]) -> int | None:
 
 def write_rows(rows: Iterable[Mapping[str, Any]], fmt: Format, out: IO[str],
                columns: Sequence[str]) -> int:
-    """Stream rows as a JSON array, JSON lines or CSV (``metadata`` as JSON text in CSV);
-    returns how many were written."""
+    """Stream rows as a JSON array, JSON lines or CSV (``metadata`` as JSON text in CSV, every
+    cell neutralised as :mod:`~shipper.cli.admin.formulas` says); returns how many were
+    written."""
     n = 0
     if fmt == "json":
         out.write("[")
@@ -148,8 +151,10 @@ def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=json_default)
-    return str(value)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=json_default)
+    else:
+        text = str(value)
+    return neutralise(text)
 
 
 class Progress(Protocol):
