@@ -35,6 +35,8 @@ from shipper.redact import hide_url_credentials
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
+    "MAX_JSON_DEPTH",
+    "MIN_JSON_DEPTH",
     "DockerSourceConfig",
     "FileSourceConfig",
     "HttpSourceConfig",
@@ -132,6 +134,11 @@ class FileSourceConfig(_ParsedSourceConfig):
         "it the scan stops there and says so, naming the pattern", "duration"))
 
 
+#: the bounds of max_json_depth: deep enough for the protocols' own nesting (an OTLP log
+#: record's attributes are at level 9), shallow enough for the steps after (they recurse)
+MIN_JSON_DEPTH, MAX_JSON_DEPTH = 16, 500
+
+
 @dataclass(frozen=True, kw_only=True)
 class HttpSourceConfig:
     """Receives events over HTTP: /v1/events, Loki's push API and OTLP/HTTP JSON logs."""
@@ -145,7 +152,18 @@ class HttpSourceConfig:
     token_file: str | None = field(default=None, metadata=_help(
         "file holding the bearer token (a mounted secret); read at start-up"))
     max_body_bytes: int = field(default=4 * 1024 * 1024, metadata=_help(
-        "larger request bodies are answered 413 (after decompression too)", "size"))
+        "larger request bodies are answered 413 (after decompression too, every gzip member "
+        "counted)", "size"))
+    request_timeout: float = field(default=30.0, metadata=_help(
+        "each request must arrive whole, headers and body, within this long (a kept-alive "
+        "connection's idle time counts too); a slower one is answered 408 and closed",
+        "duration"))
+    max_connections: int = field(default=128, metadata=_help(
+        "open connections at most; the next one is answered 503 and closed at once"))
+    max_json_depth: int = field(default=100, metadata=_help(
+        f"JSON nested deeper than this ({MIN_JSON_DEPTH} to {MAX_JSON_DEPTH}; the outermost "
+        "object or array is level 1) is kept as its text: a pushed line is shipped as a text "
+        "line, a deeper value as a string"))
     service: str | None = field(default=None, metadata=_help(
         "service_name for events that do not carry one (default: the top-level service)"))
     timezone: str = field(default="UTC", metadata=_help(
@@ -484,6 +502,9 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
             elif source.token is not None and len(source.token) < 16:
                 raise reader.fail(f"{where}.token", "(hidden)",
                                   "a token of at least 16 characters")
+            if not MIN_JSON_DEPTH <= source.max_json_depth <= MAX_JSON_DEPTH:
+                raise reader.fail(f"{where}.max_json_depth", source.max_json_depth,
+                                  f"a depth from {MIN_JSON_DEPTH} to {MAX_JSON_DEPTH}")
             if not _is_loopback(address[0]) and not (source.token or source.token_file):
                 raise reader.fail(f"{where}.listen", source.listen,
                                   "a loopback address (127.0.0.1, [::1] or localhost; no "

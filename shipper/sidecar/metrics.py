@@ -6,7 +6,6 @@ source's counters, the files' offsets), so nothing on the reading path pays for 
 
 from __future__ import annotations
 
-import http.server
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shipper.sidecar.server import Server
+from shipper.sidecar.server import RequestHandler, Server
 
 __all__ = ["OpsServer", "SidecarCollector"]
 
@@ -99,9 +98,19 @@ _SOURCE_FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily],
                        "max_scan_entries or scan_timeout", ["source"]),
     "http_requests": (CounterMetricFamily, "HTTP requests, by path and status code",
                       ["source", "path", "code"]),
+    "http_connections_refused": (CounterMetricFamily, "connections answered 503 at once: "
+                                 "max_connections were open", ["source"]),
+    "http_requests_timed_out": (CounterMetricFamily, "requests not whole within "
+                                "request_timeout (closed)", ["source"]),
     "containers_followed": (GaugeMetricFamily, "containers whose logs are followed now",
                             ["source"]),
 }
+
+
+#: /healthz and /metrics: probes and scrapers use a connection or two, and a client that holds
+#: one gives it up at the deadline (seconds)
+_OPS_CONNECTIONS = 32
+_OPS_TIMEOUT = 10.0
 
 
 class OpsServer:
@@ -114,35 +123,25 @@ class OpsServer:
         problems: Callable[[], list[str]] = sidecar.problems
         started = time.time()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 30
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(RequestHandler):
             def do_GET(self) -> None:
+                # a GET's body is never read: a request that announces one ends the connection
+                close = bool(self.headers.get("Content-Length", "0").strip("0 ")
+                             or self.headers.get("Transfer-Encoding"))
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    self.respond(200, generate_latest(registry), CONTENT_TYPE_LATEST,
+                                 close=close)
                 elif path == "/healthz":
                     trouble = problems()
                     body = ("\n".join(trouble) if trouble else
                             f"ok: up {time.time() - started:.0f}s") + "\n"
-                    self._send(503 if trouble else 200, body.encode(),
-                               "text/plain; charset=utf-8")
+                    self.respond(503 if trouble else 200, body.encode(), close=close)
                 else:
-                    self._send(404, b"not found: try /healthz or /metrics\n",
-                               "text/plain; charset=utf-8")
+                    self.respond(404, b"not found: try /healthz or /metrics\n", close=close)
 
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = Server(listen, Handler, "metrics_listen")
+        self.server = Server(listen, Handler, "metrics_listen",
+                             max_connections=_OPS_CONNECTIONS, request_timeout=_OPS_TIMEOUT)
 
     def start(self) -> None:
         self.server.start()

@@ -92,11 +92,11 @@ def test_bad_events_get_400_with_a_reason_each_and_the_rest_is_shipped(
     assert [r["index"] for r in body["rejected"]] == [1, 2, 3, 4, 5, 6]
     errors = [r["error"] for r in body["rejected"]]
     assert errors[0].startswith("unknown level 'LOUD': expected one of DEBUG, INFO")
-    assert errors[1] == "expected an object, got str"
+    assert errors[1] == "expected an object, got a string"
     assert errors[2] == "'message' (a string) is required"
     assert errors[3].startswith("unknown actor 'ROBOT'")
     assert errors[4].startswith("createdAt 'yesterday' is not an ISO-8601 time")
-    assert errors[5] == "'metadata' must be an object, got list"
+    assert errors[5] == "'metadata' must be an object, got an array"
     assert [e.message for e in server.pipeline.events] == ["good", "also good"]
     assert server.pipeline.events[1].level == Level.CRITICAL
 
@@ -211,7 +211,8 @@ def test_loki_push_errors_are_answered_like_loki(server: Running) -> None:
 
 def test_protobuf_decoder_reads_what_promtail_sends() -> None:
     entries = _entries()
-    decoded = decode_push_protobuf(encode_protobuf(entries))
+    decoded, errors = decode_push_protobuf(encode_protobuf(entries))
+    assert errors == []
     assert [(d.labels, d.timestamp_ns, d.line, d.metadata) for d in decoded] == [
         (dict(e.labels), e.timestamp_ns, e.line, dict(e.metadata)) for e in entries]
     assert parse_labels(r'{a="x\"y", b="line\nbreak"}') == {"a": 'x"y',
@@ -244,8 +245,10 @@ def test_otlp_http_json_logs(server: Running) -> None:
             {"timeUnixNano": "not-a-number", "body": {"stringValue": "bad"}},
         ]}]}]}
     resp = server.post("/v1/logs", body)
-    assert resp.status == 200
-    assert resp.json()["partialSuccess"]["rejectedLogRecords"] == 1
+    assert resp.status == 400
+    assert resp.json() == {"code": 3, "message": (
+        "2 log records accepted, 1 refused: resourceLogs[0].scopeLogs[0].logRecords[2]."
+        "timeUnixNano: 'not-a-number' is not nanoseconds since the epoch (a string of digits)")}
     first, second = server.pipeline.events
     assert (first.service, first.env, first.level, first.actor, first.actor_id, first.type) == \
         ("checkout", "staging", Level.ERROR, Actor.USER, "usr_3", "ORDER_FAILED")

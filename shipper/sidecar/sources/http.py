@@ -3,66 +3,71 @@
 =====================  ========================================================================
 ``POST /v1/events``    one event or an array, in the seed apps' shape (``level, type, actor,
                        actorId, message, metadata, createdAt``). 202 ``{"accepted": n}``; when
-                       some are invalid, 400 ``{"accepted": n, "rejected": [{"index", "error"}]}``
-                       (the valid ones of the request ARE shipped, as Loki does with a push).
+                       some are invalid, 400 ``{"accepted": n, "rejected": [{"index", "error"}],
+                       "rejected_count": m}`` (the valid ones of the request ARE shipped, as Loki
+                       does with a push).
 ``POST /loki/api/v1/   Loki's push API: JSON (gzip allowed) or protobuf with snappy, so that
 push``                 pino-loki, winston-loki, Promtail or Alloy can point at the sidecar and
-                       gain its spool. 204 like Loki; 400 with Loki-style text for bad entries.
-``POST /v1/logs``      OTLP/HTTP logs in the JSON encoding. 200 ``{}``, or ``partialSuccess``
-                       with the number rejected and why; protobuf is answered 415.
+                       gain its spool. 204 like Loki; 400 with Loki-style text naming each bad
+                       stream or entry and how many entries were accepted (those are shipped).
+``POST /v1/logs``      OTLP/HTTP logs in the JSON encoding. 200 ``{}``; 400 with a ``Status``
+                       whose message names each bad field and how many records were accepted
+                       (those are shipped); protobuf is answered 415.
 =====================  ========================================================================
 
 Every endpoint: ``Authorization: Bearer <token>`` when a token is set (401 otherwise); bodies
 over ``max_body_bytes`` (before or after gzip) are answered 413 without being read whole; 429
 with ``Retry-After`` while the pipeline's queue is over its high-water mark, 503 while the
-sidecar drains for shutdown or too many requests are in progress.
+sidecar drains for shutdown. JSON nested deeper than ``max_json_depth`` is kept as its text: a
+pushed line as a text line, a deeper value as a string. Connections, deadlines and the body's
+framing are shipper/sidecar/server.py's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hmac
-import http.server
 import json
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from shipper.event import Level, LogEvent, normalize_actor
+from shipper.sidecar.boundedjson import DeepJson, NestedTooDeep, load_json
 from shipper.sidecar.config import HttpSourceConfig
 from shipper.sidecar.formats import LineParser, level_of, parse_timestamp
-from shipper.sidecar.server import Server
+from shipper.sidecar.server import HttpError, RequestHandler, Server
 from shipper.sidecar.sources.base import Sample, Source, Wiring
 from shipper.sidecar.sources.wire import (
+    MAX_NS,
     DecodeError,
+    OtlpRecord,
     PushEntry,
-    any_value,
-    attributes,
+    decode_otlp_json,
     decode_push_json,
     decode_push_protobuf,
+    json_type,
+    shown,
 )
 
 __all__ = ["HttpSource"]
 
-_MAX_IN_FLIGHT = 64
+_ENDPOINTS = ("/v1/events", "/loki/api/v1/push", "/v1/logs")
 _LEVEL_NAMES = "DEBUG, INFO, WARNING, ERROR, CRITICAL (or TRACE, WARN, FATAL, ...; any case)"
 _ACTOR_NAMES = "USER, CREATOR, ADMIN, SYSTEM, GUEST"
 #: OTLP severityNumber ranges: 1-4 TRACE, 5-8 DEBUG, 9-12 INFO, 13-16 WARN, 17-20 ERROR,
 #: 21-24 FATAL
 _OTLP_SEVERITY = ((21, Level.CRITICAL), (17, Level.ERROR), (13, Level.WARNING),
                   (9, Level.INFO), (1, Level.DEBUG))
+#: reasons listed in one answer; the others are counted
+_MAX_REASONS = 20
+#: an answer's Status code for a request that is not valid (google.rpc.Code INVALID_ARGUMENT)
+_INVALID_ARGUMENT = 3
 
-
-class _Reply(Exception):
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
+Answer = tuple[int, Any, dict[str, str]]
 
 
 class HttpSource(Source[HttpSourceConfig]):
@@ -85,16 +90,18 @@ class HttpSource(Source[HttpSourceConfig]):
         self._pressure = pressure
         self._parser = LineParser(format="auto", timezone=config.timezone, service=service,
                                   env=env)
+        self._depth = config.max_json_depth
         token = config.token
         if config.token_file:
             token = Path(config.token_file).read_text(encoding="utf-8").strip()
         self._token = f"Bearer {token}".encode() if token else None
-        self._in_flight = threading.BoundedSemaphore(_MAX_IN_FLIGHT)
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.lines_read = 0
         self._draining = False
-        self.server = Server(config.listen, self._handler_class(), f"{name} listen")
+        self.server = Server(config.listen, self._handler_class(), f"{name} listen",
+                             max_connections=config.max_connections,
+                             request_timeout=config.request_timeout)
 
     @classmethod
     def build(cls, config: HttpSourceConfig, wiring: Wiring) -> HttpSource:
@@ -127,137 +134,70 @@ class HttpSource(Source[HttpSourceConfig]):
     def samples(self) -> Iterator[Sample]:
         for (path, code), n in sorted(self.requests.items()):
             yield "http_requests", (self.name, path, str(code)), n
+        yield "http_connections_refused", (self.name,), self.server.refused
+        yield "http_requests_timed_out", (self.name,), self.server.timed_out
 
     # ------------------------------------------------------------------ the server
 
-    def _handler_class(self) -> type[http.server.BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[RequestHandler]:
         source = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = 30  # seconds a connection may sit idle or trickle a body
-            server_version = "shipper-sidecar"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(RequestHandler):
             def do_POST(self) -> None:
                 source._handle(self)
 
             def do_GET(self) -> None:
-                source._answer(self, 405, {"error": "use POST on /v1/events, "
-                                                    "/loki/api/v1/push or /v1/logs"},
-                               {"Allow": "POST"})
+                source._answer(self, "", 405, {"error": "use POST on /v1/events, "
+                                                        "/loki/api/v1/push or /v1/logs"},
+                               {"Allow": "POST"}, close=True)
 
         return Handler
 
-    def _handle(self, req: http.server.BaseHTTPRequestHandler) -> None:
+    def _handle(self, req: RequestHandler) -> None:
         path = req.path.split("?", 1)[0].rstrip("/")
-        handler = {
+        endpoint = {
             "/v1/events": self._events,
             "/loki/api/v1/push": self._loki_push,
             "/v1/logs": self._otlp,
         }.get(path)
-        if not self._in_flight.acquire(blocking=False):
-            self._answer(req, 503, {"error": "too many requests in progress"},
-                         {"Retry-After": "1"}, path, drain=True)
-            return
+        close = False
         try:
-            if handler is None:
-                raise _Reply(404, {"error": f"no endpoint {path}: POST to /v1/events, "
-                                            "/loki/api/v1/push or /v1/logs"})
+            if endpoint is None:
+                raise HttpError(404, f"no endpoint {shown(path)}: POST to /v1/events, "
+                                     "/loki/api/v1/push or /v1/logs", close=True)
             if self._token is not None:
-                given = (req.headers.get("Authorization") or "").strip().encode()
+                given = (req.headers.get("Authorization") or "").strip().encode(
+                    "latin-1", "replace")
                 if not hmac.compare_digest(given, self._token):
                     why = "wrong bearer token" if given else "missing Authorization: Bearer"
-                    raise _Reply(401, {"error": why}, {"WWW-Authenticate": "Bearer"})
+                    raise HttpError(401, why, close=True,
+                                    headers={"WWW-Authenticate": "Bearer"})
             if self._draining:
-                raise _Reply(503, {"error": "shutting down"}, {"Retry-After": "5"})
-            body = self._body(req)
+                raise HttpError(503, "shutting down", close=True, headers={"Retry-After": "5"})
+            body = req.read_body(self.config.max_body_bytes)
             if self._pressure():
-                raise _Reply(429, {"error": "the sidecar's queue is full: retry later"},
-                             {"Retry-After": "1"})
-            status, answer, headers = handler(req, body)
-            self._answer(req, status, answer, headers, path)
-        except _Reply as reply:
-            drain = reply.status in (401, 404, 411, 413, 429, 503)
-            self._answer(req, reply.status, reply.body, reply.headers, path, drain=drain)
+                raise HttpError(429, "the sidecar's queue is full: retry later",
+                                headers={"Retry-After": "1"})
+            status, answer, headers = endpoint(req, body)
+        except HttpError as err:
+            status, answer, headers, close = err.status, _error(path, err.message), \
+                err.headers, err.close
         except Exception as exc:  # a bug must not kill the connection thread silently
-            self._answer(req, 500, {"error": f"{type(exc).__name__}: {exc}"}, None, path)
-        finally:
-            self._in_flight.release()
+            status, answer, headers, close = 500, _error(path, f"{type(exc).__name__}: {exc}"), \
+                {}, True
+        self._answer(req, path, status, answer, headers, close=close)
 
-    def _body(self, req: http.server.BaseHTTPRequestHandler) -> bytes:
-        limit = self.config.max_body_bytes
-        too_big = _Reply(413, {"error": f"body over max_body_bytes ({limit} bytes)"})
-        if "chunked" in (req.headers.get("Transfer-Encoding") or "").lower():
-            body = bytearray()
-            while True:
-                size_line = req.rfile.readline(64)
-                try:
-                    size = int(size_line.split(b";", 1)[0].strip(), 16)
-                except ValueError:
-                    raise _Reply(400, {"error": "bad chunked encoding"}) from None
-                if size == 0:
-                    while req.rfile.readline(1024).strip():
-                        pass
-                    break
-                if len(body) + size > limit:
-                    raise too_big
-                body += req.rfile.read(size)
-                req.rfile.readline(4)
-            data = bytes(body)
-        else:
-            length_header = req.headers.get("Content-Length")
-            if length_header is None:
-                raise _Reply(411, {"error": "Content-Length (or chunked encoding) required"})
-            try:
-                length = int(length_header)
-            except ValueError:
-                raise _Reply(400, {"error": "bad Content-Length"}) from None
-            if length > limit:
-                raise too_big
-            data = req.rfile.read(length)
-        encoding = (req.headers.get("Content-Encoding") or "").lower().strip()
-        if encoding in ("gzip", "deflate"):
-            inflater = zlib.decompressobj(zlib.MAX_WBITS | 32 if encoding == "gzip" else 0)
-            try:
-                data = inflater.decompress(data, limit + 1)
-            except zlib.error as exc:
-                raise _Reply(400, {"error": f"bad {encoding} body: {exc}"}) from None
-            if len(data) > limit:
-                raise too_big
-        elif encoding not in ("", "identity", "snappy"):
-            raise _Reply(415, {"error": f"Content-Encoding {encoding} is not supported "
-                                        "(gzip or none)"})
-        return data
-
-    def _answer(self, req: http.server.BaseHTTPRequestHandler, status: int, body: Any,
-                headers: dict[str, str] | None, path: str = "", drain: bool = False) -> None:
+    def _answer(self, req: RequestHandler, path: str, status: int, body: Any,
+                headers: dict[str, str], *, close: bool = False) -> None:
         with self._lock:
-            self.requests[(path if path in ("/v1/events", "/loki/api/v1/push", "/v1/logs")
-                           else "other", status)] += 1
+            self.requests[(path if path in _ENDPOINTS else "other", status)] += 1
         if isinstance(body, bytes):
             data, content_type = body, "text/plain; charset=utf-8"
         elif isinstance(body, str):
             data, content_type = body.encode(), "text/plain; charset=utf-8"
         else:
             data, content_type = json.dumps(body).encode(), "application/json"
-        try:
-            req.send_response(status)
-            if drain:  # the body was not read: the connection cannot be reused
-                req.send_header("Connection", "close")
-                req.close_connection = True
-            for key, value in (headers or {}).items():
-                req.send_header(key, value)
-            if status != 204:
-                req.send_header("Content-Type", content_type)
-                req.send_header("Content-Length", str(len(data)))
-            req.end_headers()
-            if status != 204:
-                req.wfile.write(data)
-        except OSError:
-            req.close_connection = True  # the client went away
+        req.respond(status, data, content_type, headers, close=close)
 
     def _ship(self, events: list[LogEvent]) -> None:
         submit = self._submit
@@ -267,36 +207,43 @@ class HttpSource(Source[HttpSourceConfig]):
 
     # ------------------------------------------------------------------ /v1/events
 
-    def _events(self, req: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _events(self, req: Any, body: bytes) -> Answer:
         try:
-            doc = json.loads(body)
+            doc = load_json(body, self._depth)
         except ValueError as exc:
             return 400, {"accepted": 0, "error": f"body is not JSON: {exc}"}, {}
-        items = doc if isinstance(doc, list) else [doc]
+        items = doc if doc.__class__ is list else [doc]
         now = time.time_ns()
         events: list[LogEvent] = []
         rejected: list[dict[str, Any]] = []
         for i, item in enumerate(items):
-            problem = _check_event(item, self._parser)
-            if problem:
-                rejected.append({"index": i, "error": problem})
-                continue
-            events.append(self._parser.from_fields(item, None, now + i))
+            try:
+                problem = _check_event(item)
+                if problem is None:
+                    events.append(self._parser.from_fields(item, None, now + i))
+                    continue
+            except Exception as exc:  # one event's surprise costs only that event
+                problem = f"cannot be read: {type(exc).__name__}: {exc}"
+            rejected.append({"index": i, "error": problem})
         self._ship(events)
         if rejected:
-            return 400, {"accepted": len(events), "rejected": rejected}, {}
+            return 400, {"accepted": len(events), "rejected": rejected[:_MAX_REASONS],
+                         "rejected_count": len(rejected)}, {}
         return 202, {"accepted": len(events)}, {}
 
     # ------------------------------------------------------------------ Loki push
 
-    def _loki_push(self, req: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _loki_push(self, req: Any, body: bytes) -> Answer:
         content_type = (req.headers.get("Content-Type") or "").lower()
-        errors: list[str] = []
         try:
             if "protobuf" in content_type:
-                entries = decode_push_protobuf(body)
+                entries, errors = decode_push_protobuf(body)
             else:
-                entries, errors = decode_push_json(body)
+                try:
+                    doc = load_json(body, self._depth)
+                except ValueError as exc:
+                    raise DecodeError(f"not JSON: {exc}") from None
+                entries, errors = decode_push_json(doc)
         except DecodeError as exc:
             return 400, f"loghttp.PushRequest: {exc}\n", {}
         events = []
@@ -305,28 +252,39 @@ class HttpSource(Source[HttpSourceConfig]):
                 events.append(self._push_event(entry))
             except ValueError as exc:
                 errors.append(str(exc))
+            except Exception as exc:  # one entry's surprise costs only that entry
+                errors.append(f"an entry cannot be read: {type(exc).__name__}: {exc}")
         self._ship(events)
         if errors:
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            return 400, f"{errors[0]}{more}; {len(events)} entries accepted\n", {}
+            return 400, "".join(f"{e}\n" for e in _listed(errors)) + \
+                f"{len(events)} entries accepted, {len(errors)} refused\n", {}
         return 204, b"", {}
 
     def _push_event(self, entry: PushEntry) -> LogEvent:
         if entry.timestamp_ns <= 0:
             raise ValueError(f"entry with timestamp {entry.timestamp_ns}: not nanoseconds "
                              "since the epoch")
+        if entry.timestamp_ns > MAX_NS:
+            raise ValueError(f"entry with timestamp {entry.timestamp_ns}: past what Loki "
+                             "stores (nanoseconds in a signed 64-bit integer)")
         line = entry.line
         fields: dict[str, Any] | None = None
+        deep = False
         if line[:1] == "{":
             try:
-                parsed = json.loads(line)
+                parsed = load_json(line, self._depth, None)
+            except NestedTooDeep:
+                parsed, deep = None, True
             except ValueError:
                 parsed = None
-            if isinstance(parsed, dict):
+            if parsed.__class__ is dict:
                 fields = parsed
         if fields is None:
             event = self._parser._text(line, None, entry.timestamp_ns)
             fields = {"message": line, "level": event.level}
+            if deep:
+                fields["parse_error"] = (f"json: nested deeper than max_json_depth "
+                                         f"({self._depth}): shipped as text")
         labels = entry.labels
         used: set[str] = set()
         for key in ("service_name", "service", "app", "job"):
@@ -351,95 +309,106 @@ class HttpSource(Source[HttpSourceConfig]):
 
     # ------------------------------------------------------------------ OTLP
 
-    def _otlp(self, req: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _otlp(self, req: Any, body: bytes) -> Answer:
         content_type = (req.headers.get("Content-Type") or "").lower()
         if "protobuf" in content_type:
-            return 415, {"code": 3, "message": "only the OTLP/HTTP JSON encoding is accepted: "
-                                               "set the exporter's protocol to http/json"}, {}
+            return 415, _status("only the OTLP/HTTP JSON encoding is accepted: set the "
+                                "exporter's protocol to http/json"), {}
         try:
-            doc = json.loads(body)
+            doc = load_json(body, self._depth, DeepJson)
         except ValueError as exc:
-            return 400, {"code": 3, "message": f"body is not JSON: {exc}"}, {}
-        resource_logs = doc.get("resourceLogs") if isinstance(doc, dict) else None
-        if not isinstance(resource_logs, list):
-            return 400, {"code": 3, "message": 'expected {"resourceLogs": [...]}'}, {}
+            return 400, _status(f"body is not JSON: {exc}"), {}
+        try:
+            records, errors = decode_otlp_json(doc)
+        except DecodeError as exc:
+            return 400, _status(str(exc)), {}
         events: list[LogEvent] = []
-        errors: list[str] = []
         now = time.time_ns()
-        for rl in resource_logs:
-            if not isinstance(rl, dict):
-                errors.append("a resourceLogs item is not an object")
-                continue
-            resource = attributes((rl.get("resource") or {}).get("attributes"))
+        resources: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+        for record in records:
+            try:
+                events.append(self._otlp_event(record, now, resources))
+            except Exception as exc:  # one record's surprise costs only that record
+                errors.append(f"a log record cannot be read: {type(exc).__name__}: {exc}")
+        self._ship(events)
+        if errors:
+            return 400, _status(f"{len(events)} log records accepted, {len(errors)} refused: "
+                                + "; ".join(_listed(errors))), {}
+        return 200, {}, {}
+
+    def _otlp_event(self, record: OtlpRecord, now: int,
+                    resources: dict[int, tuple[Any, Any, dict[str, Any]]]) -> LogEvent:
+        known = resources.get(id(record.resource))
+        if known is None:  # once per resource: its service, env and the attributes kept
+            resource = dict(record.resource)
             service = resource.pop("service.name", None)
             env = resource.pop("deployment.environment.name", None) or \
                 resource.pop("deployment.environment", None)
             for key in [k for k in resource if k.startswith("telemetry.")]:
                 del resource[key]
-            for sl in rl.get("scopeLogs") or []:
-                scope = (sl.get("scope") or {}) if isinstance(sl, dict) else {}
-                for record in (sl.get("logRecords") or []) if isinstance(sl, dict) else []:
-                    try:
-                        events.append(self._otlp_event(record, resource, service, env,
-                                                       scope.get("name"), now))
-                    except (ValueError, TypeError, AttributeError) as exc:
-                        errors.append(str(exc))
-        self._ship(events)
-        if errors:
-            return 200, {"partialSuccess": {"rejectedLogRecords": len(errors),
-                                            "errorMessage": "; ".join(errors[:5])}}, {}
-        return 200, {}, {}
-
-    def _otlp_event(self, record: dict[str, Any], resource: dict[str, Any], service: Any,
-                    env: Any, scope: Any, now: int) -> LogEvent:
-        if not isinstance(record, dict):
-            raise ValueError("a logRecord is not an object")
-        ts = 0
-        for key in ("timeUnixNano", "observedTimeUnixNano"):
-            raw = record.get(key)
-            if raw not in (None, "", "0", 0):
-                try:
-                    ts = int(raw)
-                except (TypeError, ValueError):
-                    raise ValueError(f"{key} {raw!r} is not nanoseconds") from None
-                break
-        body = any_value(record.get("body"))
-        fields: dict[str, Any] = dict(body) if isinstance(body, dict) else {
-            "message": body if isinstance(body, str) else
+            known = resources[id(record.resource)] = (service, env, resource)
+        service, env, resource = known
+        body = record.body
+        fields: dict[str, Any] = dict(body) if body.__class__ is dict else {
+            "message": body if body.__class__ is str else
             ("" if body is None else json.dumps(body))}
-        for key, value in attributes(record.get("attributes")).items():
+        for key, value in record.attributes.items():
             if key == "exception.stacktrace":
                 fields.setdefault("exception", value)
-            elif key in ("event.name",):
+            elif key == "event.name":
                 fields.setdefault("type", value)
             elif key == "enduser.id":
                 fields.setdefault("actor_id", value)
             else:
                 fields.setdefault(key, value)
+        if record.event_name:
+            fields.setdefault("type", record.event_name)
         level = None
-        text = record.get("severityText")
-        if isinstance(text, str) and level_of(text) is not None:
+        text = record.severity_text
+        if text is not None and level_of(text) is not None:
             level = level_of(text)
-        number = record.get("severityNumber")
-        if level is None and isinstance(number, int) and number > 0:
+        number = record.severity_number
+        if level is None and number:
             level = next((lvl for floor, lvl in _OTLP_SEVERITY if number >= floor), None)
         if level is not None:
             fields.setdefault("level", level)
-        elif isinstance(text, str) and text:
+        elif text:
             fields.setdefault("level", text)
-        if record.get("traceId"):
-            fields.setdefault("trace_id", record["traceId"])
-        if record.get("spanId"):
-            fields.setdefault("span_id", record["spanId"])
+        if record.trace_id:
+            fields.setdefault("trace_id", record.trace_id)
+        if record.span_id:
+            fields.setdefault("span_id", record.span_id)
         if service:
             fields.setdefault("service_name", str(service))
         if env:
             fields.setdefault("env", str(env))
-        if scope:
-            fields.setdefault("logger", str(scope))
+        if record.scope:
+            fields.setdefault("logger", record.scope)
         if resource:
             fields.setdefault("resource", resource)
-        return _at(self._parser.from_fields(fields, None, ts or now), ts or now)
+        ts = record.time_ns or now
+        return _at(self._parser.from_fields(fields, None, ts), ts)
+
+
+def _error(path: str, message: str) -> Any:
+    """An error's answer in the endpoint's own form: Loki's text, OTLP's Status, else JSON."""
+    if path == "/loki/api/v1/push":
+        return f"{message}\n"
+    if path == "/v1/logs":
+        return _status(message)
+    return {"error": message}
+
+
+def _status(message: str) -> dict[str, Any]:
+    """An OTLP/HTTP error answer: a google.rpc.Status in JSON."""
+    return {"code": _INVALID_ARGUMENT, "message": message}
+
+
+def _listed(reasons: list[str]) -> list[str]:
+    """At most :data:`_MAX_REASONS` reasons, and how many more there were."""
+    if len(reasons) <= _MAX_REASONS:
+        return reasons
+    return [*reasons[:_MAX_REASONS], f"and {len(reasons) - _MAX_REASONS} more"]
 
 
 def _at(event: LogEvent, ts: int) -> LogEvent:
@@ -447,27 +416,27 @@ def _at(event: LogEvent, ts: int) -> LogEvent:
     return event if event.timestamp_ns == ts else dataclasses.replace(event, timestamp_ns=ts)
 
 
-def _check_event(item: Any, parser: LineParser) -> str | None:
+def _check_event(item: Any) -> str | None:
     """Why a /v1/events item cannot be shipped (None: it can)."""
-    if not isinstance(item, dict):
-        return f"expected an object, got {type(item).__name__}"
+    if item.__class__ is not dict:
+        return f"expected an object, got {json_type(item)}"
     message = item.get("message")
-    if not isinstance(message, str):
+    if message.__class__ is not str:
         return "'message' (a string) is required" if message is None else \
-            f"'message' must be a string, got {type(message).__name__}"
+            f"'message' must be a string, got {json_type(message)}"
     level = item.get("level")
     if level is not None and level_of(level) is None:
-        return f"unknown level {level!r}: expected one of {_LEVEL_NAMES}"
+        return f"unknown level {shown(level)}: expected one of {_LEVEL_NAMES}"
     actor = item.get("actor")
     if actor is not None and normalize_actor(actor)[1] is not None:
-        return f"unknown actor {actor!r}: expected one of {_ACTOR_NAMES}"
+        return f"unknown actor {shown(actor)}: expected one of {_ACTOR_NAMES}"
     for key in ("createdAt", "created_at", "timestamp"):
         if item.get(key) is not None and parse_timestamp(item[key]) is None:
-            return f"{key} {item[key]!r} is not an ISO-8601 time or an epoch number"
+            return f"{key} {shown(item[key])} is not an ISO-8601 time or an epoch number"
     metadata = item.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        return f"'metadata' must be an object, got {type(metadata).__name__}"
+    if metadata is not None and metadata.__class__ is not dict:
+        return f"'metadata' must be an object, got {json_type(metadata)}"
     kind = item.get("type")
-    if kind is not None and not isinstance(kind, str):
-        return f"'type' must be a string, got {type(kind).__name__}"
+    if kind is not None and kind.__class__ is not str:
+        return f"'type' must be a string, got {json_type(kind)}"
     return None

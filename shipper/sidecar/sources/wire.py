@@ -1,24 +1,38 @@
 """Decoders for what clients push to the sidecar: Loki's push API (JSON, gzip JSON, protobuf
-with snappy) and OTLP/HTTP JSON logs. They only decode; shipper/sidecar/sources/http.py turns the
-result into events.
+with snappy) and OTLP/HTTP JSON logs. They only decode, and check each part's type on the way:
+what is wrong costs only its own part (a stream, an entry, a log record, a resource's records),
+named by its place in the request (``streams[0].values[3]``,
+``resourceLogs[0].resource: expected an object, got a string``).
+shipper/sidecar/sources/http.py turns what they return into events.
 
 The protobuf reader is a small wire-format decoder for Loki's ``logproto.PushRequest`` (the
 message Promtail, Alloy and the Loki clients send): streams of ``{labels, entries}``, each entry
 ``{timestamp{seconds, nanos}, line, structuredMetadata[{name, value}]}``; the labels are text
 (``{a="1", b="2"}``), read by :func:`shipper.delivery.labels.parse_labels`.
+
+JSON reaches them already parsed by :func:`shipper.sidecar.boundedjson.load_json`: an OTLP value
+nested deeper than the bound is a :class:`~shipper.sidecar.boundedjson.DeepJson` there, and is
+kept as its text.
 """
 
 from __future__ import annotations
 
 import base64
-import json
+import binascii
+import re
+import reprlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from shipper.delivery.labels import LabelSyntaxError, parse_labels
+from shipper.sidecar.boundedjson import DeepJson, open_deep
 
-__all__ = ["PushEntry", "any_value", "decode_push_json", "decode_push_protobuf"]
+__all__ = ["MAX_NS", "DecodeError", "OtlpRecord", "PushEntry", "decode_otlp_json",
+           "decode_push_json", "decode_push_protobuf", "json_type", "shown"]
+
+#: the latest time a push may carry: nanoseconds since the epoch in a signed 64-bit integer
+MAX_NS = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -30,7 +44,65 @@ class PushEntry:
 
 
 class DecodeError(ValueError):
-    pass
+    """The request as a whole cannot be read."""
+
+
+def json_type(value: Any) -> str:
+    """What a JSON value is, in JSON's words (``a string``, ``an object``, ...)."""
+    if value.__class__ is DeepJson:
+        return f"an {value.kind} nested too deep"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist = 2, 4, 4
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut short (error messages stay small, whatever a client sends)."""
+    return _REPR.repr(value)
+
+
+class _FieldError(ValueError):
+    """One part of a request is not what the protocol says; the message names it."""
+
+
+def _expected(where: str, expected: str, value: Any) -> _FieldError:
+    return _FieldError(f"{where}: expected {expected}, got {json_type(value)}")
+
+
+def _object(value: Any, where: str, optional: bool = False) -> dict[str, Any]:
+    if value is None and optional:
+        return {}
+    if value.__class__ is not dict:
+        raise _expected(where, "an object", value)
+    return value
+
+
+def _array(value: Any, where: str) -> list[Any]:
+    """An array, or absent / null (nothing)."""
+    if value is None:
+        return []
+    if value.__class__ is not list:
+        raise _expected(where, "an array", value)
+    return value
+
+
+def _text(value: Any, where: str) -> str | None:
+    if value is None or value.__class__ is str:
+        return value
+    raise _expected(where, "a string", value)
 
 
 # --------------------------------------------------------------------------- protobuf
@@ -76,14 +148,16 @@ def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
             raise DecodeError("a field runs past the end of the message")
 
 
-def _text(value: int | bytes) -> str:
+def _string(value: int | bytes) -> str:
     if not isinstance(value, bytes):
         raise DecodeError("expected a string field")
     return value.decode("utf-8", "replace")
 
 
-def decode_push_protobuf(body: bytes) -> list[PushEntry]:
-    """A snappy-compressed ``logproto.PushRequest`` → entries (needs cramjam)."""
+def decode_push_protobuf(body: bytes) -> tuple[list[PushEntry], list[str]]:
+    """A snappy-compressed ``logproto.PushRequest`` → entries, and one error per stream that
+    cannot be read (its labels); raises :class:`DecodeError` when the message itself cannot
+    (needs cramjam)."""
     try:
         import cramjam
     except ImportError:  # pragma: no cover - the sidecar extra installs it
@@ -94,19 +168,24 @@ def decode_push_protobuf(body: bytes) -> list[PushEntry]:
     except Exception as exc:
         raise DecodeError(f"not snappy-compressed: {exc}") from None
     entries: list[PushEntry] = []
-    for number, stream in _fields(raw):
+    errors: list[str] = []
+    for i, (number, stream) in enumerate(_fields(raw)):
         if number != 1 or not isinstance(stream, bytes):
             continue
         labels: dict[str, str] = {}
         raw_entries: list[bytes] = []
+        bad_labels = None
         for snum, svalue in _fields(stream):
             if snum == 1:
                 try:
-                    labels = parse_labels(_text(svalue))
+                    labels = parse_labels(_string(svalue))
                 except LabelSyntaxError as exc:
-                    raise DecodeError(str(exc)) from None
+                    bad_labels = f"streams[{i}].labels: {exc}"
             elif snum == 2 and isinstance(svalue, bytes):
                 raw_entries.append(svalue)
+        if bad_labels is not None:
+            errors.append(f"{bad_labels} ({len(raw_entries)} entries not read)")
+            continue
         for raw_entry in raw_entries:
             ts = 0
             line = ""
@@ -116,87 +195,229 @@ def decode_push_protobuf(body: bytes) -> list[PushEntry]:
                     parts = {n: v for n, v in _fields(evalue) if isinstance(v, int)}
                     ts = parts.get(1, 0) * 1_000_000_000 + parts.get(2, 0)
                 elif enum_ == 2:
-                    line = _text(evalue)
+                    line = _string(evalue)
                 elif enum_ == 3 and isinstance(evalue, bytes):
                     pair = dict(_fields(evalue))
-                    meta[_text(pair.get(1, b""))] = _text(pair.get(2, b""))
+                    meta[_string(pair.get(1, b""))] = _string(pair.get(2, b""))
             entries.append(PushEntry(labels, ts, line, meta))
-    return entries
+    return entries, errors
 
 
-# --------------------------------------------------------------------------- JSON
+# --------------------------------------------------------------------------- Loki's JSON
 
 
-def decode_push_json(body: bytes) -> tuple[list[PushEntry], list[str]]:
-    """Loki's JSON PushRequest → entries and one error per entry that cannot be read."""
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise DecodeError(f"not JSON: {exc}") from None
-    streams = doc.get("streams") if isinstance(doc, dict) else None
-    if not isinstance(streams, list):
+def decode_push_json(doc: Any) -> tuple[list[PushEntry], list[str]]:
+    """Loki's JSON PushRequest (parsed) → entries and one error per stream or entry that
+    cannot be read; raises :class:`DecodeError` when there are no streams to read."""
+    streams = doc.get("streams") if doc.__class__ is dict else None
+    if streams.__class__ is not list:
         raise DecodeError('expected {"streams": [{"stream": {...}, "values": [[ts, line]]}]}')
     entries: list[PushEntry] = []
     errors: list[str] = []
     for i, stream in enumerate(streams):
-        labels = stream.get("stream") if isinstance(stream, dict) else None
-        values = stream.get("values") if isinstance(stream, dict) else None
-        if not isinstance(labels, dict) or not isinstance(values, list):
+        labels = stream.get("stream") if stream.__class__ is dict else None
+        values = stream.get("values") if stream.__class__ is dict else None
+        if labels.__class__ is not dict or values.__class__ is not list:
             errors.append(f"streams[{i}]: expected {{\"stream\": {{...}}, \"values\": [...]}}")
             continue
-        labels = {str(k): str(v) for k, v in labels.items()}
+        bad = next((k for k, v in labels.items() if v.__class__ is not str), None)
+        if bad is not None:
+            errors.append(f"streams[{i}].stream.{bad}: expected a string, got "
+                          f"{json_type(labels[bad])} ({len(values)} entries not read)")
+            continue
         for j, value in enumerate(values):
             where = f"streams[{i}].values[{j}]"
-            if not isinstance(value, list) or len(value) not in (2, 3) or \
-                    not isinstance(value[1], str):
+            if value.__class__ is not list or len(value) not in (2, 3) or \
+                    value[1].__class__ is not str:
                 errors.append(f"{where}: expected [\"<ns>\", \"<line>\"(, {{metadata}})]")
                 continue
-            try:
-                ts = int(value[0])
-            except (TypeError, ValueError):
-                errors.append(f"{where}: timestamp {value[0]!r} is not nanoseconds")
+            ts = _nanoseconds(value[0])
+            if ts is None:
+                errors.append(f"{where}: timestamp {shown(value[0])} is not nanoseconds "
+                              "since the epoch")
                 continue
             meta = value[2] if len(value) == 3 else {}
-            if not isinstance(meta, dict):
-                errors.append(f"{where}: structured metadata must be an object")
+            if meta.__class__ is not dict:
+                errors.append(f"{where}: structured metadata must be an object, got "
+                              f"{json_type(meta)}")
                 continue
-            entries.append(PushEntry(labels, ts, value[1],
-                                     {str(k): str(v) for k, v in meta.items()}))
+            bad = next((k for k, v in meta.items() if v.__class__ is not str), None)
+            if bad is not None:
+                errors.append(f"{where}: structured metadata {bad!r} must be a string, got "
+                              f"{json_type(meta[bad])}")
+                continue
+            entries.append(PushEntry(labels, ts, value[1], meta))
     return entries, errors
 
 
-def any_value(value: Any) -> Any:
-    """An OTLP ``AnyValue`` (JSON encoding) → a plain Python value."""
-    if not isinstance(value, dict):
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
+def _nanoseconds(value: Any) -> int | None:
+    """A push's or a record's time: nanoseconds in a string of digits (or a JSON number)."""
+    if value.__class__ is str:
+        return int(value) if _DIGITS.fullmatch(value) and int(value) <= MAX_NS else None
+    if value.__class__ is int and 0 <= value <= MAX_NS:
         return value
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "boolValue" in value:
-        return bool(value["boolValue"])
-    if "intValue" in value:
-        try:
-            return int(value["intValue"])
-        except (TypeError, ValueError):
-            return value["intValue"]
-    if "doubleValue" in value:
-        return value["doubleValue"]
-    if "arrayValue" in value:
-        return [any_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
-    if "kvlistValue" in value:
-        return attributes((value["kvlistValue"] or {}).get("values", []))
-    if "bytesValue" in value:
-        try:
-            return base64.b64decode(value["bytesValue"]).hex()
-        except (ValueError, TypeError):
-            return value["bytesValue"]
     return None
 
 
-def attributes(items: Any) -> dict[str, Any]:
+# --------------------------------------------------------------------------- OTLP JSON
+
+
+@dataclass(frozen=True)
+class OtlpRecord:
+    """One OTLP log record, its values plain Python (``body`` and attributes decoded)."""
+
+    time_ns: int  # timeUnixNano, else observedTimeUnixNano; 0: neither
+    severity_number: int | None
+    severity_text: str | None
+    body: Any
+    attributes: dict[str, Any]
+    trace_id: str | None
+    span_id: str | None
+    event_name: str | None
+    resource: dict[str, Any]
+    scope: str | None
+
+
+def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str]]:
+    """An ``ExportLogsServiceRequest`` in the JSON encoding (parsed) → its records, and one
+    error per record, scope or resource whose records cannot be read (naming the field);
+    raises :class:`DecodeError` when there is no ``resourceLogs`` array."""
+    resource_logs = doc.get("resourceLogs") if doc.__class__ is dict else None
+    if resource_logs.__class__ is not list:
+        raise DecodeError('expected {"resourceLogs": [...]}')
+    records: list[OtlpRecord] = []
+    errors: list[str] = []
+    for i, item in enumerate(resource_logs):
+        where = f"resourceLogs[{i}]"
+        try:
+            rl = _object(item, where)
+            resource = _object(rl.get("resource"), f"{where}.resource", optional=True)
+            attrs = _attributes(resource.get("attributes"), f"{where}.resource.attributes")
+            scope_logs = _array(rl.get("scopeLogs"), f"{where}.scopeLogs")
+        except _FieldError as exc:
+            errors.append(f"{exc} (its log records were not read)")
+            continue
+        for j, scope_item in enumerate(scope_logs):
+            at = f"{where}.scopeLogs[{j}]"
+            try:
+                sl = _object(scope_item, at)
+                scope = _object(sl.get("scope"), f"{at}.scope", optional=True)
+                name = _text(scope.get("name"), f"{at}.scope.name")
+                log_records = _array(sl.get("logRecords"), f"{at}.logRecords")
+            except _FieldError as exc:
+                errors.append(f"{exc} (its log records were not read)")
+                continue
+            for k, record in enumerate(log_records):
+                try:
+                    records.append(_record(record, f"{at}.logRecords[{k}]", attrs, name))
+                except _FieldError as exc:
+                    errors.append(str(exc))
+    return records, errors
+
+
+_SEVERITY_NAMES = {f"SEVERITY_NUMBER_{name}{n if n > 1 else ''}": floor + n - 1
+                   for name, floor in (("TRACE", 1), ("DEBUG", 5), ("INFO", 9), ("WARN", 13),
+                                       ("ERROR", 17), ("FATAL", 21)) for n in range(1, 5)}
+_SEVERITY_NAMES["SEVERITY_NUMBER_UNSPECIFIED"] = 0
+
+
+def _record(record: Any, where: str, resource: dict[str, Any], scope: str | None,
+            ) -> OtlpRecord:
+    record = _object(record, where)
+    ts = 0
+    for key in ("timeUnixNano", "observedTimeUnixNano"):
+        raw = record.get(key)
+        if raw is None or raw in ("0", 0):
+            continue
+        found = _nanoseconds(raw)
+        if found is None:
+            raise _FieldError(f"{where}.{key}: {shown(raw)} is not nanoseconds since the "
+                              "epoch (a string of digits)")
+        ts = found
+        break
+    number = record.get("severityNumber")
+    if number.__class__ is str and number in _SEVERITY_NAMES:
+        number = _SEVERITY_NAMES[number]
+    if number is not None and (number.__class__ is not int or not 0 <= number <= 2**31):
+        raise _expected(f"{where}.severityNumber", "a severity number (0 to 24)", number)
+    return OtlpRecord(
+        time_ns=ts,
+        severity_number=number,
+        severity_text=_text(record.get("severityText"), f"{where}.severityText"),
+        body=_any_value(record.get("body"), f"{where}.body"),
+        attributes=_attributes(record.get("attributes"), f"{where}.attributes"),
+        trace_id=_text(record.get("traceId"), f"{where}.traceId"),
+        span_id=_text(record.get("spanId"), f"{where}.spanId"),
+        event_name=_text(record.get("eventName"), f"{where}.eventName"),
+        resource=resource,
+        scope=scope,
+    )
+
+
+_INT = re.compile(r"-?[0-9]{1,19}")
+_DOUBLE_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _any_value(value: Any, where: str) -> Any:
+    """An OTLP ``AnyValue`` → a plain Python value; one nested too deep → its text."""
+    if value is None:
+        return None
+    if value.__class__ is DeepJson:
+        return str(value)  # nested deeper than the bound: kept as the text that was sent
+    if value.__class__ is not dict:
+        raise _expected(where, "an AnyValue object ({\"stringValue\": ...})", value)
+    for key, item in value.items():
+        at = f"{where}.{key}"
+        if key == "stringValue":
+            if item.__class__ is not str:
+                raise _expected(at, "a string", item)
+            return item
+        if key == "boolValue":
+            if item.__class__ is not bool:
+                raise _expected(at, "true or false", item)
+            return item
+        if key == "intValue":
+            if item.__class__ is int or (item.__class__ is str and _INT.fullmatch(item)):
+                return int(item)
+            raise _expected(at, "an integer (a number or a string of digits)", item)
+        if key == "doubleValue":
+            if item.__class__ is float or item.__class__ is int:
+                return item
+            if item.__class__ is str:
+                try:
+                    return _DOUBLE_WORDS.get(item) or float(item)
+                except ValueError:
+                    pass
+            raise _expected(at, "a number", item)
+        if key == "arrayValue":
+            values = _object(open_deep(item), at, optional=True).get("values")
+            return [_any_value(v, f"{at}.values[{n}]")
+                    for n, v in enumerate(_array(open_deep(values), f"{at}.values"))]
+        if key == "kvlistValue":
+            return _attributes(_object(open_deep(item), at, optional=True).get("values"),
+                               f"{at}.values")
+        if key == "bytesValue":
+            if item.__class__ is str:
+                try:
+                    return base64.b64decode(item, validate=True).hex()
+                except (ValueError, binascii.Error):
+                    pass
+            raise _expected(at, "base64 text", item)
+    return None  # an empty AnyValue, or only fields this reader does not know (ignored)
+
+
+def _attributes(items: Any, where: str) -> dict[str, Any]:
     """OTLP ``[{key, value}]`` → a dict."""
     out: dict[str, Any] = {}
-    if isinstance(items, list):
-        for item in items:
-            if isinstance(item, dict) and isinstance(item.get("key"), str):
-                out[item["key"]] = any_value(item.get("value"))
+    for n, given in enumerate(_array(open_deep(items), where)):
+        pair = open_deep(given)
+        if pair.__class__ is not dict:
+            raise _expected(f"{where}[{n}]", '{"key": "...", "value": {...}}', pair)
+        key = pair.get("key")
+        if key.__class__ is not str:
+            raise _expected(f"{where}[{n}].key", "a string", key)
+        out[key] = _any_value(pair.get("value"), f"{where}[{n}].value")
     return out
