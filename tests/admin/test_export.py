@@ -15,12 +15,12 @@ import pytest
 
 from shipper._units import NS, parse_time
 from shipper.cli.admin.export import export_events
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.main import main
 from shipper.config import ShipperConfig
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import ReadError, iter_records, windows
+from shipper.loki.timerange import TimeRange
 from tests.support.fakeloki import FakeLoki
 
 DAY = 86400 * NS

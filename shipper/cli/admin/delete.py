@@ -32,7 +32,6 @@ from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import render_table, write_rows
 from shipper.cli.admin.stats import count_by_service
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.formats import add_format_arg, is_terminal, resolve_format
 from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
@@ -40,6 +39,7 @@ from shipper.delivery.pipeline import Pipeline
 from shipper.event import Actor, Level, LogEvent
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import Filters, log_query, quote
+from shipper.loki.timerange import TimeRange
 from shipper.typelabel import AUDIT_CANCEL_TYPE, AUDIT_DELETE_TYPE, TypeGuard
 
 __all__ = ["AUDIT_CANCEL_TYPE", "add_parser", "audit_event", "deletion_range", "log_audit"]

@@ -17,12 +17,12 @@ from typing import IO, Any
 
 from shipper.cli.admin import common
 from shipper.cli.admin.output import progress, write_rows
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.formats import EVENTS_PIPED, Format, add_format_arg, is_terminal
 from shipper.cli.help import Subparsers
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import Record, iter_records
+from shipper.loki.timerange import TimeRange
 
 __all__ = ["EXPORT_COLUMNS", "add_parser", "export_events"]
 

@@ -16,7 +16,6 @@ from typing import IO, Any
 from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import event_line, json_default, terminal_width, write_rows
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.args import positive_duration_arg, positive_int_arg
 from shipper.cli.formats import EVENTS_PIPED, Format, add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
@@ -24,6 +23,7 @@ from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.read_api import LokiReader, Sample
 from shipper.loki.reader import Record, iter_records, parse_streams
+from shipper.loki.timerange import TimeRange
 
 __all__ = ["COLUMNS", "EVENT_FIELDS", "add_parser", "follow", "read_page", "sample_row"]
 

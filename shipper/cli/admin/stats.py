@@ -19,13 +19,13 @@ from typing import Any
 from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import render_table, write_rows
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.formats import add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
 from shipper.event import Level
 from shipper.loki.client import LokiClient, LokiError, QueryLimits
 from shipper.loki.logql import Filters, metric_query
 from shipper.loki.reader import windows
+from shipper.loki.timerange import TimeRange
 
 __all__ = ["ERROR_LEVELS", "STATS", "Stat", "add_parser", "collect", "count_by_service",
            "error_rate_expression", "stat_expression"]
