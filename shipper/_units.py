@@ -33,8 +33,11 @@ from fractions import Fraction
 from typing import Final
 
 __all__ = [
+    "MAX_TIME_NS",
+    "MIN_TIME_NS",
     "NS",
     "UnitError",
+    "describe_time",
     "format_duration",
     "format_duration_ns",
     "format_seconds",
@@ -262,9 +265,12 @@ _RFC3339 = re.compile(
 )
 _RELATIVE = re.compile(r"(?i:now)\s*-\s*(.+)")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-#: Loki's times: nanoseconds in a signed 64-bit number
-_MIN_NS: Final = -(2**63)
-_MAX_NS: Final = 2**63 - 1
+#: Loki's times: nanoseconds in a signed 64-bit number (1677-09-21 to 2262-04-11); a push
+#: holding a timestamp outside them is refused whole
+MIN_TIME_NS: Final = -(2**63)
+MAX_TIME_NS: Final = 2**63 - 1
+_MIN_NS: Final = MIN_TIME_NS
+_MAX_NS: Final = MAX_TIME_NS
 _TIME_HELP = ("RFC 3339 (2026-01-31T12:00:00Z, 2026-01-31T13:00:00.5+01:00), a date "
               "(2026-01-31, UTC), now, or a time ago (2h, now-30m)")
 
@@ -330,9 +336,33 @@ def format_time(ns: int, *, digits: int | None = None) -> str:
         raise UnitError(f"digits={digits!r}: a time has 0 to 9 fractional digits")
     if isinstance(ns, bool) or not isinstance(ns, int) or not _MIN_NS <= ns <= _MAX_NS:
         raise UnitError(f"time out of range: {_shown(ns)} (nanoseconds since 1970 in 64 bits)")
+    return _rfc3339(ns, digits)
+
+
+def _rfc3339(ns: int, digits: int | None) -> str:
     seconds, nanos = divmod(ns, NS)
     moment = _EPOCH + dt.timedelta(seconds=seconds)
-    base = f"{moment:%Y-%m-%dT%H:%M:%S}"
+    base = f"{moment.year:04d}{moment:-%m-%dT%H:%M:%S}"
     fraction = f"{nanos:09d}"
     fraction = fraction.rstrip("0") if digits is None else fraction[:digits]
     return f"{base}.{fraction}Z" if fraction else base + "Z"
+
+
+#: the nanoseconds a calendar date can show: years 1 to 9999
+_CALENDAR_MIN_NS: Final = (dt.datetime(1, 1, 1, tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(
+    microseconds=1) * 1_000
+_CALENDAR_MAX_NS: Final = (dt.datetime.max.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(
+    microseconds=1) * 1_000 + 999
+
+
+def describe_time(ns: int) -> str:
+    """A time in nanoseconds for a person to read, also outside Loki's range: RFC 3339 in UTC
+    as :func:`format_time` writes it for any year from 1 to 9999 (``2300-01-01T00:00:00Z``),
+    else the number of nanoseconds (``-99999999999999999999999``)."""
+    if isinstance(ns, bool) or not isinstance(ns, int):
+        raise UnitError(f"not a time in nanoseconds: {_shown(ns)}")
+    if not _CALENDAR_MIN_NS <= ns <= _CALENDAR_MAX_NS:
+        if ns.bit_length() <= 10_000:  # Python writes ints of up to 4,300 digits
+            return str(ns)
+        return f"<{'negative ' if ns < 0 else ''}{ns.bit_length()}-bit number of nanoseconds>"
+    return _rfc3339(ns, None)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shipper.event import Actor, Level, normalize_level, normalize_type
+from shipper.event import Actor, Level, normalize_level, normalize_type, text_of
 
 __all__ = [
     "DEFAULT_LOGGER_NAME",
@@ -114,7 +114,7 @@ class SystemLog:
             Actor.USER,
             f"Auth {action_type.lower().replace('_', ' ')} {outcome}",
             actor_id,
-            {**(metadata or {}), "success": bool(success)},
+            _with(metadata, success=bool(success)),
         )
 
     def user_action(self, type: str, user_id: str | None, message: str,
@@ -144,24 +144,38 @@ class SystemLog:
             Actor.SYSTEM,
             f"Webhook {provider} {event_type} {outcome}",
             None,
-            {**(metadata or {}), "provider": provider, "event_type": event_type,
-             "success": bool(success)},
+            _with(metadata, provider=provider, event_type=event_type, success=bool(success)),
         )
 
     def api_error(self, endpoint: str, error: BaseException | str,
                   actor: Actor | str | None = Actor.SYSTEM, actor_id: str | None = None,
                   metadata: Metadata = None) -> None:
         """``API_ERROR`` at ERROR; an exception keeps its type, message and traceback."""
-        meta: dict[str, Any] = {**(metadata or {}), "endpoint": endpoint}
+        meta = _with(metadata, endpoint=endpoint)
         exc_info: Any = None
         if isinstance(error, BaseException):
             meta["error_type"] = type(error).__name__
             exc_info = (type(error), error, error.__traceback__)
-            text = str(error) or type(error).__name__
+            text = text_of(error) or type(error).__name__
         else:
-            text = str(error)
+            text = text_of(error)
         self.log(Level.ERROR, "API_ERROR", actor, f"{endpoint}: {text}", actor_id, meta,
                  exc_info=exc_info)
+
+
+def _with(metadata: object, **fields: Any) -> dict[str, Any]:
+    """The caller's metadata with the helper's own fields; metadata that is not a mapping (or
+    cannot be read as one) is kept under ``value``, as the handler keeps it."""
+    merged: dict[str, Any] = {}
+    if isinstance(metadata, Mapping):
+        try:
+            merged.update(metadata)
+        except Exception:
+            merged = {"value": metadata}
+    elif metadata is not None:
+        merged["value"] = metadata
+    merged.update(fields)
+    return merged
 
 
 _default: SystemLog | None = None

@@ -165,6 +165,9 @@ class ShipperConfig:
         "help": "size of one spool segment file"})
     spool_fsync: bool = field(default=False, metadata={
         "help": "fsync every spool write: survives power loss, not just a crash (slower)"})
+    dead_letter_max_bytes: int = field(default=64 * 1024 * 1024, metadata={
+        "help": "cap of the dead letters, the entries Loki refused (kept in the spool "
+                "directory's `dead-letters`): the oldest are dropped over it, and counted"})
 
     max_line_bytes: int = field(default=256 * 1024, metadata={
         "help": "lines are truncated (still valid JSON) to this: Loki's `max_line_size`"})
@@ -206,7 +209,8 @@ class ShipperConfig:
                 f"with a 500), got {self.batch_max_bytes}"
             )
         for name in ("batch_max_events", "queue_max_events", "queue_max_bytes", "type_limit",
-                     "spool_max_bytes", "spool_segment_bytes", "max_line_bytes"):
+                     "spool_max_bytes", "spool_segment_bytes", "max_line_bytes",
+                     "dead_letter_max_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be positive, got {getattr(self, name)}")
         for name in ("timeout", "batch_max_wait", "backoff_min", "backoff_max"):
@@ -336,7 +340,7 @@ def _coerce(name: str, annotation: object, value: Any) -> Any:
     if value is None:
         return None
     if name in {"batch_max_bytes", "queue_max_bytes", "spool_max_bytes", "spool_segment_bytes",
-                "max_line_bytes"}:
+                "max_line_bytes", "dead_letter_max_bytes"}:
         return _size(name, value)
     if name in {"timeout", "batch_max_wait", "retry_budget", "backoff_min", "backoff_max",
                 "shutdown_timeout"}:

@@ -6,10 +6,16 @@ after that (redaction, batching, the Loki client, the spool) works on the :class
 
 ============================  ============================================
 labels                        ``service_name``, ``env`` (when set), ``level``, ``actor``, ``type``
-structured metadata           ``actor_id``, ``trace_id``, ``logger``
+structured metadata           ``actor_id``, ``trace_id``, ``logger``, ``original_time``
 the line (a JSON object)      ``message``, ``metadata``, ``exception`` (when there is one)
 the entry timestamp           the event's own time, in ns
 ============================  ============================================
+
+The entry timestamp is always one Loki can read: a time outside 64-bit nanoseconds (after
+2262, before 1677, NaN, not a number at all) would make Loki refuse the whole push it is in,
+so :func:`entry_time` ships such an event at the time it was received and keeps the original,
+as text, in the structured metadata ``original_time``. Whatever a field holds, building the
+entry never raises: :func:`text_of` writes any object as text.
 
 The pieces :func:`to_entry` and :meth:`LogEvent.create` are made of are public too, for the
 converters that run once per event and skip a step: the handler's worker goes from a record
@@ -32,14 +38,17 @@ import functools
 import json
 import logging
 import math
+import operator
 import re
-import uuid
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
 
+from shipper._units import MAX_TIME_NS, MIN_TIME_NS, describe_time
+from shipper.line import clean_text, entry_line, text_of
 from shipper.typelabel import (
     DEFAULT_TYPE,
     OVERFLOW_TYPE,
@@ -58,6 +67,7 @@ __all__ = [
     "LogEvent",
     "TypeGuard",
     "entry_line",
+    "entry_time",
     "env_label",
     "make_entry",
     "metadata_value",
@@ -69,6 +79,7 @@ __all__ = [
     "service_label",
     "stream_labels",
     "structured_metadata",
+    "text_of",
     "to_entry",
 ]
 
@@ -155,7 +166,6 @@ _FAST_LEVELS: dict[object, Level] = {
 DEFAULT_MAX_LINE_BYTES = 256 * 1024
 _MAX_LABEL_VALUE_LEN = 128
 _MAX_METADATA_VALUE_LEN = 1024
-_TRUNCATION_MARKER = "...[truncated by shipper: {n} bytes]"
 
 
 def normalize_level(value: object) -> tuple[Level, str | None]:
@@ -188,11 +198,11 @@ def normalize_level(value: object) -> tuple[Level, str | None]:
             lvl = Level.DEBUG
         standard = value in _LEVEL_TO_LOGGING.values() or value == logging.NOTSET
         return lvl, None if standard else str(value)
-    text = str(value).strip().upper()
-    found = _LEVEL_ALIASES.get(text)
+    original = text_of(value)
+    found = _LEVEL_ALIASES.get(original.strip().upper())
     if found is not None:
         return found, None
-    return Level.INFO, str(value)
+    return Level.INFO, original
 
 
 def normalize_actor(value: object) -> tuple[Actor, str | None]:
@@ -200,7 +210,7 @@ def normalize_actor(value: object) -> tuple[Actor, str | None]:
 
     Unknown names map to SYSTEM and the original is returned so that it can be kept in metadata.
     """
-    if value is None or value == "":
+    if value is None:
         return Actor.SYSTEM, None
     cls = value.__class__
     if cls is str or cls is Actor:
@@ -210,14 +220,16 @@ def normalize_actor(value: object) -> tuple[Actor, str | None]:
     if isinstance(value, Actor):
         return value, None
     if isinstance(value, str):
+        if not value:
+            return Actor.SYSTEM, None
         fast = _ACTOR_ALIASES.get(value)
         if fast is not None:
             return fast, None
-    text = str(value).strip().upper()
-    found = _ACTOR_ALIASES.get(text)
+    original = text_of(value)
+    found = _ACTOR_ALIASES.get(original.strip().upper())
     if found is not None:
         return found, None
-    return Actor.SYSTEM, str(value)
+    return Actor.SYSTEM, original
 
 
 _UNSAFE_LABEL_CHARS = re.compile(r"[^A-Za-z0-9 _.:/@+\-]+")
@@ -246,15 +258,9 @@ def env_label(value: object) -> str:
 
 _new_object = object.__new__
 _set_attr = object.__setattr__
-
-
-def _clean_text(value: str) -> str:
-    """Replace lone surrogates (invalid UTF-8 that slipped into a str) so encoding never fails."""
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "replace").decode("utf-8")
+_MIN_NS = MIN_TIME_NS
+_MAX_NS = MAX_TIME_NS
+_time_ns = time.time_ns
 
 
 def metadata_value(value: object) -> str:
@@ -262,54 +268,11 @@ def metadata_value(value: object) -> str:
     single-line string of at most 1024 characters."""
     if value.__class__ is str and len(value) <= 128 and value.isprintable():
         return value
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else _clean_text(
-        str(value))
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else clean_text(
+        text_of(value))
     if "\n" in text or "\r" in text:
         text = text.replace("\r", " ").replace("\n", " ")
     return text[:_MAX_METADATA_VALUE_LEN]
-
-
-_MAX_DEPTH = 16
-
-
-def _jsonable(value: Any, depth: int = 0, seen: set[int] | None = None) -> Any:
-    """A JSON-safe copy of ``value``: str keys, lists for tuples/sets, text for bytes, ``repr``
-    for anything ``json`` cannot write (objects, NaN), a marker for cycles and deep nesting."""
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, str):
-        return _clean_text(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if depth >= _MAX_DEPTH:
-        return "<nested too deep>"
-    if isinstance(value, enum.Enum):
-        return _jsonable(value.value, depth + 1, seen)
-    if isinstance(value, (_dt.date, _dt.time)):
-        return value.isoformat()  # as orjson writes them (RFC 3339)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, (Mapping, list, tuple, set, frozenset)):
-        seen = set() if seen is None else seen
-        if id(value) in seen:
-            return "<cycle>"
-        seen.add(id(value))
-        try:
-            if isinstance(value, Mapping):
-                return {
-                    _clean_text(k if isinstance(k, str) else str(k)): _jsonable(v, depth + 1, seen)
-                    for k, v in value.items()
-                }
-            items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
-            return [_jsonable(v, depth + 1, seen) for v in items]
-        finally:
-            seen.discard(id(value))
-    try:
-        return _clean_text(repr(value))
-    except Exception as exc:  # a broken __repr__ must not lose the event
-        return f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
 
 
 @dataclass(frozen=True)
@@ -332,6 +295,8 @@ class LogEvent:
     logger: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     exception: str | None = None
+    #: the event's own time as given, when Loki could not take it (see :func:`entry_time`)
+    original_time: str | None = None
 
     @classmethod
     def create(
@@ -349,26 +314,42 @@ class LogEvent:
         logger: str | None = None,
         metadata: object = None,
         exception: str | None = None,
+        original_time: str | None = None,
     ) -> LogEvent:
         """Normalise every field (aliases, case, label safety) and build the event.
 
         A level or actor that had to be mapped, and metadata that was not a mapping, are kept in
         ``metadata`` (``original_level``, ``original_actor``, ``value``) so nothing is lost.
+        A ``timestamp_ns`` Loki cannot take becomes the time of this call, the original kept
+        as ``original_time`` (see :func:`entry_time`); a source that replaced the event's
+        time itself passes the original as ``original_time``.
         """
         if metadata is None:
             meta: dict[str, Any] = {}
-        elif metadata.__class__ is dict or isinstance(metadata, Mapping):
+        elif metadata.__class__ is dict:
             meta = dict(metadata)
         else:
-            meta = {"value": metadata}
+            meta = _metadata_dict(metadata)
         return new_event(service, env, level, message, timestamp_ns, actor, type, actor_id,
-                         trace_id, logger, meta, exception, cls)
+                         trace_id, logger, meta, exception, cls, original_time=original_time)
+
+
+def _metadata_dict(metadata: object) -> dict[str, Any]:
+    """A copy of metadata given as a mapping, ``{"value": metadata}`` for anything else (and
+    for a mapping that cannot be read)."""
+    if isinstance(metadata, Mapping):
+        try:
+            return dict(metadata)
+        except Exception:
+            pass
+    return {"value": metadata}
 
 
 def new_event(service: str, env: str | None, level: object, message: object,
               timestamp_ns: int, actor: object, type_: object, actor_id: object,
               trace_id: object, logger: str | None, meta: dict[str, Any],
-              exception: str | None, cls: type[LogEvent] = LogEvent) -> LogEvent:
+              exception: str | None, cls: type[LogEvent] = LogEvent, *,
+              original_time: str | None = None) -> LogEvent:
     """:meth:`LogEvent.create` with its arguments in order, for a source that built the
     metadata dict itself and hands it over: the event keeps that dict (no copy; it may get
     ``original_level`` and ``original_actor``)."""
@@ -379,10 +360,10 @@ def new_event(service: str, env: str | None, level: object, message: object,
     if actor_original is not None:
         meta.setdefault("original_actor", actor_original)
     if message.__class__ is not str:
-        try:
-            message = str(message)
-        except Exception as exc:
-            message = f"<unprintable message {message.__class__.__name__}: {exc!r}>"
+        message = text_of(message)
+    if timestamp_ns.__class__ is not int or not _MIN_NS <= timestamp_ns <= _MAX_NS:
+        timestamp_ns, replaced = entry_time(timestamp_ns, _time_ns())
+        original_time = replaced if original_time is None else original_time
     # Every field is normal now: fill the instance in one step instead of the frozen
     # dataclass __init__'s twelve object.__setattr__ calls (this runs once per event).
     event = _new_object(cls)
@@ -392,15 +373,64 @@ def new_event(service: str, env: str | None, level: object, message: object,
         "message": message,
         "actor": act,
         "type": normalize_type(type_),
-        "timestamp_ns": int(timestamp_ns),
+        "timestamp_ns": timestamp_ns,
         "env": env_label(env) if env else None,
-        "actor_id": None if actor_id is None or actor_id == "" else metadata_value(actor_id),
-        "trace_id": None if trace_id is None or trace_id == "" else metadata_value(trace_id),
+        # (no == "": an object's own __eq__ may raise)
+        "actor_id": None if actor_id is None or (actor_id.__class__ is str and not actor_id)
+        else metadata_value(actor_id),
+        "trace_id": None if trace_id is None or (trace_id.__class__ is str and not trace_id)
+        else metadata_value(trace_id),
         "logger": logger or None,
         "metadata": meta,
         "exception": exception or None,
+        "original_time": original_time,
     })
     return event
+
+
+def entry_time(timestamp_ns: object, received_ns: int,
+               given: object = None) -> tuple[int, str | None]:
+    """An event's entry timestamp, and the original time when it had to be replaced.
+
+    Loki reads an entry's time as a signed 64-bit count of nanoseconds (1677-09-21 to
+    2262-04-11) and refuses the whole push when one entry's time is outside that range, so
+    such a ``timestamp_ns`` (or one that is not a number: None, NaN, infinity, text) gives
+    ``(received_ns, original)``: the event is shipped at the time it was received, and the
+    original is kept as text for the structured metadata ``original_time`` (at most 1,024
+    characters): ``given`` as the source was given it (``str``; ``repr`` for a float;
+    ISO 8601 for a datetime), or else ``timestamp_ns`` itself, as RFC 3339 when a calendar
+    can show it. A time within the range gives ``(timestamp_ns, None)``, even one Loki will
+    refuse as too old or too new: that refusal is per entry, counted, and costs no other.
+    Never raises."""
+    ns: int | None = None
+    if timestamp_ns.__class__ is int:
+        ns = timestamp_ns
+    elif isinstance(timestamp_ns, float):
+        ns = int(timestamp_ns) if math.isfinite(timestamp_ns) else None
+    elif not isinstance(timestamp_ns, bool):
+        try:
+            ns = operator.index(timestamp_ns)  # type: ignore[arg-type]  # int subclasses, numpy
+        except Exception:
+            ns = None
+    if ns is not None and _MIN_NS <= ns <= _MAX_NS:
+        return ns, None
+    if given is None:
+        if ns is not None and not isinstance(timestamp_ns, float):
+            return received_ns, metadata_value(describe_time(ns))
+        given = timestamp_ns
+    return received_ns, metadata_value(_time_text(given))
+
+
+def _time_text(value: object) -> str:
+    """A time as given, as text: ISO 8601 for a date or datetime, ``repr`` for a float."""
+    try:
+        if isinstance(value, (_dt.date, _dt.time)):
+            return value.isoformat()
+        if isinstance(value, float):
+            return repr(value)
+    except Exception:
+        pass
+    return text_of(value)
 
 
 class Entry(NamedTuple):
@@ -487,110 +517,6 @@ def make_entry(labels: tuple[tuple[str, str], ...], timestamp_ns: int, line: str
 _tuple_new = tuple.__new__
 
 
-def _truncate_utf8(text: str, max_bytes: int) -> str:
-    data = text.encode("utf-8")
-    if len(data) <= max_bytes:
-        return text
-    return data[:max_bytes].decode("utf-8", "ignore")
-
-
-def _json_default(value: Any) -> Any:
-    """``json.dumps`` fallback for the fast path: the same conversions as :func:`_jsonable`."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, tuple):  # a tuple subclass (namedtuple) orjson does not take
-        return list(value)
-    return _jsonable(value)
-
-
-# The careful path (and truncation): the standard library encoder, which refuses NaN and takes
-# any int, so _jsonable can step in.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False,
-                            default=_json_default)
-_dumps = _ENCODER.encode
-# The fast path: orjson (about 9x faster than json for a line, see pyproject.toml). Dataclass
-# instances go to _json_default (their repr, as everywhere else), not orjson's own dict form.
-_orjson_dumps = orjson.dumps
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def entry_line(message: str, metadata: Mapping[str, Any], exception: str | None,
-               max_line_bytes: int) -> str:
-    """The entry's line: the JSON object ``{"message", "metadata"[, "exception"]}``, at most
-    ``max_line_bytes`` (cut as :func:`to_entry` says), valid Unicode."""
-    if not metadata and not exception and message.__class__ is str:
-        # the usual event: a message and nothing else
-        try:
-            data = b'{"message":' + _orjson_dumps(message) + b',"metadata":{}}'
-            if len(data) <= max_line_bytes:
-                return data.decode("utf-8")
-        except TypeError:  # lone surrogates: the careful path below
-            pass
-    body: dict[str, Any] = {"message": message, "metadata": metadata}
-    if exception:
-        body["exception"] = exception
-    try:
-        # fast path: orjson walks the metadata; only odd values reach _json_default. It
-        # writes NaN as null and refuses lone surrogates, big ints and non-str keys: a line
-        # holding "null" takes the careful path, so NaN is kept as "nan" as everywhere else
-        data = _orjson_dumps(body, default=_json_default, option=_ORJSON_OPTIONS)
-        if b"null" in data:
-            raise ValueError("null: maybe a NaN")
-        if len(data) > max_line_bytes:
-            return _truncated_line(body, data.decode("utf-8"), max_line_bytes)
-        return data.decode("utf-8")
-    except (TypeError, ValueError, RecursionError):
-        pass
-    try:
-        line = _dumps(body)
-    except (TypeError, ValueError, RecursionError):
-        # NaN, non-string keys, cycles, depth: the careful copy
-        body["metadata"] = _jsonable(metadata)
-        line = _dumps(body)
-    if not line.isascii():
-        line = _clean_text(line)  # lone surrogates (undecodable bytes) → "?"
-    if len(line) * 4 > max_line_bytes and len(line.encode("utf-8")) > max_line_bytes:
-        return _truncated_line(body, line, max_line_bytes)
-    return line
-
-
-def _json_size(body: Mapping[str, Any]) -> int:
-    return len(_dumps(body).encode("utf-8", "replace"))
-
-
-def _truncated_line(body: dict[str, Any], line: str, max_line_bytes: int) -> str:
-    """Fit a too-long line under ``max_line_bytes`` and keep it valid JSON: the largest of
-    message, metadata and exception is cut first (metadata becomes the truncated text of its
-    JSON), each cut ends with a marker naming the original size, and ``"truncated": true`` is set.
-    """
-    marker = _TRUNCATION_MARKER.format(n=len(line.encode("utf-8", "replace")))
-    body = dict(body)
-    body["truncated"] = True
-    texts = {
-        key: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        for key, value in body.items()
-        if key in ("message", "metadata", "exception") and value is not None
-    }
-    for key in sorted(texts, key=lambda k: -len(texts[k])):
-        text = texts[key]
-        keep = len(text.encode("utf-8"))
-        for _ in range(16):  # escaping makes the JSON size of a text larger than the text
-            excess = _json_size(body) - max_line_bytes
-            if excess <= 0:
-                return _clean_text(_dumps(body))
-            keep = max(keep - excess - len(marker) - 8, 0)
-            body[key] = _truncate_utf8(text, keep) + marker
-            if keep == 0:
-                break
-    if _json_size(body) <= max_line_bytes:
-        return _clean_text(_dumps(body))
-    return json.dumps({"message": marker, "metadata": {}, "truncated": True})
 
 
 _LABELS_CACHE: dict[tuple[str, str | None, Level, Actor, str], tuple[tuple[str, str], ...]] = {}
@@ -629,19 +555,25 @@ def to_entry(
     if type_guard is not None:
         admitted = type_guard.admit(type_, event.service)
         if admitted != type_:
-            metadata = dict(metadata)
+            metadata = _metadata_dict(metadata)
             keep_original_type(metadata, type_)
             type_ = admitted
+    timestamp_ns = event.timestamp_ns
+    original_time = event.original_time
+    if timestamp_ns.__class__ is not int or not _MIN_NS <= timestamp_ns <= _MAX_NS:
+        # an event built without new_event (the constructor, dataclasses.replace)
+        timestamp_ns, replaced = entry_time(timestamp_ns, _time_ns())
+        original_time = replaced if original_time is None else original_time
     return make_entry(
         stream_labels(event.service, event.env, event.level, event.actor, type_),
-        event.timestamp_ns,
+        timestamp_ns,
         entry_line(event.message, metadata, event.exception, max_line_bytes),
-        structured_metadata(event.actor_id, event.trace_id, event.logger),
+        structured_metadata(event.actor_id, event.trace_id, event.logger, original_time),
     )
 
 
-def structured_metadata(actor_id: str | None, trace_id: str | None,
-                        logger: str | None) -> tuple[tuple[str, str], ...]:
+def structured_metadata(actor_id: str | None, trace_id: str | None, logger: str | None,
+                        original_time: str | None = None) -> tuple[tuple[str, str], ...]:
     """The structured metadata of an entry (values already normal, except the logger name).
     The (name, value) pairs of loggers and actor ids are made once and shared: fewer objects
     per event for the garbage collector."""
@@ -652,6 +584,8 @@ def structured_metadata(actor_id: str | None, trace_id: str | None,
         pairs.append(("trace_id", trace_id))
     if logger:
         pairs.append(_logger_pair(logger))
+    if original_time:
+        pairs.append(("original_time", original_time))
     return tuple(pairs)
 
 

@@ -15,13 +15,21 @@ Event fields are read from the record's ``extra``:
 ``metadata``       any JSON-able mapping; other values are kept under ``metadata.value``
 ``event_time``     the event's own time (datetime or epoch seconds) instead of ``record.created``
 =================  ===================================================================
+
+Every record gives one entry, whatever it holds: a message or argument whose ``str`` or
+``repr`` raises, an unreadable exception, metadata JSON cannot write, an ``event_time`` Loki
+cannot take (shipped at ``record.created``, the original kept as ``original_time``). The
+worker converts the usual record on a fast path; a record that fails there is converted again
+through :class:`~shipper.event.LogEvent`, with every field it reads as text made text first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -32,10 +40,13 @@ from shipper.context import LogContext, current_context
 from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.transport import Transport
 from shipper.event import (
+    Actor,
     Entry,
+    Level,
     LogEvent,
     TypeGuard,
     entry_line,
+    entry_time,
     env_label,
     make_entry,
     metadata_value,
@@ -45,6 +56,8 @@ from shipper.event import (
     service_label,
     stream_labels,
     structured_metadata,
+    text_of,
+    to_entry,
 )
 from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
 from shipper.typelabel import keep_original_type
@@ -65,16 +78,48 @@ def _first(values: tuple[Any, ...]) -> Any:
     return None
 
 
-def _event_time_ns(value: Any, fallback: float) -> int:
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            value = value.astimezone()
-        return int(value.timestamp() * 1e9)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        # seconds, or already nanoseconds (anything past year 2200 in seconds is ns)
-        return int(value) if value > 10**12 else round(value * 1e6) * 1000
-    # record.created is a float with microsecond resolution: round there, not below
-    return round(fallback * 1e6) * 1000
+def _event_time_ns(value: Any) -> int | None:
+    """An ``event_time`` in ns (None: not a time this reads, or one that cannot be computed:
+    NaN, infinity, a datetime the machine's zone cannot place)."""
+    try:
+        if isinstance(value, _dt.datetime):
+            if value.tzinfo is None:
+                value = value.astimezone()
+            return int(value.timestamp() * 1e9)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # seconds, or already nanoseconds (anything past year 2200 in seconds is ns)
+            return int(value) if value > 10**12 else round(value * 1e6) * 1000
+    except Exception:  # NaN, infinity, a zone the machine cannot place, a broken number
+        pass
+    return None
+
+
+#: record.created (seconds) below which its time in ns is computed directly: every time within
+#: it is one Loki can read (64-bit nanoseconds)
+_MAX_CREATED = 9_223_372_036.0
+
+
+def _created_ns(created: Any) -> int | None:
+    """``record.created`` in ns: a float with microsecond resolution, so rounded there."""
+    try:
+        ns: int = round(created * 1e6) * 1000
+    except Exception:  # a record whose created was replaced by something else
+        return None
+    return ns
+
+
+def _timestamp(created: Any, event_time: Any) -> tuple[int, str | None]:
+    """The entry time of a record, and the original when Loki could not take it (see
+    :func:`shipper.event.entry_time`): its ``event_time`` when it has one, else its own
+    time; a time that cannot be shipped as it is gives the record's own time (or the clock,
+    when that one cannot be shipped either)."""
+    if created.__class__ is float and -_MAX_CREATED < created < _MAX_CREATED:
+        received, original = round(created * 1e6) * 1000, None  # as logging made it
+    else:  # replaced by something else
+        received, original = entry_time(_created_ns(created), time.time_ns(), created)
+    if event_time is None:
+        return received, original
+    return entry_time(_event_time_ns(event_time), received, event_time)
 
 
 #: extra attributes the worker reads when a record has them (``extra={...}``)
@@ -110,11 +155,13 @@ def _snapshot(record: logging.LogRecord, context: LogContext | None,
             message = msg % args if args else msg
         else:  # a record factory's class may format its own way
             message = record.getMessage()
+            if message.__class__ is not str:
+                message = text_of(message)
     except Exception as exc:  # bad %-args: keep the template and the args, say what failed
-        message = f"{record.msg!r} % {record.args!r} (formatting failed: {exc!r})"
-    if exception is None and record.exc_info and record.exc_info[0] is not None:
+        message = _unformatted(record, exc)
+    if exception is None and record.exc_info:
         # format now: the traceback's frames must not be kept alive on the queue
-        exception = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        exception = _exception_text(record.exc_info)
     attrs = record.__dict__
     get = attrs.get
     metadata, actor, actor_id = get("metadata"), get("actor"), get("actor_id")
@@ -127,6 +174,36 @@ def _snapshot(record: logging.LogRecord, context: LogContext | None,
     return (message, context, exception, record.levelno, record.name, record.created,
             record.exc_text, record.stack_info, metadata, actor, actor_id, trace_id, type_,
             rare)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``; when that raises, a tuple's items each so written, anything else as
+    :func:`~shipper.event.text_of` writes it."""
+    try:
+        return repr(value)
+    except Exception:
+        pass
+    if value.__class__ is tuple:
+        items = ", ".join(map(_shown, value))
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    return text_of(value)
+
+
+def _unformatted(record: logging.LogRecord, exc: Exception) -> str:
+    """The message of a record whose template and arguments could not be formatted: both as
+    written, and what failed."""
+    return f"{_shown(record.msg)} % {_shown(record.args)} (formatting failed: {_shown(exc)})"
+
+
+def _exception_text(exc_info: Any) -> str | None:
+    """A record's ``exc_info`` as traceback text (None when it holds no exception); an
+    ``exc_info`` the traceback module cannot format is written as it is, with the error."""
+    try:
+        if exc_info[0] is None:
+            return None
+        return "".join(traceback.format_exception(*exc_info)).rstrip()
+    except Exception as exc:
+        return f"{_shown(exc_info)} (formatting the exception failed: {_shown(exc)})"
 
 
 def event_from_record(
@@ -149,7 +226,8 @@ def event_from_record(
 
 
 def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None) -> LogEvent:
-    message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = _fields(item)
+    (message, metadata, exception, actor, actor_id, trace_id, timestamp_ns,
+     original_time) = _fields(item)
     return LogEvent.create(
         service=service,
         env=env,
@@ -163,25 +241,37 @@ def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None) -> L
         logger=item[4],
         metadata=metadata,
         exception=exception,
+        original_time=original_time,
     )
 
 
-def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int]:
+def _merged(base: Mapping[str, Any], metadata: Any) -> dict[str, Any]:
+    """A record's metadata over ``base`` (the request context's: the record's keys win);
+    metadata that is not a mapping, or one that cannot be read, is kept under ``value``."""
+    merged = dict(base)
+    if isinstance(metadata, Mapping):
+        try:
+            merged.update(metadata)
+            return merged
+        except Exception:
+            pass
+    if metadata is not None:
+        merged["value"] = metadata
+    return merged
+
+
+def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int, str | None]:
     """What a snapshot says, before normalisation: message, metadata, exception text, actor,
-    actor id, trace id and the timestamp in ns (the one reading both
-    :func:`event_from_record` and the handler's direct conversion share)."""
+    actor id, trace id, the timestamp in ns and the original time when Loki could not take
+    it (the one reading both :func:`event_from_record` and the handler's direct conversion
+    share)."""
     (message, context, exception, _, _, created, exc_text, stack_info, metadata, actor,
      actor_id, trace_id, _, rare) = item
     original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, event_time = rare
     if context is not None and context.metadata:
-        metadata = {**context.metadata, **metadata} if isinstance(metadata, Mapping) else (
-            {**context.metadata, "value": metadata} if metadata is not None
-            else dict(context.metadata)
-        )
+        metadata = _merged(context.metadata, metadata)
     if original_level is not None:
-        metadata = dict(metadata) if isinstance(metadata, Mapping) else (
-            {} if metadata is None else {"value": metadata}
-        )
+        metadata = _merged({}, metadata)
         metadata.setdefault("original_level", original_level)
     if exception is None and exc_text:
         exception = exc_text
@@ -196,9 +286,33 @@ def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int]:
         actor = actor if actor is not None else context.actor
         actor_id = actor_id if actor_id is not None else context.actor_id
         trace_id = trace_id if trace_id is not None else context.trace_id
-    timestamp_ns = (round(created * 1e6) * 1000 if event_time is None
-                    else _event_time_ns(event_time, created))
-    return message, metadata, exception, actor, actor_id, trace_id, timestamp_ns
+    timestamp_ns, original_time = _timestamp(created, event_time)
+    return message, metadata, exception, actor, actor_id, trace_id, timestamp_ns, original_time
+
+
+#: the values the worker reads as they are; anything else in a field read as text is made
+#: text before the careful conversion
+_PLAIN = frozenset({str, int, float, bool, type(None), Level, Actor})
+
+
+def _plain(value: Any) -> Any:
+    return value if value.__class__ in _PLAIN else text_of(value)
+
+
+def _plain_snapshot(item: _Snapshot) -> _Snapshot:
+    """The snapshot with every field read as text made text (:func:`_plain`): an actor, type
+    or id whose hash, ``==`` or ``str`` raises cannot fail the careful conversion. The
+    metadata and the times are left as they are: the event contract takes anything there."""
+    (message, context, exception, levelno, name, created, exc_text, stack_info, metadata, actor,
+     actor_id, trace_id, type_, rare) = item
+    if context is not None:
+        context = dataclasses.replace(context, trace_id=_plain(context.trace_id),
+                                      actor=_plain(context.actor),
+                                      actor_id=_plain(context.actor_id))
+    *names, event_time = rare
+    return (_plain(message), context, _plain(exception), _plain(levelno), _plain(name), created,
+            _plain(exc_text), _plain(stack_info), metadata, _plain(actor), _plain(actor_id),
+            _plain(trace_id), _plain(type_), (*map(_plain, names), event_time))
 
 
 _LabelKey = tuple[int, Any, Any]
@@ -215,6 +329,7 @@ class _RecordConverter:
     def __init__(self, config: ShipperConfig, redactor: Redactor, type_guard: TypeGuard) -> None:
         self._service = service_label(config.service)
         self._env = env_label(config.env) if config.env else None
+        self._redactor = redactor
         self._redact = redactor.redact_parts
         self._clean_texts = redactor.clean_texts
         self._guard = type_guard
@@ -256,9 +371,10 @@ class _RecordConverter:
 
     def many(self, items: Sequence[_Snapshot], entries: list[Entry],
              failed: Callable[[Exception], None]) -> None:
-        """Append the entry of each queued snapshot to ``entries``; an item that cannot be
-        converted is passed (its exception) to ``failed``. One loop for a whole batch: what
-        every event needs is looked up once."""
+        """Append the entry of each queued snapshot to ``entries``; an item the fast path
+        cannot convert is converted carefully (:meth:`careful`), and passed (its exception)
+        to ``failed`` only should even that fail. One loop for a whole batch: what every
+        event needs is looked up once."""
         append = entries.append
         labels_get = self._labels.get
         label_set = self._label_set
@@ -271,16 +387,18 @@ class _RecordConverter:
             try:
                 (message, context, exception, levelno, name, created, exc_text, stack_info,
                  metadata, actor, actor_id, trace_id, type_, rare) = item
-                if (context is None and rare is _NO_RARE and not exc_text and not stack_info):
+                if (context is None and rare is _NO_RARE and not exc_text and not stack_info
+                        and -_MAX_CREATED < created < _MAX_CREATED):
                     # the usual record: _fields without the call
                     timestamp_ns = round(created * 1e6) * 1000
+                    original_time = None
                     if not actor_id:
                         actor_id = None
                     if not trace_id:
                         trace_id = None
                 else:
-                    message, metadata, exception, actor, actor_id, trace_id, timestamp_ns = (
-                        fields(item))
+                    (message, metadata, exception, actor, actor_id, trace_id, timestamp_ns,
+                     original_time) = fields(item)
                 try:
                     found = labels_get((levelno, actor, type_))
                 except TypeError:  # unhashable actor or type
@@ -309,10 +427,22 @@ class _RecordConverter:
                         None if trace_id is None or trace_id == ""
                         else metadata_value(trace_id),
                         name,
+                        original_time,
                     ),
                 ))
-            except Exception as exc:
-                failed(exc)
+            except Exception:
+                try:
+                    append(self.careful(item))
+                except Exception as exc:
+                    failed(exc)
+
+    def careful(self, item: _Snapshot) -> Entry:
+        """The entry of a snapshot the fast path could not convert, through the event
+        contract (:class:`~shipper.event.LogEvent`, redaction, :func:`~shipper.event.to_entry`),
+        every field read as text made text first."""
+        event = _event_from_snapshot(_plain_snapshot(item), service=self._service, env=self._env)
+        return to_entry(self._redactor.redact_event(event), type_guard=self._guard,
+                        max_line_bytes=self._max_line_bytes)
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

@@ -21,8 +21,9 @@ the sidecar alike) on its background thread, before the event is encoded. What i
   Numbers stored as ``int`` are not inspected; put them under a secret key (``card_number``).
 
 Redaction never raises: a value it cannot process is replaced by ``[REDACTED: unreadable]``
-rather than let through. It is fast on ordinary events: every key verdict is cached and a
-string is only searched by a pattern when a cheap check shows it could match.
+rather than let through, and only that value: the message, the exception text and the rest
+of the metadata are redacted as usual. It is fast on ordinary events: every key verdict is
+cached and a string is only searched by a pattern when a cheap check shows it could match.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from shipper.event import LogEvent
+from shipper.event import LogEvent, text_of
 
 __all__ = [
     "DEFAULT_REDACT_KEYS",
@@ -222,7 +223,7 @@ class Redactor:
 
     def is_secret_key(self, key: object) -> bool:
         """True when values under ``key`` are masked."""
-        name = key if isinstance(key, str) else str(key)
+        name = key if isinstance(key, str) else text_of(key)
         hit = self._key_cache.get(name)
         if hit is None:
             norm = _normalise_key(name)
@@ -339,16 +340,17 @@ class Redactor:
     ) -> tuple[str, Mapping[str, Any], str | None]:
         """:meth:`redact_event` on the three free-text parts of an event (each returned as the
         same object when nothing in it needed masking; an empty metadata mapping is not
-        walked). Never raises: what cannot be processed becomes a marker and no metadata."""
+        walked). Never raises: a part that cannot be processed becomes a marker, the others
+        are redacted as usual."""
+        message = self.redact_text(message)
         try:
-            message = self._text(message)
             if metadata:
                 walked = self._walk(metadata, 0, set())
                 metadata = walked if isinstance(walked, Mapping) else {"value": walked}
-            if exception:
-                exception = self._text(exception)
         except Exception:
-            return _UNREADABLE, {}, None
+            metadata = {"value": _UNREADABLE}
+        if exception:
+            exception = self.redact_text(exception)
         return message, metadata, exception
 
     # ------------------------------------------------------------------ internals
@@ -373,6 +375,8 @@ class Redactor:
                 if is_mapping:
                     return self._walk_mapping(value, depth, seen)
                 return self._walk_sequence(value, depth, seen)
+            except Exception:  # a mapping or sequence that cannot be read: masked whole
+                return _UNREADABLE
             finally:
                 seen.discard(id(value))
         try:
@@ -409,7 +413,10 @@ class Redactor:
         out: list[Any] = []
         changed = not isinstance(value, (list, tuple))
         if isinstance(value, (set, frozenset)):
-            value = sorted(value, key=repr)  # the order to_entry would give them
+            try:
+                value = sorted(value, key=repr)  # the order to_entry would give them
+            except Exception:  # a member's repr raises: the set's own order
+                value = list(value)
         for item in value:
             cls = type(item)
             if cls is str:

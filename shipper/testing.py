@@ -52,7 +52,7 @@ class Shipped:
 
     #: ``service_name``, ``env`` (when set), ``level``, ``actor``, ``type``
     labels: Mapping[str, str]
-    #: ``actor_id``, ``trace_id``, ``logger`` (those the event has)
+    #: ``actor_id``, ``trace_id``, ``logger``, ``original_time`` (those the event has)
     structured_metadata: Mapping[str, str]
     #: the line, decoded: ``message``, ``metadata`` and, when there is one, ``exception``
     line: Mapping[str, Any]

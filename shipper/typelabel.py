@@ -29,6 +29,8 @@ import unicodedata
 from collections.abc import MutableMapping
 from typing import Any
 
+from shipper.line import text_of
+
 __all__ = [
     "AUDIT_CANCEL_TYPE",
     "AUDIT_DELETE_TYPE",
@@ -76,7 +78,7 @@ def normalize_type(value: object) -> str:
         return DEFAULT_TYPE
     if isinstance(value, str) and len(value) <= 256:
         return _normalize_type_cached(value)
-    return _normalize_type(str(value))
+    return _normalize_type(text_of(value))
 
 
 @functools.lru_cache(maxsize=4096)

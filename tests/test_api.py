@@ -164,3 +164,23 @@ def test_source_location_points_at_the_caller(capture: LogCapture) -> None:
     finally:
         logging.getLogger("seed").removeHandler(keep)
     assert records[0].funcName == "test_source_location_points_at_the_caller"
+
+
+def test_helpers_never_raise_for_metadata_or_errors_they_cannot_read(
+        capture: LogCapture) -> None:
+    from tests.support.hostile import BadBoth, StrRaisesError
+
+    slog = SystemLog("seed")
+    slog.webhook("stripe", "charge", False, metadata=["not", "a", "mapping"])  # type: ignore[arg-type]
+    slog.auth("login", "u1", True, metadata=BadBoth())  # type: ignore[arg-type]
+    slog.api_error("/pay", StrRaisesError())
+    slog.info(BadBoth(), BadBoth(), "odd type and actor")  # type: ignore[arg-type]
+    webhook, auth, api_error, info = (_line(e) for e in capture.events)
+    assert webhook["metadata"] == {"value": ["not", "a", "mapping"], "provider": "stripe",
+                                   "event_type": "charge", "success": False}
+    assert auth["metadata"]["success"] is True and "value" in auth["metadata"]
+    assert api_error["message"] == "/pay: StrRaisesError()"
+    assert api_error["metadata"]["error_type"] == "StrRaisesError"
+    unprintable = "<unprintable BadBoth: str() and repr() raised RuntimeError>"
+    assert info["metadata"] == {"original_actor": unprintable}
+    assert capture.events[3].type == "UNPRINTABLE_BAD_BOTH_STR_AND_REPR_RAISED_RUNTIME_ERROR"

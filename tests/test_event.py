@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
 import logging
+import math
+import time
+from types import MappingProxyType
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shipper.event import (
     Actor,
@@ -19,6 +27,7 @@ from shipper.event import (
     sanitize_label_value,
     to_entry,
 )
+from tests.support import hostile
 
 
 def _event(**kw: object) -> LogEvent:
@@ -208,3 +217,142 @@ def test_fast_construction_fills_exactly_the_dataclass_fields() -> None:
         event.message = "changed"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         entry.line = "changed"  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+@pytest.mark.parametrize(("timestamp_ns", "original"), [
+    (10_413_792_000_000_000_000, "2300-01-01T00:00:00Z"),
+    (2**63, "2262-04-11T23:47:16.854775808Z"),
+    (-(2**63) - 1, "1677-09-21T00:12:43.145224191Z"),
+    (10**30, "1000000000000000000000000000000"),
+    (math.nan, "nan"),
+    (math.inf, "inf"),
+    (1e30, "1e+30"),
+    (None, "None"),
+    ("2026-01-31T12:00:00Z", "2026-01-31T12:00:00Z"),
+], ids=["year-2300", "int64-max+1", "int64-min-1", "1e30-int", "nan", "inf", "1e30-float",
+        "none", "text"])
+def test_a_time_loki_cannot_take_is_shipped_at_receipt_with_the_original(
+        timestamp_ns: Any, original: str) -> None:
+    """Loki refuses the whole push when one entry's time is outside 64-bit nanoseconds."""
+    before = time.time_ns()
+    entry = to_entry(_event(timestamp_ns=timestamp_ns))
+    assert before <= entry.timestamp_ns <= time.time_ns()
+    assert dict(entry.metadata)["original_time"] == original
+
+
+@pytest.mark.parametrize("timestamp_ns", [0, -1, -(2**63), 2**63 - 1, 1_000_000_000])
+def test_a_time_within_64_bit_nanoseconds_is_kept_even_one_loki_refuses_as_too_old(
+        timestamp_ns: int) -> None:
+    """Too old and too new are Loki's per-entry refusals: counted, and no neighbour lost."""
+    entry = to_entry(_event(timestamp_ns=timestamp_ns))
+    assert entry.timestamp_ns == timestamp_ns
+    assert "original_time" not in dict(entry.metadata)
+
+
+def test_an_event_built_without_create_gets_the_same_rule() -> None:
+    import dataclasses
+
+    made = LogEvent(service="s", level=Level.INFO, message="m", timestamp_ns=2**64)
+    replaced = dataclasses.replace(_event(), timestamp_ns=2**64)
+    for event in (made, replaced):
+        entry = to_entry(event)
+        assert entry.timestamp_ns < 2**63
+        assert dict(entry.metadata)["original_time"] == "2554-07-21T23:34:33.709551616Z"
+
+
+def test_entry_time_keeps_the_time_as_given_bounded() -> None:
+    from shipper.event import entry_time
+
+    assert entry_time(1_795_315_536_000_000_000, 5) == (1_795_315_536_000_000_000, None)
+    assert entry_time(None, 5, dt.datetime(2300, 1, 1, tzinfo=dt.UTC)) == (
+        5, "2300-01-01T00:00:00+00:00")
+    assert entry_time(None, 5, math.nan) == (5, "nan")
+    assert entry_time(None, 5, hostile.BadBoth()) == (
+        5, "<unprintable BadBoth: str() and repr() raised RuntimeError>")
+    received, original = entry_time(None, 5, "line\nbreak" * 1000)
+    assert received == 5 and original is not None
+    assert len(original) == 1024 and "\n" not in original
+
+
+def test_an_event_keeps_its_original_time_through_redaction_and_the_spool() -> None:
+    from shipper.redact import Redactor
+
+    event = _event(timestamp_ns=2**64, metadata={"password": "hunter2"})
+    entry = to_entry(Redactor().redact_event(event))
+    assert dict(entry.metadata)["original_time"] == event.original_time
+    assert Entry.from_json(entry.to_json()) == entry
+
+
+@pytest.mark.parametrize("metadata", [
+    MappingProxyType({}),
+    {"when": dt.datetime(2026, 1, 31, tzinfo=dt.UTC), "amount": decimal.Decimal("1.5"),
+         "raw": b"\xff"},
+    MappingProxyType({"k": "v"}), {"n": math.nan}, {"big": hostile.HUGE_INT},
+], ids=["nothing-as-the-handler-passes-it", "datetime-decimal-bytes", "mappingproxy", "nan",
+        "huge-int"])
+def test_a_line_over_the_limit_holding_values_json_cannot_write_is_cut_not_refused(
+        metadata: Any) -> None:
+    from shipper.event import entry_line
+
+    line = entry_line("x" * 5_000, metadata, "Traceback...", 1_000)
+    assert len(line.encode()) <= 1_000
+    body = json.loads(line)
+    assert body["truncated"] is True and body["message"].startswith("xxx")
+
+
+def test_values_whose_str_repr_or_size_fail_are_written_as_markers() -> None:
+    meta = {"huge": hostile.HUGE_INT, "both": hostile.BadBoth(), hostile.BadBoth(): 1,
+            "set": {hostile.BadBoth()}, "deep": hostile.nested(2_000)}
+    entry = to_entry(_event(message=hostile.BadBoth(), metadata=meta, actor=hostile.BadBoth(),
+                            type=hostile.BadBoth(), actor_id=hostile.HUGE_INT,
+                            level=hostile.BadBoth()))
+    body = json.loads(entry.line)
+    unprintable = "<unprintable BadBoth: str() and repr() raised RuntimeError>"
+    assert body["message"] == unprintable
+    assert body["metadata"]["huge"] == "<int of 16610 bits, too long to write in decimal>"
+    assert body["metadata"]["both"] == "<unrepresentable BadBoth: RuntimeError>"
+    assert body["metadata"][unprintable] == 1
+    assert body["metadata"]["set"] == ["<unrepresentable BadBoth: RuntimeError>"]
+    assert body["metadata"]["original_actor"] == unprintable
+    assert body["metadata"]["original_level"] == unprintable
+    assert dict(entry.metadata)["actor_id"] == (
+        "<int of 16610 bits, too long to write in decimal>")
+
+
+def test_an_event_of_objects_whose_hash_eq_str_and_repr_raise_is_made() -> None:
+    bad = hostile.BadHash
+    entry = to_entry(LogEvent.create(
+        service="s", level=bad(), message=bad(), timestamp_ns=bad(), actor=bad(), type=bad(),
+        actor_id=bad(), trace_id=bad(), metadata={"k": bad()}))
+    unprintable = "<unprintable BadHash: str() and repr() raised RuntimeError>"
+    assert dict(entry.metadata) == {"actor_id": unprintable, "trace_id": unprintable,
+                                    "original_time": unprintable}
+    assert json.loads(entry.line)["metadata"]["k"] == "<unrepresentable BadHash: RuntimeError>"
+
+
+def test_text_of_never_raises() -> None:
+    from shipper.event import text_of
+
+    assert text_of("s") == "s" and text_of(12) == "12"
+    assert text_of(hostile.BadStr()) == "<BadStr>"
+    assert text_of(hostile.BadBoth()) == (
+        "<unprintable BadBoth: str() and repr() raised RuntimeError>")
+    assert text_of(-hostile.HUGE_INT) == "<int of 16610 bits, too long to write in decimal>"
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=st.one_of(st.text(), st.builds(lambda c, n: c * n, st.characters(),
+                                              st.integers(0, 4_000))),
+       metadata=st.dictionaries(st.text(max_size=10), hostile.values, max_size=5),
+       exception=st.none() | st.text(max_size=3_000), limit=st.integers(200, 3_000))
+def test_every_line_is_json_within_the_limit_whatever_the_metadata(
+        message: str, metadata: dict[str, Any], exception: str | None, limit: int) -> None:
+    from shipper.event import entry_line
+
+    line = entry_line(message, metadata, exception, limit)
+    assert len(line.encode()) <= limit
+    body = json.loads(line)
+    assert isinstance(body["message"], str)

@@ -416,3 +416,30 @@ def test_an_event_in_a_group_found_clean_is_never_changed_by_redaction(
         if clean:
             for event in events[index * CLEAN_GROUP:(index + 1) * CLEAN_GROUP]:
                 assert redactor.redact_event(event) is event, event
+
+
+def test_a_value_that_cannot_be_read_is_masked_alone() -> None:
+    from collections.abc import Iterator, Mapping
+
+    from tests.support.hostile import BadBoth
+
+    class Unreadable(Mapping[str, Any]):
+        def __getitem__(self, key: str) -> Any:
+            raise RuntimeError("no")
+
+        def __iter__(self) -> Iterator[str]:
+            raise RuntimeError("no")
+
+        def __len__(self) -> int:
+            return 1
+
+    event = LogEvent.create(service="s", level="INFO", message="login password=hunter2",
+                            timestamp_ns=1, exception="token=abc123",
+                            metadata={"odd": Unreadable(), "set": {BadBoth()}, "keep": "me",
+                                      "api_key": "k"})
+    redacted = Redactor().redact_event(event)
+    assert redacted.message == "login password=[REDACTED]"
+    assert redacted.exception == "token=[REDACTED]"
+    assert redacted.metadata["odd"] == "[REDACTED: unreadable]"
+    assert redacted.metadata["keep"] == "me" and redacted.metadata["api_key"] == "[REDACTED]"
+    assert len(redacted.metadata["set"]) == 1

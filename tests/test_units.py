@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from shipper._units import (
     NS,
     UnitError,
+    describe_time,
     format_duration,
     format_duration_ns,
     format_seconds,
@@ -257,6 +258,18 @@ def test_format_time_is_rfc3339_in_utc() -> None:
     assert format_time(0) == "1970-01-01T00:00:00Z"
     assert format_time(-1) == "1969-12-31T23:59:59.999999999Z"
     assert format_time(INT64_MAX) == "2262-04-11T23:47:16.854775807Z"
+
+
+@pytest.mark.parametrize(("ns", "text"), [
+    (NOW, "2026-01-31T12:00:00Z"),
+    (10_413_792_000_000_000_000, "2300-01-01T00:00:00Z"),
+    (-(2**63) - 1, "1677-09-21T00:12:43.145224191Z"),
+    (-62_135_596_800 * S, "0001-01-01T00:00:00Z"),
+    (253_402_300_800 * S, "253402300800000000000"),
+    (-(10**5000), "<negative 16610-bit number of nanoseconds>"),
+], ids=["2026", "2300", "int64-min-1", "year-1", "year-10000", "too-long-to-write"])
+def test_describe_time_writes_times_outside_lokis_range_too(ns: int, text: str) -> None:
+    assert describe_time(ns) == text
 
 
 @pytest.mark.parametrize(("call", "message"), [

@@ -10,7 +10,7 @@ import argparse
 
 from shipper._units import UnitError, parse_seconds, parse_time
 
-__all__ = ["duration_arg", "positive_duration_arg", "time_arg"]
+__all__ = ["duration_arg", "positive_duration_arg", "positive_int_arg", "time_arg"]
 
 
 def duration_arg(text: str) -> float:
@@ -37,3 +37,14 @@ def time_arg(text: str) -> int:
         return parse_time(text)
     except UnitError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int_arg(text: str) -> int:
+    """A whole number, 1 or more (a page, a count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value

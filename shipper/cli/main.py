@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shipper._version import __version__
-from shipper.cli import admin, sidecar
+from shipper.cli import admin, dead_letters, sidecar
 from shipper.cli.args import duration_arg, positive_duration_arg
 from shipper.cli.formats import add_format_arg, resolve_format
 from shipper.cli.help import CONNECTION_HELP, Subparsers, add_command, new_root
@@ -187,10 +187,12 @@ def _add_spool(sub: Subparsers) -> None:
         sub, "spool", help="what waits in the on-disk spool; push it to Loki",
         description="The spool keeps events on disk while Loki cannot take them; the handler "
         "replays it by itself. status reads a spool without changing it (safe while apps "
-        "write to it); push sends it to Loki now, oldest first.",
+        "write to it); push sends it to Loki now, oldest first; dead-letters lists what Loki "
+        "refused for good, and pushes it again.",
         example_lines=(
             "shipper spool status --service checkout",
             "shipper spool push --dir /var/lib/shipper/spool",
+            "shipper spool dead-letters list --service checkout",
         ))
     spool_sub = spool.add_subparsers(dest="spool_command", metavar="ACTION", required=True)
 
@@ -226,6 +228,7 @@ def _add_spool(sub: Subparsers) -> None:
     push.add_argument("--timeout", type=duration_arg, default=600.0, metavar="DURATION",
                       help="give up after this long: 600, 90s, 10m (default 10m)")
     push.set_defaults(handler=_spool_push)
+    dead_letters.add_parser(spool_sub, where=where, spool_dir=_spool_dir)
 
 
 def _spool_dir(args: argparse.Namespace) -> Path:
@@ -242,7 +245,8 @@ def _spool_status(args: argparse.Namespace) -> int:
 
     directory = _spool_dir(args)
     if resolve_format(args) == "json":  # a missing directory: empty figures
-        print(json.dumps(dataclasses.asdict(spool_status(directory)), indent=2, sort_keys=True))
+        print(json.dumps({**dataclasses.asdict(spool_status(directory)),
+                          **dead_letters.status_fields(directory)}, indent=2, sort_keys=True))
         return 0
     if not directory.exists():
         print(f"{directory}: no spool here (nothing waiting)")
@@ -257,6 +261,9 @@ def _spool_status(args: argparse.Namespace) -> int:
     if stats.corrupt_records or stats.torn_tails:
         print(f"damaged    {stats.corrupt_records} corrupt records, {stats.torn_tails} torn tails "
               "(skipped on replay)")
+    dead = dead_letters.status_line(directory)
+    if dead:
+        print(dead)
     return 0
 
 

@@ -4,7 +4,9 @@ Live sending and spool replay push through the same :class:`LokiLink`, so they s
 Loki's answers teach:
 
 * what was stored and what was refused (400: Loki stored the request's valid entries; the
-  refusal is counted by reason and its message reported) is counted;
+  refusal is counted by reason and its message reported) is counted, and the entries Loki
+  refused are handed on as :class:`~shipper.delivery.spool.deadletters.DeadLetter` objects
+  (the pipeline keeps them as dead letters);
 * **429 and 5xx are backpressure**: they slow the AIMD send rate
   (:class:`~shipper.delivery.pacing.SendRate`), which paces every request, and an accepted
   request raises it again;
@@ -21,7 +23,8 @@ from collections.abc import Callable, Sequence
 
 from shipper.config import ShipperConfig
 from shipper.delivery.pacing import SendRate
-from shipper.delivery.push import PushClient, PushOutcome
+from shipper.delivery.push import PushClient, PushOutcome, refusal_reason
+from shipper.delivery.spool.deadletters import DeadLetter
 from shipper.delivery.tally import Reporter, Tally
 from shipper.event import Entry
 
@@ -52,16 +55,16 @@ class LokiLink:
         reporter: Reporter,
         *,
         request_timeout: Callable[[], float | None],
-        on_push: Callable[[Sequence[Entry], PushOutcome], None] | None = None,
+        on_refused: Callable[[list[DeadLetter]], None] | None = None,
     ) -> None:
         """``request_timeout()`` is the timeout of the next request (None: the client's own);
-        ``on_push`` is told the entries of each request and Loki's answer to it."""
+        ``on_refused`` is given the entries Loki refused in each answer, with its reasons."""
         self._client = client
         self._config = config
         self._tally = tally
         self._reporter = reporter
         self._request_timeout = request_timeout
-        self._on_push = on_push
+        self._on_refused = on_refused
         self._rate = SendRate()
         #: when Loki started failing (429/5xx/no answer) without accepting anything since
         self._failing_since: float | None = None
@@ -85,23 +88,23 @@ class LokiLink:
         offset = 0
         tally = self._tally
         for outcome in self._client.push(entries, timeout=self._request_timeout()):
-            if self._on_push is not None:  # split parts answer in order: slice them back
-                try:
-                    self._on_push(entries[offset:offset + outcome.entries], outcome)
-                except Exception as exc:
-                    self._reporter.report("on_push", exc)
-            offset += outcome.entries
+            # split parts answer in order: each covers the next outcome.entries entries
+            start, offset = offset, offset + outcome.entries
             if outcome.kind == "ok":
                 answered += outcome.entries
                 tally.add("sent", outcome.entries)
             elif outcome.kind == "refused":
-                # Loki stored the valid entries of the request and names only the first
-                # refused one: count refused requests by reason, and their events
+                # Loki stored the valid entries of the request: count refused requests by
+                # reason, and their events; the entries it refused go on as dead letters
                 answered += outcome.entries
                 tally.refuse(outcome.reason, outcome.entries)
+                if len(outcome.refused) < outcome.entries:  # the rest of it was stored
+                    tally.add("sent", outcome.entries - len(outcome.refused))
                 self._reporter.report(
                     f"refused:{outcome.reason}",
                     f"Loki refused a push ({outcome.status}): {outcome.message[:500]}")
+                if self._on_refused is not None and outcome.refused:
+                    self._refused(entries[start:offset], outcome)
             else:
                 failed += outcome.entries
                 failure = outcome
@@ -117,6 +120,21 @@ class LokiLink:
         # split parts go out in order and stop at the first retryable one: the failed
         # entries are the tail of the request
         return (list(entries[len(entries) - failed:]) if failed else []), failure
+
+    def _refused(self, part: Sequence[Entry], outcome: PushOutcome) -> None:
+        """The entries of ``part`` Loki refused, as dead letters, to ``on_refused``."""
+        now = time.time_ns()
+        letters: list[DeadLetter] = []
+        for item in outcome.refused:
+            reason = refusal_reason(outcome.status or 400, item.reason)
+            if reason.startswith("http_"):  # Loki's words about it are not a known reason
+                reason = outcome.reason
+            letters.append(DeadLetter(part[item.index], reason, item.reason, now, item.certain))
+        assert self._on_refused is not None
+        try:
+            self._on_refused(letters)
+        except Exception as exc:
+            self._reporter.report("dead_letters", exc)
 
     def failing_for(self) -> float:
         """Seconds of continuous failure so far (0 while Loki accepts)."""

@@ -24,6 +24,10 @@ batch → Loki; when Loki is unreachable → spool → back to Loki later.
   live sending and replay: 400s are never re-sent (Loki stored the valid entries of the
   request; the refusal is counted by reason and its message reported), the send rate, the
   continuous failure;
+* dead letters (:mod:`~shipper.delivery.spool.deadletters`): the entries Loki refused, with
+  its reason, kept in the spool directory's ``dead-letters`` (with a spool) until
+  :meth:`Pipeline.push_dead_letters` (:class:`~shipper.delivery.redrive.Redrive`) sends them
+  again;
 * the counters and stderr reports (:mod:`shipper.delivery.tally`), shared by all of them.
 
 Without a URL the pipeline writes to the spool only (``shipper spool push`` sends it later).
@@ -40,6 +44,7 @@ from __future__ import annotations
 import logging
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,10 +55,12 @@ from shipper.delivery.batcher import Batcher
 from shipper.delivery.link import LokiLink
 from shipper.delivery.live import LiveSender
 from shipper.delivery.offline import OfflineProbe
-from shipper.delivery.push import PushClient, PushOutcome
+from shipper.delivery.push import PushClient
+from shipper.delivery.redrive import Redrive, RedriveResult
 from shipper.delivery.replay import SpoolReplay
 from shipper.delivery.sender import Sender
 from shipper.delivery.spool import Spool
+from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_letter_dir
 from shipper.delivery.tally import Reporter, Tally
 from shipper.delivery.transport import Transport
 from shipper.event import Entry, LogEvent, TypeGuard, to_entry
@@ -98,15 +105,18 @@ class Pipeline:
         redactor: Redactor | None = None,
         type_guard: TypeGuard | None = None,
         start_replay: bool = True,
-        on_push: Callable[[Sequence[Entry], PushOutcome], None] | None = None,
+        dead_letters: DeadLetters | None = None,
+        on_dead_letters: Callable[[Sequence[DeadLetter], bool], None] | None = None,
     ) -> None:
         """``convert`` turns a submitted item that is not a :class:`LogEvent` into one;
         ``convert_entry`` (faster) turns it straight into the redacted wire entry instead.
-        ``on_push`` is called on the worker with the entries of each push request and Loki's
-        answer to it (``shipper import`` names the rows Loki refused); it must not raise or
-        block. ``type_guard`` caps the ``type`` label's values per service (by default a
-        :class:`~shipper.event.TypeGuard` of ``config.type_limit``); only ``shipper delete``
-        passes one built with ``audit=True``, the one guard that writes the audit types."""
+        ``dead_letters`` keeps the entries Loki refuses (default: the spool directory's
+        ``dead-letters``; none without a spool). ``on_dead_letters(letters, kept)`` is called
+        on the worker with the entries Loki refused in each answer (``shipper import`` names
+        its rows with them); it must not block. ``type_guard`` caps the ``type`` label's
+        values per service (by default a :class:`~shipper.event.TypeGuard` of
+        ``config.type_limit``); only ``shipper delete`` passes one built with ``audit=True``,
+        the one guard that writes the audit types."""
         self.config = config
         self._convert = convert
         self._convert_entry = convert_entry
@@ -129,11 +139,16 @@ class Pipeline:
                   report=self.say)
             if spool_dir is not None else None
         )
+        self._dead = dead_letters if dead_letters is not None else (
+            DeadLetters(dead_letter_dir(spool_dir), max_bytes=config.dead_letter_max_bytes,
+                        fsync=config.spool_fsync, report=self.say)
+            if spool_dir is not None else None)
+        self._on_dead_letters = on_dead_letters
         self._probe = OfflineProbe(config, self._reporter,
                                    self._spool.directory if self._spool is not None else None)
         self._link = LokiLink(
             self._client, config, self._tally, self._reporter,
-            request_timeout=self._request_timeout, on_push=on_push,
+            request_timeout=self._request_timeout, on_refused=self._dead_letter,
         ) if self._client is not None else None
         #: replays the spool between live batches (with both a URL and a spool)
         self._replay = SpoolReplay(
@@ -364,6 +379,39 @@ class Pipeline:
         written = self._spool.append([(e.level.priority, e.to_record()) for e in entries])
         self._tally.spooled(written, len(entries))
 
+    def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        """The entries Loki refused in one answer: kept as dead letters (with a store), counted
+        by reason, and told to ``on_dead_letters``."""
+        kept = False
+        dead = self._dead
+        if dead is not None:
+            written, lost = dead.add(letters)
+            kept = written == len(letters)
+            self._tally.dead_lettered(Counter(letter.reason for letter in letters)
+                                      if kept else Counter(), lost)
+            if kept:
+                self.report("dead_letters", f"the entries Loki refused are kept as dead "
+                            f"letters in {dead.directory}: list them with `shipper spool "
+                            f"dead-letters list --dir {_quote(dead.directory.parent)}`, push "
+                            "them again once Loki's limits allow with `shipper spool "
+                            "dead-letters push`")
+        if self._on_dead_letters is not None:
+            try:
+                self._on_dead_letters(letters, kept)
+            except Exception as exc:
+                self.report("on_dead_letters", exc)
+
+    def push_dead_letters(self, timeout: float) -> RedriveResult:
+        """Push the dead letters to Loki again from the calling thread, for up to ``timeout``
+        seconds: what Loki stores is removed, what it refuses again is kept with the new
+        reason (see :mod:`shipper.delivery.redrive`). For ``shipper spool dead-letters
+        push``; the pipeline's worker must not be running (the result counts from the
+        pipeline's counters)."""
+        if self._link is None or self._dead is None:
+            raise ValueError("push_dead_letters needs both a url and dead letters (a spool)")
+        return Redrive(self._dead, self._link, self.config, self._tally,
+                       self._reporter).run(timeout)
+
     def drain_spool(self, timeout: float) -> bool:
         """Replay the spool from the calling thread until it is empty (True), or Loki is
         unreachable, or ``timeout`` passes (False). Backpressure (429/5xx) is waited out
@@ -440,6 +488,8 @@ class Pipeline:
         if self._spool is not None:
             self._spool.close()
             self._notice_left_on_disk()
+        if self._dead is not None:
+            self._dead.close()
         if self._client is not None:
             self._client.close()
         registry.discard(self)
@@ -469,9 +519,9 @@ class Pipeline:
         _log.log(
             logging.WARNING if trouble else logging.INFO,
             "shipper %s: accepted=%d sent=%d retried=%d spooled=%d replayed=%d refused=%s "
-            "dropped=%s",
+            "dead_lettered=%s dropped=%s",
             self.config.service, s["accepted"], s["sent"], s["retried"], s["spooled"],
-            s["replayed"], dict(s["refused"]), dict(s["dropped"]),
+            s["replayed"], dict(s["refused"]), dict(s["dead_lettered"]), dict(s["dropped"]),
         )
 
     def after_fork_in_child(self) -> None:
@@ -485,6 +535,8 @@ class Pipeline:
         self._tally.after_fork_in_child()
         if self._spool is not None:
             self._spool.after_fork_in_child()
+        if self._dead is not None:
+            self._dead.after_fork_in_child()
         transport = getattr(self._client, "transport", None)
         reset = getattr(transport, "reset_after_fork", None)
         if callable(reset):
@@ -503,6 +555,8 @@ class Pipeline:
             "refused": refused,
             "refused_total": sum(refused.values()),
             "refused_events": counts.get("refused_events", 0),
+            "dead_lettered": self._tally.dead_letters(),
+            "dead_letters_dropped": counts.get("dead_letters_dropped", 0),
             "dropped": dropped,
             "dropped_total": sum(dropped.values()),
             "queued": len(self._batcher),

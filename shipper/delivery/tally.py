@@ -1,9 +1,10 @@
 """The pipeline's bookkeeping, shared by its parts: what became of the events it took.
 
 :class:`Tally` holds the counters behind ``Pipeline.stats()`` (accepted, sent, retried, spooled,
-replayed, refused by Loki's reason, dropped by ours); :class:`Reporter` says on stderr what went
-wrong, once per kind (never through logging: a handler logging about itself would loop). The
-app's threads, the worker and the sender all count, so the counters share one lock.
+replayed, refused and dead-lettered by Loki's reason, dropped by ours); :class:`Reporter` says
+on stderr what went wrong, once per kind (never through logging: a handler logging about
+itself would loop). The app's threads, the worker and the sender all count, so the counters
+share one lock.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Tally:
         self._counts: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
+        self._dead: Counter[str] = Counter()
 
     def add(self, name: str, n: int) -> None:
         """``n`` more events ``name`` (accepted, sent, retried, spooled, replayed)."""
@@ -41,6 +43,13 @@ class Tally:
             self._refused[reason] += 1
             self._counts["refused_events"] += events
 
+    def dead_lettered(self, reasons: Counter[str], lost: int) -> None:
+        """Entries Loki refused kept as dead letters, by reason; ``lost``: dead letters that
+        could not be kept (the store full or unwritable, or older ones dropped at its cap)."""
+        with self._lock:
+            self._dead.update(reasons)
+            self._counts["dead_letters_dropped"] += lost
+
     def spooled(self, written: int, wanted: int) -> None:
         """``written`` of ``wanted`` events reached the spool; the rest are lost."""
         with self._lock:
@@ -56,6 +65,11 @@ class Tally:
         """Copies of the counts, the drops by reason and the refusals by reason."""
         with self._lock:
             return dict(self._counts), dict(self._dropped), dict(self._refused)
+
+    def dead_letters(self) -> dict[str, int]:
+        """A copy of the dead-lettered entries by reason."""
+        with self._lock:
+            return dict(self._dead)
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # another thread of the parent may have held it

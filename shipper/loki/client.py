@@ -12,11 +12,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote as url_quote
 from urllib.parse import urlencode
 
 import yaml
 
-from shipper._units import UnitError, parse_duration
+from shipper._units import UnitError, parse_duration, parse_time
 from shipper.delivery.push import PushClient, not_served_hint, one_line
 from shipper.delivery.transport import HttpResponse, TransportError
 
@@ -103,11 +104,14 @@ DEFAULT_MAX_ENTRIES_PER_QUERY = 5000
 @dataclass(frozen=True)
 class QueryLimits:
     """What Loki lets one query read: ``max_query_length`` (0: no limit) and
-    ``max_entries_limit_per_query``. ``source`` is ``config`` or ``default``."""
+    ``max_entries_limit_per_query``; ``oldest_ns``, the first day of the oldest
+    ``schema_config`` period (Loki holds nothing older; 0: not known). ``source`` is
+    ``config`` or ``default``."""
 
     max_query_length_s: float = DEFAULT_MAX_QUERY_LENGTH_S
     max_entries_per_query: int = DEFAULT_MAX_ENTRIES_PER_QUERY
     source: str = "default"
+    oldest_ns: int = 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> QueryLimits:
@@ -119,7 +123,18 @@ class QueryLimits:
             entries = int(limits.get("max_entries_limit_per_query", DEFAULT_MAX_ENTRIES_PER_QUERY))
         except (AttributeError, TypeError, ValueError, UnitError):
             return cls()
-        return cls(length.total_seconds(), entries if entries > 0 else 10**9, "config")
+        return cls(length.total_seconds(), entries if entries > 0 else 10**9, "config",
+                   _oldest(config))
+
+
+def _oldest(config: Mapping[str, Any]) -> int:
+    """The first day of the oldest schema period (``from: 2024-04-01``), in ns; 0 unknown."""
+    try:
+        periods = (config.get("schema_config") or {}).get("configs") or []
+        days = [parse_time(str(p["from"])) for p in periods]
+    except (AttributeError, TypeError, KeyError, UnitError):
+        return 0
+    return max(min(days), 0) if days else 0
 
 
 # --------------------------------------------------------------------------- client
@@ -178,9 +193,11 @@ class LokiClient(PushClient):
         if text != "ready":
             raise LokiError(f"Loki at {self.base_url} is not ready: {one_line(text)}", 200)
 
-    def query(self, query: str, time_ns: int | None = None, limit: int = 100) -> Any:
-        return self._json("/loki/api/v1/query",
-                          {"query": query, "time": time_ns, "limit": limit})["data"]
+    def query(self, query: str, time_ns: int | None = None, limit: int = 100,
+              direction: str | None = None) -> Any:
+        """``GET /loki/api/v1/query``: an instant (metric) query at ``time_ns``."""
+        return self._json("/loki/api/v1/query", {"query": query, "time": time_ns,
+                                                 "limit": limit, "direction": direction})["data"]
 
     def query_range(self, query: str, start_ns: int, end_ns: int, *, limit: int = 1000,
                     direction: str = "backward", step: str | None = None) -> Any:
@@ -189,16 +206,31 @@ class LokiClient(PushClient):
             "direction": direction, "step": step,
         })["data"]
 
-    def labels(self, start_ns: int | None = None, end_ns: int | None = None) -> list[str]:
-        data: list[str] = self._json("/loki/api/v1/labels",
-                                     {"start": start_ns, "end": end_ns}).get("data", [])
-        return data
+    def labels(self, start_ns: int | None = None, end_ns: int | None = None,
+               query: str | None = None) -> list[str]:
+        """Label names of the streams in the range (those ``query``, a stream selector,
+        matches)."""
+        return _strings(self._json("/loki/api/v1/labels",
+                                   {"start": start_ns, "end": end_ns, "query": query}), "labels")
 
     def label_values(self, name: str, start_ns: int | None = None,
-                     end_ns: int | None = None) -> list[str]:
-        data: list[str] = self._json(f"/loki/api/v1/label/{name}/values",
-                                     {"start": start_ns, "end": end_ns}).get("data", [])
-        return data
+                     end_ns: int | None = None, query: str | None = None) -> list[str]:
+        """The values of label ``name`` (escaped into the path, whatever it holds)."""
+        path = f"/loki/api/v1/label/{url_quote(name, safe='')}/values"
+        return _strings(self._json(path, {"start": start_ns, "end": end_ns, "query": query}),
+                        "label values")
+
+    def series(self, match: str, start_ns: int | None = None,
+               end_ns: int | None = None) -> list[dict[str, str]]:
+        """``GET /loki/api/v1/series``: the label sets of the streams ``match`` (a stream
+        selector: Loki takes no pipeline here) selects in the range."""
+        body = self._json("/loki/api/v1/series",
+                          {"match[]": match, "start": start_ns, "end": end_ns})
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list) or not all(isinstance(s, dict) for s in data):
+            raise LokiError(f"GET /loki/api/v1/series: not a list of label sets: "
+                            f"{str(body)[:200]!r}")
+        return [{str(k): str(v) for k, v in s.items()} for s in data]
 
     def format_query(self, query: str) -> str:
         return str(self._json("/loki/api/v1/format_query", {"query": query})["data"])
@@ -236,3 +268,12 @@ class LokiClient(PushClient):
     def cancel_delete(self, request_id: str) -> None:
         """Cancel a deletion request still within Loki's ``delete_request_cancel_period``."""
         self._get("/loki/api/v1/delete", {"request_id": request_id}, method="DELETE")
+
+
+def _strings(body: Any, what: str) -> list[str]:
+    data = body.get("data") if isinstance(body, dict) else None
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise LokiError(f"Loki's {what} are not a list: {str(data)[:200]!r}")
+    return [str(v) for v in data]

@@ -25,6 +25,7 @@ What each filter becomes (the event contract, DESIGN.md):
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,7 +36,9 @@ __all__ = [
     "AUDIT_DELETE_TYPE",
     "FilterError",
     "Filters",
+    "count_by",
     "duration",
+    "label_name",
     "log_query",
     "metric_query",
     "quote",
@@ -44,6 +47,8 @@ __all__ = [
 ]
 
 _REGEX_META = frozenset("\\.+*?()|[]{}^$/")
+#: what Loki accepts as a label name (Prometheus' syntax)
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class FilterError(ValueError):
@@ -231,3 +236,22 @@ def metric_query(template: str, filters: Filters, seconds: float, *,
     if extra_stages:
         logs = f"{logs} {extra_stages}"
     return template.replace("{range}", duration(seconds)).replace("{logs}", logs)
+
+
+def label_name(name: str) -> str:
+    """``name`` when it can be a Loki label name (``[A-Za-z_][A-Za-z0-9_]*``); else a
+    :class:`FilterError` naming it. Names are written into LogQL unquoted, so this is their
+    only guard."""
+    if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
+        raise FilterError(f"not a label name: {str(name)[:100]!r} (letters, digits and _, "
+                          "not starting with a digit)")
+    return name
+
+
+def count_by(labels: Sequence[str], filters: Filters, seconds: float) -> str:
+    """``sum by (<labels>) (count_over_time(<log query> [<range>]))``: the entries of each
+    stream (each distinct set of ``labels``) that match ``filters``."""
+    by = ", ".join(label_name(n) for n in labels)
+    template = f"sum by ({by}) (count_over_time({{logs}} [{{range}}]))" if by else \
+        "sum (count_over_time({logs} [{range}]))"
+    return metric_query(template, filters, seconds)

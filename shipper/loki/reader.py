@@ -13,15 +13,17 @@ re-read at the largest limit Loki allows.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from shipper._units import NS, format_time
 from shipper.loki.client import LokiClient, LokiError, QueryLimits
 
-__all__ = ["ReadError", "Record", "iter_records", "parse_streams", "windows"]
+__all__ = ["NotALogQuery", "ReadError", "Record", "iter_records", "parse_streams", "windows"]
 
 Direction = Literal["forward", "backward"]
 
@@ -34,6 +36,14 @@ class ReadError(Exception):
     """Reading cannot go on (e.g. more entries share one nanosecond than a query may return)."""
 
 
+class NotALogQuery(LokiError):
+    """The query is a metric query: Loki answered ``result_type`` where entries were asked."""
+
+    def __init__(self, result_type: str) -> None:
+        super().__init__(f"expected a log query, Loki answered a {result_type} result", 200)
+        self.result_type = result_type
+
+
 @dataclass(frozen=True)
 class Record:
     """One entry as read back, with the event fields taken apart."""
@@ -44,20 +54,66 @@ class Record:
     line: str
     key: tuple[Any, ...] = field(compare=False, repr=False, default=())
 
+    @cached_property
+    def _body(self) -> tuple[Any, Any, Any]:
+        try:
+            body = json.loads(self.line)
+        except (ValueError, RecursionError):  # not JSON, or nested too deep for Python: text
+            body = None
+        if isinstance(body, dict) and "message" in body:
+            return body.get("message"), body.get("metadata") or {}, body.get("exception")
+        return self.line, {}, None
+
+    @property
+    def time(self) -> dt.datetime:
+        """When the event happened (UTC, to the microsecond; ``timestamp_ns`` is exact)."""
+        return dt.datetime.fromtimestamp(self.timestamp_ns // 1000 / 1e6, dt.UTC)
+
+    @property
+    def service(self) -> str | None:
+        return self.stream.get("service_name")
+
+    @property
+    def level(self) -> str | None:
+        return self.stream.get("level")
+
+    @property
+    def actor(self) -> str | None:
+        return self.stream.get("actor")
+
+    @property
+    def type(self) -> str | None:
+        return self.stream.get("type")
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.stream.get("actor_id")
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.stream.get("trace_id")
+
+    @property
+    def logger(self) -> str | None:
+        return self.stream.get("logger")
+
+    @property
+    def message(self) -> Any:
+        """The event's message (the whole line when it is not a shipper JSON line)."""
+        return self._body[0]
+
+    @property
+    def metadata(self) -> Any:
+        return self._body[1]
+
+    @property
+    def exception(self) -> Any:
+        return self._body[2]
+
     def fields(self) -> dict[str, Any]:
         """time, service, env, level, actor, type, actor_id, trace_id, logger, message,
         metadata, exception: the event contract's fields, from labels, metadata and line."""
-        message: Any = self.line
-        metadata: Any = {}
-        exception: Any = None
-        try:
-            body = json.loads(self.line)
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and "message" in body:
-            message = body.get("message")
-            metadata = body.get("metadata") or {}
-            exception = body.get("exception")
+        message, metadata, exception = self._body
         s = self.stream
         return {
             "time": format_time(self.timestamp_ns),
@@ -169,7 +225,7 @@ def _page(client: LokiClient, query: str, lo: int, hi: int, size: int,
           direction: Direction) -> list[Record]:
     data = client.query_range(query, lo, hi, limit=size, direction=direction)
     if data.get("resultType") != "streams":
-        raise LokiError(f"expected a log query, Loki answered a {data.get('resultType')} result")
+        raise NotALogQuery(str(data.get("resultType")))
     return parse_streams(data)
 
 

@@ -124,6 +124,14 @@ class FileSourceConfig(_ParsedSourceConfig):
         "duration"))
     read_chunk_bytes: int = field(default=256 * 1024, metadata=_help(
         "bytes read from one file at a time before the next file gets a turn", "size"))
+    max_files: int = field(default=10_000, metadata=_help(
+        "files followed at once; files the globs match beyond it are left alone (said once)"))
+    max_scan_entries: int = field(default=100_000, metadata=_help(
+        "files and directories one expansion of the globs may visit; past it the scan stops "
+        "there and says so, naming the pattern"))
+    scan_timeout: float = field(default=60.0, metadata=_help(
+        "how long one expansion of the globs may take (open files are read meanwhile); past "
+        "it the scan stops there and says so, naming the pattern", "duration"))
 
 
 #: the bounds of max_json_depth: deep enough for the protocols' own nesting (an OTLP log

@@ -32,13 +32,15 @@ import datetime as _dt
 import json
 import operator
 import re
+import threading
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from shipper.event import Level, LogEvent, new_event
 
-__all__ = ["TRUNCATED", "LineParser", "cut_line", "level_of", "parse_logfmt", "parse_timestamp"]
+__all__ = ["PLAN_CACHE_BYTES", "TRUNCATED", "LineParser", "cut_line", "level_of",
+           "parse_logfmt", "parse_timestamp", "plan_cache_size"]
 
 _loads = json.loads
 _fast_loads: Callable[[str], Any]
@@ -92,8 +94,8 @@ def level_of(value: object) -> Level | None:
             if value >= 0 else None
     else:
         found = _LEVEL_WORDS.get(str(value).strip().upper())
-    if len(_level_cache) < 4096:
-        _level_cache[value] = found
+    if len(_level_cache) < 4096 and (cls is not str or len(value) <= 64):  # type: ignore[arg-type]
+        _level_cache[value] = found  # (a long text is not a level name worth keeping)
     return found
 
 
@@ -330,12 +332,54 @@ _Plan = tuple[Callable[[tuple[Any, ...]], Any], tuple[str, ...],
               Callable[[tuple[Any, ...]], Any], list[str], int]
 _PLANS: dict[tuple[str, ...], _Plan | None] = {}
 
+#: what the plans may hold, estimated from their keys (:func:`_plan_cost`); the oldest plans
+#: go first past it, and a key set that alone costs more than an eighth of it is not kept
+PLAN_CACHE_BYTES = 4 * 1024 * 1024
+_MAX_PLANS = 1024
+#: per key of a plan: its name's str object, its slots in the key tuple and the metadata names,
+#: the index an itemgetter reads it by (measured with tracemalloc: about 100 bytes + its length)
+_KEY_COST = 104
+_PLAN_COST = 1024  # the tuples, itemgetters and list of one plan, whatever its keys
+_plan_costs: dict[tuple[str, ...], int] = {}
+_plan_bytes = 0
+_plans_lock = threading.Lock()
+
+
+def _plan_cost(names: tuple[str, ...]) -> int:
+    return _PLAN_COST + _KEY_COST * len(names) + sum(map(len, names))
+
+
+def plan_cache_size() -> tuple[int, int]:
+    """How many key sets have a plan kept, and the bytes they are estimated to hold."""
+    return len(_PLANS), _plan_bytes
+
+
+def _keep_plan(names: tuple[str, ...], plan: _Plan | None, cost: int) -> None:
+    """Keep ``plan`` within :data:`PLAN_CACHE_BYTES`, the oldest plans going first (the
+    sources' threads share the plans)."""
+    global _plan_bytes
+    with _plans_lock:
+        if names in _PLANS:
+            return
+        while _PLANS and (_plan_bytes + cost > PLAN_CACHE_BYTES or len(_PLANS) >= _MAX_PLANS):
+            oldest = next(iter(_PLANS))
+            del _PLANS[oldest]
+            _plan_bytes -= _plan_costs.pop(oldest)
+        _PLANS[names] = plan
+        _plan_costs[names] = cost
+        _plan_bytes += cost
+
 
 def _plan(names: tuple[str, ...]) -> _Plan | None:
     """Where each key of lines with exactly these keys goes: :func:`_assign` run once with
     text placeholders (for lines whose values are neither None nor ECS objects, which is
     checked per line), turned into two ``itemgetter``s over the line's values. Keys that open
-    ECS objects get no plan: their lines take the table."""
+    ECS objects get no plan: their lines take the table. Nor do key sets that alone would
+    cost more than an eighth of :data:`PLAN_CACHE_BYTES` (such a plan is neither made nor
+    kept: their lines take the table too)."""
+    cost = _plan_cost(names)
+    if cost > PLAN_CACHE_BYTES // 8:
+        return None
     plan: _Plan | None = None
     if not any(name in _NESTED for name in names):
         vals, keys, meta = _assign({name: str(i) for i, name in enumerate(names)})
@@ -344,9 +388,7 @@ def _plan(names: tuple[str, ...]) -> _Plan | None:
         positions = [int(value) for value in meta.values()]
         text_only = int(vals[_MESSAGE]) if keys[_MESSAGE] == "event" else -1
         plan = (operator.itemgetter(*slots), tuple(meta), _getter(positions), keys, text_only)
-    if len(_PLANS) >= 1024:
-        _PLANS.clear()
-    _PLANS[names] = plan
+    _keep_plan(names, plan, cost)
     return plan
 
 

@@ -94,6 +94,8 @@ _SOURCE_FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily],
                        ["source"]),
     "file_truncations": (CounterMetricFamily, "files truncated or rewritten in place",
                          ["source"]),
+    "file_scans_cut": (CounterMetricFamily, "expansions of the globs stopped by "
+                       "max_scan_entries or scan_timeout", ["source"]),
     "http_requests": (CounterMetricFamily, "HTTP requests, by path and status code",
                       ["source", "path", "code"]),
     "http_connections_refused": (CounterMetricFamily, "connections answered 503 at once: "
@@ -112,8 +114,8 @@ _OPS_TIMEOUT = 10.0
 
 
 class OpsServer:
-    """``GET /healthz`` (200 while every source runs, 503 with the reasons otherwise) and
-    ``GET /metrics``."""
+    """``GET /healthz`` (200 while every source runs, 503 with the reasons otherwise: a source
+    stopped or stalled, a worker process gone, the drain under way) and ``GET /metrics``."""
 
     def __init__(self, listen: str, sidecar: Any) -> None:
         registry = CollectorRegistry(auto_describe=False)

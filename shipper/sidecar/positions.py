@@ -6,10 +6,12 @@ never a mix. A file is known by device, inode and a fingerprint of its first byt
 that the filesystem reuses for a new file after a delete does not match the fingerprint, so the
 new file is read from its start instead of from a stale offset.
 
-A damaged positions file (NUL bytes from a crash on some filesystems, truncated, not JSON, not
-the expected shape) is reported in one line, renamed aside (``<name>.damaged-<time>``) for
-inspection, and the sidecar goes on as if it had none: files are read again from their start
-(Loki drops the lines it already has when their timestamps come from the line).
+A positions file damaged in any way (NUL bytes from a crash on some filesystems, truncated, not
+JSON, nested too deep to read, not the expected shape or types, larger than any positions file
+is, unreadable, or not a file at all: a directory, a FIFO) is reported in one line, renamed
+aside (``<name>.damaged-<time>``) for inspection, and the sidecar goes on as if it had none:
+files are read again from their start (Loki drops the lines it already has when their
+timestamps come from the line). Loading never raises.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -29,6 +32,8 @@ __all__ = ["FINGERPRINT_BYTES", "FilePosition", "Positions", "PositionsStore", "
 #: how many leading bytes of a file make its fingerprint
 FINGERPRINT_BYTES = 1024
 _VERSION = 1
+#: a positions file larger than this is not one (100,000 files take about 15 MB)
+_MAX_BYTES = 64 * 1024 * 1024
 
 
 def fingerprint(data: bytes) -> str:
@@ -71,22 +76,54 @@ class PositionsStore:
         probe.unlink()
 
     def load(self) -> Positions:
+        """What the file holds; none (and the file moved aside, saying so) when it is damaged
+        in any way. Never raises."""
         try:
-            data = self.path.read_bytes()
+            data = self._read()
         except FileNotFoundError:
             return Positions()
         except OSError as exc:
-            self._report(f"positions file {self.path}: cannot read it ({exc.strerror}); "
-                         "starting without saved positions")
+            self._set_aside(f"cannot read it: {exc.strerror or exc}")
             return Positions()
-        try:
-            return _decode(data)
         except ValueError as exc:
             self._set_aside(str(exc))
             return Positions()
+        try:
+            return _decode(data)
+        except RecursionError:
+            self._set_aside("not JSON: nested too deep to read")
+        except Exception as exc:  # damaged in a way not foreseen: still no traceback
+            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            self._set_aside(why[:300])
+        return Positions()
+
+    def _read(self) -> bytes:
+        """The file's bytes; ValueError when it is not a file of a positions file's size.
+        Opened without waiting (a FIFO in its place would block a plain read)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                raise ValueError(f"it is {kind}")
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > _MAX_BYTES:
+                    raise ValueError(f"it is larger than {_MAX_BYTES >> 20} MiB")
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def _set_aside(self, why: str) -> None:
-        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        for n in range(1, 100):  # never over an earlier damaged file
+            if not os.path.lexists(aside):
+                break
+            aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
         try:
             os.replace(self.path, aside)
             where = f"moved to {aside}"
@@ -137,7 +174,8 @@ def _decode(data: bytes) -> Positions:
         doc = json.loads(data)
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("version") != _VERSION:
+    if not isinstance(doc, dict) or type(doc.get("version")) is not int or \
+            doc["version"] != _VERSION:
         raise ValueError(f"not a version {_VERSION} positions document")
     files = doc.get("files")
     containers = doc.get("containers", {})
@@ -147,14 +185,14 @@ def _decode(data: bytes) -> Positions:
     for i, item in enumerate(files):
         try:
             pos = FilePosition(**item)
-            ok = (isinstance(pos.path, str) and all(isinstance(getattr(pos, k), int) and
+            ok = (type(pos.path) is str and all(type(getattr(pos, k)) is int and
                   getattr(pos, k) >= 0 for k in ("dev", "ino", "offset", "fp_len"))
-                  and isinstance(pos.fp, str))
+                  and type(pos.fp) is str)
         except TypeError:
             ok = False
         if not ok:
             raise ValueError(f"files[{i}] is not a position: {str(item)[:200]}")
         out.append(pos)
-    if not all(isinstance(k, str) and isinstance(v, int) for k, v in containers.items()):
+    if not all(type(v) is int and v >= 0 for v in containers.values()):
         raise ValueError("'containers' must map container ids to timestamps in ns")
     return Positions(tuple(out), dict(containers))

@@ -177,7 +177,8 @@ class Sidecar:
     # ------------------------------------------------------------------ running
 
     def problems(self) -> list[str]:
-        """What makes /healthz answer 503 (empty: healthy)."""
+        """What makes /healthz answer 503 (empty: healthy): a source stopped or stalled, a
+        worker process gone, the drain under way."""
         out = []
         if self._draining:
             out.append("draining: shutting down")
@@ -185,6 +186,17 @@ class Sidecar:
             out.extend(self._pool.problems())
         for source in self.sources:
             problem = source.problem()
+            if problem is not None:
+                out.append(problem)
+        return out
+
+    def failures(self) -> list[str]:
+        """What stops the sidecar (exit 1, so that the orchestrator restarts it): a source
+        whose thread ended, a worker process gone. A stalled source (a hung filesystem) is not
+        one: it may come round again, and /healthz says it meanwhile."""
+        out = self._pool.problems() if self._pool is not None else []
+        for source in self.sources:
+            problem = None if source.alive else source.problem()
             if problem is not None:
                 out.append(problem)
         return out
@@ -259,7 +271,7 @@ class Sidecar:
         try:
             self.start()
             while not self._stop.wait(0.5):
-                trouble = [p for p in self.problems() if "draining" not in p]
+                trouble = self.failures()
                 if trouble:
                     _say("; ".join(trouble) + ": stopping")
                     self.exit_code = 1

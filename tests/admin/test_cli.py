@@ -61,8 +61,8 @@ def _options(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def test_every_command_is_walked() -> None:
-    assert {"query", "tail", "export", "stats", "delete", "import", "doctor", "report", "spool",
-            "retention", "demo", "sidecar"} == {path[0] for path in COMMANDS}
+    assert {"query", "tail", "labels", "series", "export", "stats", "delete", "import", "doctor",
+            "report", "spool", "retention", "demo", "sidecar"} == {path[0] for path in COMMANDS}
     assert {("spool", "status"), ("spool", "push"), ("retention", "render"),
             ("retention", "check"), ("retention", "explain")} <= set(COMMANDS)
 
@@ -139,9 +139,10 @@ def test_long_example_lines_are_continued_between_words_never_in_quotes() -> Non
 
 def test_format_means_output_everywhere_and_json_is_its_alias() -> None:
     with_json = [path for path in COMMANDS if "--json" in _options(_parser(path))]
-    assert set(with_json) == {("query",), ("export",), ("stats",), ("delete",), ("import",),
+    assert set(with_json) == {("query",), ("labels",), ("series",), ("export",), ("stats",),
+                              ("delete",), ("import",),
                               ("doctor",), ("report",), ("spool", "status"),
-                              ("retention", "check")}
+                              ("spool", "dead-letters", "list"), ("retention", "check")}
     for path in COMMANDS:
         parser = _parser(path)
         options = _options(parser)

@@ -125,7 +125,7 @@ def test_nothing_matching_requests_nothing_and_exits_1(
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--service", "shop"], "a time range is required"),
-    (["--start", "2h", "--end", "2099-01-01"], "ends in the future"),
+    (["--service", "shop", "--start", "2h", "--end", "2099-01-01"], "ends in the future"),
 ])
 def test_a_range_is_required_and_cannot_end_in_the_future(
     fake: FakeLoki, capsys: pytest.CaptureFixture[str], argv: list[str], message: str,
@@ -172,3 +172,65 @@ def test_loki_refusing_the_request_is_one_line(fake: FakeLoki,
     assert err.splitlines()[-1] == ("shipper delete: Loki could not parse the query: invalid "
                                     "query expression")
     assert audits(fake) == []
+
+
+@pytest.mark.parametrize("flags", [[], ["--service", ""], ["--search", ""]])
+def test_a_delete_without_any_filter_needs_all_services(
+    fake: FakeLoki, capsys: pytest.CaptureFixture[str], flags: list[str],
+) -> None:
+    seed(fake)
+    code, _, err = run(capsys, "delete", *flags, "--since", "1h", "--yes")
+    assert code == 2
+    assert "no filter: this would delete every service's events in the range" in err
+    assert "--all-services" in err
+    assert fake.deletes == [] and audits(fake) == []
+
+
+def test_all_services_deletes_every_service_and_says_how_many(
+    fake: FakeLoki, capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(fake)
+    code, _, err = run(capsys, "delete", "--all-services", "--since", "1h", "--yes",
+                       "--admin-id", "admin_7")
+    assert code == 0, err
+    assert "7 entries match" in err
+    assert 'in 2 services: "shop" (6), "blog" (1)' in err  # printed with --yes too
+    (request,) = fake.deletes
+    assert request["query"] == ('{service_name=~".+", type!="LOGS_DELETED", '
+                                'type!="LOGS_DELETE_CANCELLED"}')
+    ((labels, line),) = audits(fake)
+    assert labels["service_name"] == "shipper-admin"
+    assert line["metadata"]["services"] == {"shop": 6, "blog": 1}
+    assert fake.process_deletes() == 7
+
+
+def test_the_confirmation_says_how_many_services_a_filter_touches(
+    fake: FakeLoki, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(fake)
+    confirm(monkeypatch, "no")
+    code, out, err = run(capsys, "delete", "--level", "debug", "--since", "1h")
+    assert code == 1 and fake.deletes == []
+    assert '4 entries match' in err and 'in 2 services: "shop" (3), "blog" (1)' in err
+    assert "Delete these 4 entries of 2 services? Type 'yes' to confirm" in out
+
+
+def test_all_services_beside_a_service_is_a_contradiction(
+    fake: FakeLoki, capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(fake)
+    code, _, err = run(capsys, "delete", "--all-services", "--service", "shop", "--since", "1h",
+                       "--yes")
+    assert code == 2 and "--all-services and --service contradict" in err
+    assert fake.deletes == []
+
+
+def test_service_names_in_the_summary_cannot_move_the_terminal(
+    fake: FakeLoki, capsys: pytest.CaptureFixture[str],
+) -> None:
+    now = time.time_ns()
+    fake.add({"service_name": "evil\x1b[2J\rshop", "level": "INFO", "actor": "USER",
+              "type": "VIEW"}, now - 600 * NS, json.dumps({"message": "x"}))
+    code, _, err = run(capsys, "delete", "--all-services", "--since", "1h")
+    assert code == 2  # no terminal, no --yes: nothing deleted
+    assert 'in 1 service: "evil\\u001b[2J\\u000dshop" (1)' in err and "\x1b" not in err

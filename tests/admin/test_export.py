@@ -15,12 +15,12 @@ import pytest
 
 from shipper._units import NS, parse_time
 from shipper.cli.admin.export import export_events
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.main import main
 from shipper.config import ShipperConfig
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import ReadError, iter_records, windows
+from shipper.loki.timerange import TimeRange
 from tests.support.fakeloki import FakeLoki
 
 DAY = 86400 * NS
@@ -159,3 +159,63 @@ def test_export_with_nothing_matching_exits_1_and_writes_no_file(fake: FakeLoki,
     out = tmp_path / "none.json"
     assert main(["export", "--url", fake.url, "--since", "1h", "-o", str(out)]) == 1
     assert not out.exists()
+
+
+HOSTILE = {
+    # what app users can put in the fields of an event, one formula per column
+    "labels": {"service_name": "=cmd|' /C calc'!A0", "env": "+1+1", "level": "@SUM(1+1)",
+               "actor": "-2+3", "type": "=HYPERLINK(\"http://x.example\")"},
+    "metadata": {"actor_id": "@actor", "trace_id": "\t=1+1", "logger": " =1+1"},
+    "line": {"message": "=cmd|' /C calc'!A0", "metadata": {"note": "=1+1"},
+             "exception": "\r=1+1"},
+}
+
+
+def test_csv_export_neutralises_formulas_in_every_column_and_json_keeps_them(
+    fake: FakeLoki, tmp_path: Path,
+) -> None:
+    fake.add(HOSTILE["labels"], START, json.dumps(HOSTILE["line"]), HOSTILE["metadata"])
+    fake.add(dict(HOSTILE["labels"], type="'=already"), START + NS,
+             json.dumps({"message": "-5"}), {"actor_id": "plain"})
+    span = ["--start", "2025-06-15T15:06:40Z", "--end", "2025-06-15T15:07:00Z"]
+    assert main(["export", "--url", fake.url, *span, "-o", str(tmp_path / "e.csv")]) == 0
+    assert main(["export", "--url", fake.url, *span, "-o", str(tmp_path / "e.jsonl")]) == 0
+    with (tmp_path / "e.csv").open(encoding="utf-8", newline="") as fh:
+        first, second = list(csv.DictReader(fh))
+    assert first == {
+        "time": "2025-06-15T15:06:40Z", "service": "'=cmd|' /C calc'!A0", "env": "'+1+1",
+        "level": "'@SUM(1+1)", "actor": "'-2+3", "type": "'=HYPERLINK(\"http://x.example\")",
+        "actor_id": "'@actor", "trace_id": "'\t=1+1", "logger": "' =1+1",
+        "message": "'=cmd|' /C calc'!A0", "metadata": '{"note":"=1+1"}',
+        "exception": "'\r=1+1"}
+    # a quote that was there gets one more, so an import can take exactly one away
+    assert second["type"] == "''=already" and second["message"] == "'-5"
+    assert second["actor_id"] == "plain"
+    # JSON lines are not for spreadsheets: the text as it is
+    rows = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert rows[0]["service"] == "=cmd|' /C calc'!A0" and rows[0]["trace_id"] == "\t=1+1"
+    assert rows[0]["message"] == "=cmd|' /C calc'!A0" and rows[0]["exception"] == "\r=1+1"
+    assert rows[1]["type"] == "'=already" and rows[1]["message"] == "-5"
+
+
+def test_query_as_csv_neutralises_formulas_too(fake: FakeLoki,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    fake.add(HOSTILE["labels"], START, json.dumps(HOSTILE["line"]), HOSTILE["metadata"])
+    assert main(["query", "--url", fake.url, "--start", "2025-06-15T15:06:40Z", "--end",
+                 "2025-06-15T15:07:00Z", "--format", "csv"]) == 0
+    (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out, newline="")))
+    assert row["message"] == "'=cmd|' /C calc'!A0" and row["service"].startswith("'=")
+
+
+def test_a_stored_line_nested_too_deep_for_python_exports_as_text(
+    fake: FakeLoki, tmp_path: Path,
+) -> None:
+    """Anyone who can push can store such a line; it must not stop the export of the rest."""
+    deep = '{"message": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    fake.add(STREAMS[0], START, deep)
+    fake.add(STREAMS[0], START + NS, json.dumps({"message": "after"}))
+    out = tmp_path / "e.jsonl"
+    assert main(["export", "--url", fake.url, "--start", "2025-06-15T15:06:40Z", "--end",
+                 "2025-06-15T15:07:00Z", "-o", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["message"] for r in rows] == [deep, "after"]

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from shipper.cli.main import main
+from shipper.delivery.spool.deadletters import DeadLetterReader
+from tests.support import contract, fakeloki
 from tests.support.fakeloki import FakeLoki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,8 +29,10 @@ PRISMA = ["id", "level", "type", "actor", "actorId", "message", "metadata", "cre
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLoki]:
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeLoki]:
     monkeypatch.delenv("SHIPPER_SERVICE", raising=False)
+    # the service's spool directory, where refused rows are kept as dead letters
+    monkeypatch.setenv("SHIPPER_SPOOL_DIR", str(tmp_path / "spool"))
     with FakeLoki(rate_limit=False) as loki:
         monkeypatch.setenv("LOKI_URL", loki.url)
         yield loki
@@ -141,6 +145,60 @@ def test_refused_rows_can_be_imported_again_from_the_refused_file(
     assert code == 0, out
     assert stored(fake)["row 0"]["metadata"] == {"ip": "10.0.0.1", "n": 0,
                                                  "import_id": "clx0000"}
+
+
+def test_rows_loki_refuses_are_dead_letters_the_spool_pushes_again(
+    fake: FakeLoki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refused rows go through the one dead-letter mechanism: kept in the service's spool
+    directory with Loki's reason; FILE.refused.jsonl is the same refusals as rows."""
+    rows = [prisma_row(0, dt.timedelta(hours=1)), prisma_row(1, dt.timedelta(days=9)),
+            prisma_row(2, dt.timedelta(days=10))]
+    path = prisma_csv(tmp_path / "logs.csv", rows)
+    code, out, _ = run(capsys, "import", str(path), "--service", "shop", "--json")
+    summary = json.loads(out)
+    assert code == 1 and (summary["refused"], summary["dead_lettered"]) == (2, 2)
+    spool = tmp_path / "spool"
+    assert summary["dead_letters"] == str(spool / "dead-letters")
+    letters = list(DeadLetterReader(spool / "dead-letters"))
+    assert sorted(json.loads(letter.entry.line)["message"] for letter in letters) == [
+        "row 1", "row 2"]
+    assert {letter.reason for letter in letters} == {"too_old"}
+    refused = [json.loads(line) for line in (tmp_path / "logs.csv.refused.jsonl")
+               .read_text().splitlines()]
+    assert sorted(r["_shipper_reason"] for r in refused) == sorted(
+        letter.message for letter in letters)
+    code, out, _ = run(capsys, "import", str(path), "--service", "shop", "--restart",
+                       "--format", "table")
+    assert "shipper spool dead-letters push --dir" in out
+    # once the limit is lifted, the dead letters go to Loki as the rows would: stored once
+    monkeypatch.setattr(fakeloki, "REJECT_OLD_NS", 30 * 24 * 3600 * 10**9)
+    assert run(capsys, "spool", "dead-letters", "push", "--dir", str(spool))[0] == 0
+    assert sorted(stored(fake)) == ["row 0", "row 1", "row 2"]
+    assert stored(fake)["row 1"]["metadata"] == {"ip": "10.0.0.1", "n": 1,
+                                                 "import_id": "clx0001"}
+    assert list(DeadLetterReader(spool / "dead-letters")) == []
+
+
+def test_a_row_loki_refuses_the_whole_push_for_costs_only_itself(
+    fake: FakeLoki, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, body, _ = contract.answer("push_400_bad_json")
+    fake.hook = lambda request: (status, body, {}) if b"poison" in request.body else None
+    rows = [prisma_row(i, dt.timedelta(minutes=i)) for i in range(30)]
+    rows[11]["message"] = "poison"
+    path = prisma_csv(tmp_path / "logs.csv", rows)
+    code, out, _ = run(capsys, "import", str(path), "--service", "shop", "--batch", "10",
+                       "--json")
+    summary = json.loads(out)
+    assert code == 1
+    assert (summary["imported"], summary["refused"]) == (29, 1)
+    assert summary["reasons"]["bad_request"][0] == 1
+    assert len(stored(fake)) == 29 and "poison" not in stored(fake)
+    [row] = [json.loads(line) for line in (tmp_path / "logs.csv.refused.jsonl")
+             .read_text().splitlines()]
+    assert (row["id"], row["_shipper_row"]) == ("clx0011", 12)
 
 
 def test_activity_logs_json_lines_with_mysql_times_and_extra_columns(

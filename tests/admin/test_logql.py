@@ -19,7 +19,9 @@ from shipper.event import Actor, Level
 from shipper.loki.logql import (
     FilterError,
     Filters,
+    count_by,
     duration,
+    label_name,
     log_query,
     metric_query,
     quote,
@@ -126,9 +128,42 @@ def test_no_filter_value_changes_the_structure_of_the_query(batch: list[Filters]
         if f.search:
             pattern = values[-1]
             assert re.fullmatch(pattern, f"before {f.search} after")
-    for r in results[2 * n:]:  # whatever the filters, a deletion spares the audit events
+    for r in results[2 * n:3 * n]:  # whatever the filters, a deletion spares the audit events
         assert 'Neq:"!=" String("LOGS_DELETED"))' in r["tree"]
         assert 'Neq:"!=" String("LOGS_DELETE_CANCELLED"))' in r["tree"]
+
+
+# The queries `shipper series --count` and `shipper labels` build: the same filters inside a
+# count grouped by the streams' label names, and the bare stream selector.
+@settings(max_examples=10, deadline=None, derandomize=True,
+          phases=(Phase.explicit, Phase.generate),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(filters(), min_size=20, max_size=20),
+       st.lists(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True), max_size=6))
+def test_counts_by_stream_and_selectors_keep_their_structure_for_any_value(
+    batch: list[Filters], names: list[str],
+) -> None:
+    queries = [count_by(names, f, 3600) for f in batch]
+    queries += [count_by(names, _harmless(f), 3600) for f in batch]
+    queries += [stream_selector(f) for f in batch]
+    results = g.parse_logql(queries)
+    assert all(r["ok"] for r in results), g.describe_failures(results)
+    n = len(batch)
+    for i, f in enumerate(batch):
+        assert _masked(results[i]["tree"]) == _masked(results[n + i]["tree"]), queries[i]
+        assert _strings(results[i]["tree"]) == _expected_values(f), queries[i]
+        assert "Grouping" in results[i]["tree"] or not names
+        selector_values = _strings(results[2 * n + i]["tree"])
+        assert selector_values == _expected_values(f.replace(actor_id=None, logger=None,
+                                                             search=None))
+
+
+@pytest.mark.parametrize("name", ['ty"pe', "a}", "1x", "", "a b", "a-b", "a\nb", "é", "a.b"])
+def test_a_label_name_loki_would_not_take_is_refused_naming_it(name: str) -> None:
+    with pytest.raises(FilterError, match="not a label name"):
+        label_name(name)
+    with pytest.raises(FilterError, match="not a label name"):
+        count_by(["level", name], Filters(), 60)
 
 
 def test_quote_writes_every_control_character_escaped_on_one_line() -> None:

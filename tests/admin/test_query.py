@@ -108,7 +108,7 @@ def test_start_and_end_read_rfc3339_with_nanoseconds_dates_and_times_ago(
         assert [row["message"] for row in json.loads(out)] == expected
 
 
-def test_query_json_rows_have_every_field_and_table_rows_the_seven(
+def test_query_json_rows_have_every_field_and_wide_table_rows_the_seven(
     fake: FakeLoki, capsys: pytest.CaptureFixture[str],
 ) -> None:
     add(fake, 5, "paid", actor_id="u9", logger="shop.pay", metadata={"amount": 42})
@@ -119,7 +119,7 @@ def test_query_json_rows_have_every_field_and_table_rows_the_seven(
                                 "message", "metadata")} == {
         "service": "shop", "level": "INFO", "actor": "USER", "type": "AUTH_LOGIN",
         "actor_id": "u9", "logger": "shop.pay", "message": "paid", "metadata": {"amount": 42}}
-    code, out, _ = run(capsys, "query", "--url", fake.url, "--format", "table",
+    code, out, _ = run(capsys, "query", "--url", fake.url, "--format", "table", "--wide",
                        "--service", "shop")
     header = out.splitlines()[0].split()
     assert header == ["time", "level", "actor", "type", "actor_id", "message", "metadata"]

@@ -11,11 +11,11 @@ import pytest
 
 from shipper._units import NS
 from shipper.cli.admin.stats import STATS, collect, error_rate_expression, stat_expression
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.main import main
 from shipper.config import ShipperConfig
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters
+from shipper.loki.timerange import TimeRange
 from tests.support import _grafana as g
 from tests.support.fakeloki import FakeLoki
 

@@ -305,6 +305,15 @@ def test_protobuf_push_decodes_in_the_fake() -> None:
     assert [v[1] for v in streams[0]["values"]] == [e.line for e in entries]
 
 
+@pytest.mark.parametrize("ts", [-1, -1_000_000_000, -999_999_999, -(2**63), 2**63 - 1])
+def test_protobuf_writes_times_before_1970_as_json_does(ts: int) -> None:
+    """The seconds of a protobuf timestamp are an int64: before 1970 they are negative."""
+    entries = [Entry((("service_name", "s"),), ts, "line", ()),
+               Entry((("service_name", "s"),), 1_795_315_536_000_000_000, "next", ())]
+    decoded = decode_protobuf(encode_protobuf(entries))
+    assert [int(v[0]) for v in decoded[0]["values"]] == [ts, 1_795_315_536_000_000_000]
+
+
 def test_refusal_reason_falls_back_to_status() -> None:
     assert refusal_reason(403, "forbidden") == "http_403"
 

@@ -44,13 +44,6 @@ def _rows(markdown: str) -> dict[str, str]:
             re.finditer(r"^\| `([a-z_.]+)` \| ([^|]+) \|", markdown, re.MULTILINE)}
 
 
-def _pending() -> dict[str, str]:
-    """The limits the page lists as being added: name -> default."""
-    return {m.group(1): m.group(2) for m in
-            re.finditer(r"^\* `([a-z_.]+)` \(`([^`]+)`\)", _section("Being added"),
-                        re.MULTILINE)}
-
-
 def _same(shown: str, value: object) -> bool:
     """``shown`` (a size, a duration or a count as the page writes it) is ``value``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -91,25 +84,22 @@ def test_every_limit_of_the_handler_is_on_the_page_with_its_default() -> None:
 
 def test_every_limit_of_the_sidecar_is_on_the_page_with_its_default() -> None:
     rows = _rows(_section("The sidecar"))
-    pending = _pending()
     limits: dict[str, dataclasses.Field[Any]] = {}
     for prefix, cls in _CLASSES.items():
         limits.update(_limits(cls, prefix))
-    missing = sorted(set(limits) - set(rows) - set(pending))
+    missing = sorted(set(limits) - set(rows))
     assert missing == [], f"sidecar limits missing from docs/security.md: {missing}"
-    for name, shown in {**rows, **pending}.items():
+    for name, shown in rows.items():
         prefix, _, bare = name.rpartition(".")
         cls = _CLASSES[prefix + "." if prefix else ""]
         f = _field(cls, bare)
-        if f is None:
-            assert name in pending, f"docs/security.md lists {name}, which the sidecar lacks"
-            continue
+        assert f is not None, f"docs/security.md lists {name}, which the sidecar lacks"
         assert _same(shown, _default(f)), f"{name}: the page says {shown}, the code " \
                                           f"{_default(f)!r}"
 
 
 def test_the_fixed_limits_the_page_names_are_the_codes() -> None:
-    from shipper import event
+    from shipper import line, redact
     from shipper.delivery import link
     from shipper.sidecar import metrics
     from shipper.sidecar.sources import http
@@ -119,7 +109,8 @@ def test_the_fixed_limits_the_page_names_are_the_codes() -> None:
     assert (f"`/metrics` take {metrics._OPS_CONNECTIONS} connections, each request within "
             f"{metrics._OPS_TIMEOUT:.0f} s") in text
     assert f"up to {link._MAX_RETRY_AFTER:.0f} s" in text
-    assert f"followed {event._MAX_DEPTH} levels deep" in text
+    assert f"followed {line._MAX_DEPTH} levels deep" in text
+    assert redact._MAX_DEPTH == line._MAX_DEPTH  # "and so is redaction"
     assert f"1 to {sidecar.MAX_WORKERS}" in text
 
 

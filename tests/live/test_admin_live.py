@@ -1,10 +1,13 @@
 """The admin commands against a real Loki 3.7 started from loki/config.yaml (LOKI_URL):
-query, export, stats, delete and doctor, run as the `shipper` command is run."""
+query (filters and LogQL), labels, series, export, stats, delete and doctor, run as the
+`shipper` command is run; and shipper.LokiReader, the read API they use."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -162,6 +165,89 @@ def test_delete_requests_audits_and_cancels_on_a_real_loki(
     assert request_id not in {r["request_id"] for r in listed}
 
 
+FORMULAS = ["=cmd|' /C calc'!A0", "@SUM(1+1)", "+1+1", "-2+3", " =1", "'=1", "plain"]
+
+
+def test_csv_export_neutralises_formulas_and_import_restores_them_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    base = time.time_ns() - 60 * NS
+    ship(loki_url, tmp_path, [
+        {"service": unique_service, "level": "INFO", "actor": "USER", "type": "NOTE",
+         "actor_id": text, "message": text, "metadata": {"i": i}, "timestamp_ns": base + i * NS}
+        for i, text in enumerate(FORMULAS)])
+    out = tmp_path / "notes.csv"
+
+    def export() -> int:
+        result = shipper(loki_url, tmp_path, "export", "--service", unique_service, "--since",
+                         "10m", "-o", str(out))
+        return len(out.read_text(encoding="utf-8").splitlines()) - 1 \
+            if result.returncode == 0 else 0
+
+    assert wait_for(lambda: export() == len(FORMULAS), timeout=30)
+    with out.open(encoding="utf-8", newline="") as fh:
+        cells = [(row["message"], row["actor_id"]) for row in csv.DictReader(fh)]
+    assert cells == [("'=cmd|' /C calc'!A0",) * 2, ("'@SUM(1+1)",) * 2, ("'+1+1",) * 2,
+                     ("'-2+3",) * 2, ("' =1",) * 2, ("''=1",) * 2, ("plain",) * 2]
+
+    back = f"{unique_service}-back"
+    result = shipper(loki_url, tmp_path, "import", str(out), "--service", back, "--format",
+                     "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["imported"] == len(FORMULAS)
+
+    def restored() -> list[tuple[str, str]]:
+        rows = json.loads(shipper(loki_url, tmp_path, "query", "--service", back, "--since",
+                                  "10m", "--order", "asc", "--format", "json").stdout or "[]")
+        return [(r["message"], r["actor_id"]) for r in rows]
+
+    assert wait_for(lambda: restored() == [(text, text) for text in FORMULAS])
+
+
+def test_import_refuses_rows_that_do_not_decode_and_reads_them_with_encoding_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60)).encode()
+    path = tmp_path / "legacy.csv"
+    rows = [b"createdAt,message", when + b",before", when + b"," + "caf\xe9".encode("latin-1"),
+            when + b",after"]
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    first = shipper(loki_url, tmp_path, "import", str(path), "--service", unique_service,
+                    "--format", "json")
+    summary = json.loads(first.stdout)
+    assert first.returncode == 1 and (summary["imported"], summary["refused"]) == (2, 1)
+    assert "line 3, byte offset" in summary["reasons"]["bad_encoding"][1]
+    again = shipper(loki_url, tmp_path, "import", str(path), "--service", unique_service,
+                    "--encoding", "latin-1", "--restart", "--format", "json")
+    assert again.returncode == 0, again.stderr
+
+
+def test_delete_needs_all_services_without_a_filter_and_names_the_services_on_a_real_loki(
+    loki_url: str, unique_service: str, tmp_path: Path,
+) -> None:
+    kind = f"PURGE_{unique_service[3:].upper()}"  # a type only this test writes
+    now = time.time_ns()
+    ship(loki_url, tmp_path, [
+        {"service": service, "level": "INFO", "actor": "USER", "type": kind, "message": "x",
+         "timestamp_ns": now - (30 + i) * NS}
+        for i, service in enumerate([unique_service, unique_service, f"{unique_service}-b"])])
+    refused = shipper(loki_url, tmp_path, "delete", "--since", "5m", "--yes")
+    assert refused.returncode == 2 and "--all-services" in refused.stderr
+
+    def counted() -> str:
+        # no terminal and no --yes: counted and shown, then nothing deleted
+        result = shipper(loki_url, tmp_path, "delete", "--type", kind, "--since", "5m")
+        assert "not deleting without confirmation" in result.stderr or \
+            "nothing matches" in result.stderr, result.stderr
+        return result.stderr if "3 entries match" in result.stderr else ""
+
+    text = wait_for(counted)
+    assert f'in 2 services: "{unique_service}" (2), "{unique_service}-b" (1)' in text
+    everything = shipper(loki_url, tmp_path, "delete", "--all-services", "--since", "5m")
+    assert everything.returncode == 2 and "not deleting without confirmation" in everything.stderr
+    assert re.search(r"^in \d+ services?: ", everything.stderr, re.MULTILINE)
+
+
 def test_doctor_on_a_real_loki_started_from_our_config(loki_url: str, tmp_path: Path) -> None:
     env_grafana = {k: os.environ.pop(k) for k in ("SHIPPER_GRAFANA_URL", "SHIPPER_GRAFANA_TOKEN")
                    if k in os.environ}
@@ -172,3 +258,56 @@ def test_doctor_on_a_real_loki_started_from_our_config(loki_url: str, tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["OK"] * 6 + ["SKIP"]
+
+
+def test_labels_series_and_own_logql_on_a_real_loki(loki_url: str, unique_service: str,
+                                                    tmp_path: Path) -> None:
+    ship(loki_url, tmp_path, _events(unique_service, time.time_ns() - 60 * NS))
+    svc = ["--service", unique_service, "--since", "10m", "--json"]
+
+    def run(*argv: str) -> Any:
+        result = shipper(loki_url, tmp_path, *argv)
+        assert result.returncode in (0, 1), result.stderr
+        return json.loads(result.stdout)
+
+    assert wait_for(lambda: len(run("labels", "type", *svc)) == 4)
+    assert run("labels", "level", *svc) == ["ERROR", "INFO", "WARNING"]
+    assert {"actor", "level", "service_name", "type"} <= set(run("labels", *svc))
+    assert run("labels", "type", "--actor-id", "u2", *svc) == ["PAYMENT_FAILED"]
+    series = run("series", "--count", *svc)
+    assert sorted((s["labels"]["type"], s["count"]) for s in series) == [
+        ("AUTH_LOGIN", 1), ("AUTH_LOGOUT", 1), ("PAYMENT_FAILED", 1), ("SETTINGS_CHANGED", 1)]
+    assert sorted(s["labels"]["type"] for s in run("series", "--search", "declined", *svc)) == [
+        "AUTH_LOGOUT", "PAYMENT_FAILED"]
+    selector = '{service_name="' + unique_service + '"}'
+    rows = run("query", "--logql", selector + ' |= "Card"', "--since", "10m", "--json")
+    assert [r["message"] for r in rows] == ["Card DECLINED"]
+    count = f"sum by (level) (count_over_time({selector} [10m]))"
+    samples = run("query", "--logql", count, "--instant", "--json")
+    assert {r["metric"]["level"]: r["value"] for r in samples} == {
+        "ERROR": 1.0, "INFO": 2.0, "WARNING": 1.0}
+    matrix = run("query", "--logql", count, "--since", "10m", "--step", "1m", "--json")
+    assert {r["metric"]["level"] for r in matrix} == {"ERROR", "INFO", "WARNING"}
+    bad = shipper(loki_url, tmp_path, "query", "--logql", selector + ' |= "x', "--json")
+    assert bad.returncode == 2 and "Loki could not parse the query" in bad.stderr
+
+
+def test_lokireader_on_a_real_loki(loki_url: str, unique_service: str, tmp_path: Path) -> None:
+    from shipper import LokiError, LokiReader
+    from shipper.loki.read_api import Sample
+
+    ship(loki_url, tmp_path, _events(unique_service, time.time_ns() - 60 * NS))
+    with LokiReader(loki_url) as reader:
+        assert wait_for(lambda: len(list(reader.events(service=unique_service,
+                                                       since="10m"))) == 4)
+        errors = list(reader.events(service=unique_service, level="error", since="10m"))
+        assert [(e.type, e.actor_id, e.logger, e.message) for e in errors] == [
+            ("PAYMENT_FAILED", "u2", "shop.payments", "Card DECLINED")]
+        assert reader.labels("actor", service=unique_service, since="10m") == [
+            "ADMIN", "SYSTEM", "USER"]
+        assert len(reader.series(service=unique_service, since="10m", count=True)) == 4
+        samples = reader.instant(f'sum(count_over_time({{service_name="{unique_service}"}}'
+                                 ' [10m]))')
+        assert [s.value for s in samples if isinstance(s, Sample)] == [4.0]
+        with pytest.raises(LokiError, match="parse error"):
+            list(reader.query('{service_name="x"', since="1h"))

@@ -106,3 +106,38 @@ def test_tailing_a_file_into_loki_counts_exactly_across_sigterm_and_sigkill(
                 if json.loads(v[1])["message"] == "live 10")
     assert line == {"message": "live 10", "metadata": {"order": 10}}
     assert int(stream["values"][0][0]) == (base_ms + 10) * 1_000_000  # the line's own time
+
+
+def test_a_hostile_log_directory_and_a_damaged_positions_file_stall_nothing(
+        tmp_path: Path, loki_url: str, loki_http: urllib3.PoolManager,
+        unique_service: str) -> None:
+    """Two links to '.' under '**' (the scan used to run for ever and ship nothing), a FIFO
+    and a link to /proc/self/environ named like logs, and a positions file of 100,000 '['
+    (a RecursionError at start-up, exit 1): every real line reaches Loki once, nothing else
+    does, and /healthz is 200."""
+    import os
+
+    logs = tmp_path / "logs"
+    (logs / "api").mkdir(parents=True)
+    base_ms = time.time_ns() // 1_000_000 - 10 * 60_000
+    (logs / "orders.log").write_text(_lines(0, 300, base_ms))
+    (logs / "api" / "api.log").write_text(_lines(300, 500, base_ms))
+    os.symlink(".", logs / "l1")
+    os.symlink(".", logs / "l2")
+    os.mkfifo(logs / "pipe.log")
+    os.symlink("/proc/self/environ", logs / "environ.log")
+    (tmp_path / "positions.json").write_bytes(b"[" * 100_000)
+    proc = SidecarProcess(tmp_path, [{"type": "file", "paths": [str(logs / "**" / "*.log")],
+                                      "format": "json", "poll_interval": "50ms",
+                                      "scan_interval": "200ms"}],
+                          loki_url=loki_url, service=unique_service, env="it").start()
+    assert wait_for(lambda: _count(loki_http, loki_url, unique_service) == 500, 60), \
+        _count(loki_http, loki_url, unique_service)
+    assert proc.healthy()
+    assert proc.finish(signal.SIGTERM) == 0, proc.stderr
+    assert _distinct(loki_http, loki_url, unique_service) == 500
+    assert "Traceback" not in proc.stderr
+    said = proc.stderr.splitlines()
+    assert sum("is damaged" in line and "moved to" in line for line in said) == 1
+    assert sum("pipe.log matches the globs but is a FIFO" in line for line in said) == 1
+    assert sum("environ.log is /proc/" in line for line in said) == 1

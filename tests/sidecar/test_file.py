@@ -3,6 +3,7 @@ garbage, many files, positions. (tests/sidecar/test_process.py runs the real com
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -327,22 +328,131 @@ def test_positions_are_saved_atomically_and_read_back(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["positions.json"]  # no temp file left
 
 
-@pytest.mark.parametrize("damage", [b"\x00\x00\x00\x00", b'{"version": 1, "files": [{"pa',
-                                    b"not json at all", b"", b'{"version": 1, "files": 3}',
-                                    b'{"version":1,"files":[{"path":"/a","dev":1}]}'])
-def test_a_damaged_positions_file_is_reported_in_one_line_and_set_aside(
+_GOOD_FILE = {"path": "/a.log", "dev": 1, "ino": 2, "offset": 30, "fp_len": 4, "fp": "ff"}
+
+
+def _doc(**changes: Any) -> bytes:
+    doc: dict[str, Any] = {"version": 1, "files": [dict(_GOOD_FILE)], "containers": {"c": 1}}
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(b"\x00\x00\x00\x00", id="nul-bytes"),
+    pytest.param(b"", id="empty"),
+    pytest.param(b"not json at all", id="not-json"),
+    pytest.param(b'{"version": 1, "files": [{"pa', id="cut-mid-key"),
+    pytest.param(b'{"version": 1, "files": 3}', id="files-a-number"),
+    pytest.param(b'{"version":1,"files":[{"path":"/a","dev":1}]}', id="a-position-cut-short"),
+    pytest.param(b"[" * 100_000, id="100000-open-brackets"),
+    pytest.param(b'{"a":' * 50_000, id="deep-objects"),
+    pytest.param(b'{"version":1,"files":[],"containers":{"c":' + b"[" * 5_000 + b"]" * 5_000
+                 + b"}}", id="deep-inside-a-valid-shape"),
+    pytest.param(bytes(range(1, 256)) * 40, id="binary"),
+    pytest.param(b'{"version":1,"files":[],"containers":{"\xff\xfe": 1}}', id="invalid-utf8"),
+    pytest.param(_doc(version=True), id="version-true"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "dev": True}]), id="bool-dev"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "offset": -1}]), id="negative-offset"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "offset": "30"}]), id="string-offset"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "fp_len": 4.0}]), id="float-fp-len"),
+    pytest.param(_doc(files=[["/a.log", 1, 2]]), id="a-list-for-a-position"),
+    pytest.param(_doc(files=[{**_GOOD_FILE, "extra": 1}]), id="an-unknown-field"),
+    pytest.param(_doc(containers={"c": False}), id="bool-timestamp"),
+    pytest.param(_doc(containers=[]), id="containers-a-list"),
+    pytest.param(_doc()[:-7], id="truncated"),
+    pytest.param(b'{"version":1,"files":[{"offset":1' + b"0" * 5_000 + b"}]}",
+                 id="a-5000-digit-number"),
+])
+def test_a_positions_file_damaged_in_any_way_is_moved_aside_saying_where(
         tmp_path: Path, damage: bytes) -> None:
+    """100,000 '[' used to end the sidecar's start with a RecursionError traceback (exit 1)."""
     reports: list[str] = []
     path = tmp_path / "positions.json"
     path.write_bytes(damage)
     store = PositionsStore(path, report=reports.append)
     assert store.load() == Positions()
-    assert len(reports) == 1 and "\n" not in reports[0]
-    assert "is damaged" in reports[0]
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("positions.json.damaged-")]
     assert len(aside) == 1 and aside[0].read_bytes() == damage
+    assert len(reports) == 1 and "\n" not in reports[0] and len(reports[0]) < 600
+    assert f"positions file {path} is damaged (" in reports[0]
+    assert f"moved to {aside[0]};" in reports[0]
     store.save(Positions())
-    assert json.loads(path.read_text())["files"] == []
+    assert store.load().files == () and len(reports) == 1
+
+
+def test_a_positions_path_that_is_not_a_file_is_moved_aside_and_never_waited_on(
+        tmp_path: Path) -> None:
+    reports: list[str] = []
+    cases = {"a-directory": lambda p: (p.mkdir(), (p / "inside").write_text("x")),
+             "a-fifo": lambda p: os.mkfifo(p),
+             "a-loop-of-links": lambda p: os.symlink(p.name, p),
+             "larger-than-64MiB": lambda p: os.truncate(p.open("wb").name, 65 << 20)}
+    for name, make_it in cases.items():
+        where = tmp_path / name
+        where.mkdir()
+        path = where / "positions.json"
+        make_it(path)
+        store = PositionsStore(path, report=reports.append)
+        assert store.load() == Positions(), name
+        assert f"moved to {where}/positions.json.damaged-" in reports[-1], (name, reports)
+        assert not os.path.lexists(path)
+        store.save(Positions((FilePosition("/a.log", 1, 2, 3, 4, "ff"),)))
+        assert store.load().files[0].offset == 3
+    assert len(reports) == len(cases)
+    assert "(it is a directory)" in reports[0] and "(it is not a regular file)" in reports[1]
+    assert "Too many levels of symbolic links" in reports[2]
+    assert "(it is larger than 64 MiB)" in reports[3]
+
+
+def test_damaged_positions_files_are_never_moved_over_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "positions.json"
+    for damage in (b"one", b"two", b"three"):
+        path.write_bytes(damage)
+        assert PositionsStore(path, report=lambda m: None).load() == Positions()
+    kept = sorted(p.read_bytes() for p in tmp_path.glob("positions.json.damaged-*"))
+    assert kept == [b"one", b"three", b"two"]
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=12)
+_POSITION_FIELDS = st.fixed_dictionaries({}, optional={
+    key: st.one_of(_JSON, st.just(value)) for key, value in _GOOD_FILE.items()})
+_DAMAGED = st.one_of(
+    st.binary(max_size=300),
+    st.integers(1, 60_000).flatmap(lambda n: st.sampled_from([b"[" * n, b'{"a":' * n,
+                                                              b"[{" * n])),
+    st.integers(0, len(_doc()) - 1).map(lambda n: _doc()[:n]),
+    st.builds(lambda v, f, c: json.dumps({"version": v, "files": f, "containers": c}).encode(),
+              st.one_of(st.just(1), _JSON), st.one_of(st.lists(_POSITION_FIELDS, max_size=3),
+                                                       _JSON),
+              st.one_of(st.dictionaries(st.text(max_size=4), st.integers()), _JSON)),
+    _JSON.map(lambda doc: json.dumps(doc).encode()),
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=_DAMAGED)
+def test_no_positions_file_content_ever_raises_and_damage_is_always_moved_aside(
+        tmp_path_factory: pytest.TempPathFactory, damage: bytes) -> None:
+    """Loading either reads the file as it is, or moves it aside (saying so, once) and starts
+    without positions; nothing escapes, and a save afterwards is read back."""
+    work = tmp_path_factory.mktemp("positions")
+    path = work / "positions.json"
+    path.write_bytes(damage)
+    reports: list[str] = []
+    store = PositionsStore(path, report=reports.append)
+    loaded = store.load()
+    aside = list(work.glob("positions.json.damaged-*"))
+    if reports:
+        assert len(reports) == 1 and "is damaged" in reports[0] and loaded == Positions()
+        assert len(aside) == 1 and aside[0].read_bytes() == damage
+        assert not path.exists()
+    else:  # a document of the right shape: read, and left where it is
+        assert not aside and path.read_bytes() == damage
+        assert all(type(p.offset) is int and p.offset >= 0 for p in loaded.files)
+    store.save(Positions((FilePosition("/b.log", 5, 6, 7, 8, "ee"),)))
+    assert store.load().files[0].ino == 6
 
 
 # --------------------------------------------------------------------------- a property
@@ -487,3 +597,260 @@ def test_the_sidecar_reads_no_further_ahead_than_its_worker_needs(tmp_path: Path
     finally:
         gate.open.set()
         sidecar.shutdown(5)
+
+
+# --------------------------------------------------------------------------- hostile trees
+
+
+def make_reporting(tmp_path: Path, sink: Sink, reports: list[str], pattern: str = "*.log",
+                   **options: Any) -> FileSource:
+    settings: dict[str, Any] = {"paths": (str(tmp_path / pattern),), "poll_interval": 0.02,
+                                "scan_interval": 0.05, "partial_line_timeout": 0.3}
+    settings.update(options)
+    config = FileSourceConfig(**settings)
+    return FileSource(config, parser=LineParser(service="shop"), submit=sink,
+                      report=reports.append)
+
+
+def test_a_symlink_loop_under_double_star_is_walked_once_and_every_file_ships(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    """Two links to '.' made the glob expansion never finish: the file thread spun at full
+    CPU and shipped nothing from any file."""
+    sink = Sink()
+    (tmp_path / "a.log").write_text(lines("a", 0, 3))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.log").write_text(lines("b", 0, 3))
+    os.symlink(".", tmp_path / "l1")
+    os.symlink(".", tmp_path / "l2")
+    os.symlink("..", tmp_path / "sub" / "up")
+    os.symlink("loop2", tmp_path / "loop1")  # a loop of links, not of directories
+    os.symlink("loop1", tmp_path / "loop2")
+    source = start(running, make(tmp_path, sink, pattern="**/*.log"))
+    expect(sink, [f"a{i}" for i in range(3)] + [f"b{i}" for i in range(3)])
+    assert wait_until(lambda: source.scans_cut == 0 and source.problem() is None
+                      and source.files_opened == 2)
+    append(tmp_path / "sub" / "b.log", lines("b", 3, 4))  # still followed, once
+    expect(sink, [f"a{i}" for i in range(3)] + [f"b{i}" for i in range(4)])
+
+
+def test_a_scan_cut_short_says_so_once_naming_the_pattern_and_keeps_what_it_follows(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for d in range(4):
+        (tmp_path / f"d{d}").mkdir()
+        for i in range(30):
+            (tmp_path / f"d{d}" / f"f{i:02}.log").write_text(lines(f"{d}-{i}-", 0, 1))
+    pattern = str(tmp_path / "**" / "*.log")
+    source = start(running, make_reporting(tmp_path, sink, reports, pattern="**/*.log",
+                                           max_scan_entries=50))
+    # d0 (30 files) is reached; the walk stops in d1 (the names are walked in sorted order)
+    assert wait_until(lambda: source.scans_cut >= 5)
+    cut = [r for r in reports if "stopped" in r]
+    assert len(cut) == 1, reports
+    assert pattern in cut[0] and "max_scan_entries: 50" in cut[0] and "after 50" in cut[0]
+    got = set(sink.messages())
+    assert {f"0-{i}-0" for i in range(30)} <= got and not any(m.startswith("3-") for m in got)
+    followed = len(source.snapshot())
+    append(tmp_path / "d0" / "f00.log", lines("0-0-", 1, 2))  # not taken for gone
+    assert wait_until(lambda: "0-0-1" in sink.messages())
+    assert len(source.snapshot()) == followed and source.rotations == 0
+    assert source.problem() is None
+
+
+def test_a_scan_past_its_time_bound_stops_and_says_so(tmp_path: Path) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for i in range(300):
+        (tmp_path / f"f{i:03}.log").write_text("")
+    source = make_reporting(tmp_path, sink, reports, scan_timeout=1e-9)
+    source._scan(0.0)
+    source._scan(1.0)
+    assert source.scans_cut == 2
+    assert len([r for r in reports if "stopped after 0s" in r]) == 1, reports
+    assert "scan_timeout" in reports[0] and str(tmp_path / "*.log") in reports[0]
+
+
+def test_a_glob_matching_more_files_than_max_files_follows_that_many_and_says_so_once(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for i in range(300):
+        (tmp_path / f"f{i:03}.log").write_text("")
+    source = start(running, make_reporting(tmp_path, sink, reports, max_files=100))
+    assert wait_until(lambda: source.files_opened == 100)
+    scans = source.files_opened
+    time.sleep(0.3)  # several scans
+    assert source.files_opened == scans == len(source.snapshot()) == 100
+    assert len(reports) == 1 and "max_files (100)" in reports[0] and "200 of them" in reports[0]
+    append(tmp_path / "f000.log", lines("x", 0, 1))
+    expect(sink, ["x0"])
+
+
+@pytest.mark.slow
+def test_a_glob_matching_100_000_files_keeps_the_source_turning(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    for i in range(100_000):
+        with open(tmp_path / f"f{i:06}.log", "wb"):
+            pass
+    source = make_reporting(tmp_path, sink, reports, max_files=1_000, scan_interval=0.5)
+    source.stalled_after = 5.0
+    start(running, source)
+    assert wait_until(lambda: source.files_opened == 1_000, 60)
+    append(tmp_path / "f000000.log", lines("first", 0, 1))
+    expect(sink, ["first0"], timeout=30)
+    assert source.problem() is None
+    assert [r for r in reports if "max_files" in r] == reports and len(reports) == 1
+
+
+def test_fifos_devices_and_directories_named_like_logs_are_left_alone_never_waited_on(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    fifo = tmp_path / "fifo.log"
+    os.mkfifo(fifo)
+    os.symlink("/dev/zero", tmp_path / "zero.log")
+    (tmp_path / "dir.log").mkdir()
+    (tmp_path / "a.log").write_text(lines("a", 0, 2))
+    source = start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0", "a1"])
+    time.sleep(0.2)  # several scans: said once each
+    assert sorted(r.split(": ", 1)[1] for r in reports) == [
+        f"{fifo} matches the globs but is a FIFO, not a regular file: left alone",
+        f"{tmp_path / 'zero.log'} matches the globs but is a character device, not a regular "
+        "file: left alone"]
+    # a FIFO put in a log file's place between the scan's stat and the open: the open does
+    # not wait for a writer (it used to block the source's thread for good)
+    opened = threading.Event()
+
+    def race() -> None:
+        with pytest.raises(Exception, match="is a FIFO, not a regular file"):
+            source._open(str(fifo), time.monotonic())
+        opened.set()
+
+    threading.Thread(target=race, daemon=True).start()
+    try:
+        assert opened.wait(10)
+    finally:
+        with contextlib.suppress(OSError):  # release a blocked open (on a source that waits)
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert source.problem() is None
+
+
+def test_a_file_replaced_by_a_directory_is_read_to_its_end_and_the_others_go_on(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 2))
+    source = start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0", "a1"])
+    with log.open("a") as old:
+        log.unlink()
+        log.mkdir()  # a directory named like the log, in its place
+        old.write(lines("a", 2, 3))  # the app still writes to the deleted file
+    (tmp_path / "b.log").write_text(lines("b", 0, 1))
+    expect(sink, ["a0", "a1", "a2", "b0"])
+    assert wait_until(lambda: len(source.snapshot()) == 1)  # the deleted file was closed
+    assert reports == [] and source.problem() is None
+
+
+def test_links_to_kernel_pseudo_files_are_left_alone(tmp_path: Path,
+                                                     running: list[FileSource]) -> None:
+    """/proc and /sys files are not logs: their size is not their content (a /sys file of 4
+    bytes says 4096, and the source spun reading nothing), and /proc/self/environ holds the
+    sidecar's own secrets."""
+    sink = Sink()
+    reports: list[str] = []
+    os.symlink("/proc/self/environ", tmp_path / "environ.log")
+    os.symlink("/proc/self/status", tmp_path / "status.log")
+    sysfile = "/sys/devices/system/cpu/online"
+    if os.path.exists(sysfile):
+        os.symlink(sysfile, tmp_path / "cpus.log")
+    (tmp_path / "a.log").write_text(lines("a", 0, 1))
+    source = start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0"])
+    time.sleep(0.2)
+    assert sink.messages() == ["a0"]
+    assert source.files_opened == 1
+    refused = [r for r in reports if "a pseudo file of the kernel, not a log: left alone" in r]
+    assert len(refused) == len(reports) == (3 if os.path.exists(sysfile) else 2), reports
+    assert any("environ.log is /proc/" in r for r in refused)
+
+
+def test_a_file_truncated_again_and_again_while_it_is_read_never_stops_the_source(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 2000))
+    source = start(running, make(tmp_path, sink, pattern="app.log", read_chunk_bytes=4096))
+    for round_ in range(30):
+        with log.open("r+") as f:
+            f.truncate(round_ * 37 % 500)
+        append(log, lines(f"r{round_}-", 0, 50))
+    append(log, "\n" + lines("last", 0, 3))
+    assert wait_until(lambda: {"last0", "last1", "last2"} <= set(sink.messages()))
+    assert source.alive and source.problem() is None
+
+
+def test_an_unreadable_file_is_said_once_and_followed_once_it_can_be_read(
+        tmp_path: Path, running: list[FileSource], monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = Sink()
+    reports: list[str] = []
+    secret = tmp_path / "secret.log"
+    secret.write_text(lines("s", 0, 1))
+    (tmp_path / "a.log").write_text(lines("a", 0, 1))
+    real_open = os.open
+    readable = threading.Event()
+
+    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path) == str(secret) and not readable.is_set():  # (root reads through chmod)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    start(running, make_reporting(tmp_path, sink, reports))
+    expect(sink, ["a0"])
+    time.sleep(0.2)  # several scans
+    assert reports == [f"file source file: cannot open {secret} (Permission denied); trying "
+                       "again at each scan"]
+    readable.set()
+    expect(sink, ["a0", "s0"])
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_a_loop_that_stops_coming_round_is_a_problem_and_a_quiet_file_is_not(
+        tmp_path: Path, running: list[FileSource]) -> None:
+    sink = Sink()
+    log = tmp_path / "app.log"
+    log.write_text(lines("a", 0, 1))
+    source = make(tmp_path, sink)
+    source.stalled_after = 0.3
+    start(running, source)
+    expect(sink, ["a0"])
+    time.sleep(1.0)  # nothing written: the loop turns all the same
+    assert source.problem() is None
+    hung = threading.Event()
+    release = threading.Event()
+    real_poll = source._poll
+
+    def hanging_poll(tail: Any, now: float, draining: bool) -> bool:
+        hung.set()
+        release.wait()  # a read that does not return (a hung filesystem)
+        return real_poll(tail, now, draining)
+
+    source._poll = hanging_poll  # type: ignore[method-assign]
+    assert hung.wait(5)
+    problem = wait_until(source.problem, 5)
+    assert problem and problem.startswith("file is stalled: its loop has not come round")
+    assert f"at {log}" in problem
+    assert source.alive  # stalled, not stopped
+    source._poll = real_poll  # type: ignore[method-assign]
+    release.set()
+    assert wait_until(lambda: source.problem() is None, 5)
+    append(log, lines("a", 1, 2))
+    expect(sink, ["a0", "a1"])

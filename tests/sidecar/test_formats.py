@@ -335,3 +335,73 @@ def test_lines_of_a_known_shape_give_the_events_the_field_table_gives(
         vals, keys, meta = formats._assign(obj)
         assert planned == parser._event(vals, keys, meta, None, 7), obj
         assert list(planned.metadata) == list(parser._event(vals, keys, meta, None, 7).metadata)
+
+
+# --------------------------------------------------------------------------- bounded caches
+
+
+def _retained_by(work: object) -> int:
+    """Bytes still allocated after ``work()`` ran (tracemalloc: the objects kept, not RSS)."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        work()  # type: ignore[operator]
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+
+
+def test_wide_json_lines_never_grow_the_plan_cache_past_its_byte_budget() -> None:
+    """Lines of 20,000 distinct keys each used to keep a plan per line (47 MB for 20 lines;
+    the cache was capped at 1,024 key sets, whatever their size)."""
+    from shipper.sidecar.formats import PLAN_CACHE_BYTES, plan_cache_size
+
+    parser = LineParser(format="json", service="shop")
+    wide = [json.dumps({f"k{n}_{i}": i for i in range(20_000)}) for n in range(20)]
+    # and many mid-sized key sets (1,500 keys each: kept, until the budget says no more)
+    mid = [json.dumps({f"m{n}_{i}": i for i in range(1_500)}) for n in range(100)]
+
+    def parse_all() -> None:
+        for line in wide + mid:
+            event = parser.parse(line, None, NOW)
+            assert len(event.metadata) in (20_000, 1_500)  # every key kept, plan or not
+
+    retained = _retained_by(parse_all)
+    plans, accounted = plan_cache_size()
+    assert 0 < accounted <= PLAN_CACHE_BYTES
+    assert 0 < plans < 100  # the oldest mid-sized plans made room for the newer ones
+    assert retained <= PLAN_CACHE_BYTES * 1.25, retained  # the accounting does not lie
+    # a logger's lines, over and over, still find their plan
+    steady = json.dumps({"level": "info", "msg": "ok", "user": "u1"})
+    parser.parse(steady, None, NOW)
+    assert plan_cache_size()[0] >= 1
+    before = plan_cache_size()
+    for _ in range(100):
+        parser.parse(steady, None, NOW)
+    assert plan_cache_size() == before
+
+
+def test_a_key_set_too_wide_to_keep_reads_the_same_as_one_with_a_plan() -> None:
+    parser = LineParser(format="json", service="shop")
+    obj = {f"extra{i}": i for i in range(6_000)}
+    obj.update({"level": "error", "msg": "wide", "traceId": "t-1"})
+    event = parser.parse(json.dumps(obj), None, NOW)
+    assert (event.level, event.message, event.trace_id) == (Level.ERROR, "wide", "t-1")
+    assert len(event.metadata) == 6_000 and event.metadata["extra5999"] == 5999
+
+
+def test_long_level_values_are_not_kept_by_the_level_cache() -> None:
+    """Each distinct level text was kept (up to 4,096 of them, of any length): 100 KB levels
+    made a cache of 400 MB."""
+    parser = LineParser(format="json", service="shop")
+    lines = [json.dumps({"level": f"{n}" + "x" * 100_000, "msg": "m"}) for n in range(50)]
+
+    def parse_all() -> None:
+        for line in lines:
+            assert parser.parse(line, None, NOW).level == Level.INFO
+
+    assert _retained_by(parse_all) < 1_000_000

@@ -107,7 +107,8 @@ def _push_stream(draw: st.DrawFn, markers: Iterator[str]) -> tuple[Any, set[str]
             value.append({"trace_id": 5})
         elif kind == "not_list":
             value = {"ts": str(_TS), "line": marker}
-        if kind in ("text", "json", "deep", "meta") and good_labels:
+        # a time past what Loki stores ships at its receipt time (with original_time)
+        if kind in ("text", "json", "deep", "meta", "big_ts") and good_labels:
             valid.add(marker)
         values.append(value)
     return {"stream": labels, "values": values}, valid

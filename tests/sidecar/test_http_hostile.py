@@ -445,14 +445,25 @@ def test_a_loki_stream_with_labels_that_are_not_strings_costs_only_itself(
     assert [e.message for e in server.pipeline.events] == ["kept"]
 
 
-@pytest.mark.parametrize("ts", ["9223372036854775808", "99999999999999999999", "1e18", "-1"])
-def test_a_pushed_time_past_int64_nanoseconds_costs_only_its_entry(
+@pytest.mark.parametrize("ts", ["1e18", "-1", "soon", "1" * 31])
+def test_a_pushed_time_that_is_not_nanoseconds_costs_only_its_entry(
         server: Running, ts: str) -> None:
     body = {"streams": [{"stream": {"app": "a"}, "values": [
         [ts, "lost"], ["1795166102000000000", "kept"]]}]}
     resp = server.post("/loki/api/v1/push", body)
     assert resp.status == 400 and b"is not nanoseconds since the epoch" in resp.data
     assert [e.message for e in server.pipeline.events] == ["kept"]
+
+
+@pytest.mark.parametrize("ts", ["9223372036854775808", "99999999999999999999"])
+def test_a_pushed_time_past_int64_nanoseconds_is_shipped_with_its_neighbour(
+        server: Running, ts: str) -> None:
+    """Past what Loki stores, the time is no reason to refuse the entry: the event contract
+    ships it at its receipt time with ``original_time`` (tests/test_event_times.py)."""
+    body = {"streams": [{"stream": {"app": "a"}, "values": [
+        [ts, "late"], ["1795166102000000000", "kept"]]}]}
+    assert server.post("/loki/api/v1/push", body).status == 204
+    assert sorted(e.message for e in server.pipeline.events) == ["kept", "late"]
 
 
 def test_a_protobuf_stream_with_bad_labels_costs_only_itself(server: Running) -> None:

@@ -113,20 +113,113 @@ def test_loki_down_the_spool_takes_the_lines_and_positions_advance(
     assert sorted(messages(loki)) == sorted(f"s{i}" for i in range(500))
 
 
-def test_a_damaged_positions_file_is_set_aside_and_the_sidecar_keeps_running(
-        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+@pytest.mark.parametrize(("damage", "why"), [(b"\x00" * 64, "NUL bytes"),
+                                             (b"[" * 100_000, "nested too deep")],
+                         ids=["nul-bytes", "100000-open-brackets"])
+def test_a_damaged_positions_file_is_moved_aside_and_the_sidecar_starts_and_keeps_running(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess], damage: bytes,
+        why: str) -> None:
+    """100,000 '[' used to end the start with a RecursionError traceback and exit 1."""
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "app.log").write_text(json_lines("d", 0, 100))
-    (tmp_path / "positions.json").write_bytes(b"\x00" * 64)
+    (tmp_path / "positions.json").write_bytes(damage)
     proc = sidecar(processes, tmp_path, loki).start()
     assert wait_until(lambda: loki.count() == 100)
     assert proc.healthy()
     assert proc.finish() == 0
+    assert "Traceback" not in proc.stderr
     damaged = [line for line in proc.stderr.splitlines() if "is damaged" in line]
-    assert len(damaged) == 1 and "NUL bytes" in damaged[0]
-    assert list(tmp_path.glob("positions.json.damaged-*"))
+    aside = list(tmp_path.glob("positions.json.damaged-*"))
+    assert len(damaged) == 1 and len(aside) == 1 and f"moved to {aside[0]}" in damaged[0]
+    assert why in damaged[0]
     assert proc.positions()["files"][0]["offset"] > 0
+
+
+def test_a_symlink_loop_under_double_star_stalls_nothing(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+    """Two links to '.' under '**': the glob never finished, nothing was shipped from any
+    file, and /healthz said 200 all along."""
+    import os
+
+    logs = tmp_path / "logs"
+    (logs / "api").mkdir(parents=True)
+    (logs / "app.log").write_text(json_lines("a", 0, 20))
+    (logs / "api" / "api.log").write_text(json_lines("b", 0, 20))
+    os.symlink(".", logs / "l1")
+    os.symlink(".", logs / "l2")
+    proc = sidecar(processes, tmp_path, loki, sources=[
+        {"type": "file", "paths": [str(logs / "**" / "*.log")], "poll_interval": "20ms",
+         "scan_interval": "100ms", "format": "json"}]).start()
+    assert wait_until(lambda: loki.count() == 40)
+    (logs / "api" / "api.log").open("a").write(json_lines("b", 20, 21))
+    assert wait_until(lambda: loki.count() == 41)
+    assert proc.healthy()
+    assert proc.finish() == 0
+    assert sorted(messages(loki)) == sorted([f"a{i}" for i in range(20)] +
+                                            [f"b{i}" for i in range(21)])
+
+
+def test_a_stalled_file_source_turns_healthz_503_naming_it_until_it_moves_again(
+        tmp_path: Path) -> None:
+    """A source whose loop stops coming round (a read that does not return: a hung
+    filesystem) is a 503 on /healthz, not a 200; the sidecar does not stop for it, and
+    /healthz is 200 again once the loop turns. A quiet file is not a stall."""
+    import threading
+    import urllib.error
+
+    import yaml
+
+    from shipper.sidecar.config import load_config
+    from shipper.sidecar.runner import Sidecar
+    from shipper.sidecar.sources.file import FileSource
+    from tests.support.fakeloki import free_port
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_text(json_lines("q", 0, 1))
+    port = free_port()
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(yaml.safe_dump({
+        "loki": {"url": None}, "service": "shop", "spool_dir": str(tmp_path / "spool"),
+        "positions_file": str(tmp_path / "pos.json"), "metrics_listen": f"127.0.0.1:{port}",
+        "sources": [{"type": "file", "paths": [str(logs / "*.log")], "poll_interval": "20ms",
+                     "format": "json"}]}))
+    sidecar = Sidecar(load_config(str(config)))
+
+    def healthz() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read().decode()
+
+    sidecar.start()
+    try:
+        source = sidecar.sources[0]
+        assert isinstance(source, FileSource)
+        source.stalled_after = 0.5
+        assert wait_until(lambda: source.lines_read == 1)
+        time.sleep(1.0)  # quiet, longer than stalled_after
+        assert healthz()[0] == 200
+        release = threading.Event()
+        real_poll = source._poll
+
+        def hung(tail: object, now: float, draining: bool) -> bool:
+            release.wait()
+            return real_poll(tail, now, draining)  # type: ignore[arg-type]
+
+        source._poll = hung  # type: ignore[method-assign]
+        status, body = wait_until(lambda: (h := healthz())[0] == 503 and h, 10)
+        assert status == 503
+        assert body.startswith("file#0 is stalled: its loop has not come round for ")
+        assert f"at {logs / 'app.log'}" in body
+        assert sidecar.failures() == []  # it may come round again: no exit for it
+        source._poll = real_poll  # type: ignore[method-assign]
+        release.set()
+        assert wait_until(lambda: healthz()[0] == 200, 10)
+    finally:
+        sidecar.shutdown(5)
 
 
 @WORKERS

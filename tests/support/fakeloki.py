@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,10 @@ def _fmt_labels(labels: dict[str, str]) -> str:
 
 
 def _rfc3339(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # past year 9999 (only protobuf carries it)
+        return str(ns)
 
 
 # ----------------------------------------------------------------------------- protobuf
@@ -133,7 +137,9 @@ def decode_protobuf(body: bytes) -> list[dict[str, Any]]:
                 for enum_, evalue in _fields(sval):
                     if enum_ == 1:
                         parts = dict(_fields(evalue))
-                        ts = parts.get(1, 0) * 10**9 + parts.get(2, 0)
+                        seconds = parts.get(1, 0)  # int64: two's complement before 1970
+                        seconds -= 2**64 if seconds >= 2**63 else 0
+                        ts = seconds * 10**9 + parts.get(2, 0)
                     elif enum_ == 2:
                         line = evalue.decode()
                     elif enum_ == 3:
@@ -166,6 +172,8 @@ class FakeLoki:
         self._tokens_at = time.monotonic()
         self.lock = threading.Lock()
         self.entries: dict[tuple[Any, ...], Stored] = {}
+        #: how often each (stream, timestamp, line) was stored, duplicates included
+        self.stores: Counter[tuple[Any, ...]] = Counter()
         self.requests: list[Request] = []
         self.script = Script()
         self.hook: Callable[[Request], tuple[int, str, dict[str, str]] | None] | None = None
@@ -346,6 +354,7 @@ class FakeLoki:
         included); identical (stream, timestamp, line) entries are stored once."""
         key = (tuple(sorted(labels.items())), ts, line)
         with self.lock:
+            self.stores[key] += 1
             if key not in self.entries:
                 self.entries[key] = Stored(key[0], ts, line, tuple(sorted((metadata or {})
                                                                           .items())))
@@ -374,17 +383,19 @@ class FakeLoki:
             if route == "/loki/api/v1/query":
                 return self._json(self._query_instant(params))
             if route == "/loki/api/v1/labels":
-                names = {k for s in self._in_range(params) for k, _ in s.labels}
+                self._check_length(params)
+                names = {k for s in self._selected(params, "query") for k, _ in s.labels}
                 return self._json({"status": "success", "data": sorted(names)})
             m = re.fullmatch(r"/loki/api/v1/label/([^/]+)/values", route)
             if m:
-                values = {v for s in self._in_range(params) for k, v in s.labels
-                          if k == m.group(1)}
+                self._check_length(params)
+                name = urllib.parse.unquote(m.group(1))
+                values = {v for s in self._selected(params, "query") for k, v in s.labels
+                          if k == name}
                 return self._json({"status": "success", "data": sorted(values)})
             if route == "/loki/api/v1/series":
-                _, query = parse_logql(params.get("match[]", ""))
-                seen = {s.labels for s in self._in_range(params)
-                        if query.process(dict(s.labels), s.line) is not None}
+                self._check_length(params)
+                seen = {s.labels for s in self._selected(params, "match[]")}
                 return self._json({"status": "success", "data": [dict(x) for x in sorted(seen)]})
             if route == "/loki/api/v1/delete":
                 return self._delete(method, params)
@@ -425,21 +436,38 @@ class FakeLoki:
         start = int(params.get("start") or end - 3600 * 10**9)
         return self._between(start, end)
 
+    def _check_length(self, params: dict[str, str]) -> None:
+        end = int(params.get("end") or time.time_ns())
+        start = int(params.get("start") or end - 3600 * 10**9)
+        length = (end // 10**6 - start // 10**6) * 10**6
+        if length > self.max_query_length_ns:
+            raise _Refused(400, "the query time range exceeds the limit (query length: "
+                           f"{_go_duration(length)}, limit: 30d1h)")
+
+    def _selected(self, params: dict[str, str], key: str) -> list[Stored]:
+        """The entries in range whose stream labels the selector ``params[key]`` matches
+        (label matchers only, as Loki's label and series APIs take)."""
+        entries = self._in_range(params)
+        text = params.get(key)
+        if not text:
+            return entries
+        kind, query = parse_logql(text)
+        if kind != "log" or query.stages:
+            raise _Refused(400, "only label matchers are supported")
+        return [s for s in entries if query.process(dict(s.labels), s.line) is not None]
+
     def _query_range(self, params: dict[str, str]) -> dict[str, Any]:
         end = int(params.get("end") or time.time_ns())
         start = int(params.get("start") or end - 3600 * 10**9)
         limit = int(params.get("limit") or 100)
         direction = params.get("direction") or "backward"
-        length = (end // 10**6 - start // 10**6) * 10**6
-        if length > self.max_query_length_ns:
-            raise _Refused(400, "the query time range exceeds the limit (query length: "
-                           f"{_go_duration(length)}, limit: 30d1h)")
+        self._check_length(params)
         if limit > self.max_entries_limit:
             raise _Refused(400, "max entries limit per query exceeded, limit > "
                            f"max_entries_limit_per_query ({limit} > {self.max_entries_limit})")
         kind, query = parse_logql(params["query"])
         if kind != "log":
-            raise _Refused(400, "the fake answers metric queries only at /query")
+            return self._matrix(query, start, end, params.get("step"))
         entries = self._between(start, end)
         ordered = entries if direction == "forward" else reversed(entries)
         picked: list[tuple[dict[str, str], Stored]] = []
@@ -457,11 +485,34 @@ class FakeLoki:
         return {"status": "success", "data": {"resultType": "streams", "result": result,
                                               "stats": {}}}
 
+    def _matrix(self, tree: Any, start: int, end: int, step: str | None) -> dict[str, Any]:
+        """A metric range query: the tree evaluated at every step from ``start`` (Loki's
+        default step: the range over 250 points, at least 1s)."""
+        if step and re.fullmatch(r"[0-9.]+", step):
+            step_ns = int(float(step) * 10**9)
+        elif step:
+            step_ns = parse_duration_ns(step)
+        else:
+            step_ns = max(1, (end - start) // 10**9 // 250) * 10**9
+        if step_ns <= 0 or (end - start) // step_ns > 11000:
+            raise _Refused(400, "exceeded maximum resolution of 11,000 points per timeseries. "
+                           "Try decreasing the query resolution (?step=XX)")
+        series: dict[frozenset[tuple[str, str]], list[list[Any]]] = {}
+        at = start
+        while at <= end:
+            for key, value in self._eval(tree, at).items():
+                series.setdefault(key, []).append([at / 1e9, _number(value)])
+            at += step_ns
+        result = [{"metric": dict(k), "values": v} for k, v in series.items()]
+        return {"status": "success", "data": {"resultType": "matrix", "result": result,
+                                              "stats": {}}}
+
     def _query_instant(self, params: dict[str, str]) -> dict[str, Any]:
         at = int(params.get("time") or time.time_ns())
         kind, tree = parse_logql(params["query"])
         if kind != "metric":
-            raise _Refused(400, "log queries are not supported as instant queries")
+            raise _Refused(400, "log queries are not supported as an instant query type, "
+                           "please change your query to a range query type")
         vector = self._eval(tree, at)
         result = [{"metric": dict(k), "value": [at / 1e9, _number(v)]}
                   for k, v in vector.items()]
@@ -602,6 +653,9 @@ class FakeLoki:
                 streams = json.loads(raw)["streams"]
         except Exception as exc:
             return 400, f"loghttp.PushRequest.Streams: {exc}\n", {}
+        unreadable = _unreadable_timestamp(streams) or _unparsable_labels(streams)
+        if unreadable:  # Loki reads the whole request before it stores any of it
+            return 400, unreadable, {}
         total = sum(len(v[1]) for s in streams for v in s["values"])
         if not self.store:
             with self.lock:
@@ -620,12 +674,6 @@ class FakeLoki:
         errors: list[str] = []
         for stream in streams:
             labels: dict[str, str] = stream["stream"] or {"service_name": "unknown_service"}
-            bad = [k for k in labels if not _LABEL_NAME.match(k)]
-            if bad:
-                errors.append(
-                    "couldn't parse labels: 1:5: parse error: unexpected character inside "
-                    f"braces: '{re.sub(r'[A-Za-z0-9_]', '', bad[0])[:1]}'\n")
-                continue
             if len(labels) > MAX_LABEL_NAMES:
                 errors.append(
                     f"entry for stream '{_fmt_labels(labels)}' has {len(labels)} label names; "
@@ -640,13 +688,10 @@ class FakeLoki:
                 ts = int(value[0])
                 line = value[1]
                 md = value[2] if len(value) > 2 else {}
-                if len(line.encode()) > MAX_LINE_BYTES:
-                    errors.append(
-                        f"max entry size '{MAX_LINE_BYTES}' bytes exceeded for stream "
-                        f"'{_fmt_labels(labels)}' while adding an entry with length "
-                        f"'{len(line.encode())}' bytes\n")
-                    continue
-                if ts < now - REJECT_OLD_NS:
+                # Loki checks the time first (measured: an entry too old and too long is
+                # refused as too old); a protobuf time past 2262 overflows Loki's int64 and is
+                # refused as too old
+                if ts < now - REJECT_OLD_NS or ts >= 2**63:
                     errors.append(
                         f"entry for stream '{_fmt_labels(labels)}' has timestamp too old: "
                         f"{_rfc3339(ts)}, oldest acceptable timestamp is: "
@@ -657,10 +702,53 @@ class FakeLoki:
                         f"entry for stream '{_fmt_labels(labels)}' has timestamp too new: "
                         f"{_rfc3339(ts)}\n")
                     continue
+                if len(line.encode()) > MAX_LINE_BYTES:
+                    errors.append(
+                        f"max entry size '{MAX_LINE_BYTES}' bytes exceeded for stream "
+                        f"'{_fmt_labels(labels)}' while adding an entry with length "
+                        f"'{len(line.encode())}' bytes\n")
+                    continue
                 self.add(labels, ts, line, md)
         if errors:
             return 400, _grouped(errors), {}
         return 204, "", {}
+
+
+#: what Loki 3.7.6 answers for a JSON push holding a timestamp that is not a signed 64-bit
+#: number of nanoseconds ("not-a-number", "10413792000000000000", "-9223372036854775809"): the
+#: whole request is refused, nothing of it stored (push_400_bad_timestamp.json)
+_BAD_TIMESTAMP = ("loghttp.PushRequest.Streams: []loghttp.LogProtoStream: unmarshalerDecoder: "
+                  "Value looks like Number/Boolean/None, but can't find its end: ',' or '}}' "
+                  "symbol, error found in #10 byte of ...|{near}|..., bigger context "
+                  "...|{context}|...\n")
+
+
+def _unreadable_timestamp(streams: list[dict[str, Any]]) -> str | None:
+    """Loki's answer when one entry's timestamp cannot be read as int64 ns; None when all can
+    (protobuf carries seconds and nanos: those are read as numbers before this)."""
+    for stream in streams:
+        for value in stream["values"]:
+            ts = value[0]
+            try:
+                ok = -(2**63) <= int(ts) < 2**63
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                text = json.dumps(value)
+                return _BAD_TIMESTAMP.format(near=text[-12:], context=text[-60:])
+    return None
+
+
+def _unparsable_labels(streams: list[dict[str, Any]]) -> str | None:
+    """Loki's answer when a label name cannot be parsed (measured on Loki 3.7.6: its labels
+    parser reads every stream before anything is stored, so the whole request is refused);
+    None when every name can."""
+    for stream in streams:
+        bad = [k for k in stream["stream"] if not _LABEL_NAME.match(k)]
+        if bad:
+            return ("couldn't parse labels: 1:5: parse error: unexpected character inside "
+                    f"braces: '{re.sub(r'[A-Za-z0-9_]', '', bad[0])[:1]}'\n")
+    return None
 
 
 def _grouped(errors: list[str]) -> str:

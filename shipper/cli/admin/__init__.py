@@ -1,5 +1,5 @@
-"""The admin's command line: ``shipper query``, ``tail``, ``export``, ``stats``, ``delete``,
-``import`` and ``doctor``.
+"""The admin's command line: ``shipper query``, ``tail``, ``labels``, ``series``, ``export``,
+``stats``, ``delete``, ``import`` and ``doctor``.
 
 Every query is built by :mod:`shipper.loki.logql` (filters → escaped LogQL); every call to
 Loki goes through :class:`shipper.loki.LokiClient`; events written (audit events, imported
@@ -18,9 +18,10 @@ __all__ = ["add_parser"]
 
 def add_parser(sub: Subparsers) -> None:
     """Register the admin commands on ``shipper``'s subparsers (one line in cli.py)."""
-    from shipper.cli.admin import delete, doctor, export, importer, query, stats
+    from shipper.cli.admin import delete, discover, doctor, export, importer, query, stats
 
     query.add_parser(sub)
+    discover.add_parser(sub)
     export.add_parser(sub)
     stats.add_parser(sub)
     delete.add_parser(sub)

@@ -9,13 +9,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from shipper.cli.admin.timerange import TimeError, TimeRange, resolve_range
 from shipper.cli.args import positive_duration_arg, time_arg
 from shipper.cli.help import CONNECTION_HELP, Subparsers, add_command
 from shipper.config import ConfigError, ShipperConfig
 from shipper.loki.client import LokiClient, LokiError
 from shipper.loki.logql import FilterError, Filters
 from shipper.loki.reader import ReadError
+from shipper.loki.timerange import TimeError, TimeRange, resolve_range
 
 __all__ = [
     "EXIT_FAILED",

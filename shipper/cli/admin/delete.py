@@ -2,10 +2,12 @@
 
 1. The filters become one log query (:func:`~shipper.loki.logql.log_query` with
    ``keep_audit=True``): it carries ``type!="LOGS_DELETED"``, so no deletion can remove the
-   audit events of deletions, whatever the filters and the range.
-2. The entries that query matches in the range are counted (the same query, as
-   ``sum(count_over_time(...))``) and the count is shown; deleting asks for confirmation unless
-   ``--yes``. Nothing matched: nothing is requested (exit 1).
+   audit events of deletions, whatever the filters and the range. No filter at all means every
+   service's events: that takes ``--all-services``, said in so many words.
+2. The entries that query matches in the range are counted per service (the same query, as
+   ``sum by (service_name) (count_over_time(...))``) and the count and the services are shown;
+   deleting asks for confirmation unless ``--yes``. Nothing matched: nothing is requested
+   (exit 1).
 3. ``POST /loki/api/v1/delete`` with that query and the range in whole seconds.
 4. An ADMIN event of type ``LOGS_DELETED`` is logged through a pipeline of its own (who, the
    query, the range, the count, Loki's request id). It goes to the deleted service when one
@@ -29,15 +31,15 @@ from typing import Any
 from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import render_table, write_rows
-from shipper.cli.admin.stats import count_matching
-from shipper.cli.admin.timerange import TimeRange
+from shipper.cli.admin.stats import count_by_service
 from shipper.cli.formats import add_format_arg, is_terminal, resolve_format
 from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
 from shipper.event import Actor, Level, LogEvent
 from shipper.loki.client import LokiClient, LokiError
-from shipper.loki.logql import Filters, log_query
+from shipper.loki.logql import Filters, log_query, quote
+from shipper.loki.timerange import TimeRange
 from shipper.typelabel import AUDIT_CANCEL_TYPE, AUDIT_DELETE_TYPE, TypeGuard
 
 __all__ = ["AUDIT_CANCEL_TYPE", "add_parser", "audit_event", "deletion_range", "log_audit"]
@@ -50,8 +52,10 @@ def add_parser(sub: Subparsers) -> None:
     delete = common.new_parser(
         sub, "delete", help="delete events by filters and time range (with confirmation)",
         description="Delete the events that match the filters in a time range, through Loki's "
-        "deletion API. Shows how many match and asks before deleting (--yes skips the "
-        "question; without a terminal --yes is required). The range is required and may not "
+        "deletion API. Shows how many match, in how many services, and asks before deleting "
+        "(--yes skips the question; without a terminal --yes is required). Without any "
+        "filter every service's events in the range are deleted: that needs --all-services. "
+        "The range is required and may not "
         "end in the future; it is rounded to whole seconds (start down, end up, both "
         "included, as Loki deletes). Every deletion is logged as an ADMIN event of type "
         "LOGS_DELETED (who, query, range, count); deletions never remove those events. Loki "
@@ -61,6 +65,7 @@ def add_parser(sub: Subparsers) -> None:
             "shipper delete --service shop --level debug --since 7d",
             "shipper delete --service shop --actor-id user_42 --start 2026-01-01 "
             "--end 2026-02-01 --yes --admin-id admin_7",
+            "shipper delete --all-services --start 2026-01-01 --end 2026-01-02",
             "shipper delete --status",
             "shipper delete --status --format csv > deletions.csv",
             "shipper delete --cancel 8f2c1e7a",
@@ -68,6 +73,9 @@ def add_parser(sub: Subparsers) -> None:
     common.add_filter_args(delete)
     common.add_range_args(delete, default=None)
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.add_argument("--all-services", action="store_true",
+                        help="delete without any filter: every service's events in the range "
+                        "(refused without it; not with --service)")
     delete.add_argument("--admin-id", metavar="ID",
                         help="who deletes, for the audit event (default: the OS user)")
     actions = delete.add_mutually_exclusive_group()
@@ -197,30 +205,35 @@ def _cancel(client: LokiClient, config: ShipperConfig, args: argparse.Namespace)
 
 def _request(client: LokiClient, config: ShipperConfig, args: argparse.Namespace) -> int:
     filters = common.filters_from(args)
+    _check_scope(filters, args.all_services)
     span = common.range_from(args, default=None)
     start_s, end_s = deletion_range(span, time.time_ns())
     query = log_query(filters, keep_audit=True)
     # Loki deletes [start_s, end_s], both ends included: count exactly that
     counted = TimeRange(start_s * NS, end_s * NS + 1)
-    count = count_matching(client, filters, counted, keep_audit=True)
+    services = count_by_service(client, filters, counted, keep_audit=True)
+    count = sum(services.values())
     where = f"between {format_time(start_s * NS)} and {format_time(end_s * NS)}"
     if count == 0:
         print(f"shipper delete: nothing matches {query} {where}; nothing was requested",
               file=sys.stderr)
         return common.EXIT_FAILED
     print(f"{count} entries match {query} {where}", file=sys.stderr)
+    print(f"in {_services_text(services)}", file=sys.stderr)
     if not args.yes:
         if not is_terminal(sys.stdin):
             raise common.CommandError("not deleting without confirmation: run it on a terminal "
                                       "or pass --yes", common.EXIT_USAGE)
-        answer = input(f"Delete these {count} entries? Type 'yes' to confirm: ")
+        answer = input(f"Delete these {count} entries of {_plural(len(services), 'service')}? "
+                       "Type 'yes' to confirm: ")
         if answer.strip().lower() not in ("y", "yes"):
             print("not deleted", file=sys.stderr)
             return common.EXIT_FAILED
     request_id = client.delete(query, start_s, end_s)
     admin = who(args.admin_id)
     metadata = {"query": query, "start": format_time(start_s * NS), "end": format_time(end_s * NS),
-                "count": count, "request_id": request_id, "filters": filters.describe()}
+                "count": count, "request_id": request_id, "filters": filters.describe(),
+                "services": services}
     event = audit_event(event_type=AUDIT_DELETE_TYPE, service=_audit_service(filters, config),
                         admin=admin, message=f"{admin} deleted {count} log entries {where}",
                         metadata=metadata)
@@ -231,3 +244,28 @@ def _request(client: LokiClient, config: ShipperConfig, args: argparse.Namespace
               "delivered", file=sys.stderr)
         return common.EXIT_FAILED
     return common.EXIT_OK
+
+
+def _check_scope(filters: Filters, all_services: bool) -> None:
+    """No filter deletes every service's events: only with ``--all-services``, which may not
+    stand beside a ``--service`` that says otherwise."""
+    if all_services and filters.services:
+        raise common.CommandError("--all-services and --service contradict each other: give "
+                                  "one", common.EXIT_USAGE)
+    if not all_services and not filters.describe():
+        raise common.CommandError(
+            "no filter: this would delete every service's events in the range. Name what to "
+            "delete (--service, --level, --actor, --type, --actor-id, --logger, --search), or "
+            "pass --all-services to delete them all", common.EXIT_USAGE)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _services_text(counts: dict[str, int], most: int = 10) -> str:
+    """``2 services: "shop" (6), "blog" (1)``: the names quoted as LogQL writes them, so no
+    name can pass for two or move the terminal."""
+    shown = ", ".join(f"{quote(name)} ({n})" for name, n in list(counts.items())[:most])
+    more = f" and {len(counts) - most} more" if len(counts) > most else ""
+    return f"{_plural(len(counts), 'service')}: {shown}{more}"

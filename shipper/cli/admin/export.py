@@ -17,12 +17,12 @@ from typing import IO, Any
 
 from shipper.cli.admin import common
 from shipper.cli.admin.output import progress, write_rows
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.formats import EVENTS_PIPED, Format, add_format_arg, is_terminal
 from shipper.cli.help import Subparsers
 from shipper.loki.client import LokiClient, QueryLimits
 from shipper.loki.logql import Filters, log_query
 from shipper.loki.reader import Record, iter_records
+from shipper.loki.timerange import TimeRange
 
 __all__ = ["EXPORT_COLUMNS", "add_parser", "export_events"]
 
@@ -38,7 +38,10 @@ def add_parser(sub: Subparsers) -> None:
         description="Write every event that matches the filters in the range, oldest first "
         "(--order desc for newest first), with every field: time, service, env, level, actor, "
         "type, actor_id, trace_id, logger, message, metadata (JSON; a JSON text column in CSV) "
-        "and exception. Any range: it is read in windows under Loki's max_query_length and in "
+        "and exception. In CSV, a cell a spreadsheet would run as a formula (it starts with =, "
+        "+, -, @, a tab or a carriage return, or whitespace before one of the first four) gets "
+        "a single quote in front, which shipper import takes off again. Any range: it is read "
+        "in windows under Loki's max_query_length and in "
         "pages under its per-query line limit, each event exactly once. A progress bar shows "
         "on a terminal. Exit 1 when nothing matches (the file is then not written).",
         example_lines=(

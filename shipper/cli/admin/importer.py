@@ -7,10 +7,12 @@ import (Ctrl-C, SIGTERM, Loki gone) resumes where it stopped when the same comma
 A re-sent row is byte-identical, which Loki stores once.
 
 Loki refuses some entries with a 400 (too old, too new, too far behind newer entries of the
-same stream) while storing the rest of the request; the pipeline tells this module which
-entries each request carried and what Loki answered, and :func:`shipper.loki.refused_entries`
-reads Loki's answer to name the rows. Refused rows are written, as they were read, to
-``FILE.refused.jsonl`` with Loki's reason, ready to import again once the limit is lifted.
+same stream) while storing the rest of the request. The pipeline keeps those entries as dead
+letters, as it does for every source (in the service's spool directory: ``shipper spool
+dead-letters push`` sends them again once the limit is lifted), and tells this module each
+one it refused, with Loki's reason, to name the row. ``FILE.refused.jsonl`` is the view of
+those refusals as rows: each refused row as it was read, with Loki's reason, ready to import
+again; rows that never became an event (no readable time, broken JSON) are there too.
 
 Column names default to the seed tables': Prisma ``Log`` (``id, level, type, actor, actorId,
 message, metadata, createdAt``) and MySQL ``activity_logs`` (``id, level, type, actor,
@@ -22,32 +24,33 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import datetime as dt
 import hashlib
-import io
 import json
 import logging
+import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from shipper._units import NS
+from shipper._units import NS, UnitError, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import progress
+from shipper.cli.admin.tablefile import Source, TextEncoding, load_json, shown
 from shipper.cli.formats import add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
 from shipper.config import ShipperConfig
 from shipper.delivery.pipeline import Pipeline
-from shipper.delivery.push import PushOutcome, refusal_reason, refused_entries
+from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_letter_dir
 from shipper.event import DEFAULT_TYPE, OVERFLOW_TYPE, Entry, LogEvent, normalize_type
 from shipper.typelabel import is_protected_type
 
@@ -86,6 +89,8 @@ PRESETS: dict[str, dict[str, str]] = {
                       "metadata": "metadata"},
 }
 _INTERNAL = "_shipper_"
+#: the import pipeline's queue bound: none of its own, the import's chunks are the bound
+_UNBOUNDED = 1 << 62
 CHECKPOINT_VERSION = 1
 
 
@@ -100,6 +105,8 @@ class ImportOptions:
     fmt: str  # csv | jsonl
     columns: ColumnMap  # field -> column (explicit flags and preset)
     timezone: dt.tzinfo = dt.UTC
+    #: the file's text encoding (checked by :class:`TextEncoding`)
+    encoding: str = "utf-8"
     batch: int = 500
     checkpoint: Path | None = None
     refused_path: Path | None = None
@@ -113,6 +120,9 @@ class ImportSummary:
     rows_done: int = 0
     imported: int = 0
     refused: int = 0
+    #: refused rows whose entries are kept as dead letters (in ``dead_letters``)
+    dead_lettered: int = 0
+    dead_letters: str | None = None
     #: short reason → (rows, one of Loki's messages)
     reasons: dict[str, list[Any]] = field(default_factory=dict)
     resumed_at: int = 0
@@ -129,106 +139,12 @@ class ImportSummary:
     def as_dict(self) -> dict[str, Any]:
         return {"rows_done": self.rows_done, "imported": self.imported,
                 "refused": self.refused, "reasons": self.reasons,
+                "dead_lettered": self.dead_lettered, "dead_letters": self.dead_letters,
                 "resumed_at": self.resumed_at, "complete": self.complete,
                 "stopped": self.stopped, "already_complete": self.already}
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-class _Lines:
-    """Lines of a binary file, decoded, counting the bytes read (csv.reader reads exactly the
-    lines of one record, so the count after a record is where it ends)."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-        self.pos = 0
-        self._first = True
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._fh.readline()
-        if not line:
-            raise StopIteration
-        self.pos += len(line)
-        encoding = "utf-8-sig" if self._first else "utf-8"
-        self._first = False
-        return line.decode(encoding, "replace")
-
-
-Row = tuple[dict[str, Any] | None, str]
-
-
-class Source:
-    """A CSV or JSON-lines file, read record by record with each record's byte range, so the
-    rows can be read again in any order (the import sends them oldest first)."""
-
-    def __init__(self, path: Path, fmt: str) -> None:
-        self.path, self.fmt = path, fmt
-        self.header: list[str] = []
-        if fmt == "csv":
-            with path.open("rb") as fh:
-                self.header = next(csv.reader(_Lines(fh)), [])
-
-    def columns(self) -> list[str]:
-        """The header (CSV), or the keys of the first 100 objects (JSON lines)."""
-        if self.fmt == "csv":
-            return list(self.header)
-        names: dict[str, None] = {}
-        for i, (_, _, _, (row, _)) in enumerate(self.scan()):
-            if row is not None:
-                names.update(dict.fromkeys(row))
-            if i >= 100:
-                break
-        return list(names)
-
-    def scan(self) -> Iterator[tuple[int, int, int, Row]]:
-        """(row number from 1, start, end, (row or None, problem)) for every record."""
-        with self.path.open("rb") as fh:
-            lines = _Lines(fh)
-            if self.fmt == "csv":
-                reader = csv.reader(lines)
-                next(reader, None)
-                start, n = lines.pos, 0
-                for cells in reader:
-                    end = lines.pos
-                    if cells:
-                        n += 1
-                        yield n, start, end, self._csv_row(cells)
-                    start = end
-            else:
-                start, n = 0, 0
-                for line in lines:
-                    end = lines.pos
-                    if line.strip():
-                        n += 1
-                        yield n, start, end, self._json_row(line)
-                    start = end
-
-    def read(self, fh: IO[bytes], start: int, end: int) -> Row:
-        fh.seek(start)
-        text = fh.read(end - start).decode("utf-8-sig" if start == 0 else "utf-8", "replace")
-        if self.fmt == "csv":
-            return self._csv_row(next(csv.reader(io.StringIO(text, newline="")), []))
-        return self._json_row(text)
-
-    def _csv_row(self, cells: list[str]) -> Row:
-        if len(cells) > len(self.header):
-            return None, f"more cells than the header has columns: {cells[len(self.header):]!r}"
-        padded: list[str | None] = [*cells, *[None] * (len(self.header) - len(cells))]
-        return dict(zip(self.header, padded, strict=True)), ""
-
-    @staticmethod
-    def _json_row(line: str) -> Row:
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            return None, f"not a JSON object: {exc}"
-        if not isinstance(row, dict):
-            return None, f"not a JSON object: {type(row).__name__}"
-        return row, ""
 
 
 def resolve_columns(header: Sequence[str], explicit: ColumnMap) -> ColumnMap:
@@ -241,7 +157,7 @@ def resolve_columns(header: Sequence[str], explicit: ColumnMap) -> ColumnMap:
             if explicit[name] not in present:
                 raise common.CommandError(
                     f"--{name.replace('_', '-')}-column {explicit[name]!r}: no such column "
-                    f"(the file has: {', '.join(present) or 'no header'})", common.EXIT_USAGE)
+                    f"(the file has: {_listed(present)})", common.EXIT_USAGE)
             columns[name] = explicit[name]
             continue
         found = next((c for c in candidates if c in present), None)
@@ -250,9 +166,15 @@ def resolve_columns(header: Sequence[str], explicit: ColumnMap) -> ColumnMap:
     if "time" not in columns:
         raise common.CommandError(
             f"no time column: none of {', '.join(FIELDS['time'])} is in the file (it has: "
-            f"{', '.join(present) or 'no header'}); name it with --time-column",
-            common.EXIT_USAGE)
+            f"{_listed(present)}); name it with --time-column", common.EXIT_USAGE)
     return columns
+
+
+def _listed(names: Sequence[str], most: int = 20) -> str:
+    if not names:
+        return "no header"
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(shown(n) if len(n) > 40 else n for n in names[:most]) + more
 
 
 _NAIVE = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?$")
@@ -260,12 +182,28 @@ _NAIVE = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d(:\d\d(\.\d+)?)?$")
 
 def parse_row_time(value: Any, tz: dt.tzinfo = dt.UTC) -> int:
     """A row's time → ns: ISO 8601 / RFC 3339 (``2026-01-31T12:00:00.123Z``), MySQL DATETIME
-    (``2026-01-31 12:00:00``, read in ``tz``), or a Unix time in s, ms, µs or ns."""
+    (``2026-01-31 12:00:00``, read in ``tz``), or a Unix time in s, ms, µs or ns. Anything
+    else, and a time outside Loki's (1677-09-21 to 2262-04-11), is a ValueError."""
     if isinstance(value, bool) or value is None or value == "":
         raise ValueError("no time")
+    try:
+        ns = _row_time(value, tz)
+        if ns.bit_length() >= 64:
+            format_time(ns)  # refuses what is not nanoseconds in 64 bits
+    except UnitError:
+        raise ValueError(f"time out of range: {shown(value)} (Loki's times run from "
+                         "1677-09-21 to 2262-04-11)") from None
+    except (ValueError, OverflowError):
+        raise ValueError(f"not a time: {shown(value)}") from None
+    return ns
+
+
+def _row_time(value: Any, tz: dt.tzinfo) -> int:
     if isinstance(value, (int, float)) or (isinstance(value, str)
                                            and re.fullmatch(r"\d+(\.\d+)?", value.strip())):
         number = float(value)
+        if not math.isfinite(number):
+            raise ValueError("not a number")
         for limit, scale in ((1e11, NS), (1e14, 10**6), (1e17, 10**3)):
             if number < limit:
                 return round(number * scale)
@@ -278,10 +216,7 @@ def parse_row_time(value: Any, tz: dt.tzinfo = dt.UTC) -> int:
         text = text[: m.start()] + text[m.end():]
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not a time: {value!r}") from None
+    parsed = dt.datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return int(parsed.timestamp()) * NS + fraction
@@ -292,8 +227,8 @@ def _metadata(value: Any) -> Any:
         return {}
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except ValueError:
+            return load_json(value)
+        except ValueError:  # not JSON, or nested too deep: the text itself
             return value
     return value
 
@@ -358,21 +293,21 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- import
 
 
-class _Outcomes:
-    """What the pipeline's worker reports: refused requests (entries and Loki's answer)."""
+class _Refusals:
+    """What the pipeline's worker reports: the entries Loki refused (as dead letters), and
+    whether they were kept."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.refused: list[tuple[Sequence[Entry], PushOutcome]] = []
+        self.letters: list[tuple[DeadLetter, bool]] = []
 
-    def __call__(self, entries: Sequence[Entry], outcome: PushOutcome) -> None:
-        if outcome.kind == "refused":
-            with self.lock:
-                self.refused.append((list(entries), outcome))
-
-    def take(self) -> list[tuple[Sequence[Entry], PushOutcome]]:
+    def __call__(self, letters: Sequence[DeadLetter], kept: bool) -> None:
         with self.lock:
-            out, self.refused = self.refused, []
+            self.letters += [(letter, kept) for letter in letters]
+
+    def take(self) -> list[tuple[DeadLetter, bool]]:
+        with self.lock:
+            out, self.letters = self.letters, []
         return out
 
 
@@ -392,7 +327,7 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
     path = options.path
     if not path.is_file():
         raise common.CommandError(f"{path}: no such file", common.EXIT_USAGE)
-    source = Source(path, options.fmt)
+    source = Source(path, options.fmt, TextEncoding(options.encoding))
     columns = resolve_columns(source.columns(), options.columns)
     checkpoint = options.checkpoint or default_checkpoint(path)
     refused_path = options.refused_path or default_refused(path)
@@ -400,7 +335,7 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
                 "fingerprint": _fingerprint(path), "size": path.stat().st_size,
                 "service": options.service,
                 "env": config.env, "format": options.fmt, "columns": columns,
-                "timezone": str(options.timezone)}
+                "timezone": str(options.timezone), "encoding": source.encoding.codec}
     summary = ImportSummary()
     if checkpoint.exists() and not options.restart:
         try:
@@ -410,13 +345,15 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
         except (OSError, ValueError) as exc:
             raise common.CommandError(f"{checkpoint} cannot be read ({exc}): pass --restart to "
                                       "import from the first row", common.EXIT_USAGE) from exc
-        if {k: state.get(k) for k in identity} != identity:
+        # the checkpoints of imports before --encoding existed read UTF-8
+        if {k: state.get(k, "utf-8" if k == "encoding" else None) for k in identity} != identity:
             raise common.CommandError(
                 f"{checkpoint} belongs to another import (a different or changed file, service, "
-                "format or columns): pass --restart to start this one from the first row, or "
-                "--checkpoint to keep both", common.EXIT_USAGE)
+                "format, columns or encoding): pass --restart to start this one from the first "
+                "row, or --checkpoint to keep both", common.EXIT_USAGE)
         summary = ImportSummary(rows_done=state["rows_done"], imported=state["imported"],
                                 refused=state["refused"], reasons=state["reasons"],
+                                dead_lettered=state.get("dead_lettered", 0),
                                 resumed_at=state["rows_done"], complete=state["complete"])
         if summary.complete:
             summary.already = True
@@ -427,11 +364,17 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
     with progress(f"read {path.name}", total=float(path.stat().st_size or 1),
                   enabled=options.show_progress, unit="bytes") as bar:
         index = _index(source, columns, options.timezone, config.type_limit, bar.update)
-    outcomes = _Outcomes()
+    outcomes = _Refusals()
+    spool_dir = config.replace(service=options.service).resolved_spool_dir()
+    dead = DeadLetters(dead_letter_dir(spool_dir), max_bytes=config.dead_letter_max_bytes) \
+        if spool_dir is not None else None
+    summary.dead_letters = str(dead.directory) if dead is not None else None
     pipeline_config = config.replace(
         service=options.service, spool=False, batch_max_events=options.batch,
+        queue_max_bytes=_UNBOUNDED,  # the chunks below bound the memory; a huge row still goes
         queue_max_events=max(config.queue_max_events, options.batch * 2))
-    pipeline = Pipeline(pipeline_config, start_replay=False, on_push=outcomes)
+    pipeline = Pipeline(pipeline_config, start_replay=False, dead_letters=dead,
+                        on_dead_letters=outcomes)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -445,16 +388,18 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
         with progress(f"import {path.name}", total=float(total), enabled=options.show_progress,
                       unit="rows") as bar, path.open("rb") as fh:
             chunk: list[tuple[int, dict[str, Any], LogEvent]] = []
+            chunk_bytes = 0  # of the file: a chunk is --batch rows or queue_max_bytes at most
             for position in range(summary.rows_done, total):
                 if stop.is_set():
                     raise KeyboardInterrupt
                 i = index.order[position]
                 row_no = index.rows[i]
-                row, problem = source.read(fh, index.starts[i], index.ends[i])
+                record = source.read(fh, index.starts[i], index.ends[i], index.lines[i])
+                row = record.row
                 event = None
-                if row is None:
-                    _refuse(summary, refused_file, row_no, {"_shipper_line": problem},
-                            "bad_row", f"row {row_no}: {problem}")
+                if row is None:  # kept as read: the text, the bad bytes escaped
+                    _refuse(summary, refused_file, row_no, {"_shipper_line": record.text},
+                            record.kind, f"row {row_no}: {record.problem}")
                 else:
                     try:
                         event = build_event(row, columns, options.service, config.env,
@@ -464,9 +409,11 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
                                 f"row {row_no}: {exc}")
                 if event is not None and row is not None:
                     chunk.append((row_no, row, event))
-                if len(chunk) >= options.batch or (chunk and position == total - 1):
+                    chunk_bytes += index.ends[i] - index.starts[i]
+                if (len(chunk) >= options.batch or chunk_bytes >= config.queue_max_bytes
+                        or (chunk and position == total - 1)):
                     _ship(chunk, pipeline, outcomes, summary, refused_file, options)
-                    chunk = []
+                    chunk, chunk_bytes = [], 0
                 if not chunk:  # everything up to here has its verdict
                     summary.rows_done = position + 1
                     _save(checkpoint, identity, summary)
@@ -490,12 +437,13 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
 
 @dataclass
 class _Index:
-    """Every record's time, row number and byte range, and the order to send them in: oldest
-    first (Loki refuses an entry more than its out-of-order window behind the newest entry of
-    its stream; a table exported newest first would lose all but its first hour)."""
+    """Every record's time, row number, first line and byte range, and the order to send them
+    in: oldest first (Loki refuses an entry more than its out-of-order window behind the newest
+    entry of its stream; a table exported newest first would lose all but its first hour)."""
 
     times: array[int] = field(default_factory=lambda: array("q"))
     rows: array[int] = field(default_factory=lambda: array("q"))
+    lines: array[int] = field(default_factory=lambda: array("q"))
     starts: array[int] = field(default_factory=lambda: array("q"))
     ends: array[int] = field(default_factory=lambda: array("q"))
     order: list[int] = field(default_factory=list)
@@ -506,7 +454,7 @@ def _index(source: Source, columns: ColumnMap, tz: dt.tzinfo, type_limit: int,
            report: Any) -> _Index:
     index = _Index()
     counts: Counter[str] = Counter()
-    for row_no, start, end, (row, _) in source.scan():
+    for row_no, line, start, end, (row, *_) in source.scan():
         ts = -1  # rows without a readable time go first, to be refused with the reason
         if row is not None:
             with contextlib.suppress(ValueError):
@@ -514,6 +462,7 @@ def _index(source: Source, columns: ColumnMap, tz: dt.tzinfo, type_limit: int,
             counts[normalize_type(row.get(columns["type"]) if "type" in columns else None)] += 1
         index.times.append(ts)
         index.rows.append(row_no)
+        index.lines.append(line)
         index.starts.append(start)
         index.ends.append(end)
         if row_no % 10_000 == 0:
@@ -542,7 +491,7 @@ def _refuse(summary: ImportSummary, refused_file: IO[str], row_no: int, row: Map
 
 
 def _ship(chunk: list[tuple[int, dict[str, Any], LogEvent]], pipeline: Pipeline,
-          outcomes: _Outcomes, summary: ImportSummary, refused_file: IO[str],
+          outcomes: _Refusals, summary: ImportSummary, refused_file: IO[str],
           options: ImportOptions) -> None:
     dropped_before = pipeline.stats()["dropped_total"]
     for _, _, event in chunk:
@@ -555,21 +504,21 @@ def _ship(chunk: list[tuple[int, dict[str, Any], LogEvent]], pipeline: Pipeline,
     by_key: dict[tuple[Any, ...], list[int]] = {}
     for i, (_, _, event) in enumerate(chunk):
         by_key.setdefault(_event_key(event), []).append(i)
-    refused: dict[int, str] = {}
-    for entries, outcome in outcomes.take():
-        for item in refused_entries(entries, outcome.message):
-            entry = entries[item.index]
-            candidates = by_key.get(_entry_key(entry), [])
-            if len(candidates) > 1:
-                same = [i for i in candidates if _line_message(entry) == chunk[i][2].message]
-                candidates = same or candidates
-            for i in candidates:
-                refused.setdefault(i, item.reason if item.certain else
-                                   f"{item.reason} (Loki named the stream, not the row)")
-    for i, reason_text in sorted(refused.items()):
+    refused: dict[int, tuple[str, str, bool]] = {}
+    for letter, kept in outcomes.take():
+        entry = letter.entry
+        candidates = by_key.get(_entry_key(entry), [])
+        if len(candidates) > 1:
+            same = [i for i in candidates if _line_message(entry) == chunk[i][2].message]
+            candidates = same or candidates
+        for i in candidates:
+            refused.setdefault(i, (letter.reason, letter.message if letter.certain else
+                                   f"{letter.message} (Loki named the stream, not the row)",
+                                   kept))
+    for i, (reason, reason_text, kept) in sorted(refused.items()):
         row_no, row, _ = chunk[i]
-        _refuse(summary, refused_file, row_no, row, refusal_reason(400, reason_text),
-                reason_text)
+        _refuse(summary, refused_file, row_no, row, reason, reason_text)
+        summary.dead_lettered += kept
     summary.imported += len(chunk) - len(refused)
     summary.rows_done = chunk[-1][0]
     refused_file.flush()
@@ -592,9 +541,13 @@ def add_parser(sub: Subparsers) -> None:
         "(the seed apps' Prisma Log or MySQL activity_logs) as events of --service, keeping "
         "each row's own time. Columns are found by the seed names (createdAt/created_at, "
         "level, type, actor, actorId/actor_id, message, metadata, id); name others with the "
-        "--*-column flags. Unmapped columns go into the metadata. A progress bar shows on a "
+        "--*-column flags. Unmapped columns go into the metadata. The file is read as UTF-8 (or "
+        "--encoding); a row that does not decode, or is not CSV or JSON, is refused with its "
+        "line and byte offset, and the rows around it are imported. A progress bar shows on a "
         "terminal; at the end, a summary of imported and refused rows with Loki's reasons, "
-        "and the refused rows in FILE.refused.jsonl. Interrupted (Ctrl-C, SIGTERM, Loki gone)? "
+        "and the refused rows in FILE.refused.jsonl (those Loki refused are also kept as dead "
+        "letters in the service's spool: see 'shipper spool dead-letters'). Interrupted "
+        "(Ctrl-C, SIGTERM, Loki gone)? "
         "Run the same command again: it resumes after the last chunk Loki took. Loki refuses "
         "entries older than reject_old_samples_max_age (1w by default): see the admin CLI "
         "docs to lift the limit for an import. Exit 0 all imported, 1 some refused or "
@@ -605,6 +558,7 @@ def add_parser(sub: Subparsers) -> None:
             "shipper import export.csv --service shop --type-column action --actor-id-column "
             "user_id",
             "shipper import legacy.txt --input-format csv --service shop --json",
+            "shipper import mysql-dump.csv --service shop --encoding latin-1",
             "shipper import logs.csv.refused.jsonl --service shop   # after lifting the limit",
         ))
     imp.add_argument("file", metavar="FILE", help="a .csv, .jsonl or .ndjson file")
@@ -621,6 +575,10 @@ def add_parser(sub: Subparsers) -> None:
         imp.add_argument(f"--{flag}-column", dest=f"col_{name}", metavar="COLUMN",
                          help=f"column holding {name} (tried by default: "
                          f"{', '.join(candidates)})")
+    imp.add_argument("--encoding", default="utf-8", metavar="NAME",
+                     help="the file's text encoding (default utf-8; a byte order mark is "
+                     "skipped), e.g. latin-1 or cp1252; a row that does not decode is refused, "
+                     "never read with U+FFFD")
     imp.add_argument("--timezone", default="UTC",
                      help="zone of times written without one, e.g. MySQL DATETIME (default UTC)")
     imp.add_argument("--batch", type=int, default=500, metavar="ROWS",
@@ -670,16 +628,17 @@ def _import(args: argparse.Namespace) -> int:
     if not service:
         raise common.CommandError("--service is required (or set SHIPPER_SERVICE): the "
                                   "imported events need the app's name", common.EXIT_USAGE)
+    encoding = TextEncoding(args.encoding)
     explicit = dict(PRESETS[args.preset]) if args.preset else {}
     explicit.update({name: getattr(args, f"col_{name}") for name in FIELDS
                      if getattr(args, f"col_{name}")})
     if args.preset:  # a preset names columns; keep only those the file has, flags must exist
-        header = Source(path, fmt).columns() if path.is_file() else []
+        header = Source(path, fmt, encoding).columns() if path.is_file() else []
         explicit = {k: v for k, v in explicit.items()
                     if v in header or getattr(args, f"col_{k}")}
     options = ImportOptions(
         path=path, service=service, fmt=fmt, columns=explicit,
-        timezone=_timezone(args.timezone), batch=args.batch,
+        timezone=_timezone(args.timezone), encoding=args.encoding, batch=args.batch,
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         refused_path=Path(args.refused) if args.refused else None, restart=args.restart,
         show_progress=not args.no_progress)
@@ -719,8 +678,13 @@ def _print_summary(summary: ImportSummary, service: str, refused_path: Path) -> 
         print(f"  {count} refused ({reason}): {example}")
     if summary.refused:
         print(f"refused rows, as read and with the reason: {refused_path}")
+    if summary.dead_lettered and summary.dead_letters:
+        spool = shlex.quote(str(Path(summary.dead_letters).parent))
+        print(f"the {summary.dead_lettered} rows Loki refused are also kept as dead letters; "
+              f"once the cause is fixed, send them again with: shipper spool dead-letters push "
+              f"--dir {spool} (or import the refused file)")
     if "too_old" in summary.reasons or "too_far_behind" in summary.reasons:
         print("Loki refuses entries older than reject_old_samples_max_age (and, for a stream "
               "that has newer entries, older than its out-of-order window); see "
-              "docs/admin-cli.md, 'Importing old logs', to lift the limits, then import the "
-              "refused file")
+              "docs/admin-cli.md, 'Importing old logs', to lift the limits, then push the dead "
+              "letters or import the refused file")

@@ -1,6 +1,7 @@
 """How the admin commands print: tables and progress bars on a terminal (with ``rich`` when it
 is installed, plain aligned text otherwise), JSON, JSON lines or CSV (which one:
-:mod:`shipper.cli.formats`).
+:mod:`shipper.cli.formats`). Every CSV cell is written through
+:func:`~shipper.cli.admin.formulas.neutralise`, so no logged text runs in a spreadsheet.
 
 Nothing here talks to Loki; the commands hand it rows (dicts) and it writes them.
 """
@@ -16,13 +17,16 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, Protocol
 
+from shipper.cli.admin.formulas import neutralise
 from shipper.cli.formats import Format, is_terminal
 
 __all__ = [
     "Progress",
+    "event_line",
     "json_default",
     "progress",
     "render_table",
+    "terminal_width",
     "write_rows",
 ]
 
@@ -81,10 +85,43 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
         out.write(text.rstrip() + "\n")
 
 
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def event_line(row: Mapping[str, Any], width: int | None, *, service: bool = False,
+               widths: Mapping[str, int] | None = None) -> str:
+    """One event on one line: time, (service,) level, actor, type, actor id, message, then
+    the metadata as compact JSON, shortened so the line fits ``width`` (None: never cut).
+    ``widths`` pads the short columns so lines of one page align."""
+    pad = widths or {}
+    names = (("service",) if service else ()) + ("level", "actor", "type")
+    parts = [str(row.get("time") or "")]
+    parts += [_cell(row.get(n)).ljust(pad.get(n, 0)) for n in names]
+    if row.get("actor_id"):
+        parts.append(f"actor_id={_cell(row.get('actor_id'))}")
+    parts.append(_cell(row.get("message")))
+    line = "  ".join(p for p in parts if p.strip() or p)
+    meta = _cell(row.get("metadata"))
+    if meta:
+        room = None if width is None else width - len(line) - 2
+        if room is None:
+            line += "  " + meta
+        elif room >= 8:
+            line += "  " + _fit(meta, room)
+    return line if width is None else _fit(line, width)
+
+
+def terminal_width(out: IO[str]) -> int | None:
+    """The width to fit lines to: the terminal's (``$COLUMNS`` wins), None when piped."""
+    return shutil.get_terminal_size((160, 24)).columns if is_terminal(out) else None
+
+
 def write_rows(rows: Iterable[Mapping[str, Any]], fmt: Format, out: IO[str],
                columns: Sequence[str]) -> int:
-    """Stream rows as a JSON array, JSON lines or CSV (``metadata`` as JSON text in CSV);
-    returns how many were written."""
+    """Stream rows as a JSON array, JSON lines or CSV (``metadata`` as JSON text in CSV, every
+    cell neutralised as :mod:`~shipper.cli.admin.formulas` says); returns how many were
+    written."""
     n = 0
     if fmt == "json":
         out.write("[")
@@ -114,8 +151,10 @@ def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=json_default)
-    return str(value)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=json_default)
+    else:
+        text = str(value)
+    return neutralise(text)
 
 
 class Progress(Protocol):

@@ -19,15 +19,15 @@ from typing import Any
 from shipper._units import NS, format_time
 from shipper.cli.admin import common
 from shipper.cli.admin.output import render_table, write_rows
-from shipper.cli.admin.timerange import TimeRange
 from shipper.cli.formats import add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
 from shipper.event import Level
 from shipper.loki.client import LokiClient, LokiError, QueryLimits
 from shipper.loki.logql import Filters, metric_query
 from shipper.loki.reader import windows
+from shipper.loki.timerange import TimeRange
 
-__all__ = ["ERROR_LEVELS", "STATS", "Stat", "add_parser", "collect", "count_matching",
+__all__ = ["ERROR_LEVELS", "STATS", "Stat", "add_parser", "collect", "count_by_service",
            "error_rate_expression", "stat_expression"]
 
 ERROR_LEVELS = (Level.ERROR, Level.CRITICAL)
@@ -112,18 +112,20 @@ def _run(client: LokiClient, stat: Stat, filters: Filters, span: TimeRange,
     return counts
 
 
-def count_matching(client: LokiClient, filters: Filters, span: TimeRange, *,
-                   keep_audit: bool = False, limits: QueryLimits | None = None) -> int:
-    """How many entries match ``filters`` in ``span`` (``sum(count_over_time(...))``, window
-    by window)."""
+def count_by_service(client: LokiClient, filters: Filters, span: TimeRange, *,
+                     keep_audit: bool = False,
+                     limits: QueryLimits | None = None) -> dict[str, int]:
+    """How many entries match ``filters`` in ``span``, per service that has any, most first
+    (``sum by (service_name) (count_over_time(...))``, window by window)."""
     limits = limits or client.query_limits()
-    total = 0.0
+    totals: dict[str, float] = {}
     for start, end in windows(span.start_ns, span.end_ns, limits.max_query_length_s):
-        expr = metric_query(STATS["total"].template, filters, (end - start) / NS,
+        expr = metric_query(STATS["events_by_service"].template, filters, (end - start) / NS,
                             keep_audit=keep_audit)
-        data = client.query(expr, time_ns=end)
-        total += sum(float(s["value"][1]) for s in data.get("result", []))
-    return int(total)
+        for sample in client.query(expr, time_ns=end).get("result", []):
+            service = str(sample.get("metric", {}).get("service_name", ""))
+            totals[service] = totals.get(service, 0.0) + float(sample["value"][1])
+    return {k: int(v) for k, v in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])) if v}
 
 
 def collect(client: LokiClient, filters: Filters, span: TimeRange,

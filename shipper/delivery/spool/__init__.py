@@ -100,7 +100,8 @@ Modules
 listing, the active and the claimed segment) builds on both; ``status`` (:class:`SpoolStats`,
 :func:`spool_status`) on those three; ``ledger`` (the counters, the size estimate and the
 reports shared by the writer and its claimed segments, under one lock) on ``segments``;
-``store`` (:class:`Spool`) on all of them.
+``store`` (:class:`Spool`) on all of them. ``deadletters`` (what Loki refused for good, kept in a
+spool of its own inside the directory) on ``store``.
 """
 
 from shipper.delivery.spool.format import MAX_RECORD_BYTES, encode_record

@@ -8,7 +8,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -485,30 +485,33 @@ class Spool:
 
     # ------------------------------------------------------------------ reading
 
-    def claim(self) -> ClaimedSegment | None:
+    def claim(self, only: Collection[str] | None = None) -> ClaimedSegment | None:
         """The oldest segment no process holds, locked for this caller; when none is free but
         this process's active segments hold records, the oldest of those is sealed and
-        returned. None when there is nothing to replay."""
+        returned. None when there is nothing to replay. ``only``: claim none but the
+        segments of these names."""
         try:
-            return self._claim()
+            return self._claim(only)
         except OSError as exc:
             with self._ledger.locked():
                 self._ledger.report_once("unreadable", f"cannot read {self._dir}: {strerror(exc)}")
             return None
 
-    def _claim(self) -> ClaimedSegment | None:
+    def _claim(self, only: Collection[str] | None) -> ClaimedSegment | None:
         self._check_pid()
         with self._ledger.locked():
             own = {a.name for a in self._active.values()}
             segs = self._list()
             for seg in sorted(segs, key=lambda s: s.order):
-                if seg.name in own or seg.name in self._ledger.claimed:
+                if seg.name in own or seg.name in self._ledger.claimed or (
+                        only is not None and seg.name not in only):
                     continue
                 claimed = self._try_claim(seg)
                 if claimed is not None:
                     return claimed
             self._remove_stale_tmp()
-            pending = [a for a in self._active.values() if a.records > 0]
+            pending = [a for a in self._active.values()
+                       if a.records > 0 and (only is None or a.name in only)]
             if not pending:
                 return None
             active = min(pending, key=lambda a: a.created_ns)
@@ -649,6 +652,13 @@ class Spool:
             if frames is not None:
                 total += frames.records
         return total
+
+    @property
+    def evicted_records(self) -> int:
+        """Records this process evicted to keep the directory under its cap (cheap: no
+        listing, unlike :meth:`stats`)."""
+        with self._ledger.lock:
+            return sum(self._ledger.evicted.values())
 
     def stats(self, count: bool = False) -> SpoolStats:
         """A snapshot: the directory listing and this process's counters; records are counted

@@ -3,6 +3,18 @@
 One thread per source polls its open files (``fstat`` every ``poll_interval``: a few system calls
 per file, nothing while a file is idle) and expands the globs again every ``scan_interval``.
 
+* The globs are expanded by :class:`~shipper.sidecar.globs.GlobWalk`, in slices of
+  ``_SCAN_SLICE`` between two rounds of reading: a symlink loop is gone round once, and a scan
+  stops after ``max_scan_entries`` files and directories or ``scan_timeout``, saying so once,
+  naming the pattern. Files already followed that a cut scan did not reach stay followed. At
+  most ``max_files`` files are followed at once. What is opened must be a regular file (a FIFO
+  or a device put in a log file's place is left alone, never waited on) and not a kernel
+  pseudo file (``/proc``, ``/sys``: their size is not their content). What is left alone is
+  said once per path.
+* Health: each turn of the loop, and each file it reads, is a heartbeat. A loop that has not
+  come round for :attr:`FileSource.stalled_after` seconds (a hung filesystem) is named by
+  :meth:`FileSource.problem`, so /healthz answers 503; a quiet file is not a stall.
+
 * A file is followed by its identity (device, inode), not its name: a file renamed within the
   globs keeps its offset; a file renamed out of them (``app.log`` → ``app.log.1``) or deleted is
   read to its end and closed after a second of quiet; the new file at the old name is read from
@@ -24,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import glob
+import functools
 import os
 import stat
 import threading
@@ -35,6 +47,7 @@ from dataclasses import dataclass
 from shipper.event import LogEvent
 from shipper.sidecar.config import FileSourceConfig
 from shipper.sidecar.formats import LineParser, cut_line
+from shipper.sidecar.globs import GlobWalk
 from shipper.sidecar.multiline import Joiner
 from shipper.sidecar.positions import FINGERPRINT_BYTES, FilePosition, Positions, fingerprint
 from shipper.sidecar.sources.base import LineShipper, Sample, Source, Wiring
@@ -45,7 +58,16 @@ __all__ = ["FileSource", "FileStatus"]
 _CLOSE_AFTER = 1.0
 #: how often each open file's name and fingerprint are checked (rotation, copytruncate)
 _CHECK_EVERY = 1.0
+#: seconds of walking the directories before the open files get their turn again
+_SCAN_SLICE = 0.05
+#: where the kernel's pseudo files live: their size is not their content, and what they hold
+#: (the sidecar's own environment, say) is not a log
+_PSEUDO_ROOTS = ("/proc", "/sys")
 _monotonic = time.monotonic
+
+
+class _Refused(Exception):
+    """A path the source will not read: why, in words that follow the path."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,8 @@ class _Tail:
 class FileSource(Source[FileSourceConfig]):
     kind = "file"
     keeps_positions = True
+    #: seconds without a turn of the loop after which :meth:`problem` says it is stalled
+    stalled_after = 30.0
 
     def __init__(
         self,
@@ -132,12 +156,18 @@ class FileSource(Source[FileSourceConfig]):
         self._last_ns = 0
         self._thread: threading.Thread | None = None
         self.failed: BaseException | None = None
+        self._walk: GlobWalk | None = None  # the expansion of the globs under way
+        self._beat = _monotonic()  # the last turn of the loop (see problem)
+        self._at = ""  # the file it was reading then
+        #: what was said once (a cut scan, a path left alone), until it changes
+        self._said: set[tuple[str, str]] = set()
         # counters, read by /metrics
         self.lines_read = 0
         self.truncated_lines = 0
         self.rotations = 0
         self.truncations = 0
         self.files_opened = 0
+        self.scans_cut = 0
 
     @classmethod
     def build(cls, config: FileSourceConfig, wiring: Wiring) -> FileSource:
@@ -171,6 +201,7 @@ class FileSource(Source[FileSourceConfig]):
         return self._parser.invalid + (elsewhere() if elsewhere is not None else 0)
 
     def start(self) -> None:
+        self._beat = _monotonic()
         self._thread = threading.Thread(target=self._run, name=f"shipper-{self.name}",
                                         daemon=True)
         self._thread.start()
@@ -192,6 +223,20 @@ class FileSource(Source[FileSourceConfig]):
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self.failed is None
 
+    def problem(self) -> str | None:
+        """Stopped (see :attr:`alive`), or stalled: the loop has not come round for
+        :attr:`stalled_after` seconds (a quiet file is not a stall: the loop turns all the
+        same)."""
+        if not self.alive:
+            return super().problem()
+        idle = _monotonic() - self._beat
+        if idle < self.stalled_after:
+            return None
+        walk = self._walk
+        doing = f"scanning {walk.pattern}" if walk is not None else (
+            f"at {self._at}" if self._at else "between files")
+        return f"{self.name} is stalled: its loop has not come round for {idle:.0f}s ({doing})"
+
     def snapshot(self) -> list[FilePosition]:
         """Each file's shipped offset (see the module's docs)."""
         with self._lock:
@@ -207,6 +252,7 @@ class FileSource(Source[FileSourceConfig]):
         yield "lines_truncated", (name,), self.truncated_lines
         yield "file_rotations", (name,), self.rotations
         yield "file_truncations", (name,), self.truncations
+        yield "file_scans_cut", (name,), self.scans_cut
         for status in self.status():
             yield "file_lag_bytes", (status.path,), status.lag_bytes
             yield "file_lag_seconds", (status.path,), status.lag_seconds
@@ -225,14 +271,20 @@ class FileSource(Source[FileSourceConfig]):
     def _run(self) -> None:
         try:
             while self._stop_at is None:
-                now = _monotonic()
+                now = self._beat = _monotonic()
                 if self._reopen:
                     self._reopen = False
                     self._reopen_all(now)
-                if now >= self._next_scan:
-                    self._scan(now)
+                walk = self._walk
+                if walk is None and now >= self._next_scan:
+                    walk = self._start_scan(now)
+                if walk is not None:
+                    if walk.advance(now + _SCAN_SLICE):
+                        self._finish_scan(_monotonic())
+                        walk = None
+                    now = _monotonic()
                 busy = self._poll_all(now)
-                if not busy:
+                if not busy and walk is None:
                     self._wake.wait(self.config.poll_interval)
                     self._wake.clear()
             self._drain()
@@ -251,8 +303,9 @@ class FileSource(Source[FileSourceConfig]):
         held (partial lines, multi-line records): the app may not write again."""
         assert self._stop_at is not None
         busy = True
-        while busy and _monotonic() < self._stop_at:
-            busy = self._poll_all(_monotonic(), draining=True)
+        while busy and (now := _monotonic()) < self._stop_at:
+            self._beat = now
+            busy = self._poll_all(now, draining=True)
         for tail in list(self._tails.values()):
             # Only at the end of a file is what is held its last line (or record). A file the
             # deadline cut short (the pipeline pushing back) holds the start of a line the next
@@ -263,6 +316,8 @@ class FileSource(Source[FileSourceConfig]):
     def _poll_all(self, now: float, draining: bool = False) -> bool:
         busy = False
         for key, tail in list(self._tails.items()):
+            self._at = tail.path
+            self._beat = _monotonic()
             try:
                 busy = self._poll(tail, now, draining) or busy
             except OSError as exc:
@@ -274,42 +329,89 @@ class FileSource(Source[FileSourceConfig]):
     # ------------------------------------------------------------------ discovery
 
     def _scan(self, now: float) -> None:
+        """Expand the globs now, to the end (or the bounds), and follow what they match."""
+        self._start_scan(now).advance(float("inf"))
+        self._finish_scan(now)
+
+    def _start_scan(self, now: float) -> GlobWalk:
         self._next_scan = now + self.config.scan_interval
-        matched: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
-        for pattern in self.config.paths:
-            for path in glob.iglob(pattern, recursive=True):
-                if any(fnmatch.fnmatch(path, ex) for ex in self.config.exclude):
-                    continue
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    matched.setdefault((st.st_dev, st.st_ino), (path, st))
+        exclude = self.config.exclude
+        self._walk = GlobWalk(
+            self.config.paths, max_entries=self.config.max_scan_entries,
+            timeout=self.config.scan_timeout,
+            exclude=lambda path: any(fnmatch.fnmatch(path, ex) for ex in exclude))
+        return self._walk
+
+    def _finish_scan(self, now: float) -> None:
+        walk = self._walk
+        assert walk is not None and walk.done
+        self._walk = None
+        matched = walk.found
+        seen = {path for path, _ in matched.values()} | walk.others.keys()
+        # what was said about paths not matched any more may be said again if they return
+        self._said = {said for said in self._said if said[0] in ("cut", "max_files")
+                      or said[1] in seen}
+        left_out = 0
         for key, (path, _) in matched.items():
             tail = self._tails.get(key)
             if tail is not None:
                 tail.path = path  # renamed within the globs: same file, same offset
                 tail.gone_since = None
                 continue
+            if len(self._tails) >= self.config.max_files:
+                left_out += 1
+                continue
             try:
                 self._open(path, now)
+                self._said.discard(("open", path))
+            except _Refused as exc:
+                self._say_once(("open", path), f"{path} {exc}: left alone")
             except OSError as exc:
-                self._report(f"file source {self.name}: cannot open {path} "
-                             f"({exc.strerror or exc}); trying again at the next scan")
+                self._say_once(("open", path), f"cannot open {path} ({exc.strerror or exc}); "
+                               "trying again at each scan")
+        for path, mode in walk.others.items():
+            self._say_once(("open", path), f"{path} matches the globs but is "
+                           f"{_kind(mode)}, not a regular file: left alone")
+        self._note(("max_files", ""), left_out > 0,
+                   f"the globs match more files than max_files ({self.config.max_files}): "
+                   f"{left_out} of them are not followed; narrow the globs or raise max_files")
+        for pattern in self.config.paths:
+            why = walk.cuts.get(pattern)
+            self._note(("cut", pattern), why is not None,
+                       f"the scan of {pattern} stopped {why} (max_scan_entries: "
+                       f"{self.config.max_scan_entries}, scan_timeout: "
+                       f"{self.config.scan_timeout:g}s); files past that point are not found: "
+                       "narrow the pattern or raise the limit")
+        if walk.cuts:
+            self.scans_cut += 1
         for key, tail in self._tails.items():
-            if key not in matched and tail.gone_since is None:
-                tail.gone_since = now
-                self.rotations += 1
+            if key in matched or tail.gone_since is not None:
+                continue
+            if walk.cuts and _still_at(tail):
+                continue  # the cut scan did not reach it: it has not left the globs
+            tail.gone_since = now
+            self.rotations += 1
         if self._first_scan:
             self._first_scan = False
-            with self._lock:
-                self._saved.clear()  # a saved file not found now is gone (or renamed away)
+            if not walk.cuts:
+                with self._lock:
+                    self._saved.clear()  # a saved file not found now is gone (or renamed away)
+
+    def _say_once(self, key: tuple[str, str], message: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self._report(f"file source {self.name}: {message}")
+
+    def _note(self, key: tuple[str, str], now_true: bool, message: str) -> None:
+        """Say ``message`` when a condition starts to hold; again only after it stopped."""
+        if now_true:
+            self._say_once(key, message)
+        else:
+            self._said.discard(key)
 
     def _open(self, path: str, now: float) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd, st = _open_regular(path)
         try:
-            st = os.fstat(fd)
             key = (st.st_dev, st.st_ino)
             if key in self._tails:  # raced with a rename: the file is already followed
                 os.close(fd)
@@ -361,10 +463,15 @@ class FileSource(Source[FileSourceConfig]):
                 tail.gone_since = tail.gone_since or now
                 continue
             try:
-                fd = os.open(tail.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:  # keep the open descriptor: it still reads the same file
+                fd, st = _open_regular(tail.path)
+            except (OSError, _Refused) as exc:  # keep the open descriptor: same file
+                why = exc.strerror if isinstance(exc, OSError) else None
                 self._report(f"file source {self.name}: cannot reopen {tail.path} "
-                             f"({exc.strerror or exc}); reading on from the open file")
+                             f"({why or exc}); reading on from the open file")
+                continue
+            if (st.st_dev, st.st_ino) != key:  # replaced between the stat and the open
+                os.close(fd)
+                tail.gone_since = tail.gone_since or now
                 continue
             old, tail.fd = tail.fd, fd
             os.close(old)
@@ -384,11 +491,13 @@ class FileSource(Source[FileSourceConfig]):
             if self._check(tail, st, now):
                 return True
         if size > tail.read_offset:
-            while self._pressure():
-                if self._stop_at is not None and _monotonic() >= self._stop_at:
+            while self._pressure():  # waiting for the pipeline is not a stall
+                self._beat = waited = _monotonic()
+                if self._stop_at is not None and waited >= self._stop_at:
                     return False
                 time.sleep(0.005)
-            self._read(tail, now)
+            if not self._read(tail, now):  # its size says more than it gives: not busy
+                return False
             if tail.read_offset >= size:
                 tail.caught_up_at = now
             return True
@@ -440,18 +549,19 @@ class FileSource(Source[FileSourceConfig]):
         self._last_ns = ns
         return ns
 
-    def _read(self, tail: _Tail, now: float) -> None:
+    def _read(self, tail: _Tail, now: float) -> bool:
+        """Read one chunk and ship its lines; False when there was nothing to read."""
         start = tail.read_offset
         data = os.pread(tail.fd, self.config.read_chunk_bytes, start)
         if not data:
-            return
+            return False
         # The first bytes, read after the chunk: if they changed, the file was truncated and
         # written again (copytruncate) and the chunk may be new content at an old offset.
         head = os.pread(tail.fd, FINGERPRINT_BYTES, 0)
         if tail.fp_len and (len(head) < tail.fp_len or
                             fingerprint(head[:tail.fp_len]) != tail.fp):
             self._truncated(tail, now)
-            return
+            return True
         if tail.fp_len < FINGERPRINT_BYTES:  # a young file: its fingerprint grows with it
             tail.fp_len, tail.fp = len(head), fingerprint(head)
         tail.read_offset = start + len(data)
@@ -460,7 +570,7 @@ class FileSource(Source[FileSourceConfig]):
             newline = data.find(b"\n")
             if newline < 0:
                 tail.skip_total += len(data)
-                return
+                return True
             tail.skip_total += newline
             self._end_overlong(tail, start + newline + 1)
             data = data[newline + 1:]
@@ -486,6 +596,7 @@ class FileSource(Source[FileSourceConfig]):
             else:
                 tail.buf = rest
             tail.buf_since = now
+        return True
 
     def _lines(self, tail: _Tail, lines: list[bytes], start: int, now: float) -> None:
         """Ship complete lines; ``start`` is the offset of the first."""
@@ -567,3 +678,60 @@ class FileSource(Source[FileSourceConfig]):
             self._ship_partial(tail)
         if tail.joiner is not None:
             tail.joiner.flush()
+
+
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` for reading if it is a regular file and not a kernel pseudo file; raises
+    OSError, or :class:`_Refused` saying what it is. Never waits: a FIFO put in a log file's
+    place is opened without blocking, then refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused(f"is {_kind(st.st_mode)}, not a regular file")
+        real = _pseudo(fd, st)
+        if real is not None:
+            raise _Refused(f"is {real}, a pseudo file of the kernel, not a log")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _pseudo(fd: int, st: os.stat_result) -> str | None:
+    """Where an open file really is, when that is under /proc or /sys (else None)."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc here
+        real = ""
+    if real.startswith(tuple(root + "/" for root in _PSEUDO_ROOTS)) or \
+            st.st_dev in _pseudo_devices():
+        return real or "a kernel pseudo file"
+    return None
+
+
+@functools.cache
+def _pseudo_devices() -> frozenset[int]:
+    devices = set()
+    for root in _PSEUDO_ROOTS:
+        with contextlib.suppress(OSError):
+            devices.add(os.stat(root).st_dev)
+    return frozenset(devices)
+
+
+def _still_at(tail: _Tail) -> bool:
+    """Its path still leads to it."""
+    try:
+        st = os.stat(tail.path)
+    except (OSError, ValueError):
+        return False
+    return (st.st_dev, st.st_ino) == (tail.dev, tail.ino)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")

@@ -42,7 +42,6 @@ from shipper.sidecar.formats import LineParser, level_of, parse_timestamp
 from shipper.sidecar.server import HttpError, RequestHandler, Server
 from shipper.sidecar.sources.base import Sample, Source, Wiring
 from shipper.sidecar.sources.wire import (
-    MAX_NS,
     DecodeError,
     OtlpRecord,
     PushEntry,
@@ -264,9 +263,6 @@ class HttpSource(Source[HttpSourceConfig]):
         if entry.timestamp_ns <= 0:
             raise ValueError(f"entry with timestamp {entry.timestamp_ns}: not nanoseconds "
                              "since the epoch")
-        if entry.timestamp_ns > MAX_NS:
-            raise ValueError(f"entry with timestamp {entry.timestamp_ns}: past what Loki "
-                             "stores (nanoseconds in a signed 64-bit integer)")
         line = entry.line
         fields: dict[str, Any] | None = None
         deep = False

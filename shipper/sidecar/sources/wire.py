@@ -260,14 +260,18 @@ def decode_push_json(doc: Any) -> tuple[list[PushEntry], list[str]]:
     return entries, errors
 
 
-_DIGITS = re.compile(r"[0-9]{1,19}")
+_DIGITS = re.compile(r"[0-9]{1,30}")
 
 
 def _nanoseconds(value: Any) -> int | None:
-    """A push's or a record's time: nanoseconds in a string of digits (or a JSON number)."""
+    """A push's or a record's time: nanoseconds in a string of digits (or a JSON number).
+
+    A time past what Loki stores (more than :data:`MAX_NS`) is read as it is: the event
+    contract ships such an event at its receipt time with the time it gave in
+    ``original_time``, so it costs neither itself nor its neighbours."""
     if value.__class__ is str:
-        return int(value) if _DIGITS.fullmatch(value) and int(value) <= MAX_NS else None
-    if value.__class__ is int and 0 <= value <= MAX_NS:
+        return int(value) if _DIGITS.fullmatch(value) else None
+    if value.__class__ is int and 0 <= value < 10**30:
         return value
     return None
 
