@@ -236,31 +236,26 @@ def decode_push_json(doc: Any) -> tuple[list[PushEntry], list[str]]:
                           f"{json_type(labels[bad])} ({len(values)} entries not read)")
             continue
         for j, value in enumerate(values):
-            where = f"streams[{i}].values[{j}]"
+            problem = None
             if value.__class__ is not list or len(value) not in (2, 3) or \
                     value[1].__class__ is not str:
-                errors.append(f"{where}: expected [\"<ns>\", \"<line>\"(, {{metadata}})]")
+                problem = 'expected ["<ns>", "<line>"(, {metadata})]'
+            elif (ts := _nanoseconds(value[0])) is None:
+                problem = f"timestamp {shown(value[0])} is not nanoseconds since the epoch"
+            elif len(value) == 2:
+                entries.append(PushEntry(labels, ts, value[1], {}))
                 continue
-            ts = _nanoseconds(value[0])
-            if ts is None:
-                errors.append(f"{where}: timestamp {shown(value[0])} is not nanoseconds "
-                              "since the epoch")
+            elif (meta := value[2]).__class__ is not dict:
+                problem = f"structured metadata must be an object, got {json_type(meta)}"
+            elif meta and (bad := next((k for k, v in meta.items()
+                                        if v.__class__ is not str), None)) is not None:
+                problem = (f"structured metadata {bad!r} must be a string, got "
+                           f"{json_type(meta[bad])}")
+            else:
+                entries.append(PushEntry(labels, ts, value[1], meta))
                 continue
-            meta = value[2] if len(value) == 3 else {}
-            if meta.__class__ is not dict:
-                errors.append(f"{where}: structured metadata must be an object, got "
-                              f"{json_type(meta)}")
-                continue
-            bad = next((k for k, v in meta.items() if v.__class__ is not str), None)
-            if bad is not None:
-                errors.append(f"{where}: structured metadata {bad!r} must be a string, got "
-                              f"{json_type(meta[bad])}")
-                continue
-            entries.append(PushEntry(labels, ts, value[1], meta))
+            errors.append(f"streams[{i}].values[{j}]: {problem}")  # the place, only when wrong
     return entries, errors
-
-
-_DIGITS = re.compile(r"[0-9]{1,30}")
 
 
 def _nanoseconds(value: Any) -> int | None:
@@ -270,7 +265,8 @@ def _nanoseconds(value: Any) -> int | None:
     contract ships such an event at its receipt time with the time it gave in
     ``original_time``, so it costs neither itself nor its neighbours."""
     if value.__class__ is str:
-        return int(value) if _DIGITS.fullmatch(value) else None
+        return int(value) if 0 < len(value) <= 30 and value.isascii() and value.isdigit() \
+            else None
     if value.__class__ is int and 0 <= value < 10**30:
         return value
     return None
