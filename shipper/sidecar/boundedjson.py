@@ -47,11 +47,15 @@ class NestedTooDeep(ValueError):
 
 
 def load_json(data: bytes | str, max_depth: int,
-              keep: Callable[[str], Any] | None = str) -> Any:
+              keep: Callable[[str], Any] | None = str, *, walk: bool = True) -> Any:
     """``json.loads(data)``, with each value nested deeper than ``max_depth`` replaced by
     ``keep(its text)`` (``str`` or :class:`DeepJson`), or :class:`NestedTooDeep` raised when
     ``keep`` is None; raises ``ValueError`` (``JSONDecodeError``, ``UnicodeDecodeError``) for
-    what is not JSON."""
+    what is not JSON.
+
+    ``walk=False`` is for a reader that checks the type of every value it takes, and so never
+    recurses into what it was not promised: the text is then bounded only where ``json.loads``
+    cannot read it (about 1,000 levels), and the walk over what it made is saved."""
     text = data if isinstance(data, str) else \
         data.decode(json.detect_encoding(data), "surrogatepass")
     try:
@@ -66,7 +70,7 @@ def load_json(data: bytes | str, max_depth: int,
         if "integer string conversion" not in str(exc):
             raise  # pragma: no cover - json.loads raises no other ValueError on a str
         return _Parser(text, max_depth, keep).document()
-    if (doc.__class__ is dict or doc.__class__ is list) and \
+    if walk and (doc.__class__ is dict or doc.__class__ is list) and \
             text.count("[") + text.count("{") > max_depth and _deeper(doc, max_depth):
         if keep is None:
             raise NestedTooDeep(f"nested deeper than {max_depth} levels")
@@ -87,11 +91,10 @@ def _deeper(doc: dict[str, Any] | list[Any], limit: int) -> bool:
     level: list[Any] = [doc]
     for _ in range(limit):
         below: list[Any] = []
-        add = below.append
         for container in level:
-            for value in (container.values() if container.__class__ is dict else container):
-                if value.__class__ is dict or value.__class__ is list:
-                    add(value)
+            below += [value for value in
+                      (container.values() if container.__class__ is dict else container)
+                      if value.__class__ is dict or value.__class__ is list]
         if not below:
             return False
         level = below

@@ -118,3 +118,18 @@ def test_open_deep_opens_one_level_at_a_time() -> None:
     assert isinstance(inner["b"], DeepJson)
     assert open_deep(open_deep(inner["b"])["c"]) == [1, '{"d": 2}']
     assert open_deep("plain") == "plain"
+
+
+def test_without_the_walk_only_what_json_loads_cannot_read_is_kept_as_text() -> None:
+    """For a reader that checks every value's type: the depth json.loads reads is left as it
+    is, and what it cannot read is still text, never a RecursionError."""
+    medium = "[" * 200 + "]" * 200
+    assert load_json(medium, 100, walk=False) == json.loads(medium)
+    cut = load_json(medium, 100)  # with the walk: cut at level 100
+    for _ in range(99):
+        cut = cut[0]
+    assert cut == ["[" * 100 + "]" * 100]
+    doc = load_json("[" + "[" * 5000 + "]" * 5000 + "]", 100, walk=False)
+    for _ in range(99):
+        doc = doc[0]
+    assert doc == ["[" * 4901 + "]" * 4901]

@@ -238,8 +238,8 @@ class HttpSource(Source[HttpSourceConfig]):
             if "protobuf" in content_type:
                 entries, errors = decode_push_protobuf(body)
             else:
-                try:
-                    doc = load_json(body, self._depth)
+                try:  # decode_push_json takes only strings: no walk for the depth
+                    doc = load_json(body, self._depth, walk=False)
                 except ValueError as exc:
                     raise DecodeError(f"not JSON: {exc}") from None
                 entries, errors = decode_push_json(doc)

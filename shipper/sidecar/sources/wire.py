@@ -21,9 +21,9 @@ import base64
 import binascii
 import re
 import reprlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shipper.delivery.labels import LabelSyntaxError, parse_labels
 from shipper.sidecar.boundedjson import DeepJson, open_deep
@@ -75,34 +75,44 @@ def shown(value: Any) -> str:
 
 
 class _FieldError(ValueError):
-    """One part of a request is not what the protocol says; the message names it."""
+    """One part of a request is not what the protocol says: its place (built on the way out,
+    so that a request that is right pays for no paths) and why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = path
+        self.reason = reason
+
+    def under(self, parent: str) -> _FieldError:
+        """The same error, its place inside ``parent``."""
+        if not self.path:
+            return _FieldError(parent, self.reason)
+        joint = "" if self.path[0] == "[" else "."
+        return _FieldError(f"{parent}{joint}{self.path}", self.reason)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
 
 
-def _expected(where: str, expected: str, value: Any) -> _FieldError:
-    return _FieldError(f"{where}: expected {expected}, got {json_type(value)}")
+def _expected(path: str, expected: str, value: Any) -> _FieldError:
+    return _FieldError(path, f"expected {expected}, got {json_type(value)}")
 
 
-def _object(value: Any, where: str, optional: bool = False) -> dict[str, Any]:
+def _object(value: Any, path: str, optional: bool = False) -> dict[str, Any]:
     if value is None and optional:
         return {}
     if value.__class__ is not dict:
-        raise _expected(where, "an object", value)
+        raise _expected(path, "an object", value)
     return value
 
 
-def _array(value: Any, where: str) -> list[Any]:
+def _array(value: Any, path: str) -> list[Any]:
     """An array, or absent / null (nothing)."""
     if value is None:
         return []
     if value.__class__ is not list:
-        raise _expected(where, "an array", value)
+        raise _expected(path, "an array", value)
     return value
-
-
-def _text(value: Any, where: str) -> str | None:
-    if value is None or value.__class__ is str:
-        return value
-    raise _expected(where, "a string", value)
 
 
 # --------------------------------------------------------------------------- protobuf
@@ -226,31 +236,26 @@ def decode_push_json(doc: Any) -> tuple[list[PushEntry], list[str]]:
                           f"{json_type(labels[bad])} ({len(values)} entries not read)")
             continue
         for j, value in enumerate(values):
-            where = f"streams[{i}].values[{j}]"
+            problem = None
             if value.__class__ is not list or len(value) not in (2, 3) or \
                     value[1].__class__ is not str:
-                errors.append(f"{where}: expected [\"<ns>\", \"<line>\"(, {{metadata}})]")
+                problem = 'expected ["<ns>", "<line>"(, {metadata})]'
+            elif (ts := _nanoseconds(value[0])) is None:
+                problem = f"timestamp {shown(value[0])} is not nanoseconds since the epoch"
+            elif len(value) == 2:
+                entries.append(PushEntry(labels, ts, value[1], {}))
                 continue
-            ts = _nanoseconds(value[0])
-            if ts is None:
-                errors.append(f"{where}: timestamp {shown(value[0])} is not nanoseconds "
-                              "since the epoch")
+            elif (meta := value[2]).__class__ is not dict:
+                problem = f"structured metadata must be an object, got {json_type(meta)}"
+            elif meta and (bad := next((k for k, v in meta.items()
+                                        if v.__class__ is not str), None)) is not None:
+                problem = (f"structured metadata {bad!r} must be a string, got "
+                           f"{json_type(meta[bad])}")
+            else:
+                entries.append(PushEntry(labels, ts, value[1], meta))
                 continue
-            meta = value[2] if len(value) == 3 else {}
-            if meta.__class__ is not dict:
-                errors.append(f"{where}: structured metadata must be an object, got "
-                              f"{json_type(meta)}")
-                continue
-            bad = next((k for k, v in meta.items() if v.__class__ is not str), None)
-            if bad is not None:
-                errors.append(f"{where}: structured metadata {bad!r} must be a string, got "
-                              f"{json_type(meta[bad])}")
-                continue
-            entries.append(PushEntry(labels, ts, value[1], meta))
+            errors.append(f"streams[{i}].values[{j}]: {problem}")  # the place, only when wrong
     return entries, errors
-
-
-_DIGITS = re.compile(r"[0-9]{1,30}")
 
 
 def _nanoseconds(value: Any) -> int | None:
@@ -260,7 +265,8 @@ def _nanoseconds(value: Any) -> int | None:
     contract ships such an event at its receipt time with the time it gave in
     ``original_time``, so it costs neither itself nor its neighbours."""
     if value.__class__ is str:
-        return int(value) if _DIGITS.fullmatch(value) else None
+        return int(value) if 0 < len(value) <= 30 and value.isascii() and value.isdigit() \
+            else None
     if value.__class__ is int and 0 <= value < 10**30:
         return value
     return None
@@ -269,8 +275,7 @@ def _nanoseconds(value: Any) -> int | None:
 # --------------------------------------------------------------------------- OTLP JSON
 
 
-@dataclass(frozen=True)
-class OtlpRecord:
+class OtlpRecord(NamedTuple):
     """One OTLP log record, its values plain Python (``body`` and attributes decoded)."""
 
     time_ns: int  # timeUnixNano, else observedTimeUnixNano; 0: neither
@@ -295,30 +300,32 @@ def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str]]:
     records: list[OtlpRecord] = []
     errors: list[str] = []
     for i, item in enumerate(resource_logs):
-        where = f"resourceLogs[{i}]"
         try:
-            rl = _object(item, where)
-            resource = _object(rl.get("resource"), f"{where}.resource", optional=True)
-            attrs = _attributes(resource.get("attributes"), f"{where}.resource.attributes")
-            scope_logs = _array(rl.get("scopeLogs"), f"{where}.scopeLogs")
+            rl = _object(item, "")
+            resource = _object(rl.get("resource"), "resource", optional=True)
+            attrs = _inside("resource.attributes", _attributes, resource.get("attributes"))
+            scope_logs = _array(rl.get("scopeLogs"), "scopeLogs")
         except _FieldError as exc:
-            errors.append(f"{exc} (its log records were not read)")
+            errors.append(f"{exc.under(f'resourceLogs[{i}]')} (its log records were not read)")
             continue
         for j, scope_item in enumerate(scope_logs):
-            at = f"{where}.scopeLogs[{j}]"
             try:
-                sl = _object(scope_item, at)
-                scope = _object(sl.get("scope"), f"{at}.scope", optional=True)
-                name = _text(scope.get("name"), f"{at}.scope.name")
-                log_records = _array(sl.get("logRecords"), f"{at}.logRecords")
+                sl = _object(scope_item, "")
+                scope = _object(sl.get("scope"), "scope", optional=True)
+                name = scope.get("name")
+                if name is not None and name.__class__ is not str:
+                    raise _expected("scope.name", "a string", name)
+                log_records = _array(sl.get("logRecords"), "logRecords")
             except _FieldError as exc:
-                errors.append(f"{exc} (its log records were not read)")
+                errors.append(f"{exc.under(f'resourceLogs[{i}].scopeLogs[{j}]')} (its log "
+                              "records were not read)")
                 continue
             for k, record in enumerate(log_records):
                 try:
-                    records.append(_record(record, f"{at}.logRecords[{k}]", attrs, name))
+                    records.append(_record(record, attrs, name))
                 except _FieldError as exc:
-                    errors.append(str(exc))
+                    errors.append(str(exc.under(
+                        f"resourceLogs[{i}].scopeLogs[{j}].logRecords[{k}]")))
     return records, errors
 
 
@@ -326,11 +333,12 @@ _SEVERITY_NAMES = {f"SEVERITY_NUMBER_{name}{n if n > 1 else ''}": floor + n - 1
                    for name, floor in (("TRACE", 1), ("DEBUG", 5), ("INFO", 9), ("WARN", 13),
                                        ("ERROR", 17), ("FATAL", 21)) for n in range(1, 5)}
 _SEVERITY_NAMES["SEVERITY_NUMBER_UNSPECIFIED"] = 0
+_TEXT_FIELDS = ("severityText", "traceId", "spanId", "eventName")
 
 
-def _record(record: Any, where: str, resource: dict[str, Any], scope: str | None,
-            ) -> OtlpRecord:
-    record = _object(record, where)
+def _record(record: Any, resource: dict[str, Any], scope: str | None) -> OtlpRecord:
+    if record.__class__ is not dict:
+        raise _expected("", "an object", record)
     ts = 0
     for key in ("timeUnixNano", "observedTimeUnixNano"):
         raw = record.get(key)
@@ -338,55 +346,62 @@ def _record(record: Any, where: str, resource: dict[str, Any], scope: str | None
             continue
         found = _nanoseconds(raw)
         if found is None:
-            raise _FieldError(f"{where}.{key}: {shown(raw)} is not nanoseconds since the "
-                              "epoch (a string of digits)")
+            raise _FieldError(key, f"{shown(raw)} is not nanoseconds since the epoch (a "
+                                   "string of digits)")
         ts = found
         break
     number = record.get("severityNumber")
-    if number.__class__ is str and number in _SEVERITY_NAMES:
-        number = _SEVERITY_NAMES[number]
-    if number is not None and (number.__class__ is not int or not 0 <= number <= 2**31):
-        raise _expected(f"{where}.severityNumber", "a severity number (0 to 24)", number)
-    return OtlpRecord(
-        time_ns=ts,
-        severity_number=number,
-        severity_text=_text(record.get("severityText"), f"{where}.severityText"),
-        body=_any_value(record.get("body"), f"{where}.body"),
-        attributes=_attributes(record.get("attributes"), f"{where}.attributes"),
-        trace_id=_text(record.get("traceId"), f"{where}.traceId"),
-        span_id=_text(record.get("spanId"), f"{where}.spanId"),
-        event_name=_text(record.get("eventName"), f"{where}.eventName"),
-        resource=resource,
-        scope=scope,
-    )
+    if number is not None and number.__class__ is not int:
+        number = _SEVERITY_NAMES.get(number) if number.__class__ is str else None
+        if number is None:
+            raise _expected("severityNumber", "a severity number (0 to 24)",
+                            record["severityNumber"])
+    get = record.get
+    text, trace_id, span_id, event_name = texts = (
+        get("severityText"), get("traceId"), get("spanId"), get("eventName"))
+    for key, value in zip(_TEXT_FIELDS, texts, strict=True):
+        if value is not None and value.__class__ is not str:
+            raise _expected(key, "a string", value)
+    body = get("body")
+    attributes = get("attributes")
+    return OtlpRecord(ts, number, text, None if body is None else _inside("body", _any_value, body),
+                      {} if attributes is None else _inside("attributes", _attributes, attributes),
+                      trace_id, span_id, event_name, resource, scope)
+
+
+def _inside(place: str, read: Callable[[Any], Any], value: Any) -> Any:
+    """``read(value)``, a wrong part placed inside ``place``."""
+    try:
+        return read(value)
+    except _FieldError as exc:
+        raise exc.under(place) from None
 
 
 _INT = re.compile(r"-?[0-9]{1,19}")
 _DOUBLE_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
-def _any_value(value: Any, where: str) -> Any:
+def _any_value(value: Any) -> Any:
     """An OTLP ``AnyValue`` → a plain Python value; one nested too deep → its text."""
-    if value is None:
-        return None
-    if value.__class__ is DeepJson:
-        return str(value)  # nested deeper than the bound: kept as the text that was sent
     if value.__class__ is not dict:
-        raise _expected(where, "an AnyValue object ({\"stringValue\": ...})", value)
+        if value is None:
+            return None
+        if value.__class__ is DeepJson:
+            return str(value)  # nested deeper than the bound: kept as the text that was sent
+        raise _expected("", "an AnyValue object ({\"stringValue\": ...})", value)
     for key, item in value.items():
-        at = f"{where}.{key}"
         if key == "stringValue":
             if item.__class__ is not str:
-                raise _expected(at, "a string", item)
-            return item
-        if key == "boolValue":
-            if item.__class__ is not bool:
-                raise _expected(at, "true or false", item)
+                raise _expected(key, "a string", item)
             return item
         if key == "intValue":
             if item.__class__ is int or (item.__class__ is str and _INT.fullmatch(item)):
                 return int(item)
-            raise _expected(at, "an integer (a number or a string of digits)", item)
+            raise _expected(key, "an integer (a number or a string of digits)", item)
+        if key == "boolValue":
+            if item.__class__ is not bool:
+                raise _expected(key, "true or false", item)
+            return item
         if key == "doubleValue":
             if item.__class__ is float or item.__class__ is int:
                 return item
@@ -395,33 +410,46 @@ def _any_value(value: Any, where: str) -> Any:
                     return _DOUBLE_WORDS.get(item) or float(item)
                 except ValueError:
                     pass
-            raise _expected(at, "a number", item)
-        if key == "arrayValue":
-            values = _object(open_deep(item), at, optional=True).get("values")
-            return [_any_value(v, f"{at}.values[{n}]")
-                    for n, v in enumerate(_array(open_deep(values), f"{at}.values"))]
+            raise _expected(key, "a number", item)
         if key == "kvlistValue":
-            return _attributes(_object(open_deep(item), at, optional=True).get("values"),
-                               f"{at}.values")
+            values = _object(open_deep(item), key, optional=True).get("values")
+            return _inside("kvlistValue.values", _attributes, values)
+        if key == "arrayValue":
+            values = _object(open_deep(item), key, optional=True).get("values")
+            out = []
+            for n, element in enumerate(_array(open_deep(values), "arrayValue.values")):
+                try:
+                    out.append(_any_value(element))
+                except _FieldError as exc:
+                    raise exc.under(f"arrayValue.values[{n}]") from None
+            return out
         if key == "bytesValue":
             if item.__class__ is str:
                 try:
                     return base64.b64decode(item, validate=True).hex()
                 except (ValueError, binascii.Error):
                     pass
-            raise _expected(at, "base64 text", item)
+            raise _expected(key, "base64 text", item)
     return None  # an empty AnyValue, or only fields this reader does not know (ignored)
 
 
-def _attributes(items: Any, where: str) -> dict[str, Any]:
+def _attributes(items: Any) -> dict[str, Any]:
     """OTLP ``[{key, value}]`` → a dict."""
+    if items.__class__ is not list:
+        items = _array(open_deep(items), "")
     out: dict[str, Any] = {}
-    for n, given in enumerate(_array(open_deep(items), where)):
-        pair = open_deep(given)
+    for n, item in enumerate(items):
+        pair = item if item.__class__ is dict else open_deep(item)
         if pair.__class__ is not dict:
-            raise _expected(f"{where}[{n}]", '{"key": "...", "value": {...}}', pair)
+            raise _expected(f"[{n}]", '{"key": "...", "value": {...}}', pair)
         key = pair.get("key")
         if key.__class__ is not str:
-            raise _expected(f"{where}[{n}].key", "a string", key)
-        out[key] = _any_value(pair.get("value"), f"{where}[{n}].value")
+            raise _expected(f"[{n}].key", "a string", key)
+        value = pair.get("value")
+        if value is not None:
+            try:
+                value = _any_value(value)
+            except _FieldError as exc:
+                raise exc.under(f"[{n}].value") from None
+        out[key] = value
     return out
