@@ -70,6 +70,7 @@ __all__ = [
     "entry_time",
     "env_label",
     "make_entry",
+    "make_event",
     "metadata_value",
     "new_event",
     "normalize_actor",
@@ -385,6 +386,15 @@ def new_event(service: str, env: str | None, level: object, message: object,
         "exception": exception or None,
         "original_time": original_time,
     })
+    return event
+
+
+def make_event(fields: dict[str, Any]) -> LogEvent:
+    """A :class:`LogEvent` whose ``fields`` (every field, by name, in the order of the class)
+    are normal already, as :func:`new_event` makes them: for a source that normalised them
+    itself. The event keeps the dict as its ``__dict__``."""
+    event = _new_object(LogEvent)
+    _set_attr(event, "__dict__", fields)
     return event
 
 
