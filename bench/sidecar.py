@@ -501,7 +501,8 @@ def main() -> int:
                     result["check"], check = (check, after), after
                     result["load"] = _load()
                     rows.append((name, result))
-                    print(_row(name, result, has_loki_cpu), flush=True)
+                    print(f"run {len(rows)} of {args.repeat * len(runs)}: "
+                          f"{_row(name, result, has_loki_cpu)}", flush=True)
             if not args.profile:
                 with loki_for_run(loki_bin, shared, work) as loki:
                     raw = run_raw(loki, log, args.lines, f"{tag}-raw")
