@@ -71,22 +71,29 @@ def sidecar_path(n: int) -> None:
         "metrics_listen": None,
         "sources": [{"type": "file", "paths": [str(log)], "format": "json"}]}))
     tune_gc()
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def thread_cpu() -> dict[int, float]:
+        spent = {}
+        for task in os.listdir("/proc/self/task"):
+            fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+            spent[int(task)] = (int(fields[11]) + int(fields[12])) / ticks
+        return spent
+
+    before = thread_cpu()  # writing the file
     started = time.process_time()
     sidecar = Sidecar(load_config(config), transport=_Accept())
     sidecar.start()
     while sidecar.stats()["sent"] < n:
         time.sleep(0.2)
     cpu = time.process_time() - started
-    threads = {t.native_id: t.name for t in threading.enumerate()}
+    names = {t.native_id: t.name for t in threading.enumerate()}
     print(f"sidecar, one process: {cpu / n * 1e6:.2f} us of CPU per line ({n:,} lines, "
           "start-up included)")
-    ticks = os.sysconf("SC_CLK_TCK")
-    for task in sorted(os.listdir("/proc/self/task"), key=int):
-        fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
-        spent = (int(fields[11]) + int(fields[12])) / ticks
-        if spent:
-            name = threads.get(int(task), "main (start-up)" if int(task) == os.getpid()
-                               else "a thread that ended")
+    for task, total in sorted(thread_cpu().items()):
+        spent = total - before.get(task, 0.0)
+        if spent > 0:
+            name = "main (start-up)" if task == os.getpid() else names.get(task, "a thread")
             print(f"  {spent / n * 1e6:6.2f} us  {name}")
     os._exit(0)  # the sidecar's threads are not stopped: nothing more to measure
 
