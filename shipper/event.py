@@ -592,6 +592,7 @@ def entry_maker(type_guard: TypeGuard | None = None,
     the (type, service) pairs). The entries are the same either way."""
     admitted: set[tuple[str, str]] = set()
     labels_of = _LABELS_CACHE.get
+    actor_pairs: dict[str, tuple[str, str]] = {}  # this batch's (the maker lives for one)
 
     def make(event: LogEvent) -> Entry:
         type_ = event.type
@@ -611,8 +612,10 @@ def entry_maker(type_guard: TypeGuard | None = None,
         if event.logger is not None:
             metadata = structured_metadata(actor_id, trace_id, event.logger)
         elif actor_id:
-            metadata = (_pair("actor_id", actor_id), ("trace_id", trace_id)) if trace_id \
-                else (_pair("actor_id", actor_id),)
+            pair = actor_pairs.get(actor_id)
+            if pair is None:
+                pair = actor_pairs[actor_id] = _pair("actor_id", actor_id)
+            metadata = (pair, ("trace_id", trace_id)) if trace_id else (pair,)
         else:
             metadata = (("trace_id", trace_id),) if trace_id else ()
         return _tuple_new(Entry, (labels, ts, entry_line(event.message, event.metadata,

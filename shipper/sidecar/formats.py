@@ -340,9 +340,10 @@ def _assign(obj: Mapping[str, Any]) -> tuple[list[Any], list[str], dict[str, Any
 
 #: key order → (the slot values of a line's values, the metadata names, their values, the key
 #: each slot came from, the position of a structlog ``event`` that must be text to be the
-#: message, else -1); None: no plan for those keys
+#: message, else -1, and the keys that fill slots when the metadata keeps the line's order of
+#: the others, else None); None: no plan for those keys
 _Plan = tuple[Callable[[tuple[Any, ...]], Any], tuple[str, ...],
-              Callable[[tuple[Any, ...]], Any], list[str], int]
+              Callable[[tuple[Any, ...]], Any], list[str], int, "tuple[str, ...] | None"]
 _PLANS: dict[tuple[str, ...], _Plan | None] = {}
 
 #: what the plans may hold, estimated from their keys (:func:`_plan_cost`); the oldest plans
@@ -400,7 +401,12 @@ def _plan(names: tuple[str, ...]) -> _Plan | None:
         slots = [empty if value is None else int(value) for value in vals]
         positions = [int(value) for value in meta.values()]
         text_only = int(vals[_MESSAGE]) if keys[_MESSAGE] == "event" else -1
-        plan = (operator.itemgetter(*slots), tuple(meta), _getter(positions), keys, text_only)
+        # what is left of the line's object once the slots' keys are taken out is its
+        # metadata, unless a key was moved to the metadata after others (a better one came)
+        in_order = positions == sorted(positions)
+        slot_names = tuple(name for i, name in enumerate(names) if i not in set(positions))
+        plan = (operator.itemgetter(*slots), tuple(meta), _getter(positions), keys, text_only,
+                slot_names if in_order else None)
     _keep_plan(names, plan, cost)
     return plan
 
@@ -533,7 +539,7 @@ class LineParser:
                 add(self.from_fields(obj, None, first_ns + i))
                 continue
             values = (*obj.values(), None)  # the last: what an empty slot reads
-            slot_values, meta_names, meta_values, _, text_only = plan
+            slot_values, meta_names, meta_values, _, text_only, slot_names = plan
             vals = slot_values(values)
             message = vals[_MESSAGE]
             exception = vals[_EXCEPTION]
@@ -563,7 +569,13 @@ class LineParser:
                 add(self.from_fields(obj, None, first_ns + i))
                 continue
             level, level_original, actor, actor_original, type_ = norms[:5]
-            meta = dict(zip(meta_names, meta_values(values), strict=True)) if meta_names else {}
+            if slot_names is not None:  # the object is ours: what is left is the metadata
+                meta = obj
+                for name in slot_names:
+                    del meta[name]
+            else:
+                meta = (dict(zip(meta_names, meta_values(values), strict=True)) if meta_names
+                        else {})
             if level_original is not None:
                 meta.setdefault("original_level", level_original)
             if actor_original is not None:
@@ -680,7 +692,7 @@ class LineParser:
                 plan = _plan(names)
             if plan is not None:
                 values = (*obj.values(), None)  # the last: what an empty slot reads
-                slot_values, meta_names, meta_values, keys, text_only = plan
+                slot_values, meta_names, meta_values, keys, text_only, _ = plan
                 if (values.count(None) == 1
                         and (text_only < 0 or values[text_only].__class__ is str)):
                     meta = (dict(zip(meta_names, meta_values(values), strict=True))
