@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,10 @@ import pytest
 import yaml
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from shipper.sidecar.config import SidecarConfigError, load_config
+from shipper.event import LogEvent
+from shipper.sidecar.config import HttpSourceConfig, SidecarConfigError, load_config
 from shipper.sidecar.server import StartupError
+from shipper.sidecar.sources.http import HttpSource
 from shipper.sidecar.sources.otlpgrpc import SERVICE
 from tests.sidecar.test_http import TOKEN, Running
 from tests.sidecar.test_otlp_protobuf import record, request_of, rich_request, too_deep_record
@@ -148,6 +152,61 @@ def test_after_stop_no_call_is_taken(served: tuple[Running, Client]) -> None:
     running.source.stop(0)
     assert client.refused(request_of(record("after"))).code() == grpc.StatusCode.UNAVAILABLE
     assert [e.message for e in running.pipeline.events] == ["before"]
+
+
+class HeldPipeline:
+    """A pipeline that holds the first submit until it is released."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.events: list[LogEvent] = []
+
+    def submit(self, event: LogEvent) -> None:
+        self.entered.set()
+        assert self.release.wait(30)
+        self.events.append(event)
+
+
+def test_stop_lets_a_call_in_progress_finish_and_takes_no_new_one() -> None:
+    pipeline = HeldPipeline()
+    source = HttpSource(HttpSourceConfig(listen="127.0.0.1:0", otlp_grpc_listen="127.0.0.1:0"),
+                        pipeline=pipeline, service="shop", env=None)
+    source.start()
+    channel = grpc.insecure_channel(source.grpc.address)
+    export = channel.unary_unary(METHOD)
+    answers: list[bytes] = []
+    try:
+        call = threading.Thread(target=lambda: answers.append(
+            export(request_of(record("in flight")), timeout=30)))
+        call.start()
+        assert pipeline.entered.wait(30)
+        server = source.grpc._server  # the grpcio server: see that its stop has begun
+        stop_called = threading.Event()
+        real_stop = server.stop
+
+        def stop(grace: float) -> Any:
+            event = real_stop(grace)
+            stop_called.set()
+            return event
+
+        server.stop = stop
+        stopping = threading.Thread(target=source.stop, args=(time.monotonic() + 30,))
+        stopping.start()  # SIGTERM: the runner stops the receivers first
+        assert stop_called.wait(30)
+        pipeline.release.set()  # only now may the call in flight finish
+        call.join(30)
+        stopping.join(30)
+        assert not stopping.is_alive()
+        assert [ExportLogsServiceResponse.FromString(a) for a in answers] == \
+            [ExportLogsServiceResponse()]
+        assert [e.message for e in pipeline.events] == ["in flight"]
+        with pytest.raises(grpc.RpcError) as refused:
+            export(request_of(record("too late")), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        pipeline.release.set()
+        channel.close()
+        source.close()
 
 
 def test_a_port_in_use_fails_start_up() -> None:

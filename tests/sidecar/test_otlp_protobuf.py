@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from google.protobuf.json_format import MessageToDict
 from google.rpc.status_pb2 import Status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -356,3 +358,45 @@ def test_events_from_both_encodings_compare_field_by_field() -> None:
     """LogEvent compares every field (the equality the mapping test relies on)."""
     names = {f.name for f in dataclasses.fields(LogEvent) if f.compare}
     assert {"service", "level", "message", "metadata", "timestamp_ns", "trace_id"} <= names
+
+
+# --------------------------------------------------------------------------- fuzz
+
+_MUTATIONS = st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert", "delete"]),
+                                st.integers(0, 10**6), st.integers(0, 255)), max_size=4)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server() -> Iterator[Running]:
+    running = Running()
+    yield running
+    running.source.close()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=_MUTATIONS)
+def test_fuzz_damaged_protobuf_never_500_and_the_answer_tells_what_shipped(
+        fuzz_server: Running, mutations: list[tuple[str, int, int]]) -> None:
+    body = bytearray(request_of(record("a"), record("b")) + rich_request().SerializeToString())
+    for kind, where, byte in mutations:
+        at = where % (len(body) + 1)
+        if kind == "flip" and at < len(body):
+            body[at] ^= byte or 1
+        elif kind == "cut":
+            del body[at:]
+        elif kind == "insert":
+            body[at:at] = bytes([byte])
+        elif kind == "delete" and at < len(body):
+            del body[at]
+    fuzz_server.pipeline.events.clear()
+    resp = post_protobuf(fuzz_server, bytes(body))
+    shipped = len(fuzz_server.pipeline.events)
+    assert resp.status in (200, 400), resp.data
+    if resp.status == 400:
+        assert shipped == 0 and refusal(resp).code == 3
+        return
+    partial = answer(resp).partial_success
+    if partial.error_message:
+        assert partial.error_message.startswith(f"{shipped} log records accepted, "
+                                                f"{partial.rejected_log_records} refused: ")
