@@ -53,6 +53,7 @@ from shipper.sidecar.sources.otlp import (
     export_response,
     status_protobuf,
 )
+from shipper.sidecar.sources.otlpgrpc import OtlpGrpcServer
 from shipper.sidecar.sources.wire import (
     DecodeError,
     OtlpRecord,
@@ -75,11 +76,11 @@ _OTLP_SEVERITY = ((21, Level.CRITICAL), (17, Level.ERROR), (13, Level.WARNING),
                   (9, Level.INFO), (1, Level.DEBUG))
 #: reasons listed in one answer; the others are counted
 _MAX_REASONS = 20
-#: an answer's Status code for a request that is not valid (google.rpc.Code INVALID_ARGUMENT),
-#: and for the refusals before a body is read (UNAUTHENTICATED, DEADLINE_EXCEEDED,
-#: RESOURCE_EXHAUSTED, UNAVAILABLE)
+#: an answer's Status code for a request that is not valid (google.rpc.Code INVALID_ARGUMENT)
 _INVALID_ARGUMENT = 3
-_RPC_CODES = {401: 16, 408: 4, 413: 8, 429: 8, 503: 14}
+#: the Status code of an OTLP answer by its HTTP status, as OTLP/gRPC would answer: 401
+#: UNAUTHENTICATED, 408 DEADLINE_EXCEEDED, 413 RESOURCE_EXHAUSTED, 429 and 503 UNAVAILABLE
+_RPC_CODES = {401: 16, 408: 4, 413: 8, 429: 14, 503: 14}
 _PROTOBUF = "application/x-protobuf"
 
 Answer = tuple[int, Any, dict[str, str]]
@@ -117,16 +118,15 @@ class HttpSource(Source[HttpSourceConfig]):
         self.server = Server(config.listen, self._handler_class(), f"{name} listen",
                              max_connections=config.max_connections,
                              request_timeout=config.request_timeout)
-        self.grpc: Any = None
-        if config.otlp_grpc_listen:
-            from shipper.sidecar.sources.otlpgrpc import OtlpGrpcServer
-
+        self.grpc: OtlpGrpcServer | None = None
+        if config.otlp_grpc_listen:  # grpcio is imported only then
             try:
                 self.grpc = OtlpGrpcServer(
                     config.otlp_grpc_listen, f"{name} otlp_grpc_listen",
                     export=self.export_otlp, token=self._token, refusal=self._refusal,
                     max_message_bytes=config.max_body_bytes,
-                    max_connections=config.max_connections, count=self._count_grpc)
+                    max_connections=config.max_connections,
+                    idle_timeout=config.request_timeout, count=self._count_grpc)
             except BaseException:
                 self.server.stop()
                 raise

@@ -7,14 +7,16 @@ mapping as ``/v1/logs`` in protobuf (:meth:`HttpSource.export_otlp
 * the token: ``authorization: Bearer <token>`` metadata, else ``UNAUTHENTICATED``;
 * a message over ``max_body_bytes``, compressed or once gzip is undone, is refused by grpcio
   before the method runs (``RESOURCE_EXHAUSTED``);
-* at most ``max_connections`` calls at once; the next is ``RESOURCE_EXHAUSTED``;
+* at most ``max_connections`` calls at once; the next is ``RESOURCE_EXHAUSTED``; a connection
+  idle for ``request_timeout`` is closed;
 * the pipeline's queue over its high-water mark, or the drain under way: ``UNAVAILABLE``, which
   the exporters retry;
 * a request that cannot be read, or whose every record was refused: ``INVALID_ARGUMENT`` naming
   what was wrong; some records refused: ``OK`` with ``partial_success`` (how many, and why).
 
-grpcio is optional (``pip install 'shipper[otlp-grpc]'``): this module is imported only when
-``otlp_grpc_listen`` is set, and the configuration check says what to install.
+grpcio is optional (``pip install 'shipper[otlp-grpc]'``): it is imported only when a server is
+made, that is when ``otlp_grpc_listen`` is set (shipper/sidecar/config.py says what to install
+when it is missing).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class OtlpGrpcServer:
     def __init__(self, listen: str, what: str, *,
                  export: Callable[..., OtlpOutcome], token: bytes | None,
                  refusal: Callable[[], str | None], max_message_bytes: int,
-                 max_connections: int, count: Callable[[str], None]) -> None:
+                 max_connections: int, idle_timeout: float,
+                 count: Callable[[str], None]) -> None:
         import grpc
 
         self._grpc = grpc
@@ -59,6 +62,7 @@ class OtlpGrpcServer:
             ThreadPoolExecutor(max_workers=_MAX_THREADS, thread_name_prefix="shipper-otlp-grpc"),
             handlers=[handler], maximum_concurrent_rpcs=max_connections,
             options=[("grpc.max_receive_message_length", max_message_bytes),
+                     ("grpc.max_connection_idle_ms", max(1, int(idle_timeout * 1000))),
                      ("grpc.so_reuseport", 0)])  # a port in use is an error, as for HTTP
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
@@ -76,7 +80,7 @@ class OtlpGrpcServer:
         """No new calls; those in progress may finish until ``deadline`` (a monotonic
         time)."""
         grace = max(0.0, deadline - time.monotonic())
-        self._server.stop(grace).wait(grace + 1.0)
+        self._server.stop(grace).wait(grace + 0.5)
 
     def _call(self, request: bytes, context: Any) -> bytes:
         codes = self._grpc.StatusCode
