@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from shipper.compat import translate_arguments
 from shipper.config import ShipperConfig
 from shipper.context import LogContext, current_context
 from shipper.delivery.pipeline import Pipeline
@@ -532,6 +533,9 @@ class LokiHandler(logging.Handler):
     numbers work, so it fits ``logging.config.dictConfig``), and unset ones come from the
     environment (``LOKI_URL``, ``SHIPPER_SERVICE``, ...). Without a URL anywhere the handler
     writes to the spool only, to be pushed later with ``shipper spool push``.
+    python-logging-loki's and loki-logger-handler's arguments are understood where they map
+    cleanly (``auth=(user, password)``, ``tags={"application": ...}``) and refused, saying
+    what to write instead, where not (:mod:`shipper.compat`).
     """
 
     def __init__(
@@ -546,6 +550,8 @@ class LokiHandler(logging.Handler):
         **settings: Any,
     ) -> None:
         super().__init__(level)
+        # python-logging-loki's and loki-logger-handler's arguments (docs/migrating.md)
+        settings, service, env = translate_arguments(settings, service, env)
         if config is None:
             config = ShipperConfig.load(url=url, service=service, env=env, **settings)
         elif url or service or env or settings:
