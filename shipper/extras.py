@@ -22,6 +22,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shipper.line import text_of
+
 __all__ = [
     "STANDARD_ATTRS",
     "TAG_FIELDS",
@@ -50,7 +52,7 @@ def extra_fields(attrs: Mapping[Any, Any], known: frozenset[str]) -> dict[Any, A
     """The items of ``attrs`` (a record's ``__dict__``, or an event dict) whose keys are not in
     ``known`` and are not private (a text key starting with ``_``, as structlog's
     ``_logger``); None when there is none. Never raises: a key that cannot be compared is
-    kept."""
+    kept, under its text when it cannot be hashed again."""
     try:
         found = {key: value for key, value in attrs.items()
                  if key not in known and not (key.__class__ is str and key[:1] == "_")}
@@ -63,7 +65,10 @@ def extra_fields(attrs: Mapping[Any, Any], known: frozenset[str]) -> dict[Any, A
                 except Exception:
                     skip = False
                 if not skip:
-                    found[key] = value
+                    try:
+                        found[key] = value
+                    except Exception:  # a key that cannot be hashed again: by its text
+                        found[text_of(key)] = value
         except Exception:  # a mapping that cannot be read at all
             return None
     return found or None
