@@ -38,9 +38,9 @@ def translate_arguments(settings: dict[str, Any], service: Any, env: Any,
     if not any(name in settings for name in _ARGUMENTS):
         return settings, service, env
     out = dict(settings)
-    for name in _ARGUMENTS:
+    for name, take in _ARGUMENTS.items():
         if name in out:
-            service, env = _ARGUMENTS[name](out, out.pop(name), service, env)
+            service, env = take(out, out.pop(name), service, env)
     return out, service, env
 
 
