@@ -28,6 +28,7 @@ __all__ = [
     "STANDARD_ATTRS",
     "TAG_FIELDS",
     "TAG_KEYS",
+    "drop_repeats",
     "extra_fields",
     "spread_tags",
     "structlog_event_dict",
@@ -51,8 +52,10 @@ TAG_FIELDS: frozenset[str] = frozenset({"type", "actor", "actor_id", "trace_id"}
 def extra_fields(attrs: Mapping[Any, Any], known: frozenset[str]) -> dict[Any, Any] | None:
     """The items of ``attrs`` (a record's ``__dict__``, or an event dict) whose keys are not in
     ``known`` and are not private (a text key starting with ``_``, as structlog's
-    ``_logger``); None when there is none. Never raises: a key that cannot be compared is
-    kept, under its text when it cannot be hashed again."""
+    ``_logger``); None when there is none. A ``level`` or ``logger`` that only repeats the
+    record's (structlog's ``add_log_level`` and ``add_logger_name``) is left out. Never
+    raises: a key that cannot be compared is kept, under its text when it cannot be hashed
+    again."""
     try:
         found = {key: value for key, value in attrs.items()
                  if key not in known and not (key.__class__ is str and key[:1] == "_")}
@@ -71,6 +74,8 @@ def extra_fields(attrs: Mapping[Any, Any], known: frozenset[str]) -> dict[Any, A
                         found[text_of(key)] = value
         except Exception:  # a mapping that cannot be read at all
             return None
+    if "level" in found or "logger" in found:
+        drop_repeats(found, attrs.get("levelname"), attrs.get("name"))
     return found or None
 
 
@@ -114,9 +119,15 @@ def _spread(extras: Mapping[Any, Any], base: dict[Any, Any],
     return rest
 
 
-#: what structlog's stdlib processors add to an event dict that the entry already holds:
-#: ``add_log_level`` (the ``level`` label) and ``add_logger_name`` (``logger``)
-_SAME_AS_RECORD = {"level": "levelname", "logger": "name"}
+def drop_repeats(fields: dict[Any, Any], levelname: Any, name: Any) -> None:
+    """Leave out of ``fields`` what structlog's stdlib processors add that the entry holds
+    already: ``level`` (``add_log_level``: the ``level`` label) when it is the record's level
+    name in any case, ``logger`` (``add_logger_name``) when it is the record's logger name."""
+    for key, same in (("level", levelname), ("logger", name)):
+        value = fields.get(key)
+        if (value.__class__ is str and same.__class__ is str
+                and value.upper() == same.upper()):
+            del fields[key]
 
 
 def structlog_event_dict(record: logging.LogRecord, formatter: Any) -> dict[Any, Any] | None:
@@ -143,8 +154,5 @@ def structlog_event_dict(record: logging.LogRecord, formatter: Any) -> dict[Any,
                 result = processed
         except Exception:  # a processor that fails: the event dict as structlog gave it
             pass
-    for key, attr in _SAME_AS_RECORD.items():
-        value = result.get(key)
-        if value.__class__ is str and value.upper() == str(attrs.get(attr, "")).upper():
-            del result[key]
+    drop_repeats(result, attrs.get("levelname"), attrs.get("name"))
     return result

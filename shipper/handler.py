@@ -331,6 +331,12 @@ def _fields(item: _Snapshot, extras: bool = True,
      extra) = rare
     if extra is not None and extras:
         base, tagged = spread_tags(extra)
+        text = base.get("exception")
+        if text.__class__ is str:  # structlog's format_exc_info wrote it: the exception
+            if not exception and not exc_text:
+                exception = base.pop("exception")
+            elif text.strip() == (exception or exc_text or "").strip():
+                del base["exception"]  # the record's own, written twice
         metadata = _merged(base, metadata)
         if tagged:  # the tags' event fields, where the record gives none
             actor = actor if actor is not None else tagged.get("actor")
