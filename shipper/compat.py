@@ -158,9 +158,10 @@ _ARGUMENTS: dict[str, Any] = {
         "enable_structured_loki_metadata", "shipper's structured metadata is always on "
         "(actor_id, trace_id, logger): remove enable_structured_loki_metadata="),
     "loki_metadata": _refused(
-        "loki_metadata", "fields every event carries go in the line's metadata: "
-        "shipper.log_context(metadata={...}) around a request, or extra={...} on a record; "
-        "trace_id and actor_id are structured metadata already"),
+        "loki_metadata", "fields every event carries go in the line's metadata: set them on "
+        "each record with a logging filter (handler.addFilter; docs/migrating.md), or "
+        "shipper.log_context(metadata={...}) around a request; trace_id and actor_id are "
+        "structured metadata already"),
     "loki_metadata_keys": _refused(
         "loki_metadata_keys", "shipper's structured metadata is actor_id, trace_id and "
         "logger (extra={'trace_id': ...}); every other extra field arrives in the line's "
