@@ -111,7 +111,7 @@ def test_loki_logger_handlers_positional_labels_are_read_as_labels(
 def test_compressed_maps_to_the_gzip_encoding() -> None:
     assert translate_arguments({"compressed": True}, None, None)[0] == {"encoding": "json+gzip"}
     assert translate_arguments({"compressed": False}, None, None)[0] == {"encoding": "json"}
-    with pytest.raises(ConfigError, match="compressed: .*encoding="):
+    with pytest.raises(ConfigError, match=r"compressed: .*encoding="):
         translate_arguments({"compressed": True, "encoding": "protobuf"}, None, None)
 
 
