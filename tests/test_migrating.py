@@ -20,12 +20,9 @@ from shipper import LokiHandler
 from shipper.compat import translate_arguments
 from shipper.config import ConfigError, ShipperConfig
 from tests.support.fakeloki import FakeLoki
+from tests.test_handler import fake
 
-
-@pytest.fixture()
-def fake() -> Iterator[FakeLoki]:
-    with FakeLoki() as server:
-        yield server
+__all__ = ["fake"]  # the fixture of tests/test_handler.py, used here too
 
 
 @pytest.fixture()

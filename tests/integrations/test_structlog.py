@@ -15,14 +15,11 @@ import pytest
 
 from shipper import LokiHandler
 from tests.support.fakeloki import FakeLoki
+from tests.test_handler import fake
+
+__all__ = ["fake"]  # the fixture of tests/test_handler.py, used here too
 
 structlog = pytest.importorskip("structlog")
-
-
-@pytest.fixture()
-def fake() -> Iterator[FakeLoki]:
-    with FakeLoki() as server:
-        yield server
 
 
 @pytest.fixture()
