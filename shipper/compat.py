@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shipper.config import ConfigError
+from shipper.line import text_of
 
 __all__ = ["ENV_TAGS", "SERVICE_TAGS", "translate_arguments"]
 
@@ -74,15 +75,21 @@ def _labels(name: str) -> Any:
             raise ConfigError(f"{name}: expected a mapping of label names to values, got "
                               f"{type(value).__name__}; write service='my-app' and env='prod'")
         other = {}
-        for key, label in value.items():
-            if key in SERVICE_TAGS:
+        try:
+            items = [(key if key.__class__ is str else None, key, label)
+                     for key, label in value.items()]
+        except Exception as exc:
+            raise ConfigError(f"{name}: cannot read it as a mapping ({type(exc).__name__})"
+                              ) from None
+        for text, key, label in items:
+            if text in SERVICE_TAGS:
                 service = _one(name, "service", service, label)
-            elif key in ENV_TAGS:
+            elif text in ENV_TAGS:
                 env = _one(name, "env", env, label)
             else:
                 other[key] = label
         if other:
-            keys = sorted(map(str, other))
+            keys = sorted(text_of(key) for key in other)
             fields = "{" + ", ".join(f"{key!r}: ..." for key in keys) + "}"
             raise ConfigError(
                 f"{name}: {_LABELS_ONLY}; {', '.join(map(repr, keys))} cannot be one. Write "
@@ -94,6 +101,8 @@ def _labels(name: str) -> Any:
 
 
 def _one(name: str, setting: str, given: Any, label: Any) -> Any:
+    if not isinstance(label, str):
+        raise ConfigError(f"{name}: the {setting} must be text, got {type(label).__name__}")
     if given not in (None, "") and str(given) != str(label):
         raise ConfigError(f"{name}: it names the {setting} {label!r} and {setting}= says "
                           f"{given!r}: give it once")

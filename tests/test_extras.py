@@ -199,3 +199,17 @@ def test_a_handler_made_from_the_environment_reads_the_setting(
         assert handler.config.extra_fields is False
     finally:
         handler.close()
+
+
+def test_extras_named_like_labels_or_structured_metadata_forge_neither(
+        fake: FakeLoki, make_handler: Any) -> None:
+    handler, log = make_handler(fake.url)
+    forged = {"service_name": "billing", "env": "prod", "level": "CRITICAL",
+              "logger": "audit", "original_time": "2000-01-01T00:00:00Z"}
+    log.info("forged", extra={**forged, "tags": {"service_name": "billing", "level": "CRITICAL"}})
+    assert handler.flush(timeout=10)
+    [(labels, line, meta)] = _events(fake)
+    assert labels == {"service_name": "checkout", "env": "test", "level": "INFO",
+                      "actor": "SYSTEM", "type": "LOG"}
+    assert meta == {"logger": log.name}
+    assert line["metadata"] == forged

@@ -19,6 +19,7 @@ import pytest
 from shipper import LokiHandler
 from shipper.compat import translate_arguments
 from shipper.config import ConfigError, ShipperConfig
+from tests.support import hostile
 from tests.support.fakeloki import FakeLoki
 from tests.test_handler import fake
 
@@ -112,6 +113,13 @@ def test_compressed_maps_to_the_gzip_encoding() -> None:
         translate_arguments({"compressed": True, "encoding": "protobuf"}, None, None)
 
 
+class _Unreadable(dict[str, str]):
+    """A mapping whose items cannot be read."""
+
+    def items(self) -> Any:
+        raise RuntimeError("items refused")
+
+
 @pytest.mark.parametrize(("kwargs", "says"), [
     ({"tags": {"application": "my-app", "region": "eu"}},
      r"tags: shipper's labels are service_name, env, level, actor and type.*'region' cannot "
@@ -119,6 +127,9 @@ def test_compressed_maps_to_the_gzip_encoding() -> None:
     ({"labels": {"team": "x"}}, r"labels: .*'team'"),
     ({"tags": "application=my-app"}, r"tags: expected a mapping"),
     ({"tags": {"application": "a"}, "service": "b"}, r"tags: .*service.*give it once"),
+    ({"tags": {"application": {"name": "a"}}}, r"tags: the service must be text, got dict"),
+    ({"tags": {hostile.BadStr(): "x"}}, r"tags: .*'<BadStr>' cannot be one"),
+    ({"tags": _Unreadable()}, r"tags: cannot read it as a mapping \(RuntimeError\)"),
     ({"label_keys": {"user": "user"}}, r"label_keys: .*remove label_keys="),
     ({"version": "0"}, r"version: .*/loki/api/v1/push.*remove version="),
     ({"auth": "user:pw"}, r"auth: expected a \(user, password\) pair"),
