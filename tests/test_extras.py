@@ -213,3 +213,12 @@ def test_extras_named_like_labels_or_structured_metadata_forge_neither(
                       "actor": "SYSTEM", "type": "LOG"}
     assert meta == {"logger": log.name}
     assert line["metadata"] == forged
+
+
+def test_capture_logs_shows_the_extra_fields_that_would_be_shipped() -> None:
+    from shipper.testing import capture_logs
+
+    with capture_logs() as captured:
+        logging.getLogger("app.capture").warning("order placed", extra={"order_id": 42})
+    [event] = captured.events
+    assert dict(event.metadata) == {"order_id": 42}
