@@ -115,6 +115,9 @@ def _by_parts(pb: SimpleNamespace, body: bytes, max_depth: int,
                  if number == 1 and isinstance(value, bytes)]
     except DecodeError as exc:
         raise DecodeError(f"not an ExportLogsServiceRequest in protobuf: {exc}") from None
+    if not parts:
+        raise DecodeError("not an ExportLogsServiceRequest in protobuf: no resource_logs "
+                          "(field 1) could be read")
     values = _Values(pb, max_depth)
     records: list[OtlpRecord] = []
     errors: list[str] = []

@@ -8,7 +8,10 @@ shipper/sidecar/sources/http.py turns what they return into events.
 The protobuf reader is a small wire-format decoder for Loki's ``logproto.PushRequest`` (the
 message Promtail, Alloy and the Loki clients send): streams of ``{labels, entries}``, each entry
 ``{timestamp{seconds, nanos}, line, structuredMetadata[{name, value}]}``; the labels are text
-(``{a="1", b="2"}``), read by :func:`shipper.delivery.labels.parse_labels`.
+(``{a="1", b="2"}``), read by :func:`shipper.delivery.labels.parse_labels`. Its field walker,
+:func:`proto_fields`, also splits an OTLP request that protobuf cannot parse whole into its
+parts (shipper/sidecar/sources/otlp.py, which decodes OTLP in protobuf into the
+:class:`OtlpRecord` the JSON decoder here gives).
 
 JSON reaches them already parsed by :func:`shipper.sidecar.boundedjson.load_json`: an OTLP value
 nested deeper than the bound is a :class:`~shipper.sidecar.boundedjson.DeepJson` there, and is
@@ -135,7 +138,9 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def proto_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one message: ints for varints, bytes for the others."""
+    """(field number, value) of one protobuf message: ints for varints, bytes for the
+    length-delimited fields; fixed-width fields are skipped. Raises :class:`DecodeError` when
+    the message is cut short or holds a group or a wire type that does not exist."""
     pos, end = 0, len(buf)
     while pos < end:
         key, pos = _varint(buf, pos)
