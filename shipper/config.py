@@ -444,7 +444,7 @@ def _headers(name: str, value: object) -> tuple[tuple[str, str], ...]:
     shipper sets, no name twice. An error names the header, never its value (a key, say)."""
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("{"):
+        if text.startswith(("{", "[")):
             try:
                 value = json.loads(text)
             except ValueError as exc:

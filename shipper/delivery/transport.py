@@ -202,10 +202,31 @@ class Urllib3Transport:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(str(self._cert), self._key)
         except (OSError, ssl.SSLError, ValueError) as exc:
             names = f"{self._cert}" + (f" with the key {self._key}" if self._key else "")
-            raise _error(f"client certificate {names}: cannot load it: "
-                         f"{getattr(exc, 'strerror', None) or exc} (PEM certificate and an "
-                         "unencrypted key expected)") from exc
+            why = getattr(exc, "strerror", None) or str(exc)
+            if "PEM lib" in why:
+                why += " (a PEM certificate, and its key not encrypted, expected)"
+            raise _error(f"client certificate {names}: cannot load it: {why}") from exc
         self._cert_seen = tuple(seen)
+
+    def _tls_hint(self, url: str, message: str) -> str:
+        """What a failure of an HTTPS request most likely means, with the client certificate
+        set or not: a server that asks for one ends the handshake with an alert, or closes
+        the connection before the client reads it."""
+        if not url.startswith("https:"):
+            return ""
+        if "CERTIFICATE_REQUIRED" in message or "certificate required" in message:
+            if self._cert:
+                return f" (the server did not take the client certificate {self._cert})"
+            return (" (the server asks for a client certificate: set client_cert, "
+                    "LOKI_CLIENT_CERT_PATH, and client_key, LOKI_CLIENT_KEY_PATH)")
+        if any(s in message for s in ("EOF occurred", "ALERT", "reset by peer", "aborted")):
+            if self._cert:
+                return (" (the server closed the TLS connection: it may not trust the client "
+                        f"certificate {self._cert})")
+            return (" (the server closed the TLS connection: if it asks for a client "
+                    "certificate, set client_cert, LOKI_CLIENT_CERT_PATH, and client_key, "
+                    "LOKI_CLIENT_KEY_PATH)")
+        return ""
 
     def request(
         self,
@@ -240,10 +261,10 @@ class Urllib3Transport:
             raise _error(f"{method} {url}{via}: timed out after {timeout:g}s",
                          timeout=True) from exc
         except urllib3.exceptions.HTTPError as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise _error(f"{method} {url}{via}: {reason}") from exc
+            reason = str(getattr(exc, "reason", None) or exc)
+            raise _error(f"{method} {url}{via}: {reason}{self._tls_hint(url, reason)}") from exc
         except OSError as exc:
-            raise _error(f"{method} {url}{via}: {exc}") from exc
+            raise _error(f"{method} {url}{via}: {exc}{self._tls_hint(url, str(exc))}") from exc
         return HttpResponse(
             status=resp.status,
             body=resp.data or b"",
