@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import threading
 
 from shipper._version import __version__
@@ -24,8 +23,6 @@ __all__ = ["MAX_TOKEN_BYTES", "RequestHeaders", "TokenFile", "TokenFileError"]
 
 #: a token file larger than this is not a token (a service account token is about 1 KiB)
 MAX_TOKEN_BYTES = 64 * 1024
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class TokenFileError(TransportError):
@@ -68,7 +65,7 @@ class TokenFile:
             raise self._fail("not UTF-8 text: not a token file") from None
         if not token:
             raise self._fail("it is empty")
-        if _CONTROL.search(token):
+        if not token.isprintable():  # a line break would start another header
             raise self._fail("the token holds a line break or another control character")
         return token
 
