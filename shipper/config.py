@@ -297,6 +297,11 @@ class ShipperConfig:
             if value is not None and _CONTROL.search(str(value)):
                 raise ConfigError(f"{name}: must not hold a line break or another control "
                                   "character (it is sent in an HTTP header)")
+        for name in ("tenant", "bearer_token"):
+            value = getattr(self, name)
+            if value is not None and not _header_text(str(value)):
+                raise ConfigError(f"{name}: holds characters an HTTP header cannot carry "
+                                  "(ASCII and Latin-1 only)")
         if self.bearer_token_file and (self.bearer_token or self.username):
             raise ConfigError("bearer_token_file: set either it, bearer_token or "
                               "username/password, not two of them")
@@ -449,6 +454,9 @@ def _headers(name: str, value: object) -> tuple[tuple[str, str], ...]:
                 value = json.loads(text)
             except ValueError as exc:
                 raise ConfigError(f"{name}: not a JSON object: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{name}: not a JSON object of header names and values "
+                                  "(nested too deep)") from None
         else:
             pairs: list[tuple[str, str]] = []
             for item in filter(None, (p.strip() for p in text.split(","))):
@@ -478,6 +486,9 @@ def _headers(name: str, value: object) -> tuple[tuple[str, str], ...]:
         if _CONTROL.search(text):
             raise ConfigError(f"{name}: {key}: the value holds a line break or another "
                               "control character")
+        if not _header_text(text):
+            raise ConfigError(f"{name}: {key}: the value holds characters an HTTP header "
+                              "cannot carry (ASCII and Latin-1 only)")
         if len(text.encode("utf-8")) > _MAX_HEADER_BYTES:
             raise ConfigError(f"{name}: {key}: the value is longer than {_MAX_HEADER_BYTES} "
                               "bytes")
@@ -489,6 +500,15 @@ def _headers(name: str, value: object) -> tuple[tuple[str, str], ...]:
         seen.add(lower)
         out.append((key, text))
     return tuple(out)
+
+
+def _header_text(text: str) -> bool:
+    """Whether HTTP can send ``text`` in a header (as Latin-1, as http.client encodes it)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_proxy_url(url: str) -> None:

@@ -28,7 +28,7 @@ from shipper.config import ConfigError, ShipperConfig
 from shipper.delivery.credentials import MAX_TOKEN_BYTES, TokenFile, TokenFileError
 from shipper.delivery.push import PushClient
 from shipper.delivery.spool.status import spool_status
-from shipper.delivery.transport import proxy_for
+from shipper.delivery.transport import TransportError, Urllib3Transport, proxy_for
 from shipper.loki.client import LokiClient, LokiError
 from shipper.sidecar.config import load_config
 from tests.delivery.test_push_client import _entry
@@ -149,6 +149,8 @@ def test_a_mapping_of_headers_is_kept_through_replace_and_yaml() -> None:
     ({"X-A": "v" * 9000}, "X-A: the value is longer than 8192 bytes"),
     ({f"X-{i}": "1" for i in range(65)}, "65 headers, at most 64"),
     ({"X-A": {"nested": 1}}, "X-A: expected text, got dict"),
+    ({"X-A": "日本"}, "X-A: the value holds characters an HTTP header cannot carry"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deep"),
     ("X-A", "expected Name=value pairs"),
     ("{not json", "not a JSON object"),
     ('["X-A", "1"]', "expected a mapping of header names"),
@@ -166,6 +168,23 @@ def test_an_authorization_header_is_refused_next_to_credentials_and_never_shown(
     assert "other-secret" not in str(info.value)
     alone = ShipperConfig(headers={"Authorization": "Splunk abc"})  # type: ignore[arg-type]
     assert alone.headers == (("Authorization", "Splunk abc"),)
+
+
+def test_a_tenant_or_token_http_cannot_carry_is_refused() -> None:
+    with pytest.raises(ConfigError, match="tenant: holds characters an HTTP header cannot"):
+        ShipperConfig(tenant="équipe-東京")
+    with pytest.raises(ConfigError, match="bearer_token: holds characters"):
+        ShipperConfig(bearer_token="tök€n")
+    assert ShipperConfig(tenant="équipe").tenant == "équipe"  # Latin-1 is sent as it is
+
+
+def test_a_header_http_cannot_send_fails_the_request_without_showing_it(
+        fake: FakeLoki) -> None:
+    with pytest.raises(TransportError) as info:
+        Urllib3Transport().request("GET", fake.url + "/ready", timeout=5,
+                                   headers={"X-Key": "secret-v4lue\r\nX-Injected: 1"})
+    assert "a header holds what HTTP cannot carry" in str(info.value)
+    assert "secret-v4lue" not in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["tenant", "username", "bearer_token"])
@@ -380,6 +399,7 @@ def test_a_command_without_the_client_certificate_exits_with_the_reason(
 
 
 @pytest.mark.parametrize(("cert", "key", "problem"), [
+    (".", None, "/.: not a regular file"),
     ("missing.pem", None, "missing.pem: cannot read it (No such file or directory)"),
     ("client.key", None, "client.key: cannot load it"),
     ("client.pem", "stranger.key", "cannot load it: [X509: KEY_VALUES_MISMATCH]"),
@@ -459,11 +479,18 @@ def test_the_token_file_is_read_only_when_it_changes(tmp_path: Path,
     (b"a" * (MAX_TOKEN_BYTES + 1), "larger than 64 KiB"),
     (b"tok\r\nX-Injected: 1", "the token holds a line break or another control character"),
     (b"\xff\xfe", "not UTF-8 text"),
+    ("tök€n".encode(), "the token holds characters an HTTP header cannot carry"),
+    ("directory", "not a regular file"),
+    ("fifo", "not a regular file"),
 ])
 def test_a_token_file_that_cannot_be_used_is_an_error_naming_it(
-        tmp_path: Path, content: bytes | None, problem: str) -> None:
+        tmp_path: Path, content: bytes | str | None, problem: str) -> None:
     path = tmp_path / "token"
-    if content is not None:
+    if content == "directory":
+        path.mkdir()
+    elif content == "fifo":
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    elif isinstance(content, bytes):
         path.write_bytes(content)
     with pytest.raises(TokenFileError) as info:
         TokenFile(str(path)).token()

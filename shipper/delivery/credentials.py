@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 import threading
 
 from shipper._version import __version__
@@ -44,6 +45,8 @@ class TokenFile:
             st = os.stat(self.path)
         except OSError as exc:
             raise self._fail(f"cannot read it ({exc.strerror})") from exc
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read, a device never end
+            raise self._fail("not a regular file")
         seen = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev)
         with self._lock:
             if seen != self._seen:
@@ -67,6 +70,10 @@ class TokenFile:
             raise self._fail("it is empty")
         if not token.isprintable():  # a line break would start another header
             raise self._fail("the token holds a line break or another control character")
+        try:
+            token.encode("latin-1")
+        except UnicodeEncodeError:
+            raise self._fail("the token holds characters an HTTP header cannot carry") from None
         return token
 
     def _fail(self, why: str) -> TokenFileError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+import stat
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -195,6 +196,8 @@ class Urllib3Transport:
                 st = os.stat(str(path))
             except OSError as exc:
                 raise _error(f"{what} {path}: cannot read it ({exc.strerror})") from exc
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the load
+                raise _error(f"{what} {path}: not a regular file")
             seen.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_dev))
         if tuple(seen) == self._cert_seen:
             return
@@ -265,6 +268,9 @@ class Urllib3Transport:
             raise _error(f"{method} {url}{via}: {reason}{self._tls_hint(url, reason)}") from exc
         except OSError as exc:
             raise _error(f"{method} {url}{via}: {exc}{self._tls_hint(url, str(exc))}") from exc
+        except ValueError as exc:  # http.client: a header it cannot send; never show its value
+            raise _error(f"{method} {url}{via}: the request cannot be sent: a header holds "
+                         "what HTTP cannot carry") from exc
         return HttpResponse(
             status=resp.status,
             body=resp.data or b"",
