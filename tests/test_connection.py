@@ -399,7 +399,7 @@ def test_a_command_without_the_client_certificate_exits_with_the_reason(
 
 
 @pytest.mark.parametrize(("cert", "key", "problem"), [
-    (".", None, "/.: not a regular file"),
+    (".", None, ": not a regular file"),
     ("missing.pem", None, "missing.pem: cannot read it (No such file or directory)"),
     ("client.key", None, "client.key: cannot load it"),
     ("client.pem", "stranger.key", "cannot load it: [X509: KEY_VALUES_MISMATCH]"),
