@@ -222,7 +222,8 @@ class Urllib3Transport:
                 return f" (the server did not take the client certificate {self._cert})"
             return (" (the server asks for a client certificate: set client_cert, "
                     "LOKI_CLIENT_CERT_PATH, and client_key, LOKI_CLIENT_KEY_PATH)")
-        if any(s in message for s in ("EOF occurred", "ALERT", "reset by peer", "aborted")):
+        if any(s in message for s in ("EOF occurred", "ALERT", "reset by peer", "aborted",
+                                      "Broken pipe")):
             if self._cert:
                 return (" (the server closed the TLS connection: it may not trust the client "
                         f"certificate {self._cert})")
