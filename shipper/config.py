@@ -156,6 +156,7 @@ class ShipperConfig:
                 "`Name=value,Name2=value` or a JSON object. Not the headers shipper sets "
                 "(`Content-Type`, `Content-Encoding`, `X-Scope-OrgID`: use `tenant`, ...), "
                 "nor `Authorization` when credentials are set",
+        "type_doc": "mapping of header name to text",
         "default_doc": "none"})
     timeout: float = field(default=10.0, metadata={
         "env": "LOKI_TIMEOUT",
@@ -302,17 +303,17 @@ class ShipperConfig:
             if value is not None and not _header_text(str(value)):
                 raise ConfigError(f"{name}: holds characters an HTTP header cannot carry "
                                   "(ASCII and Latin-1 only)")
+        for name in ("bearer_token_file", "client_cert", "client_key", "ca_bundle",
+                     "proxy_url"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, str(value).strip() or None)
         if self.bearer_token_file and (self.bearer_token or self.username):
             raise ConfigError("bearer_token_file: set either it, bearer_token or "
                               "username/password, not two of them")
         if self.client_key and not self.client_cert:
             raise ConfigError("client_key: LOKI_CLIENT_KEY_PATH is set but "
                               "LOKI_CLIENT_CERT_PATH (client_cert) is not")
-        for name in ("bearer_token_file", "client_cert", "client_key", "ca_bundle",
-                     "proxy_url"):
-            value = getattr(self, name)
-            if value is not None:
-                set_(self, name, str(value).strip() or None)
         if self.proxy_url is not None:
             _check_proxy_url(self.proxy_url)
         headers = _headers("headers", self.headers)
