@@ -9,6 +9,7 @@ the fake Loki.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -69,19 +70,28 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
-def _ship(tmp_path: Path, message: str, **settings: Any) -> LokiHandler:
-    """One event through a handler made from the environment and ``settings``; closed."""
+@contextlib.contextmanager
+def _logging_to(tmp_path: Path, name: str, **settings: Any) -> Iterator[
+        tuple[logging.Logger, LokiHandler]]:
+    """A logger whose records go to a handler made from the environment and ``settings``
+    (closed at the end)."""
     handler = LokiHandler(service="conn-test", batch_max_wait=0.05, backoff_min=0.05,
                           spool_dir=str(tmp_path / "spool"), **settings)
-    log = logging.getLogger(f"conn.{message}")
+    log = logging.getLogger(f"conn.{name}")
     log.addHandler(handler)
     log.propagate = False
     try:
-        log.warning(message)
-        handler.flush(timeout=5)
+        yield log, handler
     finally:
         log.removeHandler(handler)
         handler.close()
+
+
+def _ship(tmp_path: Path, message: str, **settings: Any) -> LokiHandler:
+    """One event through a handler made from the environment and ``settings``; closed."""
+    with _logging_to(tmp_path, message, **settings) as (log, handler):
+        log.warning(message)
+        handler.flush(timeout=5)
     return handler
 
 
@@ -434,20 +444,12 @@ def test_a_rotated_token_file_is_sent_from_the_next_push_on(
     token = tmp_path / "token"
     token.write_text("first-token\n")
     monkeypatch.setenv("LOKI_BEARER_TOKEN_FILE", str(token))
-    handler = LokiHandler(url=fake.url, service="conn-test", batch_max_wait=0.05,
-                          spool_dir=str(tmp_path / "spool"))
-    log = logging.getLogger("conn.rotate")
-    log.addHandler(handler)
-    log.propagate = False
-    try:
+    with _logging_to(tmp_path, "rotate", url=fake.url) as (log, handler):
         log.warning("before rotation")
         handler.flush(timeout=5)
         _rotate(token, "second-token")
         log.warning("after rotation")
         handler.flush(timeout=5)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
     assert [r.headers["authorization"] for r in fake.requests] == [
         "Bearer first-token", "Bearer second-token"]
     assert _messages(fake) == ["before rotation", "after rotation"]
