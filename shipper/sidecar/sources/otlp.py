@@ -26,7 +26,14 @@ from functools import cache
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
-from shipper.sidecar.sources.wire import DecodeError, OtlpRecord, not_read, proto_fields
+from shipper.sidecar.sources.wire import (
+    DecodeError,
+    OtlpRecord,
+    TooManyEntries,
+    count_at_most,
+    not_read,
+    proto_fields,
+)
 
 __all__ = ["OtlpOutcome", "decode_otlp_protobuf", "export_response", "status_protobuf"]
 
@@ -82,20 +89,26 @@ def _protos() -> SimpleNamespace:
             "google.rpc.Status")))
 
 
-def decode_otlp_protobuf(body: bytes, max_depth: int,
+def decode_otlp_protobuf(body: bytes, max_depth: int, max_entries: int,
                          ) -> tuple[list[OtlpRecord], list[str], int]:
     """An ``ExportLogsServiceRequest`` in protobuf → its records, one error per record, scope
     or resource that cannot be read (naming it), and how many log records those errors cost;
     raises :class:`~shipper.sidecar.sources.wire.DecodeError` when the request itself cannot
-    be read."""
+    be read, and :class:`~shipper.sidecar.sources.wire.TooManyEntries` when it holds more than
+    ``max_entries`` log records (or resources, or scopes), counted before any is read."""
     pb = _protos()
     try:
         request = pb.Request.FromString(body)
     except pb.Error:
-        return _by_parts(pb, body, max_depth)
+        return _by_parts(pb, body, max_depth, max_entries)
     if body and not request.resource_logs:
         raise DecodeError("no resource_logs (field 1): only fields an ExportLogsServiceRequest "
                           "does not have (is it OTLP logs in protobuf?)")
+    count_at_most("resourceLogs", len(request.resource_logs), max_entries)
+    count_at_most("scopeLogs", sum(len(rl.scope_logs) for rl in request.resource_logs),
+                  max_entries)
+    count_at_most("log records", sum(len(sl.log_records) for rl in request.resource_logs
+                                     for sl in rl.scope_logs), max_entries)
     values = _Values(pb, max_depth)
     records: list[OtlpRecord] = []
     for resource_logs in request.resource_logs:
@@ -107,9 +120,11 @@ def decode_otlp_protobuf(body: bytes, max_depth: int,
     return records, [], 0
 
 
-def _by_parts(pb: SimpleNamespace, body: bytes, max_depth: int,
+def _by_parts(pb: SimpleNamespace, body: bytes, max_depth: int, max_entries: int,
               ) -> tuple[list[OtlpRecord], list[str], int]:
-    """A request that does not parse whole, read part by part (see the module's notes)."""
+    """A request that does not parse whole, read part by part (see the module's notes); its
+    parts are all walked and counted first, so that a request over ``max_entries`` is refused
+    before any part is read."""
     try:
         parts = [value for number, value in proto_fields(body)
                  if number == 1 and isinstance(value, bytes)]
@@ -118,25 +133,35 @@ def _by_parts(pb: SimpleNamespace, body: bytes, max_depth: int,
     if not parts:
         raise DecodeError("not an ExportLogsServiceRequest in protobuf: no resource_logs "
                           "(field 1) could be read")
+    count_at_most("resourceLogs", len(parts), max_entries)
+    budget = _Budget(max_entries)
+    walked: list[tuple[list[tuple[int, int | bytes]] | DecodeError,
+                       list[tuple[bytes, list[bytes] | DecodeError]]]] = []
+    for raw in parts:
+        try:
+            fields = list(proto_fields(raw))
+        except DecodeError as exc:
+            walked.append((exc, []))
+            continue
+        scopes: list[tuple[bytes, list[bytes] | DecodeError]] = []
+        for raw_scope in (v for n, v in fields if n == 2 and isinstance(v, bytes)):
+            budget.take("scopeLogs")
+            try:
+                scopes.append((raw_scope, _record_fields(raw_scope, budget)))
+            except DecodeError as exc:
+                scopes.append((raw_scope, exc))
+        walked.append((fields, scopes))
     values = _Values(pb, max_depth)
     records: list[OtlpRecord] = []
     errors: list[str] = []
     refused = 0
-    for i, raw in enumerate(parts):
+    for i, (fields_or_error, scopes) in enumerate(walked):
         where = f"resourceLogs[{i}]"
-        try:
-            fields = list(proto_fields(raw))
-        except DecodeError as exc:
-            errors.append(f"{where}: {exc} (its log records not read)")
+        if isinstance(fields_or_error, DecodeError):
+            errors.append(f"{where}: {fields_or_error} (its log records not read)")
             continue
-        scopes: list[tuple[bytes, list[bytes] | DecodeError]] = []
-        for raw_scope in (v for n, v in fields if n == 2 and isinstance(v, bytes)):
-            try:
-                scopes.append((raw_scope, _record_fields(raw_scope)))
-            except DecodeError as exc:
-                scopes.append((raw_scope, exc))
         try:
-            resource_message = pb.Resource.FromString(_joined(fields, 1))
+            resource_message = pb.Resource.FromString(_joined(fields_or_error, 1))
         except pb.Error as exc:
             lost = sum(len(found) for _, found in scopes if isinstance(found, list))
             errors.append(f"{where}.resource: {_why(exc, 'a Resource')} ({not_read(lost)})")
@@ -167,9 +192,30 @@ def _by_parts(pb: SimpleNamespace, body: bytes, max_depth: int,
     return records, errors, refused
 
 
-def _record_fields(scope_logs: bytes) -> list[bytes]:
-    """The log records (field 2) of a ``ScopeLogs``, each its bytes."""
-    return [v for n, v in proto_fields(scope_logs) if n == 2 and isinstance(v, bytes)]
+class _Budget:
+    """What a walk may still count of scopes and log records before the request is over
+    ``max_entries_per_request`` (the walk stops there: it never walks more than the limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts = {"scopeLogs": 0, "log records": 0}
+
+    def take(self, what: str) -> None:
+        """One more scope or log record."""
+        self.counts[what] += 1
+        if self.counts[what] > self.limit:
+            raise TooManyEntries(what, self.counts[what], self.limit, at_least=True)
+
+
+def _record_fields(scope_logs: bytes, budget: _Budget) -> list[bytes]:
+    """The log records (field 2) of a ``ScopeLogs``, each its bytes, counted into
+    ``budget``."""
+    found = []
+    for n, v in proto_fields(scope_logs):
+        if n == 2 and isinstance(v, bytes):
+            budget.take("log records")
+            found.append(v)
+    return found
 
 
 def _joined(fields: Any, number: int) -> bytes:
