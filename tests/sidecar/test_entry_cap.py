@@ -316,3 +316,31 @@ def test_the_setting_is_read_from_yaml_and_must_be_a_positive_number(tmp_path: A
                     "  - {type: http, max_entries_per_request: -1}\n")
     with pytest.raises(Exception, match="max_entries_per_request"):
         load_config(path)
+
+
+# --------------------------------------------------------------------------- empty entries
+
+
+def test_identical_empty_records_are_each_shipped_and_differing_ones_keep_their_own_fields(
+        capped: Capped) -> None:
+    empty = LogRecord().SerializeToString()
+    timed = [LogRecord(time_unix_nano=int(TS) + i, severity_number=17).SerializeToString()
+             for i in range(2)]
+    status, _, body = capped.raw("/v1/logs", request_of(empty, empty, empty, *timed), PROTOBUF)
+    assert status == 200, body
+    first, second, third, late, later = capped.pipeline.events
+    assert first == second == third and first.message == ""
+    assert (late.timestamp_ns, later.timestamp_ns) == (int(TS), int(TS) + 1)
+    assert late.level.name == later.level.name == "ERROR"
+
+
+def test_identical_empty_loki_entries_are_each_shipped_in_their_own_stream(
+        capped: Capped) -> None:
+    body = json.dumps({"streams": [
+        {"stream": {"app": "a"}, "values": [[TS, ""], [TS, ""], [TS, "x"]]},
+        {"stream": {"app": "b"}, "values": [[TS, ""], [TS, "", {"k": "v"}]]}]}).encode()
+    status, _, answer = capped.raw("/loki/api/v1/push", body, JSON)
+    assert status == 204, answer
+    a1, a2, ax, b1, b2 = capped.pipeline.events
+    assert a1 == a2 and a1.service == "a" and ax.message == "x"
+    assert b1.service == "b" and b1.metadata == {} and b2.metadata == {"k": "v"}

@@ -330,8 +330,16 @@ class HttpSource(Source[HttpSourceConfig]):
         except DecodeError as exc:
             return 400, f"loghttp.PushRequest: {exc}\n", {}
         events = []
+        empties: dict[tuple[int, int], LogEvent] = {}
         for entry in entries:
             try:
+                if not entry.line and not entry.metadata:  # identical empty entries: once
+                    key = (id(entry.labels), entry.timestamp_ns)
+                    event = empties.get(key)
+                    if event is None:
+                        event = empties[key] = self._push_event(entry)
+                    events.append(event)
+                    continue
                 events.append(self._push_event(entry))
             except ValueError as exc:
                 errors.append(str(exc))
@@ -422,8 +430,20 @@ class HttpSource(Source[HttpSourceConfig]):
         events: list[LogEvent] = []
         now = time.time_ns()
         resources: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+        empties: dict[tuple[Any, ...], LogEvent] = {}
         for record in records:
             try:
+                if record.body is None and not record.attributes and not record.event_name:
+                    # an empty record's event depends on these alone: identical ones (a body
+                    # of millions of empty records) are mapped once
+                    key = (id(record.resource), record.scope, record.time_ns,
+                           record.severity_number, record.severity_text, record.trace_id,
+                           record.span_id)
+                    event = empties.get(key)
+                    if event is None:
+                        event = empties[key] = self._otlp_event(record, now, resources)
+                    events.append(event)
+                    continue
                 events.append(self._otlp_event(record, now, resources))
             except Exception as exc:  # one record's surprise costs only that record
                 errors.append(f"a log record cannot be read: {type(exc).__name__}: {exc}")
