@@ -343,7 +343,7 @@ def test_a_million_tiny_records_are_refused_whole_naming_the_count_and_the_limit
     assert resp.status == 413, resp.data
     status = refusal(resp)
     assert status.code == 8  # RESOURCE_EXHAUSTED
-    assert status.message.startswith("1000000 log records in one request, over "
+    assert status.message.startswith("more than 100000 log records in one request, over "
                                      "max_entries_per_request (100000)")
     assert server.pipeline.events == []
 
