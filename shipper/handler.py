@@ -12,9 +12,15 @@ Event fields are read from the record's ``extra``:
 ``actor``          USER, CREATOR, ADMIN, SYSTEM, GUEST (aliases and case normalised)
 ``actor_id``       also ``actorId``, ``user_id`` — structured metadata, never a label
 ``trace_id``       also ``request_id`` — structured metadata
+``span_id``        structured metadata, with the trace id it belongs to
 ``metadata``       any JSON-able mapping; other values are kept under ``metadata.value``
 ``event_time``     the event's own time (datetime or epoch seconds) instead of ``record.created``
 =================  ===================================================================
+
+A record without a trace id of its own takes the one opentelemetry-instrumentation-logging put
+on it (``otelTraceID``, ``otelSpanID``), else the OpenTelemetry span active on the emitting
+thread (read there, without importing OpenTelemetry: :mod:`shipper.tracecontext`), else the
+request context's; its span id comes with it.
 
 Every record gives one entry, whatever it holds: a message or argument whose ``str`` or
 ``repr`` raises, an unreadable exception, metadata JSON cannot write, an ``event_time`` Loki
@@ -60,6 +66,7 @@ from shipper.event import (
     to_entry,
 )
 from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
+from shipper.tracecontext import SPAN_ID_DIGITS, TRACE_ID_DIGITS, active_span, hex_id, span_ids
 from shipper.typelabel import keep_original_type
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
@@ -124,13 +131,14 @@ def _timestamp(created: Any, event_time: Any) -> tuple[int, str | None]:
 
 #: extra attributes the worker reads when a record has them (``extra={...}``)
 _RARE_KEYS = ("original_level", "actorId", "user_id", "request_id", "traceId", "requestId",
-              "event_time")
+              "span_id", "otelTraceID", "otelSpanID", "event_time")
 _NO_RARE: tuple[None, ...] = (None,) * len(_RARE_KEYS)
 #: attributes every record of this Python has (records from another factory may have more)
 _STANDARD_ATTRS = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 #: a queued record: (message, context, exception text, levelno, name, created, exc_text,
-#: stack_info, metadata, actor, actor_id, trace_id, type, the _RARE_KEYS values)
+#: stack_info, metadata, actor, actor_id, trace_id, type, the _RARE_KEYS values, the active
+#: OpenTelemetry span's context or None)
 _Snapshot = tuple[Any, ...]
 #: bytes a queued snapshot takes besides its message and metadata: the tuple, the float, an
 #: actor id, the queue's slot (measured in tests/test_handler.py)
@@ -171,9 +179,12 @@ def _snapshot(record: logging.LogRecord, context: LogContext | None,
     rare = _NO_RARE if not extras or extras == (
         (metadata is not None) + (actor is not None) + (actor_id is not None)
         + (trace_id is not None) + (type_ is not None)) else tuple(map(get, _RARE_KEYS))
+    # the span is only seen here, on the emitting thread; a record's own trace id wins
+    span = active_span() if trace_id is None or (trace_id.__class__ is str and not trace_id) \
+        else None
     return (message, context, exception, record.levelno, record.name, record.created,
             record.exc_text, record.stack_info, metadata, actor, actor_id, trace_id, type_,
-            rare)
+            rare, span)
 
 
 def _shown(value: object) -> str:
@@ -226,7 +237,7 @@ def event_from_record(
 
 
 def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None) -> LogEvent:
-    (message, metadata, exception, actor, actor_id, trace_id, timestamp_ns,
+    (message, metadata, exception, actor, actor_id, trace_id, span_id, timestamp_ns,
      original_time) = _fields(item)
     return LogEvent.create(
         service=service,
@@ -238,6 +249,7 @@ def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None) -> L
         type=item[12],
         actor_id=actor_id,
         trace_id=trace_id,
+        span_id=span_id,
         logger=item[4],
         metadata=metadata,
         exception=exception,
@@ -260,14 +272,24 @@ def _merged(base: Mapping[str, Any], metadata: Any) -> dict[str, Any]:
     return merged
 
 
-def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int, str | None]:
+def _trace_ids(otel_trace: Any, otel_span: Any, span: Any) -> tuple[str, str | None] | None:
+    """The trace id and span id of a record without a trace id of its own: those
+    opentelemetry-instrumentation-logging put on it, else the active span's (hex)."""
+    trace_id = hex_id(otel_trace, TRACE_ID_DIGITS)
+    if trace_id is not None:
+        return trace_id, hex_id(otel_span, SPAN_ID_DIGITS)
+    return span_ids(span) if span is not None else None
+
+
+def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, Any, int, str | None]:
     """What a snapshot says, before normalisation: message, metadata, exception text, actor,
-    actor id, trace id, the timestamp in ns and the original time when Loki could not take
-    it (the one reading both :func:`event_from_record` and the handler's direct conversion
-    share)."""
+    actor id, trace id, span id, the timestamp in ns and the original time when Loki could
+    not take it (the one reading both :func:`event_from_record` and the handler's direct
+    conversion share)."""
     (message, context, exception, _, _, created, exc_text, stack_info, metadata, actor,
-     actor_id, trace_id, _, rare) = item
-    original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, event_time = rare
+     actor_id, trace_id, _, rare, span) = item
+    (original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, span_id,
+     otel_trace, otel_span, event_time) = rare
     if context is not None and context.metadata:
         metadata = _merged(context.metadata, metadata)
     if original_level is not None:
@@ -282,12 +304,20 @@ def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int, 
                     actor_id3 if actor_id3 is not None and actor_id3 != "" else None)
     if not trace_id:
         trace_id = _first((trace_id2, trace_id3, trace_id4))
+    if span_id is not None and span_id == "":
+        span_id = None
+    if trace_id is None and (span is not None or otel_trace is not None):
+        ids = _trace_ids(otel_trace, otel_span, span)
+        if ids is not None:
+            trace_id = ids[0]
+            span_id = ids[1] if span_id is None else span_id
     if context is not None:
         actor = actor if actor is not None else context.actor
         actor_id = actor_id if actor_id is not None else context.actor_id
         trace_id = trace_id if trace_id is not None else context.trace_id
     timestamp_ns, original_time = _timestamp(created, event_time)
-    return message, metadata, exception, actor, actor_id, trace_id, timestamp_ns, original_time
+    return (message, metadata, exception, actor, actor_id, trace_id, span_id, timestamp_ns,
+            original_time)
 
 
 #: the values the worker reads as they are; anything else in a field read as text is made
@@ -304,7 +334,7 @@ def _plain_snapshot(item: _Snapshot) -> _Snapshot:
     or id whose hash, ``==`` or ``str`` raises cannot fail the careful conversion. The
     metadata and the times are left as they are: the event contract takes anything there."""
     (message, context, exception, levelno, name, created, exc_text, stack_info, metadata, actor,
-     actor_id, trace_id, type_, rare) = item
+     actor_id, trace_id, type_, rare, span) = item
     if context is not None:
         context = dataclasses.replace(context, trace_id=_plain(context.trace_id),
                                       actor=_plain(context.actor),
@@ -312,7 +342,7 @@ def _plain_snapshot(item: _Snapshot) -> _Snapshot:
     *names, event_time = rare
     return (_plain(message), context, _plain(exception), _plain(levelno), _plain(name), created,
             _plain(exc_text), _plain(stack_info), metadata, _plain(actor), _plain(actor_id),
-            _plain(trace_id), _plain(type_), (*map(_plain, names), event_time))
+            _plain(trace_id), _plain(type_), (*map(_plain, names), event_time), span)
 
 
 _LabelKey = tuple[int, Any, Any]
@@ -386,19 +416,19 @@ class _RecordConverter:
         for index, item in enumerate(items):
             try:
                 (message, context, exception, levelno, name, created, exc_text, stack_info,
-                 metadata, actor, actor_id, trace_id, type_, rare) = item
-                if (context is None and rare is _NO_RARE and not exc_text and not stack_info
-                        and -_MAX_CREATED < created < _MAX_CREATED):
+                 metadata, actor, actor_id, trace_id, type_, rare, span) = item
+                if (context is None and rare is _NO_RARE and span is None and not exc_text
+                        and not stack_info and -_MAX_CREATED < created < _MAX_CREATED):
                     # the usual record: _fields without the call
                     timestamp_ns = round(created * 1e6) * 1000
-                    original_time = None
+                    original_time = span_id = None
                     if not actor_id:
                         actor_id = None
                     if not trace_id:
                         trace_id = None
                 else:
-                    (message, metadata, exception, actor, actor_id, trace_id, timestamp_ns,
-                     original_time) = fields(item)
+                    (message, metadata, exception, actor, actor_id, trace_id, span_id,
+                     timestamp_ns, original_time) = fields(item)
                 try:
                     found = labels_get((levelno, actor, type_))
                 except TypeError:  # unhashable actor or type
@@ -428,6 +458,7 @@ class _RecordConverter:
                         else metadata_value(trace_id),
                         name,
                         original_time,
+                        None if span_id is None else metadata_value(span_id),
                     ),
                 ))
             except Exception:
