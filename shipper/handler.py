@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -66,7 +67,14 @@ from shipper.event import (
     to_entry,
 )
 from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
-from shipper.tracecontext import SPAN_ID_DIGITS, TRACE_ID_DIGITS, active_span, hex_id, span_ids
+from shipper.tracecontext import (
+    OTEL_TRACE_MODULE,
+    SPAN_ID_DIGITS,
+    TRACE_ID_DIGITS,
+    active_span,
+    hex_id,
+    span_ids,
+)
 from shipper.typelabel import keep_original_type
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
@@ -75,6 +83,7 @@ __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
 INTERNAL_LOGGERS: tuple[str, ...] = ("urllib3", "requests", "shipper.internal")
 
 _get_ident = threading.get_ident
+_modules = sys.modules
 _LogRecord = logging.LogRecord
 
 
@@ -179,9 +188,10 @@ def _snapshot(record: logging.LogRecord, context: LogContext | None,
     rare = _NO_RARE if not extras or extras == (
         (metadata is not None) + (actor is not None) + (actor_id is not None)
         + (trace_id is not None) + (type_ is not None)) else tuple(map(get, _RARE_KEYS))
-    # the span is only seen here, on the emitting thread; a record's own trace id wins
-    span = active_span() if trace_id is None or (trace_id.__class__ is str and not trace_id) \
-        else None
+    # the span is only seen here, on the emitting thread; a record's own trace id wins.
+    # Without OpenTelemetry loaded this costs one look-up.
+    span = active_span() if OTEL_TRACE_MODULE in _modules and (
+        trace_id is None or (trace_id.__class__ is str and not trace_id)) else None
     return (message, context, exception, record.levelno, record.name, record.created,
             record.exc_text, record.stack_info, metadata, actor, actor_id, trace_id, type_,
             rare, span)

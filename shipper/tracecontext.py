@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "OTEL_TRACE_MODULE",
     "SPAN_ID_DIGITS",
     "TRACE_ID_DIGITS",
     "active_span",
@@ -36,40 +37,50 @@ SPAN_ID_DIGITS = 16
 _TRACE_ID_MAX = (1 << 128) - 1
 _SPAN_ID_MAX = (1 << 64) - 1
 
-_OTEL_TRACE = "opentelemetry.trace"
+#: the module an app that traces has loaded: while it is not in ``sys.modules`` no span can be
+#: active (a caller on a hot path may test that before calling :func:`active_span`)
+OTEL_TRACE_MODULE = "opentelemetry.trace"
+_OTEL_CONTEXT = "opentelemetry.context"
 _modules = sys.modules
-#: ``opentelemetry.trace.get_current_span`` once the app has loaded it
-_get_current_span: Callable[[], Any] | None = None
+#: ``opentelemetry.context.get_current`` and ``opentelemetry.trace.get_current_span``, once the
+#: app has loaded them
+_readers: tuple[Callable[[], Any], Callable[[Any], Any]] | None = None
 
 
 def active_span() -> Any:
     """The context of the span active on this thread or task (an OpenTelemetry
     ``SpanContext``: read its ids with :func:`span_ids`), or None: OpenTelemetry not loaded,
     no span active, or the active span's context not valid. Called on the app's thread for
-    every record: the ids are made text later, on the worker."""
-    get = _get_current_span
-    if get is None:
-        get = _loaded()
-        if get is None:
+    every record: an empty OpenTelemetry context (nothing attached: no span) is told by one
+    call, and the ids are made text later, on the worker."""
+    readers = _readers
+    if readers is None:
+        readers = _loaded()
+        if readers is None:
             return None
     try:
-        context = get().get_span_context()
-        return context if context.is_valid is True else None
+        context = readers[0]()
+        if not context:
+            return None
+        span_context = readers[1](context).get_span_context()
+        return span_context if span_context.is_valid is True else None
     except Exception:  # a span object of another make that does not answer as the API's do
         return None
 
 
-def _loaded() -> Callable[[], Any] | None:
-    """``get_current_span`` when the app has imported ``opentelemetry.trace`` (remembered)."""
-    global _get_current_span
-    module = _modules.get(_OTEL_TRACE)
-    if module is None:
+def _loaded() -> tuple[Callable[[], Any], Callable[[Any], Any]] | None:
+    """OpenTelemetry's two readers when the app has imported ``opentelemetry.trace``
+    (remembered); None before (or while the module is still loading)."""
+    global _readers
+    trace, context = _modules.get(OTEL_TRACE_MODULE), _modules.get(_OTEL_CONTEXT)
+    if trace is None or context is None:
         return None
-    get: Callable[[], Any] | None = getattr(module, "get_current_span", None)  # None while
-    if callable(get):  # the module is still loading
-        _get_current_span = get
-        return get
-    return None
+    get_current = getattr(context, "get_current", None)
+    get_current_span = getattr(trace, "get_current_span", None)
+    if not callable(get_current) or not callable(get_current_span):
+        return None
+    _readers = (get_current, get_current_span)
+    return _readers
 
 
 def span_ids(context: Any) -> tuple[str, str] | None:
