@@ -4,6 +4,7 @@ opentelemetry-instrumentation-logging, and what a record or the request context 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -96,6 +97,37 @@ def test_the_span_is_the_emitting_threads_not_the_workers(
             assert "trace_id" not in meta
         else:
             assert (meta["trace_id"], meta["span_id"]) == seen[message]
+
+
+def test_each_asyncio_task_carries_its_own_span(shipped: tuple[logging.Logger, Any]) -> None:
+    log, stored = shipped
+    seen: dict[str, tuple[str, str]] = {}
+
+    async def handle(name: str) -> None:
+        with TRACER.start_as_current_span(name) as span:
+            seen[name] = _hex(span)
+            for step in range(3):
+                log.info(name, extra={"metadata": {"step": step}})
+                await asyncio.sleep(0)  # the other tasks log in between
+
+    async def main() -> None:
+        await asyncio.gather(*(handle(f"task-{i}") for i in range(3)))
+
+    asyncio.run(main())
+    entries = stored()
+    assert len(entries) == 9
+    for meta, message in entries:
+        assert (meta["trace_id"], meta["span_id"]) == seen[message]
+
+
+def test_a_records_own_span_id_is_bounded_and_flat_like_any_metadata(
+    shipped: tuple[logging.Logger, Any],
+) -> None:
+    log, stored = shipped
+    log.info("huge", extra={"trace_id": "t-1", "span_id": "line\nbreak " * 50_000})
+    ((meta, message),) = stored()
+    assert message == "huge" and meta["trace_id"] == "t-1"
+    assert "\n" not in meta["span_id"] and 0 < len(meta["span_id"]) <= 1024
 
 
 def test_a_records_own_trace_id_wins_over_the_span(shipped: tuple[logging.Logger, Any]) -> None:
