@@ -177,6 +177,10 @@ class ShipperConfig:
         "help": "key names to mask, added to the built-in ones"})
     redact_emails: bool = field(default=False, metadata={
         "help": "also mask e-mail addresses"})
+    extra_fields: bool = field(default=True, metadata={
+        "help": "a record's other extra attributes (`extra={\"order_id\": 42}`, structlog's "
+                "fields, python-logging-loki's `tags`) go into the line's `metadata` under "
+                "their own names; off: only the event fields are read"})
     ignore_loggers: tuple[str, ...] = field(default=(), metadata={
         "help": "loggers whose records the handler skips (its own HTTP stack always is)"})
     shutdown_timeout: float = field(default=5.0, metadata={

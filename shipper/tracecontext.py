@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "OTEL_RECORD_ATTRS",
     "OTEL_TRACE_MODULE",
     "SPAN_ID_DIGITS",
     "TRACE_ID_DIGITS",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 TRACE_ID_DIGITS = 32
+#: the attributes opentelemetry-instrumentation-logging puts on every record: the trace
+#: context, read as such (:func:`hex_id`), never the app's own fields
+OTEL_RECORD_ATTRS = frozenset({"otelTraceID", "otelSpanID", "otelTraceSampled",
+                               "otelServiceName"})
 SPAN_ID_DIGITS = 16
 _TRACE_ID_MAX = (1 << 128) - 1
 _SPAN_ID_MAX = (1 << 64) - 1

@@ -245,3 +245,13 @@ def test_capture_logs_sees_the_span_as_the_handler_does(logs: LogCapture) -> Non
     assert (event.trace_id, event.span_id) == _hex(span)
     (entry,) = [e for e in logs.entries if e.message == "traced"]
     assert entry.structured_metadata["span_id"] == _hex(span)[1]
+
+
+def test_instrumentation_attributes_are_trace_context_not_extra_fields(
+    logs: LogCapture, instrumented: None,
+) -> None:
+    with TRACER.start_as_current_span("s") as span:
+        logging.getLogger("app.otel").info("order placed", extra={"order_id": 42})
+    (entry,) = [e for e in logs.entries if e.message == "order placed"]
+    assert entry.metadata == {"order_id": 42}
+    assert entry.structured_metadata["trace_id"] == _hex(span)[0]
