@@ -4,13 +4,11 @@ by its trace id, ``| trace_id="<hex>"``, with its span id beside it; and a reque
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import urllib3
@@ -25,7 +23,7 @@ from starlette.testclient import TestClient
 from shipper import LokiHandler
 from shipper.integrations.asgi import ShipperASGIMiddleware
 from shipper.loki.logql import quote
-from tests.live.conftest import query_range, wait_for
+from tests.live.conftest import query_lines
 
 TRACER = TracerProvider().get_tracer("tests.live.otel")
 
@@ -46,21 +44,6 @@ def shipped(loki_url: str, unique_service: str, tmp_path: Path) -> Iterator[logg
         handler.close()
 
 
-def _found(pool: urllib3.PoolManager, loki_url: str, query: str, start_ns: int,
-           expect: int) -> list[tuple[dict[str, str], dict[str, Any]]]:
-    """(labels with structured metadata, decoded line) of each entry the query finds."""
-
-    def fetch() -> list[tuple[dict[str, str], dict[str, Any]]] | None:
-        body = query_range(pool, loki_url, query, start_ns, time.time_ns() + 60 * 10**9)
-        found = [(stream["stream"], json.loads(line))
-                 for stream in body["data"]["result"] for _, line in stream["values"]]
-        return found if len(found) >= expect else None
-
-    result = wait_for(fetch, timeout=30)
-    assert result, f"Loki found fewer than {expect} entries for {query}"
-    return list(result)
-
-
 def test_entry_logged_in_a_span_is_found_by_its_trace_id(
     loki_url: str, loki_http: urllib3.PoolManager, unique_service: str,
     shipped: logging.Logger,
@@ -76,12 +59,12 @@ def test_entry_logged_in_a_span_is_found_by_its_trace_id(
     context = span.get_span_context()
     trace_id, span_id = format(context.trace_id, "032x"), format(context.span_id, "016x")
     query = f'{{service_name={quote(unique_service)}}} | trace_id={quote(trace_id)}'
-    [(labels, line)] = _found(loki_http, loki_url, query, start, 1)
+    [(labels, line)] = query_lines(loki_http, loki_url, query, start, 1)
     assert line["message"] == "Order placed"
     assert labels["trace_id"] == trace_id and labels["span_id"] == span_id
     assert labels["type"] == "ORDER_PLACED"
     # every entry arrived; only the one of that trace matched
-    everything = _found(loki_http, loki_url, f"{{service_name={quote(unique_service)}}}",
+    everything = query_lines(loki_http, loki_url, f"{{service_name={quote(unique_service)}}}",
                         start, 3)
     assert len(everything) == 3
     no_span = [labels for labels, line in everything if line["message"] == "No span"]
@@ -108,5 +91,5 @@ def test_request_with_traceparent_is_found_by_the_headers_trace_id(
     for handler in shipped.handlers:
         handler.flush()
     query = f'{{service_name={quote(unique_service)}}} | trace_id={quote(trace_id)}'
-    found = _found(loki_http, loki_url, query, start, 2)
+    found = query_lines(loki_http, loki_url, query, start, 2)
     assert sorted(line["message"].split(" ")[0] for _, line in found) == ["GET", "Item"]
