@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shipper.sidecar.promtail import looks_like_promtail_positions
+
 __all__ = ["FINGERPRINT_BYTES", "FilePosition", "Positions", "PositionsStore", "fingerprint"]
 
 #: how many leading bytes of a file make its fingerprint
@@ -170,6 +172,9 @@ def _decode(data: bytes) -> Positions:
         raise ValueError("it holds NUL bytes")
     if not data.strip():
         raise ValueError("it is empty")
+    if looks_like_promtail_positions(data):
+        raise ValueError("it is a Promtail positions file (YAML), not the sidecar's: name it "
+                         "in promtail_positions and give positions_file a path of its own")
     try:
         doc = json.loads(data)
     except ValueError as exc:
