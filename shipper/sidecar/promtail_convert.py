@@ -251,7 +251,7 @@ def _time_format_ok(layout: object) -> bool:
 def _expand_braces(pattern: str, limit: int = 64) -> list[str]:
     """doublestar's ``{a,b}`` alternatives, which the sidecar's globs do not read, as separate
     patterns (at most ``limit``)."""
-    match = re.search(r"\{([^{}]*)\}", pattern)
+    match = re.search(r"(?<!\$)\{([^{}]*)\}", pattern)
     if match is None:
         return [pattern]
     out: list[str] = []
@@ -260,6 +260,29 @@ def _expand_braces(pattern: str, limit: int = 64) -> list[str]:
                                   limit))
         if len(out) > limit:
             raise ValueError(f"more than {limit} patterns")
+    return out
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _as_set(match: re.Match[str]) -> str:
+    """``${VAR:-default}`` as its default, ``${VAR}`` as an absolute stand-in: whether a path
+    is absolute, before the environment is known."""
+    return match.group(2) if match.group(2) is not None else "/"
+
+
+def _stand_ins(text: str) -> dict[str, str]:
+    """A value for each ``${VAR}`` without a default, of the kind its place needs."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        for match in _ENV_REF.finditer(line):
+            if match.group(2) is not None:
+                continue
+            before = line[:match.start()].rstrip()
+            out.setdefault(match.group(1), "/stand-in" if before.endswith(
+                ("-", "promtail_positions:", "ca_bundle:", "bearer_token_file:"))
+                else "http://stand-in" if before.endswith("url:") else "stand-in")
     return out
 
 
@@ -306,6 +329,8 @@ class _Stages:
     def __init__(self, notes: _Notes) -> None:
         self.notes = notes
         self.parsing = _Parsing()
+        #: extracted names written by a stage left out (template, replace, ...)
+        self.made_by: dict[str, str] = {}
 
     def run(self, stages: object, path: tuple[Any, ...]) -> _Parsing:
         if stages is None:
@@ -326,9 +351,15 @@ class _Stages:
                 continue
             (kind, config), = stage.items()
             handler = handlers.get(str(kind))
-            if handler is None:
+            if kind in ("labeldrop", "labelallow"):
+                self.notes.change((*where, kind), "nothing to drop: the sidecar ships only "
+                                  "its own labels (service_name, env, level, type, actor)")
+            elif handler is None:
                 self.notes.left((*where, kind), f"the {kind} stage has no equivalent in the "
                                 "sidecar")
+                made = config.get("source") if isinstance(config, Mapping) else None
+                if isinstance(made, str):
+                    self.made_by[made] = str(kind)
             elif not isinstance(config, Mapping):
                 self.notes.left((*where, kind), f"{_shown(config)}: expected its settings")
             else:
@@ -392,6 +423,10 @@ class _Stages:
     def _origin(self, source: str, path: tuple[Any, ...], what: str) -> str | None:
         """The line's key (or group) an extracted name comes from; None, noted, when no stage
         extracts it or its expression is not a plain key."""
+        if source in self.made_by:
+            self.notes.left(path, f"{what}: {_shown(source)} is made by the "
+                            f"{self.made_by[source]} stage, left out")
+            return None
         if source not in self.parsing.fields:
             self.notes.change(path, f"{what}: no stage extracts {_shown(source)}, so Promtail "
                               "set nothing either")
@@ -720,7 +755,7 @@ class _Converter:
         except ValueError as exc:
             self.notes.left(path, f"{_shown(value)}: {exc}")
             return []
-        relative = [p for p in patterns if not os.path.isabs(p)]
+        relative = [p for p in patterns if not os.path.isabs(_ENV_REF.sub(_as_set, p))]
         if relative:
             self.notes.left(path, f"{_shown(relative[0])}: the sidecar needs absolute paths")
             return []
@@ -751,8 +786,7 @@ def convert_promtail(text: str, name: str = "promtail.yaml") -> Conversion:
 def _check_loads(conversion: Conversion, name: str) -> None:
     """The sidecar's own loader takes the result (``${VAR}`` given a stand-in)."""
     text = conversion.text(name)
-    names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
-    environ = {**os.environ, **{var: "stand-in" for var in names}}
+    environ = {**os.environ, **_stand_ins(text)}
     with tempfile.TemporaryDirectory() as work:
         path = os.path.join(work, "sidecar.yaml")
         with open(path, "w", encoding="utf-8") as f:
