@@ -69,6 +69,25 @@ def _convert_promtail(args: argparse.Namespace) -> int:
     return 3 if conversion.left_out else 0
 
 
+def _check_promtail_positions(path: str | None) -> int:
+    """``--check``: what ``promtail_positions`` holds (2 when start-up would refuse it)."""
+    if path is None:
+        return 0
+    from shipper.sidecar.promtail import PromtailPositionsError, read_promtail_positions
+
+    try:
+        found = read_promtail_positions(path)
+    except FileNotFoundError:
+        print(f"promtail_positions: {path} does not exist: files start as start_at says")
+        return 0
+    except PromtailPositionsError as exc:
+        print(f"shipper sidecar: promtail_positions: {exc}", file=sys.stderr)
+        return 2
+    for line in found.notes():
+        print(f"promtail_positions: {line}")
+    return 0
+
+
 def _sidecar(args: argparse.Namespace) -> int:
     from shipper.redact import hide_url_credentials
     from shipper.sidecar.config import SidecarConfigError, load_config
@@ -89,7 +108,7 @@ def _sidecar(args: argparse.Namespace) -> int:
               f"service {config.loki.service}; "
               f"Loki {hide_url_credentials(config.loki.url or '(none: spool only)')}"
               f"{workers}")
-        return 0
+        return _check_promtail_positions(config.promtail_positions)
     from shipper.sidecar.runner import run
     from shipper.sidecar.workers import tune_gc
 

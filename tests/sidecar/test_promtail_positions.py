@@ -5,7 +5,10 @@ cannot be their position; the sidecar's own positions always win."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +30,9 @@ from shipper.sidecar.promtail import (
 from shipper.sidecar.runner import Sidecar, StartupError
 from shipper.sidecar.sources.file import FileSource
 from tests.sidecar.test_file import Sink, expect, lines, start
+from tests.support.docsnippets import ROOT
+from tests.support.fakeloki import FakeLoki
+from tests.support.sidecar_process import SidecarProcess, json_lines, wait_until
 
 #: what Promtail 3.6 writes (yaml.v2 Marshal of File{Positions map[string]string}: keys sorted,
 #: offsets quoted strings, a journal cursor as it comes)
@@ -301,3 +307,53 @@ def test_a_promtail_file_given_as_the_sidecars_own_is_moved_aside_naming_the_set
     (said,) = reports
     assert "it is a Promtail positions file (YAML), not the sidecar's: name it in " \
            "promtail_positions" in said and ".damaged-" in said
+
+
+def test_check_says_what_promtails_file_holds_and_refuses_one_start_up_would_refuse(
+        tmp_path: Path) -> None:
+    def check(promtail: Path) -> subprocess.CompletedProcess[str]:
+        config = sidecar_config(tmp_path, promtail)
+        return subprocess.run([sys.executable, "-m", "shipper", "sidecar", "--config",
+                               str(config), "--check"], check=False, capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    good = check(write(tmp_path, PROMTAIL_WRITES))
+    assert good.returncode == 0, good.stderr
+    assert "promtail_positions: " in good.stdout and "2 file positions, 2 cursors" in good.stdout
+    bad = check(write(tmp_path, "positions: [", "bad.yaml"))
+    assert bad.returncode == 2 and f"promtail_positions: {tmp_path / 'bad.yaml'}: not valid " \
+        "YAML" in bad.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "2-workers"])
+def test_a_running_sidecar_ships_only_what_promtail_had_not_read_and_then_keeps_its_own(
+        tmp_path: Path, workers: int) -> None:
+    """The issue: a Promtail user's files were all read again from their start."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text(json_lines("a", 0, 100))
+    done = len(json_lines("a", 0, 60).encode())
+    promtail = write(tmp_path, f'positions:\n  {log}: "{done}"\n')
+    with FakeLoki(rate_limit=False) as loki:
+        proc = SidecarProcess(tmp_path, [{"type": "file", "paths": [str(logs / "*.log")],
+                                          "format": "json", "poll_interval": "20ms"}],
+                              loki_url=loki.url, workers=workers,
+                              promtail_positions=str(promtail))
+        try:
+            proc.start()
+            assert wait_until(lambda: loki.count() >= 40)
+            assert proc.finish() == 0
+            got = sorted(json.loads(line)["message"] for line in loki.lines())
+            assert got == sorted(f"a{i}" for i in range(60, 100))
+            assert "1 file started where Promtail stopped" in proc.stderr
+            # the second start: its own positions win, Promtail's file is not read again
+            promtail.write_text("positions: [")
+            log.write_text(log.read_text() + json_lines("a", 100, 110))
+            proc.start()
+            assert wait_until(lambda: loki.count() >= 50)
+            assert proc.finish() == 0
+            assert "holds the sidecar's own positions, which win" in proc.stderr
+            assert loki.count() == 50
+        finally:
+            proc.kill()
