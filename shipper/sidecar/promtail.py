@@ -23,11 +23,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import yaml
+
+from shipper.sidecar.smallfile import read_small_file
 
 __all__ = ["MAX_POSITIONS_BYTES", "PromtailPositions", "PromtailPositionsError",
            "adopt_promtail_positions", "looks_like_promtail_positions",
@@ -99,38 +100,18 @@ def read_promtail_positions(path: str | os.PathLike[str]) -> PromtailPositions:
     :class:`PromtailPositionsError` when it cannot be read or is not one (saying why)."""
     name = os.fspath(path)
     try:
-        data = _read(name)
+        data = read_small_file(name, MAX_POSITIONS_BYTES)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise PromtailPositionsError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise PromtailPositionsError(f"{name}: {exc}: not a positions file") from None
     try:
         return _decode(name, data)
     except yaml.YAMLError as exc:
         why = " ".join(str(exc).split())[:300]
         raise PromtailPositionsError(f"{name}: not valid YAML: {why}") from None
-
-
-def _read(name: str) -> bytes:
-    """Its bytes, opened without waiting (a FIFO in its place would block a plain read)."""
-    fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-            raise PromtailPositionsError(f"{name}: it is {kind}")
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_POSITIONS_BYTES:
-                raise PromtailPositionsError(
-                    f"{name}: larger than {MAX_POSITIONS_BYTES >> 20} MiB: not a positions "
-                    "file")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 class _Skips:

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import re
-import stat
 import tempfile
 import zoneinfo
 from collections.abc import Callable, Mapping
@@ -38,6 +37,7 @@ from shipper._units import UnitError, format_seconds, parse_seconds
 from shipper.config import ShipperConfig
 from shipper.sidecar.config import DEFAULT_LEVEL_PATTERN, SidecarConfigError, load_config
 from shipper.sidecar.formats import role_of
+from shipper.sidecar.smallfile import read_small_file
 
 __all__ = ["MAX_CONFIG_BYTES", "Conversion", "PromtailConfigError", "convert_promtail",
            "read_promtail_config"]
@@ -108,16 +108,11 @@ def read_promtail_config(path: str) -> str:
     """The text of the file at ``path``; :class:`PromtailConfigError` when it is not a regular
     file of UTF-8 text within :data:`MAX_CONFIG_BYTES` (a FIFO is refused, never waited on)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        data = read_small_file(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise PromtailConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PromtailConfigError(f"{path}: not a regular file")
-        data = f.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise PromtailConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB: not a "
-                                  "Promtail configuration")
+    except ValueError as exc:
+        raise PromtailConfigError(f"{path}: {exc}: not a Promtail configuration") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -478,14 +473,14 @@ class _Stages:
                               f"{self._lands(origin)}")
 
     def _lands(self, origin: str) -> str:
-        if self.parsing.format == "regex":
-            return f"it stays in the line, metadata.{origin} (| json | {origin}=...)"
-        role = role_of(origin)
+        role = role_of(origin) if self.parsing.format != "regex" else None
         if role in _WHERE:
             return f"{_shown(origin)} becomes {_WHERE[role]}"
         if role is not None:
             return f"{_shown(origin)} becomes the {role} label"
-        return f"it stays in the line, metadata.{origin} (| json | {origin}=...)"
+        # LogQL's json parser names a nested field by its path, joined with _
+        extracted = re.sub(r"[^A-Za-z0-9_]", "_", f"metadata_{origin}")
+        return f"it stays in the line, metadata.{origin} (| json | {extracted}=...)"
 
     def structured_metadata(self, config: Mapping[str, Any], path: tuple[Any, ...]) -> None:
         for name, source in config.items():

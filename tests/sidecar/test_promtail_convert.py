@@ -125,7 +125,7 @@ def test_json_labels_structured_metadata_and_timestamp_become_the_events_fields(
     assert event.metadata["status"] == 401 and event.message == "bad password"
     changed = "\n".join(conversion.changed)
     assert "label status is not a label in the sidecar: it stays in the line, " \
-           "metadata.status" in changed
+           "metadata.status (| json | metadata_status=...)" in changed
     assert "structured metadata user becomes structured metadata actor_id" in changed
 
 
