@@ -89,7 +89,7 @@ class Conversion:
 
     def text(self, source_name: str) -> str:
         """The configuration as YAML, the lists in comments on top."""
-        head = [f"# The sidecar configuration for {source_name}, converted from Promtail's "
+        head = [f"# Converted from Promtail's {source_name} by shipper sidecar convert-promtail "
                 "(docs/promtail.md).",
                 "# Check it with: shipper sidecar --config FILE --check"]
         for title, notes in (("Left out", self.left_out), ("Changed", self.changed)):
@@ -246,6 +246,8 @@ def _time_format_ok(layout: object) -> bool:
 def _expand_braces(pattern: str, limit: int = 64) -> list[str]:
     """doublestar's ``{a,b}`` alternatives, which the sidecar's globs do not read, as separate
     patterns (at most ``limit``)."""
+    if pattern.count("{") > 16:
+        raise ValueError("more than 16 {...} alternatives")
     match = re.search(r"(?<!\$)\{([^{}]*)\}", pattern)
     if match is None:
         return [pattern]

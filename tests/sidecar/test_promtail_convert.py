@@ -241,6 +241,13 @@ def test_braces_expand_and_relative_paths_are_left_out(tmp_path: Path) -> None:
         "/var/log/apache/access.log", "/var/log/apache/error.log"]
     notes = "\n".join(conversion.left_out)
     assert "the sidecar needs absolute paths" in notes and "without __path__" in notes
+    many = convert("scrape_configs: [{static_configs: [{labels: {__path__: '/" +
+                   "{a,b}" * 7 + "'}}, {labels: {__path__: '/" + "{a}" * 5000 + "'}}, "
+                   "{labels: {__path__: /ok.log}}]}]\n")
+    assert many.config["sources"] == [{"type": "file", "paths": ["/ok.log"],
+                                       "format": "text"}]
+    assert ["more than 64 patterns" in n or "more than 16" in n for n in many.left_out] == [
+        True, True]
 
 
 def test_the_first_client_becomes_the_loki_section(tmp_path: Path) -> None:
