@@ -43,6 +43,7 @@ def add_parser(sub: Subparsers) -> None:
         "is not a Promtail configuration, or has no file target to convert (nothing printed). "
         "See docs/promtail.md.",
         example_lines=(
+            "shipper sidecar convert-promtail promtail.yaml",
             "shipper sidecar convert-promtail /etc/promtail/config.yml > sidecar.yaml",
         ))
     convert.add_argument("promtail_config", metavar="FILE", help="Promtail's YAML file")
