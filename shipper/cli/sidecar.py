@@ -23,6 +23,7 @@ def add_parser(sub: Subparsers) -> None:
         example_lines=(
             "shipper sidecar --config sidecar.yaml --check",
             "shipper sidecar --config /etc/shipper/sidecar.yaml",
+            "shipper sidecar convert-promtail promtail.yaml > sidecar.yaml",
         ))
     sidecar.add_argument("--config", metavar="FILE",
                          help="the sidecar's YAML file (see docs/sidecar.md); required unless "
