@@ -217,7 +217,7 @@ class SidecarConfig:
     promtail_positions: str | None = field(default=None, metadata=_help(
         "a Promtail positions.yaml, read once at start-up: files with no position of their "
         "own start where Promtail stopped, matched by path (docs/promtail.md); not read once "
-        "positions_file holds positions"))
+        "positions_file exists"))
     positions_interval: float = field(default=2.0, metadata=_help(
         "how often positions are saved (only what Loki or the spool has taken)",
         "duration"))

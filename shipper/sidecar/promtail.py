@@ -298,19 +298,20 @@ def resume_offset(fd: int, size: int, offset: int) -> tuple[int, str | None]:
     return offset, None
 
 
-def adopt_promtail_positions(path: str | None, own_files: int, positions_file: str,
+def adopt_promtail_positions(path: str | None, positions_file: str, *, taken_over: bool,
                              say: Callable[[str], None]) -> dict[str, int]:
     """The Promtail positions to start files from at start-up (``promtail_positions``).
 
-    None are used once the sidecar's own positions file holds files (``own_files``): it has
-    taken over, and a file without a position of its own is newer than Promtail's record (a
-    rotated file under the same name), which Promtail's offset would cut short. A missing file
-    is said and gives none; raises :class:`PromtailPositionsError` when it cannot be read."""
+    None are used once the sidecar has a positions file of its own (``taken_over``: it existed
+    at start-up, whatever it held, even damaged): the sidecar has run here, and a file without a
+    position of its own is newer than Promtail's record (a file rotated in under the same name),
+    which Promtail's offset would cut short. A missing Promtail file is said and gives none;
+    raises :class:`PromtailPositionsError` when it cannot be read."""
     if path is None:
         return {}
-    if own_files:
-        say(f"promtail_positions: {path} not read: {positions_file} holds the sidecar's own "
-            "positions, which win (the setting can go once the sidecar has taken over)")
+    if taken_over:
+        say(f"promtail_positions: {path} not read: the sidecar has positions of its own "
+            f"({positions_file}), which win; the setting can go")
         return {}
     try:
         found = read_promtail_positions(path)

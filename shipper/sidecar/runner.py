@@ -85,10 +85,12 @@ class Sidecar:
             except OSError as exc:
                 raise StartupError(f"positions_file: {config.positions_file}: cannot write "
                                    f"there ({exc.strerror or exc})") from None
+            taken_over = os.path.lexists(config.positions_file)  # before a damaged one goes
             saved = self.positions.load()
             try:
                 self._promtail = adopt_promtail_positions(
-                    config.promtail_positions, len(saved.files), config.positions_file, _say)
+                    config.promtail_positions, config.positions_file, taken_over=taken_over,
+                    say=_say)
             except PromtailPositionsError as exc:
                 raise StartupError(f"promtail_positions: {exc} (fix it, or remove the "
                                    "setting to start files as start_at says)") from None

@@ -206,15 +206,17 @@ def test_no_content_ever_raises_anything_but_a_clear_error(tmp_path: Path, data:
 def test_the_sidecars_own_positions_win_and_promtails_are_not_read(tmp_path: Path) -> None:
     said: list[str] = []
     path = write(tmp_path, "not: [even, yaml")
-    assert adopt_promtail_positions(str(path), 3, "/var/lib/shipper/positions.json",
-                                    said.append) == {}
-    assert said and "holds the sidecar's own positions, which win" in said[0]
+    assert adopt_promtail_positions(str(path), "/var/lib/shipper/positions.json",
+                                    taken_over=True, say=said.append) == {}
+    assert said and "the sidecar has positions of its own (/var/lib/shipper/positions.json)" \
+        ", which win" in said[0]
 
 
 def test_a_missing_promtail_file_is_said_and_files_start_as_start_at_says(
         tmp_path: Path) -> None:
     said: list[str] = []
-    assert adopt_promtail_positions(str(tmp_path / "none.yaml"), 0, "p.json", said.append) == {}
+    assert adopt_promtail_positions(str(tmp_path / "none.yaml"), "p.json", taken_over=False,
+                                    say=said.append) == {}
     assert "does not exist" in said[0]
 
 
@@ -353,7 +355,32 @@ def test_a_running_sidecar_ships_only_what_promtail_had_not_read_and_then_keeps_
             proc.start()
             assert wait_until(lambda: loki.count() >= 50)
             assert proc.finish() == 0
-            assert "holds the sidecar's own positions, which win" in proc.stderr
+            assert "the sidecar has positions of its own" in proc.stderr
             assert loki.count() == 50
         finally:
             proc.kill()
+
+
+def test_after_its_own_positions_file_was_damaged_promtails_offsets_are_not_used_again(
+        tmp_path: Path) -> None:
+    """The sidecar ran here: a file without a position now is newer than Promtail's record,
+    which would skip its first lines."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / "app.log"
+    log.write_text(json_lines("a", 0, 5))
+    promtail = write(tmp_path, f'positions:\n  {log}: "{len(json_lines("a", 0, 2))}"\n')
+    (tmp_path / "positions.json").write_text("{damaged")
+    with FakeLoki(rate_limit=False) as loki:
+        proc = SidecarProcess(tmp_path, [{"type": "file", "paths": [str(logs / "*.log")],
+                                          "format": "json", "poll_interval": "20ms"}],
+                              loki_url=loki.url, promtail_positions=str(promtail))
+        try:
+            proc.start()
+            assert wait_until(lambda: loki.count() >= 5)
+            assert proc.finish() == 0
+        finally:
+            proc.kill()
+        assert sorted(json.loads(line)["message"] for line in loki.lines()) == [
+            f"a{i}" for i in range(5)]
+    assert "not read: the sidecar has positions of its own" in proc.stderr
