@@ -255,6 +255,9 @@ class _Converter:
             where = (*path, key)
             if key in simple and simple[key] in self.has and isinstance(value, (str, int)):
                 self.loki[simple[key]] = value
+            elif key == "bearer_token_file":
+                self.notes.left(where, "the loki section reads no token file: give the token "
+                                "in loki.bearer_token, e.g. ${LOKI_BEARER_TOKEN}")
             elif key == "basic_auth" and isinstance(value, Mapping):
                 self.basic_auth(value, where)
             elif key == "tls_config" and isinstance(value, Mapping):

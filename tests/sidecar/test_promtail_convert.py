@@ -5,6 +5,7 @@ it fail with anything but a clear error (exit 2, nothing printed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shipper.config import ShipperConfig
 from shipper.event import Level, LogEvent
 from shipper.sidecar.config import FileSourceConfig, load_config
 from shipper.sidecar.formats import LineParser
@@ -280,6 +282,20 @@ def test_the_first_client_becomes_the_loki_section(tmp_path: Path) -> None:
     config = load_config(path, environ={"LOKI_PASSWORD": "s3cret"})
     assert (config.loki.tenant, config.loki.password, config.loki.batch_max_wait) == (
         "shop", "s3cret", 2.0)
+
+
+def test_a_bearer_token_file_is_carried_over_where_the_loki_section_reads_one() -> None:
+    conversion = convert("""\
+        clients: [{url: http://loki:3100/loki/api/v1/push,
+                   bearer_token_file: /run/secrets/loki-token}]
+        scrape_configs: [{static_configs: [{labels: {__path__: /var/log/app/*.log}}]}]
+        """)
+    left = [n for n in conversion.left_out if "bearer_token_file" in n]
+    if "bearer_token_file" in {f.name for f in dataclasses.fields(ShipperConfig)}:
+        assert not left
+        assert conversion.config["loki"]["bearer_token_file"] == "/run/secrets/loki-token"
+    else:
+        assert "give the token in loki.bearer_token" in left[0]
 
 
 def test_other_targets_are_left_out_and_a_config_without_files_converts_nothing() -> None:
