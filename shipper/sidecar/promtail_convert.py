@@ -4,8 +4,8 @@ The common subset converts: ``static_configs`` targets (``__path__``, ``__path_e
 their labels), the pipeline stages ``json``, ``logfmt``, ``regex``, ``labels``,
 ``structured_metadata``, ``timestamp``, ``output``, ``multiline`` and ``static_labels``, the
 first client (``url``, ``tenant_id``, ``basic_auth``, ``bearer_token``, ``bearer_token_file``,
-``tls_config.ca_file``, batching and backoff) and ``positions.filename``, which becomes
-``promtail_positions``.
+``tls_config``, ``proxy_url``, ``headers``, batching and backoff) and ``positions.filename``,
+which becomes ``promtail_positions``.
 
 Promtail's model is not the sidecar's: Promtail ships the line as it is, with any label the
 stages extract; the sidecar ships each line as an event (``{"message", "metadata", ...}``) whose
@@ -250,7 +250,8 @@ class _Converter:
             return
         simple = {"url": "url", "tenant_id": "tenant", "bearer_token": "bearer_token",
                   "bearer_token_file": "bearer_token_file", "timeout": "timeout",
-                  "batchwait": "batch_max_wait", "batchsize": "batch_max_bytes"}
+                  "batchwait": "batch_max_wait", "batchsize": "batch_max_bytes",
+                  "proxy_url": "proxy_url"}
         for key, value in client.items():
             where = (*path, key)
             if key in simple and simple[key] in self.has and isinstance(value, (str, int)):
@@ -260,6 +261,8 @@ class _Converter:
                                 "in loki.bearer_token, e.g. ${LOKI_BEARER_TOKEN}")
             elif key == "basic_auth" and isinstance(value, Mapping):
                 self.basic_auth(value, where)
+            elif key == "headers" and isinstance(value, Mapping) and "headers" in self.has:
+                self.loki["headers"] = {str(k): str(v) for k, v in value.items()}
             elif key == "tls_config" and isinstance(value, Mapping):
                 self.tls(value, where)
             elif key == "backoff_config" and isinstance(value, Mapping):
@@ -287,8 +290,10 @@ class _Converter:
 
     def tls(self, tls: Mapping[str, Any], path: tuple[Any, ...]) -> None:
         for key, value in tls.items():
-            if key == "ca_file":
-                self.loki["ca_bundle"] = value
+            ours = {"ca_file": "ca_bundle", "cert_file": "client_cert",
+                    "key_file": "client_key"}.get(key)
+            if ours is not None and ours in self.has:
+                self.loki[ours] = value
             elif key == "insecure_skip_verify":
                 if value is True:
                     self.loki["verify_tls"] = False

@@ -259,7 +259,10 @@ def test_the_first_client_becomes_the_loki_section(tmp_path: Path) -> None:
           - url: https://logs.example.com/loki/api/v1/push
             tenant_id: shop
             basic_auth: {username: promtail, password: '${LOKI_PASSWORD}'}
-            tls_config: {ca_file: /etc/ssl/loki-ca.pem}
+            tls_config: {ca_file: /etc/ssl/loki-ca.pem, cert_file: /etc/ssl/me.pem,
+                         key_file: /etc/ssl/me.key, server_name: loki.internal}
+            proxy_url: http://proxy.internal:3128
+            headers: {X-Team: payments}
             batchwait: 2s
             batchsize: 524288
             backoff_config: {min_period: 1s, max_period: 1m, max_retries: 5}
@@ -272,11 +275,14 @@ def test_the_first_client_becomes_the_loki_section(tmp_path: Path) -> None:
     loki = conversion.config["loki"]
     assert loki == {"url": "https://logs.example.com/loki/api/v1/push", "tenant": "shop",
                     "username": "promtail", "password": "${LOKI_PASSWORD}",
-                    "ca_bundle": "/etc/ssl/loki-ca.pem", "batch_max_wait": "2s",
+                    "ca_bundle": "/etc/ssl/loki-ca.pem", "client_cert": "/etc/ssl/me.pem",
+                    "client_key": "/etc/ssl/me.key", "proxy_url": "http://proxy.internal:3128",
+                    "headers": {"X-Team": "payments"}, "batch_max_wait": "2s",
                     "batch_max_bytes": 524288, "backoff_min": "1s", "backoff_max": "1m"}
     assert conversion.config["promtail_positions"] == "/var/lib/promtail/positions.yaml"
     assert conversion.config["env"] == "staging"
     assert any("only the first client" in n for n in conversion.left_out)
+    assert any("tls_config.server_name: not converted" in n for n in conversion.left_out)
     path = tmp_path / "sidecar.yaml"
     path.write_text(conversion.text("promtail.yaml"))
     config = load_config(path, environ={"LOKI_PASSWORD": "s3cret"})
