@@ -50,6 +50,10 @@ _NAMED_TIME_FORMATS = ("RFC3339", "RFC3339Nano", "Unix", "UnixMs", "UnixUs", "Un
 _SIMPLE_KEY = re.compile(r'[A-Za-z_@][A-Za-z0-9_@-]*(?:\.[A-Za-z_@][A-Za-z0-9_@-]*)?|"([^"\\]+)"')
 
 
+#: what must not reach a note as it is: line breaks (a note is a YAML comment) and controls
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
 def shown(value: object) -> str:
     """A value in a note: scalars as JSON (one line, cut), anything else by its kind."""
     if isinstance(value, (str, int, float, bool)) or value is None:
@@ -77,7 +81,10 @@ class Notes:
             probe = probe[:-1]
         line = self.lines.get(probe, 1)
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-        return line, f"{self.name}:{line}: {where or '(top)'}: {what}"
+        # one line whatever the file's keys hold: a note is also a comment atop the YAML
+        text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}",
+                            f"{self.name}:{line}: {where or '(top)'}: {what}")
+        return line, text
 
     def left(self, path: tuple[Any, ...], what: str) -> None:
         self._left.append(self._note(path, what))

@@ -229,6 +229,23 @@ def test_static_labels_give_service_name_as_loki_derives_it_env_and_nothing_else
     assert loaded(conversion, tmp_path).env == "prod"
 
 
+def test_keys_and_values_with_line_breaks_stay_inside_one_comment_line(tmp_path: Path) -> None:
+    conversion = convert("""\
+        scrape_configs:
+          - job_name: a
+            static_configs:
+              - labels:
+                  __path__: /var/log/a.log
+                  "team\\nsources: []\\n#": "x\\ny"
+            pipeline_stages:
+              - "evil\\rstage": {}
+        """)
+    assert len(conversion.left_out) == 2
+    assert all("\n" not in n and "\r" not in n for n in conversion.left_out)
+    config = loaded(conversion, tmp_path)
+    assert config.sources[0].paths == ("/var/log/a.log",)
+
+
 def test_braces_expand_and_relative_paths_are_left_out(tmp_path: Path) -> None:
     conversion = convert("""\
         scrape_configs:
