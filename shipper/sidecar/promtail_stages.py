@@ -179,6 +179,9 @@ class Stages:
         self.parsing = Parsing()
         #: extracted names written by a stage left out (template, replace, ...)
         self.made_by: dict[str, str] = {}
+        #: the regex groups a stage made the level, time or message (and the regex's place)
+        self.claimed: set[str] = set()
+        self.regex_at: tuple[Any, ...] = ()
 
     def run(self, stages: object, path: tuple[Any, ...]) -> Parsing:
         if stages is None:
@@ -212,6 +215,10 @@ class Stages:
                 self.notes.left((*where, kind), f"{shown(config)}: expected its settings")
             else:
                 handler(config, (*where, kind))
+        for role in ("level", "time", "message"):  # what the sidecar reads by a group's name
+            if f"(?P<{role}>" in (self.parsing.regex or "") and role not in self.claimed:
+                self.notes.change(self.regex_at, f"the group {role} gives the event's {role} "
+                                  "(Promtail used a group only through a stage)")
         return self.parsing
 
     def _unknown(self, config: Mapping[str, Any], path: tuple[Any, ...], *known: str) -> None:
@@ -264,6 +271,7 @@ class Stages:
             return
         self.parsing.format = "regex"
         self.parsing.regex = python
+        self.regex_at = path
         for group in re.compile(python).groupindex:
             self.parsing.fields[group] = group
         self._unknown(config, path, "expression", "source")
@@ -297,6 +305,7 @@ class Stages:
                     self.notes.left(path, f"{what}: the regex already has a group {role}")
                     return True
                 self.parsing.renames[origin] = role
+            self.claimed.add(role)
             return True
         return role_of(origin) == role
 

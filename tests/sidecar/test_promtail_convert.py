@@ -162,9 +162,22 @@ def test_a_regex_without_a_level_group_finds_the_level_as_text_lines_do(
     conversion = convert(job(r"""
         - regex: {expression: 'took (?P<ms>\d+)ms'}
         """))
+    assert not [n for n in conversion.changed if "group" in n]
     event = parse(conversion, tmp_path, "WARN slow query took 1200ms on orders")
     assert event.level == Level.WARNING and event.metadata == {"ms": "1200"}
     assert parse(conversion, tmp_path, "no number here").level == Level.INFO
+
+
+def test_a_group_named_as_an_event_field_is_said_to_fill_it(tmp_path: Path) -> None:
+    conversion = convert(job(r"""
+        - regex: {expression: '^(?P<time>\S+) (?P<message>.*)$'}
+        """))
+    assert [n.split(": ", 2)[2] for n in conversion.changed if "group" in n] == [
+        "the group time gives the event's time (Promtail used a group only through a stage)",
+        "the group message gives the event's message (Promtail used a group only through a "
+        "stage)"]
+    event = parse(conversion, tmp_path, "2026-12-06T09:15:01Z hello")
+    assert event.message == "hello" and event.timestamp_ns == 1_796_548_501 * NS
 
 
 def test_logfmt_converts(tmp_path: Path) -> None:
