@@ -92,7 +92,8 @@ def check_round_trip(client: LokiClient, config: ShipperConfig, wait: float) -> 
                             type=DOCTOR_TYPE, message=f"shipper doctor marker {marker}",
                             logger="shipper.doctor", timestamp_ns=now,
                             metadata={"marker": marker})
-    pipeline = Pipeline(config.replace(service=service, spool=False), start_replay=False)
+    pipeline = Pipeline(config.replace(service=service, spool=False), start_replay=False,
+                        health=False)
     try:
         pipeline.submit(event)
         delivered = pipeline.flush(min(wait, 30.0))
