@@ -28,7 +28,10 @@ batch → Loki; when Loki is unreachable → spool → back to Loki later.
   its reason, kept in the spool directory's ``dead-letters`` (with a spool) until
   :meth:`Pipeline.push_dead_letters` (:class:`~shipper.delivery.redrive.Redrive`) sends them
   again;
-* the counters and stderr reports (:mod:`shipper.delivery.tally`), shared by all of them.
+* the counters and stderr reports (:mod:`shipper.delivery.tally`), shared by all of them;
+* the heartbeat (:mod:`shipper.delivery.health`): every ``health_interval`` the worker ships a
+  ``SHIPPER_HEALTH`` event of those counters through the pipeline itself, and
+  :meth:`Pipeline.close` a last one.
 
 Without a URL the pipeline writes to the spool only (``shipper spool push`` sends it later).
 
@@ -526,9 +529,10 @@ class Pipeline:
             return
         timeout = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        self.beat(final=True)
         if not self._batcher.in_worker():
             self.flush(timeout)
+        # the last heartbeat counts what the flush delivered; the drain below ships it
+        self.beat(final=True)
         self._closed = True
         left = self._batcher.close(max(deadline - time.monotonic(), 0.0))
         if left:
