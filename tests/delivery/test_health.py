@@ -137,7 +137,7 @@ def test_a_quiet_pipeline_heartbeats_every_interval_with_nothing_accepted(tmp_pa
         finally:
             pipeline.close()
         beats = _beats(loki)
-        labels, meta = beats[0]
+        labels = beats[0][0]
         assert labels == {"service_name": "hb-svc", "env": "test", "level": "INFO",
                           "actor": "SYSTEM", "type": HEALTH}
         assert all(m["accepted"] == 0 for _, m in beats)

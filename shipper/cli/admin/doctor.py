@@ -39,11 +39,12 @@ __all__ = ["DASHBOARD_UIDS", "DATASOURCE_UID", "RULE_UIDS", "Check", "add_parser
 #: what grafana/ provisions (tests/test_admin_doctor.py holds these equal to the files)
 DATASOURCE_UID = "loki"
 DASHBOARD_UIDS = ("shipper-system-logs", "shipper-overview", "shipper-security",
-                  "shipper-performance")
+                  "shipper-performance", "shipper-shipping-health")
 RULE_UIDS = ("shipper-critical-event", "shipper-error-rate", "shipper-failed-logins-actor",
              "shipper-failed-logins-total", "shipper-webhook-failures", "shipper-p95-latency",
              "shipper-http-5xx-share", "shipper-error-rate-elevated", "shipper-payment-failures",
-             "shipper-user-activity-drop")
+             "shipper-user-activity-drop", "shipper-events-dropped", "shipper-entries-refused",
+             "shipper-spool-growing", "shipper-heartbeats-stopped", "shipper-sidecar-lag")
 DOCTOR_TYPE = "SHIPPER_DOCTOR"
 
 
