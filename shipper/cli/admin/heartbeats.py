@@ -14,6 +14,7 @@ metadata is not a shipper heartbeat's (a count that is not a whole number of zer
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,12 @@ LAG_LIMIT = 10 * 2**20
 #: the heartbeats read at most (newest first): about a week of one process, an hour of 160
 MAX_BEATS = 10_000
 _COUNTS = ("accepted", "sent", "dropped", "refused")
+#: no counter or size of a real heartbeat comes near this (2**53: floats stay exact below it)
+_MAX_COUNT = 2**53
+#: the reasons a heartbeat writes (``dropped_queue_full``); other keys are not counted
+_REASON_KEY = re.compile(r"(?:dropped|refused)_[a-z0-9_]{1,60}")
+#: the reasons a problem names at most (the rest are summed)
+_SHOWN_REASONS = 8
 
 
 @dataclass(frozen=True)
@@ -63,16 +70,17 @@ class Beat:
 def _count(meta: Mapping[str, Any], key: str) -> int:
     value = meta.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0 and value == int(value)):
-        raise ValueError(f"metadata.{key} is {value!r}, not a whole number of zero or more")
+            math.isfinite(value) and 0 <= value <= _MAX_COUNT and value == int(value)):
+        raise ValueError(f"metadata.{key} is {str(value)[:40]}, not a whole number from 0 to "
+                         "2**53")
     return int(value)
 
 
 def _seconds(meta: Mapping[str, Any], key: str, default: float) -> float:
     value = meta.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and value >= 0):
-        raise ValueError(f"metadata.{key} is {value!r}, not a number of seconds")
+            math.isfinite(value) and 0 <= value <= _MAX_COUNT):
+        raise ValueError(f"metadata.{key} is {str(value)[:40]}, not a number of seconds")
     return float(value)
 
 
@@ -83,10 +91,10 @@ def parse_beat(record: Record) -> Beat:
     if not isinstance(meta, Mapping):
         raise ValueError("its line has no metadata object")
     pid = meta.get("pid")
-    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
-        raise ValueError(f"metadata.pid is {pid!r}, not a process id")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid <= _MAX_COUNT:
+        raise ValueError(f"metadata.pid is {str(pid)[:40]}, not a process id")
     reasons = {key: _count(meta, key) for key in meta
-               if isinstance(key, str) and key.startswith(("dropped_", "refused_"))}
+               if isinstance(key, str) and _REASON_KEY.fullmatch(key)}
     return Beat(
         service=record.service or "", host=str(meta.get("host") or "?")[:200], pid=pid,
         role=str(meta.get("role") or "app")[:40], timestamp_ns=record.timestamp_ns,
@@ -143,8 +151,12 @@ class HostHealth:
 
 
 def _why(reasons: Mapping[str, int], prefix: str) -> str:
-    parts = [f"{key.removeprefix(prefix)}: {n}" for key, n in reasons.items()
-             if key.startswith(prefix)]
+    mine = sorted(((n, key.removeprefix(prefix)) for key, n in reasons.items()
+                   if key.startswith(prefix)), key=lambda item: (-item[0], item[1]))
+    parts = [f"{reason}: {n}" for n, reason in mine[:_SHOWN_REASONS]]
+    rest = mine[_SHOWN_REASONS:]
+    if rest:
+        parts.append(f"{len(rest)} more reasons: {sum(n for n, _ in rest)}")
     return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -215,4 +227,10 @@ def read_health(reader: LokiReader, *, since_s: float, now_ns: int,
     """Every service and host that sent heartbeats in the last ``since_s`` seconds."""
     query = type_query(Filters.create(services=services), HEALTH_TYPE)
     span = TimeRange(now_ns - int(since_s * NS), now_ns)
-    return group(reader.read(query, span, limit=MAX_BEATS), now_ns)
+    records = list(reader.read(query, span, limit=MAX_BEATS))
+    found = group(records, now_ns)
+    if len(records) >= MAX_BEATS:
+        for health in found:
+            health.notes.append(f"only the newest {MAX_BEATS} heartbeats were read: narrow "
+                                "with --service or --health-since")
+    return found
