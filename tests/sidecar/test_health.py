@@ -26,7 +26,7 @@ def loki() -> Iterator[FakeLoki]:
         yield fake
 
 
-def FileStatus(path: str, lag_bytes: int, lag_seconds: float) -> Any:  # noqa: N802
+def FileStatus(path: str, lag_bytes: int, lag_seconds: float) -> Any:
     """What FileSource.status() lists, as far as the heartbeat reads it (path, lag_bytes)."""
     return SimpleNamespace(path=path, lag_bytes=lag_bytes)
 
