@@ -112,8 +112,11 @@ class Heartbeat:
         if final:
             meta["final"] = True
         if self.details is not None:
-            meta.update((key, value) for key, value in self.details().items()
-                        if key not in COUNTERS)
+            try:
+                extra = dict(self.details())
+            except Exception as exc:  # the heartbeat goes out all the same, saying why
+                extra = {"details_error": f"{type(exc).__name__}: {exc}"[:200]}
+            meta.update((key, value) for key, value in extra.items() if key not in COUNTERS)
         trouble = meta["dropped"] > 0 or meta["refused"] > 0
         message = (f"shipper health: accepted {meta['accepted']}, sent {meta['sent']}, "
                    f"dropped {meta['dropped']}, refused {meta['refused']}, queued "

@@ -119,6 +119,17 @@ def test_heartbeat_counts_since_the_last_one_and_leaves_out_the_heartbeats() -> 
     assert beat.wait(120.0) == 60.0
 
 
+def test_details_that_fail_still_leave_the_heartbeat_saying_why() -> None:
+    beat = Heartbeat(60, service="svc", env=None, now=0.0)
+
+    def broken() -> dict[str, Any]:
+        raise OSError("stat failed")
+
+    beat.details = broken
+    meta = beat.event(counters({"accepted": 1}, {}, {}), {}, now=0.0).metadata
+    assert meta["accepted"] == 1 and meta["details_error"] == "OSError: stat failed"
+
+
 def test_extra_details_never_overwrite_the_counters() -> None:
     beat = Heartbeat(60, service="svc", env=None, now=0.0)
     beat.details = lambda: {"accepted": 10**9, "lag_bytes": 7}
