@@ -168,6 +168,10 @@ class HttpSourceConfig:
         "service_name for events that do not carry one (default: the top-level service)"))
     timezone: str = field(default="UTC", metadata=_help(
         "zone of createdAt values written without an offset", "timezone"))
+    otlp_grpc_listen: str | None = field(default=None, metadata=_help(
+        "host:port of an OTLP/gRPC logs receiver (conventionally :4317) with the same token, "
+        "limits and mapping as /v1/logs; needs pip install 'shipper[otlp-grpc]' (null: off)",
+        "listen"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -441,6 +445,9 @@ def load_config(path: str | os.PathLike[str], *,
                               f"'{name}' at the top level of the file, not under loki")
     overrides: dict[str, Any] = {k: reader.expand(f"loki.{k}", v)
                                  for k, v in loki_section.items()}
+    if isinstance(overrides.get("headers"), Mapping):  # header values may be ${VAR}
+        overrides["headers"] = {name: reader.expand(f"loki.headers.{name}", value)
+                                for name, value in overrides["headers"].items()}
     for name in _TOP_LEVEL_SHIPPER_KEYS:
         if getattr(config, name) is not None:
             overrides[name] = getattr(config, name)
@@ -510,6 +517,8 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
                                   "a loopback address (127.0.0.1, [::1] or localhost; no "
                                   "other host name counts) unless token or token_file is "
                                   "set: anyone who reaches the port could write logs")
+            if source.otlp_grpc_listen is not None:
+                _check_grpc(reader, source, f"{where}.otlp_grpc_listen", listens)
         elif isinstance(source, DockerSourceConfig):
             docker += 1
             if not re.match(r"^(unix|tcp|http|https|npipe)://", source.host):
@@ -518,6 +527,26 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
     if docker > 1:
         raise reader.fail("sources", "(two docker sources)",
                           "at most one docker source (list all labels in it)")
+
+
+def _check_grpc(reader: _Reader, source: HttpSourceConfig, key: str,
+                listens: dict[tuple[str, int], str]) -> None:
+    """An http source's ``otlp_grpc_listen``: an address of its own, loopback unless a token
+    is set, and grpcio installed."""
+    import importlib.util
+
+    value = source.otlp_grpc_listen
+    assert value is not None
+    address = parse_listen(value)
+    if address in listens and address[1] != 0:
+        raise reader.fail(key, value, f"an address not already used by {listens[address]}")
+    listens[address] = key
+    if not _is_loopback(address[0]) and not (source.token or source.token_file):
+        raise reader.fail(key, value, "a loopback address unless token or token_file is set: "
+                                      "anyone who reaches the port could write logs")
+    if importlib.util.find_spec("grpc") is None:
+        raise reader.fail(key, value, "grpcio installed: OTLP/gRPC needs pip install "
+                                      "'shipper[otlp-grpc]'")
 
 
 def _is_loopback(host: str) -> bool:
