@@ -26,6 +26,7 @@ from shipper.delivery.health import Heartbeat, counters
 from shipper.delivery.pipeline import Pipeline
 from shipper.event import LogEvent
 from tests.live.conftest import wait_for
+from tests.live.test_alert_rules_on_demo_data import _at, assert_rule, wait_queryable
 from tests.live.test_grafana_queries import _get, _instant, _range, _vector
 from tests.support import _grafana as g
 
@@ -96,25 +97,8 @@ def runs(loki_http: urllib3.PoolManager, loki_url: str) -> Iterator[dict[str, Ru
             pipeline.close()
         out[kind] = Run(service, len(events))
     for run in out.values():
-        count = f'sum(count_over_time({{service_name="{run.service}"}}[1h]))'
-
-        def stored(run: Run = run, count: str = count) -> bool:
-            return list(_vector(_instant(loki_http, loki_url, count, "count")).values()) == [
-                float(run.beats)]
-
-        assert wait_for(stored, timeout=60), f"{run.service}: heartbeats never all arrived"
+        wait_queryable(loki_http, loki_url, run.service, run.beats, "1h")
     yield out
-
-
-def _at(pool: urllib3.PoolManager, loki_url: str, query: str, at_ns: int,
-        what: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return _vector(_get(pool, loki_url, "/loki/api/v1/query",
-                        {"query": query, "time": str(at_ns)}, what))
-
-
-def _minutes_of_wait(rule: dict[str, Any]) -> int:
-    wait = rule["for"]
-    return int(wait[:-1]) if wait.endswith("m") else 0
 
 
 @pytest.mark.parametrize("uid", HEALTH_RULES)
@@ -122,19 +106,10 @@ def test_health_rule_fires_where_tripped_for_its_whole_wait_and_stays_quiet_else
     uid: str, runs: dict[str, Run], loki_http: urllib3.PoolManager, loki_url: str,
 ) -> None:
     rule = next(r for r in g.alert_rules() if r["uid"] == uid)
-    threshold = g.rule_threshold(rule)
     now = time.time_ns()
     for kind, run in runs.items():
-        expr = g.scope_rule_expr(g.rule_expr(rule), run.service)
-        for minutes in range(_minutes_of_wait(rule) + 1):
-            series = _at(loki_http, loki_url, expr, now - minutes * 60 * NS,
-                         f"{uid} {kind} -{minutes}m")
-            values = list(series.values())
-            if uid in TRIPS[kind]:
-                assert len(values) == 1, (uid, kind, minutes, series)
-                assert values[0] > threshold, (uid, kind, f"-{minutes}m", values[0])
-            else:
-                assert all(v <= threshold for v in values), (uid, kind, f"-{minutes}m", series)
+        assert_rule(loki_http, loki_url, rule, run.service, fires=uid in TRIPS[kind],
+                    now_ns=now, what=kind)
 
 
 def test_the_rules_name_the_service_and_host_they_fire_for(
