@@ -223,6 +223,10 @@ class SidecarConfig:
         "cache dir)"))
     positions_file: str = field(default="/var/lib/shipper/positions.json", metadata=_help(
         "where file offsets and container timestamps are kept across restarts"))
+    promtail_positions: str | None = field(default=None, metadata=_help(
+        "a Promtail positions.yaml, read once at start-up: files with no position of their "
+        "own start where Promtail stopped, matched by path (docs/promtail.md); not read once "
+        "positions_file exists"))
     positions_interval: float = field(default=2.0, metadata=_help(
         "how often positions are saved (only what Loki or the spool has taken)",
         "duration"))
@@ -475,6 +479,11 @@ def load_config(path: str | os.PathLike[str], *,
         raise reader.fail("workers", config.workers,
                           f"a number of processes from 1 to {MAX_WORKERS}")
     _check_sources(reader, config)
+    if config.promtail_positions is not None and os.path.abspath(
+            config.promtail_positions) == os.path.abspath(config.positions_file):
+        raise reader.fail("promtail_positions", config.promtail_positions,
+                          "a file other than positions_file (the sidecar writes its own "
+                          "positions there, as JSON)")
     return dataclasses.replace(config, loki=loki)
 
 
