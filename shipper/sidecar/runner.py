@@ -38,12 +38,17 @@ from shipper.redact import hide_url_credentials
 from shipper.sidecar.config import FileSourceConfig, SidecarConfig
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore
 from shipper.sidecar.pressure import QueueGauge, ReadAhead
+from shipper.sidecar.promtail import PromtailPositionsError, adopt_promtail_positions
 from shipper.sidecar.server import StartupError
 from shipper.sidecar.sources import SOURCES, Lane, Source, Wiring
 from shipper.sidecar.sources.base import parser_spec
+from shipper.sidecar.sources.file import FileSource
 from shipper.sidecar.workers import WorkerPool
 
-__all__ = ["Sidecar", "StartupError", "run"]
+__all__ = ["HEALTH_FILES", "Sidecar", "StartupError", "run"]
+
+#: a heartbeat lists at most this many files (those furthest behind); its totals count all
+HEALTH_FILES = 20
 
 
 def _say(message: str) -> None:
@@ -68,6 +73,8 @@ class Sidecar:
         self._draining = False
         #: with `workers: N` (N >= 2) and file sources
         self._pool: WorkerPool | None = None
+        #: file path -> Promtail's offset (promtail_positions), for files found at start-up
+        self._promtail: dict[str, int] = {}
         self.exit_code = 0
 
     # ------------------------------------------------------------------ start-up
@@ -82,7 +89,15 @@ class Sidecar:
             except OSError as exc:
                 raise StartupError(f"positions_file: {config.positions_file}: cannot write "
                                    f"there ({exc.strerror or exc})") from None
+            taken_over = os.path.lexists(config.positions_file)  # before a damaged one goes
             saved = self.positions.load()
+            try:
+                self._promtail = adopt_promtail_positions(
+                    config.promtail_positions, config.positions_file, taken_over=taken_over,
+                    say=_say)
+            except PromtailPositionsError as exc:
+                raise StartupError(f"promtail_positions: {exc} (fix it, or remove the "
+                                   "setting to start files as start_at says)") from None
         spool_dir = config.loki.resolved_spool_dir()
         if spool_dir is not None:
             try:
@@ -107,6 +122,8 @@ class Sidecar:
                 except RuntimeError as exc:
                     raise StartupError(f"workers: {exc}") from None
             self._build_sources(saved)
+            if self.pipeline.heartbeat is not None:
+                self.pipeline.heartbeat.details = self.health_details
             if config.metrics_listen:
                 _needs("prometheus_client", "metrics_listen", "sidecar",
                        " (or set metrics_listen: null)")
@@ -146,7 +163,8 @@ class Sidecar:
             self.sources.append(source_class.build(config, Wiring(
                 name=f"{config.type}#{i}", pipeline=self.pipeline, service=loki.service,
                 env=loki.env, saved=saved, pressure=gauge.pressure,
-                overloaded=gauge.overloaded, report=_say, lane=lane)))
+                overloaded=gauge.overloaded, report=_say, lane=lane,
+                promtail=self._promtail)))
 
     def _abort(self) -> None:
         for source in self.sources:
@@ -166,6 +184,24 @@ class Sidecar:
                    if self._pool is not None else "")
         line = f"started: {'; '.join(parts)}; shipping to {loki}{workers}{ops}"
         return hide_url_credentials(line)
+
+    def health_details(self) -> dict[str, Any]:
+        """What the sidecar adds to its heartbeats: how far behind its files are. ``lag_bytes``
+        (all files), ``lag_files`` (files behind), the file furthest behind
+        (``lag_max_path``, ``lag_max_bytes``: a flat pair that ``| json`` makes labels of), and
+        ``files``, the :data:`HEALTH_FILES` furthest behind as ``{path, lag_bytes}``."""
+        files = [(status.path, status.lag_bytes) for source in self.sources
+                 if isinstance(source, FileSource) for status in source.status()]
+        files.sort(key=lambda item: (-item[1], item[0]))
+        worst_path, worst = files[0] if files else ("", 0)
+        return {
+            "role": "sidecar",
+            "lag_bytes": sum(lag for _, lag in files),
+            "lag_files": sum(1 for _, lag in files if lag > 0),
+            "lag_max_path": worst_path,
+            "lag_max_bytes": worst,
+            "files": [{"path": path, "lag_bytes": lag} for path, lag in files[:HEALTH_FILES]],
+        }
 
     def stats(self) -> dict[str, Any]:
         """The pipeline's :meth:`~shipper.delivery.pipeline.Pipeline.stats`, with the counters of

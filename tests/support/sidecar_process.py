@@ -42,7 +42,7 @@ class SidecarProcess:
         self.metrics_port = free_port()
         self.config: dict[str, Any] = {
             "loki": {"url": loki_url, "backoff_min": "50ms", "backoff_max": "500ms",
-                     "batch_max_wait": "100ms"},
+                     "batch_max_wait": "100ms", "health_interval": 0},
             "service": "sidecar-test",
             "spool_dir": str(work / "spool"),
             "positions_file": str(work / "positions.json"),
@@ -59,9 +59,12 @@ class SidecarProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
 
-    def start(self, wait: bool = True) -> SidecarProcess:
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> SidecarProcess:
+        """Start it (``env``: variables it gets on top of this process's, whose ``LOKI_*``
+        and ``SHIPPER_*`` it never sees)."""
         self.path.write_text(yaml.safe_dump(self.config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOKI_", "SHIPPER_"))}
+        env = {**{k: v for k, v in os.environ.items()
+                  if not k.startswith(("LOKI_", "SHIPPER_"))}, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shipper", "sidecar", "--config", str(self.path)],
             cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
