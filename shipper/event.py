@@ -618,8 +618,9 @@ def entry_maker(type_guard: TypeGuard | None = None,
         if labels is None:
             labels = stream_labels(service, env, level, actor, type_)
         actor_id, trace_id = event.actor_id, event.trace_id
-        if event.logger is not None:
-            metadata = structured_metadata(actor_id, trace_id, event.logger)
+        if event.logger is not None or event.span_id is not None:
+            metadata = structured_metadata(actor_id, trace_id, event.logger, None,
+                                           event.span_id)
         elif actor_id:
             pair = actor_pairs.get(actor_id)
             if pair is None:

@@ -374,6 +374,7 @@ _MAKER_EVENTS = st.lists(st.builds(
     metadata=st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "password"]),
                                                   st.integers() | st.text(max_size=5))),
     exception=st.sampled_from([None, "", "Traceback"]),
+    span_id=st.sampled_from([None, "", "00f067aa0ba902b7"]),
 ), max_size=30)
 
 

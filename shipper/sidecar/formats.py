@@ -614,6 +614,7 @@ class LineParser:
                 "metadata": meta,
                 "exception": exception or None,
                 "original_time": None,
+                "span_id": None,
             }))
 
     def parse(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
