@@ -342,6 +342,11 @@ class Server:
         """Requests begun and not whole by their deadline (idle keep-alives not counted)."""
         return self._server.timed_out
 
+    @property
+    def alive(self) -> bool:
+        """Serving: started and not stopped."""
+        return self._thread.is_alive()
+
     def start(self) -> None:
         self._thread.start()
 

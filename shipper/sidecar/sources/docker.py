@@ -153,6 +153,8 @@ class DockerSource(Source[DockerSourceConfig]):
         self._wake = threading.Event()  # read the container list now
         self._events_stream: Any = None
         self._thread: threading.Thread | None = None
+        #: why the container list cannot be read (until it is: /ready)
+        self._trouble: str | None = "the container list is not read yet"
         self._events_thread: threading.Thread | None = None
         self.lines_read = 0
         self.failed: BaseException | None = None
@@ -197,6 +199,16 @@ class DockerSource(Source[DockerSourceConfig]):
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def not_ready(self) -> str | None:
+        """Not running, or the container list has not been read yet (or not since the
+        Docker API last failed)."""
+        if not self.alive:
+            return super().not_ready()
+        trouble = self._trouble
+        if trouble is not None:
+            return f"{self.name} cannot list the containers at {self.config.host}: {trouble}"
+        return None
 
     def snapshot(self) -> dict[str, int]:
         """Each container's position: the Docker timestamp of its last line shipped."""
@@ -258,6 +270,7 @@ class DockerSource(Source[DockerSourceConfig]):
                 listed_at = int(time.time()) - 1
                 self._refresh(include_stopped=first)
                 first = False
+                self._trouble = None
                 if self._events_thread is None or not self._events_thread.is_alive():
                     # events since the list was read: a container that starts (and maybe
                     # exits) before the stream is open is not missed
@@ -270,6 +283,7 @@ class DockerSource(Source[DockerSourceConfig]):
                     self._stop.wait(0.2)  # woken by an ended stream: let a burst settle
                 self._wake.clear()
             except Exception as exc:
+                self._trouble = f"{type(exc).__name__}: {exc}"
                 self.report(f"docker source: {self.config.host}: {type(exc).__name__}: {exc}; "
                             f"trying again in {backoff:.0f}s")
                 self.client = None
