@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -119,6 +120,9 @@ class LokiLink:
                 # reason, and their events; the entries it refused go on as dead letters
                 answered += outcome.entries
                 tally.refuse(outcome.reason, outcome.entries)
+                tally.add("sent_bytes", outcome.body_bytes)
+                tally.entries_refused(Counter(self._reason(outcome, item.reason)
+                                              for item in outcome.refused))
                 if len(outcome.refused) < outcome.entries:  # the rest of it was stored
                     tally.add("sent", outcome.entries - len(outcome.refused))
                 self._reporter.report(
@@ -177,15 +181,20 @@ class LokiLink:
         now = time.time_ns()
         letters: list[DeadLetter] = []
         for item in outcome.refused:
-            reason = refusal_reason(outcome.status or 400, item.reason)
-            if reason.startswith("http_"):  # Loki's words about it are not a known reason
-                reason = outcome.reason
-            letters.append(DeadLetter(part[item.index], reason, item.reason, now, item.certain))
+            letters.append(DeadLetter(part[item.index], self._reason(outcome, item.reason),
+                                      item.reason, now, item.certain))
         assert self._on_refused is not None
         try:
             self._on_refused(letters)
         except Exception as exc:
             self._reporter.report("dead_letters", exc)
+
+    @staticmethod
+    def _reason(outcome: PushOutcome, words: str) -> str:
+        """The reason of one entry Loki refused, from its words about it."""
+        reason = refusal_reason(outcome.status or 400, words)
+        # Loki's words about it are not a known reason: the request's
+        return outcome.reason if reason.startswith("http_") else reason
 
     def failing_for(self) -> float:
         """Seconds of continuous failure so far (0 while Loki accepts)."""

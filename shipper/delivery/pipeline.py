@@ -571,9 +571,10 @@ class Pipeline:
             "send_rate_limit": self._link.send_rate_limit if self._link is not None else None,
             "type_overflow": self._types.overflowed,
             "type_audit_renamed": self._types.audit_renamed,
-            # bytes of the requests Loki took (as sent: compressed when they were)
+            # bytes of the requests Loki took, as sent (compressed when they were); a 400
+            # counts: Loki stored the valid entries of the request
             "sent_bytes": counts.get("sent_bytes", 0),
-            "refused_events_by_reason": self._tally.refused_events(),
+            "refused_entries": self._tally.refused_entries(),
             "push_seconds": self._tally.push_times(),
             # what the last push or probe said of Loki (None: none yet, or no URL)
             "loki_answer": self._link.answer if self._link is not None else None,

@@ -36,7 +36,7 @@ class Tally:
         self._dropped: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
         self._dead: Counter[str] = Counter()
-        self._refused_events: Counter[str] = Counter()
+        self._entries_refused: Counter[str] = Counter()
         self._push_times: PushTimes = {}
 
     def add(self, name: str, n: int) -> None:
@@ -54,7 +54,11 @@ class Tally:
         with self._lock:
             self._refused[reason] += 1
             self._counts["refused_events"] += events
-            self._refused_events[reason] += events
+
+    def entries_refused(self, reasons: Counter[str]) -> None:
+        """Entries Loki refused (in answers with a 400), by reason."""
+        with self._lock:
+            self._entries_refused.update(reasons)
 
     def timed(self, status_class: str, seconds: float) -> None:
         """One push request answered (or failed) after ``seconds``."""
@@ -90,10 +94,10 @@ class Tally:
         with self._lock:
             return dict(self._counts), dict(self._dropped), dict(self._refused)
 
-    def refused_events(self) -> dict[str, int]:
-        """A copy of the events in refused requests, by Loki's reason."""
+    def refused_entries(self) -> dict[str, int]:
+        """A copy of the entries Loki refused, by reason."""
         with self._lock:
-            return dict(self._refused_events)
+            return dict(self._entries_refused)
 
     def push_times(self) -> PushTimes:
         """A copy of the push durations (see :data:`PushTimes`)."""

@@ -70,7 +70,8 @@ class SidecarCollector(Collector):
         yield counter("events_retried", "events sent again after a 429, a 5xx or no answer",
                       stats["retried"])
         yield counter("sent_bytes", "bytes of the push requests Loki took, as sent (compressed "
-                      "when they were)", stats["sent_bytes"])
+                      "when they were; a 400 counts: Loki stored the valid entries)",
+                      stats["sent_bytes"])
         pushes = HistogramMetricFamily(
             "shipper_sidecar_push_duration_seconds",
             "push requests to Loki (probes included) by how long they took, by status class "
@@ -83,9 +84,9 @@ class SidecarCollector(Collector):
             pushes.add_metric([status_class], buckets, total)
         yield pushes
         refused_events = CounterMetricFamily(
-            "shipper_sidecar_events_refused", "events in the push requests Loki answered with "
-            "a 400, by reason", labels=["reason"])
-        for reason, n in sorted(stats["refused_events_by_reason"].items()):
+            "shipper_sidecar_events_refused", "events Loki refused (in answers with a 400), "
+            "by reason", labels=["reason"])
+        for reason, n in sorted(stats["refused_entries"].items()):
             refused_events.add_metric([reason], n)
         yield refused_events
         refused = CounterMetricFamily("shipper_sidecar_requests_refused",

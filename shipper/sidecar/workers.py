@@ -279,7 +279,7 @@ class WorkerPool:
         out = dict(stats)
         out["refused"] = dict(stats["refused"])
         out["dropped"] = dict(stats["dropped"])
-        out["refused_events_by_reason"] = dict(stats["refused_events_by_reason"])
+        out["refused_entries"] = dict(stats["refused_entries"])
         out["push_seconds"] = {cls: (list(counts), total)
                                for cls, (counts, total) in stats["push_seconds"].items()}
         for worker in self._workers:
@@ -289,7 +289,7 @@ class WorkerPool:
                 continue
             for key in _SUMMED:
                 out[key] += theirs.get(key, 0)
-            for key in ("refused", "dropped", "refused_events_by_reason"):
+            for key in ("refused", "dropped", "refused_entries"):
                 for reason, n in theirs.get(key, {}).items():
                     out[key][reason] = out[key].get(reason, 0) + n
             for cls, (counts, total) in theirs.get("push_seconds", {}).items():
@@ -422,7 +422,7 @@ def _counters(stats: dict[str, Any]) -> dict[str, Any]:
     out["refused"] = dict(stats["refused"])
     out["dropped"] = dict(stats["dropped"])
     out["offline"] = bool(stats["offline"])
-    for key in ("refused_events_by_reason", "push_seconds", "loki_answer", "spool_writable"):
+    for key in ("refused_entries", "push_seconds", "loki_answer", "spool_writable"):
         out[key] = stats[key]
     return out
 
