@@ -240,7 +240,7 @@ class SidecarConfig:
         "pipeline, while this one reads the files (about 1.4x the lines/s of one process on "
         "2 cores; see docs/sidecar.md)"))
     metrics_listen: str | None = field(default="127.0.0.1:3501", metadata=_help(
-        "host:port of /healthz and /metrics (null turns them off)", "listen"))
+        "host:port of /ready, /healthz and /metrics (null turns them off)", "listen"))
     sources: tuple[SourceConfig, ...] = field(default=(), metadata=_help(
         "what to ship: a list of sources, each with a type (file, http, docker)"))
 

@@ -1,4 +1,4 @@
-"""The small HTTP servers of the sidecar (the http source, /healthz and /metrics): connections,
+"""The small HTTP servers of the sidecar (the http source, /ready, /healthz and /metrics): connections,
 deadlines and request bodies read with their limits.
 
 They are the standard library's ThreadingHTTPServer (one thread per connection, HTTP/1.1
