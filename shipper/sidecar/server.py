@@ -1,5 +1,5 @@
-"""The small HTTP servers of the sidecar (the http source, /ready, /healthz and /metrics): connections,
-deadlines and request bodies read with their limits.
+"""The small HTTP servers of the sidecar (the http source, /ready, /healthz and /metrics):
+connections, deadlines and request bodies read with their limits.
 
 They are the standard library's ThreadingHTTPServer (one thread per connection, HTTP/1.1
 keep-alive, nothing to install), held so that no client can hold them:
