@@ -126,10 +126,22 @@ class SidecarCollector(Collector):
             lines.add_metric([source.name], source.lines_read)
             invalid.add_metric([source.name], source.invalid_lines())
             for family, values, value in source.samples():
-                own[family].add_metric(list(values), value)
+                own[family].add_metric([_label_text(v) for v in values], value)
         yield lines
         yield invalid
         yield from own.values()
+
+
+def _label_text(value: str) -> str:
+    """A label value the text format can carry: a file name that is not UTF-8 (read with
+    surrogate escapes) shows its bytes as ``\\xNN`` instead of failing the whole scrape."""
+    if value.isascii():
+        return value
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
 
 
 #: the families a source fills with its own samples (see Source.samples), in their order

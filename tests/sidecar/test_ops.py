@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from shipper._version import __version__
+from shipper.sidecar.sources.file import FileStatus
 from tests.support.fakeloki import FakeLoki, Request
 from tests.support.sidecar_process import ROOT, SidecarProcess, json_lines, wait_until
 
@@ -265,3 +266,79 @@ def test_sources_are_named_in_metrics_and_the_start_up_line(
     assert proc.finish() == 0
     assert "started: nginx.access tailing " in proc.stderr
     assert "; http#1 listening on http://127.0.0.1:" in proc.stderr
+
+
+def in_process_sidecar(tmp_path: Path, loki: FakeLoki) -> tuple[Any, int]:
+    import yaml
+
+    from shipper.sidecar.config import load_config
+    from shipper.sidecar.runner import Sidecar
+    from tests.support.fakeloki import free_port
+
+    port = free_port()
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(yaml.safe_dump({
+        "loki": {"url": loki.url}, "service": "ops", "spool_dir": str(tmp_path / "spool"),
+        "positions_file": str(tmp_path / "pos.json"), "metrics_listen": f"127.0.0.1:{port}",
+        "sources": [{"type": "file", "name": "many", "paths": [str(tmp_path / "logs" / "*")],
+                     "poll_interval": "20ms", "format": "json"}]}))
+    return Sidecar(load_config(str(config))), port
+
+
+def scrape(port: int) -> dict[str, Any]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.status == 200
+        return {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+
+
+def test_per_file_series_are_capped_to_the_files_furthest_behind(
+        tmp_path: Path, loki: FakeLoki) -> None:
+    """Thousands of files must not become thousands of series each: past the cap only the
+    files furthest behind have series of their own; files_followed counts them all."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for i in range(5):
+        (logs / f"f{i}.log").write_text(json_lines(f"f{i}", 0, 1))
+    sidecar, port = in_process_sidecar(tmp_path, loki)
+    sidecar.start()
+    try:
+        source = sidecar.sources[0]
+        source.metrics_files = 2  # type: ignore[attr-defined]
+        assert wait_until(lambda: loki.count() == 5)
+        got = scrape(port)
+        assert value(got["shipper_sidecar_files_followed"], source="many") == 5
+        assert len(got["shipper_sidecar_file_read_bytes"].samples) == 2
+        assert len(got["shipper_sidecar_file_size_bytes"].samples) == 2
+        assert len(got["shipper_sidecar_file_lag_bytes"].samples) == 2
+        # which two: those furthest behind
+        behind = [FileStatus(f"/l/{i}", lag, 0.0, 100 - lag, 100)
+                  for i, lag in enumerate((5, 50, 0, 70, 1))]
+        source.status = lambda: list(behind)  # type: ignore[method-assign]
+        got = scrape(port)
+        assert {s.labels["path"]: s.value for s in
+                got["shipper_sidecar_file_read_bytes"].samples} == {"/l/3": 30, "/l/1": 50}
+    finally:
+        sidecar.shutdown(5)
+
+
+def test_a_file_name_that_is_not_utf8_does_not_break_the_scrape(
+        tmp_path: Path, loki: FakeLoki) -> None:
+    import os
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    name = os.fsencode(str(logs)) + b"/caf\xe9.log"  # Latin-1, as an old system writes it
+    with open(name, "wb") as f:
+        f.write(json_lines("x", 0, 2).encode())
+    sidecar, port = in_process_sidecar(tmp_path, loki)
+    sidecar.start()
+    try:
+        assert wait_until(lambda: loki.count() == 2)
+        got = scrape(port)
+        (sample,) = got["shipper_sidecar_file_read_bytes"].samples
+        assert sample.labels["path"] == f"{logs}/caf\\xe9.log"
+        assert sample.value == os.path.getsize(name)
+    finally:
+        sidecar.shutdown(5)
