@@ -143,9 +143,7 @@ class Source(abc.ABC, Generic[ConfigT]):
     def not_ready(self) -> str | None:
         """Why /ready should answer 503 because of this source (None: it has started and
         takes logs). By default: it runs."""
-        if self.alive:
-            return None
-        return self.problem() or f"{self.name} has not started"
+        return None if self.alive else self.problem()
 
     def problem(self) -> str | None:
         """Why /healthz should answer 503 because of this source (None: it runs)."""

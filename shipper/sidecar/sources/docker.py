@@ -153,8 +153,8 @@ class DockerSource(Source[DockerSourceConfig]):
         self._wake = threading.Event()  # read the container list now
         self._events_stream: Any = None
         self._thread: threading.Thread | None = None
-        #: why the container list cannot be read (until it is: /ready)
-        self._trouble: str | None = "the container list is not read yet"
+        #: why the container list cannot be read (None once it is: /ready)
+        self._trouble: str | None = "not read yet"
         self._events_thread: threading.Thread | None = None
         self.lines_read = 0
         self.failed: BaseException | None = None
