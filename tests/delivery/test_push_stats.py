@@ -6,36 +6,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-from shipper.config import ShipperConfig
-from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.tally import PUSH_SECONDS_BUCKETS, Tally
-from shipper.event import LogEvent
 from tests.support.fakeloki import FakeLoki, ScriptedTransport
-
-
-def _pipeline(tmp_path: Path, transport: Any, **kw: Any) -> Pipeline:
-    settings: dict[str, Any] = {
-        "url": "http://loki.test:3100", "service": "st", "spool_dir": str(tmp_path / "spool"),
-        "batch_max_wait": 0.01, "backoff_min": 0.01, "backoff_max": 0.05,
-        "shutdown_timeout": 1, **kw,
-    }
-    return Pipeline(ShipperConfig(**settings), transport=transport)
-
-
-def _submit(pipeline: Pipeline, n: int, *, age_ns: int = 0) -> None:
-    now = time.time_ns() - age_ns
-    for i in range(n):
-        pipeline.submit(LogEvent.create(service="st", level="INFO", message=f"m{i}",
-                                        timestamp_ns=now + i))
+from tests.support.pipelines import fast_pipeline, submit_events
 
 
 def test_each_push_is_timed_by_status_class_and_the_bytes_taken_are_counted(
         tmp_path: Path) -> None:
     transport = ScriptedTransport(["429", "500"])
-    pipeline = _pipeline(tmp_path, transport)
-    _submit(pipeline, 10)
+    pipeline = fast_pipeline(tmp_path, transport)
+    submit_events(pipeline, 10)
     assert pipeline.flush(timeout=30)
     stats = pipeline.stats()
     times = stats["push_seconds"]
@@ -62,9 +43,9 @@ def test_a_duration_falls_in_the_first_bucket_whose_bound_is_not_below_it() -> N
 def test_entries_loki_refused_are_counted_by_reason_not_the_whole_request(
         tmp_path: Path) -> None:
     with FakeLoki(rate_limit=False) as loki:
-        pipeline = _pipeline(tmp_path, None, url=loki.url)
-        _submit(pipeline, 7)
-        _submit(pipeline, 3, age_ns=30 * 24 * 3600 * 10**9)  # older than Loki takes
+        pipeline = fast_pipeline(tmp_path, None, url=loki.url)
+        submit_events(pipeline, 7)
+        submit_events(pipeline, 3, age_ns=30 * 24 * 3600 * 10**9)  # older than Loki takes
         assert pipeline.flush(timeout=30)
         stats = pipeline.stats()
         assert stats["refused_entries"] == {"too_old": 3}
@@ -75,7 +56,7 @@ def test_entries_loki_refused_are_counted_by_reason_not_the_whole_request(
 
 def test_before_any_push_loki_has_said_nothing_and_a_probe_asks_it(tmp_path: Path) -> None:
     transport = ScriptedTransport()
-    pipeline = _pipeline(tmp_path, transport)
+    pipeline = fast_pipeline(tmp_path, transport)
     assert pipeline.stats()["loki_answer"] is None
     answer = pipeline.probe_loki()
     assert answer is not None and answer.ok and answer.detail == "Loki answered 204"
@@ -88,7 +69,7 @@ def test_before_any_push_loki_has_said_nothing_and_a_probe_asks_it(tmp_path: Pat
 def test_a_probe_or_push_without_an_answer_says_loki_cannot_be_reached(
         tmp_path: Path) -> None:
     transport = ScriptedTransport(then="refused")
-    pipeline = _pipeline(tmp_path, transport, spool=False, retry_budget=0.2)
+    pipeline = fast_pipeline(tmp_path, transport, spool=False, retry_budget=0.2)
     answer = pipeline.probe_loki()
     assert answer is not None and not answer.ok
     assert answer.detail.startswith("no answer from Loki (POST http://loki.test:3100/")
@@ -100,8 +81,8 @@ def test_a_probe_or_push_without_an_answer_says_loki_cannot_be_reached(
 def test_429s_within_the_retry_budget_leave_loki_answering_past_it_not(
         tmp_path: Path) -> None:
     transport = ScriptedTransport(then="429")
-    pipeline = _pipeline(tmp_path, transport, spool=False, retry_budget=0.3)
-    _submit(pipeline, 3)
+    pipeline = fast_pipeline(tmp_path, transport, spool=False, retry_budget=0.3)
+    submit_events(pipeline, 3)
     first = pipeline.flush(timeout=0.1)
     answer = pipeline.stats()["loki_answer"]
     assert not first and answer is not None and answer.ok
@@ -116,14 +97,14 @@ def test_429s_within_the_retry_budget_leave_loki_answering_past_it_not(
 
 
 def test_the_spool_says_whether_it_takes_events(tmp_path: Path) -> None:
-    with_spool = _pipeline(tmp_path, ScriptedTransport())
+    with_spool = fast_pipeline(tmp_path, ScriptedTransport())
     assert with_spool.stats()["spool_writable"] is True
     with_spool.close()
-    without = _pipeline(tmp_path, ScriptedTransport(), spool=False)
+    without = fast_pipeline(tmp_path, ScriptedTransport(), spool=False)
     assert without.stats()["spool_writable"] is None
     without.close()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    unusable = _pipeline(tmp_path, ScriptedTransport(), spool_dir=str(blocker / "spool"))
+    unusable = fast_pipeline(tmp_path, ScriptedTransport(), spool_dir=str(blocker / "spool"))
     assert unusable.stats()["spool_writable"] is False
     unusable.close(0)
