@@ -83,7 +83,7 @@ class _Follow:
                 self._lines([buf], since, joiner, emit)
         except Exception as exc:
             if not self.stopping:
-                source.report(f"docker source: logs of {self.name} ({self.cid[:12]}) "
+                source.report(f"docker source {source.name}: logs of {self.name} ({self.cid[:12]}) "
                               f"stopped: {type(exc).__name__}: {exc}")
         finally:
             if joiner is not None:
@@ -284,7 +284,7 @@ class DockerSource(Source[DockerSourceConfig]):
                 self._wake.clear()
             except Exception as exc:
                 self._trouble = f"{type(exc).__name__}: {exc}"
-                self.report(f"docker source: {self.config.host}: {type(exc).__name__}: {exc}; "
+                self.report(f"docker source {self.name}: {self.config.host}: {self._trouble}; "
                             f"trying again in {backoff:.0f}s")
                 self.client = None
                 self._stop.wait(backoff)
@@ -317,7 +317,7 @@ class DockerSource(Source[DockerSourceConfig]):
                     self._follow(cid, None)
         except Exception as exc:
             if not self._stop.is_set():
-                self.report(f"docker source: event stream ended ({type(exc).__name__}: "
+                self.report(f"docker source {self.name}: event stream ended ({type(exc).__name__}: "
                             f"{exc}); the container list is read every "
                             f"{self.config.refresh_interval:g}s")
 
@@ -330,7 +330,7 @@ class DockerSource(Source[DockerSourceConfig]):
         try:
             details = self.client.api.inspect_container(cid)
         except Exception as exc:
-            self.report(f"docker source: cannot inspect {cid[:12]} ({exc})")
+            self.report(f"docker source {self.name}: cannot inspect {cid[:12]} ({exc})")
             return
         labels = (details.get("Config") or {}).get("Labels") or {}
         name = str(details.get("Name") or cid[:12]).lstrip("/")
