@@ -55,7 +55,8 @@ class LokiAnswer(NamedTuple):
     at: float
     #: Loki takes pushes: it stored or refused the entries (a 400 is about the data), or it
     #: pushes back (429, 5xx) within ``retry_budget``; False: no answer at all, the
-    #: credentials refused, or pushing back past ``retry_budget``
+    #: credentials refused, pushing back past ``retry_budget``, or another refusal (a 404:
+    #: no push API at that URL)
     ok: bool
     #: what it answered, for /ready (``Loki answered 204``, ``connection refused ...``)
     detail: str
@@ -169,6 +170,11 @@ class LokiLink:
                       else f"Loki answered {outcome.status}: {outcome.message[:200]}")
             if not outcome.unreachable:
                 detail += f" for {self.failing_for():.0f}s (retry_budget spent)"
+        elif outcome.kind == "refused" and outcome.status != 400 \
+                and outcome.reason != "too_large":
+            # not Loki judging entries: no push API there (404, 405), or a proxy's refusal
+            ok = False
+            detail = f"pushes are refused: {outcome.status}: {outcome.message[:300]}"
         else:
             ok = True
             detail = f"Loki answered {outcome.status}" + (

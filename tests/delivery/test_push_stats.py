@@ -108,3 +108,15 @@ def test_the_spool_says_whether_it_takes_events(tmp_path: Path) -> None:
     unusable = fast_pipeline(tmp_path, ScriptedTransport(), spool_dir=str(blocker / "spool"))
     assert unusable.stats()["spool_writable"] is False
     unusable.close(0)
+
+
+def test_a_url_without_a_push_api_is_not_loki_answering(tmp_path: Path) -> None:
+    """A 404 (Grafana's URL instead of Loki's, a write path behind the wrong target) refuses
+    every push: the pipeline cannot deliver, unlike a 400 about some entries."""
+    with FakeLoki(target="read") as loki:
+        pipeline = fast_pipeline(tmp_path, None, url=loki.url, spool=False)
+        answer = pipeline.probe_loki()
+        assert answer is not None and not answer.ok
+        assert answer.detail.startswith("pushes are refused: 404: ")
+        assert "served by the write target" in answer.detail
+        pipeline.close(0)
