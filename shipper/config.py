@@ -10,6 +10,7 @@ setting and the value.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -23,8 +24,8 @@ import yaml
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.redact import hide_url_credentials
 
-__all__ = ["ENV_VARS", "ConfigError", "Encoding", "ShipperConfig", "default_spool_dir",
-           "env_vars"]
+__all__ = ["ENV_VARS", "LOGCLI_ENV_VARS", "ConfigError", "Encoding", "ShipperConfig",
+           "default_spool_dir", "env_vars"]
 
 Encoding = Literal["json", "json+gzip", "protobuf"]
 
@@ -100,7 +101,8 @@ class ShipperConfig:
         "env": "LOKI_URL",
         "help": "Loki base URL (`http://loki:3100`) or full push URL; unset: the spool only. "
                 "A `user:password@` in it is sent as basic auth, like `username` and "
-                "`password`, and never shown",
+                "`password`, and never shown. logcli's `LOKI_ADDR` is read too "
+                "(`LOKI_URL` wins)",
         "default_doc": "none: spool only"})
     service: str = field(default="unknown_service", metadata={
         "help": "the `service_name` label: the app's name"})
@@ -108,7 +110,8 @@ class ShipperConfig:
         "help": "the `env` label (deployment environment); left out when unset"})
     tenant: str | None = field(default=None, metadata={
         "env": "LOKI_TENANT",
-        "help": "tenant sent as the `X-Scope-OrgID` header"})
+        "help": "tenant sent as the `X-Scope-OrgID` header; logcli's `LOKI_ORG_ID` is read "
+                "too (`LOKI_TENANT` wins)"})
     username: str | None = field(default=None, metadata={
         "env": "LOKI_USERNAME",
         "help": "basic-auth user (needs `password`)"})
@@ -118,13 +121,43 @@ class ShipperConfig:
     bearer_token: str | None = field(default=None, repr=False, metadata={
         "env": "LOKI_BEARER_TOKEN",
         "help": "sent as `Authorization: Bearer ...`; not together with basic auth"})
+    bearer_token_file: str | None = field(default=None, metadata={
+        "env": "LOKI_BEARER_TOKEN_FILE",
+        "help": "file holding the bearer token (a Kubernetes service account token): read "
+                "again whenever it changes (its size, time or inode), so a rotated token is "
+                "sent from the next request on; not together with `bearer_token` or basic auth"})
     ca_bundle: str | None = field(default=None, metadata={
         "env": "LOKI_CA_BUNDLE",
-        "help": "CA bundle file that verifies Loki's TLS certificate",
+        "help": "CA bundle file that verifies Loki's TLS certificate; logcli's "
+                "`LOKI_CA_CERT_PATH` is read too (`LOKI_CA_BUNDLE` wins)",
         "default_doc": "system CAs"})
     verify_tls: bool = field(default=True, metadata={
         "env": "LOKI_VERIFY_TLS",
-        "help": "verify Loki's TLS certificate"})
+        "help": "verify Loki's TLS certificate; logcli's `LOKI_TLS_SKIP_VERIFY=true` turns "
+                "it off too (`LOKI_VERIFY_TLS` wins)"})
+    client_cert: str | None = field(default=None, metadata={
+        "env": "LOKI_CLIENT_CERT_PATH",
+        "help": "client certificate (PEM) for mutual TLS, its key in the same file or in "
+                "`client_key`; read again for new connections when it changes"})
+    client_key: str | None = field(default=None, metadata={
+        "env": "LOKI_CLIENT_KEY_PATH",
+        "help": "private key (PEM, not encrypted) of `client_cert`"})
+    proxy_url: str | None = field(default=None, metadata={
+        "env": "LOKI_HTTP_PROXY_URL",
+        "help": "HTTP proxy (`http://` or `https://`) for every request to Loki; a "
+                "`user:password@` in it is sent to the proxy as basic auth and never shown",
+        "default_doc": "from the environment (`proxy_from_env`)"})
+    proxy_from_env: bool = field(default=True, metadata={
+        "help": "without `proxy_url`: use `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and "
+                "`NO_PROXY` (or their lower-case forms) as curl and requests do; false: "
+                "connect to Loki directly whatever they say"})
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False, metadata={
+        "help": "extra HTTP headers on every request to Loki: a mapping; in the variable "
+                "`Name=value,Name2=value` or a JSON object. Not the headers shipper sets "
+                "(`Content-Type`, `Content-Encoding`, `X-Scope-OrgID`: use `tenant`, ...), "
+                "nor `Authorization` when credentials are set",
+        "type_doc": "mapping of header name to text",
+        "default_doc": "none"})
     timeout: float = field(default=10.0, metadata={
         "env": "LOKI_TIMEOUT",
         "help": "connect and read timeout of every HTTP request to Loki"})
@@ -177,6 +210,10 @@ class ShipperConfig:
         "help": "key names to mask, added to the built-in ones"})
     redact_emails: bool = field(default=False, metadata={
         "help": "also mask e-mail addresses"})
+    extra_fields: bool = field(default=True, metadata={
+        "help": "a record's other extra attributes (`extra={\"order_id\": 42}`, structlog's "
+                "fields, python-logging-loki's `tags`) go into the line's `metadata` under "
+                "their own names; off: only the event fields are read"})
     ignore_loggers: tuple[str, ...] = field(default=(), metadata={
         "help": "loggers whose records the handler skips (its own HTTP stack always is)"})
     shutdown_timeout: float = field(default=5.0, metadata={
@@ -203,6 +240,7 @@ class ShipperConfig:
             raise ConfigError("password: LOKI_USERNAME is set but LOKI_PASSWORD is not")
         if self.username and self.bearer_token:
             raise ConfigError("bearer_token: use basic auth or a bearer token, not both")
+        self._check_connection()
         if not 1024 <= self.batch_max_bytes <= LOKI_MAX_REQUEST_BYTES:
             raise ConfigError(
                 f"batch_max_bytes: must be between 1 KiB and 4 MiB (Loki answers larger pushes "
@@ -247,9 +285,49 @@ class ShipperConfig:
         if self.username or self.bearer_token:
             raise ConfigError("url: it carries credentials (user:password@) and username or "
                               "bearer_token is set too: give them one way")
+        if self.bearer_token_file:
+            raise ConfigError("url: it carries credentials (user:password@) and "
+                              "bearer_token_file is set too: give them one way")
         object.__setattr__(self, "url", urlunsplit(parts._replace(netloc=host)))
         object.__setattr__(self, "username", user)
         object.__setattr__(self, "password", password)
+
+    def _check_connection(self) -> None:
+        """The settings every request to Loki carries: credentials and headers that cannot
+        break a request (no line break smuggled into a header), a proxy URL that is one, a
+        certificate's key with its certificate."""
+        set_ = object.__setattr__
+        for name in ("tenant", "username", "password", "bearer_token"):
+            value = getattr(self, name)
+            if value is not None and _CONTROL.search(str(value)):
+                raise ConfigError(f"{name}: must not hold a line break or another control "
+                                  "character (it is sent in an HTTP header)")
+        for name in ("tenant", "bearer_token"):
+            value = getattr(self, name)
+            if value is not None and not _header_text(str(value)):
+                raise ConfigError(f"{name}: holds characters an HTTP header cannot carry "
+                                  "(ASCII and Latin-1 only)")
+        for name in ("bearer_token_file", "client_cert", "client_key", "ca_bundle",
+                     "proxy_url"):
+            value = getattr(self, name)
+            if value is not None:
+                set_(self, name, str(value).strip() or None)
+        if self.bearer_token_file and (self.bearer_token or self.username):
+            raise ConfigError("bearer_token_file: set either it, bearer_token or "
+                              "username/password, not two of them")
+        if self.client_key and not self.client_cert:
+            raise ConfigError("client_key: LOKI_CLIENT_KEY_PATH is set but "
+                              "LOKI_CLIENT_CERT_PATH (client_cert) is not")
+        if self.proxy_url is not None:
+            _check_proxy_url(self.proxy_url)
+        headers = _headers("headers", self.headers)
+        taken = {"authorization"} if (self.username or self.bearer_token
+                                      or self.bearer_token_file) else set()
+        for header, _ in headers:
+            if header.lower() in taken:
+                raise ConfigError(f"headers: {header} is set by username/password or "
+                                  "bearer_token (or its file) too: give credentials one way")
+        set_(self, "headers", headers)
 
     # ------------------------------------------------------------------ building
 
@@ -265,6 +343,12 @@ class ShipperConfig:
         (``SHIPPER_CONFIG`` when not given), then ``overrides`` (None values are ignored)."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        for var, name in LOGCLI_ENV_VARS.items():  # shipper's own variables, below, win
+            if environ.get(var, "") != "":
+                values[name] = environ[var]
+        if environ.get("LOKI_TLS_SKIP_VERIFY", "") != "":
+            values["verify_tls"] = not _bool("LOKI_TLS_SKIP_VERIFY",
+                                             environ["LOKI_TLS_SKIP_VERIFY"])
         for var, name in ENV_VARS.items():
             if environ.get(var, "") != "":
                 values[name] = environ[var]
@@ -334,11 +418,128 @@ def env_vars(cls: type[Any]) -> dict[str, str]:
 #: environment variable → setting (what :meth:`ShipperConfig.load` reads)
 ENV_VARS: dict[str, str] = env_vars(ShipperConfig)
 
+#: logcli's variables that name a setting under another name, read by
+#: :meth:`ShipperConfig.load` when shipper's own variable is unset (``LOKI_TLS_SKIP_VERIFY``,
+#: the opposite of ``verify_tls``, too). logcli's other names (``LOKI_USERNAME``,
+#: ``LOKI_PASSWORD``, ``LOKI_BEARER_TOKEN``, ``LOKI_BEARER_TOKEN_FILE``,
+#: ``LOKI_CLIENT_CERT_PATH``, ``LOKI_CLIENT_KEY_PATH``, ``LOKI_HTTP_PROXY_URL``) are the
+#: settings' own.
+LOGCLI_ENV_VARS: dict[str, str] = {
+    "LOKI_ADDR": "url",
+    "LOKI_ORG_ID": "tenant",
+    "LOKI_CA_CERT_PATH": "ca_bundle",
+}
+
+#: a control character: never inside an HTTP header (CR and LF would start another one)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: an HTTP header name (RFC 9110 token)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_MAX_HEADERS, _MAX_HEADER_BYTES = 64, 8192
+#: headers shipper sets itself on each request (or that HTTP itself owns), with what to use
+_OWN_HEADERS = {
+    "content-type": "shipper sets it from `encoding`",
+    "content-encoding": "shipper sets it from `encoding`",
+    "content-length": "HTTP sets it for each request",
+    "transfer-encoding": "HTTP sets it for each request",
+    "host": "it comes from `url`",
+    "connection": "HTTP sets it for each request",
+    "x-scope-orgid": "set `tenant` (LOKI_TENANT) instead",
+    "proxy-authorization": "put the credentials in `proxy_url` (http://user:password@proxy)",
+}
+
+
+def _headers(name: str, value: object) -> tuple[tuple[str, str], ...]:
+    """Extra headers from a mapping, pairs, a JSON object or ``Name=value,Name2=value``;
+    each checked: a header name, a value without control characters, none of the headers
+    shipper sets, no name twice. An error names the header, never its value (a key, say)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith(("{", "[")):
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: not a JSON object: {exc}") from None
+            except RecursionError:
+                raise ConfigError(f"{name}: not a JSON object of header names and values "
+                                  "(nested too deep)") from None
+        else:
+            pairs: list[tuple[str, str]] = []
+            for item in filter(None, (p.strip() for p in text.split(","))):
+                key, eq, val = item.partition("=")
+                if not eq:
+                    raise ConfigError(f"{name}: expected Name=value pairs separated by commas "
+                                      f"(or a JSON object), got {key[:64]!r} without '='")
+                pairs.append((key.strip(), val.strip()))
+            value = pairs
+    if isinstance(value, Mapping):
+        value = list(value.items())
+    if not isinstance(value, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        raise ConfigError(f"{name}: expected a mapping of header names to values, got "
+                          f"{type(value).__name__}")
+    if len(value) > _MAX_HEADERS:
+        raise ConfigError(f"{name}: {len(value)} headers, at most {_MAX_HEADERS}")
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for key, val in value:
+        if not isinstance(key, str) or not _HEADER_NAME.fullmatch(key) or len(key) > 256:
+            raise ConfigError(f"{name}: {str(key)[:64]!r} is not a header name (letters, "
+                              "digits and !#$%&'*+-.^_`|~)")
+        if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+            raise ConfigError(f"{name}: {key}: expected text, got {type(val).__name__}")
+        text = str(val).strip()
+        if _CONTROL.search(text):
+            raise ConfigError(f"{name}: {key}: the value holds a line break or another "
+                              "control character")
+        if not _header_text(text):
+            raise ConfigError(f"{name}: {key}: the value holds characters an HTTP header "
+                              "cannot carry (ASCII and Latin-1 only)")
+        if len(text.encode("utf-8")) > _MAX_HEADER_BYTES:
+            raise ConfigError(f"{name}: {key}: the value is longer than {_MAX_HEADER_BYTES} "
+                              "bytes")
+        lower = key.lower()
+        if lower in _OWN_HEADERS:
+            raise ConfigError(f"{name}: {key} cannot be set here: {_OWN_HEADERS[lower]}")
+        if lower in seen:
+            raise ConfigError(f"{name}: {key} is given twice")
+        seen.add(lower)
+        out.append((key, text))
+    return tuple(out)
+
+
+def _header_text(text: str) -> bool:
+    """Whether HTTP can send ``text`` in a header (as Latin-1, as http.client encodes it)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_proxy_url(url: str) -> None:
+    """A proxy URL shipper can use: ``http(s)://[user:password@]host[:port]``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number
+    except ValueError:
+        raise ConfigError("proxy_url: not a valid URL (characters such as / ? # @ in a "
+                          "password must be percent-encoded)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        if "://" not in url:
+            what = "got a value without http:// or https://"
+        elif parts.hostname and parts.scheme:
+            what = f"{parts.scheme}:// proxies are not supported"
+        else:
+            what = f"got {hide_url_credentials(url)!r}"
+        raise ConfigError(f"proxy_url: expected http(s)://[user:password@]host[:port]; {what}")
+
 
 def _coerce(name: str, annotation: object, value: Any) -> Any:
     kind = str(annotation)
     if value is None:
         return None
+    if name == "headers":
+        return _headers(name, value)
     if name in {"batch_max_bytes", "queue_max_bytes", "spool_max_bytes", "spool_segment_bytes",
                 "max_line_bytes", "dead_letter_max_bytes"}:
         return _size(name, value)

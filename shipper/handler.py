@@ -16,6 +16,11 @@ Event fields are read from the record's ``extra``:
 ``event_time``     the event's own time (datetime or epoch seconds) instead of ``record.created``
 =================  ===================================================================
 
+Every other extra attribute (and python-logging-loki's ``tags``) goes into the line's
+``metadata`` under its own name (:mod:`shipper.extras`; the ``extra_fields`` setting turns it
+off), and a record structlog's ``ProcessorFormatter.wrap_for_formatter`` made is read from its
+event dict: ``event`` is the message, the other keys are read as extra attributes.
+
 Every record gives one entry, whatever it holds: a message or argument whose ``str`` or
 ``repr`` raises, an unreadable exception, metadata JSON cannot write, an ``event_time`` Loki
 cannot take (shipped at ``record.created``, the original kept as ``original_time``). The
@@ -28,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import logging
+import sys
 import threading
 import time
 import traceback
@@ -35,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from shipper.compat import translate_arguments
 from shipper.config import ShipperConfig
 from shipper.context import LogContext, current_context
 from shipper.delivery.pipeline import Pipeline
@@ -59,6 +66,7 @@ from shipper.event import (
     text_of,
     to_entry,
 )
+from shipper.extras import STANDARD_ATTRS, extra_fields, spread_tags, structlog_event_dict
 from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
 from shipper.typelabel import keep_original_type
 
@@ -125,7 +133,13 @@ def _timestamp(created: Any, event_time: Any) -> tuple[int, str | None]:
 #: extra attributes the worker reads when a record has them (``extra={...}``)
 _RARE_KEYS = ("original_level", "actorId", "user_id", "request_id", "traceId", "requestId",
               "event_time")
-_NO_RARE: tuple[None, ...] = (None,) * len(_RARE_KEYS)
+#: the rare values and, last, the record's extra fields (:func:`shipper.extras.extra_fields`)
+_NO_RARE: tuple[None, ...] = (None,) * (len(_RARE_KEYS) + 1)
+#: the record attributes that are not extra fields: logging's own and the event fields
+_NOT_EXTRA = STANDARD_ATTRS | {"metadata", "actor", "actor_id", "trace_id", "type", *_RARE_KEYS}
+#: the keys of a structlog event dict that are not extra fields
+_NOT_EXTRA_IN_EVENT_DICT = frozenset({"metadata", "actor", "actor_id", "trace_id", "type",
+                                      *_RARE_KEYS, "event", "exc_info"})
 #: attributes every record of this Python has (records from another factory may have more)
 _STANDARD_ATTRS = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
@@ -140,20 +154,29 @@ METADATA_OVERHEAD = 512
 
 
 def _snapshot(record: logging.LogRecord, context: LogContext | None,
-              exception: str | None) -> _Snapshot:
+              exception: str | None, formatter: logging.Formatter | None = None) -> _Snapshot:
     """What a record says, taken on the emitting thread: the message formatted now (as
     ``logging.handlers.QueueHandler`` does, so arguments changed after the call do not change
     the event), the exception text, and the attributes the worker reads. Mostly strings and
     numbers: once the record is gone the garbage collector soon stops looking at this tuple,
     where a queued record and its ``__dict__`` are walked on every collection until the
-    worker takes them."""
+    worker takes them. A record structlog made is read from its event dict
+    (:func:`_event_dict_snapshot`); ``formatter`` is the handler's."""
     try:
         if record.__class__ is _LogRecord:  # getMessage without the call
             msg, args = record.msg, record.args
             if msg.__class__ is not str:
+                if msg.__class__ is dict:
+                    event_dict = structlog_event_dict(record, formatter)
+                    if event_dict is not None:
+                        return _event_dict_snapshot(record, event_dict, context, exception)
                 msg = str(msg)
             message = msg % args if args else msg
         else:  # a record factory's class may format its own way
+            if record.msg.__class__ is dict:
+                event_dict = structlog_event_dict(record, formatter)
+                if event_dict is not None:
+                    return _event_dict_snapshot(record, event_dict, context, exception)
             message = record.getMessage()
             if message.__class__ is not str:
                 message = text_of(message)
@@ -170,10 +193,40 @@ def _snapshot(record: logging.LogRecord, context: LogContext | None,
     # the rarer attributes are looked up only when the record has extras not read above
     rare = _NO_RARE if not extras or extras == (
         (metadata is not None) + (actor is not None) + (actor_id is not None)
-        + (trace_id is not None) + (type_ is not None)) else tuple(map(get, _RARE_KEYS))
+        + (trace_id is not None) + (type_ is not None)) else (
+            *map(get, _RARE_KEYS), extra_fields(attrs, _NOT_EXTRA))
     return (message, context, exception, record.levelno, record.name, record.created,
             record.exc_text, record.stack_info, metadata, actor, actor_id, trace_id, type_,
             rare)
+
+
+def _event_dict_snapshot(record: logging.LogRecord, event_dict: dict[Any, Any],
+                         context: LogContext | None, exception: str | None) -> _Snapshot:
+    """:func:`_snapshot` of a record structlog made: the message is the event dict's
+    ``event``, the exception its ``exc_info`` (``True``: the one being handled) or the text a
+    processor wrote under ``exception``, and its other keys are read as a record's extra
+    attributes are (the event fields, then the rest as extra fields)."""
+    get = event_dict.get
+    event = get("event")
+    message = event if event.__class__ is str else text_of(event)
+    if exception is None:
+        exc_info = get("exc_info")
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        elif isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        if isinstance(exc_info, tuple) and len(exc_info) == 3:
+            exception = _exception_text(exc_info)
+        if exception is None and get("exception").__class__ is str:
+            exception = event_dict.pop("exception")  # format_exc_info's text
+    if exception is None and record.exc_info:
+        exception = _exception_text(record.exc_info)
+    # StackInfoRenderer's text
+    stack_info = event_dict.pop("stack") if get("stack").__class__ is str else record.stack_info
+    return (message, context, exception, record.levelno, record.name, record.created,
+            record.exc_text, stack_info, get("metadata"), get("actor"), get("actor_id"),
+            get("trace_id"), get("type"),
+            (*map(get, _RARE_KEYS), extra_fields(event_dict, _NOT_EXTRA_IN_EVENT_DICT)))
 
 
 def _shown(value: object) -> str:
@@ -213,21 +266,26 @@ def event_from_record(
     env: str | None = None,
     context: LogContext | None = None,
     exception: str | None = None,
+    extras: bool = True,
+    formatter: logging.Formatter | None = None,
 ) -> LogEvent:
     """Build the event for a ``logging`` record (see the module docs for the fields read).
 
     ``context`` is the request context captured when the record was emitted; explicit record
     fields win over it. ``exception`` is pre-formatted exception text (else read from the record).
+    ``extras=False`` leaves the record's extra fields out (the ``extra_fields`` setting);
+    ``formatter`` is the handler's, whose processors a structlog record goes through.
     """
-    item = _snapshot(record, context, exception)
+    item = _snapshot(record, context, exception, formatter)
     if record.levelname == "WARN":
         item = (*item[:3], "WARNING", *item[4:])  # the level as a name, not its number
-    return _event_from_snapshot(item, service=service, env=env)
+    return _event_from_snapshot(item, service=service, env=env, extras=extras)
 
 
-def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None) -> LogEvent:
-    (message, metadata, exception, actor, actor_id, trace_id, timestamp_ns,
-     original_time) = _fields(item)
+def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None,
+                         extras: bool = True) -> LogEvent:
+    (message, metadata, exception, actor, actor_id, trace_id, type_, timestamp_ns,
+     original_time) = _fields(item, extras)
     return LogEvent.create(
         service=service,
         env=env,
@@ -235,7 +293,7 @@ def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None) -> L
         message=message,
         timestamp_ns=timestamp_ns,
         actor=actor,
-        type=item[12],
+        type=type_,
         actor_id=actor_id,
         trace_id=trace_id,
         logger=item[4],
@@ -260,14 +318,31 @@ def _merged(base: Mapping[str, Any], metadata: Any) -> dict[str, Any]:
     return merged
 
 
-def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int, str | None]:
+def _fields(item: _Snapshot, extras: bool = True,
+            ) -> tuple[str, Any, str | None, Any, Any, Any, Any, int, str | None]:
     """What a snapshot says, before normalisation: message, metadata, exception text, actor,
-    actor id, trace id, the timestamp in ns and the original time when Loki could not take
-    it (the one reading both :func:`event_from_record` and the handler's direct conversion
-    share)."""
+    actor id, trace id, type, the timestamp in ns and the original time when Loki could not
+    take it (the one reading both :func:`event_from_record` and the handler's direct
+    conversion share). With ``extras``, the record's extra fields join its metadata, under
+    its own keys (:func:`shipper.extras.spread_tags`)."""
     (message, context, exception, _, _, created, exc_text, stack_info, metadata, actor,
-     actor_id, trace_id, _, rare) = item
-    original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, event_time = rare
+     actor_id, trace_id, type_, rare) = item
+    (original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, event_time,
+     extra) = rare
+    if extra is not None and extras:
+        base, tagged = spread_tags(extra)
+        text = base.get("exception")
+        if text.__class__ is str:  # structlog's format_exc_info wrote it: the exception
+            if not exception and not exc_text:
+                exception = base.pop("exception")
+            elif text.strip() == (exception or exc_text or "").strip():
+                del base["exception"]  # the record's own, written twice
+        metadata = _merged(base, metadata)
+        if tagged:  # the tags' event fields, where the record gives none
+            actor = actor if actor is not None else tagged.get("actor")
+            actor_id = actor_id if actor_id is not None else tagged.get("actor_id")
+            trace_id = trace_id if trace_id is not None else tagged.get("trace_id")
+            type_ = type_ if type_ is not None else tagged.get("type")
     if context is not None and context.metadata:
         metadata = _merged(context.metadata, metadata)
     if original_level is not None:
@@ -287,7 +362,8 @@ def _fields(item: _Snapshot) -> tuple[str, Any, str | None, Any, Any, Any, int, 
         actor_id = actor_id if actor_id is not None else context.actor_id
         trace_id = trace_id if trace_id is not None else context.trace_id
     timestamp_ns, original_time = _timestamp(created, event_time)
-    return message, metadata, exception, actor, actor_id, trace_id, timestamp_ns, original_time
+    return (message, metadata, exception, actor, actor_id, trace_id, type_, timestamp_ns,
+            original_time)
 
 
 #: the values the worker reads as they are; anything else in a field read as text is made
@@ -309,10 +385,10 @@ def _plain_snapshot(item: _Snapshot) -> _Snapshot:
         context = dataclasses.replace(context, trace_id=_plain(context.trace_id),
                                       actor=_plain(context.actor),
                                       actor_id=_plain(context.actor_id))
-    *names, event_time = rare
+    *names, event_time, extra = rare
     return (_plain(message), context, _plain(exception), _plain(levelno), _plain(name), created,
             _plain(exc_text), _plain(stack_info), metadata, _plain(actor), _plain(actor_id),
-            _plain(trace_id), _plain(type_), (*map(_plain, names), event_time))
+            _plain(trace_id), _plain(type_), (*map(_plain, names), event_time, extra))
 
 
 _LabelKey = tuple[int, Any, Any]
@@ -334,6 +410,7 @@ class _RecordConverter:
         self._clean_texts = redactor.clean_texts
         self._guard = type_guard
         self._max_line_bytes = config.max_line_bytes
+        self._extras = config.extra_fields
         #: (levelno, actor, type) as found on the record -> labels and the originals that
         #: normalisation replaced (kept in metadata)
         self._labels: dict[_LabelKey, tuple[_Labels, tuple[tuple[str, str], ...]]] = {}
@@ -381,6 +458,7 @@ class _RecordConverter:
         redact = self._redact
         max_line_bytes = self._max_line_bytes
         fields = _fields
+        extras = self._extras
         # messages known to hold nothing to mask, by groups of CLEAN_GROUP
         clean = self._clean_texts([item[0] for item in items])
         for index, item in enumerate(items):
@@ -397,8 +475,8 @@ class _RecordConverter:
                     if not trace_id:
                         trace_id = None
                 else:
-                    (message, metadata, exception, actor, actor_id, trace_id, timestamp_ns,
-                     original_time) = fields(item)
+                    (message, metadata, exception, actor, actor_id, trace_id, type_,
+                     timestamp_ns, original_time) = fields(item, extras)
                 try:
                     found = labels_get((levelno, actor, type_))
                 except TypeError:  # unhashable actor or type
@@ -440,7 +518,8 @@ class _RecordConverter:
         """The entry of a snapshot the fast path could not convert, through the event
         contract (:class:`~shipper.event.LogEvent`, redaction, :func:`~shipper.event.to_entry`),
         every field read as text made text first."""
-        event = _event_from_snapshot(_plain_snapshot(item), service=self._service, env=self._env)
+        event = _event_from_snapshot(_plain_snapshot(item), service=self._service, env=self._env,
+                                     extras=self._extras)
         return to_entry(self._redactor.redact_event(event), type_guard=self._guard,
                         max_line_bytes=self._max_line_bytes)
 
@@ -460,6 +539,9 @@ class LokiHandler(logging.Handler):
     numbers work, so it fits ``logging.config.dictConfig``), and unset ones come from the
     environment (``LOKI_URL``, ``SHIPPER_SERVICE``, ...). Without a URL anywhere the handler
     writes to the spool only, to be pushed later with ``shipper spool push``.
+    python-logging-loki's and loki-logger-handler's arguments are understood where they map
+    cleanly (``auth=(user, password)``, ``tags={"application": ...}``) and refused, saying
+    what to write instead, where not (:mod:`shipper.compat`).
     """
 
     def __init__(
@@ -474,6 +556,8 @@ class LokiHandler(logging.Handler):
         **settings: Any,
     ) -> None:
         super().__init__(level)
+        # python-logging-loki's and loki-logger-handler's arguments (docs/migrating.md)
+        settings, service, env = translate_arguments(settings, service, env)
         if config is None:
             config = ShipperConfig.load(url=url, service=service, env=env, **settings)
         elif url or service or env or settings:
@@ -517,9 +601,10 @@ class LokiHandler(logging.Handler):
                     self._ignore_cache[name] = ignored
             if ignored or _get_ident() in self._own_idents:
                 return  # the worker's own records (urllib3 ...) would loop back
-            item = _snapshot(record, current_context(), None)
+            item = _snapshot(record, current_context(), None, self.formatter)
             size = len(item[0]) + SNAPSHOT_OVERHEAD
-            if item[8] is not None:  # a metadata mapping: a rough guess of what it holds
+            if item[8] is not None or item[13] is not _NO_RARE:
+                # a metadata mapping or extra fields: a rough guess of what they hold
                 size += METADATA_OVERHEAD
             if not self._put(item, size):
                 self._pipeline.overflow(item)
@@ -527,7 +612,8 @@ class LokiHandler(logging.Handler):
             self._pipeline.report("emit", exc)
 
     def _convert(self, item: _Snapshot) -> LogEvent:
-        return _event_from_snapshot(item, service=self.config.service, env=self.config.env)
+        return _event_from_snapshot(item, service=self.config.service, env=self.config.env,
+                                    extras=self.config.extra_fields)
 
     # ------------------------------------------------------------------ lifecycle
 

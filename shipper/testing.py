@@ -106,7 +106,9 @@ class LogCapture(logging.Handler):
             return  # LokiHandler never takes these
         try:
             event = event_from_record(record, service=self.config.service,
-                                      env=self.config.env, context=current_context())
+                                      env=self.config.env, context=current_context(),
+                                      extras=self.config.extra_fields,
+                                      formatter=self.formatter)
         except Exception:
             self.handleError(record)
             return

@@ -10,11 +10,14 @@ import pytest
 
 from shipper.config import ENV_VARS, ConfigError, ShipperConfig, default_spool_dir, env_vars
 
-#: the connection to Loki: the only settings not named SHIPPER_<SETTING>
+#: the connection to Loki: the only settings not named SHIPPER_<SETTING> (logcli's own names
+#: where logcli has the setting and shipper had no name for it before)
 LOKI_VARS = {"url": "LOKI_URL", "tenant": "LOKI_TENANT", "username": "LOKI_USERNAME",
              "password": "LOKI_PASSWORD", "bearer_token": "LOKI_BEARER_TOKEN",
+             "bearer_token_file": "LOKI_BEARER_TOKEN_FILE",
              "ca_bundle": "LOKI_CA_BUNDLE", "verify_tls": "LOKI_VERIFY_TLS",
-             "timeout": "LOKI_TIMEOUT"}
+             "client_cert": "LOKI_CLIENT_CERT_PATH", "client_key": "LOKI_CLIENT_KEY_PATH",
+             "proxy_url": "LOKI_HTTP_PROXY_URL", "timeout": "LOKI_TIMEOUT"}
 
 
 def test_env_vars_fill_the_settings() -> None:

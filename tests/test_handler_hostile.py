@@ -198,9 +198,13 @@ def test_the_fake_refuses_a_whole_push_holding_a_time_past_int64_as_loki_does(
 _CONTRACT_KEYS = ("type", "actor", "actor_id", "trace_id", "metadata", "event_time",
                   "original_level", "actorId", "user_id", "request_id", "traceId",
                   "requestId")
+#: extra fields that are not event fields: metadata under their own names (and tags spread)
+_EXTRA_KEYS = ("order_id", "tags", "loki_metadata", "password", "_private", 7, ("k", 1))
 _anything = st.one_of(hostile.values, st.sampled_from([None, "", "USER", "robot", 35]))
 _extras = st.dictionaries(
-    st.sampled_from(_CONTRACT_KEYS), _anything, max_size=5,
+    st.sampled_from(_CONTRACT_KEYS + _EXTRA_KEYS), _anything | st.dictionaries(
+        st.sampled_from(["type", "actor", "trace_id", "region"]), _anything, max_size=3),
+    max_size=6,
 ).flatmap(lambda extra: st.builds(
     lambda t: {**extra, "event_time": t} if t is not None else extra,
     st.none() | hostile.event_times))

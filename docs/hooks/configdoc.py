@@ -8,9 +8,10 @@ type, its default and the one line of help kept next to the field::
     timeout: float = field(default=10.0, metadata={"help": "connect and read timeout ..."})
 
 ``metadata["default_doc"]`` replaces the default where it is computed at run time (a directory
-under the user's cache, say). A field without help, or an environment variable naming a setting
-that does not exist, raises :class:`ConfigDocError` naming it, so the docs cannot be built from
-an undocumented setting.
+under the user's cache, say), ``metadata["type_doc"]`` the type where the field stores another
+shape than users write (a mapping kept as pairs). A field without help, or an environment
+variable naming a setting that does not exist, raises :class:`ConfigDocError` naming it, so the
+docs cannot be built from an undocumented setting.
 
 The docs use it through markers in Markdown, expanded by :func:`expand`::
 
@@ -168,7 +169,10 @@ def _rows(cls: type[Any], prefix: str) -> list[Setting]:
                 f'metadata={{"help": "..."}} to its field()'
             )
         kind = _kind(cls, f.name)
-        rows.append(Setting(name=name, env=(), type=_type_text(hint, kind),
+        shown_type = f.metadata.get("type_doc")
+        rows.append(Setting(name=name, env=(),
+                            type=shown_type if isinstance(shown_type, str)
+                            else _type_text(hint, kind),
                             default=_default_text(f, kind), help=help_text.strip()))
     return rows
 

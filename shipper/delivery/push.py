@@ -20,7 +20,6 @@ Retry timing lives in the pipeline. Reading Loki (queries, deletion, ``/config``
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import gzip
 import json
@@ -34,8 +33,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from shipper._units import NS, UnitError, parse_time
-from shipper._version import __version__
 from shipper.config import LOKI_MAX_REQUEST_BYTES, ShipperConfig
+from shipper.delivery.credentials import RequestHeaders, TokenFileError
 from shipper.delivery.labels import LabelSyntaxError, parse_labels
 from shipper.delivery.transport import HttpResponse, Transport, TransportError, Urllib3Transport
 from shipper.event import Entry
@@ -459,22 +458,24 @@ class PushClient:
         self.base_url = f"{parts.scheme}://{parts.netloc}{path}"
         self.push_url = self.base_url + PUSH_PATH
         self.transport: Transport = transport or Urllib3Transport(
-            verify_tls=config.verify_tls, ca_bundle=config.ca_bundle
+            verify_tls=config.verify_tls, ca_bundle=config.ca_bundle,
+            client_cert=config.client_cert, client_key=config.client_key,
+            proxy_url=config.proxy_url, proxy_from_env=config.proxy_from_env,
         )
-        headers = {"User-Agent": f"shipper/{__version__}"}
-        if config.tenant:
-            headers["X-Scope-OrgID"] = config.tenant
-        if config.username:
-            token = base64.b64encode(f"{config.username}:{config.password or ''}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
-        elif config.bearer_token:
-            headers["Authorization"] = f"Bearer {config.bearer_token}"
-        self.headers = headers
+        self._headers = RequestHeaders(config)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers of a request to Loki now (auth, tenant, the configured ones); raises
+        :class:`~shipper.delivery.credentials.TokenFileError` when the bearer-token file
+        cannot be used."""
+        return self._headers()
 
     # ------------------------------------------------------------------ push
 
     def encode(self, entries: Sequence[Entry]) -> tuple[bytes, dict[str, str]]:
-        headers = dict(self.headers)
+        """The body of a push of ``entries`` and its headers (see :attr:`headers`)."""
+        headers = self.headers
         if self.config.encoding == "protobuf":
             headers["Content-Type"] = "application/x-protobuf"
             return encode_protobuf(entries), headers
@@ -487,7 +488,10 @@ class PushClient:
     def push_once(self, entries: Sequence[Entry], *, timeout: float | None = None) -> PushOutcome:
         """One POST of ``entries``; classifies the answer. Never raises for HTTP trouble.
         ``timeout`` overrides the configured one (the pipeline shortens it at shutdown)."""
-        body, headers = self.encode(entries)
+        try:
+            body, headers = self.encode(entries)
+        except TokenFileError as exc:  # nothing sent: kept, like while Loki is away
+            return PushOutcome("retry", len(entries), None, str(exc), unreachable=True)
         if len(body) > LOKI_MAX_REQUEST_BYTES and len(entries) > 1:
             return PushOutcome("too_large", len(entries), None, f"{len(body)} bytes encoded")
         started = time.monotonic()
@@ -510,7 +514,10 @@ class PushClient:
         answers it too, and a wrong tenant or token shows."""
         body = orjson.dumps({"streams": [{"stream": {"service_name": self.config.service},
                                           "values": []}]})
-        headers = dict(self.headers)
+        try:
+            headers = self.headers
+        except TokenFileError as exc:  # nothing sent: the token cannot be read
+            return PushOutcome("retry", 0, None, str(exc), unreachable=True)
         headers["Content-Type"] = "application/json"
         started = time.monotonic()
         try:
@@ -537,7 +544,7 @@ class PushClient:
             # credentials are right, as while Loki is away
             return PushOutcome("retry", count, status, (
                 f"Loki refused the credentials ({status}: {one_line(message, 200)}): check "
-                "LOKI_USERNAME/LOKI_PASSWORD, LOKI_BEARER_TOKEN and LOKI_TENANT"),
+                "LOKI_USERNAME/LOKI_PASSWORD, LOKI_BEARER_TOKEN(_FILE) and LOKI_TENANT"),
                 unreachable=True)
         if status == 404:
             message += not_served_hint(PUSH_PATH)[0]

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import yaml
 
 from shipper._units import UnitError, parse_duration, parse_time
+from shipper.delivery.credentials import TokenFileError
 from shipper.delivery.push import PushClient, not_served_hint, one_line
 from shipper.delivery.transport import HttpResponse, TransportError
 
@@ -68,7 +69,7 @@ def classify_error(method: str, path: str, status: int, text: str) -> LokiError:
         return LokiError(f"Loki could not parse the query: {message}", status, "parse_error")
     if status in (401, 403):
         return LokiError(f"Loki refused the credentials ({status}: {message}): check "
-                         "LOKI_USERNAME/LOKI_PASSWORD, LOKI_BEARER_TOKEN and LOKI_TENANT",
+                         "LOKI_USERNAME/LOKI_PASSWORD, LOKI_BEARER_TOKEN(_FILE) and LOKI_TENANT",
                          status, "unauthorized")
     if status == 404:
         hint, target = not_served_hint(path)
@@ -154,6 +155,8 @@ class LokiClient(PushClient):
         try:
             resp = self.transport.request(method, url, headers=self.headers,
                                           timeout=self.config.timeout)
+        except TokenFileError as exc:
+            raise LokiError(str(exc), None, "unauthorized") from exc
         except TransportError as exc:
             what = "timed out" if exc.timeout else "unreachable"
             raise LokiError(f"Loki is {what} at {self.base_url}: {one_line(str(exc))}",

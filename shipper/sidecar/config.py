@@ -456,6 +456,9 @@ def load_config(path: str | os.PathLike[str], *,
                               f"'{name}' at the top level of the file, not under loki")
     overrides: dict[str, Any] = {k: reader.expand(f"loki.{k}", v)
                                  for k, v in loki_section.items()}
+    if isinstance(overrides.get("headers"), Mapping):  # header values may be ${VAR}
+        overrides["headers"] = {name: reader.expand(f"loki.headers.{name}", value)
+                                for name, value in overrides["headers"].items()}
     for name in _TOP_LEVEL_SHIPPER_KEYS:
         if getattr(config, name) is not None:
             overrides[name] = getattr(config, name)

@@ -65,6 +65,8 @@ def test_sizes_and_durations_are_shown_the_way_they_are_written() -> None:
     assert (rows["backoff_min"].type, rows["backoff_min"].default) == ("duration", "`500ms`")
     assert (rows["spool"].type, rows["spool"].default) == ("bool", "`true`")
     assert rows["encoding"].type == "`json` or `json+gzip` or `protobuf`"
+    # kept as pairs, written as a mapping: the field says how it is written
+    assert rows["headers"].type == "mapping of header name to text"
 
 
 def test_a_marker_inside_a_code_block_is_left_as_it_is() -> None:

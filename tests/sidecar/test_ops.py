@@ -121,10 +121,9 @@ def test_a_stalled_source_turns_healthz_and_ready_503_naming_it_in_a_running_sid
     marker = tmp_path / "stall"
     proc = file_sidecar(processes, tmp_path, loki)
     proc.command = [sys.executable, str(ROOT / "tests" / "support" / "stalling_sidecar.py")]
-    proc.env = {"STALL_MARKER": str(marker), "PYTHONPATH": str(ROOT)}
     log = tmp_path / "logs" / "app.log"
     log.write_text(json_lines("h", 0, 3))
-    proc.start()
+    proc.start(env={"STALL_MARKER": str(marker), "PYTHONPATH": str(ROOT)})
     assert wait_until(lambda: loki.count() == 3)
     assert wait_until(lambda: status_of(proc, "/ready") == 200, 20)
 

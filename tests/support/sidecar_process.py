@@ -61,13 +61,13 @@ class SidecarProcess:
         self.stderr = ""
         #: what runs ``shipper``: ``python -m shipper``, or a script that wraps the same main
         self.command: list[str] = [sys.executable, "-m", "shipper"]
-        #: added to its environment
-        self.env: dict[str, str] = {}
 
-    def start(self, wait: bool = True) -> SidecarProcess:
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> SidecarProcess:
+        """Start it (``env``: variables it gets on top of this process's, whose ``LOKI_*``
+        and ``SHIPPER_*`` it never sees)."""
         self.path.write_text(yaml.safe_dump(self.config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LOKI_", "SHIPPER_"))}
-        env.update(self.env)
+        env = {**{k: v for k, v in os.environ.items()
+                  if not k.startswith(("LOKI_", "SHIPPER_"))}, **(env or {})}
         self.proc = subprocess.Popen(
             [*self.command, "sidecar", "--config", str(self.path)],
             cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
