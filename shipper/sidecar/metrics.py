@@ -51,7 +51,7 @@ class SidecarCollector(Collector):
                                value={"version": __version__,
                                       "python": platform.python_version()})
         yield GaugeMetricFamily("shipper_sidecar_ready", "1 while /ready answers 200",
-                                value=0 if sidecar.readiness.not_ready() else 1)
+                                value=0 if sidecar.readiness.not_ready(stats) else 1)
 
         def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
             return CounterMetricFamily(f"shipper_sidecar_{name}", doc, value=value)
@@ -203,10 +203,11 @@ class OpsServer:
                 if trouble:
                     return 503, "\n".join(trouble)
                 return 200, f"ok: up {time.time() - started:.0f}s"
-            trouble = readiness.not_ready()
+            stats = sidecar.stats()
+            trouble = readiness.not_ready(stats)
             if trouble:
                 return 503, "not ready: " + "\n".join(trouble)
-            return 200, readiness.summary(sidecar.stats())
+            return 200, readiness.summary(stats)
 
         class Handler(RequestHandler):
             def do_GET(self) -> None:

@@ -68,16 +68,16 @@ class Readiness:
                     pipeline.report("ready_probe", exc)
             self._stop.wait(min(self.probe_every, 1.0))
 
-    def not_ready(self) -> list[str]:
-        """Why ``/ready`` answers 503 (empty: ready)."""
+    def not_ready(self, stats: dict[str, Any] | None = None) -> list[str]:
+        """Why ``/ready`` answers 503 (empty: ready); ``stats``: the sidecar's, when the
+        caller has them already."""
         sidecar = self._sidecar
         reasons: list[str] = list(sidecar.problems())
         for source in sidecar.sources:
             why = source.not_ready()
             if why is not None and why not in reasons:
                 reasons.append(why)
-        stats = sidecar.stats()
-        why = self.cannot_deliver(stats)
+        why = self.cannot_deliver(stats if stats is not None else sidecar.stats())
         if why is not None:
             reasons.append(why)
         return reasons
