@@ -183,6 +183,10 @@ class HttpSourceConfig(_NamedSourceConfig):
         "service_name for events that do not carry one (default: the top-level service)"))
     timezone: str = field(default="UTC", metadata=_help(
         "zone of createdAt values written without an offset", "timezone"))
+    otlp_grpc_listen: str | None = field(default=None, metadata=_help(
+        "host:port of an OTLP/gRPC logs receiver (conventionally :4317) with the same token, "
+        "limits and mapping as /v1/logs; needs pip install 'shipper[otlp-grpc]' (null: off)",
+        "listen"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,6 +233,10 @@ class SidecarConfig:
         "cache dir)"))
     positions_file: str = field(default="/var/lib/shipper/positions.json", metadata=_help(
         "where file offsets and container timestamps are kept across restarts"))
+    promtail_positions: str | None = field(default=None, metadata=_help(
+        "a Promtail positions.yaml, read once at start-up: files with no position of their "
+        "own start where Promtail stopped, matched by path (docs/promtail.md); not read once "
+        "positions_file exists"))
     positions_interval: float = field(default=2.0, metadata=_help(
         "how often positions are saved (only what Loki or the spool has taken)",
         "duration"))
@@ -481,6 +489,11 @@ def load_config(path: str | os.PathLike[str], *,
         raise reader.fail("workers", config.workers,
                           f"a number of processes from 1 to {MAX_WORKERS}")
     _check_sources(reader, config)
+    if config.promtail_positions is not None and os.path.abspath(
+            config.promtail_positions) == os.path.abspath(config.positions_file):
+        raise reader.fail("promtail_positions", config.promtail_positions,
+                          "a file other than positions_file (the sidecar writes its own "
+                          "positions there, as JSON)")
     return dataclasses.replace(config, loki=loki)
 
 
@@ -538,6 +551,8 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
                                   "a loopback address (127.0.0.1, [::1] or localhost; no "
                                   "other host name counts) unless token or token_file is "
                                   "set: anyone who reaches the port could write logs")
+            if source.otlp_grpc_listen is not None:
+                _check_grpc(reader, source, f"{where}.otlp_grpc_listen", listens)
         elif isinstance(source, DockerSourceConfig):
             docker += 1
             if not re.match(r"^(unix|tcp|http|https|npipe)://", source.host):
@@ -546,6 +561,26 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
     if docker > 1:
         raise reader.fail("sources", "(two docker sources)",
                           "at most one docker source (list all labels in it)")
+
+
+def _check_grpc(reader: _Reader, source: HttpSourceConfig, key: str,
+                listens: dict[tuple[str, int], str]) -> None:
+    """An http source's ``otlp_grpc_listen``: an address of its own, loopback unless a token
+    is set, and grpcio installed."""
+    import importlib.util
+
+    value = source.otlp_grpc_listen
+    assert value is not None
+    address = parse_listen(value)
+    if address in listens and address[1] != 0:
+        raise reader.fail(key, value, f"an address not already used by {listens[address]}")
+    listens[address] = key
+    if not _is_loopback(address[0]) and not (source.token or source.token_file):
+        raise reader.fail(key, value, "a loopback address unless token or token_file is set: "
+                                      "anyone who reaches the port could write logs")
+    if importlib.util.find_spec("grpc") is None:
+        raise reader.fail(key, value, "grpcio installed: OTLP/gRPC needs pip install "
+                                      "'shipper[otlp-grpc]'")
 
 
 def _is_loopback(host: str) -> bool:

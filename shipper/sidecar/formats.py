@@ -40,7 +40,7 @@ from typing import Any
 from shipper.event import Level, LogEvent, new_event
 
 __all__ = ["PLAN_CACHE_BYTES", "TRUNCATED", "LineParser", "cut_line", "level_of",
-           "parse_logfmt", "parse_timestamp", "plan_cache_size"]
+           "parse_logfmt", "parse_timestamp", "plan_cache_size", "role_of"]
 
 _loads = json.loads
 _fast_loads: Callable[[str], Any]
@@ -262,6 +262,18 @@ _ROLES: dict[str, tuple[int, int]] = {
     "env": (_ENV, 0),
     "metadata": (_METADATA, 0),
 }
+_SLOT_NAMES = ("message", "level", "time", "type", "actor", "actor_id", "trace_id", "logger",
+               "exception", "service", "env", "metadata")
+
+
+def role_of(key: str) -> str | None:
+    """What the field table makes of a line's key: ``message``, ``level``, ``time``, ``type``,
+    ``actor``, ``actor_id``, ``trace_id``, ``logger``, ``exception``, ``service``, ``env``
+    (``log.level`` and the other dotted names too); None for a key kept in metadata."""
+    role = _ROLES.get(key)
+    return None if role is None or role[0] == _METADATA else _SLOT_NAMES[role[0]]
+
+
 # objects whose members fill slots: ECS's log/trace/service/error and pino's err
 _NESTED: dict[str, dict[str, tuple[int, int]]] = {
     "log": {"level": (_LEVEL, 2), "logger": (_LOGGER, 2)},

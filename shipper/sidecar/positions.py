@@ -20,12 +20,14 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from shipper.sidecar.promtail import looks_like_promtail_positions
+from shipper.sidecar.smallfile import read_small_file
 
 __all__ = ["FINGERPRINT_BYTES", "FilePosition", "Positions", "PositionsStore", "fingerprint"]
 
@@ -98,24 +100,8 @@ class PositionsStore:
         return Positions()
 
     def _read(self) -> bytes:
-        """The file's bytes; ValueError when it is not a file of a positions file's size.
-        Opened without waiting (a FIFO in its place would block a plain read)."""
-        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-                raise ValueError(f"it is {kind}")
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > _MAX_BYTES:
-                    raise ValueError(f"it is larger than {_MAX_BYTES >> 20} MiB")
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
+        """The file's bytes; ValueError when it is not a file of a positions file's size."""
+        return read_small_file(self.path, _MAX_BYTES)
 
     def _set_aside(self, why: str) -> None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -170,6 +156,9 @@ def _decode(data: bytes) -> Positions:
         raise ValueError("it holds NUL bytes")
     if not data.strip():
         raise ValueError("it is empty")
+    if looks_like_promtail_positions(data):
+        raise ValueError("it is a Promtail positions file (YAML), not the sidecar's: name it "
+                         "in promtail_positions and give positions_file a path of its own")
     try:
         doc = json.loads(data)
     except ValueError as exc:

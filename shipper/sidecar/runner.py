@@ -38,6 +38,7 @@ from shipper.redact import hide_url_credentials
 from shipper.sidecar.config import FileSourceConfig, SidecarConfig
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore
 from shipper.sidecar.pressure import QueueGauge, ReadAhead
+from shipper.sidecar.promtail import PromtailPositionsError, adopt_promtail_positions
 from shipper.sidecar.readiness import Readiness
 from shipper.sidecar.server import StartupError
 from shipper.sidecar.sources import SOURCES, Lane, Source, Wiring
@@ -71,6 +72,8 @@ class Sidecar:
         self._draining = False
         #: with `workers: N` (N >= 2) and file sources
         self._pool: WorkerPool | None = None
+        #: file path -> Promtail's offset (promtail_positions), for files found at start-up
+        self._promtail: dict[str, int] = {}
         self.exit_code = 0
 
     # ------------------------------------------------------------------ start-up
@@ -85,7 +88,15 @@ class Sidecar:
             except OSError as exc:
                 raise StartupError(f"positions_file: {config.positions_file}: cannot write "
                                    f"there ({exc.strerror or exc})") from None
+            taken_over = os.path.lexists(config.positions_file)  # before a damaged one goes
             saved = self.positions.load()
+            try:
+                self._promtail = adopt_promtail_positions(
+                    config.promtail_positions, config.positions_file, taken_over=taken_over,
+                    say=_say)
+            except PromtailPositionsError as exc:
+                raise StartupError(f"promtail_positions: {exc} (fix it, or remove the "
+                                   "setting to start files as start_at says)") from None
         spool_dir = config.loki.resolved_spool_dir()
         if spool_dir is not None:
             try:
@@ -150,7 +161,8 @@ class Sidecar:
             self.sources.append(source_class.build(config, Wiring(
                 name=config.name or f"{config.type}#{i}", pipeline=self.pipeline,
                 service=loki.service, env=loki.env, saved=saved, pressure=gauge.pressure,
-                overloaded=gauge.overloaded, report=_say, lane=lane)))
+                overloaded=gauge.overloaded, report=_say, lane=lane,
+                promtail=self._promtail)))
 
     def _abort(self) -> None:
         for source in self.sources:

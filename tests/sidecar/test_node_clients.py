@@ -1,6 +1,6 @@
 """The Node snippets of docs/sidecar.md, run with Node against a running sidecar: pino to a
-file, fetch to /v1/events, OpenTelemetry logs over OTLP/HTTP JSON. What reaches the (fake)
-Loki must carry the contract's labels."""
+file, fetch to /v1/events, OpenTelemetry logs over OTLP (HTTP in protobuf and JSON, gRPC). What
+reaches the (fake) Loki must carry the contract's labels."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def stack(tmp_path: Path) -> Iterator[tuple[FakeLoki, SidecarProcess, int]]:
         proc = SidecarProcess(tmp_path, [
             {"type": "file", "paths": [str(tmp_path / "logs" / "*.log")], "format": "json",
              "poll_interval": "50ms", "scan_interval": "100ms"},
-            {"type": "http", "listen": f"127.0.0.1:{port}"}], loki_url=loki.url,
-            service="shop")
+            {"type": "http", "listen": f"127.0.0.1:{port}",
+             "otlp_grpc_listen": f"127.0.0.1:{free_port()}"}],
+            loki_url=loki.url, service="shop")
         proc.start()
         yield loki, proc, port
         if proc.finish(signal.SIGTERM) != 0:
@@ -91,10 +92,15 @@ def test_fetch_to_v1_events(tmp_path: Path, stack: tuple[FakeLoki, SidecarProces
         "ledger": "2026-11", "expected": 1200, "found": 1100}}
 
 
-def test_opentelemetry_logs_over_otlp(tmp_path: Path,
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json", "grpc"])
+def test_opentelemetry_logs_over_otlp(tmp_path: Path, protocol: str,
                                       stack: tuple[FakeLoki, SidecarProcess, int]) -> None:
-    loki, _, port = stack
-    run_node(tmp_path, "otel-logs.mjs", OTLP_LOGS_URL=f"http://127.0.0.1:{port}/v1/logs")
+    loki, proc, port = stack
+    grpc_listen = next(s["otlp_grpc_listen"] for s in proc.config["sources"]
+                       if s["type"] == "http")
+    url = f"http://{grpc_listen}" if protocol == "grpc" else f"http://127.0.0.1:{port}/v1/logs"
+    run_node(tmp_path, "otel-logs.mjs", OTLP_LOGS_URL=url,
+             OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=protocol)
     (event,) = stored(loki, 1)
     assert dict(event.labels) == {"service_name": "shop", "env": "prod", "level": "ERROR",
                                   "actor": "USER", "type": "ORDER_FAILED"}

@@ -7,7 +7,7 @@ knows about another source, the runner or the worker processes."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
@@ -67,6 +67,9 @@ class Wiring:
     report: Callable[[str], None]
     #: the worker processes' lane, for a file source when ``workers: N`` (N >= 2)
     lane: Lane | None = None
+    #: file path -> offset Promtail had read up to (``promtail_positions``), for files found
+    #: at start-up that have no position of their own
+    promtail: Mapping[str, int] | None = None
 
     def parser(self, config: FileSourceConfig | DockerSourceConfig) -> LineParser:
         return LineParser(**parser_spec(config, self.service, self.env))

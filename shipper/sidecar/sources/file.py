@@ -29,7 +29,9 @@ per file, nothing while a file is idle) and expands the globs again every ``scan
 * Positions: each file's *shipped* offset (the end of the last line whose event was handed to
   the pipeline, lines still held by multi-line joining not included) is what
   :meth:`FileSource.snapshot` reports; the runner saves it once the pipeline has taken those
-  events (see shipper/sidecar/runner.py).
+  events (see shipper/sidecar/runner.py). A file of the first scan with no position of its
+  own starts where Promtail stopped when ``promtail_positions`` gave one for its path and it
+  passes :func:`~shipper.sidecar.promtail.resume_offset`'s checks (else from its start, said).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from shipper.event import LogEvent
@@ -50,6 +52,7 @@ from shipper.sidecar.formats import LineParser, cut_line
 from shipper.sidecar.globs import GlobWalk
 from shipper.sidecar.multiline import Joiner
 from shipper.sidecar.positions import FINGERPRINT_BYTES, FilePosition, Positions, fingerprint
+from shipper.sidecar.promtail import resume_offset
 from shipper.sidecar.sources.base import LineShipper, Sample, Source, Wiring
 
 __all__ = ["FileSource", "FileStatus"]
@@ -141,6 +144,7 @@ class FileSource(Source[FileSourceConfig]):
         name: str = "file",
         ship: LineShipper | None = None,
         invalid_elsewhere: Callable[[], int] | None = None,
+        promtail: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config
         self.name = name
@@ -154,6 +158,11 @@ class FileSource(Source[FileSourceConfig]):
         self._pressure = pressure
         self._report = report
         self._saved = {(p.dev, p.ino): p for p in saved}
+        #: Promtail's offsets by path (promtail_positions), for the files of the first scan
+        self._promtail = dict(promtail or {})
+        #: of those: files started where Promtail stopped; files read from their start, why
+        self._promtail_used = 0
+        self._promtail_refused: list[str] = []
         self._tails: dict[tuple[int, int], _Tail] = {}
         self._lock = threading.Lock()  # the set of tails (snapshot vs open/close)
         self._wake = threading.Event()
@@ -184,7 +193,8 @@ class FileSource(Source[FileSourceConfig]):
                    submit_many=wiring.pipeline.submit_many, saved=wiring.saved.files,
                    pressure=wiring.pressure, report=wiring.report, name=wiring.name,
                    ship=lane.ship if lane is not None else None,
-                   invalid_elsewhere=lane.invalid if lane is not None else None)
+                   invalid_elsewhere=lane.invalid if lane is not None else None,
+                   promtail=wiring.promtail)
 
     def _submit_each(self, events: list[LogEvent]) -> None:
         for event in events:
@@ -418,9 +428,25 @@ class FileSource(Source[FileSourceConfig]):
             self.rotations += 1
         if self._first_scan:
             self._first_scan = False
+            self._say_promtail()
             if not walk.cuts:
                 with self._lock:
                     self._saved.clear()  # a saved file not found now is gone (or renamed away)
+
+    def _say_promtail(self) -> None:
+        """After the first scan: which files started where Promtail stopped, which did not."""
+        used, refused = self._promtail_used, self._promtail_refused
+        if used or refused:
+            self._report(f"file source {self.name}: promtail_positions: {used} file"
+                         f"{'s' if used != 1 else ''} started where Promtail stopped, "
+                         f"{len(refused)} from their start")
+        for line in refused[:20]:
+            self._report(f"file source {self.name}: promtail_positions: {line}; read from "
+                         "its start")
+        if len(refused) > 20:
+            self._report(f"file source {self.name}: promtail_positions: and {len(refused) - 20}"
+                         " more files read from their start")
+        self._promtail.clear()
 
     def _say_once(self, key: tuple[str, str], message: str) -> None:
         if key not in self._said:
@@ -450,6 +476,13 @@ class FileSource(Source[FileSourceConfig]):
         if saved is not None and saved.fp_len <= len(head) and \
                 fingerprint(head[:saved.fp_len]) == saved.fp:
             offset = saved.offset if saved.offset <= st.st_size else 0
+        elif saved is None and self._first_scan and \
+                (promtail := self._promtail.pop(os.path.normpath(path), None)) is not None:
+            offset, why = resume_offset(fd, st.st_size, promtail)
+            if why is None:
+                self._promtail_used += 1
+            else:
+                self._promtail_refused.append(f"{path}: {why}")
         elif saved is None and self._first_scan and self.config.start_at == "end":
             offset = st.st_size
         tail = _Tail(path, fd, st.st_dev, st.st_ino, offset, head, now)

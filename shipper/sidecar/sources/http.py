@@ -10,10 +10,16 @@
 push``                 pino-loki, winston-loki, Promtail or Alloy can point at the sidecar and
                        gain its spool. 204 like Loki; 400 with Loki-style text naming each bad
                        stream or entry and how many entries were accepted (those are shipped).
-``POST /v1/logs``      OTLP/HTTP logs in the JSON encoding. 200 ``{}``; 400 with a ``Status``
-                       whose message names each bad field and how many records were accepted
-                       (those are shipped); protobuf is answered 415.
+``POST /v1/logs``      OTLP/HTTP logs, in protobuf (``application/x-protobuf``, the SDKs'
+                       default) or JSON, gzip allowed; answered in the request's encoding, as
+                       the OTLP specification says: 200 ``ExportLogsServiceResponse``, with
+                       ``partial_success`` (how many records were refused and a message naming
+                       each bad field) when some were refused and the others shipped; 400 with
+                       a ``google.rpc.Status`` when nothing could be taken.
 =====================  ========================================================================
+
+``otlp_grpc_listen`` adds OTLP/gRPC (``LogsService/Export``) on its own address, served by
+shipper/sidecar/sources/otlpgrpc.py with the same token, limits and mapping.
 
 Every endpoint: ``Authorization: Bearer <token>`` when a token is set (401 otherwise); bodies
 over ``max_body_bytes`` (before or after gzip) are answered 413 without being read whole; 429
@@ -41,6 +47,13 @@ from shipper.sidecar.config import HttpSourceConfig
 from shipper.sidecar.formats import LineParser, level_of, parse_timestamp
 from shipper.sidecar.server import HttpError, RequestHandler, Server
 from shipper.sidecar.sources.base import Sample, Source, Wiring
+from shipper.sidecar.sources.otlp import (
+    OtlpOutcome,
+    decode_otlp_protobuf,
+    export_response,
+    status_protobuf,
+)
+from shipper.sidecar.sources.otlpgrpc import OtlpGrpcServer
 from shipper.sidecar.sources.wire import (
     DecodeError,
     OtlpRecord,
@@ -65,6 +78,10 @@ _OTLP_SEVERITY = ((21, Level.CRITICAL), (17, Level.ERROR), (13, Level.WARNING),
 _MAX_REASONS = 20
 #: an answer's Status code for a request that is not valid (google.rpc.Code INVALID_ARGUMENT)
 _INVALID_ARGUMENT = 3
+#: the Status code of an OTLP answer by its HTTP status, as OTLP/gRPC would answer: 401
+#: UNAUTHENTICATED, 408 DEADLINE_EXCEEDED, 413 RESOURCE_EXHAUSTED, 429 and 503 UNAVAILABLE
+_RPC_CODES = {401: 16, 408: 4, 413: 8, 429: 14, 503: 14}
+_PROTOBUF = "application/x-protobuf"
 
 Answer = tuple[int, Any, dict[str, str]]
 
@@ -95,12 +112,24 @@ class HttpSource(Source[HttpSourceConfig]):
             token = Path(config.token_file).read_text(encoding="utf-8").strip()
         self._token = f"Bearer {token}".encode() if token else None
         self._lock = threading.Lock()
-        self.requests: Counter[tuple[str, int]] = Counter()
+        self.requests: Counter[tuple[str, int | str]] = Counter()
         self.lines_read = 0
         self._draining = False
         self.server = Server(config.listen, self._handler_class(), f"{name} listen",
                              max_connections=config.max_connections,
                              request_timeout=config.request_timeout)
+        self.grpc: OtlpGrpcServer | None = None
+        if config.otlp_grpc_listen:  # grpcio is imported only then
+            try:
+                self.grpc = OtlpGrpcServer(
+                    config.otlp_grpc_listen, f"{name} otlp_grpc_listen",
+                    export=self.export_otlp, token=self._token, refusal=self._refusal,
+                    max_message_bytes=config.max_body_bytes,
+                    max_connections=config.max_connections,
+                    idle_timeout=config.request_timeout, count=self._count_grpc)
+            except BaseException:
+                self.server.stop()
+                raise
 
     @classmethod
     def build(cls, config: HttpSourceConfig, wiring: Wiring) -> HttpSource:
@@ -111,19 +140,26 @@ class HttpSource(Source[HttpSourceConfig]):
 
     def describe(self) -> str:
         auth = "bearer token required" if self._token else "no token (loopback only)"
-        return f"listening on {self.server.url} ({auth})"
+        grpc = f", OTLP/gRPC on {self.grpc.address}" if self.grpc is not None else ""
+        return f"listening on {self.server.url}{grpc} ({auth})"
 
     def invalid_lines(self) -> int:
         return self._parser.invalid
 
     def start(self) -> None:
         self.server.start()
+        if self.grpc is not None:
+            self.grpc.start()
 
     def stop(self, deadline: float) -> None:
         self._draining = True
+        if self.grpc is not None:
+            self.grpc.stop(deadline)  # calls in progress finish, until the deadline
         self.server.stop()
 
     def close(self) -> None:
+        if self.grpc is not None:
+            self.grpc.stop(0)
         self.server.stop()
 
     @property
@@ -179,18 +215,34 @@ class HttpSource(Source[HttpSourceConfig]):
                                 headers={"Retry-After": "1"})
             status, answer, headers = endpoint(req, body)
         except HttpError as err:
-            status, answer, headers, close = err.status, _error(path, err.message), \
-                err.headers, err.close
+            status, close = err.status, err.close
+            answer, headers = _error(path, err.message, status, _is_protobuf(req), err.headers)
         except Exception as exc:  # a bug must not kill the connection thread silently
-            status, answer, headers, close = 500, _error(path, f"{type(exc).__name__}: {exc}"), \
-                {}, True
+            status, close = 500, True
+            answer, headers = _error(path, f"{type(exc).__name__}: {exc}", 500,
+                                     _is_protobuf(req), {})
         self._answer(req, path, status, answer, headers, close=close)
+
+    def _refusal(self) -> str | None:
+        """Why a request is not taken now (the gRPC server asks before it reads one)."""
+        if self._draining:
+            return "shutting down"
+        if self._pressure():
+            return "the sidecar's queue is full: retry later"
+        return None
+
+    def _count_grpc(self, code: str) -> None:
+        with self._lock:
+            self.requests[("otlp-grpc", code)] += 1
 
     def _answer(self, req: RequestHandler, path: str, status: int, body: Any,
                 headers: dict[str, str], *, close: bool = False) -> None:
         with self._lock:
             self.requests[(path if path in _ENDPOINTS else "other", status)] += 1
-        if isinstance(body, bytes):
+        if "Content-Type" in headers:  # an answer in protobuf
+            headers = dict(headers)
+            data, content_type = body, headers.pop("Content-Type")
+        elif isinstance(body, bytes):
             data, content_type = body, "text/plain; charset=utf-8"
         elif isinstance(body, str):
             data, content_type = body.encode(), "text/plain; charset=utf-8"
@@ -306,18 +358,32 @@ class HttpSource(Source[HttpSourceConfig]):
     # ------------------------------------------------------------------ OTLP
 
     def _otlp(self, req: Any, body: bytes) -> Answer:
-        content_type = (req.headers.get("Content-Type") or "").lower()
-        if "protobuf" in content_type:
-            return 415, _status("only the OTLP/HTTP JSON encoding is accepted: set the "
-                                "exporter's protocol to http/json"), {}
+        protobuf = _is_protobuf(req)
+        outcome = self.export_otlp(body, protobuf=protobuf)
+        if outcome.message is not None and not outcome.accepted:
+            return 400, *_error("/v1/logs", outcome.message, 400, protobuf, {})
+        if protobuf:
+            return 200, export_response(outcome.refused, outcome.message), \
+                {"Content-Type": _PROTOBUF}
+        if outcome.message is None:
+            return 200, {}, {}
+        return 200, {"partialSuccess": {"rejectedLogRecords": str(outcome.refused),
+                                        "errorMessage": outcome.message}}, {}
+
+    def export_otlp(self, body: bytes, *, protobuf: bool) -> OtlpOutcome:
+        """An OTLP ``ExportLogsServiceRequest`` (protobuf or JSON) to events, shipped: what
+        was accepted and refused. One path for OTLP/HTTP in both encodings and OTLP/gRPC."""
         try:
-            doc = load_json(body, self._depth, DeepJson)
-        except ValueError as exc:
-            return 400, _status(f"body is not JSON: {exc}"), {}
-        try:
-            records, errors = decode_otlp_json(doc)
+            if protobuf:
+                records, errors, refused = decode_otlp_protobuf(body, self._depth)
+            else:
+                try:
+                    doc = load_json(body, self._depth, DeepJson)
+                except ValueError as exc:
+                    raise DecodeError(f"body is not JSON: {exc}") from None
+                records, errors, refused = decode_otlp_json(doc)
         except DecodeError as exc:
-            return 400, _status(str(exc)), {}
+            return OtlpOutcome(0, 0, str(exc))
         events: list[LogEvent] = []
         now = time.time_ns()
         resources: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
@@ -326,11 +392,12 @@ class HttpSource(Source[HttpSourceConfig]):
                 events.append(self._otlp_event(record, now, resources))
             except Exception as exc:  # one record's surprise costs only that record
                 errors.append(f"a log record cannot be read: {type(exc).__name__}: {exc}")
+                refused += 1
         self._ship(events)
         if errors:
-            return 400, _status(f"{len(events)} log records accepted, {len(errors)} refused: "
-                                + "; ".join(_listed(errors))), {}
-        return 200, {}, {}
+            return OtlpOutcome(len(events), refused, f"{len(events)} log records accepted, "
+                               f"{refused} refused: " + "; ".join(_listed(errors)))
+        return OtlpOutcome(len(events), 0, None)
 
     def _otlp_event(self, record: OtlpRecord, now: int,
                     resources: dict[int, tuple[Any, Any, dict[str, Any]]]) -> LogEvent:
@@ -386,18 +453,25 @@ class HttpSource(Source[HttpSourceConfig]):
         return _at(self._parser.from_fields(fields, None, ts), ts)
 
 
-def _error(path: str, message: str) -> Any:
-    """An error's answer in the endpoint's own form: Loki's text, OTLP's Status, else JSON."""
+def _error(path: str, message: str, status: int, protobuf: bool,
+           headers: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """An error's answer in the endpoint's own form (Loki's text, OTLP's Status in the
+    request's encoding, else JSON), and its headers."""
     if path == "/loki/api/v1/push":
-        return f"{message}\n"
+        return f"{message}\n", headers
     if path == "/v1/logs":
-        return _status(message)
-    return {"error": message}
+        code = _RPC_CODES.get(status, _INVALID_ARGUMENT)
+        if protobuf:
+            try:
+                return status_protobuf(code, message), {**headers, "Content-Type": _PROTOBUF}
+            except DecodeError:  # no opentelemetry-proto: the Status in JSON, as before
+                pass
+        return {"code": code, "message": message}, headers
+    return {"error": message}, headers
 
 
-def _status(message: str) -> dict[str, Any]:
-    """An OTLP/HTTP error answer: a google.rpc.Status in JSON."""
-    return {"code": _INVALID_ARGUMENT, "message": message}
+def _is_protobuf(req: Any) -> bool:
+    return "protobuf" in (req.headers.get("Content-Type") or "").lower()
 
 
 def _listed(reasons: list[str]) -> list[str]:

@@ -8,7 +8,10 @@ shipper/sidecar/sources/http.py turns what they return into events.
 The protobuf reader is a small wire-format decoder for Loki's ``logproto.PushRequest`` (the
 message Promtail, Alloy and the Loki clients send): streams of ``{labels, entries}``, each entry
 ``{timestamp{seconds, nanos}, line, structuredMetadata[{name, value}]}``; the labels are text
-(``{a="1", b="2"}``), read by :func:`shipper.delivery.labels.parse_labels`.
+(``{a="1", b="2"}``), read by :func:`shipper.delivery.labels.parse_labels`. Its field walker,
+:func:`proto_fields`, also splits an OTLP request that protobuf cannot parse whole into its
+parts (shipper/sidecar/sources/otlp.py, which decodes OTLP in protobuf into the
+:class:`OtlpRecord` the JSON decoder here gives).
 
 JSON reaches them already parsed by :func:`shipper.sidecar.boundedjson.load_json`: an OTLP value
 nested deeper than the bound is a :class:`~shipper.sidecar.boundedjson.DeepJson` there, and is
@@ -29,7 +32,8 @@ from shipper.delivery.labels import LabelSyntaxError, parse_labels
 from shipper.sidecar.boundedjson import DeepJson, open_deep
 
 __all__ = ["MAX_NS", "DecodeError", "OtlpRecord", "PushEntry", "decode_otlp_json",
-           "decode_push_json", "decode_push_protobuf", "json_type", "shown"]
+           "decode_push_json", "decode_push_protobuf", "json_type", "not_read", "proto_fields",
+           "shown"]
 
 #: the latest time a push may carry: nanoseconds since the epoch in a signed 64-bit integer
 MAX_NS = 2**63 - 1
@@ -133,8 +137,10 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise DecodeError("varint longer than 64 bits")
 
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of one message: ints for varints, bytes for the others."""
+def proto_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, value) of one protobuf message: ints for varints, bytes for the
+    length-delimited fields; fixed-width fields are skipped. Raises :class:`DecodeError` when
+    the message is cut short or holds a group or a wire type that does not exist."""
     pos, end = 0, len(buf)
     while pos < end:
         key, pos = _varint(buf, pos)
@@ -179,13 +185,13 @@ def decode_push_protobuf(body: bytes) -> tuple[list[PushEntry], list[str]]:
         raise DecodeError(f"not snappy-compressed: {exc}") from None
     entries: list[PushEntry] = []
     errors: list[str] = []
-    for i, (number, stream) in enumerate(_fields(raw)):
+    for i, (number, stream) in enumerate(proto_fields(raw)):
         if number != 1 or not isinstance(stream, bytes):
             continue
         labels: dict[str, str] = {}
         raw_entries: list[bytes] = []
         bad_labels = None
-        for snum, svalue in _fields(stream):
+        for snum, svalue in proto_fields(stream):
             if snum == 1:
                 try:
                     labels = parse_labels(_string(svalue))
@@ -200,14 +206,14 @@ def decode_push_protobuf(body: bytes) -> tuple[list[PushEntry], list[str]]:
             ts = 0
             line = ""
             meta: dict[str, str] = {}
-            for enum_, evalue in _fields(raw_entry):
+            for enum_, evalue in proto_fields(raw_entry):
                 if enum_ == 1 and isinstance(evalue, bytes):
-                    parts = {n: v for n, v in _fields(evalue) if isinstance(v, int)}
+                    parts = {n: v for n, v in proto_fields(evalue) if isinstance(v, int)}
                     ts = parts.get(1, 0) * 1_000_000_000 + parts.get(2, 0)
                 elif enum_ == 2:
                     line = _string(evalue)
                 elif enum_ == 3 and isinstance(evalue, bytes):
-                    pair = dict(_fields(evalue))
+                    pair = dict(proto_fields(evalue))
                     meta[_string(pair.get(1, b""))] = _string(pair.get(2, b""))
             entries.append(PushEntry(labels, ts, line, meta))
     return entries, errors
@@ -290,15 +296,17 @@ class OtlpRecord(NamedTuple):
     scope: str | None
 
 
-def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str]]:
-    """An ``ExportLogsServiceRequest`` in the JSON encoding (parsed) → its records, and one
-    error per record, scope or resource whose records cannot be read (naming the field);
-    raises :class:`DecodeError` when there is no ``resourceLogs`` array."""
+def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str], int]:
+    """An ``ExportLogsServiceRequest`` in the JSON encoding (parsed) → its records, one error
+    per record, scope or resource whose records cannot be read (naming the field), and how
+    many log records those errors cost; raises :class:`DecodeError` when there is no
+    ``resourceLogs`` array."""
     resource_logs = doc.get("resourceLogs") if doc.__class__ is dict else None
     if resource_logs.__class__ is not list:
         raise DecodeError('expected {"resourceLogs": [...]}')
     records: list[OtlpRecord] = []
     errors: list[str] = []
+    refused = 0
     for i, item in enumerate(resource_logs):
         try:
             rl = _object(item, "")
@@ -306,7 +314,9 @@ def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str]]:
             attrs = _inside("resource.attributes", _attributes, resource.get("attributes"))
             scope_logs = _array(rl.get("scopeLogs"), "scopeLogs")
         except _FieldError as exc:
-            errors.append(f"{exc.under(f'resourceLogs[{i}]')} (its log records were not read)")
+            lost = _count_records(item)
+            errors.append(f"{exc.under(f'resourceLogs[{i}]')} ({not_read(lost)})")
+            refused += lost
             continue
         for j, scope_item in enumerate(scope_logs):
             try:
@@ -317,8 +327,10 @@ def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str]]:
                     raise _expected("scope.name", "a string", name)
                 log_records = _array(sl.get("logRecords"), "logRecords")
             except _FieldError as exc:
-                errors.append(f"{exc.under(f'resourceLogs[{i}].scopeLogs[{j}]')} (its log "
-                              "records were not read)")
+                lost = _count_records({"scopeLogs": [scope_item]})
+                errors.append(f"{exc.under(f'resourceLogs[{i}].scopeLogs[{j}]')} "
+                              f"({not_read(lost)})")
+                refused += lost
                 continue
             for k, record in enumerate(log_records):
                 try:
@@ -326,7 +338,23 @@ def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str]]:
                 except _FieldError as exc:
                     errors.append(str(exc.under(
                         f"resourceLogs[{i}].scopeLogs[{j}].logRecords[{k}]")))
-    return records, errors
+                    refused += 1
+    return records, errors, refused
+
+
+def not_read(count: int) -> str:
+    """What an error that costs a resource's or a scope's records says about them."""
+    return f"its {count} log record{'' if count == 1 else 's'} not read"
+
+
+def _count_records(resource_logs: Any) -> int:
+    """How many log records a resourceLogs item that cannot be read holds, as far as its
+    shape shows them (the count a partial success answers)."""
+    scope_logs = resource_logs.get("scopeLogs") if resource_logs.__class__ is dict else None
+    if scope_logs.__class__ is not list:
+        return 0
+    return sum(len(sl["logRecords"]) for sl in scope_logs
+               if sl.__class__ is dict and sl.get("logRecords").__class__ is list)
 
 
 _SEVERITY_NAMES = {f"SEVERITY_NUMBER_{name}{n if n > 1 else ''}": floor + n - 1
