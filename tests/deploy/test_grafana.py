@@ -34,7 +34,7 @@ SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 FOLDER = "Shipper"
 #: The environment variables the provisioning files read, and nothing else.
 PROVISIONING_ENV = {"GRAFANA_LOKI_URL", "GRAFANA_LOKI_USER", "GRAFANA_LOKI_PASSWORD",
-                    "GRAFANA_TRACE_URL", "SLACK_WEBHOOK_URL"}
+                    "GRAFANA_TRACE_URL", "GRAFANA_TRACE_DATASOURCE_UID", "SLACK_WEBHOOK_URL"}
 
 #: Search and actor-id texts a person could type, chosen to break a naively built query.
 ADVERSARIAL_TEXT = [
@@ -221,6 +221,33 @@ def test_trace_id_derived_field_links_only_when_a_tracing_url_is_set(
     assert _grafana_expand(field["url"], {}) == ""
     tempo = "https://tempo.example.com/trace/${__value.raw}"
     assert _grafana_expand(field["url"], {"GRAFANA_TRACE_URL": tempo}) == tempo
+
+
+def _derived_links(field: Mapping[str, Any], env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The links Grafana's Loki datasource makes of one provisioned derived field, after the
+    provisioning interpolation (public/app/plugins/datasource/loki/getDerivedFields.ts: a
+    datasourceUid makes an internal link whose query is ``url``; else a non-empty ``url`` is
+    an outside link; else there is no link)."""
+    uid = _grafana_expand(field.get("datasourceUid", ""), env)
+    url = _grafana_expand(field.get("url", ""), env)
+    if uid:
+        return [{"internal": {"datasourceUid": uid, "query": url}}]
+    return [{"url": url}] if url else []
+
+
+def test_trace_id_opens_in_a_tracing_datasource_only_when_its_uid_is_set(
+    datasource: dict[str, Any],
+) -> None:
+    (field,) = datasource["jsonData"]["derivedFields"]
+    assert field["datasourceUid"] == "${GRAFANA_TRACE_DATASOURCE_UID}"
+    # off by default: no variable set, no link
+    assert _derived_links(field, {}) == []
+    outside = "https://tempo.example.com/trace/${__value.raw}"
+    assert _derived_links(field, {"GRAFANA_TRACE_URL": outside}) == [{"url": outside}]
+    # a tracing datasource in Grafana: the trace id is the query
+    env = {"GRAFANA_TRACE_DATASOURCE_UID": "tempo", "GRAFANA_TRACE_URL": "${__value.raw}"}
+    assert _derived_links(field, env) == [
+        {"internal": {"datasourceUid": "tempo", "query": "${__value.raw}"}}]
 
 
 # ------------------------------------------------------------- environment interpolation
