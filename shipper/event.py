@@ -51,6 +51,7 @@ from shipper._units import MAX_TIME_NS, MIN_TIME_NS, describe_time
 from shipper.line import clean_text, entry_line, text_of
 from shipper.typelabel import (
     DEFAULT_TYPE,
+    HEALTH_TYPE,
     OVERFLOW_TYPE,
     TypeGuard,
     keep_original_type,
@@ -60,6 +61,7 @@ from shipper.typelabel import (
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_TYPE",
+    "HEALTH_TYPE",
     "OVERFLOW_TYPE",
     "Actor",
     "Entry",

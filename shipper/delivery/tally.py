@@ -35,6 +35,7 @@ class Tally:
         self._counts: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
+        self._refused_events: Counter[str] = Counter()
         self._dead: Counter[str] = Counter()
         self._entries_refused: Counter[str] = Counter()
         self._push_times: PushTimes = {}
@@ -53,6 +54,7 @@ class Tally:
         """Loki refused one request of ``events`` events (400) for ``reason``."""
         with self._lock:
             self._refused[reason] += 1
+            self._refused_events[reason] += events
             self._counts["refused_events"] += events
 
     def entries_refused(self, reasons: Counter[str]) -> None:
@@ -104,6 +106,11 @@ class Tally:
         with self._lock:
             return {cls: (list(counts), total) for cls, (counts, total)
                     in self._push_times.items()}
+
+    def refused_events(self) -> dict[str, int]:
+        """A copy of the events in the requests Loki refused, by reason."""
+        with self._lock:
+            return dict(self._refused_events)
 
     def dead_letters(self) -> dict[str, int]:
         """A copy of the dead-lettered entries by reason."""
