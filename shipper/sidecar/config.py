@@ -32,6 +32,7 @@ import yaml
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.config import ConfigError, ShipperConfig
 from shipper.redact import hide_url_credentials
+from shipper.sidecar.drop import DropError, DropRule, read_rules
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
@@ -100,6 +101,11 @@ class _ParsedSourceConfig:
         "service; docker: see service_label)"))
     max_line_bytes: int = field(default=256 * 1024, metadata=_help(
         "longer lines are cut to this size and end with a truncation marker", "size"))
+    drop: tuple[DropRule, ...] = field(default=(), metadata=_help(
+        "lines not to ship, as Promtail's drop stage: a list of rules, each dropping a line "
+        "when all it gives hold (source with value or expression, expression, older_than, "
+        "longer_than; drop_counter_reason); see docs/sidecar.md", "drop") | {
+            "type_doc": "list of rules"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -342,6 +348,11 @@ class _Reader:
             except re.error as exc:
                 raise self.fail(key, value, f"a valid regular expression ({exc})") from None
             return value
+        if kind == "drop":
+            try:
+                return read_rules(value)
+            except DropError as exc:
+                raise self.fail(f"{key}{exc.key}", exc.value, exc.expected) from None
         if kind == "listen":
             try:
                 parse_listen(str(value))
@@ -489,7 +500,16 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
     docker = 0
     for i, source in enumerate(config.sources):
         where = f"sources[{i}]"
+        if isinstance(source, _ParsedSourceConfig):
+            for n, rule in enumerate(source.drop):
+                if rule.longer_than is not None and rule.longer_than >= source.max_line_bytes:
+                    raise reader.fail(f"{where}.drop[{n}].longer_than", rule.longer_than,
+                                      f"a size below max_line_bytes ({source.max_line_bytes})"
+                                      ": longer lines are cut to it first")
         if isinstance(source, FileSourceConfig):
+            if source.drop and config.workers > 1:
+                raise reader.fail(f"{where}.drop", "(rules)", "workers: 1 (drop rules run in "
+                                  "the sidecar's own process, not in worker processes)")
             if not source.paths:
                 raise reader.fail(f"{where}.paths", list(source.paths),
                                   "at least one glob pattern")
