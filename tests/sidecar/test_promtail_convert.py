@@ -210,7 +210,8 @@ def test_drop_stages_become_the_sources_drop_rules_and_drop_the_same_lines(
     conversion = convert(job(r"""
         - json: {expressions: {lvl: level, user: user, msg: msg}}
         - drop: {source: lvl, value: debug}
-        - drop: {source: [user, msg], separator: '|', expression: '^bot\|', drop_counter_reason: bots}
+        - drop: {source: [user, msg], separator: '|', expression: '^bot\|',
+                 drop_counter_reason: bots}
         - drop: {expression: healthz}
         - drop: {older_than: 24h, drop_counter_reason: too_old}
         - drop: {longer_than: 1KB}
