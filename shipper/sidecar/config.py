@@ -33,6 +33,7 @@ from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.config import ConfigError, ShipperConfig
 from shipper.redact import hide_url_credentials
 from shipper.sidecar.drop import DropError, DropRule, read_rules
+from shipper.sidecar.formats import DEFAULT_LEVEL_PATTERN
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
@@ -51,11 +52,6 @@ __all__ = [
 
 Format = Literal["auto", "json", "logfmt", "text"]
 
-#: levels as most text loggers print them, upper case, as a whole word
-DEFAULT_LEVEL_PATTERN = (
-    r"\b(?P<level>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|SEVERE|CRITICAL|CRIT|FATAL"
-    r"|ALERT|EMERG|EMERGENCY)\b"
-)
 
 
 class SidecarConfigError(ConfigError):
