@@ -283,7 +283,7 @@ class DropFilter:
                 if first:
                     self._report(f"{self.name}: drop rule {index} ({rule.text}) dropped its "
                                  "first line; the lines it drops are counted in "
-                                 "shipper_sidecar_lines_dropped{source=\"" + self.name +
+                                 "shipper_sidecar_lines_dropped_total{source=\"" + self.name +
                                  "\", reason=\"" + rule.reason + "\"}")
                 return True
         return False
@@ -291,16 +291,26 @@ class DropFilter:
     @staticmethod
     def _holds(rule: DropRule, event: LogEvent, text: str, rest: str | None,
                now_ns: int) -> bool:
-        line = text if rest is None else f"{text}\n{rest}"
-        if rule.longer_than is not None and not _line_longer(line, rule.longer_than):
+        """All the conditions of ``rule`` hold, cheapest first (as Promtail checks them)."""
+        if rule.longer_than is not None and not _line_longer(
+                text if rest is None else f"{text}\n{rest}", rule.longer_than):
             return False
         if rule.older_than_ns is not None and \
                 event.timestamp_ns >= now_ns - rule.older_than_ns:
             return False
-        if not rule.source:
-            return rule.pattern is None or rule.pattern.search(line) is not None
-        values = [_field(event, name) for name in rule.source]
-        if rule.pattern is None:  # every field present
+        source, pattern = rule.source, rule.pattern
+        if not source:
+            return pattern is None or pattern.search(
+                text if rest is None else f"{text}\n{rest}") is not None
+        if len(source) == 1:  # the usual rule: one field
+            value = _field(event, source[0])
+            if pattern is None or value is None:
+                return value is not None or (pattern is not None and
+                                             pattern.search("") is not None)
+            string = _string(value)
+            return string is not None and pattern.search(string) is not None
+        values = [_field(event, name) for name in source]
+        if pattern is None:  # every field present
             return all(v is not None for v in values)
         strings = []  # Promtail joins the values present; one it cannot read keeps the line
         for value in values:
@@ -309,7 +319,7 @@ class DropFilter:
                 if string is None:
                     return False
                 strings.append(string)
-        return rule.pattern.search(rule.separator.join(strings)) is not None
+        return pattern.search(rule.separator.join(strings)) is not None
 
     def keep(self, texts: list[str], rests: list[str | None] | None,
              events: list[LogEvent]) -> list[LogEvent]:

@@ -97,7 +97,8 @@ def test_each_kind_of_rule_drops_its_lines_in_a_running_sidecar_and_counts_them(
     assert "debug later" not in messages(loki)
     said = [ln for ln in proc.stderr.splitlines() if "drop rule" in ln]
     assert len(said) == len(RULES)  # once per rule, not once per line
-    assert any("drop rule 0" in ln and 'reason="drop_stage"' in ln for ln in said)
+    assert any("drop rule 0" in ln and 'shipper_sidecar_lines_dropped_total{source="file#0", '
+               'reason="drop_stage"}' in ln for ln in said)
 
 
 def test_a_source_without_rules_reports_no_dropped_family_and_ships_everything(
@@ -194,6 +195,9 @@ def test_several_sources_join_the_values_present_with_the_separator() -> None:
     assert drops({"source": ["a", "b"], "separator": "", "expression": "^12$"},
                  event(a=1, b=2))
     assert drops({"source": ["a", "b"]}, event(a=1, b=None)) is False  # presence of all
+    # as in Promtail, absent fields join to "": an expression may select their absence
+    assert drops({"source": "tenant", "expression": "^$"}, event())
+    assert not drops({"source": "tenant", "expression": "^$"}, event(tenant="acme"))
     assert drops({"source": ["a", "b"]}, event(a=1, b=0))
 
 
