@@ -289,3 +289,31 @@ def test_any_yaml_value_is_read_or_refused_with_a_drop_error(value: object) -> N
         read_rules(value)
     except DropError as exc:
         assert exc.expected
+
+
+def test_docker_source_in_a_running_sidecar_drops_by_rule_and_moves_on(
+        tmp_path: Path, loki: FakeLoki, processes: list[SidecarProcess]) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="fd-", dir="/tmp"))  # unix socket paths are short
+    engine = FakeDocker(directory / "docker.sock")
+    try:
+        cid = engine.create("web-1", {"shipper.enable": "true"})
+        engine.start(cid)
+        engine.log(cid, '{"level":"debug","msg":"noise"}', "kept plain",
+                   '{"level":"error","msg":"kept"}', '{"level":"info","msg":"GET /healthz"}')
+        source = {"type": "docker", "host": engine.url, "refresh_interval": "1m",
+                  "drop": [{"source": "level", "value": "debug"},
+                           {"source": "msg", "expression": "healthz",
+                            "drop_counter_reason": "health"}]}
+        proc = SidecarProcess(tmp_path, [source], loki_url=loki.url)
+        processes.append(proc)
+        proc.start()
+        assert wait_until(lambda: messages(loki) == ["kept", "kept plain"], 20)
+        name = 'shipper_sidecar_lines_dropped_total{{reason="{}",source="docker#0"}}'
+        assert wait_until(lambda: proc.metrics().get(name.format("health")) == 1, 10)
+        assert proc.metrics()[name.format("drop_stage")] == 1
+        assert proc.finish() == 0
+        # the position moves past dropped lines too (the last one is): none is read again
+        assert proc.positions()["containers"] == {cid: engine.containers[cid].logs[-1][0]}
+    finally:
+        engine.close()
+        shutil.rmtree(directory, ignore_errors=True)
