@@ -95,6 +95,7 @@ def test_each_kind_of_rule_drops_its_lines_in_a_running_sidecar_and_counts_them(
     assert wait_until(lambda: "kept later" in messages(loki), 20)
     assert proc.finish(signal.SIGTERM) == 0
     assert "debug later" not in messages(loki)
+    assert proc.positions()["files"][0]["offset"] == (logs / "app.log").stat().st_size
     said = [ln for ln in proc.stderr.splitlines() if "drop rule" in ln]
     assert len(said) == len(RULES)  # once per rule, not once per line
     assert any("drop rule 0" in ln and 'shipper_sidecar_lines_dropped_total{source="file#0", '
