@@ -24,13 +24,15 @@ import yaml
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.redact import hide_url_credentials
 
-__all__ = ["ENV_VARS", "LOGCLI_ENV_VARS", "ConfigError", "Encoding", "ShipperConfig",
-           "default_spool_dir", "env_vars"]
+__all__ = ["ENV_VARS", "LOGCLI_ENV_VARS", "MIN_HEALTH_INTERVAL", "ConfigError", "Encoding",
+           "ShipperConfig", "default_spool_dir", "env_vars"]
 
 Encoding = Literal["json", "json+gzip", "protobuf"]
 
 #: Loki answers a push larger than this with a 500 (gRPC ResourceExhausted).
 LOKI_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+#: the shortest ``health_interval`` but 0 (off): a heartbeat is one event per interval
+MIN_HEALTH_INTERVAL = 1.0
 
 
 class ConfigError(ValueError):
@@ -219,6 +221,11 @@ class ShipperConfig:
     shutdown_timeout: float = field(default=5.0, metadata={
         "help": "how long `close()`, `shipper.shutdown()` and the exit hook deliver the queue "
                 "and the spool before leaving the rest on disk (and saying so on stderr)"})
+    health_interval: float = field(default=60.0, metadata={
+        "help": "how often every pipeline (each app process, the sidecar and each of its "
+                "workers) ships a `SHIPPER_HEALTH` heartbeat event with what it accepted, sent, "
+                "spooled, refused and dropped since the last one (and a last one at shutdown); "
+                "`0` turns heartbeats off, else at least 1s"})
     handle_sigterm: bool = field(default=True, metadata={
         "help": "when SIGTERM still has its default action (nothing in the process handles it), "
                 "run shipper.shutdown() on SIGTERM first, then let the signal end the process "
@@ -256,6 +263,9 @@ class ShipperConfig:
                 raise ConfigError(f"{name}: must be a positive duration, got {getattr(self, name)}")
         if self.retry_budget < 0 or self.shutdown_timeout < 0:
             raise ConfigError("retry_budget and shutdown_timeout must not be negative")
+        if self.health_interval != 0 and not self.health_interval >= MIN_HEALTH_INTERVAL:
+            raise ConfigError(f"health_interval: 0 (off) or at least {MIN_HEALTH_INTERVAL:g}s, "
+                              f"got {self.health_interval!r}")
 
     def _take_url(self, url: str) -> None:
         """Check ``url``; a ``user:password@`` in it becomes ``username`` and ``password`` (sent
@@ -544,7 +554,7 @@ def _coerce(name: str, annotation: object, value: Any) -> Any:
                 "max_line_bytes", "dead_letter_max_bytes"}:
         return _size(name, value)
     if name in {"timeout", "batch_max_wait", "retry_budget", "backoff_min", "backoff_max",
-                "shutdown_timeout"}:
+                "shutdown_timeout", "health_interval"}:
         return _duration(name, value)
     if kind == "bool":
         return _bool(name, value)

@@ -3,7 +3,8 @@
 Framework integrations bind it at the start of a request; the handler reads it when a record is
 emitted (on the app's thread or task, where the context is visible) and puts ``trace_id``,
 ``actor`` and ``actor_id`` on the event, so every record of a request carries them, also records
-from other libraries. Fields given explicitly on a record (``extra=``) win over the context.
+from other libraries. Fields given explicitly on a record (``extra=``) win over the context, and
+so does the trace id of an active OpenTelemetry span (see :mod:`shipper.handler`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ after that (redaction, batching, the Loki client, the spool) works on the :class
 
 ============================  ============================================
 labels                        ``service_name``, ``env`` (when set), ``level``, ``actor``, ``type``
-structured metadata           ``actor_id``, ``trace_id``, ``logger``, ``original_time``
+structured metadata           ``actor_id``, ``trace_id``, ``span_id``, ``logger``, ``original_time``
 the line (a JSON object)      ``message``, ``metadata``, ``exception`` (when there is one)
 the entry timestamp           the event's own time, in ns
 ============================  ============================================
@@ -51,6 +51,7 @@ from shipper._units import MAX_TIME_NS, MIN_TIME_NS, describe_time
 from shipper.line import clean_text, entry_line, text_of
 from shipper.typelabel import (
     DEFAULT_TYPE,
+    HEALTH_TYPE,
     OVERFLOW_TYPE,
     TypeGuard,
     keep_original_type,
@@ -60,6 +61,7 @@ from shipper.typelabel import (
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_TYPE",
+    "HEALTH_TYPE",
     "OVERFLOW_TYPE",
     "Actor",
     "Entry",
@@ -264,7 +266,7 @@ _time_ns = time.time_ns
 
 
 def metadata_value(value: object) -> str:
-    """A structured-metadata value (``actor_id``, ``trace_id``, ``logger``): a flat,
+    """A structured-metadata value (``actor_id``, ``trace_id``, ``span_id``, ``logger``): a flat,
     single-line string of at most 1024 characters."""
     if value.__class__ is str and len(value) <= 128 and value.isprintable():
         return value
@@ -297,6 +299,8 @@ class LogEvent:
     exception: str | None = None
     #: the event's own time as given, when Loki could not take it (see :func:`entry_time`)
     original_time: str | None = None
+    #: the span (of the trace ``trace_id``) the event was logged in: OpenTelemetry's, in hex
+    span_id: str | None = None
 
     @classmethod
     def create(
@@ -315,6 +319,7 @@ class LogEvent:
         metadata: object = None,
         exception: str | None = None,
         original_time: str | None = None,
+        span_id: object = None,
     ) -> LogEvent:
         """Normalise every field (aliases, case, label safety) and build the event.
 
@@ -331,7 +336,8 @@ class LogEvent:
         else:
             meta = _metadata_dict(metadata)
         return new_event(service, env, level, message, timestamp_ns, actor, type, actor_id,
-                         trace_id, logger, meta, exception, cls, original_time=original_time)
+                         trace_id, logger, meta, exception, cls, original_time=original_time,
+                         span_id=span_id)
 
 
 def _metadata_dict(metadata: object) -> dict[str, Any]:
@@ -349,7 +355,7 @@ def new_event(service: str, env: str | None, level: object, message: object,
               timestamp_ns: int, actor: object, type_: object, actor_id: object,
               trace_id: object, logger: str | None, meta: dict[str, Any],
               exception: str | None, cls: type[LogEvent] = LogEvent, *,
-              original_time: str | None = None) -> LogEvent:
+              original_time: str | None = None, span_id: object = None) -> LogEvent:
     """:meth:`LogEvent.create` with its arguments in order, for a source that built the
     metadata dict itself and hands it over: the event keeps that dict (no copy; it may get
     ``original_level`` and ``original_actor``)."""
@@ -384,6 +390,8 @@ def new_event(service: str, env: str | None, level: object, message: object,
         "metadata": meta,
         "exception": exception or None,
         "original_time": original_time,
+        "span_id": None if span_id is None or (span_id.__class__ is str and not span_id)
+        else metadata_value(span_id),
     })
     return event
 
@@ -568,12 +576,14 @@ def to_entry(
         stream_labels(event.service, event.env, event.level, event.actor, type_),
         timestamp_ns,
         entry_line(event.message, metadata, event.exception, max_line_bytes),
-        structured_metadata(event.actor_id, event.trace_id, event.logger, original_time),
+        structured_metadata(event.actor_id, event.trace_id, event.logger, original_time,
+                            event.span_id),
     )
 
 
 def structured_metadata(actor_id: str | None, trace_id: str | None, logger: str | None,
-                        original_time: str | None = None) -> tuple[tuple[str, str], ...]:
+                        original_time: str | None = None,
+                        span_id: str | None = None) -> tuple[tuple[str, str], ...]:
     """The structured metadata of an entry (values already normal, except the logger name).
     The (name, value) pairs of loggers and actor ids are made once and shared: fewer objects
     per event for the garbage collector."""
@@ -582,6 +592,8 @@ def structured_metadata(actor_id: str | None, trace_id: str | None, logger: str 
         pairs.append(_pair("actor_id", actor_id))
     if trace_id:
         pairs.append(("trace_id", trace_id))
+    if span_id:
+        pairs.append(("span_id", span_id))
     if logger:
         pairs.append(_logger_pair(logger))
     if original_time:

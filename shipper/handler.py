@@ -12,6 +12,7 @@ Event fields are read from the record's ``extra``:
 ``actor``          USER, CREATOR, ADMIN, SYSTEM, GUEST (aliases and case normalised)
 ``actor_id``       also ``actorId``, ``user_id`` — structured metadata, never a label
 ``trace_id``       also ``request_id`` — structured metadata
+``span_id``        structured metadata, with the trace id it belongs to
 ``metadata``       any JSON-able mapping; other values are kept under ``metadata.value``
 ``event_time``     the event's own time (datetime or epoch seconds) instead of ``record.created``
 =================  ===================================================================
@@ -20,6 +21,11 @@ Every other extra attribute (and python-logging-loki's ``tags``) goes into the l
 ``metadata`` under its own name (:mod:`shipper.extras`; the ``extra_fields`` setting turns it
 off), and a record structlog's ``ProcessorFormatter.wrap_for_formatter`` made is read from its
 event dict: ``event`` is the message, the other keys are read as extra attributes.
+
+A record without a trace id of its own takes the one opentelemetry-instrumentation-logging put
+on it (``otelTraceID``, ``otelSpanID``; its ``otel*`` attributes are no extra fields), else the
+OpenTelemetry span active on the emitting thread (read there, without importing OpenTelemetry:
+:mod:`shipper.tracecontext`), else the request context's; its span id comes with it.
 
 Every record gives one entry, whatever it holds: a message or argument whose ``str`` or
 ``repr`` raises, an unreadable exception, metadata JSON cannot write, an ``event_time`` Loki
@@ -68,6 +74,15 @@ from shipper.event import (
 )
 from shipper.extras import STANDARD_ATTRS, extra_fields, spread_tags, structlog_event_dict
 from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
+from shipper.tracecontext import (
+    OTEL_RECORD_ATTRS,
+    OTEL_TRACE_MODULE,
+    SPAN_ID_DIGITS,
+    TRACE_ID_DIGITS,
+    active_span,
+    hex_id,
+    span_ids,
+)
 from shipper.typelabel import keep_original_type
 
 __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
@@ -76,6 +91,7 @@ __all__ = ["INTERNAL_LOGGERS", "LokiHandler", "event_from_record"]
 INTERNAL_LOGGERS: tuple[str, ...] = ("urllib3", "requests", "shipper.internal")
 
 _get_ident = threading.get_ident
+_modules = sys.modules
 _LogRecord = logging.LogRecord
 
 
@@ -132,11 +148,12 @@ def _timestamp(created: Any, event_time: Any) -> tuple[int, str | None]:
 
 #: extra attributes the worker reads when a record has them (``extra={...}``)
 _RARE_KEYS = ("original_level", "actorId", "user_id", "request_id", "traceId", "requestId",
-              "event_time")
+              "span_id", "otelTraceID", "otelSpanID", "event_time")
 #: the rare values and, last, the record's extra fields (:func:`shipper.extras.extra_fields`)
 _NO_RARE: tuple[None, ...] = (None,) * (len(_RARE_KEYS) + 1)
 #: the record attributes that are not extra fields: logging's own and the event fields
-_NOT_EXTRA = STANDARD_ATTRS | {"metadata", "actor", "actor_id", "trace_id", "type", *_RARE_KEYS}
+_NOT_EXTRA = STANDARD_ATTRS | {"metadata", "actor", "actor_id", "trace_id", "type", *_RARE_KEYS,
+                               *OTEL_RECORD_ATTRS}
 #: the keys of a structlog event dict that are not extra fields
 _NOT_EXTRA_IN_EVENT_DICT = frozenset({"metadata", "actor", "actor_id", "trace_id", "type",
                                       *_RARE_KEYS, "event", "exc_info"})
@@ -144,7 +161,8 @@ _NOT_EXTRA_IN_EVENT_DICT = frozenset({"metadata", "actor", "actor_id", "trace_id
 _STANDARD_ATTRS = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 
 #: a queued record: (message, context, exception text, levelno, name, created, exc_text,
-#: stack_info, metadata, actor, actor_id, trace_id, type, the _RARE_KEYS values)
+#: stack_info, metadata, actor, actor_id, trace_id, type, the _RARE_KEYS values, the active
+#: OpenTelemetry span's context or None)
 _Snapshot = tuple[Any, ...]
 #: bytes a queued snapshot takes besides its message and metadata: the tuple, the float, an
 #: actor id, the queue's slot (measured in tests/test_handler.py)
@@ -197,7 +215,17 @@ def _snapshot(record: logging.LogRecord, context: LogContext | None,
             *map(get, _RARE_KEYS), extra_fields(attrs, _NOT_EXTRA))
     return (message, context, exception, record.levelno, record.name, record.created,
             record.exc_text, record.stack_info, metadata, actor, actor_id, trace_id, type_,
-            rare)
+            # without OpenTelemetry loaded, no span can be active: one look-up
+            rare, _span(trace_id) if OTEL_TRACE_MODULE in _modules else None)
+
+
+def _span(trace_id: Any) -> Any:
+    """The span active on the emitting thread (its context), for a record whose own trace id
+    is ``trace_id``: only seen there, when the record is logged, and only looked for when
+    the record has no trace id of its own."""
+    if trace_id is None or (trace_id.__class__ is str and not trace_id):
+        return active_span()
+    return None
 
 
 def _event_dict_snapshot(record: logging.LogRecord, event_dict: dict[Any, Any],
@@ -223,10 +251,12 @@ def _event_dict_snapshot(record: logging.LogRecord, event_dict: dict[Any, Any],
         exception = _exception_text(record.exc_info)
     # StackInfoRenderer's text
     stack_info = event_dict.pop("stack") if get("stack").__class__ is str else record.stack_info
+    trace_id = get("trace_id")
     return (message, context, exception, record.levelno, record.name, record.created,
             record.exc_text, stack_info, get("metadata"), get("actor"), get("actor_id"),
-            get("trace_id"), get("type"),
-            (*map(get, _RARE_KEYS), extra_fields(event_dict, _NOT_EXTRA_IN_EVENT_DICT)))
+            trace_id, get("type"),
+            (*map(get, _RARE_KEYS), extra_fields(event_dict, _NOT_EXTRA_IN_EVENT_DICT)),
+            _span(trace_id) if OTEL_TRACE_MODULE in _modules else None)
 
 
 def _shown(value: object) -> str:
@@ -284,7 +314,7 @@ def event_from_record(
 
 def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None,
                          extras: bool = True) -> LogEvent:
-    (message, metadata, exception, actor, actor_id, trace_id, type_, timestamp_ns,
+    (message, metadata, exception, actor, actor_id, trace_id, span_id, type_, timestamp_ns,
      original_time) = _fields(item, extras)
     return LogEvent.create(
         service=service,
@@ -296,6 +326,7 @@ def _event_from_snapshot(item: _Snapshot, *, service: str, env: str | None,
         type=type_,
         actor_id=actor_id,
         trace_id=trace_id,
+        span_id=span_id,
         logger=item[4],
         metadata=metadata,
         exception=exception,
@@ -318,17 +349,26 @@ def _merged(base: Mapping[str, Any], metadata: Any) -> dict[str, Any]:
     return merged
 
 
+def _trace_ids(otel_trace: Any, otel_span: Any, span: Any) -> tuple[str, str | None] | None:
+    """The trace id and span id of a record without a trace id of its own: those
+    opentelemetry-instrumentation-logging put on it, else the active span's (hex)."""
+    trace_id = hex_id(otel_trace, TRACE_ID_DIGITS)
+    if trace_id is not None:
+        return trace_id, hex_id(otel_span, SPAN_ID_DIGITS)
+    return span_ids(span) if span is not None else None
+
+
 def _fields(item: _Snapshot, extras: bool = True,
-            ) -> tuple[str, Any, str | None, Any, Any, Any, Any, int, str | None]:
+            ) -> tuple[str, Any, str | None, Any, Any, Any, Any, Any, int, str | None]:
     """What a snapshot says, before normalisation: message, metadata, exception text, actor,
-    actor id, trace id, type, the timestamp in ns and the original time when Loki could not
-    take it (the one reading both :func:`event_from_record` and the handler's direct
-    conversion share). With ``extras``, the record's extra fields join its metadata, under
-    its own keys (:func:`shipper.extras.spread_tags`)."""
+    actor id, trace id, span id, type, the timestamp in ns and the original time when Loki
+    could not take it (the one reading both :func:`event_from_record` and the handler's
+    direct conversion share). With ``extras``, the record's extra fields join its metadata,
+    under its own keys (:func:`shipper.extras.spread_tags`)."""
     (message, context, exception, _, _, created, exc_text, stack_info, metadata, actor,
-     actor_id, trace_id, type_, rare) = item
-    (original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, event_time,
-     extra) = rare
+     actor_id, trace_id, type_, rare, span) = item
+    (original_level, actor_id2, actor_id3, trace_id2, trace_id3, trace_id4, span_id,
+     otel_trace, otel_span, event_time, extra) = rare
     if extra is not None and extras:
         base, tagged = spread_tags(extra)
         text = base.get("exception")
@@ -357,13 +397,20 @@ def _fields(item: _Snapshot, extras: bool = True,
                     actor_id3 if actor_id3 is not None and actor_id3 != "" else None)
     if not trace_id:
         trace_id = _first((trace_id2, trace_id3, trace_id4))
+    if span_id is not None and span_id == "":
+        span_id = None
+    if trace_id is None and (span is not None or otel_trace is not None):
+        ids = _trace_ids(otel_trace, otel_span, span)
+        if ids is not None:
+            trace_id = ids[0]
+            span_id = ids[1] if span_id is None else span_id
     if context is not None:
         actor = actor if actor is not None else context.actor
         actor_id = actor_id if actor_id is not None else context.actor_id
         trace_id = trace_id if trace_id is not None else context.trace_id
     timestamp_ns, original_time = _timestamp(created, event_time)
-    return (message, metadata, exception, actor, actor_id, trace_id, type_, timestamp_ns,
-            original_time)
+    return (message, metadata, exception, actor, actor_id, trace_id, span_id, type_,
+            timestamp_ns, original_time)
 
 
 #: the values the worker reads as they are; anything else in a field read as text is made
@@ -380,7 +427,7 @@ def _plain_snapshot(item: _Snapshot) -> _Snapshot:
     or id whose hash, ``==`` or ``str`` raises cannot fail the careful conversion. The
     metadata and the times are left as they are: the event contract takes anything there."""
     (message, context, exception, levelno, name, created, exc_text, stack_info, metadata, actor,
-     actor_id, trace_id, type_, rare) = item
+     actor_id, trace_id, type_, rare, span) = item
     if context is not None:
         context = dataclasses.replace(context, trace_id=_plain(context.trace_id),
                                       actor=_plain(context.actor),
@@ -388,7 +435,7 @@ def _plain_snapshot(item: _Snapshot) -> _Snapshot:
     *names, event_time, extra = rare
     return (_plain(message), context, _plain(exception), _plain(levelno), _plain(name), created,
             _plain(exc_text), _plain(stack_info), metadata, _plain(actor), _plain(actor_id),
-            _plain(trace_id), _plain(type_), (*map(_plain, names), event_time, extra))
+            _plain(trace_id), _plain(type_), (*map(_plain, names), event_time, extra), span)
 
 
 _LabelKey = tuple[int, Any, Any]
@@ -464,18 +511,18 @@ class _RecordConverter:
         for index, item in enumerate(items):
             try:
                 (message, context, exception, levelno, name, created, exc_text, stack_info,
-                 metadata, actor, actor_id, trace_id, type_, rare) = item
-                if (context is None and rare is _NO_RARE and not exc_text and not stack_info
-                        and -_MAX_CREATED < created < _MAX_CREATED):
+                 metadata, actor, actor_id, trace_id, type_, rare, span) = item
+                if (context is None and rare is _NO_RARE and span is None and not exc_text
+                        and not stack_info and -_MAX_CREATED < created < _MAX_CREATED):
                     # the usual record: _fields without the call
                     timestamp_ns = round(created * 1e6) * 1000
-                    original_time = None
+                    original_time = span_id = None
                     if not actor_id:
                         actor_id = None
                     if not trace_id:
                         trace_id = None
                 else:
-                    (message, metadata, exception, actor, actor_id, trace_id, type_,
+                    (message, metadata, exception, actor, actor_id, trace_id, span_id, type_,
                      timestamp_ns, original_time) = fields(item, extras)
                 try:
                     found = labels_get((levelno, actor, type_))
@@ -506,6 +553,7 @@ class _RecordConverter:
                         else metadata_value(trace_id),
                         name,
                         original_time,
+                        None if span_id is None else metadata_value(span_id),
                     ),
                 ))
             except Exception:

@@ -37,6 +37,7 @@ __all__ = [
     "AUDIT_TYPES",
     "CLAIMED_AUDIT_PREFIX",
     "DEFAULT_TYPE",
+    "HEALTH_TYPE",
     "MAX_GUARDED_SERVICES",
     "OVERFLOW_TYPE",
     "PROTECTED_TYPES",
@@ -56,8 +57,12 @@ AUDIT_CANCEL_TYPE = "LOGS_DELETE_CANCELLED"
 AUDIT_TYPES = frozenset({AUDIT_DELETE_TYPE, AUDIT_CANCEL_TYPE})
 #: what an audit type written by anything but ``shipper delete`` becomes: ``APP_LOGS_DELETED``
 CLAIMED_AUDIT_PREFIX = "APP_"
+#: the heartbeat every pipeline ships every ``health_interval`` (the Shipping health dashboard
+#: and alert rules read it; a retention rule keeps it a week)
+HEALTH_TYPE = "SHIPPER_HEALTH"
 #: types an alert or retention rule selects by name (and the audit types): never folded
-PROTECTED_TYPES = frozenset({"HTTP_REQUEST", "PAYMENT_FAILED", "PAYMENT_SUCCEEDED"}) | AUDIT_TYPES
+PROTECTED_TYPES = frozenset({"HTTP_REQUEST", "PAYMENT_FAILED", "PAYMENT_SUCCEEDED",
+                             HEALTH_TYPE}) | AUDIT_TYPES
 #: prefixes of the type families an alert or retention rule selects (``type=~"AUTH_.+"``)
 PROTECTED_TYPE_FAMILIES: tuple[str, ...] = ("AUTH_", "SECURITY_", "WEBHOOK_")
 #: services a guard keeps a budget for; the services past them share one budget

@@ -106,6 +106,18 @@ def test_loki_logger_handlers_positional_labels_are_read_as_labels(
     handler.close()
 
 
+def test_loki_logger_handlers_additional_headers_reach_loki(
+        fake: FakeLoki, attach: Any, tmp_path: Path) -> None:
+    handler = LokiHandler(url=fake.url + "/loki/api/v1/push", labels={"application": "Test"},
+                          additional_headers={"X-Team": "payments"}, **_quick(tmp_path))
+    attach(handler, "headers").warning("with a header")
+    assert handler.flush(timeout=10)
+    [push] = [r for r in fake.requests if r.path.endswith("/push")]
+    assert {k.lower(): v for k, v in push.headers.items()}["x-team"] == "payments"
+    [(_, line, _)] = _entries(fake)
+    assert line["message"] == "with a header"
+
+
 def test_compressed_maps_to_the_gzip_encoding() -> None:
     assert translate_arguments({"compressed": True}, None, None)[0] == {"encoding": "json+gzip"}
     assert translate_arguments({"compressed": False}, None, None)[0] == {"encoding": "json"}

@@ -181,7 +181,7 @@ def _push(spool_dir: SpoolDir, args: argparse.Namespace) -> int:
     if not dead_letter_dir(directory).is_dir():
         print(f"{dead_letter_dir(directory)}: no dead letters")
         return _EXIT_OK
-    pipeline = Pipeline(config, start_replay=False)
+    pipeline = Pipeline(config, start_replay=False, health=False)
     try:
         result = pipeline.push_dead_letters(args.timeout)
     finally:

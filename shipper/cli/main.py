@@ -281,7 +281,7 @@ def _spool_push(args: argparse.Namespace) -> int:
     if not config.url:
         print("shipper spool push: no Loki URL: pass --url or set LOKI_URL", file=sys.stderr)
         return 2
-    pipeline = Pipeline(config, start_replay=False)
+    pipeline = Pipeline(config, start_replay=False, health=False)
     try:
         done = pipeline.drain_spool(args.timeout)
     finally:

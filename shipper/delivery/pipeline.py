@@ -28,7 +28,10 @@ batch → Loki; when Loki is unreachable → spool → back to Loki later.
   its reason, kept in the spool directory's ``dead-letters`` (with a spool) until
   :meth:`Pipeline.push_dead_letters` (:class:`~shipper.delivery.redrive.Redrive`) sends them
   again;
-* the counters and stderr reports (:mod:`shipper.delivery.tally`), shared by all of them.
+* the counters and stderr reports (:mod:`shipper.delivery.tally`), shared by all of them;
+* the heartbeat (:mod:`shipper.delivery.health`): every ``health_interval`` the worker ships a
+  ``SHIPPER_HEALTH`` event of those counters through the pipeline itself, and
+  :meth:`Pipeline.close` a last one.
 
 Without a URL the pipeline writes to the spool only (``shipper spool push`` sends it later).
 
@@ -52,6 +55,7 @@ from typing import Any, NamedTuple
 from shipper.config import ShipperConfig
 from shipper.delivery import registry
 from shipper.delivery.batcher import Batcher
+from shipper.delivery.health import Heartbeat, counters
 from shipper.delivery.link import LokiLink
 from shipper.delivery.live import LiveSender
 from shipper.delivery.offline import OfflineProbe
@@ -107,6 +111,7 @@ class Pipeline:
         start_replay: bool = True,
         dead_letters: DeadLetters | None = None,
         on_dead_letters: Callable[[Sequence[DeadLetter], bool], None] | None = None,
+        health: bool = True,
     ) -> None:
         """``convert`` turns a submitted item that is not a :class:`LogEvent` into one;
         ``convert_entry`` (faster) turns it straight into the redacted wire entry instead.
@@ -116,7 +121,8 @@ class Pipeline:
         its rows with them); it must not block. ``type_guard`` caps the ``type`` label's
         values per service (by default a :class:`~shipper.event.TypeGuard` of
         ``config.type_limit``); only ``shipper delete`` passes one built with ``audit=True``,
-        the one guard that writes the audit types."""
+        the one guard that writes the audit types. ``health=False`` turns the heartbeat off
+        whatever ``config.health_interval`` says (the one-shot pipelines of the commands)."""
         self.config = config
         self._convert = convert
         self._convert_entry = convert_entry
@@ -154,11 +160,14 @@ class Pipeline:
         self._replay = SpoolReplay(
             self._spool, self._link, self._probe, config, self._tally, self._reporter,
         ) if self._spool is not None and self._link is not None else None
+        #: the SHIPPER_HEALTH heartbeat, shipped from the worker every ``health_interval``
+        self._heartbeat = Heartbeat(config.health_interval, service=config.service,
+                                    env=config.env) if health and config.health_interval else None
         #: the idents of the pipeline's running threads (their records must not come back)
         self.own_idents: set[int] = set()
         self._batcher: Batcher[Any] = Batcher(
             process=self._process,
-            tick=self._replay.tick if self._replay is not None else None,
+            tick=self._tick if self._replay is not None or self._heartbeat is not None else None,
             spill=self._spill if self._spool is not None else None,
             report=self.report,
             max_items=config.queue_max_events,
@@ -182,6 +191,8 @@ class Pipeline:
         if start_replay and self._replay is not None and self._replay.found:
             # a predecessor (crashed or offline) left events behind: replay them now
             self._batcher.start()
+        elif self._heartbeat is not None:
+            self._batcher.start()  # a quiet process heartbeats too
 
     @property
     def batcher(self) -> Batcher[Any]:
@@ -189,6 +200,12 @@ class Pipeline:
         handler) may put to it directly, as :meth:`submit` does, and hands an item it refuses
         (the queue is full) to :meth:`overflow`."""
         return self._batcher
+
+    @property
+    def heartbeat(self) -> Heartbeat | None:
+        """The heartbeat (None when off); its owner may set ``heartbeat.details``, a quick
+        callable whose mapping joins each heartbeat's metadata (the sidecar's file lag)."""
+        return self._heartbeat
 
     @property
     def closed(self) -> bool:
@@ -317,6 +334,45 @@ class Pipeline:
                 if self._batcher.deadline_passed() and self._sender_stuck():
                     self._to_spool(chunk, "shutdown")
                     break
+
+    def _tick(self) -> float | None:
+        """On the worker, between batches: replay the spool, and ship the heartbeat when it
+        is due. Returns when to be called again (None: idle, soon)."""
+        delay = self._replay.tick() if self._replay is not None else None
+        heartbeat = self._heartbeat
+        if heartbeat is not None:
+            wait = heartbeat.wait(time.monotonic())
+            if wait <= 0:
+                self.beat()
+                wait = heartbeat.interval
+            if delay is not None:
+                delay = min(delay, wait)
+        return delay
+
+    def beat(self, final: bool = False) -> None:
+        """Ship a heartbeat now (the worker does it every ``health_interval``, :meth:`close`
+        a last one with ``final``); nothing when heartbeats are off. Never raises."""
+        heartbeat = self._heartbeat
+        if heartbeat is None:
+            return
+        try:
+            event = heartbeat.event(self._health_totals(), self._health_state(), final=final)
+            self._tally.add("heartbeats", 1)
+            self.submit(event)
+        except Exception as exc:
+            self.report("heartbeat", exc)
+
+    def _health_totals(self) -> dict[str, int]:
+        counts, dropped, _ = self._tally.snapshot()
+        return counters(counts, dropped, self._tally.refused_events())
+
+    def _health_state(self) -> dict[str, Any]:
+        spool_bytes, oldest = 0, 0.0
+        if self._spool is not None:
+            spool = self._spool.stats()
+            spool_bytes, oldest = spool.bytes, round(spool.oldest_segment_age_s or 0.0, 3)
+        return {"queued": len(self._batcher), "spool_bytes": spool_bytes,
+                "spool_oldest_age_s": oldest, "offline": self._probe.offline}
 
     def _sender_stuck(self) -> bool:
         """Closing past the deadline, and the sender still busy with its batch."""
@@ -475,6 +531,8 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         if not self._batcher.in_worker():
             self.flush(timeout)
+        # the last heartbeat counts what the flush delivered; the drain below ships it
+        self.beat(final=True)
         self._closed = True
         left = self._batcher.close(max(deadline - time.monotonic(), 0.0))
         if left:
@@ -541,6 +599,10 @@ class Pipeline:
         reset = getattr(transport, "reset_after_fork", None)
         if callable(reset):
             reset()
+        if self._heartbeat is not None and not self._closed:
+            # the child reports its own events, with its own pid, from its own worker
+            self._heartbeat.restart(self._health_totals(), time.monotonic())
+            self._batcher.start()
 
     # ------------------------------------------------------------------ observability
 
@@ -550,6 +612,7 @@ class Pipeline:
             "accepted": counts.get("accepted", 0),
             "sent": counts.get("sent", 0),
             "retried": counts.get("retried", 0),
+            "heartbeats": counts.get("heartbeats", 0),
             "spooled": counts.get("spooled", 0),
             "replayed": counts.get("replayed", 0),
             "refused": refused,

@@ -25,6 +25,7 @@ class Tally:
         self._counts: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self._refused: Counter[str] = Counter()
+        self._refused_events: Counter[str] = Counter()
         self._dead: Counter[str] = Counter()
 
     def add(self, name: str, n: int) -> None:
@@ -41,6 +42,7 @@ class Tally:
         """Loki refused one request of ``events`` events (400) for ``reason``."""
         with self._lock:
             self._refused[reason] += 1
+            self._refused_events[reason] += events
             self._counts["refused_events"] += events
 
     def dead_lettered(self, reasons: Counter[str], lost: int) -> None:
@@ -65,6 +67,11 @@ class Tally:
         """Copies of the counts, the drops by reason and the refusals by reason."""
         with self._lock:
             return dict(self._counts), dict(self._dropped), dict(self._refused)
+
+    def refused_events(self) -> dict[str, int]:
+        """A copy of the events in the requests Loki refused, by reason."""
+        with self._lock:
+            return dict(self._refused_events)
 
     def dead_letters(self) -> dict[str, int]:
         """A copy of the dead-lettered entries by reason."""

@@ -18,9 +18,12 @@ from urllib.parse import parse_qsl
 
 from shipper.context import LogContext, bind_context
 from shipper.event import Actor, normalize_actor
+from shipper.tracecontext import active_span, span_ids, traceparent_ids
 
 ACCESS_LOGGER = "shipper.access"
 REQUEST_ID_HEADER = "X-Request-ID"
+#: the W3C Trace Context header a traced client sends: its trace id becomes the request's id
+TRACEPARENT_HEADER = "traceparent"
 DEFAULT_SLOW_REQUEST_MS = 1000.0
 HTTP_REQUEST = "HTTP_REQUEST"
 SLOW_REQUEST = "SLOW_REQUEST"
@@ -70,6 +73,20 @@ def request_id_from(value: str | bytes | None) -> str:
         if _REQUEST_ID.fullmatch(value):
             return value
     return new_request_id()
+
+
+def request_trace_id(traceparent: str | bytes | None, request_id: str | bytes | None) -> str:
+    """The id a request is known by (bound as ``trace_id``, answered in the request id
+    header): the trace id of the OpenTelemetry span active around the middleware (when
+    OpenTelemetry's own instrumentation runs outside it, so every record of the request
+    carries the id its trace has), else of a valid W3C ``traceparent`` header, else the
+    request id header's (:func:`request_id_from`: the incoming one when usable, else a new
+    one). A malformed, forged or huge ``traceparent`` is ignored."""
+    span = active_span()
+    ids = span_ids(span) if span is not None else None
+    if ids is None:
+        ids = traceparent_ids(traceparent)
+    return ids[0] if ids is not None else request_id_from(request_id)
 
 
 def level_for_status(status: int) -> int:

@@ -11,10 +11,12 @@ A pure ASGI middleware: no thread, no task and no framework import of its own. I
 
 For each request it
 
-* takes the request id from ``X-Request-ID`` (or makes one), puts it in ``scope["state"]
-  ["request_id"]`` (``request.state.request_id`` in Starlette) and on the response, and binds it
-  as ``trace_id`` in :mod:`shipper.context`, so every record logged while the request is
-  handled carries it;
+* takes the request id from the trace: the active OpenTelemetry span's trace id when
+  OpenTelemetry's instrumentation runs outside this middleware, else a valid W3C
+  ``traceparent`` header's trace id; else from ``X-Request-ID`` (or makes one). It puts the id
+  in ``scope["state"]["request_id"]`` (``request.state.request_id`` in Starlette) and in the
+  response's ``X-Request-ID`` header, and binds it as ``trace_id`` in :mod:`shipper.context`,
+  so every record logged while the request is handled carries it;
 * binds the user as ``actor``/``actor_id`` when it is known at the start: ``scope["user"]``
   (set by Starlette's ``AuthenticationMiddleware`` when that runs *outside* this middleware;
   an ``admin`` auth scope makes the user an ADMIN) or what ``get_user(scope)`` returns;
@@ -48,6 +50,7 @@ from shipper.event import Actor
 from shipper.integrations._common import (
     DEFAULT_SLOW_REQUEST_MS,
     REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
     AccessLog,
     Clock,
     User,
@@ -58,11 +61,13 @@ from shipper.integrations._common import (
     context_user,
     final_status,
     report,
-    request_id_from,
+    request_trace_id,
     user_result,
 )
 
 __all__ = ["ShipperASGIMiddleware"]
+
+_TRACEPARENT = TRACEPARENT_HEADER.encode("latin-1")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -133,16 +138,20 @@ class ShipperASGIMiddleware:
         log = self._log
         start = log.clock()
         incoming: bytes | None = None
+        traceparent: bytes | None = None
         user_agent: bytes | None = None
         forwarded: bytes | None = None
         for name, value in scope.get("headers") or ():
             if name == self._header:
                 incoming = value
+            elif name == _TRACEPARENT:
+                # two traceparent headers are no trace context (W3C Trace Context, 3.2)
+                traceparent = value if traceparent is None else b"-"
             elif name == b"user-agent":
                 user_agent = value
             elif name == b"x-forwarded-for":
                 forwarded = value
-        request_id = request_id_from(incoming)
+        request_id = request_trace_id(traceparent, incoming)
         state = scope.get("state")
         if state is None:
             state = scope["state"] = {}

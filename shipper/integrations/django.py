@@ -16,9 +16,12 @@ settings.py::
 
 The middleware works under WSGI and ASGI (sync and async). For each request it
 
-* takes the request id from ``X-Request-ID`` (or makes one), sets ``request.request_id`` and the
-  response header, and binds it as ``trace_id`` in :mod:`shipper.context`, so every record of the
-  request carries it, also those of Django itself and other libraries;
+* takes the request id from the trace: the active OpenTelemetry span's trace id when
+  OpenTelemetry's instrumentation runs outside this middleware, else a valid W3C
+  ``traceparent`` header's trace id; else from ``X-Request-ID`` (or makes one). It sets
+  ``request.request_id`` and the response's ``X-Request-ID`` header, and binds the id as
+  ``trace_id`` in :mod:`shipper.context`, so every record of the request carries it, also those
+  of Django itself and other libraries;
 * binds the user once authentication has run (just before the view): ``request.user`` with
   ``is_staff``/``is_superuser`` → ADMIN, another authenticated user → USER (``actor_id`` =
   ``user.pk``), anonymous → GUEST. This evaluates ``request.user`` (a session lookup) on every
@@ -55,7 +58,7 @@ from shipper.integrations._common import (
     client_ip,
     context_user,
     report,
-    request_id_from,
+    request_trace_id,
 )
 
 __all__ = ["LOGGING", "ShipperMiddleware", "logging_config"]
@@ -198,7 +201,8 @@ class ShipperMiddleware:
     # ------------------------------------------------------------------ internals
 
     def _begin(self, request: Any) -> tuple[str, Any]:
-        request_id = request_id_from(request.META.get(self._meta_key))
+        meta = request.META
+        request_id = request_trace_id(meta.get("HTTP_TRACEPARENT"), meta.get(self._meta_key))
         request.request_id = request_id
         return request_id, bind_context(trace_id=request_id)
 

@@ -9,9 +9,12 @@
 For Flask, :func:`shipper.integrations.flask.init_app` does this and also records the user
 (from your ``get_user()``) and the matched route. For each request the middleware
 
-* takes the request id from ``X-Request-ID`` (or makes one), puts it in
-  ``environ["shipper.request_id"]`` and on the response, and binds it as ``trace_id`` in
-  :mod:`shipper.context` while the app runs and while the response body is produced;
+* takes the request id from the trace: the active OpenTelemetry span's trace id when
+  OpenTelemetry's instrumentation runs outside this middleware, else a valid W3C
+  ``traceparent`` header's trace id; else from ``X-Request-ID`` (or makes one). It puts the id
+  in ``environ["shipper.request_id"]`` and in the response's ``X-Request-ID`` header, and binds
+  it as ``trace_id`` in :mod:`shipper.context` while the app runs and while the response body
+  is produced;
 * binds the user as ``actor``/``actor_id``: what ``get_user(environ)`` returns, or by default
   ``REMOTE_USER`` (set by the server's authentication) as a USER;
 * writes one ``HTTP_REQUEST`` event when the server closes the response (so streamed bodies
@@ -44,7 +47,7 @@ from shipper.integrations._common import (
     context_user,
     final_status,
     report,
-    request_id_from,
+    request_trace_id,
     user_result,
 )
 
@@ -161,7 +164,8 @@ class _Request:
         self.middleware = middleware
         self.start = middleware._log.clock()
         self.environ = environ
-        self.request_id = request_id_from(environ.get(middleware._environ_key))
+        self.request_id = request_trace_id(environ.get("HTTP_TRACEPARENT"),
+                                           environ.get(middleware._environ_key))
         environ[ENVIRON_REQUEST_ID] = self.request_id
         self.user = middleware.user_for(environ)
         self.status: int | None = None

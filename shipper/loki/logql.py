@@ -44,6 +44,7 @@ __all__ = [
     "quote",
     "regex_escape",
     "stream_selector",
+    "type_query",
 ]
 
 _REGEX_META = frozenset("\\.+*?()|[]{}^$/")
@@ -214,6 +215,15 @@ def log_query(filters: Filters, *, keep_audit: bool = False) -> str:
     """
     audit = (AUDIT_DELETE_TYPE, AUDIT_CANCEL_TYPE) if keep_audit else ()
     selector = stream_selector(filters, exclude_types=audit)
+    pipeline = _pipeline(filters)
+    return f"{selector} {pipeline}" if pipeline else selector
+
+
+def type_query(filters: Filters, type_: str) -> str:
+    """:func:`log_query` for the events of one ``type``, matched exactly (``type="..."``; the
+    ``type`` filter matches a fragment instead): ``shipper doctor`` reads the heartbeats so."""
+    filters = filters.replace(type=None)
+    selector = f"{stream_selector(filters)[:-1]}, type={quote(type_)}}}"
     pipeline = _pipeline(filters)
     return f"{selector} {pipeline}" if pipeline else selector
 

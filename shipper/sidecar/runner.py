@@ -42,9 +42,13 @@ from shipper.sidecar.promtail import PromtailPositionsError, adopt_promtail_posi
 from shipper.sidecar.server import StartupError
 from shipper.sidecar.sources import SOURCES, Lane, Source, Wiring
 from shipper.sidecar.sources.base import parser_spec
+from shipper.sidecar.sources.file import FileSource
 from shipper.sidecar.workers import WorkerPool
 
-__all__ = ["Sidecar", "StartupError", "run"]
+__all__ = ["HEALTH_FILES", "Sidecar", "StartupError", "run"]
+
+#: a heartbeat lists at most this many files (those furthest behind); its totals count all
+HEALTH_FILES = 20
 
 
 def _say(message: str) -> None:
@@ -118,6 +122,8 @@ class Sidecar:
                 except RuntimeError as exc:
                     raise StartupError(f"workers: {exc}") from None
             self._build_sources(saved)
+            if self.pipeline.heartbeat is not None:
+                self.pipeline.heartbeat.details = self.health_details
             if config.metrics_listen:
                 _needs("prometheus_client", "metrics_listen", "sidecar",
                        " (or set metrics_listen: null)")
@@ -178,6 +184,24 @@ class Sidecar:
                    if self._pool is not None else "")
         line = f"started: {'; '.join(parts)}; shipping to {loki}{workers}{ops}"
         return hide_url_credentials(line)
+
+    def health_details(self) -> dict[str, Any]:
+        """What the sidecar adds to its heartbeats: how far behind its files are. ``lag_bytes``
+        (all files), ``lag_files`` (files behind), the file furthest behind
+        (``lag_max_path``, ``lag_max_bytes``: a flat pair that ``| json`` makes labels of), and
+        ``files``, the :data:`HEALTH_FILES` furthest behind as ``{path, lag_bytes}``."""
+        files = [(status.path, status.lag_bytes) for source in self.sources
+                 if isinstance(source, FileSource) for status in source.status()]
+        files.sort(key=lambda item: (-item[1], item[0]))
+        worst_path, worst = files[0] if files else ("", 0)
+        return {
+            "role": "sidecar",
+            "lag_bytes": sum(lag for _, lag in files),
+            "lag_files": sum(1 for _, lag in files if lag > 0),
+            "lag_max_path": worst_path,
+            "lag_max_bytes": worst,
+            "files": [{"path": path, "lag_bytes": lag} for path, lag in files[:HEALTH_FILES]],
+        }
 
     def stats(self) -> dict[str, Any]:
         """The pipeline's :meth:`~shipper.delivery.pipeline.Pipeline.stats`, with the counters of

@@ -313,6 +313,8 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
             outbox.send(message)
 
     pipeline = Pipeline(loki)
+    if pipeline.heartbeat is not None:
+        pipeline.heartbeat.details = lambda: {"role": "sidecar-worker", "worker": index}
     parsers = [LineParser(**spec) for spec in parser_specs]
     done = threading.Event()
 

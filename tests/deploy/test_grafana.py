@@ -16,7 +16,7 @@ import yaml
 from tests.support import _grafana as g
 
 DASHBOARD_UIDS = {"shipper-system-logs", "shipper-overview", "shipper-security",
-                  "shipper-performance"}
+                  "shipper-performance", "shipper-shipping-health"}
 RULE_UIDS = {
     "shipper-critical-event",
     "shipper-error-rate",
@@ -28,13 +28,18 @@ RULE_UIDS = {
     "shipper-error-rate-elevated",
     "shipper-payment-failures",
     "shipper-user-activity-drop",
+    "shipper-events-dropped",
+    "shipper-entries-refused",
+    "shipper-spool-growing",
+    "shipper-heartbeats-stopped",
+    "shipper-sidecar-lag",
 }
 #: The seed's alert scale, most urgent first: every rule carries one as its `severity` label.
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
 FOLDER = "Shipper"
 #: The environment variables the provisioning files read, and nothing else.
 PROVISIONING_ENV = {"GRAFANA_LOKI_URL", "GRAFANA_LOKI_USER", "GRAFANA_LOKI_PASSWORD",
-                    "GRAFANA_TRACE_URL", "SLACK_WEBHOOK_URL"}
+                    "GRAFANA_TRACE_URL", "GRAFANA_TRACE_DATASOURCE_UID", "SLACK_WEBHOOK_URL"}
 
 #: Search and actor-id texts a person could type, chosen to break a naively built query.
 ADVERSARIAL_TEXT = [
@@ -221,6 +226,33 @@ def test_trace_id_derived_field_links_only_when_a_tracing_url_is_set(
     assert _grafana_expand(field["url"], {}) == ""
     tempo = "https://tempo.example.com/trace/${__value.raw}"
     assert _grafana_expand(field["url"], {"GRAFANA_TRACE_URL": tempo}) == tempo
+
+
+def _derived_links(field: Mapping[str, Any], env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The links Grafana's Loki datasource makes of one provisioned derived field, after the
+    provisioning interpolation (public/app/plugins/datasource/loki/getDerivedFields.ts: a
+    datasourceUid makes an internal link whose query is ``url``; else a non-empty ``url`` is
+    an outside link; else there is no link)."""
+    uid = _grafana_expand(field.get("datasourceUid", ""), env)
+    url = _grafana_expand(field.get("url", ""), env)
+    if uid:
+        return [{"internal": {"datasourceUid": uid, "query": url}}]
+    return [{"url": url}] if url else []
+
+
+def test_trace_id_opens_in_a_tracing_datasource_only_when_its_uid_is_set(
+    datasource: dict[str, Any],
+) -> None:
+    (field,) = datasource["jsonData"]["derivedFields"]
+    assert field["datasourceUid"] == "${GRAFANA_TRACE_DATASOURCE_UID}"
+    # off by default: no variable set, no link
+    assert _derived_links(field, {}) == []
+    outside = "https://tempo.example.com/trace/${__value.raw}"
+    assert _derived_links(field, {"GRAFANA_TRACE_URL": outside}) == [{"url": outside}]
+    # a tracing datasource in Grafana: the trace id is the query
+    env = {"GRAFANA_TRACE_DATASOURCE_UID": "tempo", "GRAFANA_TRACE_URL": "${__value.raw}"}
+    assert _derived_links(field, env) == [
+        {"internal": {"datasourceUid": "tempo", "query": "${__value.raw}"}}]
 
 
 # ------------------------------------------------------------- environment interpolation
@@ -783,7 +815,8 @@ def test_folders_and_group_names_match_between_rules_and_dashboards(
 ) -> None:
     assert {r["_folder"] for r in rules} == {FOLDER}
     assert {r["_group"] for r in rules} == {"shipper-critical", "shipper-trends",
-                                            "shipper-performance", "shipper-business"}
+                                            "shipper-performance", "shipper-business",
+                                            "shipper-health"}
 
 
 # ------------------------------------------------------------------- performance and refresh
@@ -978,3 +1011,59 @@ def test_threshold_text_reads_as_the_rule_means_it(rules: list[dict[str, Any]]) 
     assert g.threshold_text(by_uid["shipper-user-activity-drop"]) == "> 50%"
     assert g.threshold_text(by_uid["shipper-failed-logins-total"]) == "> 100"
     assert g.threshold_text(by_uid["shipper-critical-event"]) == "> 0 (any)"
+
+
+# ------------------------------------------------------------------------- shipping health
+
+
+def test_shipping_health_has_the_panels_the_issue_lists_all_from_the_heartbeats(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    dash = dashboards["shipper-shipping-health"]
+    panels = {p["title"]: p for p in g.iter_panels(dash)}
+    assert set(panels) == {"Events sent", "Events dropped", "Entries refused by Loki",
+                           "Spool size", "Spool oldest age", "Sidecar lag per file",
+                           "Processes: last seen", "Heartbeats with trouble"}
+    queries = g.panel_queries(dash)
+    assert all('type="SHIPPER_HEALTH"' in q.expr for q in queries)
+    exprs = {(q.panel, q.ref): q.expr for q in queries}
+    for panel, field in (("Events sent", "sent"), ("Events dropped", "dropped"),
+                         ("Entries refused by Loki", "refused"),
+                         ("Spool size", "spool_bytes"), ("Spool oldest age", "spool_oldest_age_s")):
+        expr = exprs[(panel, "A")]
+        assert f'{field}="metadata.{field}"' in expr and f"unwrap {field}" in expr, panel
+        assert "by (service_name, host)" in expr, panel
+    assert "by (service_name, host, path)" in exprs[("Sidecar lag per file", "A")]
+    last_seen = panels["Processes: last seen"]
+    (target,) = last_seen["targets"]
+    assert last_seen["type"] == "table" and target["queryType"] == "instant"
+    assert "by (service_name, host, pid, role, version)" in target["expr"]
+    assert "unixEpochMillis" in target["expr"] and "[$__range]" in target["expr"]
+    assert last_seen["options"]["sortBy"] == [{"displayName": "Last seen", "desc": False}]
+
+
+def test_shipping_health_rules_have_the_issues_severities_windows_and_groups(
+    rules: list[dict[str, Any]],
+) -> None:
+    by_uid = {r["uid"]: r for r in rules if r["_group"] == "shipper-health"}
+    expected = {  # uid: (severity, threshold, for, the query's ranges)
+        "shipper-events-dropped": ("HIGH", 0, "0s", {"5m"}),
+        "shipper-entries-refused": ("MEDIUM", 0, "0s", {"15m"}),
+        "shipper-spool-growing": ("HIGH", 0, "15m", {"5m"}),
+        "shipper-heartbeats-stopped": ("HIGH", 0, "0s", {"6h", "10m"}),
+        "shipper-sidecar-lag": ("MEDIUM", 10 * 2**20, "10m", {"5m"}),
+    }
+    assert set(by_uid) == set(expected)
+    for uid, (severity, threshold, wait, ranges) in expected.items():
+        rule = by_uid[uid]
+        expr = g.rule_expr(rule)
+        assert rule["labels"]["severity"] == severity, uid
+        assert g.rule_threshold(rule) == threshold, uid
+        assert rule["for"] == wait, uid
+        assert set(re.findall(r"\[(\d+[smhd])\]", expr)) == ranges, uid
+        assert 'type="SHIPPER_HEALTH"' in expr, uid
+        assert "shipper-shipping-health" in rule["annotations"]["dashboard_url"], uid
+        seconds = max(_seconds(r) for r in ranges)
+        assert rule["data"][0]["relativeTimeRange"]["from"] == seconds, uid
+    stopped = g.rule_expr(by_uid["shipper-heartbeats-stopped"])
+    assert stopped.count(" unless ") == 2 and 'final="true"' in stopped

@@ -209,7 +209,8 @@ def test_grafana_mounts_each_folder_where_compose_does() -> None:
     env = {e["name"]: e for e in grafana["env"]}
     assert env["GRAFANA_LOKI_URL"]["value"] == GATEWAY
     provisioning_vars = {"GRAFANA_LOKI_URL", "GRAFANA_LOKI_USER", "GRAFANA_LOKI_PASSWORD",
-                         "GRAFANA_TRACE_URL", "SLACK_WEBHOOK_URL"}
+                         "GRAFANA_TRACE_URL", "GRAFANA_TRACE_DATASOURCE_UID",
+                         "SLACK_WEBHOOK_URL"}
     assert provisioning_vars <= set(env)
     assert "secretKeyRef" in env["GF_SECURITY_ADMIN_PASSWORD"]["valueFrom"]
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware import Middleware
@@ -168,6 +169,81 @@ def test_unusable_request_id_is_replaced(logs: LogCapture, bad: str) -> None:
     request_id = response.headers["x-request-id"]
     assert request_id != bad and re.fullmatch(r"[0-9a-f]{32}", request_id)
     assert logs.one("HTTP_REQUEST").trace_id == request_id
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+TRACER = TracerProvider().get_tracer("tests.asgi")
+
+
+@pytest.mark.parametrize("request_id", [None, "edge-7f3a:01"])
+def test_traceparent_trace_id_is_the_request_id_on_every_record_and_the_response(
+    logs: LogCapture, request_id: str | None,
+) -> None:
+    headers = {"traceparent": TRACEPARENT}
+    if request_id:
+        headers["X-Request-ID"] = request_id  # the trace's id wins over a proxy's request id
+    with TestClient(make_app()) as client:
+        response = client.get("/items/1", headers=headers)
+    assert response.headers["x-request-id"] == TRACE
+    assert response.json()["state_request_id"] == TRACE == response.json()["context_trace_id"]
+    events = logs.from_logger("thirdparty.db") + logs.from_logger("shipper.access")
+    assert len(events) == 2 and {e.trace_id for e in events} == {TRACE}
+
+
+@pytest.mark.parametrize("bad", [
+    f"00-{'0' * 32}-00f067aa0ba902b7-01",
+    f"00-{TRACE}-{'0' * 16}-01",
+    f"ff-{TRACE}-00f067aa0ba902b7-01",
+    f"00-{TRACE.upper()}-00f067aa0ba902b7-01",
+    f"00-{TRACE}-00f067aa0ba902b7-01-smuggled",
+    "00-" + "f" * 5000,
+    "garbage",
+])
+def test_malformed_traceparent_falls_back_to_the_request_id_header(
+    logs: LogCapture, bad: str,
+) -> None:
+    with TestClient(make_app()) as client:
+        kept = client.get("/items/1", headers={"traceparent": bad, "X-Request-ID": "lb-1"})
+        fresh = client.get("/items/2", headers={"traceparent": bad})
+    assert kept.status_code == fresh.status_code == 200
+    assert kept.headers["x-request-id"] == "lb-1"
+    assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["x-request-id"])
+    assert fresh.headers["x-request-id"] != TRACE
+    ids = [e.trace_id for e in logs.of_type("HTTP_REQUEST")]
+    assert ids == ["lb-1", fresh.headers["x-request-id"]]
+
+
+def test_two_traceparent_headers_are_no_trace_context(logs: LogCapture) -> None:
+    other = f"00-{'1' * 32}-00f067aa0ba902b7-01"
+    with TestClient(make_app()) as client:
+        response = client.get("/items/1", headers=[("traceparent", TRACEPARENT),
+                                                   ("traceparent", other)])
+    assert response.headers["x-request-id"] not in (TRACE, "1" * 32)
+    assert logs.one("HTTP_REQUEST").trace_id == response.headers["x-request-id"]
+
+
+def test_the_span_opentelemetry_started_around_the_app_gives_the_request_id(
+    logs: LogCapture,
+) -> None:
+    inner = make_app()
+    seen: list[str] = []
+
+    async def instrumented(scope: Any, receive: Any, send: Any) -> None:
+        # what OpenTelemetry's ASGI instrumentation does outside the app: a server span
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        with TRACER.start_as_current_span("GET /items") as span:
+            seen.append(format(span.get_span_context().trace_id, "032x"))
+            await inner(scope, receive, send)
+
+    with TestClient(instrumented) as client:
+        response = client.get("/items/1", headers={"X-Request-ID": "lb-1"})
+    (trace_id,) = seen
+    assert response.headers["x-request-id"] == trace_id
+    events = logs.from_logger("thirdparty.db") + logs.from_logger("shipper.access")
+    assert len(events) == 2 and {e.trace_id for e in events} == {trace_id}
 
 
 def test_custom_request_id_header(logs: LogCapture) -> None:

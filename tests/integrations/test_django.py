@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from tests.support.django_app import setup
 
@@ -87,6 +88,66 @@ def test_async_stack_propagates_the_request_id(logs: LogCapture) -> None:
     assert [r.json()["context_trace_id"] for r in responses] == ids
     assert [e.trace_id for e in logs.from_logger("thirdparty.db")] == ids
     assert [e.trace_id for e in logs.of_type("HTTP_REQUEST")] == ids
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+TRACER = TracerProvider().get_tracer("tests.django")
+
+
+@pytest.mark.parametrize("request_id", [None, "cf-8a1b2c"])
+def test_traceparent_trace_id_is_the_request_id_on_every_record_and_the_response(
+    logs: LogCapture, request_id: str | None,
+) -> None:
+    headers = {"HTTP_TRACEPARENT": TRACEPARENT}
+    if request_id:
+        headers["HTTP_X_REQUEST_ID"] = request_id
+    response = Client().get("/items/1", **headers)  # type: ignore[arg-type]
+    assert response.headers["X-Request-ID"] == TRACE
+    assert response.json()["request_id"] == TRACE == response.json()["context_trace_id"]
+    events = logs.from_logger("thirdparty.db") + logs.from_logger("shipper.access")
+    assert len(events) == 2 and {e.trace_id for e in events} == {TRACE}
+
+
+def test_async_stack_takes_the_trace_id_from_traceparent(logs: LogCapture) -> None:
+    async def run() -> Any:
+        return await AsyncClient().get("/async-items/1", headers={"traceparent": TRACEPARENT})
+
+    response = asyncio.run(run())
+    assert response.headers["X-Request-ID"] == TRACE == response.json()["context_trace_id"]
+    assert [e.trace_id for e in logs.of_type("HTTP_REQUEST")] == [TRACE]
+
+
+@pytest.mark.parametrize("bad", [
+    f"00-{'0' * 32}-00f067aa0ba902b7-01",
+    f"00-{TRACE}-00f067aa0ba902b7-01-smuggled",
+    f"{TRACEPARENT},{TRACEPARENT}",
+    "00-" + "b" * 10_000,
+    "\u0000",
+])
+def test_malformed_traceparent_falls_back_to_the_request_id_header(
+    logs: LogCapture, bad: str,
+) -> None:
+    kept = Client().get("/items/1", HTTP_TRACEPARENT=bad, HTTP_X_REQUEST_ID="cf-1")
+    fresh = Client().get("/items/2", HTTP_TRACEPARENT=bad)
+    assert kept.status_code == fresh.status_code == 200
+    assert kept.headers["X-Request-ID"] == "cf-1"
+    assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["X-Request-ID"])
+    assert fresh.headers["X-Request-ID"] != TRACE
+    ids = [e.trace_id for e in logs.of_type("HTTP_REQUEST")]
+    assert ids == ["cf-1", fresh.headers["X-Request-ID"]]
+
+
+def test_the_span_opentelemetry_started_around_django_gives_the_request_id(
+    logs: LogCapture,
+) -> None:
+    # what OpenTelemetry's Django instrumentation does before the middleware: a server span
+    with TRACER.start_as_current_span("GET items") as span:
+        response = Client().get("/items/1", HTTP_X_REQUEST_ID="cf-1")
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert response.headers["X-Request-ID"] == trace_id
+    events = logs.from_logger("thirdparty.db") + logs.from_logger("shipper.access")
+    assert len(events) == 2 and {e.trace_id for e in events} == {trace_id}
 
 
 # ---------------------------------------------------------------------------- users

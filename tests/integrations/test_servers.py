@@ -198,3 +198,42 @@ def test_gunicorn_max_requests_recycling_delivers_each_workers_events_as_it_exit
         output = server.output()
     assert code == 0, output
     _assert_delivered(fake, service, ids, output, tmp_path)
+
+
+def _heartbeats(loki: FakeLoki, service: str) -> list[dict[str, object]]:
+    out = []
+    for stored in loki.stored():
+        labels = dict(stored.labels)
+        if labels.get("service_name") == service and labels.get("type") == "SHIPPER_HEALTH":
+            out.append(json.loads(stored.line)["metadata"])
+    return out
+
+
+def test_gunicorn_workers_each_heartbeat_with_their_own_pid_and_a_last_one_on_sigterm(
+        fake: FakeLoki, tmp_path: Path) -> None:
+    service, port = _service(), free_port()
+    argv = _gunicorn(port, "--preload", "-w", "2", "tests.support.servers.wsgi_app:app")
+    env = server_env(fake.url, service, tmp_path, SHIPPER_HEALTH_INTERVAL="1",
+                     SHIPPER_BATCH_MAX_WAIT="0.2")
+    with running(argv, env, tmp_path / "gunicorn.log") as server:
+        server.wait_http(port)
+        master = server.pid
+        ids = _requests(port, 6, "beat")
+
+        def worker_pids() -> set[object]:
+            return {m["pid"] for m in _heartbeats(fake, service)} - {master}
+
+        deadline = time.monotonic() + 30
+        while len(worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(worker_pids()) == 2, (_heartbeats(fake, service), server.output())
+        code = server.stop(signal.SIGTERM)
+        output = server.output()
+    assert code == 0, output
+    beats = _heartbeats(fake, service)
+    workers = {m["pid"] for m in beats} - {master}
+    assert len(workers) == 2
+    # each worker said goodbye, and the workers together accepted every request's events
+    assert {m["pid"] for m in beats if m.get("final")} >= workers
+    assert sum(int(str(m["accepted"])) for m in beats if m["pid"] in workers) >= len(ids)
+    assert all(m["host"] and m["version"] for m in beats)

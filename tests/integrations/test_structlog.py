@@ -181,3 +181,33 @@ def test_hostile_event_dicts_never_cost_the_event(
     assert lines[0]["message"] == "<BadStr>"
     assert lines[0]["metadata"]["cycle"]["self"] == "<cycle>"
     assert lines[1]["metadata"]["stack"] == 7
+
+
+@pytest.mark.parametrize("way", ["render_to_log_kwargs", "ProcessorFormatter"])
+def test_a_structlog_event_in_an_opentelemetry_span_carries_its_ids(
+        fake: FakeLoki, shipped: tuple[LokiHandler, str], way: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    handler, name = shipped
+    last = (structlog.stdlib.render_to_log_kwargs if way == "render_to_log_kwargs"
+            else structlog.stdlib.ProcessorFormatter.wrap_for_formatter)
+    structlog.configure(processors=[*_shared_processors(), last],
+                        logger_factory=structlog.stdlib.LoggerFactory(),
+                        wrapper_class=structlog.stdlib.BoundLogger)
+    if way == "ProcessorFormatter":
+        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        structlog.processors.JSONRenderer()]))
+    tracer = TracerProvider().get_tracer("tests.structlog")
+    with tracer.start_as_current_span("checkout") as span:
+        structlog.get_logger(name).info("in a span", order_id=7)
+        structlog.get_logger(name).info("own trace id", trace_id="t-9")
+    assert handler.flush(timeout=10)
+    events = _stored(fake)
+    context = span.get_span_context()
+    _, line, meta = events["in a span"]
+    assert meta["trace_id"] == format(context.trace_id, "032x")
+    assert meta["span_id"] == format(context.span_id, "016x")
+    assert line["metadata"]["order_id"] == 7
+    assert events["own trace id"][2]["trace_id"] == "t-9"
+    assert "span_id" not in events["own trace id"][2]

@@ -10,6 +10,7 @@ from wsgiref.util import setup_testing_defaults
 
 import flask
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from shipper.context import current_context
 from shipper.event import Level
@@ -124,6 +125,71 @@ def test_unusable_request_id_is_replaced(logs: LogCapture, bad: str) -> None:
     request_id = response.headers["X-Request-ID"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
     assert logs.one("HTTP_REQUEST").trace_id == request_id
+
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+TRACER = TracerProvider().get_tracer("tests.wsgi")
+
+
+@pytest.mark.parametrize("request_id", [None, "lb-123"])
+def test_traceparent_trace_id_is_the_request_id_on_every_record_and_the_response(
+    logs: LogCapture, request_id: str | None,
+) -> None:
+    headers = {"traceparent": TRACEPARENT}
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    response = wrapped().test_client().get("/items/1", headers=headers, buffered=True)
+    assert response.headers["X-Request-ID"] == TRACE
+    body = response.get_json()
+    assert body["environ_request_id"] == TRACE == body["context_trace_id"]
+    events = logs.from_logger("thirdparty.db") + logs.from_logger("shipper.access")
+    assert len(events) == 2 and {e.trace_id for e in events} == {TRACE}
+
+
+@pytest.mark.parametrize("bad", [
+    f"00-{'0' * 32}-00f067aa0ba902b7-01",
+    f"00-{TRACE}-{'0' * 16}-01",
+    f"00-{TRACE}-00f067aa0ba902b7-01-smuggled",
+    f"{TRACEPARENT},{TRACEPARENT}",  # two headers, joined by the server
+    "00-" + "a" * 8000,
+    "x",
+])
+def test_malformed_traceparent_falls_back_to_the_request_id_header(
+    logs: LogCapture, bad: str,
+) -> None:
+    client = wrapped().test_client()
+    kept = client.get("/items/1", headers={"traceparent": bad, "X-Request-ID": "lb-1"},
+                      buffered=True)
+    fresh = client.get("/items/2", headers={"traceparent": bad}, buffered=True)
+    assert kept.status_code == fresh.status_code == 200
+    assert kept.headers["X-Request-ID"] == "lb-1"
+    assert re.fullmatch(r"[0-9a-f]{32}", fresh.headers["X-Request-ID"])
+    assert fresh.headers["X-Request-ID"] != TRACE
+    ids = [e.trace_id for e in logs.of_type("HTTP_REQUEST")]
+    assert ids == ["lb-1", fresh.headers["X-Request-ID"]]
+
+
+def test_the_span_opentelemetry_started_around_the_app_gives_the_request_id(
+    logs: LogCapture,
+) -> None:
+    app = wrapped()
+    shipper_app = app.wsgi_app
+    seen: list[str] = []
+
+    def instrumented(environ: dict[str, Any], start_response: Any) -> Any:
+        # what OpenTelemetry's WSGI instrumentation does outside the app: a server span
+        with TRACER.start_as_current_span("GET /items") as span:
+            seen.append(format(span.get_span_context().trace_id, "032x"))
+            return shipper_app(environ, start_response)
+
+    app.wsgi_app = instrumented  # type: ignore[method-assign]
+    response = app.test_client().get("/items/1", headers={"X-Request-ID": "lb-1"},
+                                     buffered=True)
+    (trace_id,) = seen
+    assert response.headers["X-Request-ID"] == trace_id
+    events = logs.from_logger("thirdparty.db") + logs.from_logger("shipper.access")
+    assert len(events) == 2 and {e.trace_id for e in events} == {trace_id}
 
 
 def test_streamed_body_records_carry_the_request_id(logs: LogCapture) -> None:
@@ -300,6 +366,16 @@ def test_init_app_binds_the_user_and_records_the_route(logs: LogCapture) -> None
     assert [(e.actor.value, e.actor_id) for e in accesses] == [
         ("USER", "7"), ("ADMIN", "1"), ("GUEST", None)]
     assert {e.metadata["route"] for e in accesses} == {"/items/<int:item_id>"}
+
+
+def test_init_app_takes_the_trace_id_from_traceparent(logs: LogCapture) -> None:
+    app = make_flask()
+    init_app(app, get_user=lambda: FakeUser(7))
+    response = app.test_client().get("/items/5", headers={"traceparent": TRACEPARENT},
+                                     buffered=True)
+    assert response.headers["X-Request-ID"] == TRACE
+    events = logs.from_logger("thirdparty.db") + logs.of_type("HTTP_REQUEST")
+    assert [(e.trace_id, e.actor_id) for e in events] == [(TRACE, "7"), (TRACE, "7")]
 
 
 def test_init_app_twice_raises() -> None:

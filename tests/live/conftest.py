@@ -121,6 +121,22 @@ def query_range(
     return body
 
 
+def query_lines(pool: urllib3.PoolManager, loki_url: str, query: str, start_ns: int,
+                expect: int) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """(labels with structured metadata, decoded JSON line) of every entry a log query finds
+    from ``start_ns`` on, once there are at least ``expect`` of them; fails after 30 s."""
+
+    def fetch() -> list[tuple[dict[str, str], dict[str, Any]]] | None:
+        body = query_range(pool, loki_url, query, start_ns, time.time_ns() + 60 * 10**9)
+        found = [(stream["stream"], json.loads(line))
+                 for stream in body["data"]["result"] for _, line in stream["values"]]
+        return found if len(found) >= expect else None
+
+    found = wait_for(fetch, timeout=30)
+    assert found, f"Loki did not return {expect} entries for {query}"
+    return list(found)
+
+
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.5) -> Any:
     """Poll ``predicate()`` until it returns something truthy (Loki makes pushes queryable
     within a second or two); return that value or fail after ``timeout``."""

@@ -76,17 +76,23 @@ def _write(loki_url: str, scenario: str, seed: int) -> Run:
     return Run(service, start, len(live))
 
 
+def wait_queryable(pool: urllib3.PoolManager, loki_url: str, service: str, events: int,
+                   window: str) -> None:
+    """Until a count over the last ``window`` finds exactly ``events`` of ``service``."""
+    count = f'sum(count_over_time({{service_name="{service}"}}[{window}]))'
+
+    def queryable() -> bool:
+        return list(_vector(_instant(pool, loki_url, count, "count")).values()) == [
+            float(events)]
+
+    assert wait_for(queryable, timeout=60), f"{service}: the events never all arrived"
+
+
 @pytest.fixture(scope="module")
 def runs(loki_http: urllib3.PoolManager, loki_url: str) -> Iterator[dict[str, Run]]:
     out = {"normal": _write(loki_url, "normal", 20), "incident": _write(loki_url, "incident", 21)}
     for run in out.values():
-        count = f'sum(count_over_time({{service_name="{run.service}"}}[15m]))'
-
-        def queryable(run: Run = run, count: str = count) -> bool:
-            return list(_vector(_instant(loki_http, loki_url, count, "count")).values()) == [
-                float(run.live)]
-
-        assert wait_for(queryable, timeout=60), f"{run.service}: live events never all arrived"
+        wait_queryable(loki_http, loki_url, run.service, run.live, "15m")
     yield out
 
 
@@ -105,25 +111,35 @@ def _evaluations(rule: dict[str, Any]) -> list[int]:
     return list(range(minutes + 1))
 
 
+def assert_rule(pool: urllib3.PoolManager, loki_url: str, rule: dict[str, Any], service: str,
+                *, fires: bool, now_ns: int, what: str) -> None:
+    """Evaluate the rule for ``service`` as Grafana does - A at the evaluation time, B = last
+    of A's instant value per series, C = the threshold - now and at each minute of its
+    ``for``: one series above the threshold every time when it ``fires``; else every series
+    at or below it, or no data (which is OK)."""
+    uid, threshold = rule["uid"], g.rule_threshold(rule)
+    expr = g.scope_rule_expr(g.rule_expr(rule), service)
+    for minutes in _evaluations(rule):
+        series = _at(pool, loki_url, expr, now_ns - minutes * 60 * NS,
+                     f"{uid} {what} -{minutes}m")
+        values = list(series.values())
+        if fires:
+            assert len(values) == 1, (uid, what, minutes, series)
+            assert values[0] > threshold, (uid, what, f"-{minutes}m", values[0], threshold)
+        else:
+            assert all(v <= threshold for v in values), (uid, what, f"-{minutes}m", values)
+
+
 @pytest.mark.parametrize("uid", NEW_RULES)
 def test_rule_fires_on_the_incident_for_its_whole_wait_and_never_on_normal_traffic(
     uid: str, runs: dict[str, Run], loki_http: urllib3.PoolManager, loki_url: str,
 ) -> None:
     rule = next(r for r in g.alert_rules() if r["uid"] == uid)
-    threshold = g.rule_threshold(rule)
     now = time.time_ns()
     for scenario, run in runs.items():
-        expr = g.scope_rule_expr(g.rule_expr(rule), run.service)
-        for minutes in _evaluations(rule):
-            at = now - minutes * 60 * NS
-            series = _at(loki_http, loki_url, expr, at, f"{uid} {scenario} -{minutes}m")
-            values = list(series.values())  # B = last of A's instant value, per series
-            if scenario == "incident":
-                assert len(values) == 1, (uid, minutes, series)
-                assert values[0] > threshold, (uid, f"-{minutes}m", values[0], threshold)
-            else:
-                # below the threshold, or no data (too few requests or payments), which is OK
-                assert all(v <= threshold for v in values), (uid, f"-{minutes}m", values)
+        # normal traffic: below the threshold, or no data (too few requests or payments)
+        assert_rule(loki_http, loki_url, rule, run.service, fires=scenario == "incident",
+                    now_ns=now, what=scenario)
 
 
 def test_the_incident_keeps_the_seeds_older_rules_meaningful(

@@ -3,18 +3,16 @@ fields (both ways) come back in the line's metadata, and `| json` reaches them."
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import urllib3
 
 from shipper import LokiHandler
-from tests.live.conftest import query_range, wait_for
+from tests.live.conftest import query_lines
 
 
 def _handler(loki_url: str, service: str, tmp_path: Path) -> tuple[LokiHandler, logging.Logger]:
@@ -25,20 +23,6 @@ def _handler(loki_url: str, service: str, tmp_path: Path) -> tuple[LokiHandler, 
     log.propagate = False
     log.setLevel(logging.INFO)
     return handler, log
-
-
-def _lines(pool: urllib3.PoolManager, loki_url: str, query: str, start_ns: int,
-           expect: int) -> list[tuple[dict[str, str], dict[str, Any]]]:
-    """(labels, line) of every entry the query returns, once there are ``expect`` of them."""
-    def fetch() -> list[tuple[dict[str, str], dict[str, Any]]] | None:
-        body = query_range(pool, loki_url, query, start_ns, time.time_ns() + 60 * 10**9)
-        found = [(stream["stream"], json.loads(value[1]))
-                 for stream in body["data"]["result"] for value in stream["values"]]
-        return found if len(found) >= expect else None
-
-    found = wait_for(fetch, timeout=30)
-    assert found, f"Loki did not return {expect} entries for {query}"
-    return list(found)
 
 
 def test_extra_fields_and_tags_arrive_in_the_metadata(
@@ -52,11 +36,11 @@ def test_extra_fields_and_tags_arrive_in_the_metadata(
     assert handler.flush(timeout=20)
     handler.close()
     query = f'{{service_name="{unique_service}"}} | json | metadata_order_id = 42'
-    [(labels, line)] = _lines(loki_http, loki_url, query, start, 1)
+    [(labels, line)] = query_lines(loki_http, loki_url, query, start, 1)
     assert labels["type"] == "ORDER_PLACED"
     assert line["metadata"] == {"order_id": 42, "cart_size": 3, "password": "[REDACTED]"}
     query = f'{{service_name="{unique_service}", actor="USER"}}'
-    [(labels, line)] = _lines(loki_http, loki_url, query, start, 1)
+    [(labels, line)] = query_lines(loki_http, loki_url, query, start, 1)
     assert labels["level"] == "ERROR" and line["metadata"] == {"service": "my-service"}
 
 
@@ -88,5 +72,5 @@ def test_structlog_fields_arrive_in_the_metadata(
         structlog.reset_defaults()
         handler.close()
     query = f'{{service_name="{unique_service}", type="ORDER_PLACED", actor="USER"}}'
-    [(_, line)] = _lines(loki_http, loki_url, query, start, 1)
+    [(_, line)] = query_lines(loki_http, loki_url, query, start, 1)
     assert line == {"message": "order placed", "metadata": {"order_id": 42, "cart_size": 3}}

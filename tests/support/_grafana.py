@@ -328,6 +328,8 @@ def threshold_text(rule: Mapping[str, Any]) -> str:
     expr = rule_expr(rule)
     if "unwrap duration_ms" in expr:
         return f"> {value:g} ms ({value / 1000:g} s)"
+    if "unwrap lag" in expr:
+        return f"> {value:g} bytes ({value / 2**20:g} MiB)"
     if 0 < value < 1:
         return f"> {value:.0%}".replace(".0%", "%")
     return f"> {value:g}" + (" (any)" if value == 0 else "")

@@ -17,9 +17,9 @@ The convention (documented for writers in docs/development.md, "Code blocks are 
   every event that must arrive (one stored event per line, ``count=N`` for N alike, nothing
   else). ``expect: nothing`` promises that no event is sent. Keys are the labels
   (``service_name``, ``env``, ``level``, ``actor``, ``type``), the structured metadata
-  (``actor_id``, ``trace_id``, ``logger``, ``original_time``) and the line (``message``,
-  ``exception``, ``metadata.a.b``); ``key=value`` is equal (non-text metadata values as JSON:
-  ``=200``, ``=false``), ``key~=regex`` matches in full, ``key=*`` is present.
+  (``actor_id``, ``trace_id``, ``span_id``, ``logger``, ``original_time``) and the line
+  (``message``, ``exception``, ``metadata.a.b``); ``key=value`` is equal (non-text metadata
+  values as JSON: ``=200``, ``=false``), ``key~=regex`` matches in full, ``key=*`` is present.
 * A fragment by nature (a settings.py, an app module) names a harness on the first line:
   ``<!-- snippet: harness=django_orders file=settings.py -->``. Its file is written into a project
   directory and ``tests/support/docs_harness/<harness>.py`` runs there in a fresh interpreter, doing
@@ -51,7 +51,7 @@ PYTHON_LANGS = {"python", "py", "python3"}
 SESSION_LANGS = {"pycon"}
 SHELL_LANGS = {"bash", "sh", "shell", "console", "text"}
 LABEL_KEYS = {"service_name", "env", "level", "actor", "type"}
-METADATA_KEYS = {"actor_id", "trace_id", "logger", "original_time"}
+METADATA_KEYS = {"actor_id", "trace_id", "span_id", "logger", "original_time"}
 LINE_KEYS = {"message", "exception"}
 OPTION_KEYS = {"harness", "file", "project"}
 

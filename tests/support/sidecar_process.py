@@ -42,7 +42,7 @@ class SidecarProcess:
         self.metrics_port = free_port()
         self.config: dict[str, Any] = {
             "loki": {"url": loki_url, "backoff_min": "50ms", "backoff_max": "500ms",
-                     "batch_max_wait": "100ms"},
+                     "batch_max_wait": "100ms", "health_interval": 0},
             "service": "sidecar-test",
             "spool_dir": str(work / "spool"),
             "positions_file": str(work / "positions.json"),

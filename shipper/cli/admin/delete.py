@@ -122,7 +122,7 @@ def audit_event(*, event_type: str, service: str, admin: str, message: str,
 def log_audit(config: ShipperConfig, event: LogEvent, timeout: float = 30.0) -> bool:
     """Ship one audit event through a pipeline whose type guard may write the audit types;
     True when Loki has it (or, with a spool, when it is safe on disk for a later replay)."""
-    pipeline = Pipeline(config, start_replay=False,
+    pipeline = Pipeline(config, start_replay=False, health=False,
                         type_guard=TypeGuard(config.type_limit, audit=True))
     try:
         pipeline.submit(event)

@@ -2,9 +2,11 @@
 
 Checks: Loki is ready; a marker event goes through the pipeline and comes back from a query;
 Loki's retention matches ``loki/retention.yaml`` (``shipper retention check``); structured
-metadata is allowed and deletion is enabled; the spool is empty or draining; and, when
+metadata is allowed and deletion is enabled; the spool is empty or draining; shipping is healthy
+for every service and host, by its last ``SHIPPER_HEALTH`` heartbeats (:mod:`.heartbeats`); and,
+when
 ``SHIPPER_GRAFANA_URL`` and ``SHIPPER_GRAFANA_TOKEN`` are set, Grafana has the datasource, the
-four dashboards and the alert rules, through its HTTP API.
+five dashboards and the alert rules, through its HTTP API.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from shipper._units import NS, format_seconds
 from shipper.cli.admin import common
+from shipper.cli.admin.heartbeats import read_health
 from shipper.cli.args import duration_arg
 from shipper.cli.formats import add_format_arg, resolve_format
 from shipper.cli.help import Subparsers
@@ -29,7 +32,8 @@ from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.transport import Transport, TransportError, Urllib3Transport
 from shipper.event import Actor, Level, LogEvent
 from shipper.loki.client import LokiClient, LokiError
-from shipper.loki.logql import Filters, log_query
+from shipper.loki.logql import FilterError, Filters, log_query
+from shipper.loki.read_api import LokiReader
 from shipper.loki.reader import parse_streams
 from shipper.redact import hide_url_credentials
 
@@ -39,11 +43,12 @@ __all__ = ["DASHBOARD_UIDS", "DATASOURCE_UID", "RULE_UIDS", "Check", "add_parser
 #: what grafana/ provisions (tests/test_admin_doctor.py holds these equal to the files)
 DATASOURCE_UID = "loki"
 DASHBOARD_UIDS = ("shipper-system-logs", "shipper-overview", "shipper-security",
-                  "shipper-performance")
+                  "shipper-performance", "shipper-shipping-health")
 RULE_UIDS = ("shipper-critical-event", "shipper-error-rate", "shipper-failed-logins-actor",
              "shipper-failed-logins-total", "shipper-webhook-failures", "shipper-p95-latency",
              "shipper-http-5xx-share", "shipper-error-rate-elevated", "shipper-payment-failures",
-             "shipper-user-activity-drop")
+             "shipper-user-activity-drop", "shipper-events-dropped", "shipper-entries-refused",
+             "shipper-spool-growing", "shipper-heartbeats-stopped", "shipper-sidecar-lag")
 DOCTOR_TYPE = "SHIPPER_DOCTOR"
 
 
@@ -92,7 +97,8 @@ def check_round_trip(client: LokiClient, config: ShipperConfig, wait: float) -> 
                             type=DOCTOR_TYPE, message=f"shipper doctor marker {marker}",
                             logger="shipper.doctor", timestamp_ns=now,
                             metadata={"marker": marker})
-    pipeline = Pipeline(config.replace(service=service, spool=False), start_replay=False)
+    pipeline = Pipeline(config.replace(service=service, spool=False), start_replay=False,
+                        health=False)
     try:
         pipeline.submit(event)
         delivered = pipeline.flush(min(wait, 30.0))
@@ -184,6 +190,47 @@ def check_deletion(client: LokiClient, config_doc: dict[str, Any] | Check) -> Ch
     except LokiError as exc:
         return _fail(name, f"the deletion API does not answer: {exc}", fix)
     return _ok(name, f"deletion_mode {mode}; {len(pending)} request(s) waiting")
+
+
+# ------------------------------------------------------------------------------- shipping
+
+
+def check_shipping(client: LokiClient, since_s: float,
+                   services: tuple[str, ...] = ()) -> list[Check]:
+    """One check per service and host that sent heartbeats in the last ``since_s`` seconds:
+    OK with its numbers, or FAIL with what is wrong and where to look."""
+    name = "shipping"
+    now = time.time_ns()
+    try:
+        found = read_health(LokiReader(client=client), since_s=since_s, now_ns=now,
+                            services=services)
+    except (LokiError, FilterError) as exc:
+        return [_fail(name, f"cannot read the SHIPPER_HEALTH heartbeats: {exc}",
+                      "check Loki's querier (GET /loki/api/v1/query_range)")]
+    if not found:
+        return [_skip(name, f"no SHIPPER_HEALTH heartbeat in the last {format_seconds(since_s)} "
+                      "(health_interval 0, or nothing shipped through a pipeline)")]
+    checks = []
+    for health in found:
+        where = f"{health.service} on {health.host}"
+        if not health.processes:
+            checks.append(_fail(name, f"{where}: no readable heartbeat; "
+                                + "; ".join(health.notes),
+                                "an app logs events of type SHIPPER_HEALTH itself: give them "
+                                "another type"))
+            continue
+        summary = health.summary(since_s)
+        notes = "".join(f"; {note}" for note in health.notes)
+        if health.healthy:
+            checks.append(_ok(name, f"{where}: {summary}{notes}"))
+        else:
+            checks.append(_fail(name, f"{where}: {'; '.join(health.problems)} ({summary}{notes})",
+                                _SHIPPING_FIX))
+    return checks
+
+
+_SHIPPING_FIX = ("open the Shipping health dashboard for that service; read the stderr of its "
+                 "processes (shipper [service] ...); docs: troubleshooting, Events are missing")
 
 
 # ---------------------------------------------------------------------------------- spool
@@ -291,7 +338,8 @@ def check_grafana(url: str | None, token: str | None,
 
 
 def run_checks(config: ShipperConfig, *, retention_file: str | None = None, wait: float = 15.0,
-               spool_wait: float = 2.0, grafana_url: str | None = None,
+               spool_wait: float = 2.0, health_since: float = 3600.0,
+               health_services: tuple[str, ...] = (), grafana_url: str | None = None,
                grafana_token: str | None = None,
                grafana_transport: Transport | None = None) -> list[Check]:
     client = LokiClient(config.replace(spool=False))
@@ -303,8 +351,10 @@ def run_checks(config: ShipperConfig, *, retention_file: str | None = None, wait
             doc = _config(client)
             checks += [check_retention(client, doc, retention_file),
                        check_structured_metadata(doc), check_deletion(client, doc)]
+            checks += check_shipping(client, health_since, health_services)
         else:
-            for name in ("push and query", "retention", "structured metadata", "deletion"):
+            for name in ("push and query", "retention", "structured metadata", "deletion",
+                         "shipping"):
                 checks.append(_fail(name, "not checked: Loki is not ready", ready.fix))
     finally:
         client.close()
@@ -319,15 +369,19 @@ def add_parser(sub: Subparsers) -> None:
         description="Check that everything is in place: Loki is ready; a marker event (DEBUG, "
         "type SHIPPER_DOCTOR) goes through the pipeline and is read back; Loki's retention "
         "matches the policy file (as shipper retention check); structured metadata is allowed "
-        "and deletion is enabled; the spool of $SHIPPER_SERVICE is empty or draining; and, "
+        "and deletion is enabled; the spool of $SHIPPER_SERVICE is empty or draining; shipping "
+        "is healthy for every service and host by its SHIPPER_HEALTH heartbeats of the last "
+        "hour (--health-since): none silent, nothing dropped or refused, no spool growing, "
+        "no sidecar file far behind, with the numbers; and, "
         "when SHIPPER_GRAFANA_URL and SHIPPER_GRAFANA_TOKEN are set, Grafana has the Loki "
-        "datasource, the four dashboards and the alert rules. One line per check: OK, FAIL "
+        "datasource, the five dashboards and the alert rules. One line per check: OK, FAIL "
         "with the fix, or SKIP. Exit 1 if any check fails.",
         example_lines=(
             "shipper doctor",
             "SHIPPER_GRAFANA_URL=http://localhost:3000 SHIPPER_GRAFANA_TOKEN=glsa_... "
             "shipper doctor",
             "shipper doctor --retention-file loki/retention.yaml --json",
+            "shipper doctor --service checkout --health-since 6h",
         ))
     doctor.add_argument("--retention-file", metavar="PATH",
                         help="the policy (default: $SHIPPER_RETENTION_FILE, else "
@@ -337,6 +391,11 @@ def add_parser(sub: Subparsers) -> None:
                         "(default 15s)")
     doctor.add_argument("--spool-wait", type=duration_arg, default=2.0, metavar="DURATION",
                         help="how long to watch a non-empty spool drain (default 2s)")
+    doctor.add_argument("--health-since", type=duration_arg, default=3600.0, metavar="DURATION",
+                        help="how far back to read the SHIPPER_HEALTH heartbeats (default 1h)")
+    doctor.add_argument("--service", action="append", default=[], metavar="NAME",
+                        help="judge the shipping of these services only (repeatable; default: "
+                        "every service that sent heartbeats)")
     doctor.add_argument("--grafana-url", help="default: $SHIPPER_GRAFANA_URL")
     add_format_arg(doctor, ("auto", "table", "json"),
                    auto_help="lines on a terminal, JSON when piped")
@@ -347,7 +406,8 @@ def add_parser(sub: Subparsers) -> None:
 def _doctor(args: argparse.Namespace) -> int:
     config = common.shipper_config(args)
     checks = run_checks(config, retention_file=args.retention_file, wait=args.wait,
-                        spool_wait=args.spool_wait,
+                        spool_wait=args.spool_wait, health_since=args.health_since,
+                        health_services=tuple(args.service),
                         grafana_url=args.grafana_url or os.environ.get("SHIPPER_GRAFANA_URL"),
                         grafana_token=os.environ.get("SHIPPER_GRAFANA_TOKEN"))
     if resolve_format(args) == "json":

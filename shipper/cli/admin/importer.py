@@ -373,7 +373,7 @@ def run_import(options: ImportOptions, config: ShipperConfig) -> ImportSummary:
         service=options.service, spool=False, batch_max_events=options.batch,
         queue_max_bytes=_UNBOUNDED,  # the chunks below bound the memory; a huge row still goes
         queue_max_events=max(config.queue_max_events, options.batch * 2))
-    pipeline = Pipeline(pipeline_config, start_replay=False, dead_letters=dead,
+    pipeline = Pipeline(pipeline_config, start_replay=False, health=False, dead_letters=dead,
                         on_dead_letters=outcomes)
     stop = threading.Event()
 

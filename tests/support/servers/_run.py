@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 def server_env(loki_url: str, service: str, tmp: Path, **extra: str) -> dict[str, str]:
     """The environment of a server under test: the fake Loki, a spool and cache of its own, and
     batches that wait 30 s, so what arrives before the process ends got there by the shutdown
-    path, not by the timer."""
+    path, not by the timer; no heartbeats unless ``extra`` sets ``SHIPPER_HEALTH_INTERVAL``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOKI_", "SHIPPER_"))}
     env.update(
         LOKI_URL=loki_url,
@@ -31,6 +31,7 @@ def server_env(loki_url: str, service: str, tmp: Path, **extra: str) -> dict[str
         SHIPPER_SPOOL_DIR=str(tmp / "spool"),
         SHIPPER_BATCH_MAX_WAIT="30",
         SHIPPER_SHUTDOWN_TIMEOUT="10",
+        SHIPPER_HEALTH_INTERVAL="0",
         XDG_CACHE_HOME=str(tmp / "cache"),
         PYTHONPATH=str(REPO),
         PYTHONUNBUFFERED="1",
