@@ -503,9 +503,6 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
                                       f"a size below max_line_bytes ({source.max_line_bytes})"
                                       ": longer lines are cut to it first")
         if isinstance(source, FileSourceConfig):
-            if source.drop and config.workers > 1:
-                raise reader.fail(f"{where}.drop", "(rules)", "workers: 1 (drop rules run in "
-                                  "the sidecar's own process, not in worker processes)")
             if not source.paths:
                 raise reader.fail(f"{where}.paths", list(source.paths),
                                   "at least one glob pattern")

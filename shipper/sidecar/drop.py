@@ -329,8 +329,13 @@ class DropFilter:
         return [event for i, event in enumerate(events)
                 if not drops(event, texts[i], rests[i] if rests is not None else None, now_ns)]
 
-    def samples(self) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    def samples(self, elsewhere: Callable[[], Mapping[str, int]] | None = None,
+                ) -> Iterator[tuple[str, tuple[str, ...], float]]:
+        """``lines_dropped`` by reason: this process's counts plus ``elsewhere``'s (the
+        worker processes', which apply the same rules with ``workers: N``)."""
         with self._lock:
-            counts = sorted(self.dropped.items())
-        for reason, n in counts:
+            counts = dict(self.dropped)
+        for reason, n in (elsewhere() if elsewhere is not None else {}).items():
+            counts[reason] = counts.get(reason, 0) + n
+        for reason, n in sorted(counts.items()):
             yield "lines_dropped", (self.name, reason), n

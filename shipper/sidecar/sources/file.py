@@ -137,6 +137,7 @@ class FileSource(Source[FileSourceConfig]):
         name: str = "file",
         ship: LineShipper | None = None,
         invalid_elsewhere: Callable[[], int] | None = None,
+        dropped_elsewhere: Callable[[], dict[str, int]] | None = None,
         promtail: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config
@@ -151,6 +152,7 @@ class FileSource(Source[FileSourceConfig]):
         self._pressure = pressure
         self._report = report
         self._drop = DropFilter.of(config.drop, name, report)
+        self._dropped_elsewhere = dropped_elsewhere
         self._saved = {(p.dev, p.ino): p for p in saved}
         #: Promtail's offsets by path (promtail_positions), for the files of the first scan
         self._promtail = dict(promtail or {})
@@ -188,6 +190,7 @@ class FileSource(Source[FileSourceConfig]):
                    pressure=wiring.pressure, report=wiring.report, name=wiring.name,
                    ship=lane.ship if lane is not None else None,
                    invalid_elsewhere=lane.invalid if lane is not None else None,
+                   dropped_elsewhere=lane.dropped if lane is not None else None,
                    promtail=wiring.promtail)
 
     def _submit_each(self, events: list[LogEvent]) -> None:
@@ -267,7 +270,7 @@ class FileSource(Source[FileSourceConfig]):
         yield "file_truncations", (name,), self.truncations
         yield "file_scans_cut", (name,), self.scans_cut
         if self._drop is not None:
-            yield from self._drop.samples()
+            yield from self._drop.samples(self._dropped_elsewhere)
         for status in self.status():
             yield "file_lag_bytes", (status.path,), status.lag_bytes
             yield "file_lag_seconds", (status.path,), status.lag_seconds
