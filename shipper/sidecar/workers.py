@@ -6,10 +6,10 @@ files (split, decode, multi-line joining, offsets and positions) and hands the l
 read, as text, to its N worker processes in turn. Each worker parses them with the same
 :class:`~shipper.sidecar.formats.LineParser`, applies the source's drop rules
 (shipper/sidecar/drop.py: the counts go back with its other counters) and submits the events
-to its own
-:class:`~shipper.delivery.pipeline.Pipeline`: the same batcher, client, redaction and spool as the
-handler, with the same Loki settings and the same spool directory (the spool is safe for
-several processes). Nothing else changes: HTTP and Docker sources stay in the main process.
+to its own :class:`~shipper.delivery.pipeline.Pipeline`: the same batcher, client, redaction
+and spool as the handler, with the same Loki settings and the same spool directory (the spool
+is safe for several processes). Nothing else changes: HTTP and Docker sources stay in the main
+process.
 
 * **Order.** The reads of one file go to different workers, so one stream's lines reach Loki
   over N connections, not in file order. Loki accepts that (``unordered_writes``, on by
