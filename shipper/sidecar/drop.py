@@ -134,10 +134,14 @@ def _rule(item: object, where: str) -> DropRule:
 
 
 def _text(value: object, key: str, *, empty: bool = False) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or \
-            (not empty and value == ""):
+    """A scalar as the text a field is matched as (a boolean as JSON writes it), at most
+    :data:`MAX_PATTERN` characters."""
+    text = _string(value)
+    if text is None or (not empty and text == ""):
         raise DropError(key, value, "a string")
-    return str(value)
+    if len(text) > MAX_PATTERN:
+        raise DropError(key, f"({len(text)} characters)", f"at most {MAX_PATTERN} characters")
+    return text
 
 
 def _sources(value: object, key: str) -> tuple[str, ...]:

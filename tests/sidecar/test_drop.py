@@ -69,6 +69,7 @@ def test_each_kind_of_rule_drops_its_lines_in_a_running_sidecar_and_counts_them(
         line("a week old", ago_s=7 * 86400),
         line("kept an hour old", ago_s=3600),
         line("x" * 3000),
+        line("y" * 10_000),  # cut to max_line_bytes first, and longer still
         line("static file", logger="access", path="/static/app.js"),
         line("kept dynamic", logger="access", path="/api/orders"),
         line("kept static path, other logger", logger="app", path="/static/app.js"),
@@ -78,7 +79,7 @@ def test_each_kind_of_rule_drops_its_lines_in_a_running_sidecar_and_counts_them(
     ])
     (logs / "app.log").write_text(text)
     source = {"type": "file", "paths": [str(logs / "*.log")], "poll_interval": "20ms",
-              "scan_interval": "100ms", "drop": RULES}
+              "scan_interval": "100ms", "max_line_bytes": "4KiB", "drop": RULES}
     proc = SidecarProcess(tmp_path, [source], loki_url=loki.url, workers=workers)
     processes.append(proc)
     proc.start()
@@ -91,9 +92,9 @@ def test_each_kind_of_rule_drops_its_lines_in_a_running_sidecar_and_counts_them(
     metrics = proc.metrics()
     dropped = {k: v for k, v in metrics.items() if k.startswith("shipper_sidecar_lines_dropped")}
     assert dropped == {name.format("drop_stage"): 2, name.format("health"): 1,
-                       name.format("old"): 1, name.format("long"): 1,
+                       name.format("old"): 1, name.format("long"): 2,
                        name.format("static"): 1, name.format("tenant_present"): 1}
-    assert metrics['shipper_sidecar_lines_read_total{source="file#0"}'] == 14
+    assert metrics['shipper_sidecar_lines_read_total{source="file#0"}'] == 15
     (logs / "app.log").open("a").write(line("debug later", level="debug") + line("kept later"))
     assert wait_until(lambda: "kept later" in messages(loki), 20)
     assert proc.finish(signal.SIGTERM) == 0
@@ -179,6 +180,7 @@ def test_value_is_exact_and_reads_the_field_as_the_event_carries_it() -> None:
     assert not drops({"source": "user", "value": "bo"}, event(user="bob"))
     assert drops({"source": "code", "value": "404"}, event(code=404))
     assert drops({"source": "ok", "value": "true"}, event(ok=True))
+    assert drops({"source": "ok", "value": True}, event(ok=True))  # YAML's true
     assert not drops({"source": "obj", "value": "{}"}, event(obj={}))  # not a string
 
 
@@ -238,6 +240,8 @@ BAD: list[tuple[object, str, str]] = [
     ([{"source": ["a", 3]}], "[0].source", "field name"),
     ([{"source": "a", "drop_counter_reason": "a b\n"}], "[0].drop_counter_reason", "letters"),
     ([{"longer_than": 1}] * (MAX_RULES + 1), "", f"at most {MAX_RULES}"),
+    ([{"source": "a", "value": "x" * (MAX_PATTERN + 1)}], "[0].value", "at most"),
+    ([{"source": ["a", "b"], "separator": ["x"]}], "[0].separator", "a string"),
     ({"source": "level"}, "", "a list of rules"),
     (["level"], "[0]", "a mapping"),
 ]
