@@ -174,6 +174,11 @@ class HttpSourceConfig:
         "host:port of an OTLP/gRPC logs receiver (conventionally :4317) with the same token, "
         "limits and mapping as /v1/logs; needs pip install 'shipper[otlp-grpc]' (null: off)",
         "listen"))
+    max_entries_per_request: int = field(default=100_000, metadata=_help(
+        "a request holding more entries than this (events, Loki push entries or streams, OTLP "
+        "log records, resources or scopes) is refused whole, before any is read: 413 naming "
+        "the count and the limit (OTLP/gRPC: RESOURCE_EXHAUSTED); the OpenTelemetry SDKs "
+        "send 512 records per request, the Collector 8192, Promtail and Alloy 1 MiB of lines"))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -211,7 +211,7 @@ def test_loki_push_errors_are_answered_like_loki(server: Running) -> None:
 
 def test_protobuf_decoder_reads_what_promtail_sends() -> None:
     entries = _entries()
-    decoded, errors = decode_push_protobuf(encode_protobuf(entries))
+    decoded, errors = decode_push_protobuf(encode_protobuf(entries), 100_000, 1 << 22)
     assert errors == []
     assert [(d.labels, d.timestamp_ns, d.line, d.metadata) for d in decoded] == [
         (dict(e.labels), e.timestamp_ns, e.line, dict(e.metadata)) for e in entries]

@@ -336,12 +336,25 @@ def test_a_missing_token_is_401_with_a_status_in_protobuf() -> None:
         guarded.source.close()
 
 
-@pytest.mark.slow
-def test_a_million_tiny_records_are_each_shipped_and_counted(server: Running) -> None:
+def test_a_million_tiny_records_are_refused_whole_naming_the_count_and_the_limit(
+        server: Running) -> None:
     body = request_of(*[b""] * 1_000_000)  # two bytes a record: 2 MB
     resp = post_protobuf(server, body)
+    assert resp.status == 413, resp.data
+    status = refusal(resp)
+    assert status.code == 8  # RESOURCE_EXHAUSTED
+    assert status.message.startswith("more than 100000 log records in one request, over "
+                                     "max_entries_per_request (100000)")
+    assert server.pipeline.events == []
+
+
+@pytest.mark.slow
+def test_as_many_tiny_records_as_the_cap_are_each_shipped_and_counted(
+        server: Running) -> None:
+    body = request_of(*[b""] * 100_000)
+    resp = post_protobuf(server, body)
     assert resp.status == 200, resp.data
-    assert len(server.pipeline.events) == 1_000_000
+    assert len(server.pipeline.events) == 100_000
     assert {e.message for e in server.pipeline.events} == {""}
 
 

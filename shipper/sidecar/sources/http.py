@@ -55,9 +55,12 @@ from shipper.sidecar.sources.otlp import (
 )
 from shipper.sidecar.sources.otlpgrpc import OtlpGrpcServer
 from shipper.sidecar.sources.wire import (
+    BodyTooLarge,
     DecodeError,
     OtlpRecord,
     PushEntry,
+    TooManyEntries,
+    count_at_most,
     decode_otlp_json,
     decode_push_json,
     decode_push_protobuf,
@@ -82,6 +85,9 @@ _INVALID_ARGUMENT = 3
 #: UNAUTHENTICATED, 408 DEADLINE_EXCEEDED, 413 RESOURCE_EXHAUSTED, 429 and 503 UNAVAILABLE
 _RPC_CODES = {401: 16, 408: 4, 413: 8, 429: 14, 503: 14}
 _PROTOBUF = "application/x-protobuf"
+#: clients named on stderr when their request is over max_entries_per_request (once each);
+#: past this many, the next are counted in /metrics only
+_MAX_CLIENTS_SAID = 256
 
 Answer = tuple[int, Any, dict[str, str]]
 
@@ -99,9 +105,13 @@ class HttpSource(Source[HttpSourceConfig]):
         env: str | None,
         pressure: Callable[[], bool] = lambda: False,
         name: str = "http",
+        report: Callable[[str], None] = lambda message: None,
     ) -> None:
         self.config = config
         self.name = name
+        self._report = report
+        self._max_entries = config.max_entries_per_request
+        self._clients_said: set[str] = set()
         self._submit: Callable[[LogEvent], None] = pipeline.submit
         self._pressure = pressure
         self._parser = LineParser(format="auto", timezone=config.timezone, service=service,
@@ -126,7 +136,8 @@ class HttpSource(Source[HttpSourceConfig]):
                     export=self.export_otlp, token=self._token, refusal=self._refusal,
                     max_message_bytes=config.max_body_bytes,
                     max_connections=config.max_connections,
-                    idle_timeout=config.request_timeout, count=self._count_grpc)
+                    idle_timeout=config.request_timeout, count=self._count_grpc,
+                    too_many=self._too_many)
             except BaseException:
                 self.server.stop()
                 raise
@@ -134,7 +145,8 @@ class HttpSource(Source[HttpSourceConfig]):
     @classmethod
     def build(cls, config: HttpSourceConfig, wiring: Wiring) -> HttpSource:
         return cls(config, pipeline=wiring.pipeline, service=config.service or wiring.service,
-                   env=wiring.env, pressure=wiring.overloaded, name=wiring.name)
+                   env=wiring.env, pressure=wiring.overloaded, name=wiring.name,
+                   report=wiring.report)
 
     # ------------------------------------------------------------------ control
 
@@ -217,6 +229,11 @@ class HttpSource(Source[HttpSourceConfig]):
         except HttpError as err:
             status, close = err.status, err.close
             answer, headers = _error(path, err.message, status, _is_protobuf(req), err.headers)
+        except (TooManyEntries, BodyTooLarge) as exc:  # the body was read whole: keep-alive
+            status = 413
+            answer, headers = _error(path, str(exc), 413, _is_protobuf(req), {})
+            if isinstance(exc, TooManyEntries):
+                self._too_many(str(req.client_address[0]), f"POST {path}", str(exc))
         except Exception as exc:  # a bug must not kill the connection thread silently
             status, close = 500, True
             answer, headers = _error(path, f"{type(exc).__name__}: {exc}", 500,
@@ -230,6 +247,19 @@ class HttpSource(Source[HttpSourceConfig]):
         if self._pressure():
             return "the sidecar's queue is full: retry later"
         return None
+
+    def _too_many(self, client: str, where: str, why: str) -> None:
+        """A request over max_entries_per_request, said on stderr once per client."""
+        with self._lock:
+            said = self._clients_said
+            if client in said or len(said) > _MAX_CLIENTS_SAID:
+                return
+            said.add(client)
+            full = len(said) > _MAX_CLIENTS_SAID
+        more = (f"; more than {_MAX_CLIENTS_SAID} clients were refused so: the next are "
+                "counted in /metrics only") if full else ""
+        self._report(f"{self.name}: refused {where} from {client}: {why} (said once per "
+                     f"client{more})")
 
     def _count_grpc(self, code: str) -> None:
         with self._lock:
@@ -264,6 +294,7 @@ class HttpSource(Source[HttpSourceConfig]):
         except ValueError as exc:
             return 400, {"accepted": 0, "error": f"body is not JSON: {exc}"}, {}
         items = doc if doc.__class__ is list else [doc]
+        count_at_most("events", len(items), self._max_entries)
         now = time.time_ns()
         events: list[LogEvent] = []
         rejected: list[dict[str, Any]] = []
@@ -288,18 +319,27 @@ class HttpSource(Source[HttpSourceConfig]):
         content_type = (req.headers.get("Content-Type") or "").lower()
         try:
             if "protobuf" in content_type:
-                entries, errors = decode_push_protobuf(body)
+                entries, errors = decode_push_protobuf(body, self._max_entries,
+                                                       self.config.max_body_bytes)
             else:
                 try:  # decode_push_json takes only strings: no walk for the depth
                     doc = load_json(body, self._depth, walk=False)
                 except ValueError as exc:
                     raise DecodeError(f"not JSON: {exc}") from None
-                entries, errors = decode_push_json(doc)
+                entries, errors = decode_push_json(doc, self._max_entries)
         except DecodeError as exc:
             return 400, f"loghttp.PushRequest: {exc}\n", {}
         events = []
+        empties: dict[tuple[int, int], LogEvent] = {}
         for entry in entries:
             try:
+                if not entry.line and not entry.metadata:  # identical empty entries: once
+                    key = (id(entry.labels), entry.timestamp_ns)
+                    event = empties.get(key)
+                    if event is None:
+                        event = empties[key] = self._push_event(entry)
+                    events.append(event)
+                    continue
                 events.append(self._push_event(entry))
             except ValueError as exc:
                 errors.append(str(exc))
@@ -372,23 +412,38 @@ class HttpSource(Source[HttpSourceConfig]):
 
     def export_otlp(self, body: bytes, *, protobuf: bool) -> OtlpOutcome:
         """An OTLP ``ExportLogsServiceRequest`` (protobuf or JSON) to events, shipped: what
-        was accepted and refused. One path for OTLP/HTTP in both encodings and OTLP/gRPC."""
+        was accepted and refused. One path for OTLP/HTTP in both encodings and OTLP/gRPC.
+        Raises :class:`~shipper.sidecar.sources.wire.TooManyEntries` (nothing shipped) for a
+        request over ``max_entries_per_request``."""
         try:
             if protobuf:
-                records, errors, refused = decode_otlp_protobuf(body, self._depth)
+                records, errors, refused = decode_otlp_protobuf(body, self._depth,
+                                                                self._max_entries)
             else:
                 try:
                     doc = load_json(body, self._depth, DeepJson)
                 except ValueError as exc:
                     raise DecodeError(f"body is not JSON: {exc}") from None
-                records, errors, refused = decode_otlp_json(doc)
+                records, errors, refused = decode_otlp_json(doc, self._max_entries)
         except DecodeError as exc:
             return OtlpOutcome(0, 0, str(exc))
         events: list[LogEvent] = []
         now = time.time_ns()
         resources: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
+        empties: dict[tuple[Any, ...], LogEvent] = {}
         for record in records:
             try:
+                if record.body is None and not record.attributes and not record.event_name:
+                    # an empty record's event depends on these alone: identical ones (a body
+                    # of millions of empty records) are mapped once
+                    key = (id(record.resource), record.scope, record.time_ns,
+                           record.severity_number, record.severity_text, record.trace_id,
+                           record.span_id)
+                    event = empties.get(key)
+                    if event is None:
+                        event = empties[key] = self._otlp_event(record, now, resources)
+                    events.append(event)
+                    continue
                 events.append(self._otlp_event(record, now, resources))
             except Exception as exc:  # one record's surprise costs only that record
                 errors.append(f"a log record cannot be read: {type(exc).__name__}: {exc}")

@@ -12,7 +12,11 @@ mapping as ``/v1/logs`` in protobuf (:meth:`HttpSource.export_otlp
 * the pipeline's queue over its high-water mark, or the drain under way: ``UNAVAILABLE``, which
   the exporters retry;
 * a request that cannot be read, or whose every record was refused: ``INVALID_ARGUMENT`` naming
-  what was wrong; some records refused: ``OK`` with ``partial_success`` (how many, and why).
+  what was wrong; some records refused: ``OK`` with ``partial_success`` (how many, and why);
+* a request over ``max_entries_per_request`` (log records, resources or scopes):
+  ``RESOURCE_EXHAUSTED`` naming the count and the limit, nothing of it taken. The status
+  carries no ``RetryInfo``, so the OTLP specification makes it not retryable (the same request
+  would be refused again); it is the code grpcio gives a message over ``max_body_bytes``.
 
 grpcio is optional (``pip install 'shipper[otlp-grpc]'``): it is imported only when a server is
 made, that is when ``otlp_grpc_listen`` is set (shipper/sidecar/config.py says what to install
@@ -30,6 +34,7 @@ from typing import Any
 from shipper.sidecar.config import parse_listen
 from shipper.sidecar.server import StartupError
 from shipper.sidecar.sources.otlp import OtlpOutcome, export_response
+from shipper.sidecar.sources.wire import TooManyEntries
 
 __all__ = ["SERVICE", "OtlpGrpcServer"]
 
@@ -47,7 +52,8 @@ class OtlpGrpcServer:
                  export: Callable[..., OtlpOutcome], token: bytes | None,
                  refusal: Callable[[], str | None], max_message_bytes: int,
                  max_connections: int, idle_timeout: float,
-                 count: Callable[[str], None]) -> None:
+                 count: Callable[[str], None],
+                 too_many: Callable[[str, str, str], None] = lambda *said: None) -> None:
         import grpc
 
         self._grpc = grpc
@@ -55,6 +61,7 @@ class OtlpGrpcServer:
         self._token = token
         self._refusal = refusal
         self._count = count
+        self._too_many = too_many
         host, port = parse_listen(listen)
         handler = grpc.method_handlers_generic_handler(SERVICE, {
             "Export": grpc.unary_unary_rpc_method_handler(self._call)})  # bytes in and out
@@ -96,6 +103,9 @@ class OtlpGrpcServer:
             self._abort(context, codes.UNAVAILABLE, why)
         try:
             outcome = self._export(bytes(request), protobuf=True)
+        except TooManyEntries as exc:
+            self._too_many(_peer_host(context.peer()), "LogsService/Export", str(exc))
+            self._abort(context, codes.RESOURCE_EXHAUSTED, str(exc))
         except Exception as exc:  # a bug must not pass for the client's fault
             self._abort(context, codes.INTERNAL, f"{type(exc).__name__}: {exc}")
         if outcome.message is not None and not outcome.accepted:
@@ -106,3 +116,11 @@ class OtlpGrpcServer:
     def _abort(self, context: Any, code: Any, message: str) -> None:
         self._count(code.name)
         context.abort(code, message[:_MAX_MESSAGE])
+
+
+def _peer_host(peer: str) -> str:
+    """The client's address without its port, from grpcio's ``ipv4:1.2.3.4:5678`` or
+    ``ipv6:[::1]:5678``."""
+    _, _, address = peer.partition(":")
+    host = address.rsplit(":", 1)[0] if address else peer
+    return host.strip("[]") or peer

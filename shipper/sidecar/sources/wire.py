@@ -31,9 +31,9 @@ from typing import Any, NamedTuple
 from shipper.delivery.labels import LabelSyntaxError, parse_labels
 from shipper.sidecar.boundedjson import DeepJson, open_deep
 
-__all__ = ["MAX_NS", "DecodeError", "OtlpRecord", "PushEntry", "decode_otlp_json",
-           "decode_push_json", "decode_push_protobuf", "json_type", "not_read", "proto_fields",
-           "shown"]
+__all__ = ["MAX_NS", "BodyTooLarge", "DecodeError", "OtlpRecord", "PushEntry", "TooManyEntries",
+           "count_at_most", "decode_otlp_json", "decode_push_json", "decode_push_protobuf",
+           "json_type", "not_read", "proto_fields", "shown"]
 
 #: the latest time a push may carry: nanoseconds since the epoch in a signed 64-bit integer
 MAX_NS = 2**63 - 1
@@ -49,6 +49,29 @@ class PushEntry:
 
 class DecodeError(ValueError):
     """The request as a whole cannot be read."""
+
+
+class TooManyEntries(ValueError):
+    """A request holds more entries (or streams, resources, scopes) than
+    ``max_entries_per_request``: it is refused whole, before any of it is mapped. ``count`` is
+    exact unless ``at_least`` (a walker that stops counting once past the limit)."""
+
+    def __init__(self, what: str, count: int, limit: int, *, at_least: bool = False) -> None:
+        self.what, self.count, self.limit, self.at_least = what, count, limit, at_least
+        held = f"more than {limit}" if at_least else str(count)
+        super().__init__(f"{held} {what} in one request, over max_entries_per_request "
+                         f"({limit}): nothing of it was taken; send at most {limit} per "
+                         "request")
+
+
+class BodyTooLarge(ValueError):
+    """A body that would decompress past ``max_body_bytes`` (answered 413 like one sent so)."""
+
+
+def count_at_most(what: str, count: int, limit: int) -> None:
+    """Raise :class:`TooManyEntries` when ``count`` is over ``limit``."""
+    if count > limit:
+        raise TooManyEntries(what, count, limit)
 
 
 def json_type(value: Any) -> str:
@@ -170,24 +193,37 @@ def _string(value: int | bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-def decode_push_protobuf(body: bytes) -> tuple[list[PushEntry], list[str]]:
+def decode_push_protobuf(body: bytes, max_entries: int, max_bytes: int,
+                         ) -> tuple[list[PushEntry], list[str]]:
     """A snappy-compressed ``logproto.PushRequest`` → entries, and one error per stream that
     cannot be read (its labels); raises :class:`DecodeError` when the message itself cannot
-    (needs cramjam)."""
+    (needs cramjam), :class:`TooManyEntries` when it holds more than ``max_entries`` entries
+    or streams (counted by the walk, before any entry is decoded), and
+    :class:`BodyTooLarge` when it would un-snappy to more than ``max_bytes``."""
     try:
         import cramjam
     except ImportError:  # pragma: no cover - the sidecar extra installs it
         raise DecodeError("protobuf pushes need snappy: pip install 'shipper[sidecar]'") \
             from None
+    try:  # snappy's raw format starts with the length it decompresses to
+        size = _varint(body, 0)[0]
+    except DecodeError:
+        raise DecodeError("not snappy-compressed: no length at the start") from None
+    if size > max_bytes:
+        raise BodyTooLarge(f"the body would decompress to {size} bytes, over max_body_bytes "
+                           f"({max_bytes})")
     try:
         raw = bytes(cramjam.snappy.decompress_raw(body))
     except Exception as exc:
         raise DecodeError(f"not snappy-compressed: {exc}") from None
-    entries: list[PushEntry] = []
+    streams: list[tuple[dict[str, str], list[bytes]]] = []
     errors: list[str] = []
+    count = 0
     for i, (number, stream) in enumerate(proto_fields(raw)):
         if number != 1 or not isinstance(stream, bytes):
             continue
+        if len(streams) + len(errors) >= max_entries:
+            raise TooManyEntries("streams", max_entries + 1, max_entries, at_least=True)
         labels: dict[str, str] = {}
         raw_entries: list[bytes] = []
         bad_labels = None
@@ -199,9 +235,15 @@ def decode_push_protobuf(body: bytes) -> tuple[list[PushEntry], list[str]]:
                     bad_labels = f"streams[{i}].labels: {exc}"
             elif snum == 2 and isinstance(svalue, bytes):
                 raw_entries.append(svalue)
+                count += 1
+                if count > max_entries:
+                    raise TooManyEntries("entries", count, max_entries, at_least=True)
         if bad_labels is not None:
             errors.append(f"{bad_labels} ({len(raw_entries)} entries not read)")
             continue
+        streams.append((labels, raw_entries))
+    entries: list[PushEntry] = []
+    for labels, raw_entries in streams:
         for raw_entry in raw_entries:
             ts = 0
             line = ""
@@ -222,12 +264,17 @@ def decode_push_protobuf(body: bytes) -> tuple[list[PushEntry], list[str]]:
 # --------------------------------------------------------------------------- Loki's JSON
 
 
-def decode_push_json(doc: Any) -> tuple[list[PushEntry], list[str]]:
+def decode_push_json(doc: Any, max_entries: int) -> tuple[list[PushEntry], list[str]]:
     """Loki's JSON PushRequest (parsed) → entries and one error per stream or entry that
-    cannot be read; raises :class:`DecodeError` when there are no streams to read."""
+    cannot be read; raises :class:`DecodeError` when there are no streams to read and
+    :class:`TooManyEntries` when there are more than ``max_entries`` streams or entries."""
     streams = doc.get("streams") if doc.__class__ is dict else None
     if streams.__class__ is not list:
         raise DecodeError('expected {"streams": [{"stream": {...}, "values": [[ts, line]]}]}')
+    count_at_most("streams", len(streams), max_entries)
+    count_at_most("entries", sum(len(values) for stream in streams if stream.__class__ is dict
+                                 and (values := stream.get("values")).__class__ is list),
+                  max_entries)
     entries: list[PushEntry] = []
     errors: list[str] = []
     for i, stream in enumerate(streams):
@@ -296,14 +343,20 @@ class OtlpRecord(NamedTuple):
     scope: str | None
 
 
-def decode_otlp_json(doc: Any) -> tuple[list[OtlpRecord], list[str], int]:
+def decode_otlp_json(doc: Any, max_entries: int) -> tuple[list[OtlpRecord], list[str], int]:
     """An ``ExportLogsServiceRequest`` in the JSON encoding (parsed) → its records, one error
     per record, scope or resource whose records cannot be read (naming the field), and how
     many log records those errors cost; raises :class:`DecodeError` when there is no
-    ``resourceLogs`` array."""
+    ``resourceLogs`` array and :class:`TooManyEntries` when there are more than
+    ``max_entries`` log records (or resources, or scopes)."""
     resource_logs = doc.get("resourceLogs") if doc.__class__ is dict else None
     if resource_logs.__class__ is not list:
         raise DecodeError('expected {"resourceLogs": [...]}')
+    count_at_most("resourceLogs", len(resource_logs), max_entries)
+    count_at_most("scopeLogs", sum(len(sl) for rl in resource_logs if rl.__class__ is dict
+                                   and (sl := rl.get("scopeLogs")).__class__ is list),
+                  max_entries)
+    count_at_most("log records", sum(map(_count_records, resource_logs)), max_entries)
     records: list[OtlpRecord] = []
     errors: list[str] = []
     refused = 0
