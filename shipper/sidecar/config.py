@@ -32,6 +32,8 @@ import yaml
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.config import ConfigError, ShipperConfig
 from shipper.redact import hide_url_credentials
+from shipper.sidecar.drop import DropError, DropRule, read_rules
+from shipper.sidecar.formats import DEFAULT_LEVEL_PATTERN
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
@@ -51,11 +53,6 @@ __all__ = [
 
 Format = Literal["auto", "json", "logfmt", "text"]
 
-#: levels as most text loggers print them, upper case, as a whole word
-DEFAULT_LEVEL_PATTERN = (
-    r"\b(?P<level>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|SEVERE|CRITICAL|CRIT|FATAL"
-    r"|ALERT|EMERG|EMERGENCY)\b"
-)
 
 
 class SidecarConfigError(ConfigError):
@@ -115,6 +112,11 @@ class _ParsedSourceConfig(_NamedSourceConfig):
         "service; docker: see service_label)"))
     max_line_bytes: int = field(default=256 * 1024, metadata=_help(
         "longer lines are cut to this size and end with a truncation marker", "size"))
+    drop: tuple[DropRule, ...] = field(default=(), metadata=_help(
+        "lines not to ship, as Promtail's drop stage: a list of rules, each dropping a line "
+        "when all it gives hold (source with value or expression, expression, older_than, "
+        "longer_than; drop_counter_reason); see docs/sidecar.md", "drop") | {
+            "type_doc": "list of rules"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -362,6 +364,11 @@ class _Reader:
             except re.error as exc:
                 raise self.fail(key, value, f"a valid regular expression ({exc})") from None
             return value
+        if kind == "drop":
+            try:
+                return read_rules(value)
+            except DropError as exc:
+                raise self.fail(f"{key}{exc.key}", exc.value, exc.expected) from None
         if kind == "listen":
             try:
                 parse_listen(str(value))
@@ -519,6 +526,12 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
                 raise reader.fail(f"{where}.name", source.name,
                                   f"a name not already used by {names[source.name]}")
             names[source.name] = where
+        if isinstance(source, _ParsedSourceConfig):
+            for n, rule in enumerate(source.drop):
+                if rule.longer_than is not None and rule.longer_than >= source.max_line_bytes:
+                    raise reader.fail(f"{where}.drop[{n}].longer_than", rule.longer_than,
+                                      f"a size below max_line_bytes ({source.max_line_bytes})"
+                                      ": longer lines are cut to it first")
         if isinstance(source, FileSourceConfig):
             if not source.paths:
                 raise reader.fail(f"{where}.paths", list(source.paths),

@@ -148,6 +148,7 @@ def _label_text(value: str) -> str:
 _SOURCE_FAMILIES: dict[str, tuple[type[CounterMetricFamily | GaugeMetricFamily], str,
                                   list[str]]] = {
     "lines_truncated": (CounterMetricFamily, "lines cut to max_line_bytes", ["source"]),
+    "lines_dropped": (CounterMetricFamily, "lines a drop rule kept out", ["source", "reason"]),
     "file_lag_bytes": (GaugeMetricFamily, "bytes of the file not read yet", ["path"]),
     "file_lag_seconds": (GaugeMetricFamily, "seconds since the file was last read to its end "
                          "(0 when caught up)", ["path"]),

@@ -119,7 +119,8 @@ class Sidecar:
                 self._pool = WorkerPool(
                     config.workers, config.loki,
                     [parser_spec(s, config.loki.service, config.loki.env) for s in files],
-                    self._read_ahead)
+                    self._read_ahead, [(f"file#{i}", s.drop) for i, s in enumerate(
+                        config.sources) if isinstance(s, FileSourceConfig)])
                 try:
                     self._pool.start()
                 except RuntimeError as exc:
@@ -162,7 +163,7 @@ class Sidecar:
                 _needs(module, f"sources[{i}] (type: {config.type})", extra)
             lane = None
             if pool is not None and isinstance(config, FileSourceConfig):
-                lane = Lane(pool.shipper(files), pool.invalid(files))
+                lane = Lane(pool.shipper(files), pool.invalid(files), pool.dropped(files))
                 files += 1
             self.sources.append(source_class.build(config, Wiring(
                 name=config.name or f"{config.type}#{i}", pipeline=self.pipeline,

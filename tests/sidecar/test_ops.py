@@ -223,6 +223,10 @@ def test_metrics_operators_expect_after_pushing_lines(
     assert value(got["process_cpu_seconds"], "_total") > 0
     assert got["python_info"].samples and "python_gc_collections" in got
     assert value(got["shipper_sidecar_ready"]) == 1
+    # docs/sidecar.md lists every family the sidecar shows
+    table = (ROOT / "docs" / "sidecar.md").read_text()
+    assert not [name for name in got if name.startswith("shipper_sidecar")
+                and f"| `{name}" not in table]
     assert proc.finish() == 0
 
 

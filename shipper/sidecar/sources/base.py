@@ -35,6 +35,8 @@ class Lane(NamedTuple):
     ship: LineShipper
     #: lines of this source the workers found invalid in its format
     invalid: Callable[[], int]
+    #: lines of this source the workers' drop rules kept out, by reason
+    dropped: Callable[[], dict[str, int]] | None = None
 
 
 def parser_spec(config: FileSourceConfig | DockerSourceConfig, service: str,

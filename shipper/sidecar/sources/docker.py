@@ -23,6 +23,7 @@ from typing import Any
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import DockerSourceConfig
+from shipper.sidecar.drop import DropFilter
 from shipper.sidecar.formats import LineParser, cut_line, parse_timestamp
 from shipper.sidecar.multiline import Joiner
 from shipper.sidecar.positions import Positions
@@ -55,10 +56,12 @@ class _Follow:
             kwargs["since"] = max(since // 1000 / 1e6 - 0.000001, 0.000001)  # µs, a bit early
         joiner: Joiner[int] | None = None
         ml = source.config.multiline
-        parse, submit = self.parser.parse, source.submit
+        parse, submit, drop = self.parser.parse, source.submit, source.drop
 
         def emit(first: str, rest: str | None, ts: int) -> None:
-            submit(parse(first, rest, ts))
+            event = parse(first, rest, ts)
+            if drop is None or not drop.drops(event, first, rest, time.time_ns()):
+                submit(event)
             source.committed[self.cid] = ts
 
         if ml is not None:
@@ -144,6 +147,8 @@ class DockerSource(Source[DockerSourceConfig]):
         self._submit = submit
         self._pressure = pressure
         self.report = report
+        #: the drop rules (None: none)
+        self.drop = DropFilter.of(config.drop, name, report)
         self.committed: dict[str, int] = dict(saved or {})
         self._client_factory = client_factory or self._new_client
         self.client: Any = None
@@ -220,6 +225,8 @@ class DockerSource(Source[DockerSourceConfig]):
 
     def samples(self) -> Iterator[Sample]:
         yield "containers_followed", (self.name,), self.followed
+        if self.drop is not None:
+            yield from self.drop.samples()
 
     # ------------------------------------------------------------------ control
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import FileSourceConfig
+from shipper.sidecar.drop import DropFilter
 from shipper.sidecar.formats import LineParser, cut_line
 from shipper.sidecar.globs import GlobWalk
 from shipper.sidecar.multiline import Joiner
@@ -144,6 +145,7 @@ class FileSource(Source[FileSourceConfig]):
         name: str = "file",
         ship: LineShipper | None = None,
         invalid_elsewhere: Callable[[], int] | None = None,
+        dropped_elsewhere: Callable[[], dict[str, int]] | None = None,
         promtail: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config
@@ -157,6 +159,8 @@ class FileSource(Source[FileSourceConfig]):
         self._invalid_elsewhere = invalid_elsewhere
         self._pressure = pressure
         self._report = report
+        self._drop = DropFilter.of(config.drop, name, report)
+        self._dropped_elsewhere = dropped_elsewhere
         self._saved = {(p.dev, p.ino): p for p in saved}
         #: Promtail's offsets by path (promtail_positions), for the files of the first scan
         self._promtail = dict(promtail or {})
@@ -194,6 +198,7 @@ class FileSource(Source[FileSourceConfig]):
                    pressure=wiring.pressure, report=wiring.report, name=wiring.name,
                    ship=lane.ship if lane is not None else None,
                    invalid_elsewhere=lane.invalid if lane is not None else None,
+                   dropped_elsewhere=lane.dropped if lane is not None else None,
                    promtail=wiring.promtail)
 
     def _submit_each(self, events: list[LogEvent]) -> None:
@@ -207,7 +212,8 @@ class FileSource(Source[FileSourceConfig]):
         try:
             self._parser.parse_many(texts, first_ns, rests, events)
         finally:
-            self._submit_many(events)
+            drop = self._drop
+            self._submit_many(events if drop is None else drop.keep(texts, rests, events))
 
     # ------------------------------------------------------------------ control
 
@@ -280,6 +286,8 @@ class FileSource(Source[FileSourceConfig]):
         yield "file_rotations", (name,), self.rotations
         yield "file_truncations", (name,), self.truncations
         yield "file_scans_cut", (name,), self.scans_cut
+        if self._drop is not None:
+            yield from self._drop.samples(self._dropped_elsewhere)
         statuses = self.status()
         yield "files_followed", (name,), len(statuses)
         if len(statuses) > self.metrics_files:
