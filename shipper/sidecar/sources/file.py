@@ -82,9 +82,8 @@ class FileStatus:
     path: str
     lag_bytes: int
     lag_seconds: float
-    #: bytes read from the file's start (the lines read, and a partial last line held)
+    #: bytes read from its start (a partial last line held included); its size when last seen
     offset: int = 0
-    #: the file's size when it was last looked at (every ``poll_interval``)
     size: int = 0
 
 
@@ -262,13 +261,10 @@ class FileSource(Source[FileSourceConfig]):
         return f"{self.name} is stalled: its loop has not come round for {idle:.0f}s ({doing})"
 
     def not_ready(self) -> str | None:
-        """Not running, or the first expansion of the globs is not over (the files there at
-        start-up are not all found yet)."""
-        if not self.alive:
-            return super().not_ready()
-        if self._first_scan:
+        """Not running, or the first expansion of the globs (finding the files) not over."""
+        if self.alive and self._first_scan:
             return f"{self.name} has not finished its first scan of {', '.join(self.config.paths)}"
-        return None
+        return super().not_ready()
 
     def snapshot(self) -> list[FilePosition]:
         """Each file's shipped offset (see the module's docs)."""
