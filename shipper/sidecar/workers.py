@@ -55,7 +55,8 @@ _CLOSE_GRACE = 3.0
 #: how often a worker sends its pipeline's counters to the main process
 _STATS_EVERY = 0.5
 #: the counters summed across processes for /metrics and the summary line
-_SUMMED = ("accepted", "sent", "retried", "spooled", "replayed", "refused_events", "queued")
+_SUMMED = ("accepted", "sent", "retried", "spooled", "replayed", "refused_events", "queued",
+           "sent_bytes")
 
 
 class WorkerError(RuntimeError):
@@ -300,6 +301,9 @@ class WorkerPool:
         out = dict(stats)
         out["refused"] = dict(stats["refused"])
         out["dropped"] = dict(stats["dropped"])
+        out["refused_entries"] = dict(stats["refused_entries"])
+        out["push_seconds"] = {cls: (list(counts), total)
+                               for cls, (counts, total) in stats["push_seconds"].items()}
         for worker in self._workers:
             with worker.cond:
                 theirs = worker.stats
@@ -307,10 +311,23 @@ class WorkerPool:
                 continue
             for key in _SUMMED:
                 out[key] += theirs.get(key, 0)
-            for key in ("refused", "dropped"):
+            for key in ("refused", "dropped", "refused_entries"):
                 for reason, n in theirs.get(key, {}).items():
                     out[key][reason] = out[key].get(reason, 0) + n
+            for cls, (counts, total) in theirs.get("push_seconds", {}).items():
+                mine = out["push_seconds"].setdefault(cls, ([0] * len(counts), 0.0))
+                out["push_seconds"][cls] = ([a + b for a, b in zip(mine[0], counts,
+                                                                   strict=True)],
+                                            mine[1] + total)
             out["offline"] = out["offline"] or theirs.get("offline", False)
+            # what Loki said last, to any of the pipelines; the spool takes events only if
+            # every pipeline's does
+            answer = theirs.get("loki_answer")
+            if answer is not None and (out["loki_answer"] is None
+                                       or answer[0] > out["loki_answer"][0]):
+                out["loki_answer"] = answer
+            if theirs.get("spool_writable") is False:
+                out["spool_writable"] = False
         out["refused_total"] = sum(out["refused"].values())
         out["dropped_total"] = sum(out["dropped"].values())
         return out
@@ -434,6 +451,8 @@ def _counters(stats: dict[str, Any]) -> dict[str, Any]:
     out["refused"] = dict(stats["refused"])
     out["dropped"] = dict(stats["dropped"])
     out["offline"] = bool(stats["offline"])
+    for key in ("refused_entries", "push_seconds", "loki_answer", "spool_writable"):
+        out[key] = stats[key]
     return out
 
 

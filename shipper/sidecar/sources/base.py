@@ -52,7 +52,8 @@ def parser_spec(config: FileSourceConfig | DockerSourceConfig, service: str,
 class Wiring:
     """What the runner hands a source it builds."""
 
-    #: ``<type>#<index in the configuration>``: in log lines, /healthz and /metrics
+    #: its configured ``name``, else ``<type>#<index in the configuration>``: in log lines,
+    #: /healthz, /ready and /metrics
     name: str
     pipeline: Pipeline
     #: the default ``service_name`` and the ``env`` of every event
@@ -143,6 +144,11 @@ class Source(abc.ABC, Generic[ConfigT]):
     def samples(self) -> Iterator[Sample]:
         """Its own metrics (see :data:`Sample`)."""
         return iter(())
+
+    def not_ready(self) -> str | None:
+        """Why /ready should answer 503 because of this source (None: it has started and
+        takes logs). By default: it runs."""
+        return None if self.alive else self.problem()
 
     def problem(self) -> str | None:
         """Why /healthz should answer 503 because of this source (None: it runs)."""
