@@ -691,7 +691,8 @@ class LokiHandler(logging.Handler):
         """Counters: accepted, sent, retried, spooled, replayed (events); refused (requests Loki
         answered 400, by reason: their valid entries were stored) and refused_events (the
         events in them); dropped (events, by reason); send_rate_limit (bytes/s while Loki
-        pushes back, else None)."""
+        pushes back, else None); push_seconds, sent_bytes, loki_answer, ... (see
+        docs/delivery.md, "The counters")."""
         return self._pipeline.stats()
 
     @property

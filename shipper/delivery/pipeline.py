@@ -56,7 +56,7 @@ from shipper.config import ShipperConfig
 from shipper.delivery import registry
 from shipper.delivery.batcher import Batcher
 from shipper.delivery.health import Heartbeat, counters
-from shipper.delivery.link import LokiLink
+from shipper.delivery.link import LokiAnswer, LokiLink
 from shipper.delivery.live import LiveSender
 from shipper.delivery.offline import OfflineProbe
 from shipper.delivery.push import PushClient
@@ -475,6 +475,13 @@ class Pipeline:
         return Redrive(self._dead, self._link, self.config, self._tally,
                        self._reporter).run(timeout)
 
+    def probe_loki(self) -> LokiAnswer | None:
+        """Push nothing to Loki from the calling thread (see
+        :meth:`~shipper.delivery.push.PushClient.probe`) and return what it answered, which
+        ``stats()["loki_answer"]`` shows from then on; None without a URL. For readiness
+        checks before the first push, and while no push tells whether Loki is back."""
+        return self._link.probe() if self._link is not None else None
+
     def drain_spool(self, timeout: float) -> bool:
         """Replay the spool from the calling thread until it is empty (True), or Loki is
         unreachable, or ``timeout`` passes (False). Backpressure (429/5xx) is waited out
@@ -634,6 +641,15 @@ class Pipeline:
             "send_rate_limit": self._link.send_rate_limit if self._link is not None else None,
             "type_overflow": self._types.overflowed,
             "type_audit_renamed": self._types.audit_renamed,
+            # bytes of the requests Loki took, as sent (compressed when they were); a 400
+            # counts: Loki stored the valid entries of the request
+            "sent_bytes": counts.get("sent_bytes", 0),
+            "refused_entries": self._tally.refused_entries(),
+            "push_seconds": self._tally.push_times(),
+            # what the last push or probe said of Loki (None: none yet, or no URL)
+            "loki_answer": self._link.answer if self._link is not None else None,
+            # the spool takes events now (None: there is no spool)
+            "spool_writable": self._spool.writable() if self._spool is not None else None,
         }
         if self._spool is not None:
             out["spool"] = self._spool.stats()

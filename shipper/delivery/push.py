@@ -408,6 +408,19 @@ class PushOutcome:
     #: refused: which entries of this request Loki refused (indices into the request), read
     #: from its answer (:func:`refused_entries`), or the one entry a split isolated
     refused: tuple[RefusedEntry, ...] = ()
+    #: how long the request took, from sending to Loki's answer or the failure (None: no
+    #: request was made, the body was too large to send)
+    seconds: float | None = None
+    #: the request body's bytes as sent (compressed when it was)
+    body_bytes: int = 0
+
+    @property
+    def status_class(self) -> str:
+        """``2xx``, ``4xx``, ``5xx`` (Loki's answer), or ``error`` (no answer at all)."""
+        status = self.status
+        if status is None or not 100 <= status < 600:
+            return "error"
+        return f"{status // 100}xx"
 
 
 def _retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
@@ -481,14 +494,41 @@ class PushClient:
             return PushOutcome("retry", len(entries), None, str(exc), unreachable=True)
         if len(body) > LOKI_MAX_REQUEST_BYTES and len(entries) > 1:
             return PushOutcome("too_large", len(entries), None, f"{len(body)} bytes encoded")
+        started = time.monotonic()
         try:
             resp = self.transport.request(
                 "POST", self.push_url, headers=headers, body=body,
                 timeout=self.config.timeout if timeout is None else timeout,
             )
         except TransportError as exc:
-            return PushOutcome("retry", len(entries), None, str(exc), unreachable=True)
-        return self._classify(resp, len(entries))
+            return PushOutcome("retry", len(entries), None, str(exc), unreachable=True,
+                               seconds=time.monotonic() - started, body_bytes=len(body))
+        return replace(self._classify(resp, len(entries)),
+                       seconds=time.monotonic() - started, body_bytes=len(body))
+
+    def probe(self, *, timeout: float | None = None) -> PushOutcome:
+        """A push of nothing: one stream (``service_name`` of the config) holding no entry,
+        through the same URL, tenant and credentials as every push. Loki 3.7.6 answers it 204
+        and stores nothing (no stream appears); a push of no stream at all it answers 422.
+        Unlike ``GET /ready``, a gateway or a hosted Loki that serves only the push API
+        answers it too, and a wrong tenant or token shows."""
+        body = orjson.dumps({"streams": [{"stream": {"service_name": self.config.service},
+                                          "values": []}]})
+        try:
+            headers = self.headers
+        except TokenFileError as exc:  # nothing sent: the token cannot be read
+            return PushOutcome("retry", 0, None, str(exc), unreachable=True)
+        headers["Content-Type"] = "application/json"
+        started = time.monotonic()
+        try:
+            resp = self.transport.request(
+                "POST", self.push_url, headers=headers, body=body,
+                timeout=self.config.timeout if timeout is None else timeout)
+        except TransportError as exc:
+            return PushOutcome("retry", 0, None, str(exc), unreachable=True,
+                               seconds=time.monotonic() - started, body_bytes=len(body))
+        return replace(self._classify(resp, 0), seconds=time.monotonic() - started,
+                       body_bytes=len(body))
 
     @staticmethod
     def _classify(resp: HttpResponse, count: int) -> PushOutcome:

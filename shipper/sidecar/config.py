@@ -32,11 +32,14 @@ import yaml
 from shipper._units import UnitError, parse_seconds, parse_size
 from shipper.config import ConfigError, ShipperConfig
 from shipper.redact import hide_url_credentials
+from shipper.sidecar.drop import DropError, DropRule, read_rules
+from shipper.sidecar.formats import DEFAULT_LEVEL_PATTERN
 
 __all__ = [
     "DEFAULT_LEVEL_PATTERN",
     "MAX_JSON_DEPTH",
     "MIN_JSON_DEPTH",
+    "SOURCE_NAME",
     "DockerSourceConfig",
     "FileSourceConfig",
     "HttpSourceConfig",
@@ -50,11 +53,6 @@ __all__ = [
 
 Format = Literal["auto", "json", "logfmt", "text"]
 
-#: levels as most text loggers print them, upper case, as a whole word
-DEFAULT_LEVEL_PATTERN = (
-    r"\b(?P<level>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|SEVERE|CRITICAL|CRIT|FATAL"
-    r"|ALERT|EMERG|EMERGENCY)\b"
-)
 
 
 class SidecarConfigError(ConfigError):
@@ -79,8 +77,22 @@ class MultilineConfig:
         "a record is shipped when it reaches this many lines (the next line starts another)"))
 
 
+#: what a source's ``name`` may be: it is a label value in /metrics and starts messages
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
 @dataclass(frozen=True, kw_only=True)
-class _ParsedSourceConfig:
+class _NamedSourceConfig:
+    """What every source shares: its name."""
+
+    name: str | None = field(default=None, metadata=_help(
+        "the source's name in /metrics (the source label), /healthz, /ready and messages: "
+        "letters, digits, '_', '-', '.', up to 63, unique (default: <type>#<index>, e.g. "
+        "file#0)"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ParsedSourceConfig(_NamedSourceConfig):
     """What every source that reads log lines shares: how a line becomes an event."""
 
     format: Format = field(default="auto", metadata=_help(
@@ -100,6 +112,11 @@ class _ParsedSourceConfig:
         "service; docker: see service_label)"))
     max_line_bytes: int = field(default=256 * 1024, metadata=_help(
         "longer lines are cut to this size and end with a truncation marker", "size"))
+    drop: tuple[DropRule, ...] = field(default=(), metadata=_help(
+        "lines not to ship, as Promtail's drop stage: a list of rules, each dropping a line "
+        "when all it gives hold (source with value or expression, expression, older_than, "
+        "longer_than; drop_counter_reason); see docs/sidecar.md", "drop") | {
+            "type_doc": "list of rules"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +157,7 @@ MIN_JSON_DEPTH, MAX_JSON_DEPTH = 16, 500
 
 
 @dataclass(frozen=True, kw_only=True)
-class HttpSourceConfig:
+class HttpSourceConfig(_NamedSourceConfig):
     """Receives events over HTTP: /v1/events, Loki's push API and OTLP/HTTP JSON logs."""
 
     type: Literal["http"] = field(default="http", metadata=_help("http: receive events"))
@@ -238,7 +255,7 @@ class SidecarConfig:
         "pipeline, while this one reads the files (about 1.4x the lines/s of one process on "
         "2 cores; see docs/sidecar.md)"))
     metrics_listen: str | None = field(default="127.0.0.1:3501", metadata=_help(
-        "host:port of /healthz and /metrics (null turns them off)", "listen"))
+        "host:port of /ready, /healthz and /metrics (null turns them off)", "listen"))
     sources: tuple[SourceConfig, ...] = field(default=(), metadata=_help(
         "what to ship: a list of sources, each with a type (file, http, docker)"))
 
@@ -347,6 +364,11 @@ class _Reader:
             except re.error as exc:
                 raise self.fail(key, value, f"a valid regular expression ({exc})") from None
             return value
+        if kind == "drop":
+            try:
+                return read_rules(value)
+            except DropError as exc:
+                raise self.fail(f"{key}{exc.key}", exc.value, exc.expected) from None
         if kind == "listen":
             try:
                 parse_listen(str(value))
@@ -492,8 +514,24 @@ def _check_sources(reader: _Reader, config: SidecarConfig) -> None:
     if config.metrics_listen:
         listens[parse_listen(config.metrics_listen)] = "metrics_listen"
     docker = 0
+    names: dict[str, str] = {}
     for i, source in enumerate(config.sources):
         where = f"sources[{i}]"
+        if source.name is not None:
+            if not SOURCE_NAME.fullmatch(source.name):
+                raise reader.fail(f"{where}.name", source.name,
+                                  "a name of letters, digits, '_', '-' and '.' (starting with a "
+                                  "letter or digit, at most 63), e.g. app-logs")
+            if source.name in names:
+                raise reader.fail(f"{where}.name", source.name,
+                                  f"a name not already used by {names[source.name]}")
+            names[source.name] = where
+        if isinstance(source, _ParsedSourceConfig):
+            for n, rule in enumerate(source.drop):
+                if rule.longer_than is not None and rule.longer_than >= source.max_line_bytes:
+                    raise reader.fail(f"{where}.drop[{n}].longer_than", rule.longer_than,
+                                      f"a size below max_line_bytes ({source.max_line_bytes})"
+                                      ": longer lines are cut to it first")
         if isinstance(source, FileSourceConfig):
             if not source.paths:
                 raise reader.fail(f"{where}.paths", list(source.paths),

@@ -52,8 +52,8 @@ from shipper.event import (
     service_label,
 )
 
-__all__ = ["PLAN_CACHE_BYTES", "TRUNCATED", "LineParser", "cut_line", "level_of",
-           "parse_logfmt", "parse_timestamp", "plan_cache_size", "role_of"]
+__all__ = ["DEFAULT_LEVEL_PATTERN", "PLAN_CACHE_BYTES", "TRUNCATED", "LineParser", "cut_line",
+           "level_of", "parse_logfmt", "parse_timestamp", "plan_cache_size", "role_of"]
 
 _loads = json.loads
 _fast_loads: Callable[[str], Any]
@@ -75,6 +75,13 @@ def cut_line(head: bytes, total: int) -> str:
 
 
 # --------------------------------------------------------------------------- levels
+
+#: levels as most text loggers print them, upper case, as a whole word (a source's default
+#: level_pattern)
+DEFAULT_LEVEL_PATTERN = (
+    r"\b(?P<level>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|ERR|SEVERE|CRITICAL|CRIT|FATAL"
+    r"|ALERT|EMERG|EMERGENCY)\b"
+)
 
 _LEVEL_WORDS: dict[str, Level] = {
     "TRACE": Level.DEBUG, "DEBUG": Level.DEBUG, "VERBOSE": Level.DEBUG, "SILLY": Level.DEBUG,
@@ -490,8 +497,6 @@ class LineParser:
         service: str,
         env: str | None = None,
     ) -> None:
-        from shipper.sidecar.config import DEFAULT_LEVEL_PATTERN
-
         self.format = format
         self.service = service
         self.env = env

@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipper._units import UnitError, format_seconds, parse_seconds
-from shipper.sidecar.config import DEFAULT_LEVEL_PATTERN
+from shipper._units import UnitError, format_seconds, format_size, parse_seconds
+from shipper.sidecar.config import DEFAULT_LEVEL_PATTERN, FileSourceConfig
+from shipper.sidecar.drop import DropError, read_rules
 from shipper.sidecar.formats import role_of
 
 __all__ = ["SERVICE_LABELS", "Notes", "Parsing", "Stages", "shown"]
@@ -29,6 +30,8 @@ __all__ = ["SERVICE_LABELS", "Notes", "Parsing", "Stages", "shown"]
 SERVICE_LABELS = ("service_name", "service", "app", "application", "app_name", "name",
                   "app_kubernetes_io_name", "container", "container_name",
                   "k8s_container_name", "component", "workload", "job", "k8s_job_name")
+#: lines are cut to this before a drop rule sees them (the converted source keeps the default)
+MAX_LINE_BYTES = FileSourceConfig(paths=("/",)).max_line_bytes
 #: Promtail label names that carry a level
 _LEVEL_LABELS = ("level", "severity", "lvl", "loglevel", "log_level", "levelname")
 #: what each role of a field lands on in the event, in words
@@ -153,6 +156,8 @@ class Parsing:
     timezone: str | None = None
     multiline: dict[str, Any] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: the drop stages, as the source's drop rules
+    drop: list[dict[str, Any]] = field(default_factory=list)
 
     def settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": {"json": "json", "logfmt": "logfmt"}.get(
@@ -168,6 +173,8 @@ class Parsing:
             out["timezone"] = self.timezone
         if self.multiline:
             out["multiline"] = self.multiline
+        if self.drop:
+            out["drop"] = self.drop
         return out
 
 
@@ -410,9 +417,70 @@ class Stages:
         self._unknown(config, path, "firstline", "max_wait_time", "max_lines")
 
     def drop(self, config: Mapping[str, Any], path: tuple[Any, ...]) -> None:
-        rule = ", ".join(f"{k}: {shown(v)}" for k, v in config.items())
-        self.notes.left(path, f"drop ({rule}): the sidecar has no filter; these lines are "
-                        "shipped")
+        """A drop stage as one of the source's ``drop`` rules (shipper/sidecar/drop.py)."""
+        written = ", ".join(f"{k}: {shown(v)}" for k, v in config.items())
+        what = f"drop ({written})"
+        rule: dict[str, Any] = {}
+        normal: list[str] = []  # the normalised fields (level, type, actor) it matches
+        names = config.get("source")
+        if names is not None:
+            names = [names] if isinstance(names, str) else names
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                self.notes.left((*path, "source"), f"{what}: {shown(names)} is not a field "
+                                "name or a list of them")
+                return
+            sources = []
+            for name in names:
+                origin = self._origin(name, (*path, "source"), what)
+                if origin is None:  # noted: the rule never held in Promtail, or cannot here
+                    return
+                if self.parsing.format == "regex":
+                    origin = self.parsing.renames.get(origin, origin)
+                    if role_of(origin) not in (None, origin):
+                        self.notes.left((*path, "source"), f"{what}: the group "
+                                        f"{shown(origin)} is kept in metadata, and a drop "
+                                        f"rule's {shown(origin)} reads the event's "
+                                        f"{role_of(origin)}")
+                        return
+                elif role_of(origin) == "time":
+                    self.notes.left((*path, "source"), f"{what}: {shown(origin)} is read into "
+                                    "the entry's time, not kept as text")
+                    return
+                sources.append(origin)
+            rule["source"] = sources[0] if len(sources) == 1 else sources
+            normal = sorted({role_of(s) or "" for s in sources} & {"level", "type", "actor"})
+            if normal and ("expression" in config or "value" in config):
+                how = "the expression ignores case" if "expression" in config else \
+                    "the value is read the same way, so every spelling of it is dropped"
+                self.notes.change(path, f"{what}: matched against the event's {normal[0]}: "
+                                  f"{_NORMALISED[normal[0]].split(' (')[0]}; {how}")
+        if "expression" in config:
+            python, why = _python_regex(config["expression"])
+            if python is None:
+                self.notes.left((*path, "expression"), f"{what}: {why}")
+                return
+            normal = [] if names is None else normal
+            rule["expression"] = f"(?i){python}" if normal else python
+        for key in ("value", "separator", "older_than", "drop_counter_reason"):
+            if key in config:
+                rule[key] = config[key]
+        if "longer_than" in config:  # Promtail's sizes are powers of 1024 (KB = KiB)
+            rule["longer_than"] = re.sub(r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt])i?b\s*$",
+                                         lambda m: f"{m.group(1)}{m.group(2).upper()}iB",
+                                         str(config["longer_than"]))
+        self._unknown(config, path, "source", "value", "expression", "separator",
+                      "older_than", "longer_than", "drop_counter_reason")
+        try:
+            (checked,) = read_rules([rule])
+        except DropError as exc:
+            self.notes.left(path, f"{what}: {exc.key.removeprefix('[0].') or 'the rule'}: "
+                            f"{shown(exc.value)}: expected {exc.expected}")
+            return
+        if checked.longer_than is not None and checked.longer_than >= MAX_LINE_BYTES:
+            self.notes.left((*path, "longer_than"), f"{what}: the sidecar cuts lines to "
+                            f"max_line_bytes ({format_size(MAX_LINE_BYTES)}) first")
+            return
+        self.parsing.drop.append(rule)
 
     def static_labels(self, config: Mapping[str, Any], path: tuple[Any, ...]) -> None:
         for name, value in config.items():

@@ -39,6 +39,7 @@ from shipper.sidecar.config import FileSourceConfig, SidecarConfig
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore
 from shipper.sidecar.pressure import QueueGauge, ReadAhead
 from shipper.sidecar.promtail import PromtailPositionsError, adopt_promtail_positions
+from shipper.sidecar.readiness import Readiness
 from shipper.sidecar.server import StartupError
 from shipper.sidecar.sources import SOURCES, Lane, Source, Wiring
 from shipper.sidecar.sources.base import parser_spec
@@ -65,6 +66,8 @@ class Sidecar:
         self.positions = PositionsStore(config.positions_file, _say)
         self.sources: list[Source[Any]] = []
         self._ops: Any = None
+        #: what /ready answers, and the probe of Loki behind it (with metrics_listen)
+        self.readiness = Readiness(self)
         self._stop = threading.Event()
         self._stopped = False
         self._save_lock = threading.Lock()
@@ -116,7 +119,8 @@ class Sidecar:
                 self._pool = WorkerPool(
                     config.workers, config.loki,
                     [parser_spec(s, config.loki.service, config.loki.env) for s in files],
-                    self._read_ahead)
+                    self._read_ahead, [(f"file#{i}", s.drop) for i, s in enumerate(
+                        config.sources) if isinstance(s, FileSourceConfig)])
                 try:
                     self._pool.start()
                 except RuntimeError as exc:
@@ -136,6 +140,7 @@ class Sidecar:
         for source in self.sources:
             source.start()
         if self._ops is not None:
+            self.readiness.start()
             self._ops.start()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop,
                                               name="shipper-positions", daemon=True)
@@ -158,11 +163,11 @@ class Sidecar:
                 _needs(module, f"sources[{i}] (type: {config.type})", extra)
             lane = None
             if pool is not None and isinstance(config, FileSourceConfig):
-                lane = Lane(pool.shipper(files), pool.invalid(files))
+                lane = Lane(pool.shipper(files), pool.invalid(files), pool.dropped(files))
                 files += 1
             self.sources.append(source_class.build(config, Wiring(
-                name=f"{config.type}#{i}", pipeline=self.pipeline, service=loki.service,
-                env=loki.env, saved=saved, pressure=gauge.pressure,
+                name=config.name or f"{config.type}#{i}", pipeline=self.pipeline,
+                service=loki.service, env=loki.env, saved=saved, pressure=gauge.pressure,
                 overloaded=gauge.overloaded, report=_say, lane=lane,
                 promtail=self._promtail)))
 
@@ -179,7 +184,8 @@ class Sidecar:
         for source in self.sources:
             parts.append(f"{source.name} {source.describe()}")
         loki = self.config.loki.url or "no Loki URL (spool only)"
-        ops = f"; /healthz and /metrics on {self._ops.server.url}" if self._ops else ""
+        ops = (f"; /ready, /healthz and /metrics on {self._ops.server.url}" if self._ops
+               else "")
         workers = (f"; files parsed and shipped by {self.config.workers} worker processes"
                    if self._pool is not None else "")
         line = f"started: {'; '.join(parts)}; shipping to {loki}{workers}{ops}"
@@ -325,6 +331,7 @@ class Sidecar:
         self._stopped = True
         self._stop.set()
         self._draining = True
+        self.readiness.stop()
         assert self.pipeline is not None
         started = time.monotonic()
         deadline = started + (self.config.drain_timeout if timeout is None else timeout)

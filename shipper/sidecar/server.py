@@ -1,5 +1,5 @@
-"""The small HTTP servers of the sidecar (the http source, /healthz and /metrics): connections,
-deadlines and request bodies read with their limits.
+"""The small HTTP servers of the sidecar (the http source, /ready, /healthz and /metrics):
+connections, deadlines and request bodies read with their limits.
 
 They are the standard library's ThreadingHTTPServer (one thread per connection, HTTP/1.1
 keep-alive, nothing to install), held so that no client can hold them:
@@ -341,6 +341,11 @@ class Server:
     def timed_out(self) -> int:
         """Requests begun and not whole by their deadline (idle keep-alives not counted)."""
         return self._server.timed_out
+
+    @property
+    def alive(self) -> bool:
+        """Serving: started and not stopped."""
+        return self._thread.is_alive()
 
     def start(self) -> None:
         self._thread.start()

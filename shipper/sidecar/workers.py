@@ -4,10 +4,12 @@ One Python process reads, parses, converts, encodes and sends under one interpre
 50,000 lines/s, one core. With ``workers: N`` (N ≥ 2) the sidecar's own process only *reads*
 files (split, decode, multi-line joining, offsets and positions) and hands the lines of each
 read, as text, to its N worker processes in turn. Each worker parses them with the same
-:class:`~shipper.sidecar.formats.LineParser` and submits the events to its own
-:class:`~shipper.delivery.pipeline.Pipeline`: the same batcher, client, redaction and spool as the
-handler, with the same Loki settings and the same spool directory (the spool is safe for
-several processes). Nothing else changes: HTTP and Docker sources stay in the main process.
+:class:`~shipper.sidecar.formats.LineParser`, applies the source's drop rules
+(shipper/sidecar/drop.py: the counts go back with its other counters) and submits the events
+to its own :class:`~shipper.delivery.pipeline.Pipeline`: the same batcher, client, redaction
+and spool as the handler, with the same Loki settings and the same spool directory (the spool
+is safe for several processes). Nothing else changes: HTTP and Docker sources stay in the main
+process.
 
 * **Order.** The reads of one file go to different workers, so one stream's lines reach Loki
   over N connections, not in file order. Loki accepts that (``unordered_writes``, on by
@@ -53,7 +55,8 @@ _CLOSE_GRACE = 3.0
 #: how often a worker sends its pipeline's counters to the main process
 _STATS_EVERY = 0.5
 #: the counters summed across processes for /metrics and the summary line
-_SUMMED = ("accepted", "sent", "retried", "spooled", "replayed", "refused_events", "queued")
+_SUMMED = ("accepted", "sent", "retried", "spooled", "replayed", "refused_events", "queued",
+           "sent_bytes")
 
 
 class WorkerError(RuntimeError):
@@ -75,6 +78,7 @@ class _Worker:
         self.full = False  # its queue holds a reader's read-ahead
         self.stats: dict[str, Any] = {}
         self.invalid: list[int] = []
+        self.dropped: list[dict[str, int]] = []  # per file source: lines dropped, by reason
         self.awaited: set[int] = set()  # flush tickets someone still waits for
         self.flushed: dict[int, bool] = {}
         self.closed: bool | None = None  # the answer to "close": nothing dropped
@@ -108,6 +112,7 @@ class _Worker:
                         self.full = message[1]
                     elif kind == "stats":
                         self.stats, self.invalid, self.full = message[1], message[2], message[3]
+                        self.dropped = message[4]
                     elif kind == "flushed":
                         if message[1] in self.awaited:  # not one that timed out already
                             self.flushed[message[1]] = message[2]
@@ -138,10 +143,13 @@ class WorkerPool:
     """N worker processes that parse and ship the file sources' lines."""
 
     def __init__(self, count: int, loki: ShipperConfig, parsers: list[dict[str, Any]],
-                 read_ahead: ReadAhead) -> None:
+                 read_ahead: ReadAhead, drops: list[tuple[str, tuple[Any, ...]]] | None = None,
+                 ) -> None:
         self._count = count
         self._loki = loki
         self._parsers = parsers
+        #: each file source's name and drop rules (shipper/sidecar/drop.py), as ``parsers``
+        self._drops = drops or [("", ())] * len(parsers)
         self._read_ahead = read_ahead
         self._workers: list[_Worker] = []
         self._tickets = 0
@@ -157,7 +165,8 @@ class WorkerPool:
             outbox_r, outbox_w = context.Pipe(duplex=False)
             process = context.Process(
                 target=_serve, name=f"shipper-sidecar-worker-{index}", daemon=True,
-                args=(index, self._loki, self._parsers, self._read_ahead, inbox_r, outbox_w))
+                args=(index, self._loki, self._parsers, self._read_ahead, inbox_r, outbox_w,
+                      self._drops))
             process.start()
             inbox_r.close()
             outbox_w.close()
@@ -263,6 +272,20 @@ class WorkerPool:
 
         return count
 
+    def dropped(self, parser: int) -> Callable[[], dict[str, int]]:
+        """Lines of source ``parser`` the workers' drop rules kept out, by reason."""
+        def count() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for worker in self._workers:
+                with worker.cond:
+                    theirs = dict(worker.dropped[parser]) if len(worker.dropped) > parser \
+                        else {}
+                for reason, n in theirs.items():
+                    out[reason] = out.get(reason, 0) + n
+            return out
+
+        return count
+
     def busy(self) -> bool:
         """True while a reader should wait: a worker holds enough reads or a full queue (a
         gone worker fails the next read at once instead)."""
@@ -278,6 +301,9 @@ class WorkerPool:
         out = dict(stats)
         out["refused"] = dict(stats["refused"])
         out["dropped"] = dict(stats["dropped"])
+        out["refused_entries"] = dict(stats["refused_entries"])
+        out["push_seconds"] = {cls: (list(counts), total)
+                               for cls, (counts, total) in stats["push_seconds"].items()}
         for worker in self._workers:
             with worker.cond:
                 theirs = worker.stats
@@ -285,10 +311,23 @@ class WorkerPool:
                 continue
             for key in _SUMMED:
                 out[key] += theirs.get(key, 0)
-            for key in ("refused", "dropped"):
+            for key in ("refused", "dropped", "refused_entries"):
                 for reason, n in theirs.get(key, {}).items():
                     out[key][reason] = out[key].get(reason, 0) + n
+            for cls, (counts, total) in theirs.get("push_seconds", {}).items():
+                mine = out["push_seconds"].setdefault(cls, ([0] * len(counts), 0.0))
+                out["push_seconds"][cls] = ([a + b for a, b in zip(mine[0], counts,
+                                                                   strict=True)],
+                                            mine[1] + total)
             out["offline"] = out["offline"] or theirs.get("offline", False)
+            # what Loki said last, to any of the pipelines; the spool takes events only if
+            # every pipeline's does
+            answer = theirs.get("loki_answer")
+            if answer is not None and (out["loki_answer"] is None
+                                       or answer[0] > out["loki_answer"][0]):
+                out["loki_answer"] = answer
+            if theirs.get("spool_writable") is False:
+                out["spool_writable"] = False
         out["refused_total"] = sum(out["refused"].values())
         out["dropped_total"] = sum(out["dropped"].values())
         return out
@@ -298,12 +337,14 @@ class WorkerPool:
 
 
 def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
-           read_ahead: ReadAhead, inbox: Connection, outbox: Connection) -> None:
+           read_ahead: ReadAhead, inbox: Connection, outbox: Connection,
+           drops: list[tuple[str, tuple[Any, ...]]]) -> None:
     """A worker process: parse what the main process sends and submit it to a pipeline."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)  # the main process drains us
     from shipper.delivery.pipeline import Pipeline
     from shipper.event import LogEvent
+    from shipper.sidecar.drop import DropFilter
     from shipper.sidecar.formats import LineParser
 
     send_lock = threading.Lock()
@@ -316,11 +357,12 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
     if pipeline.heartbeat is not None:
         pipeline.heartbeat.details = lambda: {"role": "sidecar-worker", "worker": index}
     parsers = [LineParser(**spec) for spec in parser_specs]
+    filters = [DropFilter.of(rules, name, _say) for name, rules in drops]
     done = threading.Event()
 
     def report() -> None:
         reply("stats", _counters(pipeline.stats()), [p.invalid for p in parsers],
-              read_ahead.full(pipeline))
+              read_ahead.full(pipeline), [dict(f.dropped) if f else {} for f in filters])
 
     def reporter() -> None:
         while not done.wait(_STATS_EVERY):
@@ -367,7 +409,9 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
                 try:
                     parsers[parser].parse_many(texts, first_ns, rests, events)
                 finally:  # as in one process: what was parsed goes to the pipeline
-                    pipeline.submit_many(events)
+                    drop = filters[parser]
+                    pipeline.submit_many(events if drop is None else
+                                         drop.keep(texts, rests, events))
                 full = read_ahead.full(pipeline)
                 while full and not closing.is_set():
                     time.sleep(0.005)  # the main process, then the file, wait
@@ -407,7 +451,16 @@ def _counters(stats: dict[str, Any]) -> dict[str, Any]:
     out["refused"] = dict(stats["refused"])
     out["dropped"] = dict(stats["dropped"])
     out["offline"] = bool(stats["offline"])
+    for key in ("refused_entries", "push_seconds", "loki_answer", "spool_writable"):
+        out[key] = stats[key]
     return out
+
+
+def _say(message: str) -> None:
+    """A worker's line on the sidecar's stderr (its drop rules' first drops)."""
+    with contextlib.suppress(Exception):
+        sys.stderr.write(f"shipper sidecar: {message}\n")
+        sys.stderr.flush()
 
 
 def tune_gc() -> None:

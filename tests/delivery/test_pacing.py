@@ -9,13 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shipper.config import ShipperConfig
 from shipper.delivery.pacing import SendRate
-from shipper.delivery.pipeline import Pipeline
 from shipper.delivery.spool import spool_status
 from shipper.delivery.transport import HttpResponse
-from shipper.event import LogEvent
 from tests.support.fakeloki import ScriptedTransport
+from tests.support.pipelines import fast_pipeline, submit_events
 
 
 class Clock:
@@ -89,26 +87,10 @@ def test_the_limit_never_drops_below_the_floor_and_is_forgotten_after_calm() -> 
     assert rate.limit is None and rate.delay() == 0.0
 
 
-def _pipeline(tmp_path: Path, transport: Any, **kw: Any) -> Pipeline:
-    settings: dict[str, Any] = {
-        "url": "http://loki.test:3100", "service": "bp", "spool_dir": str(tmp_path / "spool"),
-        "batch_max_wait": 0.01, "backoff_min": 0.01, "backoff_max": 0.05,
-        "shutdown_timeout": 1, **kw,
-    }
-    return Pipeline(ShipperConfig(**settings), transport=transport)
-
-
-def _submit(pipeline: Pipeline, n: int) -> None:
-    now = time.time_ns()
-    for i in range(n):
-        pipeline.submit(LogEvent.create(service="bp", level="INFO", message=f"m{i}",
-                                        timestamp_ns=now + i))
-
-
 def test_a_pending_flush_does_not_turn_429s_into_spooling(tmp_path: Path) -> None:
     transport = ScriptedTransport(["429"] * 8)
-    pipeline = _pipeline(tmp_path, transport)
-    _submit(pipeline, 100)
+    pipeline = fast_pipeline(tmp_path, transport)
+    submit_events(pipeline, 100)
     assert pipeline.flush(timeout=30) is True
     stats = pipeline.stats()
     assert (stats["sent"], stats["spooled"], stats["offline"]) == (100, 0, False)
@@ -118,8 +100,8 @@ def test_a_pending_flush_does_not_turn_429s_into_spooling(tmp_path: Path) -> Non
 
 def test_continuous_failure_past_the_retry_budget_goes_to_the_spool(tmp_path: Path) -> None:
     transport = ScriptedTransport(then="500")
-    pipeline = _pipeline(tmp_path, transport, retry_budget=0.3)
-    _submit(pipeline, 10)
+    pipeline = fast_pipeline(tmp_path, transport, retry_budget=0.3)
+    submit_events(pipeline, 10)
     start = time.monotonic()
     assert pipeline.flush(timeout=2) is False
     stats = pipeline.stats()
@@ -134,8 +116,8 @@ def test_a_refused_connection_goes_to_the_spool_after_one_immediate_retry(
     tmp_path: Path,
 ) -> None:
     transport = ScriptedTransport(then="refused")
-    pipeline = _pipeline(tmp_path, transport, retry_budget=60)
-    _submit(pipeline, 10)
+    pipeline = fast_pipeline(tmp_path, transport, retry_budget=60)
+    submit_events(pipeline, 10)
     deadline = time.monotonic() + 5
     while pipeline.stats()["spooled"] < 10 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -153,8 +135,8 @@ def test_retry_after_is_honoured(tmp_path: Path) -> None:
             return super().request(method, url, **kw)
 
     transport = RetryAfter()
-    pipeline = _pipeline(tmp_path, transport)
-    _submit(pipeline, 1)
+    pipeline = fast_pipeline(tmp_path, transport)
+    submit_events(pipeline, 1)
     start = time.monotonic()
     assert pipeline.flush(timeout=10)
     assert time.monotonic() - start >= 0.4

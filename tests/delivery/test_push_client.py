@@ -474,3 +474,44 @@ def test_each_target_answers_the_api_it_serves() -> None:
         _route(backend, "GET /loki/api/v1/delete", "delete_list")
         assert [o.kind for o in _client(write.url).push([_entry()])] == ["ok"]
         assert isinstance(_client(backend.url).delete_requests(), list)
+
+
+# ----------------------------------------------------------------------------- timing, probe
+
+
+def test_each_request_carries_its_duration_body_size_and_status_class(fake: FakeLoki) -> None:
+    fake.script.answers += [contract.answer("push_429_rate_limited"), (503, "down\n", {})]
+    client = _client(fake.url)
+    rate_limited, unavailable, ok = (client.push_once([_entry()]) for _ in range(3))
+    assert [o.status_class for o in (rate_limited, unavailable, ok)] == ["4xx", "5xx", "2xx"]
+    for outcome in (rate_limited, unavailable, ok):
+        assert outcome.seconds is not None and outcome.seconds >= 0
+        assert outcome.body_bytes == len(fake.requests[0].body)
+
+
+def test_no_answer_at_all_is_status_class_error() -> None:
+    fake = FakeLoki()
+    url = fake.url
+    fake.stop()
+    outcome = _client(url, timeout=2).push_once([_entry()])
+    assert outcome.status_class == "error" and outcome.seconds is not None
+
+
+def test_the_probe_pushes_one_stream_without_entries_and_loki_stores_nothing(
+        fake: FakeLoki) -> None:
+    outcome = _client(fake.url, service="probe-me", tenant="team-a").probe()
+    assert (outcome.kind, outcome.status) == ("ok", 204)
+    request = fake.requests[0]
+    assert json.loads(request.body) == {"streams": [{"stream": {"service_name": "probe-me"},
+                                                     "values": []}]}
+    assert request.headers["x-scope-orgid"] == "team-a"  # where pushes go, as pushes go
+    assert fake.count() == 0
+
+
+def test_the_fake_answers_a_push_of_no_stream_as_loki_does(fake: FakeLoki) -> None:
+    """Measured on Loki 3.7.6: ``{"streams": []}`` is a 422, one stream with no values a 204."""
+    outcome = _client(fake.url).transport.request(
+        "POST", fake.url + "/loki/api/v1/push", headers={"Content-Type": "application/json"},
+        body=b'{"streams":[]}', timeout=5)
+    assert (outcome.status, outcome.text) == (
+        422, "error at least one valid stream is required for ingestion\n")

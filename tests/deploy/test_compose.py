@@ -337,6 +337,9 @@ def test_the_sidecar_tails_the_shop_log_volume_with_its_own_state(
     assert config["spool_dir"].startswith(state)
     assert _env(sidecar)["LOKI_URL"] == "http://loki:3100"
     assert _service(compose, "demo")["build"]["args"]["EXTRAS"] == "sidecar"
+    # healthy once ready (a healthcheck gates depends_on: condition: service_healthy)
+    assert f"http://{config['metrics_listen']}/ready'" in " ".join(
+        sidecar["healthcheck"]["test"])
 
 
 # --------------------------------------------------------------------------- the image

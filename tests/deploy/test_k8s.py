@@ -160,7 +160,8 @@ def test_sidecar_manifest_mounts_what_its_config_names(name: str) -> None:
     port = int(config["metrics_listen"].rsplit(":", 1)[1])
     assert config["metrics_listen"].startswith("0.0.0.0:"), "the kubelet probes the pod's IP"
     assert {"name": "metrics", "containerPort": port} in sidecar["ports"]
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert spec["terminationGracePeriodSeconds"] >= 10
 
 

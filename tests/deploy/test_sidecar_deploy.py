@@ -79,8 +79,9 @@ def test_the_kubernetes_sidecar_container_matches_its_config(tmp_path: Path) -> 
     assert host == "0.0.0.0"  # the kubelet probes the pod's IP
     (container_port,) = sidecar["ports"]
     assert container_port["containerPort"] == port
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert sidecar[probe]["httpGet"]["path"] == "/healthz"
+    # ready: sources started and somewhere to deliver; live: every source makes progress
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["terminationGracePeriodSeconds"] > config.drain_timeout
     (app,) = [c for c in pod["containers"] if c["name"] == "app"]

@@ -225,3 +225,28 @@ def test_an_http_source_on_a_loopback_address_needs_no_token(tmp_path: Path,
                                                               listen: str) -> None:
     path = write(tmp_path, f"sources: [{{type: http, listen: '{listen}'}}]")
     assert load_config(path, environ={}).sources[0].listen == listen  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("sources: [{type: file, paths: [/a], name: 'app logs'}]",
+     r"sources\[0\]\.name: 'app logs': expected a name of letters, digits"),
+    ("sources: [{type: http, name: ''}]", r"sources\[0\]\.name: '': expected a name"),
+    ("sources: [{type: http, name: 'file#0'}]", r"sources\[0\]\.name: 'file#0': expected"),
+    ("sources: [{type: http, name: '-x'}]", r"sources\[0\]\.name: '-x': expected"),
+    (f"sources: [{{type: http, name: {'a' * 64}}}]", r"sources\[0\]\.name: 'a{64}': expected"),
+    ('sources: [{type: http, name: "a\\u00e9"}]', r"sources\[0\]\.name: 'aé': expected"),
+    ("sources: [{type: file, paths: [/a], name: app}, {type: docker, name: app}]",
+     r"sources\[1\]\.name: 'app': expected a name not already used by sources\[0\]"),
+    ("sources: [{type: http, name: [a]}]", r"sources\[0\]\.name: \['a'\]: expected a string"),
+])
+def test_a_source_name_must_be_label_safe_and_unique(tmp_path: Path, text: str,
+                                                     message: str) -> None:
+    with pytest.raises(SidecarConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_source_names_load_and_default_to_none(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, (
+        "sources: [{type: file, paths: [/a], name: nginx.access_1}, "
+        "{type: http, name: otel-in}, {type: docker}]")), environ={})
+    assert [s.name for s in config.sources] == ["nginx.access_1", "otel-in", None]

@@ -142,3 +142,17 @@ def test_an_unreachable_engine_is_reported_and_retried(tmp_path: Path,
     assert wait_until(lambda: reports, 10)
     assert "trying again in 1s" in reports[0]
     assert source.alive
+
+
+def test_the_docker_source_is_ready_once_it_has_read_the_container_list(
+        engine: FakeDocker, tmp_path: Path, sources: list[DockerSource]) -> None:
+    down = DockerSource(DockerSourceConfig(host=f"unix://{tmp_path}/none.sock", labels=LABELS),
+                        parser=LineParser(service="s"), submit=Sink(), name="containers")
+    assert down.not_ready() == "containers is not running"
+    sources.append(down)
+    down.start()
+    reason = wait_until(lambda: (r := down.not_ready()) and "Error" in r and r, 10)
+    assert reason.startswith(f"containers cannot list the containers at unix://{tmp_path}/"
+                             "none.sock: ")
+    up = follow(engine, sources, Sink())
+    assert wait_until(lambda: up.not_ready() is None, 10)

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -202,8 +203,65 @@ def test_multiline_firstline_matches_anywhere_in_the_line_as_in_promtail(
     assert not re.match(multiline.start, "  at Foo.bar(Foo.java:12)")
 
 
+def test_drop_stages_become_the_sources_drop_rules_and_drop_the_same_lines(
+        tmp_path: Path) -> None:
+    from shipper.sidecar.drop import DropFilter
+
+    conversion = convert(job(r"""
+        - json: {expressions: {lvl: level, user: user, msg: msg}}
+        - drop: {source: lvl, value: debug}
+        - drop: {source: [user, msg], separator: '|', expression: '^bot\|',
+                 drop_counter_reason: bots}
+        - drop: {expression: healthz}
+        - drop: {older_than: 24h, drop_counter_reason: too_old}
+        - drop: {longer_than: 1KB}
+        - drop: {source: lvl, expression: 'warn|error'}
+        """))
+    rules = conversion.config["sources"][0]["drop"]
+    assert rules == [
+        {"source": "level", "value": "debug"},
+        {"source": ["user", "msg"], "separator": "|", "expression": r"^bot\|",
+         "drop_counter_reason": "bots"},
+        {"expression": "healthz"},
+        {"older_than": "24h", "drop_counter_reason": "too_old"},
+        {"longer_than": "1KiB"},  # Promtail's KB is 1024 bytes
+        {"source": "level", "expression": "(?i)warn|error"},
+    ]
+    assert not [n for n in conversion.left_out if "drop" in n], conversion.left_out
+    assert any("matched against the event's level" in n for n in conversion.changed)
+    source = loaded(conversion, tmp_path).sources[0]
+    assert len(source.drop) == 6
+    filt = DropFilter.of(source.drop, "file#0", lambda message: None)
+    assert filt is not None
+
+    parser = LineParser(**parser_spec(source, "svc", None))
+
+    def dropped(line: str) -> bool:
+        now = time.time_ns()
+        return filt.drops(parser.parse(line, None, now), line, None, now)
+
+    assert dropped('{"level": "debug", "msg": "x"}')
+    assert not dropped('{"level": "info", "msg": "x"}')
+    assert dropped('{"level": "info", "user": "bot", "msg": "hi"}')
+    assert not dropped('{"level": "info", "user": "bob", "msg": "hi"}')
+    assert dropped('{"level": "info", "msg": "GET /healthz"}')
+    assert dropped('{"level": "info", "msg": "' + "x" * 1100 + '"}')
+    assert dropped('{"level": "warn", "msg": "x"}')
+    assert dropped('{"level": "info", "msg": "x", "ts": "2020-01-01T00:00:00Z"}')
+
+
+def test_a_drop_stage_on_a_field_no_stage_extracts_is_said_and_left_out(
+        tmp_path: Path) -> None:
+    conversion = convert(job("- drop: {source: nothere}"))
+    assert "drop" not in conversion.config["sources"][0]
+    assert any("no stage extracts" in n for n in conversion.changed)
+
+
 @pytest.mark.parametrize(("stages", "why"), [
-    ("- drop: {source: level, value: debug}", 'drop (source: "level", value: "debug")'),
+    ("- drop: {longer_than: 1MB}", "cuts lines to max_line_bytes"),
+    ("- drop: {expression: '(a+)+'}", "no quantified group holding a quantifier"),
+    ("- json: {expressions: {ts: time}}\n- drop: {source: ts, value: x}",
+     "read into the entry's time"),
     ("- match: {selector: '{app=\"x\"}', stages: []}", "the match stage has no equivalent"),
     ("- timestamp: {source: ts, format: '02/Jan/2006:15:04:05 -0700'}",
      'the time layout "02/Jan/2006:15:04:05 -0700"'),
@@ -428,7 +486,7 @@ def test_exit_0_when_everything_converted_3_when_something_was_left_out_2_when_n
     full = cli(tmp_path, job("- json: {}"), "convert-promtail", "promtail.yaml")
     assert full.returncode == 0 and "left out:" not in full.stderr
     assert yaml.safe_load(full.stdout)["sources"][0]["format"] == "json"
-    partial = cli(tmp_path, job("- drop: {expression: health}"), "convert-promtail",
+    partial = cli(tmp_path, job("- cri: {}"), "convert-promtail",
                   "promtail.yaml")
     assert partial.returncode == 3 and "left out: promtail.yaml:" in partial.stderr
     nothing = cli(tmp_path, "scrape_configs: []\n", "convert-promtail", "promtail.yaml")

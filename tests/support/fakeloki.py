@@ -653,6 +653,8 @@ class FakeLoki:
                 streams = json.loads(raw)["streams"]
         except Exception as exc:
             return 400, f"loghttp.PushRequest.Streams: {exc}\n", {}
+        if not streams:  # measured on Loki 3.7.6: a push of no stream at all
+            return 422, "error at least one valid stream is required for ingestion\n", {}
         unreadable = _unreadable_timestamp(streams) or _unparsable_labels(streams)
         if unreadable:  # Loki reads the whole request before it stores any of it
             return 400, unreadable, {}

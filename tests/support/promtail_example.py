@@ -1,7 +1,7 @@
 """The example of docs/promtail.md, run as a user moving from Promtail would: Promtail's
 ``promtail.yaml`` converted with ``shipper sidecar convert-promtail``, the result loaded by the
 sidecar's own loader, then the sidecar run on the log file with Promtail's positions file, until
-it has read the file to its end.
+it has read the file to its end (a line its drop rules keep out counts as read).
 
 Absolute paths of the example (``/var/log/...``, ``/var/lib/promtail/...``) are taken inside a
 work directory, and the times in the log lines are moved to the last minute (same length, same

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ class SidecarProcess:
         self.path = work / "sidecar.yaml"
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
+        #: what runs ``shipper``: ``python -m shipper``, or a script that wraps the same main
+        self.command: list[str] = [sys.executable, "-m", "shipper"]
 
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> SidecarProcess:
         """Start it (``env``: variables it gets on top of this process's, whose ``LOKI_*``
@@ -66,7 +69,7 @@ class SidecarProcess:
         env = {**{k: v for k, v in os.environ.items()
                   if not k.startswith(("LOKI_", "SHIPPER_"))}, **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "shipper", "sidecar", "--config", str(self.path)],
+            [*self.command, "sidecar", "--config", str(self.path)],
             cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         if wait:
             assert wait_until(self.healthy, 30), f"not healthy: {self.finish()}"
@@ -81,6 +84,21 @@ class SidecarProcess:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def get(self, path: str) -> tuple[int, str]:
+        """``GET path`` on metrics_listen: the status and the body (0 and the error when it
+        does not answer)."""
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=5) as resp:
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read().decode()
+        except OSError as exc:
+            return 0, str(exc)
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as resp:
+            return str(resp.read().decode())
 
     def metrics(self) -> dict[str, float]:
         with urllib.request.urlopen(self.url("/metrics"), timeout=5) as resp:

@@ -171,6 +171,11 @@ class Spool:
             return False
         return self._prepare_dir() is None
 
+    def writable(self) -> bool:
+        """Whether the directory takes records now (an unusable one is tried again at most
+        every few seconds). At its cap the spool still takes them: it evicts older ones."""
+        return self._ensure_dir()
+
     def _fsync_dir(self) -> None:
         try:
             fd = os.open(self._dir, os.O_RDONLY | O_CLOEXEC)

@@ -35,6 +35,8 @@ class Lane(NamedTuple):
     ship: LineShipper
     #: lines of this source the workers found invalid in its format
     invalid: Callable[[], int]
+    #: lines of this source the workers' drop rules kept out, by reason
+    dropped: Callable[[], dict[str, int]] | None = None
 
 
 def parser_spec(config: FileSourceConfig | DockerSourceConfig, service: str,
@@ -50,7 +52,8 @@ def parser_spec(config: FileSourceConfig | DockerSourceConfig, service: str,
 class Wiring:
     """What the runner hands a source it builds."""
 
-    #: ``<type>#<index in the configuration>``: in log lines, /healthz and /metrics
+    #: its configured ``name``, else ``<type>#<index in the configuration>``: in log lines,
+    #: /healthz, /ready and /metrics
     name: str
     pipeline: Pipeline
     #: the default ``service_name`` and the ``env`` of every event
@@ -141,6 +144,11 @@ class Source(abc.ABC, Generic[ConfigT]):
     def samples(self) -> Iterator[Sample]:
         """Its own metrics (see :data:`Sample`)."""
         return iter(())
+
+    def not_ready(self) -> str | None:
+        """Why /ready should answer 503 because of this source (None: it has started and
+        takes logs). By default: it runs."""
+        return None if self.alive else self.problem()
 
     def problem(self) -> str | None:
         """Why /healthz should answer 503 because of this source (None: it runs)."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import DockerSourceConfig
+from shipper.sidecar.drop import DropFilter
 from shipper.sidecar.formats import LineParser, cut_line, parse_timestamp
 from shipper.sidecar.multiline import Joiner
 from shipper.sidecar.positions import Positions
@@ -55,10 +56,12 @@ class _Follow:
             kwargs["since"] = max(since // 1000 / 1e6 - 0.000001, 0.000001)  # µs, a bit early
         joiner: Joiner[int] | None = None
         ml = source.config.multiline
-        parse, submit = self.parser.parse, source.submit
+        parse, submit, drop = self.parser.parse, source.submit, source.drop
 
         def emit(first: str, rest: str | None, ts: int) -> None:
-            submit(parse(first, rest, ts))
+            event = parse(first, rest, ts)
+            if drop is None or not drop.drops(event, first, rest, time.time_ns()):
+                submit(event)
             source.committed[self.cid] = ts
 
         if ml is not None:
@@ -83,7 +86,7 @@ class _Follow:
                 self._lines([buf], since, joiner, emit)
         except Exception as exc:
             if not self.stopping:
-                source.report(f"docker source: logs of {self.name} ({self.cid[:12]}) "
+                source.report(f"docker source {source.name}: logs of {self.name} ({self.cid[:12]}) "
                               f"stopped: {type(exc).__name__}: {exc}")
         finally:
             if joiner is not None:
@@ -144,6 +147,8 @@ class DockerSource(Source[DockerSourceConfig]):
         self._submit = submit
         self._pressure = pressure
         self.report = report
+        #: the drop rules (None: none)
+        self.drop = DropFilter.of(config.drop, name, report)
         self.committed: dict[str, int] = dict(saved or {})
         self._client_factory = client_factory or self._new_client
         self.client: Any = None
@@ -153,6 +158,8 @@ class DockerSource(Source[DockerSourceConfig]):
         self._wake = threading.Event()  # read the container list now
         self._events_stream: Any = None
         self._thread: threading.Thread | None = None
+        #: why the container list cannot be read (None once it is: /ready)
+        self._trouble: str | None = "not read yet"
         self._events_thread: threading.Thread | None = None
         self.lines_read = 0
         self.failed: BaseException | None = None
@@ -198,6 +205,16 @@ class DockerSource(Source[DockerSourceConfig]):
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def not_ready(self) -> str | None:
+        """Not running, or the container list has not been read yet (or not since the
+        Docker API last failed)."""
+        if not self.alive:
+            return super().not_ready()
+        trouble = self._trouble
+        if trouble is not None:
+            return f"{self.name} cannot list the containers at {self.config.host}: {trouble}"
+        return None
+
     def snapshot(self) -> dict[str, int]:
         """Each container's position: the Docker timestamp of its last line shipped."""
         with self._lock:
@@ -208,6 +225,8 @@ class DockerSource(Source[DockerSourceConfig]):
 
     def samples(self) -> Iterator[Sample]:
         yield "containers_followed", (self.name,), self.followed
+        if self.drop is not None:
+            yield from self.drop.samples()
 
     # ------------------------------------------------------------------ control
 
@@ -258,6 +277,7 @@ class DockerSource(Source[DockerSourceConfig]):
                 listed_at = int(time.time()) - 1
                 self._refresh(include_stopped=first)
                 first = False
+                self._trouble = None
                 if self._events_thread is None or not self._events_thread.is_alive():
                     # events since the list was read: a container that starts (and maybe
                     # exits) before the stream is open is not missed
@@ -270,7 +290,8 @@ class DockerSource(Source[DockerSourceConfig]):
                     self._stop.wait(0.2)  # woken by an ended stream: let a burst settle
                 self._wake.clear()
             except Exception as exc:
-                self.report(f"docker source: {self.config.host}: {type(exc).__name__}: {exc}; "
+                self._trouble = f"{type(exc).__name__}: {exc}"
+                self.report(f"docker source {self.name}: {self.config.host}: {self._trouble}; "
                             f"trying again in {backoff:.0f}s")
                 self.client = None
                 self._stop.wait(backoff)
@@ -303,7 +324,7 @@ class DockerSource(Source[DockerSourceConfig]):
                     self._follow(cid, None)
         except Exception as exc:
             if not self._stop.is_set():
-                self.report(f"docker source: event stream ended ({type(exc).__name__}: "
+                self.report(f"docker source {self.name}: event stream ended ({type(exc).__name__}: "
                             f"{exc}); the container list is read every "
                             f"{self.config.refresh_interval:g}s")
 
@@ -316,7 +337,7 @@ class DockerSource(Source[DockerSourceConfig]):
         try:
             details = self.client.api.inspect_container(cid)
         except Exception as exc:
-            self.report(f"docker source: cannot inspect {cid[:12]} ({exc})")
+            self.report(f"docker source {self.name}: cannot inspect {cid[:12]} ({exc})")
             return
         labels = (details.get("Config") or {}).get("Labels") or {}
         name = str(details.get("Name") or cid[:12]).lstrip("/")

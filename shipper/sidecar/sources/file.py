@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from shipper.event import LogEvent
 from shipper.sidecar.config import FileSourceConfig
+from shipper.sidecar.drop import DropFilter
 from shipper.sidecar.formats import LineParser, cut_line
 from shipper.sidecar.globs import GlobWalk
 from shipper.sidecar.multiline import Joiner
@@ -75,11 +76,15 @@ class _Refused(Exception):
 
 @dataclass(frozen=True)
 class FileStatus:
-    """One open file, for /metrics: bytes not read yet and seconds since it was last caught up."""
+    """One open file, for /metrics: bytes not read yet and seconds since it was last caught up,
+    where it is read up to and its size (as of its last ``fstat``)."""
 
     path: str
     lag_bytes: int
     lag_seconds: float
+    #: bytes read from its start (a partial last line held included); its size when last seen
+    offset: int = 0
+    size: int = 0
 
 
 class _Tail:
@@ -122,6 +127,9 @@ class FileSource(Source[FileSourceConfig]):
     keeps_positions = True
     #: seconds without a turn of the loop after which :meth:`problem` says it is stalled
     stalled_after = 30.0
+    #: the files of one source that get series of their own in /metrics (those furthest
+    #: behind first); ``files_followed`` counts them all
+    metrics_files = 1000
 
     def __init__(
         self,
@@ -136,6 +144,7 @@ class FileSource(Source[FileSourceConfig]):
         name: str = "file",
         ship: LineShipper | None = None,
         invalid_elsewhere: Callable[[], int] | None = None,
+        dropped_elsewhere: Callable[[], dict[str, int]] | None = None,
         promtail: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config
@@ -149,6 +158,8 @@ class FileSource(Source[FileSourceConfig]):
         self._invalid_elsewhere = invalid_elsewhere
         self._pressure = pressure
         self._report = report
+        self._drop = DropFilter.of(config.drop, name, report)
+        self._dropped_elsewhere = dropped_elsewhere
         self._saved = {(p.dev, p.ino): p for p in saved}
         #: Promtail's offsets by path (promtail_positions), for the files of the first scan
         self._promtail = dict(promtail or {})
@@ -186,6 +197,7 @@ class FileSource(Source[FileSourceConfig]):
                    pressure=wiring.pressure, report=wiring.report, name=wiring.name,
                    ship=lane.ship if lane is not None else None,
                    invalid_elsewhere=lane.invalid if lane is not None else None,
+                   dropped_elsewhere=lane.dropped if lane is not None else None,
                    promtail=wiring.promtail)
 
     def _submit_each(self, events: list[LogEvent]) -> None:
@@ -199,7 +211,8 @@ class FileSource(Source[FileSourceConfig]):
         try:
             self._parser.parse_many(texts, first_ns, rests, events)
         finally:
-            self._submit_many(events)
+            drop = self._drop
+            self._submit_many(events if drop is None else drop.keep(texts, rests, events))
 
     # ------------------------------------------------------------------ control
 
@@ -247,6 +260,12 @@ class FileSource(Source[FileSourceConfig]):
             f"at {self._at}" if self._at else "between files")
         return f"{self.name} is stalled: its loop has not come round for {idle:.0f}s ({doing})"
 
+    def not_ready(self) -> str | None:
+        """Not running, or the first expansion of the globs (finding the files) not over."""
+        if self.alive and self._first_scan:
+            return f"{self.name} has not finished its first scan of {', '.join(self.config.paths)}"
+        return super().not_ready()
+
     def snapshot(self) -> list[FilePosition]:
         """Each file's shipped offset (see the module's docs)."""
         with self._lock:
@@ -263,16 +282,26 @@ class FileSource(Source[FileSourceConfig]):
         yield "file_rotations", (name,), self.rotations
         yield "file_truncations", (name,), self.truncations
         yield "file_scans_cut", (name,), self.scans_cut
-        for status in self.status():
+        if self._drop is not None:
+            yield from self._drop.samples(self._dropped_elsewhere)
+        statuses = self.status()
+        yield "files_followed", (name,), len(statuses)
+        if len(statuses) > self.metrics_files:
+            statuses.sort(key=lambda st: st.lag_bytes, reverse=True)
+            del statuses[self.metrics_files:]
+        for status in statuses:
             yield "file_lag_bytes", (status.path,), status.lag_bytes
             yield "file_lag_seconds", (status.path,), status.lag_seconds
+            yield "file_read_bytes", (name, status.path), status.offset
+            yield "file_size_bytes", (name, status.path), status.size
 
     def status(self) -> list[FileStatus]:
         now = _monotonic()
         with self._lock:
             return [
                 FileStatus(t.path, max(t.size - t.read_offset, 0),
-                           0.0 if t.size <= t.read_offset else round(now - t.caught_up_at, 3))
+                           0.0 if t.size <= t.read_offset else round(now - t.caught_up_at, 3),
+                           t.read_offset, max(t.size, t.read_offset))
                 for t in self._tails.values()
             ]
 

@@ -176,7 +176,7 @@ class HttpSource(Source[HttpSourceConfig]):
 
     @property
     def alive(self) -> bool:
-        return True
+        return self._draining or self.server.alive
 
     def samples(self) -> Iterator[Sample]:
         for (path, code), n in sorted(self.requests.items()):
