@@ -9,6 +9,14 @@ A ``LokiHandler`` with an in-memory transport that answers 204; N records are qu
 ``emit`` queues them, then the pipeline's worker step (``Pipeline._process``: record → entry,
 redaction, JSON line, batching, request body) runs over them in batches of 10,000. The figure
 is process CPU time (the worker's thread and the sender's), best of three runs.
+
+    python bench/profile_worker.py --sidecar     # the sidecar's file path, CPU per line by thread
+
+``--sidecar`` runs the sidecar as ``shipper sidecar`` does (its garbage collector settings
+too) in this process on a file of the JSON lines bench/sidecar.py writes, ``--events`` of them,
+with the same in-memory transport: the CPU per line of the whole process and of each of its
+threads (the file source's reader, the pipeline's worker, the sender), start-up included.
+Run it under py-spy (``--gil``) for where each thread's time goes.
 """
 
 from __future__ import annotations
@@ -38,13 +46,70 @@ class _Accept:
         pass
 
 
+def sidecar_path(n: int) -> None:
+    """The sidecar's file path in this process (see the module's docs)."""
+    import json
+    import os
+    import sys
+    import threading
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sidecar import write_lines  # the benchmark's own lines
+
+    from shipper.sidecar.config import load_config
+    from shipper.sidecar.runner import Sidecar
+    from shipper.sidecar.workers import tune_gc
+
+    work = Path(tempfile.mkdtemp(prefix="shipper-profile-"))
+    log = work / "app.log"
+    write_lines(log, n, time.time_ns() // 1_000_000 - n)
+    config = work / "sidecar.yaml"
+    config.write_text(json.dumps({
+        "loki": {"url": "http://loki.invalid:3100"}, "service": "bench",
+        "spool_dir": str(work / "spool"), "positions_file": str(work / "positions.json"),
+        "metrics_listen": None,
+        "sources": [{"type": "file", "paths": [str(log)], "format": "json"}]}))
+    tune_gc()
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def thread_cpu() -> dict[int, float]:
+        spent = {}
+        for task in os.listdir("/proc/self/task"):
+            fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+            spent[int(task)] = (int(fields[11]) + int(fields[12])) / ticks
+        return spent
+
+    before = thread_cpu()  # writing the file
+    started = time.process_time()
+    sidecar = Sidecar(load_config(config), transport=_Accept())
+    sidecar.start()
+    while sidecar.stats()["sent"] < n:
+        time.sleep(0.2)
+    cpu = time.process_time() - started
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    print(f"sidecar, one process: {cpu / n * 1e6:.2f} us of CPU per line ({n:,} lines, "
+          "start-up included)")
+    for task, total in sorted(thread_cpu().items()):
+        spent = total - before.get(task, 0.0)
+        if spent > 0:
+            name = "main (start-up)" if task == os.getpid() else names.get(task, "a thread")
+            print(f"  {spent / n * 1e6:6.2f} us  {name}")
+    os._exit(0)  # the sidecar's threads are not stopped: nothing more to measure
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions")
+    parser.add_argument("--sidecar", action="store_true",
+                        help="the sidecar's file path instead of the handler's worker")
     args = parser.parse_args()
     n = args.events
+    if args.sidecar:
+        sidecar_path(n)
+        return
 
     handler = LokiHandler("http://loki.invalid:3100", service="bench",
                           spool_dir=tempfile.mkdtemp(prefix="shipper-profile-"),

@@ -121,7 +121,9 @@ def _measure(push_url: str, query_url: str, n: int) -> dict[str, Any]:
 
 
 @contextmanager
-def single_binary(loki_bin: str) -> Iterator[str]:
+def single_binary(loki_bin: str) -> Iterator[Process]:
+    """A fresh single-binary Loki from loki/config.yaml with :data:`RAISED_LIMITS`, on free
+    loopback ports and a data directory of its own: its process (``url``, ``popen``)."""
     from contextlib import ExitStack
 
     from tests.support.lokicluster import ScalableLoki
@@ -141,7 +143,7 @@ def single_binary(loki_bin: str) -> Iterator[str]:
         import urllib3
 
         _wait_ready(urllib3.PoolManager(), [proc], "/ready", 90)
-        yield proc.url
+        yield proc
         _stop(proc)
 
 
@@ -191,7 +193,8 @@ def main() -> None:
 
     rows = []
     sidecar_rows: list[str] = []
-    with single_binary(loki_bin) as url:
+    with single_binary(loki_bin) as single:
+        url = single.url
         rows.append(_row("single binary", [_measure(url, url, n) for _ in range(repeats)], n))
         if sidecar:
             sidecar_rows.append(_sidecar("single binary", url, n))

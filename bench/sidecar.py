@@ -1,8 +1,9 @@
-"""Tail a JSON-lines file into Loki with ``shipper sidecar``, side by side with Loki's own
-intake of the same lines pre-encoded.
+"""Tail a JSON-lines file into Loki with ``shipper sidecar``, side by side with Promtail (when
+given) and with Loki's own intake of the same lines pre-encoded.
 
     .venv/bin/python bench/sidecar.py                      # 1,000,000 lines, fake Loki
     LOKI_URL=http://localhost:3100 .venv/bin/python bench/sidecar.py --lines 200000
+    LOKI_BIN=/path/to/loki .venv/bin/python bench/sidecar.py --promtail /path/to/promtail --repeat 3
 
 Each measurement runs in its own process. The sidecar is started as users start it
 (``python -m shipper sidecar --config ...``) on a file written beforehand; the figures are
@@ -11,15 +12,28 @@ taken from its start until Loki has answered 204 for every line (the sidecar's
 ``count_over_time`` on a real Loki) is checked after that:
 
 * events/s delivered;
-* CPU seconds per million lines (user + system of the sidecar process, from /proc);
-* peak RSS (VmHWM);
+* CPU seconds per million lines (user + system of the shipper's processes, its worker
+  processes included, from /proc);
+* peak RSS (VmHWM, summed over those processes);
 * a machine check: the CPU µs this process takes to parse one of the file's lines, just
   before and after each run (this machine's speed drifts: a slow moment shows here too).
 
-No peer collector can run here (Grafana Alloy and Promtail are binaries that cannot be
-downloaded on this machine), so the reference is Loki itself: the same lines, already encoded
-as push requests of 1 MiB, sent by 2 client processes as fast as Loki takes them. That is the
-ceiling any collector can reach against this Loki.
+``--promtail PATH`` runs Promtail (3.6) on the same file twice per round: with the pipeline
+that does the sidecar's work (``json`` stage, ``level``, ``type`` and ``actor`` as labels,
+the actor id and the request id as structured metadata, the line's own time by a
+``timestamp`` stage), and with no pipeline stages at all. Promtail is done when its
+``promtail_sent_entries_total`` reaches the file's lines. Without the binary its runs are
+skipped, saying so.
+
+Where Loki is: ``LOKI_BIN`` (a Loki 3.7 binary) starts a fresh Loki for every run, from
+loki/config.yaml with raised ingestion limits, on its own ports and data directory, and
+reports its CPU per run; else ``LOKI_URL`` (one Loki for every run; ``--loki-pid`` adds its
+CPU); else the fake Loki (count only, its own process). ``--repeat N`` runs every
+configuration N times, in turn, so that each sees the machine as the others do.
+
+Beside them, Loki's intake of the same lines, already encoded as push requests of 1 MiB, sent
+by 2 client processes as fast as Loki takes them: the ceiling any collector can reach against
+this Loki.
 
 ``--profile`` samples the sidecar with py-spy (every thread) and prints where its time goes.
 """
@@ -28,20 +42,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: bench/ is on the path, the repository not
+    sys.path.insert(0, str(ROOT))
 
 
 def write_lines(path: Path, n: int, start_ms: int) -> int:
@@ -88,10 +108,12 @@ def _proc_figures(pid: int) -> tuple[float, int]:
 
 
 class Loki:
-    """Counts what a Loki (fake or real) holds for one service."""
+    """Counts what a Loki (fake or real) holds for one service; ``pid``: its process, when it
+    runs on this machine (its CPU is then reported per run)."""
 
-    def __init__(self, url: str | None, work: Path) -> None:
+    def __init__(self, url: str | None, work: Path, pid: int | None = None) -> None:
         self.fake: subprocess.Popen[bytes] | None = None
+        self.pid = pid
         if url is None:
             port = _free_port()
             self.fake = subprocess.Popen(
@@ -101,6 +123,10 @@ class Loki:
             self.fake.stdout.readline()
             url = f"http://127.0.0.1:{port}"
         self.url = url.rstrip("/")
+
+    def cpu(self) -> float:
+        """CPU seconds Loki's process has spent so far (0 when it is not known)."""
+        return _proc_figures(self.pid)[0] if self.pid else 0.0
 
     def count(self, service: str, start_ns: int) -> int:
         if self.fake is not None:
@@ -124,15 +150,31 @@ class Loki:
             self.fake.wait(10)
 
 
-def _sent(port: int) -> float:
+@contextlib.contextmanager
+def loki_for_run(loki_bin: str | None, shared: Loki | None, work: Path) -> Iterator[Loki]:
+    """A fresh Loki from ``loki_bin`` (loki/config.yaml, raised limits, its own ports and data
+    directory; stopped after the run), else the ``shared`` one."""
+    if not loki_bin:
+        assert shared is not None
+        yield shared
+        return
+    from bench.scale import single_binary
+
+    with single_binary(loki_bin) as proc:
+        yield Loki(proc.url, work, pid=proc.popen.pid)
+
+
+def _sent(port: int, metric: str = "shipper_sidecar_events_sent_total") -> float:
+    """The sum of ``metric``'s samples (every label set) on ``port``'s /metrics."""
+    total = 0.0
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             for line in resp.read().decode().splitlines():
-                if line.startswith("shipper_sidecar_events_sent_total "):
-                    return float(line.split()[1])
+                if line.startswith(metric) and line[len(metric):][:1] in (" ", "{"):
+                    total += float(line.rsplit(" ", 1)[1])
     except OSError:
         pass
-    return 0.0
+    return total
 
 
 def _free_port() -> int:
@@ -157,43 +199,123 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
         "sources": [{"type": "file", "paths": [str(log)], "format": "json"}],
     }))
     cmd = [sys.executable, "-m", "shipper", "sidecar", "--config", str(config)]
+    spy: list[subprocess.Popen[bytes]] = []
+
+    def started(proc: subprocess.Popen[bytes]) -> None:
+        if profile:  # py-spy samples every thread (cProfile would only see the main one),
+            # and only the one holding the GIL: where the process's Python time goes
+            spy.append(subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(proc.pid),
+                 "--rate", "250", "--format", "raw", "--gil", "--output",
+                 str(work / "profile.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def delivered() -> None:
+        for s in spy:
+            s.send_signal(signal.SIGINT)
+            s.wait(30)
+            print_profile(work / "profile.txt")
+
+    # the sidecar's own count of entries Loki answered 204 for
+    return _measure(cmd, loki, n, service, metrics_port, "shipper_sidecar_events_sent_total",
+                    started, delivered)
+
+
+#: Promtail's pipeline doing the sidecar's work on the benchmark's lines: level, type and actor
+#: as labels, the actor id and the request id as structured metadata (the sidecar's
+#: ``actor_id`` and ``trace_id``), the line's own time (pino's epoch milliseconds)
+PROMTAIL_STAGES: list[dict[str, Any]] = [
+    {"json": {"expressions": {"level": "level", "type": "type", "actor": "actor",
+                              "actor_id": "actorId", "trace_id": "reqId", "time": "time"}}},
+    {"labels": {"level": None, "type": None, "actor": None}},
+    {"structured_metadata": {"actor_id": None, "trace_id": None}},
+    {"timestamp": {"source": "time", "format": "UnixMs"}},
+]
+
+
+def promtail_config(loki_url: str, log: Path, work: Path, service: str, http_port: int,
+                    stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Promtail configuration tailing ``log`` into ``loki_url`` with ``stages`` (Promtail's
+    defaults otherwise: batches of 1 MiB or 1 s, as the sidecar's); JSON, which is YAML."""
+    parts = urllib.parse.urlsplit(loki_url)
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    client: dict[str, Any] = {"url": f"{parts.scheme}://{host}"
+                                     f"{parts.path.rstrip('/')}/loki/api/v1/push"}
+    if parts.username:  # a gateway: the same login the shipper's clients send
+        client["basic_auth"] = {"username": urllib.parse.unquote(parts.username),
+                                "password": urllib.parse.unquote(parts.password or "")}
+    return {
+        "server": {"http_listen_address": "127.0.0.1", "http_listen_port": http_port,
+                   "grpc_listen_address": "127.0.0.1", "grpc_listen_port": _free_port(),
+                   "log_level": "warn"},
+        "positions": {"filename": str(work / f"positions-{service}.yaml")},
+        "clients": [client],
+        "scrape_configs": [{
+            "job_name": service,
+            "static_configs": [{"targets": ["localhost"],
+                                "labels": {"service_name": service, "__path__": str(log)}}],
+            "pipeline_stages": stages,
+        }],
+    }
+
+
+def run_promtail(binary: str, loki: Loki, log: Path, n: int, work: Path, service: str,
+                 stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Promtail on the same file, done when its ``promtail_sent_entries_total`` (entries Loki
+    answered 2xx for) reaches ``n``."""
+    port = _free_port()
+    config = work / f"{service}.yaml"
+    config.write_text(json.dumps(promtail_config(loki.url, log, work, service, port, stages)))
+    return _measure([binary, f"-config.file={config}"], loki, n, service, port,
+                    "promtail_sent_entries_total")
+
+
+def _measure(cmd: list[str], loki: Loki, n: int, service: str, metrics_port: int,
+             metric: str, started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+             delivered: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run ``cmd`` until ``metric`` on its /metrics reaches ``n``, then check Loki's count;
+    its CPU and peak RSS (with its child processes), and Loki's CPU over that time."""
     before = loki.count(service, 0)
-    started = time.monotonic()
+    loki_before = loki.cpu()
+    start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
-    spy = None
-    if profile:  # py-spy samples every thread (cProfile would only see the main one), and
-        # only the one holding the GIL: where the process's Python time goes
-        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
-                                "--pid", str(proc.pid), "--rate", "250", "--format", "raw",
-                                "--gil", "--output", str(work / "profile.txt")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if started is not None:
+        started(proc)
     cpu = peak = 0.0
     seen: dict[int, tuple[float, int]] = {}
-    delivered = before
-    deadline = started + max(120.0, n / 5000)
-    while time.monotonic() < deadline:
+    deadline = start + max(120.0, n / 5000)
+    asked = 0.0
+    while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
         cpu, peak_b = _tree_figures(proc.pid, seen)
         peak = max(peak, peak_b)
-        # the sidecar's own count of entries Loki answered 204 for (cheap to ask, unlike a
-        # LogQL count over a million lines); Loki's own count is checked once at the end
-        if _sent(metrics_port) >= n:
-            break
-    elapsed = time.monotonic() - started
+        # its own count of entries Loki took (cheap to ask, unlike a LogQL count over a
+        # million lines: a scrape costs the sidecar about 0.6 ms of CPU), asked five times a
+        # second; Loki's own count is checked once at the end
+        if time.monotonic() - asked >= 0.2:
+            asked = time.monotonic()
+            if _sent(metrics_port, metric) >= n:
+                break
+    elapsed = time.monotonic() - start
+    cpu, peak_b = _tree_figures(proc.pid, seen)
+    loki_cpu = loki.cpu() - loki_before
+    if delivered is not None:
+        delivered()
+    count = before
     for _ in range(60):  # a real Loki makes pushes queryable within a second or two
-        delivered = loki.count(service, 0)
-        if delivered - before >= n:
+        count = loki.count(service, 0)
+        if count - before >= n:
             break
         time.sleep(1)
-    cpu, peak_b = _tree_figures(proc.pid, seen)
-    if spy is not None:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(30)
-        print_profile(work / "profile.txt")
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    return {"delivered": delivered - before, "seconds": elapsed, "cpu": cpu,
-            "peak_rss": max(peak, peak_b), "stderr": err.decode()[-400:]}
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+    return {"delivered": count - before, "seconds": elapsed, "cpu": cpu,
+            "peak_rss": max(peak, peak_b), "loki_cpu": loki_cpu,
+            "stderr": err.decode(errors="replace")[-400:]}
 
 
 #: where a sampled stack's time goes: the first of these frames found, innermost first
@@ -308,6 +430,10 @@ def machine_check(log: Path, n: int = 20_000) -> float:
     return best / len(texts) * 1e6
 
 
+#: one configuration of a run: its row's name, and what runs it (``loki=``, ``service=``)
+_Run = tuple[str, Callable[..., dict[str, Any]]]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -316,73 +442,138 @@ def main() -> int:
                              "(default: 1,2)")
     parser.add_argument("--encoding", default="json", choices=["json", "protobuf"],
                         help="the sidecar's loki.encoding (default: json, the default)")
+    parser.add_argument("--promtail", metavar="PATH", default=None,
+                        help="a Promtail 3.6 binary: run it beside the sidecar, with the "
+                             "equivalent pipeline and with none (skipped when absent)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds: every configuration runs once per round, in turn")
     parser.add_argument("--loki-pid", type=int, default=None,
-                        help="a Loki running on this machine: print its CPU per run too")
+                        help="the Loki of LOKI_URL runs on this machine: print its CPU per run")
     parser.add_argument("--profile", action="store_true",
                         help="sample the sidecar with py-spy and print where its time goes")
     args = parser.parse_args()
-    counts = [int(w) for w in args.workers.split(",")]
-    url = os.environ.get("LOKI_URL") or None
+    counts = [int(w) for w in args.workers.split(",") if w]
+    loki_bin = os.environ.get("LOKI_BIN") or None
+    url = None if loki_bin else os.environ.get("LOKI_URL") or None
+    promtail = args.promtail
+    if promtail is not None and not (os.path.isfile(promtail) and os.access(promtail, os.X_OK)):
+        print(f"--promtail {promtail}: no executable file there; the Promtail runs are skipped")
+        promtail = None
 
-    def loki_cpu() -> float:
-        return _proc_figures(args.loki_pid)[0] if args.loki_pid else 0.0
-
+    has_loki_cpu = bool(loki_bin or args.loki_pid)
     rows: list[tuple[str, dict[str, Any]]] = []
+    raw: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="shipper-bench-") as tmp:
         work = Path(tmp)
         log = work / "app.log"
         start_ms = time.time_ns() // 1_000_000 - args.lines
         size = write_lines(log, args.lines, start_ms)
-        loki = Loki(url, work)
+        shared = None if loki_bin else Loki(url, work, pid=args.loki_pid)
         from shipper.redact import hide_url_credentials
 
-        target = ("real Loki at " + hide_url_credentials(loki.url) if url
+        target = (f"a fresh Loki per run ({loki_bin}, loki/config.yaml, raised limits)"
+                  if loki_bin else "real Loki at " + hide_url_credentials(url) if url
                   else "fake Loki (count only, own process)")
-        print(f"{args.lines:,} JSON lines ({size / 1e6:.0f} MB) into {target}")
+        print(f"{args.lines:,} JSON lines ({size / 1e6:.0f} MB) into {target}; "
+              f"load average before: {_load()}")
+        runs: list[_Run] = []
+        for workers in counts:
+            what = "one process" if workers == 1 else f"`workers: {workers}`"
+            if args.encoding != "json":
+                what += f", {args.encoding}"
+            runs.append((f"shipper sidecar, {what}", functools.partial(
+                run_sidecar, log=log, n=args.lines, work=work, profile=args.profile,
+                workers=workers, encoding=args.encoding)))
+        if promtail is not None:
+            for name, stages in (("json + labels + structured_metadata + timestamp stages",
+                                  PROMTAIL_STAGES), ("no pipeline stages", [])):
+                runs.append((f"Promtail, {name}", functools.partial(
+                    run_promtail, binary=promtail, log=log, n=args.lines, work=work,
+                    stages=stages)))
         try:
             tag = f"bench-{os.getpid()}"
             check = machine_check(log)
-            for run, workers in enumerate(counts):
-                before = loki_cpu()
-                side = run_sidecar(loki, log, args.lines, work, f"{tag}-sidecar{run}",
-                                   args.profile, workers, args.encoding)
-                side["loki_cpu"] = loki_cpu() - before
-                after = machine_check(log)  # also the next run's "before": nothing runs between
-                side["check"], check = (check, after), after
-                what = "one process" if workers == 1 else f"workers: {workers}"
-                if args.encoding != "json":
-                    what += f", {args.encoding}"
-                rows.append((f"shipper sidecar, file → Loki ({what})", side))
-            raw = run_raw(loki, log, args.lines, f"{tag}-raw") if not args.profile else None
+            for round_ in range(args.repeat):
+                for i, (name, run) in enumerate(runs):
+                    with loki_for_run(loki_bin, shared, work) as loki:
+                        result = run(loki=loki, service=f"{tag}-{round_}-{i}")
+                    after = machine_check(log)  # also the next run's "before"
+                    result["check"], check = (check, after), after
+                    result["load"] = _load()
+                    rows.append((name, result))
+                    print(f"run {len(rows)} of {args.repeat * len(runs)}: "
+                          f"{_row(name, result, has_loki_cpu)}", flush=True)
+            if not args.profile:
+                with loki_for_run(loki_bin, shared, work) as loki:
+                    raw = run_raw(loki, log, args.lines, f"{tag}-raw")
         finally:
-            loki.close()
+            if shared is not None:
+                shared.close()
     print()
-    loki_col = " Loki CPU s per 1M lines |" if args.loki_pid else ""
-    print(f"| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |{loki_col}"
-          " machine check µs/line (before / after) |")
-    print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if args.loki_pid else "") + " --- |")
+    print(f"| run | delivered | seconds | lines/s | CPU s per 1M lines | peak RSS MB |"
+          f"{' Loki CPU s per 1M lines |' if has_loki_cpu else ''}"
+          " machine check µs/line (before / after) | load average after |")
+    print("| --- | --- | --- | --- | --- | --- |" + (" --- |" if has_loki_cpu else "") +
+          " --- | --- |")
     failed = 0
-    for name, side in rows:
-        rate = side["delivered"] / side["seconds"]
-        loki_figure = (f" {side['loki_cpu'] / side['delivered'] * 1e6:.1f} |"
-                       if args.loki_pid else "")
-        print(f"| {name} | {side['delivered']:,} | {side['seconds']:.1f} | "
-              f"{rate:,.0f} | {side['cpu'] / side['delivered'] * 1e6:.1f} | "
-              f"{side['peak_rss'] / 1e6:.0f} |{loki_figure} "
-              f"{side['check'][0]:.2f} / {side['check'][1]:.2f} |")
-        if side["delivered"] < args.lines:
+    for name, result in rows:
+        print(_row(name, result, has_loki_cpu))
+        if result["delivered"] < args.lines:
             failed += 1
-            print(f"\n{name} delivered only {side['delivered']:,} of {args.lines:,}:\n"
-                  f"{side['stderr']}")
+            print(f"\n{name} delivered only {result['delivered']:,} of {args.lines:,}:\n"
+                  f"{result['stderr']}")
     if raw is not None:
         print(f"| Loki's intake of the same lines pre-encoded (2 senders) | "
               f"{raw['delivered']:,} | {raw['seconds']:.1f} | "
               f"{raw['delivered'] / raw['seconds']:,.0f} | - | - |" +
-              (" - |" if args.loki_pid else "") + " - |")
+              (" - |" if has_loki_cpu else "") + " - | - |")
+    if args.repeat > 1 or promtail is not None:
+        _summary(rows)
     print("\nmachine check: CPU µs to parse one of the file's lines in the bench's own process,"
           "\ntaken just before and just after each run (the same work each time: a higher figure"
           "\nmeans the machine was slower then, and every figure of the run moves with it)")
     return 1 if failed else 0
+
+
+def _load() -> str:
+    """The load averages (1, 5, 15 minutes), as `uptime` shows them."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _row(name: str, result: dict[str, Any], loki_cpu: bool) -> str:
+    done = max(result["delivered"], 1)
+    loki_figure = f" {result['loki_cpu'] / done * 1e6:.1f} |" if loki_cpu else ""
+    return (f"| {name} | {result['delivered']:,} | {result['seconds']:.1f} | "
+            f"{result['delivered'] / result['seconds']:,.0f} | "
+            f"{result['cpu'] / done * 1e6:.1f} | {result['peak_rss'] / 1e6:.0f} |{loki_figure} "
+            f"{result['check'][0]:.2f} / {result['check'][1]:.2f} | {result['load']} |")
+
+
+def _summary(rows: list[tuple[str, dict[str, Any]]]) -> None:
+    """Per configuration: the median and every run; then the sidecar against Promtail."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for name, result in rows:
+        by_name.setdefault(name, []).append(result)
+    print("\n| configuration | lines/s: median (each run) | CPU s per 1M lines: median "
+          "(range) | peak RSS MB |")
+    print("| --- | --- | --- | --- |")
+    medians: dict[str, tuple[float, float]] = {}
+    for name, results in by_name.items():
+        rates = [r["delivered"] / r["seconds"] for r in results]
+        cpus = [r["cpu"] / max(r["delivered"], 1) * 1e6 for r in results]
+        medians[name] = (statistics.median(rates), statistics.median(cpus))
+        print(f"| {name} | {medians[name][0]:,.0f} ({' / '.join(f'{x:,.0f}' for x in rates)}) "
+              f"| {medians[name][1]:.1f} ({min(cpus):.1f} to {max(cpus):.1f}) | "
+              f"{max(r['peak_rss'] for r in results) / 1e6:.0f} |")
+    one = medians.get("shipper sidecar, one process")
+    stages = next((v for k, v in medians.items() if k.startswith("Promtail, json")), None)
+    bare = medians.get("Promtail, no pipeline stages")
+    if one and stages:
+        print(f"\none process against Promtail with the equivalent pipeline: "
+              f"{one[0] / stages[0]:.2f}x the lines/s (goal: 1.5x)")
+    if one and bare:
+        print(f"one process's CPU per line against Promtail with no stages: {one[1]:.1f} "
+              f"against {bare[1]:.1f} s per 1M lines (goal: no more)")
 
 
 if __name__ == "__main__":

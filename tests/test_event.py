@@ -21,6 +21,7 @@ from shipper.event import (
     Level,
     LogEvent,
     TypeGuard,
+    entry_maker,
     normalize_actor,
     normalize_level,
     normalize_type,
@@ -356,3 +357,38 @@ def test_every_line_is_json_within_the_limit_whatever_the_metadata(
     assert len(line.encode()) <= limit
     body = json.loads(line)
     assert isinstance(body["message"], str)
+
+
+_MAKER_EVENTS = st.lists(st.builds(
+    LogEvent.create,
+    service=st.sampled_from(["shop", "billing"]),
+    level=st.sampled_from(["INFO", "ERROR", "loud"]),
+    message=st.text(max_size=20),
+    timestamp_ns=st.sampled_from([1_795_000_000_000_000_000, 0, -1, 2**70]),
+    actor=st.sampled_from([None, "USER", "robot"]),
+    type=st.sampled_from(["LOGIN", "HTTP_REQUEST", "T1", "T2", "T3", "AUTH_A", "AUTH_B",
+                          "AUTH_C", "APP_LOGS_DELETED", "LOGS_DELETED", "LOGS_DELETE_CANCELLED"]),
+    actor_id=st.sampled_from([None, "", "u1", "u\n2"]),
+    trace_id=st.sampled_from([None, "", "t-1"]),
+    logger=st.sampled_from([None, "", "app.db"]),
+    metadata=st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "password"]),
+                                                  st.integers() | st.text(max_size=5))),
+    exception=st.sampled_from([None, "", "Traceback"]),
+    span_id=st.sampled_from([None, "", "00f067aa0ba902b7"]),
+), max_size=30)
+
+
+@given(_MAKER_EVENTS, st.integers(min_value=1, max_value=3), st.sampled_from([64, 300]))
+def test_an_entry_maker_makes_the_entries_to_entry_makes(
+        events: list[LogEvent], limit: int, max_line_bytes: int) -> None:
+    """The worker's maker of a batch's entries (``entry_maker``) gives each event the entry
+    ``to_entry`` gives, and leaves its type guard as ``to_entry`` leaves one: the same types
+    folded into OTHER and the same audit types renamed, counted once each."""
+    guard, maker_guard = TypeGuard(limit), TypeGuard(limit)
+    make = entry_maker(maker_guard, max_line_bytes)
+    for event in events:
+        assert make(event) == to_entry(event, type_guard=guard, max_line_bytes=max_line_bytes)
+    assert (maker_guard.overflowed, maker_guard.audit_renamed) == \
+        (guard.overflowed, guard.audit_renamed)
+    unguarded = entry_maker()
+    assert [unguarded(e) for e in events] == [to_entry(e) for e in events]

@@ -141,6 +141,18 @@ class Batcher(Generic[T]):
         refused: list[T] = []
         with self._lock:
             queue, sizes = self._queue, self._sizes
+            added = [size for _, size in items]
+            total = sum(added)
+            if (not self._closing and len(queue) + len(items) <= self.max_items
+                    and self._bytes + total <= self.max_bytes):
+                # room for all of them (the usual case): one extend, not a test per item
+                if not queue and items:
+                    self._first_at = _monotonic()
+                queue.extend([item for item, _ in items])
+                sizes.extend(added)
+                self._bytes += total
+                self._put_total += len(items)
+                items = []
             for item, size in items:
                 n = len(queue)
                 queued_bytes = self._bytes + size

@@ -67,7 +67,7 @@ from shipper.delivery.spool import Spool
 from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_letter_dir
 from shipper.delivery.tally import Reporter, Tally
 from shipper.delivery.transport import Transport
-from shipper.event import Entry, LogEvent, TypeGuard, to_entry
+from shipper.event import Entry, LogEvent, TypeGuard, entry_maker, to_entry
 from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
 
 __all__ = ["ITEM_OVERHEAD", "TAKE_RATIO", "Pipeline"]
@@ -281,18 +281,25 @@ class Pipeline:
             # groups of events known to hold nothing to mask skip the redaction walk
             clean = self._redactor.clean_events(items) if all(
                 item.__class__ is LogEvent for item in items) else None
-            for index, item in enumerate(items):
-                try:
-                    if item.__class__ is not LogEvent and self._convert_entry is not None:
-                        entries.append(self._convert_entry(item))
-                        continue
-                    event = item if isinstance(item, LogEvent) else self._convert(item)  # type: ignore[misc]
-                    if clean is None or not clean[index // CLEAN_GROUP]:
-                        event = redact(event)
-                    entries.append(to_entry(event, type_guard=types,
-                                            max_line_bytes=max_line_bytes))
-                except Exception as exc:
-                    self._invalid(exc)
+            if clean is not None:  # LogEvents only (the sidecar's, SystemLog's)
+                entry_of = entry_maker(types, max_line_bytes)
+                add = entries.append
+                for index, event in enumerate(items):
+                    try:
+                        add(entry_of(event if clean[index // CLEAN_GROUP] else redact(event)))
+                    except Exception as exc:
+                        self._invalid(exc)
+            else:
+                for item in items:
+                    try:
+                        if item.__class__ is not LogEvent and self._convert_entry is not None:
+                            entries.append(self._convert_entry(item))
+                            continue
+                        event = item if isinstance(item, LogEvent) else self._convert(item)  # type: ignore[misc]
+                        entries.append(to_entry(redact(event), type_guard=types,
+                                                max_line_bytes=max_line_bytes))
+                    except Exception as exc:
+                        self._invalid(exc)
         self._tally.add("accepted", len(items))
         if self._types.audit_renamed or self._types.pooled:
             self._guard_news()

@@ -37,7 +37,20 @@ import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from shipper.event import Level, LogEvent, new_event
+from shipper._units import MAX_TIME_NS, MIN_TIME_NS
+from shipper.event import (
+    Actor,
+    Level,
+    LogEvent,
+    env_label,
+    make_event,
+    metadata_value,
+    new_event,
+    normalize_actor,
+    normalize_level,
+    normalize_type,
+    service_label,
+)
 
 __all__ = ["DEFAULT_LEVEL_PATTERN", "PLAN_CACHE_BYTES", "TRUNCATED", "LineParser", "cut_line",
            "level_of", "parse_logfmt", "parse_timestamp", "plan_cache_size", "role_of"]
@@ -346,9 +359,10 @@ def _assign(obj: Mapping[str, Any]) -> tuple[list[Any], list[str], dict[str, Any
 
 #: key order → (the slot values of a line's values, the metadata names, their values, the key
 #: each slot came from, the position of a structlog ``event`` that must be text to be the
-#: message, else -1); None: no plan for those keys
+#: message, else -1, and the keys that fill slots when the metadata keeps the line's order of
+#: the others, else None); None: no plan for those keys
 _Plan = tuple[Callable[[tuple[Any, ...]], Any], tuple[str, ...],
-              Callable[[tuple[Any, ...]], Any], list[str], int]
+              Callable[[tuple[Any, ...]], Any], list[str], int, "tuple[str, ...] | None"]
 _PLANS: dict[tuple[str, ...], _Plan | None] = {}
 
 #: what the plans may hold, estimated from their keys (:func:`_plan_cost`); the oldest plans
@@ -406,7 +420,12 @@ def _plan(names: tuple[str, ...]) -> _Plan | None:
         slots = [empty if value is None else int(value) for value in vals]
         positions = [int(value) for value in meta.values()]
         text_only = int(vals[_MESSAGE]) if keys[_MESSAGE] == "event" else -1
-        plan = (operator.itemgetter(*slots), tuple(meta), _getter(positions), keys, text_only)
+        # what is left of the line's object once the slots' keys are taken out is its
+        # metadata, unless a key was moved to the metadata after others (a better one came)
+        in_order = positions == sorted(positions)
+        slot_names = tuple(name for i, name in enumerate(names) if i not in set(positions))
+        plan = (operator.itemgetter(*slots), tuple(meta), _getter(positions), keys, text_only,
+                slot_names if in_order else None)
     _keep_plan(names, plan, cost)
     return plan
 
@@ -417,6 +436,47 @@ def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]
         only = positions[0]
         return lambda values: (values[only],)
     return operator.itemgetter(*positions) if positions else (lambda values: ())
+
+
+_MIN_NS = MIN_TIME_NS
+_MAX_NS = MAX_TIME_NS
+#: (level, actor, type) as a line gives them → what the event makes of them, and the classes
+#: of the three (see _norms)
+_Norms = tuple[Level, "str | None", Actor, "str | None", str, type, type, type]
+_NORMS: dict[tuple[object, object, object], _Norms] = {}
+
+
+def _norms(level: object, actor: object, type_: object) -> _Norms | None:
+    """The event's level (and the original when it is not a known level), actor (likewise)
+    and type for a line's raw level, actor and type, as :meth:`LineParser._event` and
+    :func:`~shipper.event.new_event` make them; kept for up to 4,096 combinations of short
+    texts (and whole numbers for the level). None for other kinds of values: the caller takes
+    the general path."""
+    key = (level, actor, type_)
+    try:
+        found = _NORMS.get(key)
+    except TypeError:  # a list or an object: no key
+        return None
+    classes = (level.__class__, actor.__class__, type_.__class__)
+    if found is not None:
+        # the same classes: True == 1 and 1.0 == 1 find 1's entry, and read differently
+        return found if found[5:] == classes else None
+    for value, numbers in ((level, True), (actor, False), (type_, False)):
+        cls = value.__class__
+        if not (value is None or (cls is str and len(value) <= 64)  # type: ignore[arg-type]
+                or (numbers and cls is int)):
+            return None
+    raw: object = Level.INFO
+    if level is not None:
+        known = level_of(level)
+        raw = level if known is None else known
+    lvl, level_original = normalize_level(raw)
+    act, actor_original = normalize_actor(actor)
+    found = (lvl, level_original, act, actor_original, normalize_type(type_), *classes)
+    if len(_NORMS) >= 4096:
+        _NORMS.clear()
+    _NORMS[key] = found
+    return found
 
 
 class LineParser:
@@ -458,12 +518,109 @@ class LineParser:
         returning a list) keeps the events parsed before an unexpected error for the caller."""
         parse = self.parse
         add = out.append
-        if rests is None:
+        if rests is None and self.format == "json":
+            self._json_many(texts, first_ns, out)
+        elif rests is None:
             for i, text in enumerate(texts):
                 add(parse(text, None, first_ns + i))
         else:
             for i, text in enumerate(texts):
                 add(parse(text, rests[i], first_ns + i))
+
+    def _json_many(self, texts: list[str], first_ns: int, out: list[LogEvent]) -> None:
+        """:meth:`parse_many` for JSON lines without continuations, the sidecar's hot path:
+        a line whose keys have a plan (see :func:`_plan`) and whose fields are the usual kinds
+        (text, a number for the level and the time, no ``metadata`` object, no service or env
+        of its own) is made into its event here, in one step, with the level, actor and type
+        normalised once per combination (:func:`_norms`). Any other line takes :meth:`_json`:
+        the event is the same either way."""
+        loads = _fast_loads
+        plans = _PLANS
+        add = out.append
+        slow = self._json
+        service = service_label(self.service)
+        env = env_label(self.env) if self.env else None
+        tz = self._tz
+        for i, text in enumerate(texts):
+            try:
+                obj = loads(text)
+            except (ValueError, RecursionError):
+                add(slow(text, None, first_ns + i))
+                continue
+            if obj.__class__ is not dict:
+                add(slow(text, None, first_ns + i))
+                continue
+            names = (*obj,)
+            plan = plans.get(names)
+            if plan is None:
+                add(self.from_fields(obj, None, first_ns + i))
+                continue
+            values = (*obj.values(), None)  # the last: what an empty slot reads
+            slot_values, meta_names, meta_values, _, text_only, slot_names = plan
+            vals = slot_values(values)
+            message = vals[_MESSAGE]
+            exception = vals[_EXCEPTION]
+            logger = vals[_LOGGER]
+            if (values.count(None) != 1 or vals[_METADATA] is not None
+                    or (text_only >= 0 and values[text_only].__class__ is not str)
+                    or vals[_SERVICE] is not None or vals[_ENV] is not None
+                    or (message is not None and message.__class__ is not str)
+                    or (exception is not None and exception.__class__ is not str)
+                    or (logger is not None and logger.__class__ is not str)):
+                add(self.from_fields(obj, None, first_ns + i))
+                continue
+            when = vals[_TIME]
+            if when is None:
+                ts = first_ns + i
+            elif when.__class__ is int and 0 <= when < 100_000_000_000_000:
+                # epoch s or ms (parse_timestamp's first two sizes)
+                ts = when * (1_000_000_000 if when < 100_000_000_000 else 1_000_000)
+            else:
+                parsed = parse_timestamp(when, tz)
+                if parsed is None:
+                    add(self.from_fields(obj, None, first_ns + i))
+                    continue
+                ts = parsed
+            norms = _norms(vals[_LEVEL], vals[_ACTOR], vals[_TYPE])
+            if norms is None or not _MIN_NS <= ts <= _MAX_NS:
+                add(self.from_fields(obj, None, first_ns + i))
+                continue
+            level, level_original, actor, actor_original, type_ = norms[:5]
+            if slot_names is not None:  # the object is ours: what is left is the metadata
+                meta = obj
+                for name in slot_names:
+                    del meta[name]
+            else:
+                meta = (dict(zip(meta_names, meta_values(values), strict=True)) if meta_names
+                        else {})
+            if level_original is not None:
+                meta.setdefault("original_level", level_original)
+            if actor_original is not None:
+                meta.setdefault("original_actor", actor_original)
+            actor_id = vals[_ACTOR_ID]
+            if actor_id is not None and (actor_id.__class__ is not str or len(actor_id) > 128
+                                         or not actor_id.isprintable()):
+                actor_id = metadata_value(actor_id)
+            trace_id = vals[_TRACE_ID]
+            if trace_id is not None and (trace_id.__class__ is not str or len(trace_id) > 128
+                                         or not trace_id.isprintable()):
+                trace_id = metadata_value(trace_id)
+            add(make_event({
+                "service": service,
+                "level": level,
+                "message": "" if message is None else message,
+                "actor": actor,
+                "type": type_,
+                "timestamp_ns": ts,
+                "env": env,
+                "actor_id": actor_id or None,  # (text, or None: "" is no id)
+                "trace_id": trace_id or None,
+                "logger": logger or None,
+                "metadata": meta,
+                "exception": exception or None,
+                "original_time": None,
+                "span_id": None,
+            }))
 
     def parse(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
         raise NotImplementedError  # replaced per format in __init__  # pragma: no cover
@@ -553,7 +710,7 @@ class LineParser:
                 plan = _plan(names)
             if plan is not None:
                 values = (*obj.values(), None)  # the last: what an empty slot reads
-                slot_values, meta_names, meta_values, keys, text_only = plan
+                slot_values, meta_names, meta_values, keys, text_only, _ = plan
                 if (values.count(None) == 1
                         and (text_only < 0 or values[text_only].__class__ is str)):
                     meta = (dict(zip(meta_names, meta_values(values), strict=True))

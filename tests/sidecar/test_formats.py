@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -405,3 +406,59 @@ def test_long_level_values_are_not_kept_by_the_level_cache() -> None:
             assert parser.parse(line, None, NOW).level == Level.INFO
 
     assert _retained_by(parse_all) < 1_000_000
+
+
+# --------------------------------------------------------------------------- the batch path
+
+_BATCH_TEXT = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(["warn", "ERROR", "30", "user", "ADMIN", "http_request", "", " ", "\n",
+                     "x" * 65, "y" * 129, "2026-11-20T09:15:02Z", "1795166102123", "NaN"]))
+_BATCH_VALUES = st.one_of(
+    st.none(), _BATCH_TEXT, st.booleans(), st.floats(allow_nan=False),
+    st.integers(-5, 2_000_000_000_000_000_000), st.sampled_from([10, 30, 50, 60, 1.0, 30.5]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["level", "id", "stack", "name", "x"]), st.text(max_size=4),
+                    max_size=2))
+
+
+@given(st.lists(st.dictionaries(_KEYS, _BATCH_VALUES, min_size=1, max_size=8), min_size=1,
+                max_size=8), st.sampled_from(["UTC", "Europe/Paris"]), st.booleans())
+def test_a_read_parsed_at_once_gives_each_line_the_event_it_gives_alone(
+        objs: list[dict[str, object]], timezone: str, with_env: bool) -> None:
+    """The file source parses a read's lines together (``parse_many``), on a path of its own
+    for JSON lines: every event, its metadata's order included, is the one ``parse`` makes of
+    the line alone, whatever the values (numbers, booleans, objects, long or unprintable text,
+    times in any form, or none)."""
+    parser = LineParser(format="json", service="svc", env="prod" if with_env else None,
+                        timezone=timezone)
+    texts = [json.dumps(obj) for obj in objs * 2] + ["{not json", "[1, 2]", '"text"']
+    batch: list[object] = []
+    parser.parse_many(texts, 1_795_000_000_000_000_000, None, batch)  # type: ignore[arg-type]
+    alone = [parser.parse(text, None, 1_795_000_000_000_000_000 + i)
+             for i, text in enumerate(texts)]
+
+    def steady(events: list[object]) -> list[object]:  # a time Loki cannot take is now's
+        return [dataclasses.replace(e, timestamp_ns=0)  # type: ignore[type-var]
+                if e.original_time is not None else e for e in events]  # type: ignore[attr-defined]
+
+    assert steady(batch) == steady(alone)
+    for got, want in zip(batch, alone, strict=True):
+        assert list(got.metadata.items()) == list(want.metadata.items())  # type: ignore[attr-defined]
+
+
+def test_the_batch_path_keeps_few_and_short_normal_forms() -> None:
+    """The level, actor and type a line gives are normalised once per combination: at most
+    4,096 combinations of short values are kept, and a long value is never kept."""
+    from shipper.sidecar import formats
+
+    parser = LineParser(format="json", service="svc")
+    texts = [json.dumps({"level": "info", "type": f"T{i}", "actor": "user", "msg": "m"})
+             for i in range(5_000)]
+    texts += [json.dumps({"level": "info", "type": "T" * 100 + str(i), "msg": "m"})
+              for i in range(50)]
+    out: list[object] = []
+    parser.parse_many(texts, NOW, None, out)  # type: ignore[arg-type]
+    assert [e.type for e in out[:3]] == ["T0", "T1", "T2"]  # type: ignore[attr-defined]
+    assert len(formats._NORMS) <= 4_096
+    assert not any(len(str(key[2])) > 64 for key in formats._NORMS)
