@@ -66,6 +66,8 @@ def log_through(exporter: LogRecordExporter) -> None:
         "service.name": "checkout", "deployment.environment.name": "staging"}))
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = logging.getLogger("shop.orders")
+    # the logger is shared with other tests' code: put back what it was
+    old_propagate, old_level = logger.propagate, logger.level
     logger.propagate = False
     logger.setLevel(logging.INFO)
     handler = LoggingHandler(logger_provider=provider)
@@ -81,6 +83,8 @@ def log_through(exporter: LogRecordExporter) -> None:
             logger.exception("payment failed", extra={"type": "PAYMENT_FAILED"})
     finally:
         logger.removeHandler(handler)
+        logger.propagate = old_propagate
+        logger.setLevel(old_level)
         provider.shutdown()
 
 
