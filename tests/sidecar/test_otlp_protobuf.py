@@ -149,7 +149,7 @@ def test_protobuf_gives_the_same_events_as_the_same_request_in_json(server: Runn
     assert (first.message, first.logger, first.exception, first.timestamp_ns) == \
         ("order failed", "orders", "Error: x\n at y", TS + 5)
     assert first.trace_id == bytes(range(16)).hex()
-    assert first.metadata["span_id"] == bytes(range(8)).hex()
+    assert first.span_id == bytes(range(8)).hex() and "span_id" not in first.metadata
     assert first.metadata["raw"] == "00ff" and first.metadata["big"] == -(2**63)
     assert first.metadata["tags"] == [1, "a", 2.5, False]
     assert first.metadata["deep"] == {"a": {"b": [1, {"c": None}]}}

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shipper.event import Level, LogEvent, normalize_actor
+from shipper.event import Level, LogEvent, metadata_value, normalize_actor
 from shipper.sidecar.boundedjson import DeepJson, NestedTooDeep, load_json
 from shipper.sidecar.config import HttpSourceConfig
 from shipper.sidecar.formats import LineParser, level_of, parse_timestamp
@@ -494,8 +494,6 @@ class HttpSource(Source[HttpSourceConfig]):
             fields.setdefault("level", text)
         if record.trace_id:
             fields.setdefault("trace_id", record.trace_id)
-        if record.span_id:
-            fields.setdefault("span_id", record.span_id)
         if service:
             fields.setdefault("service_name", str(service))
         if env:
@@ -505,7 +503,17 @@ class HttpSource(Source[HttpSourceConfig]):
         if resource:
             fields.setdefault("resource", resource)
         ts = record.time_ns or now
-        return _at(self._parser.from_fields(fields, None, ts), ts)
+        event = self._parser.from_fields(fields, None, ts)
+        # the span id is structured metadata, as the handler ships it (an attribute of that
+        # name wins over the record's own field, as it does for the trace id)
+        span_id = record.attributes.get("span_id", record.span_id)
+        if span_id is None or span_id == "":
+            return _at(event, ts)
+        meta = event.metadata
+        if "span_id" in meta:
+            meta = {k: v for k, v in meta.items() if k != "span_id"}
+        return dataclasses.replace(event, timestamp_ns=ts, metadata=meta,
+                                   span_id=metadata_value(span_id))
 
 
 def _error(path: str, message: str, status: int, protobuf: bool,
