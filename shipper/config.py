@@ -207,7 +207,8 @@ class ShipperConfig:
     max_line_bytes: int = field(default=256 * 1024, metadata={
         "help": "lines are truncated (still valid JSON) to this: Loki's `max_line_size`"})
     type_limit: int = field(default=100, metadata={
-        "help": "distinct `type` values per service, in each process, before new ones become `OTHER`"})
+        "help": "distinct `type` values per service, in each process, before new ones "
+                "become `OTHER`"})
     redact_keys: tuple[str, ...] = field(default=(), metadata={
         "help": "key names to mask, added to the built-in ones"})
     redact_emails: bool = field(default=False, metadata={
