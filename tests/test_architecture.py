@@ -57,7 +57,7 @@ LAYERS = (
     Layer("the delivery engine imports only the event contract and itself",
           "shipper.delivery",
           only=("shipper.delivery", "shipper.event", "shipper.config", "shipper.redact",
-                "shipper._units", "shipper._version")),
+                "shipper._units", "shipper._version", "shipper._files")),
     Layer("shipper.loki never imports the command line", "shipper.loki",
           never=("shipper.cli",)),
     Layer("nothing outside shipper.cli imports it (the public modules included)", "shipper.cli",

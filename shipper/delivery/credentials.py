@@ -16,6 +16,7 @@ import os
 import stat
 import threading
 
+from shipper._files import FileTooLarge, read_small_file
 from shipper._version import __version__
 from shipper.config import ShipperConfig
 from shipper.delivery.transport import TransportError
@@ -56,12 +57,14 @@ class TokenFile:
 
     def _read(self) -> str:
         try:
-            with open(self.path, "rb") as f:
-                data = f.read(MAX_TOKEN_BYTES + 1)
+            data = read_small_file(self.path, MAX_TOKEN_BYTES)
         except OSError as exc:
             raise self._fail(f"cannot read it ({exc.strerror})") from exc
-        if len(data) > MAX_TOKEN_BYTES:
-            raise self._fail(f"larger than {MAX_TOKEN_BYTES // 1024} KiB: not a token file")
+        except FileTooLarge:
+            raise self._fail(f"larger than {MAX_TOKEN_BYTES // 1024} KiB: not a token file") \
+                from None
+        except ValueError as exc:  # replaced by a directory or a FIFO since the stat
+            raise self._fail(str(exc).removeprefix("it is ")) from None
         try:
             token = data.decode("utf-8").strip()
         except UnicodeDecodeError:

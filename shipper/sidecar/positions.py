@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shipper._files import read_small_file
 from shipper.sidecar.promtail import looks_like_promtail_positions
-from shipper.sidecar.smallfile import read_small_file
 
 __all__ = ["FINGERPRINT_BYTES", "FilePosition", "Positions", "PositionsStore", "fingerprint"]
 

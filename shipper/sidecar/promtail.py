@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from shipper.sidecar.smallfile import read_small_file
+from shipper._files import read_small_file
 
 __all__ = ["MAX_POSITIONS_BYTES", "PromtailPositions", "PromtailPositionsError",
            "adopt_promtail_positions", "looks_like_promtail_positions",

@@ -32,10 +32,10 @@ from typing import Any
 
 import yaml
 
+from shipper._files import read_small_file
 from shipper.config import ShipperConfig
 from shipper.sidecar.config import SidecarConfigError, load_config
 from shipper.sidecar.promtail_stages import SERVICE_LABELS, Notes, Parsing, Stages, shown
-from shipper.sidecar.smallfile import read_small_file
 
 __all__ = ["MAX_CONFIG_BYTES", "Conversion", "PromtailConfigError", "convert_promtail",
            "read_promtail_config"]
