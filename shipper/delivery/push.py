@@ -137,7 +137,7 @@ def _varint(value: int) -> bytes:
     """Protobuf's base-128 varint (values up to 16,383 from a table: lengths and most fields;
     the branches below cover a timestamp's nanoseconds without the loop)."""
     if value < 0x4000:
-        return _VARINTS[value]
+        return (_VARINTS or _varint_table())[value]
     if value < 0x200000:
         return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
     if value < 0x10000000:
@@ -154,8 +154,17 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_VARINTS = [bytes((n,)) for n in range(0x80)] + [
-    bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
+#: the varints of 0 to 16,383, made at the first protobuf push: 16,384 objects that would
+#: cost every start of a JSON-pushing process milliseconds of CPU
+_VARINTS: list[bytes] = []
+
+
+def _varint_table() -> list[bytes]:
+    global _VARINTS
+    if not _VARINTS:  # two threads may both make it: the same table either way
+        _VARINTS = [bytes((n,)) for n in range(0x80)] + [
+            bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
+    return _VARINTS
 
 
 def _field_bytes(number: int, payload: bytes) -> bytes:
@@ -184,7 +193,7 @@ def encode_protobuf(entries: Iterable[Entry]) -> bytes:
     # as they go: one join per stream and one for the request, no copy per nested message.
     parts: list[bytes] = []
     varint = _varint
-    table = _VARINTS
+    table = _varint_table()
     names = _METADATA_NAMES
     seconds_at: int | None = None  # no second written yet (-1 is a second: 1969)
     seconds_field = b""
