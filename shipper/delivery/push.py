@@ -102,12 +102,19 @@ def one_line(text: str, limit: int = 500) -> str:
 def group_streams(entries: Iterable[Entry]) -> dict[tuple[tuple[str, str], ...], list[Entry]]:
     """Entries grouped by their label set, in order of first appearance and of arrival."""
     streams: dict[tuple[tuple[str, str], ...], list[Entry]] = {}
+    last: tuple[tuple[str, str], ...] | None = None
+    bucket: list[Entry] = []
     for entry in entries:
-        bucket = streams.get(entry.labels)
-        if bucket is None:
-            streams[entry.labels] = [entry]
-        else:
-            bucket.append(entry)
+        labels = entry.labels
+        # the worker shares one labels tuple among the entries of a stream, and neighbours
+        # mostly belong to the same one: the same object needs no lookup (a tuple's hash is
+        # computed anew at every lookup)
+        if labels is not last:
+            found = streams.get(labels)
+            if found is None:
+                found = streams[labels] = []
+            bucket, last = found, labels
+        bucket.append(entry)
     return streams
 
 
