@@ -131,7 +131,9 @@ def _may_hold_card(text: str) -> bool:
     """A cheap test (about 0.3 µs for a line) for 13+ digits separated by nothing but spaces and
     dashes: only text that passes is searched with the card pattern."""
     data = text.encode("utf-8", "surrogatepass").translate(_DIGIT_MAP, b" -")
-    return _THIRTEEN_DIGITS in data
+    # find, not ``in``: ``in`` on bytes first tries its operand as an int, and that costs
+    # more than the search
+    return data.find(_THIRTEEN_DIGITS) >= 0
 
 
 def _luhn_ok(digits: str) -> bool:
