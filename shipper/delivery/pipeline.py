@@ -67,7 +67,7 @@ from shipper.delivery.spool import Spool
 from shipper.delivery.spool.deadletters import DeadLetter, DeadLetters, dead_letter_dir
 from shipper.delivery.tally import Reporter, Tally
 from shipper.delivery.transport import Transport
-from shipper.event import Entry, LogEvent, TypeGuard, entry_maker, to_entry
+from shipper.event import Entry, LogEvent, TypeGuard, make_entries, to_entry
 from shipper.redact import CLEAN_GROUP, Redactor, hide_url_credentials
 
 __all__ = ["ITEM_OVERHEAD", "TAKE_RATIO", "Pipeline"]
@@ -282,13 +282,8 @@ class Pipeline:
             clean = self._redactor.clean_events(items) if all(
                 item.__class__ is LogEvent for item in items) else None
             if clean is not None:  # LogEvents only (the sidecar's, SystemLog's)
-                entry_of = entry_maker(types, max_line_bytes)
-                add = entries.append
-                for index, event in enumerate(items):
-                    try:
-                        add(entry_of(event if clean[index // CLEAN_GROUP] else redact(event)))
-                    except Exception as exc:
-                        self._invalid(exc)
+                entries = make_entries(items, clean, CLEAN_GROUP, redact, self._invalid, types,
+                                       max_line_bytes)
             else:
                 for item in items:
                     try:
