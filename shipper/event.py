@@ -607,7 +607,6 @@ def make_entries(events: Sequence[LogEvent], keep: Sequence[bool], group: int,
     add = entries.append
     #: labels of the (type, service, env, level, actor) the guard let through in this batch
     ready: dict[tuple[str, str, str | None, Level, Actor], tuple[tuple[str, str], ...]] = {}
-    actor_pairs = _ACTOR_PAIRS
     start = 0
     for kept in keep:
         for item in events[start:start + group]:
@@ -629,14 +628,10 @@ def make_entries(events: Sequence[LogEvent], keep: Sequence[bool], group: int,
                     metadata = structured_metadata(actor_id, trace_id, event.logger, None,
                                                    event.span_id)
                 elif actor_id:
-                    # the pair is shared by all of the actor's entries (kept across batches:
-                    # a batch holds only a few events of each of many actors)
-                    pair = actor_pairs.get(actor_id)
-                    if pair is None:
-                        if len(actor_pairs) >= _ACTOR_PAIRS_MAX:
-                            actor_pairs.clear()
-                        pair = actor_pairs[actor_id] = _pair("actor_id", actor_id)
-                    metadata = (pair, ("trace_id", trace_id)) if trace_id else (pair,)
+                    # a new pair: a batch holds a few events each of many actors, and looking
+                    # a shared pair up costs more than making one
+                    metadata = ((("actor_id", actor_id), ("trace_id", trace_id)) if trace_id
+                                else (("actor_id", actor_id),))
                 else:
                     metadata = (("trace_id", trace_id),) if trace_id else ()
                 add(_tuple_new(Entry, (labels, ts, entry_line(event.message, event.metadata,
@@ -646,11 +641,6 @@ def make_entries(events: Sequence[LogEvent], keep: Sequence[bool], group: int,
                 failed(exc)
         start += group
     return entries
-
-
-#: actor id → its shared ("actor_id", id) pair, for :func:`make_entries`
-_ACTOR_PAIRS: dict[str, tuple[str, str]] = {}
-_ACTOR_PAIRS_MAX = 8192
 
 
 def structured_metadata(actor_id: str | None, trace_id: str | None, logger: str | None,
