@@ -299,6 +299,9 @@ class Redactor:
                 # one orjson call and C-level walks for the whole group, not a step per event
                 texts.append(dumps(metadatas, default=_refuse, option=_PLAIN_JSON).decode())
                 joined = "\n".join(texts)
+                # dicts only: the counts below take one '{' and len() ':' for each
+                if list(map(type, metadatas)).count(dict) != len(metadatas):
+                    raise TypeError("metadata that is not a dict")
                 names: set[Any] = set().union(*metadatas)
                 pairs = sum(map(len, metadatas))
             except (TypeError, ValueError):  # orjson's refusal is a TypeError

@@ -392,7 +392,9 @@ def test_events_found_clean_are_the_events_redaction_leaves_unchanged() -> None:
                     _event("password: hunter2"), _event("password=hunter2"),
                     _event('{"password": "hunter2"}', {"a": 1}),
                     _event("ok", {"note": "token: abc"}), _event("ok", {"a": {"secret": 1}}),
-                    _event("ok", {"a": ["{", "token: x"]}), _event("ok", exception="pwd: x")]:
+                    _event("ok", {"a": ["{", "token: x"]}), _event("ok", exception="pwd: x"),
+                    # metadata that is not a dict (built without LogEvent.create)
+                    dataclasses.replace(_event("ok"), metadata=["token: x"])]:
         events = list(plain)
         events[CLEAN_GROUP + 1] = spoiler
         assert redactor.clean_events(events) == [True, False], spoiler
@@ -457,3 +459,17 @@ def test_a_value_that_cannot_be_read_is_masked_alone() -> None:
     assert redacted.metadata["odd"] == "[REDACTED: unreadable]"
     assert redacted.metadata["keep"] == "me" and redacted.metadata["api_key"] == "[REDACTED]"
     assert len(redacted.metadata["set"]) == 1
+
+
+def test_a_list_for_metadata_cannot_make_up_for_a_nested_secret_key() -> None:
+    """A group's metadata is counted as dicts: a list in one event's place (one item, no
+    brace, no colon) must not make up for the brace and colon of a dict nested in another's,
+    which hides a secret key."""
+    from shipper.redact import CLEAN_GROUP
+
+    listed = dataclasses.replace(_event("ok"), metadata=["x"])
+    nested = _event("ok", {"a": {"password": "hunter2"}})
+    events = [listed, nested] + [_event("ok")] * (CLEAN_GROUP - 2)
+    redactor = Redactor()
+    assert redactor.clean_events(events) == [False]
+    assert redactor.redact_event(nested).metadata == {"a": {"password": "[REDACTED]"}}
