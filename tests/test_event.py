@@ -392,3 +392,28 @@ def test_an_entry_maker_makes_the_entries_to_entry_makes(
         (guard.overflowed, guard.audit_renamed)
     unguarded = entry_maker()
     assert [unguarded(e) for e in events] == [to_entry(e) for e in events]
+
+
+def test_make_event_gives_a_frozen_log_event_equal_to_the_constructors() -> None:
+    import copy
+    import dataclasses
+    import pickle
+
+    from shipper.event import make_event
+
+    metadata = {"pid": 4242}
+    made = make_event("web", Level.WARNING, "disk low", Actor.USER, "DISK", 5, "prod", "usr_1",
+                      "req-1", "app.disk", metadata, "Traceback ...", None, "00f067aa0ba902b7")
+    built = LogEvent(service="web", level=Level.WARNING, message="disk low", actor=Actor.USER,
+                     type="DISK", timestamp_ns=5, env="prod", actor_id="usr_1", trace_id="req-1",
+                     logger="app.disk", metadata={"pid": 4242}, exception="Traceback ...",
+                     span_id="00f067aa0ba902b7")
+    assert made.__class__ is LogEvent
+    assert made == built and repr(made) == repr(built)
+    assert made.metadata is metadata  # kept, not copied
+    assert list(vars(made)) == [f.name for f in dataclasses.fields(LogEvent)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.message = "changed"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(made)) == built
+    assert copy.deepcopy(made) == built
+    assert dataclasses.replace(made, message="other").message == "other"
