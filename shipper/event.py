@@ -43,8 +43,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from dataclasses import fields as _dataclass_fields
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -343,10 +342,6 @@ class LogEvent:
                          span_id=span_id)
 
 
-#: LogEvent's field names, in order
-_FIELD_NAMES = tuple(f.name for f in _dataclass_fields(LogEvent))
-
-
 def _metadata_dict(metadata: object) -> dict[str, Any]:
     """A copy of metadata given as a mapping, ``{"value": metadata}`` for anything else (and
     for a mapping that cannot be read)."""
@@ -377,68 +372,60 @@ def new_event(service: str, env: str | None, level: object, message: object,
     if timestamp_ns.__class__ is not int or not _MIN_NS <= timestamp_ns <= _MAX_NS:
         timestamp_ns, replaced = entry_time(timestamp_ns, _time_ns())
         original_time = replaced if original_time is None else original_time
-    actor_id_text = (None if actor_id is None or (actor_id.__class__ is str and not actor_id)
-                     else metadata_value(actor_id))  # (no == "": an object's __eq__ may raise)
-    trace_id_text = (None if trace_id is None or (trace_id.__class__ is str and not trace_id)
-                     else metadata_value(trace_id))
-    span_id_text = (None if span_id is None or (span_id.__class__ is str and not span_id)
-                    else metadata_value(span_id))
-    fields = (service_label(service), lvl, message, act, normalize_type(type_),
-              timestamp_ns, env_label(env) if env else None, actor_id_text, trace_id_text,
-              logger or None, meta, exception or None, original_time, span_id_text)
-    if cls is LogEvent:
-        return make_event(*fields)
-    # a subclass, whose layout may differ: fill its instance in one step instead of the
-    # frozen dataclass __init__'s object.__setattr__ calls
+    # Every field is normal now: fill the instance in one step instead of the frozen
+    # dataclass __init__'s twelve object.__setattr__ calls (this runs once per event).
     event = _new_object(cls)
-    _set_attr(event, "__dict__", dict(zip(_FIELD_NAMES, fields, strict=True)))
+    _set_attr(event, "__dict__", {
+        "service": service_label(service),
+        "level": lvl,
+        "message": message,
+        "actor": act,
+        "type": normalize_type(type_),
+        "timestamp_ns": timestamp_ns,
+        "env": env_label(env) if env else None,
+        # (no == "": an object's own __eq__ may raise)
+        "actor_id": None if actor_id is None or (actor_id.__class__ is str and not actor_id)
+        else metadata_value(actor_id),
+        "trace_id": None if trace_id is None or (trace_id.__class__ is str and not trace_id)
+        else metadata_value(trace_id),
+        "logger": logger or None,
+        "metadata": meta,
+        "exception": exception or None,
+        "original_time": original_time,
+        "span_id": None if span_id is None or (span_id.__class__ is str and not span_id)
+        else metadata_value(span_id),
+    })
     return event
 
 
-class _Filled:
-    """A :class:`LogEvent` being filled: a plain class, so its ``__init__`` stores the fields
-    straight into the compact, key-sharing attribute storage CPython gives instances (a
-    frozen dataclass's ``__init__`` makes one ``object.__setattr__`` call per field, and a
-    dict of its own per event costs more to make, hold and free). It then becomes a
-    ``LogEvent`` by ``__class__`` assignment (the two layouts are the same: a ``__dict__``
-    and weak references, nothing else)."""
-
-    def __init__(self, service: str, level: Level, message: str, actor: Actor, type_: str,
-                 timestamp_ns: int, env: str | None, actor_id: str | None,
-                 trace_id: str | None, logger: str | None, metadata: Mapping[str, Any],
-                 exception: str | None, original_time: str | None = None,
-                 span_id: str | None = None) -> None:
-        # in the order of LogEvent's fields (its repr and equality follow the class, not
-        # this order; vars() of an event lists them in this order too)
-        self.service = service
-        self.level = level
-        self.message = message
-        self.actor = actor
-        self.type = type_
-        self.timestamp_ns = timestamp_ns
-        self.env = env
-        self.actor_id = actor_id
-        self.trace_id = trace_id
-        self.logger = logger
-        self.metadata = metadata
-        self.exception = exception
-        self.original_time = original_time
-        self.span_id = span_id
-        self.__class__ = LogEvent  # type: ignore[assignment]
-
-
-if TYPE_CHECKING:
-    def make_event(service: str, level: Level, message: str, actor: Actor, type_: str,
-                   timestamp_ns: int, env: str | None, actor_id: str | None,
-                   trace_id: str | None, logger: str | None, metadata: Mapping[str, Any],
-                   exception: str | None, original_time: str | None = None,
-                   span_id: str | None = None) -> LogEvent:
-        """A :class:`LogEvent` of these fields, every one normal already as
-        :func:`new_event` makes them: for a source that normalised them itself (the event
-        keeps ``metadata``, no copy). About half the CPU of the dataclass's own
-        ``__init__``, and a smaller event."""
-else:  # the class itself: its instance comes out of __init__ a LogEvent (one call less)
-    make_event = _Filled
+def make_event(service: str, level: Level, message: str, actor: Actor, type_: str,
+               timestamp_ns: int, env: str | None, actor_id: str | None,
+               trace_id: str | None, logger: str | None, metadata: Mapping[str, Any],
+               exception: str | None, original_time: str | None = None,
+               span_id: str | None = None) -> LogEvent:
+    """A :class:`LogEvent` of these fields, every one normal already as :func:`new_event`
+    makes them: for a source that normalised them itself (the event keeps ``metadata``, no
+    copy). The instance is filled in one step, as :func:`new_event` fills it: a dict of its
+    own is read faster later than the key-sharing storage CPython makes for attributes set
+    one by one, and a frozen dataclass sets each with a call."""
+    event = _new_object(LogEvent)
+    _set_attr(event, "__dict__", {
+        "service": service,
+        "level": level,
+        "message": message,
+        "actor": actor,
+        "type": type_,
+        "timestamp_ns": timestamp_ns,
+        "env": env,
+        "actor_id": actor_id,
+        "trace_id": trace_id,
+        "logger": logger,
+        "metadata": metadata,
+        "exception": exception,
+        "original_time": original_time,
+        "span_id": span_id,
+    })
+    return event
 
 
 def entry_time(timestamp_ns: object, received_ns: int,
