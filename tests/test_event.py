@@ -420,3 +420,27 @@ def test_make_entries_redacts_the_groups_not_kept_and_leaves_out_only_what_fails
     made = make_entries(events, [True, False, True], 2, redact, failed.append)
     assert [orjson.loads(entry.line)["message"] for entry in made] == ["m0", "m1", "m3!", "m4"]
     assert [type(exc) for exc in failed] == [ValueError]
+
+
+def test_make_event_gives_a_frozen_log_event_equal_to_the_constructors() -> None:
+    import copy
+    import pickle
+
+    from shipper.event import make_event
+
+    metadata = {"pid": 4242}
+    made = make_event("web", Level.WARNING, "disk low", Actor.USER, "DISK", 5, "prod", "usr_1",
+                      "req-1", "app.disk", metadata, "Traceback ...", None, "00f067aa0ba902b7")
+    built = LogEvent(service="web", level=Level.WARNING, message="disk low", actor=Actor.USER,
+                     type="DISK", timestamp_ns=5, env="prod", actor_id="usr_1", trace_id="req-1",
+                     logger="app.disk", metadata={"pid": 4242}, exception="Traceback ...",
+                     span_id="00f067aa0ba902b7")
+    assert made.__class__ is LogEvent
+    assert made == built and repr(made) == repr(built)
+    assert made.metadata is metadata  # kept, not copied
+    assert list(vars(made)) == [f.name for f in dataclasses.fields(LogEvent)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.message = "changed"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(made)) == built
+    assert copy.deepcopy(made) == built
+    assert dataclasses.replace(made, message="other").message == "other"
