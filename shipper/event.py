@@ -41,7 +41,7 @@ import math
 import operator
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -69,9 +69,9 @@ __all__ = [
     "LogEvent",
     "TypeGuard",
     "entry_line",
-    "entry_maker",
     "entry_time",
     "env_label",
+    "make_entries",
     "make_entry",
     "make_event",
     "metadata_value",
@@ -398,12 +398,33 @@ def new_event(service: str, env: str | None, level: object, message: object,
     return event
 
 
-def make_event(fields: dict[str, Any]) -> LogEvent:
-    """A :class:`LogEvent` whose ``fields`` (every field, by name, in the order of the class)
-    are normal already, as :func:`new_event` makes them: for a source that normalised them
-    itself. The event keeps the dict as its ``__dict__``."""
+def make_event(service: str, level: Level, message: str, actor: Actor, type_: str,
+               timestamp_ns: int, env: str | None, actor_id: str | None,
+               trace_id: str | None, logger: str | None, metadata: Mapping[str, Any],
+               exception: str | None, original_time: str | None = None,
+               span_id: str | None = None) -> LogEvent:
+    """A :class:`LogEvent` of these fields, every one normal already as :func:`new_event`
+    makes them: for a source that normalised them itself (the event keeps ``metadata``, no
+    copy). The instance is filled in one step, as :func:`new_event` fills it: a dict of its
+    own is read faster later than the key-sharing storage CPython makes for attributes set
+    one by one, and a frozen dataclass sets each with a call."""
     event = _new_object(LogEvent)
-    _set_attr(event, "__dict__", fields)
+    _set_attr(event, "__dict__", {
+        "service": service,
+        "level": level,
+        "message": message,
+        "actor": actor,
+        "type": type_,
+        "timestamp_ns": timestamp_ns,
+        "env": env,
+        "actor_id": actor_id,
+        "trace_id": trace_id,
+        "logger": logger,
+        "metadata": metadata,
+        "exception": exception,
+        "original_time": original_time,
+        "span_id": span_id,
+    })
     return event
 
 
@@ -592,47 +613,55 @@ def to_entry(
     )
 
 
-def entry_maker(type_guard: TypeGuard | None = None,
-                max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Callable[[LogEvent], Entry]:
-    """:func:`to_entry` with these settings, as a function of the event alone, for a worker
-    that makes the entries of one batch: an event of a (type, service) the guard already let
-    through as it is, at a time Loki can take, is split here without the calls
-    :func:`to_entry` makes; any other event goes through :func:`to_entry` (which also learns
-    the (type, service) pairs). The entries are the same either way."""
-    admitted: set[tuple[str, str]] = set()
-    labels_of = _LABELS_CACHE.get
-    actor_pairs: dict[str, tuple[str, str]] = {}  # this batch's (the maker lives for one)
-
-    def make(event: LogEvent) -> Entry:
-        type_ = event.type
-        service = event.service
-        ts = event.timestamp_ns
-        if ((type_, service) not in admitted or event.original_time is not None
-                or ts.__class__ is not int or not _MIN_NS <= ts <= _MAX_NS):
-            entry = to_entry(event, type_guard=type_guard, max_line_bytes=max_line_bytes)
-            if entry.labels[-1][1] == type_:  # the type label comes last
-                admitted.add((type_, service))
-            return entry
-        env, level, actor = event.env, event.level, event.actor
-        labels = labels_of((service, env, level, actor, type_))
-        if labels is None:
-            labels = stream_labels(service, env, level, actor, type_)
-        actor_id, trace_id = event.actor_id, event.trace_id
-        if event.logger is not None or event.span_id is not None:
-            metadata = structured_metadata(actor_id, trace_id, event.logger, None,
-                                           event.span_id)
-        elif actor_id:
-            pair = actor_pairs.get(actor_id)
-            if pair is None:
-                pair = actor_pairs[actor_id] = _pair("actor_id", actor_id)
-            metadata = (pair, ("trace_id", trace_id)) if trace_id else (pair,)
-        else:
-            metadata = (("trace_id", trace_id),) if trace_id else ()
-        return _tuple_new(Entry, (labels, ts, entry_line(event.message, event.metadata,
-                                                         event.exception, max_line_bytes),
-                                  metadata))
-
-    return make
+def make_entries(events: Sequence[LogEvent], keep: Sequence[bool], group: int,
+                 redact: Callable[[LogEvent], LogEvent], failed: Callable[[Exception], None],
+                 type_guard: TypeGuard | None = None,
+                 max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> list[Entry]:
+    """:func:`to_entry` of each event of a batch, for the worker: the events of group ``g``
+    (``events[g * group:(g + 1) * group]``) as they are when ``keep[g]``, else as
+    ``redact(event)`` gives them. An event that raises is left out and handed to ``failed``
+    (its neighbours are not). An event of a (type, service, labels) the guard already let
+    through in this batch, at a time Loki can take, is split here, in one loop for the whole
+    batch (no call per event); any other goes through :func:`to_entry` (which also counts it
+    in the guard). The entries are the same either way."""
+    entries: list[Entry] = []
+    add = entries.append
+    #: labels of the (type, service, env, level, actor) the guard let through in this batch
+    ready: dict[tuple[str, str, str | None, Level, Actor], tuple[tuple[str, str], ...]] = {}
+    start = 0
+    for kept in keep:
+        for item in events[start:start + group]:
+            try:
+                event = item if kept else redact(item)
+                type_, service = event.type, event.service
+                key = (type_, service, event.env, event.level, event.actor)
+                labels = ready.get(key)
+                ts = event.timestamp_ns
+                if (labels is None or event.original_time is not None
+                        or ts.__class__ is not int or not _MIN_NS <= ts <= _MAX_NS):
+                    entry = to_entry(event, type_guard=type_guard, max_line_bytes=max_line_bytes)
+                    if labels is None and entry.labels[-1][1] == type_:  # type label is last
+                        ready[key] = entry.labels
+                    add(entry)
+                    continue
+                actor_id, trace_id = event.actor_id, event.trace_id
+                if event.logger is not None or event.span_id is not None:
+                    metadata = structured_metadata(actor_id, trace_id, event.logger, None,
+                                                   event.span_id)
+                elif actor_id:
+                    # a new pair: a batch holds a few events each of many actors, and looking
+                    # a shared pair up costs more than making one
+                    metadata = ((("actor_id", actor_id), ("trace_id", trace_id)) if trace_id
+                                else (("actor_id", actor_id),))
+                else:
+                    metadata = (("trace_id", trace_id),) if trace_id else ()
+                add(_tuple_new(Entry, (labels, ts, entry_line(event.message, event.metadata,
+                                                              event.exception, max_line_bytes),
+                                       metadata)))
+            except Exception as exc:
+                failed(exc)
+        start += group
+    return entries
 
 
 def structured_metadata(actor_id: str | None, trace_id: str | None, logger: str | None,

@@ -165,8 +165,12 @@ def entry_line(message: str, metadata: Mapping[str, Any], exception: str | None,
         # writes NaN as null and refuses lone surrogates, big ints and non-str keys: a line
         # holding "null" takes the careful path, so NaN is kept as "nan" as everywhere else
         data = _orjson_dumps(body, default=_json_default, option=_ORJSON_OPTIONS)
-        if len(data) <= max_line_bytes and b"null" not in data:
-            return data.decode("utf-8")
+        if len(data) <= max_line_bytes:
+            # searched as text: ``in`` on bytes first tries the operand as an int, and that
+            # refusal costs more than the search
+            line = data.decode("utf-8")
+            if "null" not in line:
+                return line
     except Exception:  # whatever orjson or _json_default refused: the careful path
         pass
     return _careful_line(body, max_line_bytes)

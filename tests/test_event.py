@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -11,6 +12,7 @@ import time
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +23,7 @@ from shipper.event import (
     Level,
     LogEvent,
     TypeGuard,
-    entry_maker,
+    make_entries,
     normalize_actor,
     normalize_level,
     normalize_type,
@@ -378,17 +380,67 @@ _MAKER_EVENTS = st.lists(st.builds(
 ), max_size=30)
 
 
-@given(_MAKER_EVENTS, st.integers(min_value=1, max_value=3), st.sampled_from([64, 300]))
-def test_an_entry_maker_makes_the_entries_to_entry_makes(
-        events: list[LogEvent], limit: int, max_line_bytes: int) -> None:
-    """The worker's maker of a batch's entries (``entry_maker``) gives each event the entry
+@given(_MAKER_EVENTS, st.integers(min_value=1, max_value=3), st.sampled_from([64, 300]),
+       st.integers(min_value=1, max_value=4))
+def test_make_entries_makes_the_entries_to_entry_makes(
+        events: list[LogEvent], limit: int, max_line_bytes: int, group: int) -> None:
+    """The worker's maker of a batch's entries (``make_entries``) gives each event the entry
     ``to_entry`` gives, and leaves its type guard as ``to_entry`` leaves one: the same types
     folded into OTHER and the same audit types renamed, counted once each."""
     guard, maker_guard = TypeGuard(limit), TypeGuard(limit)
-    make = entry_maker(maker_guard, max_line_bytes)
-    for event in events:
-        assert make(event) == to_entry(event, type_guard=guard, max_line_bytes=max_line_bytes)
+    groups = -(-len(events) // group)
+    made = make_entries(events, [True] * groups, group, _no_redaction, _raise, maker_guard,
+                        max_line_bytes)
+    assert made == [to_entry(event, type_guard=guard, max_line_bytes=max_line_bytes)
+                    for event in events]
     assert (maker_guard.overflowed, maker_guard.audit_renamed) == \
         (guard.overflowed, guard.audit_renamed)
-    unguarded = entry_maker()
-    assert [unguarded(e) for e in events] == [to_entry(e) for e in events]
+    unguarded = make_entries(events, [True] * groups, group, _no_redaction, _raise)
+    assert unguarded == [to_entry(e) for e in events]
+
+
+def _no_redaction(event: LogEvent) -> LogEvent:
+    raise AssertionError("a group to keep was redacted")
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def test_make_entries_redacts_the_groups_not_kept_and_leaves_out_only_what_fails() -> None:
+    events = [LogEvent.create(service="shop", level="INFO", message=f"m{i}", timestamp_ns=i + 1)
+              for i in range(5)]
+    failed: list[Exception] = []
+
+    def redact(event: LogEvent) -> LogEvent:
+        if event.message == "m2":
+            raise ValueError("cannot redact m2")
+        return dataclasses.replace(event, message=f"{event.message}!")
+
+    made = make_entries(events, [True, False, True], 2, redact, failed.append)
+    assert [orjson.loads(entry.line)["message"] for entry in made] == ["m0", "m1", "m3!", "m4"]
+    assert [type(exc) for exc in failed] == [ValueError]
+
+
+def test_make_event_gives_a_frozen_log_event_equal_to_the_constructors() -> None:
+    import copy
+    import pickle
+
+    from shipper.event import make_event
+
+    metadata = {"pid": 4242}
+    made = make_event("web", Level.WARNING, "disk low", Actor.USER, "DISK", 5, "prod", "usr_1",
+                      "req-1", "app.disk", metadata, "Traceback ...", None, "00f067aa0ba902b7")
+    built = LogEvent(service="web", level=Level.WARNING, message="disk low", actor=Actor.USER,
+                     type="DISK", timestamp_ns=5, env="prod", actor_id="usr_1", trace_id="req-1",
+                     logger="app.disk", metadata={"pid": 4242}, exception="Traceback ...",
+                     span_id="00f067aa0ba902b7")
+    assert made.__class__ is LogEvent
+    assert made == built and repr(made) == repr(built)
+    assert made.metadata is metadata  # kept, not copied
+    assert list(vars(made)) == [f.name for f in dataclasses.fields(LogEvent)]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.message = "changed"  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(made)) == built
+    assert copy.deepcopy(made) == built
+    assert dataclasses.replace(made, message="other").message == "other"

@@ -386,7 +386,15 @@ def test_events_found_clean_are_the_events_redaction_leaves_unchanged() -> None:
     for spoiler in [_event("ok", {"password": "hunter2"}), _event("ok", {"note": f"card {VISA}"}),
                     _event("ok", exception=f"Bearer {JWT}"), _event("ok", {"k": b"bytes"}),
                     _event("ok", {1: "non-string key"}), _event("ok", {"s": {"a", "b"}}),
-                    _event("ok", {"o": object()}), _event("ok", {"deep": [{"api_key": "x"}]})]:
+                    _event("ok", {"o": object()}), _event("ok", {"deep": [{"api_key": "x"}]}),
+                    # a key=value or key: value pair in text, where the metadata's own colons
+                    # and braces could pass for the text's
+                    _event("password: hunter2"), _event("password=hunter2"),
+                    _event('{"password": "hunter2"}', {"a": 1}),
+                    _event("ok", {"note": "token: abc"}), _event("ok", {"a": {"secret": 1}}),
+                    _event("ok", {"a": ["{", "token: x"]}), _event("ok", exception="pwd: x"),
+                    # metadata that is not a dict (built without LogEvent.create)
+                    dataclasses.replace(_event("ok"), metadata=["token: x"])]:
         events = list(plain)
         events[CLEAN_GROUP + 1] = spoiler
         assert redactor.clean_events(events) == [True, False], spoiler
@@ -394,16 +402,24 @@ def test_events_found_clean_are_the_events_redaction_leaves_unchanged() -> None:
         assert redactor.redact_event(event) is event
 
 
+#: text for events: with the braces and quotes a metadata object is written with too
+_event_pieces = st.sampled_from(
+    ["User ", "42", " ", "=", ":", "pass", "word", "password", "token", "://", "eyJ", "4242 ",
+     "{", "}", '"', "\\", "é", "x", "api_key"])
+
+
 _values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.lists(_pieces).map("".join),
+    st.none() | st.booleans() | st.integers() | st.floats()
+    | st.lists(_event_pieces).map("".join),
     lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.lists(_pieces, max_size=3).map("".join), inner, max_size=4),
+    | st.dictionaries(st.lists(_event_pieces, max_size=3).map("".join), inner, max_size=4),
     max_leaves=12)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.lists(_pieces, max_size=8).map("".join),
-                          st.dictionaries(st.lists(_pieces, max_size=3).map("".join), _values,
+@given(st.lists(st.tuples(st.lists(_event_pieces, max_size=8).map("".join),
+                          st.dictionaries(st.lists(_event_pieces, max_size=3).map("".join),
+                                          _values,
                                           max_size=4)),
                 min_size=1, max_size=70))
 def test_an_event_in_a_group_found_clean_is_never_changed_by_redaction(
@@ -443,3 +459,17 @@ def test_a_value_that_cannot_be_read_is_masked_alone() -> None:
     assert redacted.metadata["odd"] == "[REDACTED: unreadable]"
     assert redacted.metadata["keep"] == "me" and redacted.metadata["api_key"] == "[REDACTED]"
     assert len(redacted.metadata["set"]) == 1
+
+
+def test_a_list_for_metadata_cannot_make_up_for_a_nested_secret_key() -> None:
+    """A group's metadata is counted as dicts: a list in one event's place (one item, no
+    brace, no colon) must not make up for the brace and colon of a dict nested in another's,
+    which hides a secret key."""
+    from shipper.redact import CLEAN_GROUP
+
+    listed = dataclasses.replace(_event("ok"), metadata=["x"])
+    nested = _event("ok", {"a": {"password": "hunter2"}})
+    events = [listed, nested] + [_event("ok")] * (CLEAN_GROUP - 2)
+    redactor = Redactor()
+    assert redactor.clean_events(events) == [False]
+    assert redactor.redact_event(nested).metadata == {"a": {"password": "[REDACTED]"}}

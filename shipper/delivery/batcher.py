@@ -20,7 +20,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Batcher", "run_registered"]
 
@@ -83,10 +83,15 @@ class Batcher(Generic[T]):
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the worker waits here
         self._done = threading.Condition(self._lock)  # flush() waits here
-        self._queue: collections.deque[T] = collections.deque()
-        #: the size of each queued item (beside it rather than in a tuple with it: one object
-        #: less per event for the garbage collector)
+        #: the queued items, and the lists :meth:`put_many` queued whole (one place for a
+        #: source's read of a thousand events, not one per event)
+        self._queue: collections.deque[Any] = collections.deque()
+        #: the size of each place (beside it rather than in a tuple with it: one object less
+        #: per event for the garbage collector): an item's size, or ``~total`` for a list
+        #: (negative: that is how a list is told from an item, which may be a list too)
         self._sizes: collections.deque[int] = collections.deque()
+        #: the items queued (a list counts its items)
+        self._count = 0
         self._bytes = 0
         #: (item, size, compact)
         self._overflow: list[tuple[T, int, bool]] = []
@@ -114,15 +119,15 @@ class Batcher(Generic[T]):
         lock = self._lock
         lock.acquire()
         try:
-            queue = self._queue
-            n = len(queue)
+            n = self._count
             queued_bytes = self._bytes + size
             if n >= self.max_items or queued_bytes > self.max_bytes or self._closing:
                 return self._park(item, size)
             if not n:
                 self._first_at = _monotonic()
-            queue.append(item)
+            self._queue.append(item)
             self._sizes.append(size)
+            self._count = n + 1
             self._bytes = queued_bytes
             self._put_total += 1
             if self._thread is None:
@@ -135,41 +140,46 @@ class Batcher(Generic[T]):
         finally:
             lock.release()
 
-    def put_many(self, items: list[tuple[T, int]]) -> list[T]:
-        """:meth:`put` for several ``(item, size)`` under one lock; returns the items that
-        were not taken, in order."""
+    def put_many(self, items: list[T], total: int, size_of: Callable[[T], int]) -> list[T]:
+        """:meth:`put` for several items under one lock, ``total`` bytes in all (``size_of``
+        gives one item's); returns the items that were not taken, in order. When they all
+        fit, the list is queued whole, as it is: the caller must not change it afterwards."""
+        count = len(items)
+        if not count:
+            return []
         refused: list[T] = []
         with self._lock:
             queue, sizes = self._queue, self._sizes
-            added = [size for _, size in items]
-            total = sum(added)
-            if (not self._closing and len(queue) + len(items) <= self.max_items
+            if (not self._closing and self._count + count <= self.max_items
                     and self._bytes + total <= self.max_bytes):
-                # room for all of them (the usual case): one extend, not a test per item
-                if not queue and items:
+                # room for all of them (the usual case): one place, not one per item
+                if not self._count:
                     self._first_at = _monotonic()
-                queue.extend([item for item, _ in items])
-                sizes.extend(added)
+                queue.append(items)
+                sizes.append(~total)
+                self._count += count
                 self._bytes += total
-                self._put_total += len(items)
-                items = []
-            for item, size in items:
-                n = len(queue)
-                queued_bytes = self._bytes + size
-                if n >= self.max_items or queued_bytes > self.max_bytes or self._closing:
-                    if not self._park(item, size):
-                        refused.append(item)
-                    continue
-                if not n:
-                    self._first_at = _monotonic()
-                queue.append(item)
-                sizes.append(size)
-                self._bytes = queued_bytes
-                self._put_total += 1
+                self._put_total += count
+            else:
+                for item in items:  # as put() would place them, one by one
+                    size = size_of(item)
+                    n = self._count
+                    queued_bytes = self._bytes + size
+                    if n >= self.max_items or queued_bytes > self.max_bytes or self._closing:
+                        if not self._park(item, size):
+                            refused.append(item)
+                        continue
+                    if not n:
+                        self._first_at = _monotonic()
+                    queue.append(item)
+                    sizes.append(size)
+                    self._count = n + 1
+                    self._bytes = queued_bytes
+                    self._put_total += 1
             if queue:
                 if self._thread is None:
                     self._start()
-                elif len(queue) >= self.batch_items or self._bytes >= self.batch_bytes:
+                elif self._count >= self.batch_items or self._bytes >= self.batch_bytes:
                     self._work.notify()
         return refused
 
@@ -232,11 +242,21 @@ class Batcher(Generic[T]):
         return self._close_deadline
 
     def __len__(self) -> int:
-        return len(self._queue) + len(self._overflow)
+        return self._count + len(self._overflow)
 
     def queued(self) -> tuple[int, int]:
         """The events in the queue (not the overflow) and the bytes they are counted for."""
-        return len(self._queue), self._bytes
+        return self._count, self._bytes
+
+    def _queued_items(self) -> list[T]:
+        """Under the lock: the queued items, in order (the lists put whole spread out)."""
+        items: list[T] = []
+        for place, size in zip(self._queue, self._sizes, strict=True):
+            if size < 0:
+                items += place
+            else:
+                items.append(place)
+        return items
 
     def wake_tick(self) -> None:
         """If ``tick`` last said it had nothing to do, call it again as soon as the worker is
@@ -295,11 +315,10 @@ class Batcher(Generic[T]):
     def _take(self, now: float) -> list[T] | None:
         """Under the lock: the next batch if one is due, else None."""
         queue = self._queue
-        n = len(queue)
-        if not n:
+        if not queue:
             return None
         due = (
-            n >= self.batch_items
+            self._count >= self.batch_items
             or self._bytes >= self.batch_bytes
             or now - self._first_at >= self.max_wait
             or self._flush_target > self._done_total
@@ -309,10 +328,29 @@ class Batcher(Generic[T]):
             return None
         items: list[T] = []
         sizes = self._sizes
+        batch_items, batch_bytes = self.batch_items, self.batch_bytes
         taken = 0
-        while queue and len(items) < self.batch_items and taken < self.batch_bytes:
-            items.append(queue.popleft())
-            taken += sizes.popleft()
+        while queue and len(items) < batch_items and taken < batch_bytes:
+            place = queue.popleft()
+            size = sizes.popleft()
+            if size >= 0:
+                items.append(place)
+                taken += size
+                continue
+            size = ~size
+            room = batch_items - len(items)
+            if len(place) <= room:
+                items += place
+                taken += size
+                continue
+            # more than the batch has room for: the rest stays first in the queue, with its
+            # share of the list's bytes
+            head = size * room // len(place)
+            items += place[:room]
+            queue.appendleft(place[room:])
+            sizes.appendleft(~(size - head))
+            taken += head
+        self._count -= len(items)
         self._bytes -= taken
         if queue:
             self._first_at = now
@@ -397,13 +435,13 @@ class Batcher(Generic[T]):
             # a request in flight at the deadline ends within the time the pipeline gives it
             thread.join(timeout + _CLOSE_GRACE)
         with self._lock:
-            left = list(self._queue)
+            left = self._queued_items()
             left += [item for item, _, _ in self._overflow]
             self._overflow.clear()
             self._overflow_bytes = self._compact_bytes = self._raw_parked = 0
             self._queue.clear()
             self._sizes.clear()
-            self._bytes = 0
+            self._count = self._bytes = 0
             self._done_total += len(left)
             self._done.notify_all()
         return left

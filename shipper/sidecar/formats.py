@@ -536,8 +536,10 @@ class LineParser:
         the event is the same either way."""
         loads = _fast_loads
         plans = _PLANS
+        norms_of = _NORMS.get
         add = out.append
         slow = self._json
+        make = make_event
         service = service_label(self.service)
         env = env_label(self.env) if self.env else None
         tz = self._tz
@@ -557,19 +559,16 @@ class LineParser:
                 continue
             values = (*obj.values(), None)  # the last: what an empty slot reads
             slot_values, meta_names, meta_values, _, text_only, slot_names = plan
-            vals = slot_values(values)
-            message = vals[_MESSAGE]
-            exception = vals[_EXCEPTION]
-            logger = vals[_LOGGER]
-            if (values.count(None) != 1 or vals[_METADATA] is not None
+            (message, level, when, type_, actor, actor_id, trace_id, logger, exception,
+             service_given, env_given, metadata_given) = slot_values(values)
+            if (values.count(None) != 1 or metadata_given is not None
                     or (text_only >= 0 and values[text_only].__class__ is not str)
-                    or vals[_SERVICE] is not None or vals[_ENV] is not None
+                    or service_given is not None or env_given is not None
                     or (message is not None and message.__class__ is not str)
                     or (exception is not None and exception.__class__ is not str)
                     or (logger is not None and logger.__class__ is not str)):
                 add(self.from_fields(obj, None, first_ns + i))
                 continue
-            when = vals[_TIME]
             if when is None:
                 ts = first_ns + i
             elif when.__class__ is int and 0 <= when < 100_000_000_000_000:
@@ -581,11 +580,18 @@ class LineParser:
                     add(self.from_fields(obj, None, first_ns + i))
                     continue
                 ts = parsed
-            norms = _norms(vals[_LEVEL], vals[_ACTOR], vals[_TYPE])
+            # the normal level, actor and type of this combination, found in _norms' cache
+            # when the three have the classes it was made for (True == 1 finds 1's entry)
+            try:
+                norms = norms_of((level, actor, type_))
+            except TypeError:  # a list or an object: no key, the general path
+                norms = None
+            if (norms is None or norms[5] is not level.__class__
+                    or norms[6] is not actor.__class__ or norms[7] is not type_.__class__):
+                norms = _norms(level, actor, type_)
             if norms is None or not _MIN_NS <= ts <= _MAX_NS:
                 add(self.from_fields(obj, None, first_ns + i))
                 continue
-            level, level_original, actor, actor_original, type_ = norms[:5]
             if slot_names is not None:  # the object is ours: what is left is the metadata
                 meta = obj
                 for name in slot_names:
@@ -593,34 +599,20 @@ class LineParser:
             else:
                 meta = (dict(zip(meta_names, meta_values(values), strict=True)) if meta_names
                         else {})
-            if level_original is not None:
-                meta.setdefault("original_level", level_original)
-            if actor_original is not None:
-                meta.setdefault("original_actor", actor_original)
-            actor_id = vals[_ACTOR_ID]
+            if norms[1] is not None:
+                meta.setdefault("original_level", norms[1])
+            if norms[3] is not None:
+                meta.setdefault("original_actor", norms[3])
             if actor_id is not None and (actor_id.__class__ is not str or len(actor_id) > 128
                                          or not actor_id.isprintable()):
                 actor_id = metadata_value(actor_id)
-            trace_id = vals[_TRACE_ID]
             if trace_id is not None and (trace_id.__class__ is not str or len(trace_id) > 128
                                          or not trace_id.isprintable()):
                 trace_id = metadata_value(trace_id)
-            add(make_event({
-                "service": service,
-                "level": level,
-                "message": "" if message is None else message,
-                "actor": actor,
-                "type": type_,
-                "timestamp_ns": ts,
-                "env": env,
-                "actor_id": actor_id or None,  # (text, or None: "" is no id)
-                "trace_id": trace_id or None,
-                "logger": logger or None,
-                "metadata": meta,
-                "exception": exception or None,
-                "original_time": None,
-                "span_id": None,
-            }))
+            add(make(service, norms[0], "" if message is None else message, norms[2],
+                     norms[4], ts, env,
+                     actor_id or None,  # (text, or None: "" is no id)
+                     trace_id or None, logger or None, meta, exception or None))
 
     def parse(self, text: str, continuation: str | None, default_ns: int) -> LogEvent:
         raise NotImplementedError  # replaced per format in __init__  # pragma: no cover

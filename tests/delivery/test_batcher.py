@@ -17,7 +17,8 @@ def _batcher() -> Batcher[int]:
 
 
 def _state(batcher: Batcher[int]) -> tuple[list[int], tuple[int, int]]:
-    return list(batcher._queue), batcher.queued()
+    with batcher._lock:
+        return batcher._queued_items(), batcher.queued()
 
 
 @given(st.lists(st.lists(st.integers(min_value=0, max_value=300), max_size=10), max_size=4))
@@ -26,9 +27,33 @@ def test_put_many_places_items_as_put_does_one_by_one(reads: list[list[int]]) ->
     try:
         for read in reads:
             items = [(1000 * len(read) + i, size) for i, size in enumerate(read)]
-            refused = many.put_many(items)
+            sizes = dict(items)
+            refused = many.put_many([item for item, _ in items], sum(read), sizes.__getitem__)
             assert refused == [item for item, size in items if not single.put(item, size)]
             assert _state(many) == _state(single)
     finally:
         many.close(0.1)
         single.close(0.1)
+
+
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=300), max_size=12), max_size=5),
+       st.integers(min_value=1, max_value=5))
+def test_lists_put_whole_are_processed_in_order_in_batches_of_at_most_batch_items(
+        reads: list[list[int]], batch_items: int) -> None:
+    batches: list[list[int]] = []
+    batcher: Batcher[int] = Batcher(process=batches.append, max_items=100, max_bytes=100_000,
+                                    batch_items=batch_items, batch_bytes=1 << 20,
+                                    max_wait=60.0)
+    try:
+        put: list[int] = []
+        for read in reads:
+            items = list(range(len(put), len(put) + len(read)))
+            sizes = dict(zip(items, read, strict=True))
+            assert batcher.put_many(items, sum(read), sizes.__getitem__) == []
+            put += items
+        assert batcher.flush(10.0)
+        assert [item for batch in batches for item in batch] == put
+        assert all(0 < len(batch) <= batch_items for batch in batches)
+        assert batcher.queued() == (0, 0) and len(batcher) == 0
+    finally:
+        batcher.close(0.1)

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shipper.config import ShipperConfig
@@ -88,3 +88,37 @@ def test_every_accepted_event_is_stored_refused_or_on_disk_exactly_once(
     # answered with a 400 (it stored the valid ones among them)
     assert sum(refused.values()) <= stats["refused_events"]
     assert bool(refused) <= bool(stats["refused_total"])
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(min_value=0, max_value=3_000), max_size=60),
+       st.integers(min_value=1024, max_value=8_000), st.integers(min_value=1, max_value=7))
+@example([352, 352, 352], 1024, 7)  # two entries fill a request exactly
+@example([2_000, 0, 0, 0], 1024, 2)  # one too large alone; then the count binds
+def test_requests_are_cut_as_entry_by_entry_filling_would_cut_them(
+        lengths: list[int], limit_bytes: int, limit_events: int) -> None:
+    """The worker cuts a batch's entries into requests of at most ``batch_max_bytes`` (an
+    entry counting its line plus 160) and ``batch_max_events``, an entry too large alone
+    going alone: the same requests as filling each one entry by entry until the next does
+    not fit."""
+    from shipper.event import make_entry
+
+    pipeline = Pipeline(ShipperConfig(url=None, service="cut", batch_max_bytes=limit_bytes,
+                                      batch_max_events=limit_events), health=False)
+    try:
+        entries = [make_entry((("service_name", "cut"),), i, "x" * n, ())
+                   for i, n in enumerate(lengths)]
+        expected: list[tuple[list[object], int]] = []
+        chunk: list[object] = []
+        size = 0
+        for entry in entries:
+            if chunk and (size + entry.size > limit_bytes or len(chunk) >= limit_events):
+                expected.append((chunk, size))
+                chunk, size = [], 0
+            chunk.append(entry)
+            size += entry.size
+        if chunk:
+            expected.append((chunk, size))
+        assert list(pipeline._chunks(entries)) == expected
+    finally:
+        pipeline.close()

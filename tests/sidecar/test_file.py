@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from shipper.event import Level, LogEvent
 from shipper.sidecar.config import FileSourceConfig, MultilineConfig
-from shipper.sidecar.formats import LineParser
+from shipper.sidecar.formats import LineParser, cut_line
 from shipper.sidecar.positions import FilePosition, Positions, PositionsStore, fingerprint
 from shipper.sidecar.sources.file import FileSource
 from tests.support.waiting import wait_until
@@ -854,3 +854,67 @@ def test_a_loop_that_stops_coming_round_is_a_problem_and_a_quiet_file_is_not(
     assert wait_until(lambda: source.problem() is None, 5)
     append(log, lines("a", 1, 2))
     expect(sink, ["a0", "a1"])
+
+
+#: pieces of lines that decide how a read is split: whitespace, carriage returns, bytes that
+#: are not UTF-8 (alone, cut short, at a line's start or end), multi-byte characters
+_LINE_PIECES = st.sampled_from([b"x", b"{", b'"', b" ", b"\t", b"\r", b"\x0b", b"\x0c",
+                                b"\xff", b"\xe2\x82", b"\xc3", b"\xc3\xa9", b"\xe2\x82\xac",
+                                b"\xf0\x9f\x98\x80", b"!", b"\x00", b"\xc2\xa0", b"~" * 600])
+#: and of lines that start with neither whitespace nor a control character (the usual read)
+_PLAIN_PIECES = st.sampled_from([b"x", b"{", b"!", b"\xff", b"\xe2\x82", b"\xc3\xa9",
+                                 b"\xe2\x82\xac", b"\xc2\xa0", b" ", b"\r", b"~" * 600])
+_LINES = st.one_of(
+    st.lists(st.lists(_LINE_PIECES, max_size=8).map(b"".join), min_size=1, max_size=40),
+    st.lists(st.tuples(st.sampled_from([b"x", b"{", b"\xff", b"\xc3\xa9"]),
+                       st.lists(_PLAIN_PIECES, max_size=6).map(b"".join)).map(b"".join),
+             min_size=1, max_size=40))
+
+
+def _shipped_as_if_read_one_by_one(tmp_path: Path, raw_lines: list[bytes]) -> None:
+    """Reads are decoded and split at once when that gives what each line on its own would:
+    blank and whitespace-only lines skipped, one trailing carriage return dropped, bytes that
+    are not UTF-8 replaced line by line, lines past max_line_bytes cut."""
+    limit = 1024
+    (tmp_path / "app.log").write_bytes(b"\n".join(raw_lines) + b"\n")
+    parser = LineParser(format="text", service="shop")
+    wanted = []
+    for raw in raw_lines:
+        if len(raw) > limit:
+            text = cut_line(raw[:limit], len(raw))
+        elif not raw or raw.isspace():
+            continue
+        else:
+            text = raw.decode("utf-8", "replace").removesuffix("\r")
+        wanted.append(parser.parse(text, None, 0).message)
+    sink = Sink()
+    source = make(tmp_path, sink, fmt="text", max_line_bytes=limit)
+    source.start()
+    try:
+        wait_until(lambda: source.snapshot() and source.snapshot()[0].offset == sum(
+            len(raw) + 1 for raw in raw_lines), timeout=5)
+    finally:
+        source.stop(time.monotonic() + 2)
+    assert sink.messages() == wanted
+    assert source.lines_read == len(raw_lines)
+
+
+@pytest.mark.parametrize("raw_lines", [
+    [b'{"msg":"a"}', b"x\r", b"y"],  # a carriage return before the newline
+    [b"x" + b"~" * 300, b"y" + b"~" * 2000],  # within the limit in characters, not in bytes
+    [b"ok", b"", b"ok2"], [b"ok", b"  \t ", b"ok2"], [b"ok", b"\x0b"],  # blank lines
+    [b"\tindented", b" spaced", b"x"],  # kept, not blank
+    [b"caf\xc3", b"\xa9 split", b"\xe2\x82", b"\xff\xfe", b"\xf0\x9f\x98\x80"],
+    [b"\xc3\xa9" * 400],  # 800 bytes: 400 characters
+], ids=["cr", "overlong", "empty", "whitespace", "vt", "indented", "not-utf8", "multibyte"])
+def test_each_line_of_a_read_is_decoded_skipped_or_cut_as_if_read_on_its_own(
+        tmp_path: Path, raw_lines: list[bytes]) -> None:
+    _shipped_as_if_read_one_by_one(tmp_path, raw_lines)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw_lines=_LINES)
+def test_any_lines_are_decoded_skipped_or_cut_as_if_read_one_by_one(
+        tmp_path_factory: pytest.TempPathFactory, raw_lines: list[bytes]) -> None:
+    _shipped_as_if_read_one_by_one(tmp_path_factory.mktemp("lines"), raw_lines)

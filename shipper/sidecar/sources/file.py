@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import functools
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from shipper._files import NotALogFile, kind_of, open_log_file
 from shipper.event import LogEvent
 from shipper.sidecar.config import FileSourceConfig
 from shipper.sidecar.drop import DropFilter
@@ -64,14 +63,7 @@ _CLOSE_AFTER = 1.0
 _CHECK_EVERY = 1.0
 #: seconds of walking the directories before the open files get their turn again
 _SCAN_SLICE = 0.05
-#: where the kernel's pseudo files live: their size is not their content, and what they hold
-#: (the sidecar's own environment, say) is not a log
-_PSEUDO_ROOTS = ("/proc", "/sys")
 _monotonic = time.monotonic
-
-
-class _Refused(Exception):
-    """A path the source will not read: why, in words that follow the path."""
 
 
 @dataclass(frozen=True)
@@ -403,14 +395,14 @@ class FileSource(Source[FileSourceConfig]):
             try:
                 self._open(path, now)
                 self._said.discard(("open", path))
-            except _Refused as exc:
+            except NotALogFile as exc:
                 self._say_once(("open", path), f"{path} {exc}: left alone")
             except OSError as exc:
                 self._say_once(("open", path), f"cannot open {path} ({exc.strerror or exc}); "
                                "trying again at each scan")
         for path, mode in walk.others.items():
             self._say_once(("open", path), f"{path} matches the globs but is "
-                           f"{_kind(mode)}, not a regular file: left alone")
+                           f"{kind_of(mode)}, not a regular file: left alone")
         self._note(("max_files", ""), left_out > 0,
                    f"the globs match more files than max_files ({self.config.max_files}): "
                    f"{left_out} of them are not followed; narrow the globs or raise max_files")
@@ -465,7 +457,7 @@ class FileSource(Source[FileSourceConfig]):
             self._said.discard(key)
 
     def _open(self, path: str, now: float) -> None:
-        fd, st = _open_regular(path)
+        fd, st = open_log_file(path)
         try:
             key = (st.st_dev, st.st_ino)
             if key in self._tails:  # raced with a rename: the file is already followed
@@ -525,8 +517,8 @@ class FileSource(Source[FileSourceConfig]):
                 tail.gone_since = tail.gone_since or now
                 continue
             try:
-                fd, st = _open_regular(tail.path)
-            except (OSError, _Refused) as exc:  # keep the open descriptor: same file
+                fd, st = open_log_file(tail.path)
+            except (OSError, NotALogFile) as exc:  # keep the open descriptor: same file
                 why = exc.strerror if isinstance(exc, OSError) else None
                 self._report(f"file source {self.name}: cannot reopen {tail.path} "
                              f"({why or exc}); reading on from the open file")
@@ -643,7 +635,7 @@ class FileSource(Source[FileSourceConfig]):
             tail.buf = b""
         last = data.rfind(b"\n")
         if last >= 0:
-            self._lines(tail, data[:last].split(b"\n"), start, now)
+            self._lines(tail, data[:last], start, now)
             rest = data[last + 1:]
             start += last + 1
         else:
@@ -660,13 +652,29 @@ class FileSource(Source[FileSourceConfig]):
             tail.buf_since = now
         return True
 
-    def _lines(self, tail: _Tail, lines: list[bytes], start: int, now: float) -> None:
-        """Ship complete lines; ``start`` is the offset of the first."""
-        self.lines_read += len(lines)
+    def _lines(self, tail: _Tail, block: bytes, start: int, now: float) -> None:
+        """Ship the complete lines of ``block`` (without its last newline); ``start`` is the
+        offset of the first."""
         limit = self.config.max_line_bytes
         joiner = tail.joiner
+        if joiner is None and b"\r" not in block:
+            # The usual read: decoded and split at once. A newline byte is never part of a
+            # UTF-8 sequence, so this is each line decoded on its own; it stands when no line
+            # is blank or starts with whitespace (every one starts at "!" or after) and none
+            # can be over the limit (at most 4 bytes a character).
+            texts = block.decode("utf-8", "replace").split("\n")
+            if min(texts) >= "!" and (len(block) <= limit
+                                     or max(map(len, texts)) * 4 <= limit):
+                self.lines_read += len(texts)
+                first = self._now_ns() + 1
+                self._last_ns = first + len(texts) - 1
+                self._ship(texts, first, None)
+                tail.committed = start + len(block) + 1
+                return
+        lines = block.split(b"\n")
+        self.lines_read += len(lines)
         if joiner is None:
-            texts: list[str] = []
+            texts = []
             add = texts.append
             for raw in lines:
                 if len(raw) > limit:
@@ -682,7 +690,7 @@ class FileSource(Source[FileSourceConfig]):
                 first = self._now_ns() + 1
                 self._last_ns = first + len(texts) - 1
                 self._ship(texts, first, None)
-            tail.committed = start + sum(map(len, lines)) + len(lines)
+            tail.committed = start + len(block) + 1
             return
         end = start
         for raw in lines:
@@ -742,45 +750,6 @@ class FileSource(Source[FileSourceConfig]):
             tail.joiner.flush()
 
 
-def _open_regular(path: str) -> tuple[int, os.stat_result]:
-    """Open ``path`` for reading if it is a regular file and not a kernel pseudo file; raises
-    OSError, or :class:`_Refused` saying what it is. Never waits: a FIFO put in a log file's
-    place is opened without blocking, then refused."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Refused(f"is {_kind(st.st_mode)}, not a regular file")
-        real = _pseudo(fd, st)
-        if real is not None:
-            raise _Refused(f"is {real}, a pseudo file of the kernel, not a log")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st
-
-
-def _pseudo(fd: int, st: os.stat_result) -> str | None:
-    """Where an open file really is, when that is under /proc or /sys (else None)."""
-    try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:  # no /proc here
-        real = ""
-    if real.startswith(tuple(root + "/" for root in _PSEUDO_ROOTS)) or \
-            st.st_dev in _pseudo_devices():
-        return real or "a kernel pseudo file"
-    return None
-
-
-@functools.cache
-def _pseudo_devices() -> frozenset[int]:
-    devices = set()
-    for root in _PSEUDO_ROOTS:
-        with contextlib.suppress(OSError):
-            devices.add(os.stat(root).st_dev)
-    return frozenset(devices)
-
-
 def _still_at(tail: _Tail) -> bool:
     """Its path still leads to it."""
     try:
@@ -788,12 +757,3 @@ def _still_at(tail: _Tail) -> bool:
     except (OSError, ValueError):
         return False
     return (st.st_dev, st.st_ino) == (tail.dev, tail.ino)
-
-
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"))
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
