@@ -6,7 +6,9 @@ given) and with Loki's own intake of the same lines pre-encoded.
     LOKI_BIN=/path/to/loki .venv/bin/python bench/sidecar.py --promtail /path/to/promtail --repeat 3
 
 Each measurement runs in its own process. The sidecar is started as users start it
-(``python -m shipper sidecar --config ...``) on a file written beforehand; the figures are
+(``python -m shipper sidecar --config ...``) on a file written beforehand, and as an installed
+sidecar starts: its modules compiled to ``.pyc`` first, as pip does (a shell's
+``PYTHONDONTWRITEBYTECODE`` would make every start compile them all); the figures are
 taken from its start until Loki has answered 204 for every line (the sidecar's
 ``shipper_sidecar_events_sent_total``), and Loki's own count (the fake's counter, or a LogQL
 ``count_over_time`` on a real Loki) is checked after that:
@@ -41,6 +43,7 @@ this Loki.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import functools
 import json
@@ -185,6 +188,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def installed_env() -> dict[str, str]:
+    """The environment of a sidecar started as an installed one starts: the package compiled
+    to ``.pyc`` now (pip compiles at install) and ``PYTHONDONTWRITEBYTECODE`` left out, which
+    would otherwise make every start compile every module it imports (a third of its start-up
+    CPU) and measure what no installed sidecar spends."""
+    compileall.compile_dir(ROOT / "shipper", quiet=1)
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
                 profile: bool, workers: int = 1, encoding: str = "json") -> dict[str, Any]:
     config = work / f"{service}.yaml"
@@ -199,6 +213,7 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
         "sources": [{"type": "file", "paths": [str(log)], "format": "json"}],
     }))
     cmd = [sys.executable, "-m", "shipper", "sidecar", "--config", str(config)]
+    env = installed_env()
     spy: list[subprocess.Popen[bytes]] = []
 
     def started(proc: subprocess.Popen[bytes]) -> None:
@@ -218,7 +233,7 @@ def run_sidecar(loki: Loki, log: Path, n: int, work: Path, service: str,
 
     # the sidecar's own count of entries Loki answered 204 for
     return _measure(cmd, loki, n, service, metrics_port, "shipper_sidecar_events_sent_total",
-                    started, delivered)
+                    started, delivered, env=env)
 
 
 #: Promtail's pipeline doing the sidecar's work on the benchmark's lines: level, type and actor
@@ -272,13 +287,15 @@ def run_promtail(binary: str, loki: Loki, log: Path, n: int, work: Path, service
 
 def _measure(cmd: list[str], loki: Loki, n: int, service: str, metrics_port: int,
              metric: str, started: Callable[[subprocess.Popen[bytes]], None] | None = None,
-             delivered: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Run ``cmd`` until ``metric`` on its /metrics reaches ``n``, then check Loki's count;
-    its CPU and peak RSS (with its child processes), and Loki's CPU over that time."""
+             delivered: Callable[[], None] | None = None,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``cmd`` (in ``env``, else this process's environment) until ``metric`` on its
+    /metrics reaches ``n``, then check Loki's count; its CPU and peak RSS (with its child
+    processes), and Loki's CPU over that time."""
     before = loki.count(service, 0)
     loki_before = loki.cpu()
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, env=env)
     if started is not None:
         started(proc)
     cpu = peak = 0.0

@@ -20,7 +20,6 @@ from shipper.cli import admin, dead_letters, sidecar
 from shipper.cli.args import duration_arg, positive_duration_arg
 from shipper.cli.formats import add_format_arg, resolve_format
 from shipper.cli.help import CONNECTION_HELP, Subparsers, add_command, new_root
-from shipper.cli.report import add_parser as _add_report
 
 _Handler = Callable[[argparse.Namespace], int]
 
@@ -365,7 +364,8 @@ def _demo(args: argparse.Namespace) -> int:
         return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``shipper`` parser with every command, or only ``command``'s (``sidecar``)."""
     parser = new_root(
         "shipper",
         description="Ship labeled system logs to Grafana Loki, read and manage them there: "
@@ -379,8 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
         ))
     parser.add_argument("--version", action="version", version=f"shipper {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    if command == "sidecar":
+        sidecar.add_parser(sub)
+        return parser
+    from shipper.cli.report import add_parser as add_report
+
     admin.add_parser(sub)
-    _add_report(sub)
+    add_report(sub)
     _add_spool(sub)
     _add_retention(sub)
     _add_demo(sub)
@@ -389,7 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the sidecar runs for months but starts at every deploy and every restart: its parser
+    # alone spares it importing the other commands (the same help and errors as the full one)
+    parser = build_parser("sidecar" if argv[:1] == ["sidecar"] else None)
     args = parser.parse_args(argv)
     handler: _Handler | None = getattr(args, "handler", None)
     if handler is None:

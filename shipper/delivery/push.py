@@ -102,12 +102,19 @@ def one_line(text: str, limit: int = 500) -> str:
 def group_streams(entries: Iterable[Entry]) -> dict[tuple[tuple[str, str], ...], list[Entry]]:
     """Entries grouped by their label set, in order of first appearance and of arrival."""
     streams: dict[tuple[tuple[str, str], ...], list[Entry]] = {}
+    last: tuple[tuple[str, str], ...] | None = None
+    bucket: list[Entry] = []
     for entry in entries:
-        bucket = streams.get(entry.labels)
-        if bucket is None:
-            streams[entry.labels] = [entry]
-        else:
-            bucket.append(entry)
+        labels = entry.labels
+        # the worker shares one labels tuple among the entries of a stream, and neighbours
+        # mostly belong to the same one: the same object needs no lookup (a tuple's hash is
+        # computed anew at every lookup)
+        if labels is not last:
+            found = streams.get(labels)
+            if found is None:
+                found = streams[labels] = []
+            bucket, last = found, labels
+        bucket.append(entry)
     return streams
 
 
@@ -137,7 +144,7 @@ def _varint(value: int) -> bytes:
     """Protobuf's base-128 varint (values up to 16,383 from a table: lengths and most fields;
     the branches below cover a timestamp's nanoseconds without the loop)."""
     if value < 0x4000:
-        return _VARINTS[value]
+        return (_VARINTS or _varint_table())[value]
     if value < 0x200000:
         return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
     if value < 0x10000000:
@@ -154,8 +161,17 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_VARINTS = [bytes((n,)) for n in range(0x80)] + [
-    bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
+#: the varints of 0 to 16,383, made at the first protobuf push: 16,384 objects that would
+#: cost every start of a JSON-pushing process milliseconds of CPU
+_VARINTS: list[bytes] = []
+
+
+def _varint_table() -> list[bytes]:
+    global _VARINTS
+    if not _VARINTS:  # two threads may both make it: the same table either way
+        _VARINTS = [bytes((n,)) for n in range(0x80)] + [
+            bytes((n & 0x7F | 0x80, n >> 7)) for n in range(0x80, 0x4000)]
+    return _VARINTS
 
 
 def _field_bytes(number: int, payload: bytes) -> bytes:
@@ -184,7 +200,7 @@ def encode_protobuf(entries: Iterable[Entry]) -> bytes:
     # as they go: one join per stream and one for the request, no copy per nested message.
     parts: list[bytes] = []
     varint = _varint
-    table = _VARINTS
+    table = _varint_table()
     names = _METADATA_NAMES
     seconds_at: int | None = None  # no second written yet (-1 is a second: 1969)
     seconds_field = b""

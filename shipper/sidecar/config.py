@@ -15,7 +15,6 @@ token from a Kubernetes secret, say). The ``loki:`` section is the handler's own
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 import re
@@ -313,6 +312,7 @@ class _Reader:
         for name, value in data.items():
             where = f"{key}.{name}" if key else str(name)
             if name not in fields:
+                import difflib  # only for a misspelt name: not at every start
                 close = difflib.get_close_matches(str(name), list(fields), n=3)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 raise self.fail(where, value, f"one of the keys {', '.join(fields)}{hint}")
@@ -491,6 +491,7 @@ def load_config(path: str | os.PathLike[str], *,
         unknown = re.match(r"unknown setting '([^']*)'(.*)", message)
         if unknown:
             name = unknown.group(1)
+            import difflib  # only for a misspelt name: not at every start
             close = difflib.get_close_matches(name, [f.name for f in dataclasses.fields(
                 ShipperConfig)], n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""

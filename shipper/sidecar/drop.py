@@ -16,7 +16,6 @@ source's ``max_line_bytes``.
 
 from __future__ import annotations
 
-import difflib
 import re
 import threading
 import time
@@ -86,6 +85,7 @@ def _rule(item: object, where: str) -> DropRule:
         raise DropError(where, item, "a mapping of " + ", ".join(_KEYS))
     for key in item:
         if key not in _KEYS:
+            import difflib  # only for a misspelt name: not at every start
             close = difflib.get_close_matches(str(key), _KEYS, n=2)
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise DropError(f"{where}.{key}", item[key], f"one of the keys {', '.join(_KEYS)}"

@@ -41,7 +41,7 @@ from shipper.sidecar.pressure import QueueGauge, ReadAhead
 from shipper.sidecar.promtail import PromtailPositionsError, adopt_promtail_positions
 from shipper.sidecar.readiness import Readiness
 from shipper.sidecar.server import StartupError
-from shipper.sidecar.sources import SOURCES, Lane, Source, Wiring
+from shipper.sidecar.sources import Lane, Source, Wiring, source_class
 from shipper.sidecar.sources.base import parser_spec
 from shipper.sidecar.sources.file import FileSource
 from shipper.sidecar.workers import WorkerPool
@@ -86,7 +86,7 @@ class Sidecar:
         """Prepare everything that can fail, then start; raises StartupError."""
         config = self.config
         saved = Positions()
-        if any(SOURCES[s.type].keeps_positions for s in config.sources):
+        if any(source_class(s.type).keeps_positions for s in config.sources):
             try:
                 self.positions.check_writable()
             except OSError as exc:
@@ -157,15 +157,15 @@ class Sidecar:
         loki = self.config.loki
         files = 0
         for i, config in enumerate(self.config.sources):
-            source_class = SOURCES[config.type]
-            if source_class.needs is not None:
-                module, extra = source_class.needs
+            kind = source_class(config.type)
+            if kind.needs is not None:
+                module, extra = kind.needs
                 _needs(module, f"sources[{i}] (type: {config.type})", extra)
             lane = None
             if pool is not None and isinstance(config, FileSourceConfig):
                 lane = Lane(pool.shipper(files), pool.invalid(files), pool.dropped(files))
                 files += 1
-            self.sources.append(source_class.build(config, Wiring(
+            self.sources.append(kind.build(config, Wiring(
                 name=config.name or f"{config.type}#{i}", pipeline=self.pipeline,
                 service=loki.service, env=loki.env, saved=saved, pressure=gauge.pressure,
                 overloaded=gauge.overloaded, report=_say, lane=lane,

@@ -33,18 +33,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import multiprocessing
 import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shipper.config import ShipperConfig
 from shipper.sidecar.pressure import ReadAhead
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 __all__ = ["WorkerPool", "tune_gc"]
 
@@ -159,6 +160,10 @@ class WorkerPool:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the workers and wait until each has its pipeline; raises RuntimeError."""
+        # imported here: a sidecar without workers never starts a process (multiprocessing,
+        # pickle and subprocess cost its every start some milliseconds of CPU)
+        import multiprocessing
+
         context = multiprocessing.get_context("spawn")  # no fork of a threaded process
         for index in range(self._count):
             inbox_r, inbox_w = context.Pipe(duplex=False)

@@ -16,6 +16,7 @@ from shipper.config import ShipperConfig
 from shipper.delivery.push import (
     encode_json,
     encode_protobuf,
+    group_streams,
     labels_string,
     refusal_reason,
     refused_entries,
@@ -69,6 +70,29 @@ def test_entries_are_grouped_by_stream_in_arrival_order() -> None:
     assert [s["stream"]["level"] for s in streams] == ["INFO", "ERROR"]
     assert [v[0] for v in streams[0]["values"]] == [str(entries[0].timestamp_ns),
                                                     str(entries[2].timestamp_ns)]
+
+
+def test_grouping_is_the_same_whether_label_sets_are_shared_objects_or_equal_copies() -> None:
+    # the worker shares one labels tuple per stream; a spool replay decodes a copy per entry;
+    # both, interleaved, must give one stream per label set, entries in arrival order
+    import random
+
+    rng = random.Random(5)
+    kinds = [(("service_name", "s"), ("level", level)) for level in ("INFO", "ERROR", "WARN")]
+    entries = []
+    for i in range(500):
+        labels = rng.choice(kinds)
+        if rng.random() < 0.3:
+            labels = tuple(tuple(pair) for pair in json.loads(json.dumps(labels)))
+        entries.append(Entry(labels, i, f"line {i}"))
+    expected: dict[tuple[tuple[str, str], ...], list[Entry]] = {}
+    for entry in entries:
+        expected.setdefault(entry.labels, []).append(entry)
+    assert list(group_streams(entries).items()) == list(expected.items())
+    streams = json.loads(encode_json(entries))["streams"]
+    assert [s["stream"] for s in streams] == [dict(k) for k in expected]
+    assert [[v[1] for v in s["values"]] for s in streams] == [
+        [e.line for e in bucket] for bucket in expected.values()]
 
 
 def test_gzip_json_decompresses_to_the_same_body() -> None:
