@@ -449,23 +449,16 @@ _NORMS: dict[tuple[object, object, object], _Norms] = {}
 def _norms(level: object, actor: object, type_: object) -> _Norms | None:
     """The event's level (and the original when it is not a known level), actor (likewise)
     and type for a line's raw level, actor and type, as :meth:`LineParser._event` and
-    :func:`~shipper.event.new_event` make them; kept for up to 4,096 combinations of short
-    texts (and whole numbers for the level). None for other kinds of values: the caller takes
-    the general path."""
-    key = (level, actor, type_)
-    try:
-        found = _NORMS.get(key)
-    except TypeError:  # a list or an object: no key
-        return None
-    classes = (level.__class__, actor.__class__, type_.__class__)
-    if found is not None:
-        # the same classes: True == 1 and 1.0 == 1 find 1's entry, and read differently
-        return found if found[5:] == classes else None
+    :func:`~shipper.event.new_event` make them, with the classes of the three; kept in
+    ``_NORMS`` for up to 4,096 combinations of short texts (and whole numbers for the level),
+    where :meth:`LineParser._json_many` looks them up. None for other kinds of values: the
+    caller takes the general path."""
     for value, numbers in ((level, True), (actor, False), (type_, False)):
         cls = value.__class__
         if not (value is None or (cls is str and len(value) <= 64)  # type: ignore[arg-type]
                 or (numbers and cls is int)):
             return None
+    classes = (level.__class__, actor.__class__, type_.__class__)
     raw: object = Level.INFO
     if level is not None:
         known = level_of(level)
@@ -475,7 +468,7 @@ def _norms(level: object, actor: object, type_: object) -> _Norms | None:
     found = (lvl, level_original, act, actor_original, normalize_type(type_), *classes)
     if len(_NORMS) >= 4096:
         _NORMS.clear()
-    _NORMS[key] = found
+    _NORMS[level, actor, type_] = found
     return found
 
 
@@ -580,8 +573,9 @@ class LineParser:
                     add(self.from_fields(obj, None, first_ns + i))
                     continue
                 ts = parsed
-            # the normal level, actor and type of this combination, found in _norms' cache
-            # when the three have the classes it was made for (True == 1 finds 1's entry)
+            # the normal level, actor and type of this combination, from _norms' cache when
+            # the three have the classes it was made for (True == 1 and 1.0 == 1 find 1's
+            # entry, and read differently), else from _norms
             try:
                 norms = norms_of((level, actor, type_))
             except TypeError:  # a list or an object: no key, the general path
