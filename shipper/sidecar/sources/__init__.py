@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["DockerSource", "FileSource", "HttpSource", "Lane", "Sample", "Source",
            "Wiring", "source_class"]
 
+
 def source_class(kind: str) -> type[Source[Any]]:
     """The source class of a configuration's ``type`` (``file``, ``http``, ``docker``);
     KeyError for any other."""

@@ -657,41 +657,33 @@ class FileSource(Source[FileSourceConfig]):
         offset of the first."""
         limit = self.config.max_line_bytes
         joiner = tail.joiner
-        if joiner is None and b"\r" not in block:
-            # The usual read: decoded and split at once. A newline byte is never part of a
-            # UTF-8 sequence, so this is each line decoded on its own; it stands when no line
-            # is blank or starts with whitespace (every one starts at "!" or after) and none
-            # can be over the limit (at most 4 bytes a character).
-            texts = block.decode("utf-8", "replace").split("\n")
-            if min(texts) >= "!" and (len(block) <= limit
-                                     or max(map(len, texts)) * 4 <= limit):
-                self.lines_read += len(texts)
-                first = self._now_ns() + 1
-                self._last_ns = first + len(texts) - 1
-                self._ship(texts, first, None)
-                tail.committed = start + len(block) + 1
-                return
-        lines = block.split(b"\n")
-        self.lines_read += len(lines)
         if joiner is None:
-            texts = []
-            add = texts.append
-            for raw in lines:
-                if len(raw) > limit:
-                    text = self._cut(raw[:limit], len(raw))
-                elif not raw or raw.isspace():
-                    continue
-                else:
-                    text = raw.decode("utf-8", "replace")
-                    if text[-1] == "\r":
-                        text = text[:-1]
-                add(text)
+            texts = _decoded_at_once(block, limit)
+            if texts is not None:
+                self.lines_read += len(texts)
+            else:
+                lines = block.split(b"\n")
+                self.lines_read += len(lines)
+                texts = []
+                add = texts.append
+                for raw in lines:
+                    if len(raw) > limit:
+                        text = self._cut(raw[:limit], len(raw))
+                    elif not raw or raw.isspace():
+                        continue
+                    else:
+                        text = raw.decode("utf-8", "replace")
+                        if text[-1] == "\r":
+                            text = text[:-1]
+                    add(text)
             if texts:
                 first = self._now_ns() + 1
                 self._last_ns = first + len(texts) - 1
                 self._ship(texts, first, None)
             tail.committed = start + len(block) + 1
             return
+        lines = block.split(b"\n")
+        self.lines_read += len(lines)
         end = start
         for raw in lines:
             end += len(raw) + 1
@@ -748,6 +740,20 @@ class FileSource(Source[FileSourceConfig]):
             self._ship_partial(tail)
         if tail.joiner is not None:
             tail.joiner.flush()
+
+
+def _decoded_at_once(block: bytes, limit: int) -> list[str] | None:
+    """The lines of ``block`` decoded and split at once, when that is what each line decoded
+    on its own gives (a newline byte is never part of a UTF-8 sequence): no carriage return,
+    no line blank or led by whitespace (every one starts at "!" or after), none that can be
+    over ``limit`` bytes (at most 4 a character). None otherwise: the lines take the general
+    path, one by one."""
+    if b"\r" in block:
+        return None
+    texts = block.decode("utf-8", "replace").split("\n")
+    if min(texts) >= "!" and (len(block) <= limit or max(map(len, texts)) * 4 <= limit):
+        return texts
+    return None
 
 
 def _still_at(tail: _Tail) -> bool:
