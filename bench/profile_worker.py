@@ -59,7 +59,7 @@ def sidecar_path(n: int) -> None:
 
     from shipper.sidecar.config import load_config
     from shipper.sidecar.runner import Sidecar
-    from shipper.sidecar.workers import tune_gc
+    from shipper.sidecar.workers import tune_process
 
     work = Path(tempfile.mkdtemp(prefix="shipper-profile-"))
     log = work / "app.log"
@@ -70,7 +70,7 @@ def sidecar_path(n: int) -> None:
         "spool_dir": str(work / "spool"), "positions_file": str(work / "positions.json"),
         "metrics_listen": None,
         "sources": [{"type": "file", "paths": [str(log)], "format": "json"}]}))
-    tune_gc()
+    tune_process()
     ticks = os.sysconf("SC_CLK_TCK")
 
     def thread_cpu() -> dict[int, float]:

@@ -112,8 +112,8 @@ def _sidecar(args: argparse.Namespace) -> int:
               f"{workers}")
         return _check_promtail_positions(config.promtail_positions)
     from shipper.sidecar.runner import run
-    from shipper.sidecar.workers import tune_gc
+    from shipper.sidecar.workers import tune_process
 
-    tune_gc()
+    tune_process()
     return run(config)
 

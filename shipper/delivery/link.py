@@ -98,17 +98,19 @@ class LokiLink:
         """Seconds to wait before the next request."""
         return self._rate.delay()
 
-    def push(self, entries: Sequence[Entry], size: int) -> tuple[list[Entry],
-                                                                 PushOutcome | None]:
+    def push(self, entries: Sequence[Entry], size: int, body: bytes | None = None,
+             ) -> tuple[list[Entry], PushOutcome | None]:
         """One push (split if too large); account ok/refused, the send rate and continuous
-        failure; return the entries that must be retried and the answer that failed them."""
+        failure; return the entries that must be retried and the answer that failed them.
+        ``body``: the entries encoded beforehand (see :meth:`PushClient.push`)."""
         failed = 0
         failure: PushOutcome | None = None
         answered = 0
         offset = 0
         tally = self._tally
         last: PushOutcome | None = None
-        for outcome in self._client.push(entries, timeout=self._request_timeout()):
+        for outcome in self._client.push(entries, timeout=self._request_timeout(),
+                                              body=body):
             # split parts answer in order: each covers the next outcome.entries entries
             start, offset = offset, offset + outcome.entries
             last = self._timed(outcome)

@@ -25,7 +25,11 @@ from shipper.delivery.offline import OfflineProbe
 from shipper.delivery.tally import Reporter, Tally
 from shipper.event import Entry
 
-__all__ = ["LiveSender"]
+__all__ = ["LiveSender", "SendWork"]
+
+#: a batch handed to the sender: its entries, their size in bytes (as :attr:`Entry.size`
+#: counts them) and their push body when the worker encoded it beforehand (else None)
+SendWork = tuple[list[Entry], int, bytes | None]
 
 
 class LiveSender:
@@ -52,18 +56,20 @@ class LiveSender:
         self._reporter = reporter
         self._keep = keep
 
-    def send(self, work: tuple[list[Entry], int]) -> None:
-        """One batch and its size in bytes, with its retries (on the sender thread)."""
-        chunk, size = work
+    def send(self, work: SendWork) -> None:
+        """One batch, its size in bytes and its body when encoded beforehand, with its
+        retries (on the sender thread)."""
+        chunk, size, body = work
         if self._probe.offline and self._keep is not None:
             self._keep(chunk, "offline")
         else:
-            self._deliver(chunk, size)
+            self._deliver(chunk, size, body)
 
-    def _deliver(self, entries: list[Entry], size: int) -> None:
+    def _deliver(self, entries: list[Entry], size: int, body: bytes | None = None) -> None:
         """Send one batch: paced, and re-sent through 429/5xx until Loki takes it, the retry
         budget of continuous failure is spent, Loki turns out unreachable, or close()'s
-        deadline passes (then: the spool, or dropped and counted without one)."""
+        deadline passes (then: the spool, or dropped and counted without one). ``body``, the
+        batch encoded beforehand, is sent while the whole batch is."""
         batcher, link = self._batcher, self._link
         attempt = 0
         pending = entries
@@ -71,7 +77,9 @@ class LiveSender:
             pace = link.pace()
             if pace > 0:
                 batcher.sleep(pace)
-            pending, failure = link.push(pending, size)
+            pending, failure = link.push(pending, size, body)
+            if len(pending) != len(entries):  # a part was taken: the rest is encoded anew
+                body = None
             if not pending:
                 self._probe.came_back()
                 return

@@ -60,7 +60,7 @@ from shipper.delivery import registry
 from shipper.delivery.batcher import Batcher
 from shipper.delivery.health import Heartbeat, counters
 from shipper.delivery.link import LokiAnswer, LokiLink
-from shipper.delivery.live import LiveSender
+from shipper.delivery.live import LiveSender, SendWork
 from shipper.delivery.offline import OfflineProbe
 from shipper.delivery.push import PushClient
 from shipper.delivery.redrive import Redrive, RedriveResult
@@ -188,8 +188,8 @@ class Pipeline:
             keep=self._to_spool if self._spool is not None else None,
         ) if self._link is not None else None
         #: delivers one batch while the worker prepares the next
-        self._sender: Sender[tuple[list[Entry], int]] = Sender(self._send, report=self.report,
-                                                                idents=self.own_idents)
+        self._sender: Sender[SendWork] = Sender(self._send, report=self.report,
+                                                idents=self.own_idents)
         registry.add(self)
         if start_replay and self._replay is not None and self._replay.found:
             # a predecessor (crashed or offline) left events behind: replay them now
@@ -335,8 +335,12 @@ class Pipeline:
             if self._probe.offline and self._spool is not None:
                 self._to_spool(chunk, "offline")
                 continue
-            # one batch is sent while this one waits; past that the worker waits too
-            while not self._sender.offer((chunk, size)):
+            # one batch is sent while this one waits; past that the worker waits too. The
+            # waiting one is encoded here, so that the sender has its next request ready
+            # when Loki answers: the sender competes with the sources and the worker for the
+            # GIL, and encoding there kept Loki waiting for several milliseconds per request
+            work = (chunk, size, self._body(chunk))
+            while not self._sender.offer(work):
                 self._batcher.sleep(_HANDOFF_POLL)
                 if self._batcher.deadline_passed() and self._sender_stuck():
                     self._to_spool(chunk, "shutdown")
@@ -385,7 +389,16 @@ class Pipeline:
         """Closing past the deadline, and the sender still busy with its batch."""
         return not self._sender.idle
 
-    def _send(self, work: tuple[list[Entry], int]) -> None:
+    def _body(self, chunk: list[Entry]) -> bytes | None:
+        """The push body of ``chunk``, made on the worker; None when encoding it raised (the
+        sender encodes it again, and that answer is handled where every push's is)."""
+        assert self._client is not None
+        try:
+            return self._client.body(chunk)
+        except Exception:
+            return None
+
+    def _send(self, work: SendWork) -> None:
         """On the sender thread: one batch, with its retries (batches are offered only with
         a URL)."""
         assert self._live is not None
@@ -556,7 +569,7 @@ class Pipeline:
             self._to_spool(self._entries(left), "shutdown")
         # the batch being sent ends by the deadline (its request's timeout is cut to it)
         self._sender.wait_idle(max(deadline, time.monotonic()) + _CLOSE_GRACE)
-        for chunk, _ in self._sender.stop(_CLOSE_GRACE):
+        for chunk, _, _ in self._sender.stop(_CLOSE_GRACE):
             self._to_spool(chunk, "shutdown")
         if self._replay is not None:
             self._replay.release()

@@ -491,21 +491,37 @@ class PushClient:
 
     def encode(self, entries: Sequence[Entry]) -> tuple[bytes, dict[str, str]]:
         """The body of a push of ``entries`` and its headers (see :attr:`headers`)."""
+        return self.body(entries), self._content_headers()
+
+    def body(self, entries: Sequence[Entry]) -> bytes:
+        """The body of a push of ``entries`` in the configured encoding, without its headers:
+        what :meth:`push` takes as ``body`` when the entries were encoded beforehand."""
+        if self.config.encoding == "protobuf":
+            return encode_protobuf(entries)
+        if self.config.encoding == "json+gzip":
+            return encode_json(entries, gzip_level=1)
+        return encode_json(entries)
+
+    def _content_headers(self) -> dict[str, str]:
+        """:attr:`headers` (read now: a token file may change) and the body's content type."""
         headers = self.headers
         if self.config.encoding == "protobuf":
             headers["Content-Type"] = "application/x-protobuf"
-            return encode_protobuf(entries), headers
+            return headers
         headers["Content-Type"] = "application/json"
         if self.config.encoding == "json+gzip":
             headers["Content-Encoding"] = "gzip"
-            return encode_json(entries, gzip_level=1), headers
-        return encode_json(entries), headers
+        return headers
 
-    def push_once(self, entries: Sequence[Entry], *, timeout: float | None = None) -> PushOutcome:
+    def push_once(self, entries: Sequence[Entry], *, timeout: float | None = None,
+                  body: bytes | None = None) -> PushOutcome:
         """One POST of ``entries``; classifies the answer. Never raises for HTTP trouble.
-        ``timeout`` overrides the configured one (the pipeline shortens it at shutdown)."""
+        ``timeout`` overrides the configured one (the pipeline shortens it at shutdown).
+        ``body`` is :meth:`body` of ``entries`` when they were encoded beforehand."""
         try:
-            body, headers = self.encode(entries)
+            headers = self._content_headers()
+            if body is None:
+                body = self.body(entries)
         except TokenFileError as exc:  # nothing sent: kept, like while Loki is away
             return PushOutcome("retry", len(entries), None, str(exc), unreachable=True)
         if len(body) > LOKI_MAX_REQUEST_BYTES and len(entries) > 1:
@@ -568,7 +584,7 @@ class PushClient:
                            reason=refusal_reason(status, message))
 
     def push(self, entries: Sequence[Entry], *, timeout: float | None = None,
-             ) -> list[PushOutcome]:
+             body: bytes | None = None) -> list[PushOutcome]:
         """Push, splitting in halves whatever Loki (or the 4 MiB limit) finds too large, and
         whatever Loki refuses whole as unparsable (:func:`nothing_stored`), until the entries
         it refuses stand alone: k such entries among N cost at most 2·k·log2(N) more requests.
@@ -577,12 +593,17 @@ class PushClient:
         next ``outcome.entries`` of them). A refused outcome names its refused entries
         (``refused``); a single entry that is still too large is refused (``too_large``)
         rather than retried forever.
+
+        ``body`` is :meth:`body` of ``entries`` when they were encoded beforehand (the
+        pipeline's worker encodes a batch while the one before it is being sent): the first
+        request sends it as it is.
         """
         outcomes: list[PushOutcome] = []
         pending: list[Sequence[Entry]] = [entries]
         while pending:
             part = pending.pop(0)
-            outcome = self.push_once(part, timeout=timeout)
+            outcome = self.push_once(part, timeout=timeout,
+                                     body=body if part is entries else None)
             whole = outcome.kind == "too_large" or (
                 outcome.kind == "refused" and nothing_stored(outcome.status or 0,
                                                              outcome.message))

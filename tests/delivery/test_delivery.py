@@ -309,3 +309,46 @@ def test_loki_down_throughout_flush_is_false_and_close_says_what_is_left_on_disk
         f"shipper [down] spool: 5000 events are left in the spool at {spool_dir}; push them to "
         f"Loki with: shipper spool push --dir {spool_dir} --url {url}"
     ]
+
+
+def test_a_batch_retried_after_a_429_is_sent_byte_identical_and_stored_once() -> None:
+    """The worker encodes a batch before the sender takes it; a retry of the whole batch
+    sends those same bytes again."""
+    with FakeLoki(rate_limit=False) as fake:
+        fake.script.answers.append(contract.answer("push_429_rate_limited"))
+        handler = LokiHandler(fake.url, service="again", spool=False, backoff_min=0.01,
+                              backoff_max=0.05, batch_max_wait=0.2)
+        log = _logger(handler)
+        for i in range(200):
+            log.info("event %03d", i, extra={"actor_id": f"u{i % 7}"})
+        assert handler.flush(timeout=10)
+        handler.close()
+        pushes = [r for r in fake.requests if r.path.endswith("/loki/api/v1/push")]
+        assert pushes[0].status == 429 and pushes[1].status == 204
+        assert pushes[1].body == pushes[0].body
+        assert sorted(_messages(fake)) == [f"event {i:03d}" for i in range(200)]
+
+
+def test_a_batch_the_worker_could_not_encode_is_encoded_by_the_sender_and_delivered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from shipper.delivery.push import PushClient
+
+    real = PushClient.body
+    refused_on: list[str] = []
+
+    def body_but_not_on_the_worker(self: PushClient, entries: Any) -> bytes:
+        if threading.current_thread().name == "shipper-worker":
+            refused_on.append(threading.current_thread().name)
+            raise RuntimeError("no body on the worker")
+        return real(self, entries)
+
+    monkeypatch.setattr(PushClient, "body", body_but_not_on_the_worker)
+    with FakeLoki(rate_limit=False) as fake:
+        handler = LokiHandler(fake.url, service="encode", spool=False, batch_max_wait=0.05)
+        log = _logger(handler)
+        for i in range(50):
+            log.info("event %02d", i)
+        assert handler.flush(timeout=10)
+        handler.close()
+        assert refused_on
+        assert sorted(_messages(fake)) == [f"event {i:02d}" for i in range(50)]

@@ -539,3 +539,38 @@ def test_the_fake_answers_a_push_of_no_stream_as_loki_does(fake: FakeLoki) -> No
         body=b'{"streams":[]}', timeout=5)
     assert (outcome.status, outcome.text) == (
         422, "error at least one valid stream is required for ingestion\n")
+
+
+# ------------------------------------------------------------------ bodies encoded beforehand
+
+
+@pytest.mark.parametrize("encoding", ["json", "json+gzip", "protobuf"])
+def test_a_body_encoded_beforehand_is_sent_as_it_is_with_its_encodings_headers(
+        fake: FakeLoki, encoding: str) -> None:
+    entries = [_entry(i) for i in range(20)]
+    client = _client(fake.url, encoding=encoding)
+    body = client.body(entries)
+    assert [o.kind for o in client.push(entries, body=body)] == ["ok"]
+    (request,) = fake.requests
+    assert request.body == body
+    assert request.body == client.encode(entries)[0]
+    assert request.headers["content-type"] == ("application/x-protobuf"
+                                               if encoding == "protobuf"
+                                               else "application/json")
+    assert request.headers.get("content-encoding") == ("gzip" if encoding == "json+gzip"
+                                                       else None)
+    stored = sorted(fake.stored(), key=lambda s: s.ts)
+    assert [(s.ts, s.line) for s in stored] == [(e.timestamp_ns, e.line) for e in entries]
+
+
+def test_the_halves_of_a_split_request_are_encoded_anew_not_cut_from_the_body(
+        fake: FakeLoki) -> None:
+    fake.script.answers.append(contract.answer("push_oversize_request"))
+    entries = [_entry(i) for i in range(6)]
+    client = _client(fake.url)
+    outcomes = client.push(entries, body=client.body(entries))
+    assert [(o.kind, o.entries) for o in outcomes] == [("ok", 3), ("ok", 3)]
+    first, *halves = fake.requests
+    assert [len(json.loads(r.body)["streams"][0]["values"]) for r in halves] == [3, 3]
+    assert first.body == client.body(entries)
+    assert sorted(s.line for s in fake.stored()) == sorted(e.line for e in entries)

@@ -247,3 +247,22 @@ def test_a_flush_that_timed_out_leaves_no_answer_behind(tmp_path: Path, loki: Fa
         assert pool.flush(10) is True
     finally:
         assert pool.close(10) is True
+
+
+def test_the_sidecar_process_switches_threads_every_half_millisecond_and_freezes_start_up(
+) -> None:
+    import gc
+
+    from shipper.sidecar.workers import SWITCH_INTERVAL, tune_process
+
+    interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    try:
+        tune_process()
+        assert SWITCH_INTERVAL == 0.0005
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL)
+        assert gc.get_threshold()[0] == 100_000
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(interval)
