@@ -25,6 +25,13 @@ def test_the_worker_profile_converts_and_sends_every_queued_record() -> None:
     assert re.search(r"worker: [\d.]+ us of CPU per event .*; sent 9000, dropped 0", out), out
 
 
+def test_the_line_floor_reads_every_line_at_every_stage() -> None:
+    out = _run("bench/line_floor.py", "--lines", "2000")
+    rows = re.findall(r"^(.+?)\s+[\d.]+ µs of CPU per line \(2,000 lines\)$", out, re.M)
+    assert rows == ["read, decode, split", "+ msgspec parse", "+ labels, an event object",
+                    "+ the JSON line", "+ streams grouped, push body"], out
+
+
 def test_the_encodings_table_has_every_encoding() -> None:
     out = _run("bench/run.py", "--only", "encodings")
     rows = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}

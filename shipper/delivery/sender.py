@@ -1,10 +1,11 @@
 """One request in flight while the worker prepares the next.
 
-The worker turns records into entries (Python, holding the GIL); sending a batch is mostly
-waiting for Loki's answer (the GIL is free then). :class:`Sender` runs the delivery of one
-batch on its own thread, so the worker converts the next batch while Loki processes this one.
-It holds at most one batch waiting beside the one being sent: when both places are taken the
-worker waits (spilling the queue's overflow meanwhile), which keeps memory bounded.
+The worker turns records into entries and encodes the request body (Python, holding the
+GIL); sending a batch is mostly waiting for Loki's answer (the GIL is free then).
+:class:`Sender` runs the delivery of one batch on its own thread, so the worker converts the
+next batch while Loki processes this one, and the next request goes out as soon as Loki
+answers. It holds at most one batch waiting beside the one being sent: when both places are
+taken the worker waits (spilling the queue's overflow meanwhile), which keeps memory bounded.
 """
 
 from __future__ import annotations

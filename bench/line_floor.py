@@ -1,0 +1,102 @@
+"""The least CPU a Python shipper spends per JSON line, stage by stage, for comparison with
+what the sidecar spends (``bench/profile_worker.py --sidecar``) and with Promtail's CPU per line
+(``bench/sidecar.py --promtail``).
+
+    python bench/line_floor.py [--lines N]
+
+On the benchmark's own lines (bench/sidecar.py writes them) in one thread, with no queue, no
+other thread, no checks and no network, it adds one stage at a time: read, decode and split;
+msgspec's parse; the labels and an event object of five slots; the entry's JSON line
+(orjson); streams grouped and the push body encoded (orjson). It leaves out what the sidecar
+does beyond that: the redaction check, the type guard, the checks of each field's kind, the
+full event contract, metrics and the threads between the stages. Each figure is process CPU
+per line, freeing what the stage made included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sidecar import write_lines  # the benchmark's own lines
+
+_LEVELS = {10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARNING", 50: "ERROR", 60: "CRITICAL"}
+_STAGES = ("read, decode, split", "+ msgspec parse", "+ labels, an event object",
+           "+ the JSON line", "+ streams grouped, push body")
+
+
+class _Event:
+    __slots__ = ("actor_id", "labels", "message", "meta", "ts")
+
+    def __init__(self, labels: tuple[tuple[str, str], ...], ts: int, message: str,
+                 meta: dict[str, Any], actor_id: str) -> None:
+        self.labels, self.ts, self.message, self.meta, self.actor_id = (
+            labels, ts, message, meta, actor_id)
+
+
+def _run(path: Path, stages: int) -> tuple[int, float]:
+    """Lines read and CPU seconds, doing the first ``stages`` stages after the read."""
+    decode = msgspec.json.Decoder().decode
+    labels_of: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = {}
+    lines = 0
+    started = time.process_time()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            cut = block.rfind(b"\n") + 1
+            f.seek(cut - len(block), 1)
+            texts = block[:cut].decode().splitlines()
+            lines += len(texts)
+            if stages < 1:
+                continue
+            objects = [decode(text) for text in texts]
+            if stages < 2:
+                continue
+            events = []
+            for obj in objects:
+                key = (obj.pop("level"), obj.pop("actor"), obj.pop("type"))
+                labels = labels_of.get(key)
+                if labels is None:
+                    labels = labels_of[key] = (("service_name", "bench"),
+                                               ("level", _LEVELS[key[0]]),
+                                               ("actor", key[1]), ("type", key[2]))
+                events.append(_Event(labels, obj.pop("time") * 1_000_000, obj.pop("msg"), obj,
+                                     obj.pop("actorId")))
+            if stages < 3:
+                continue
+            entries = [(e.labels, e.ts,
+                        orjson.dumps({"message": e.message, "metadata": e.meta}).decode(),
+                        (("actor_id", e.actor_id),)) for e in events]
+            if stages < 4:
+                continue
+            for start in range(0, len(entries), 4000):
+                streams: dict[tuple[tuple[str, str], ...], list[tuple[str, str, Any]]] = {}
+                for labels, ts, line, metadata in entries[start:start + 4000]:
+                    streams.setdefault(labels, []).append((str(ts), line, dict(metadata)))
+                orjson.dumps({"streams": [{"stream": dict(labels), "values": values}
+                                          for labels, values in streams.items()]})
+    return lines, time.process_time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="shipper-floor-") as work:
+        path = Path(work) / "app.log"
+        write_lines(path, args.lines, time.time_ns() // 1_000_000 - args.lines)
+        for stages, name in enumerate(_STAGES):
+            lines, seconds = _run(path, stages)
+            print(f"{name:30s} {seconds / lines * 1e6:5.2f} µs of CPU per line "
+                  f"({lines:,} lines)")
+
+
+if __name__ == "__main__":
+    main()
