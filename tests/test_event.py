@@ -206,7 +206,12 @@ def test_fast_construction_fills_exactly_the_dataclass_fields() -> None:
 
     event = _event(env="prod", actor="user", type="login", actor_id="u1", trace_id="t",
                    logger="a.b", metadata={"k": 1}, exception="E")
-    assert set(vars(event)) == {f.name for f in dataclasses.fields(LogEvent)}
+    assert type(event) is LogEvent and not hasattr(event, "__dict__")
+    assert LogEvent.__slots__ == tuple(f.name for f in dataclasses.fields(LogEvent))
+    # every slot is filled (an unfilled slot raises AttributeError on reading)
+    assert {f.name: getattr(event, f.name) for f in dataclasses.fields(LogEvent)} == {
+        f.name: getattr(dataclasses.replace(event), f.name)
+        for f in dataclasses.fields(LogEvent)}
     assert event == LogEvent(service="checkout", level=Level.INFO, message="hello",
                              actor=Actor.USER, type="LOGIN",
                              timestamp_ns=1_795_315_536_398_275_627, env="prod", actor_id="u1",
@@ -220,6 +225,20 @@ def test_fast_construction_fills_exactly_the_dataclass_fields() -> None:
         event.message = "changed"  # type: ignore[misc]
     with pytest.raises(AttributeError):
         entry.line = "changed"  # type: ignore[misc]
+
+
+def test_a_subclass_of_logevent_is_created_as_itself_through_its_own_init() -> None:
+    class AuditEvent(LogEvent):
+        pass
+
+    event = AuditEvent.create(service="checkout", level="warn", message="m", timestamp_ns=1,
+                              actor="user", actor_id="u1")
+    assert type(event) is AuditEvent
+    assert (event.service, event.level, event.actor, event.actor_id) == (
+        "checkout", Level.WARNING, Actor.USER, "u1")
+    assert to_entry(event).line == to_entry(LogEvent.create(
+        service="checkout", level="warn", message="m", timestamp_ns=1, actor="user",
+        actor_id="u1")).line
 
 
 # ----------------------------------------------------------------------------- hostile input
@@ -438,9 +457,13 @@ def test_make_event_gives_a_frozen_log_event_equal_to_the_constructors() -> None
     assert made.__class__ is LogEvent
     assert made == built and repr(made) == repr(built)
     assert made.metadata is metadata  # kept, not copied
-    assert list(vars(made)) == [f.name for f in dataclasses.fields(LogEvent)]
+    assert not hasattr(made, "__dict__")
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.message = "changed"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del made.message  # type: ignore[misc]
+    with pytest.raises(TypeError):  # a field's value is a dict: no hash, as with the constructor
+        hash(made)
     assert pickle.loads(pickle.dumps(made)) == built
     assert copy.deepcopy(made) == built
     assert dataclasses.replace(made, message="other").message == "other"
