@@ -407,8 +407,8 @@ def make_event(service: str, level: Level, message: str, actor: Actor, type_: st
     """A :class:`LogEvent` of these fields, every one normal already as :func:`new_event`
     makes them: for a source that normalised them itself (the event keeps ``metadata``, no
     copy). The instance is filled as a :class:`_Filling` and then made a ``LogEvent`` (the
-    two have the same layout): the frozen dataclass's ``__init__`` sets each field with a
-    call, about 1 µs for the fourteen."""
+    two have the same layout): about 0.45 µs, where the frozen dataclass's ``__init__``, which
+    sets each field with a call, takes about 1.7."""
     event: Any = _new_object(_Filling)
     event.service = service
     event.level = level
