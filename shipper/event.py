@@ -71,6 +71,7 @@ __all__ = [
     "entry_line",
     "entry_time",
     "env_label",
+    "event_source",
     "make_entries",
     "make_entry",
     "make_event",
@@ -397,6 +398,22 @@ class _Filling:
     stores (each a few nanoseconds) and then gives the object its class."""
 
     __slots__ = LogEvent.__slots__
+
+
+def event_source(target: str, fields: Mapping[str, str],
+                 indent: str = "    ") -> tuple[list[str], dict[str, Any]]:
+    """For code generated elsewhere (the sidecar's JSON converters): source lines that make
+    the :class:`LogEvent` ``target`` as :func:`make_event` does, each field the expression
+    ``fields[name]`` (a field not given is None), and the globals those lines use. The
+    expressions are the caller's own code, never data."""
+    unknown = set(fields) - set(LogEvent.__slots__)
+    if unknown:
+        raise ValueError(f"not fields of LogEvent: {sorted(unknown)}")
+    lines = [f"{indent}{target} = _new_object(_Filling)"]
+    lines += [f"{indent}{target}.{name} = {fields.get(name, 'None')}"
+              for name in LogEvent.__slots__]
+    lines.append(f"{indent}{target}.__class__ = _LogEvent")
+    return lines, {"_new_object": _new_object, "_Filling": _Filling, "_LogEvent": LogEvent}
 
 
 def make_event(service: str, level: Level, message: str, actor: Actor, type_: str,

@@ -467,3 +467,24 @@ def test_make_event_gives_a_frozen_log_event_equal_to_the_constructors() -> None
     assert pickle.loads(pickle.dumps(made)) == built
     assert copy.deepcopy(made) == built
     assert dataclasses.replace(made, message="other").message == "other"
+
+
+def test_event_source_fills_an_event_as_make_event_does_and_refuses_unknown_fields() -> None:
+    """The lines ``event_source`` gives, run, make the event ``make_event`` makes of the same
+    values (a field not given is None); a name that is not a field is refused, named."""
+    from shipper.event import event_source, make_event
+
+    lines, names = event_source("made", {
+        "service": "service", "level": "level", "message": "'disk low'", "actor": "actor",
+        "type": "'DISK'", "timestamp_ns": "5", "metadata": "metadata"}, indent="")
+    space: dict[str, Any] = {**names, "service": "web", "level": Level.WARNING,
+                             "actor": Actor.USER, "metadata": {"pid": 1}}
+    exec("\n".join(lines), space)
+    made = space["made"]
+    assert made.__class__ is LogEvent and not hasattr(made, "__dict__")
+    assert made == make_event("web", Level.WARNING, "disk low", Actor.USER, "DISK", 5, None,
+                              None, None, None, {"pid": 1}, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.message = "changed"
+    with pytest.raises(ValueError, match="mesage"):
+        event_source("made", {"mesage": "'x'"})

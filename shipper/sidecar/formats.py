@@ -35,7 +35,7 @@ import re
 import threading
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from shipper._units import MAX_TIME_NS, MIN_TIME_NS
 from shipper.event import (
@@ -43,6 +43,7 @@ from shipper.event import (
     Level,
     LogEvent,
     env_label,
+    event_source,
     make_event,
     metadata_value,
     new_event,
@@ -359,11 +360,21 @@ def _assign(obj: Mapping[str, Any]) -> tuple[list[Any], list[str], dict[str, Any
 
 #: key order → (the slot values of a line's values, the metadata names, their values, the key
 #: each slot came from, the position of a structlog ``event`` that must be text to be the
-#: message, else -1, and the keys that fill slots when the metadata keeps the line's order of
-#: the others, else None); None: no plan for those keys
+#: message, else -1, the keys that fill slots when the metadata keeps the line's order of
+#: the others, else None, the key order itself, and how many lines the batch path has taken
+#: through the plan); None: no plan for those keys
 _Plan = tuple[Callable[[tuple[Any, ...]], Any], tuple[str, ...],
-              Callable[[tuple[Any, ...]], Any], list[str], int, "tuple[str, ...] | None"]
+              Callable[[tuple[Any, ...]], Any], list[str], int, "tuple[str, ...] | None",
+              tuple[str, ...], list[int]]
 _PLANS: dict[tuple[str, ...], _Plan | None] = {}
+#: key order → the code made for the lines of exactly those keys (see :func:`_make_converter`);
+#: None: those keys get none. Kept as long as their plan is.
+_Converter = Callable[[dict[str, Any], int, str, "str | None", Any], "LogEvent | None"]
+_CONVERTERS: dict[tuple[str, ...], _Converter | None] = {}
+#: lines of one key order the batch path takes through its plan before it makes that key
+#: order's converter: making one costs about 0.1 ms, which lines whose keys keep changing
+#: never pay
+_CONVERT_AFTER = 64
 
 #: what the plans may hold, estimated from their keys (:func:`_plan_cost`); the oldest plans
 #: go first past it, and a key set that alone costs more than an eighth of it is not kept
@@ -394,13 +405,22 @@ def _keep_plan(names: tuple[str, ...], plan: _Plan | None, cost: int) -> None:
     with _plans_lock:
         if names in _PLANS:
             return
-        while _PLANS and (_plan_bytes + cost > PLAN_CACHE_BYTES or len(_PLANS) >= _MAX_PLANS):
-            oldest = next(iter(_PLANS))
-            del _PLANS[oldest]
-            _plan_bytes -= _plan_costs.pop(oldest)
+        _make_room(cost, 1)
         _PLANS[names] = plan
         _plan_costs[names] = cost
         _plan_bytes += cost
+
+
+def _make_room(cost: int, plans: int) -> None:
+    """Drop the oldest plans (and their converters) until ``cost`` more bytes and ``plans``
+    more plans fit (under ``_plans_lock``)."""
+    global _plan_bytes
+    while _PLANS and (_plan_bytes + cost > PLAN_CACHE_BYTES
+                      or len(_PLANS) + plans > _MAX_PLANS):
+        oldest = next(iter(_PLANS))
+        del _PLANS[oldest]
+        _CONVERTERS.pop(oldest, None)
+        _plan_bytes -= _plan_costs.pop(oldest)
 
 
 def _plan(names: tuple[str, ...]) -> _Plan | None:
@@ -425,7 +445,7 @@ def _plan(names: tuple[str, ...]) -> _Plan | None:
         in_order = positions == sorted(positions)
         slot_names = tuple(name for i, name in enumerate(names) if i not in set(positions))
         plan = (operator.itemgetter(*slots), tuple(meta), _getter(positions), keys, text_only,
-                slot_names if in_order else None)
+                slot_names if in_order else None, names, [0])
     _keep_plan(names, plan, cost)
     return plan
 
@@ -436,6 +456,114 @@ def _getter(positions: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]
         only = positions[0]
         return lambda values: (values[only],)
     return operator.itemgetter(*positions) if positions else (lambda values: ())
+
+
+#: what a converter adds to its plan's cost (its function, code object and defaults: 4.6 KB
+#: with tracemalloc for keys that fill every slot, less for fewer)
+_CONVERTER_COST = 5120
+
+
+def _make_converter(plan: _Plan) -> _Converter | None:
+    """The code that makes the event of a line with the plan's keys, in one function for those
+    keys: it reads the keys that fill slots, checks their kinds as :meth:`LineParser._json_many`
+    does, normalises through :func:`_norms`' cache, deletes the slot keys from the object
+    (what is left is the metadata) and fills the event as :func:`~shipper.event.make_event`
+    does, with no step for a slot the keys leave empty. It returns None, the object
+    untouched, for a line that needs more (the batch path then takes the plan), and is called
+    only for lines that hold no JSON ``null``. None: no converter for these keys (a service,
+    env or metadata key, which the general path handles, or metadata out of the line's order).
+
+    The keys reach the code as its default arguments, never as source text."""
+    _, _, _, keys, _, slot_names, names, _ = plan
+    if slot_names is None or keys[_SERVICE] or keys[_ENV] or keys[_METADATA]:
+        return None
+    position = {name: i for i, name in enumerate(names)}
+    defaults: list[str] = []
+    body: list[str] = []
+
+    def read(slot: int, variable: str) -> str:
+        key = keys[slot]
+        if not key:
+            return "None"
+        i = position[key]
+        defaults.append(f"_k{i}=_KEYS[{i}]")
+        body.append(f"    {variable} = o[_k{i}]")
+        return variable
+
+    message = read(_MESSAGE, "message")
+    level = read(_LEVEL, "level")
+    when = read(_TIME, "when")
+    type_ = read(_TYPE, "type_")
+    actor = read(_ACTOR, "actor")
+    actor_id = read(_ACTOR_ID, "actor_id")
+    trace_id = read(_TRACE_ID, "trace_id")
+    logger = read(_LOGGER, "logger")
+    exception = read(_EXCEPTION, "exception")
+    for text in (message, logger, exception):
+        if text != "None":
+            body.append(f"    if {text}.__class__ is not str: return None")
+    if when == "None":
+        body.append("    ts = default_ns")
+    else:  # epoch s or ms (parse_timestamp's first two sizes), else parse_timestamp
+        body += ["    if when.__class__ is int and 0 <= when < 100_000_000_000_000:",
+                 "        ts = when * (1_000_000_000 if when < 100_000_000_000 else 1_000_000)",
+                 "    else:",
+                 "        ts = _parse_timestamp(when, tz)",
+                 "        if ts is None: return None"]
+    body += ["    try:",
+             f"        norms = _norms_of(({level}, {actor}, {type_}))",
+             "    except TypeError:",
+             "        return None",
+             f"    if (norms is None or norms[5] is not {level}.__class__"
+             f" or norms[6] is not {actor}.__class__ or norms[7] is not {type_}.__class__):",
+             f"        norms = _norms({level}, {actor}, {type_})",
+             "    if norms is None or not _MIN_NS <= ts <= _MAX_NS: return None"]
+    body += [f"    del o[_k{position[name]}]" for name in slot_names]
+    body += ["    if norms[1] is not None: o.setdefault('original_level', norms[1])",
+             "    if norms[3] is not None: o.setdefault('original_actor', norms[3])"]
+    for text in (actor_id, trace_id):
+        if text != "None":
+            body.append(f"    if {text}.__class__ is not str or len({text}) > 128"
+                        f" or not {text}.isprintable(): {text} = _metadata_value({text})")
+    fill, names_used = event_source("event", {
+        "service": "service", "level": "norms[0]",
+        "message": '""' if message == "None" else "message", "actor": "norms[2]",
+        "type": "norms[4]", "timestamp_ns": "ts", "env": "env",
+        "actor_id": f"{actor_id} or None", "trace_id": f"{trace_id} or None",
+        "logger": f"{logger} or None", "metadata": "o", "exception": f"{exception} or None"})
+    source = "\n".join([f"def convert(o, default_ns, service, env, tz, {', '.join(defaults)}):",
+                        *body, *fill, "    return event"])
+    namespace: dict[str, Any] = {
+        "_KEYS": names, "_norms_of": _NORMS.get, "_norms": _norms, "_MIN_NS": _MIN_NS,
+        "_MAX_NS": _MAX_NS, "_parse_timestamp": parse_timestamp,
+        "_metadata_value": metadata_value, **names_used}
+    exec(compile(source, "<shipper json converter>", "exec"), namespace)
+    return cast(_Converter, namespace["convert"])
+
+
+def _add_converter(plan: _Plan) -> None:
+    """Make and keep the converter of ``plan``'s keys, while the plan is kept (its cost is
+    added to the plan's); the plan's use count is set so far back that it is never asked
+    again."""
+    global _plan_bytes
+    names, uses = plan[6], plan[7]
+    uses[0] = -(1 << 62)
+    try:
+        converter = _make_converter(plan)
+    except Exception:  # never expected; the plan serves these keys as before
+        converter = None
+    with _plans_lock:
+        if _PLANS.get(names) is not plan or names in _CONVERTERS:
+            return
+        if converter is not None:
+            # room for it, this plan kept (it is the newest but for plans made since)
+            _PLANS[names] = _PLANS.pop(names)
+            _make_room(_CONVERTER_COST, 0)
+            if _PLANS.get(names) is not plan:
+                return
+            _plan_costs[names] += _CONVERTER_COST
+            _plan_bytes += _CONVERTER_COST
+        _CONVERTERS[names] = converter
 
 
 _MIN_NS = MIN_TIME_NS
@@ -525,10 +653,13 @@ class LineParser:
         a line whose keys have a plan (see :func:`_plan`) and whose fields are the usual kinds
         (text, a number for the level and the time, no ``metadata`` object, no service or env
         of its own) is made into its event here, in one step, with the level, actor and type
-        normalised once per combination (:func:`_norms`). Any other line takes :meth:`_json`:
-        the event is the same either way."""
+        normalised once per combination (:func:`_norms`). Once a key order's plan has taken
+        :data:`_CONVERT_AFTER` lines, its lines with no JSON ``null`` take code made for those
+        keys (:func:`_make_converter`), which does the same in fewer steps. Any other line
+        takes :meth:`_json`: the event is the same either way."""
         loads = _fast_loads
         plans = _PLANS
+        converters = _CONVERTERS
         norms_of = _NORMS.get
         add = out.append
         slow = self._json
@@ -545,13 +676,24 @@ class LineParser:
             if obj.__class__ is not dict:
                 add(slow(text, None, first_ns + i))
                 continue
-            names = (*obj,)
+            names = tuple(obj)
+            convert = converters.get(names)
+            # None can only come from a JSON null: a line with none takes its keys' converter
+            if convert is not None and "null" not in text:
+                event = convert(obj, first_ns + i, service, env, tz)
+                if event is not None:
+                    add(event)
+                    continue
             plan = plans.get(names)
             if plan is None:
                 add(self.from_fields(obj, None, first_ns + i))
                 continue
+            uses = plan[7]
+            uses[0] += 1
+            if uses[0] >= _CONVERT_AFTER:
+                _add_converter(plan)
             values = (*obj.values(), None)  # the last: what an empty slot reads
-            slot_values, meta_names, meta_values, _, text_only, slot_names = plan
+            slot_values, meta_names, meta_values, _, text_only, slot_names, _, _ = plan
             (message, level, when, type_, actor, actor_id, trace_id, logger, exception,
              service_given, env_given, metadata_given) = slot_values(values)
             if (values.count(None) != 1 or metadata_given is not None
@@ -696,7 +838,7 @@ class LineParser:
                 plan = _plan(names)
             if plan is not None:
                 values = (*obj.values(), None)  # the last: what an empty slot reads
-                slot_values, meta_names, meta_values, keys, text_only, _ = plan
+                slot_values, meta_names, meta_values, keys, text_only, *_ = plan
                 if (values.count(None) == 1
                         and (text_only < 0 or values[text_only].__class__ is str)):
                     meta = (dict(zip(meta_names, meta_values(values), strict=True))

@@ -422,6 +422,13 @@ _BATCH_VALUES = st.one_of(
                     max_size=2))
 
 
+def _steady(events: list[object]) -> list[object]:
+    """The events, each with a time Loki cannot take (shipped at the time it was read, which
+    differs between two parses) set to 0."""
+    return [dataclasses.replace(e, timestamp_ns=0)  # type: ignore[type-var]
+            if e.original_time is not None else e for e in events]  # type: ignore[attr-defined]
+
+
 @given(st.lists(st.dictionaries(_KEYS, _BATCH_VALUES, min_size=1, max_size=8), min_size=1,
                 max_size=8), st.sampled_from(["UTC", "Europe/Paris"]), st.booleans())
 def test_a_read_parsed_at_once_gives_each_line_the_event_it_gives_alone(
@@ -438,13 +445,128 @@ def test_a_read_parsed_at_once_gives_each_line_the_event_it_gives_alone(
     alone = [parser.parse(text, None, 1_795_000_000_000_000_000 + i)
              for i, text in enumerate(texts)]
 
-    def steady(events: list[object]) -> list[object]:  # a time Loki cannot take is now's
-        return [dataclasses.replace(e, timestamp_ns=0)  # type: ignore[type-var]
-                if e.original_time is not None else e for e in events]  # type: ignore[attr-defined]
-
-    assert steady(batch) == steady(alone)
+    assert _steady(batch) == _steady(alone)
     for got, want in zip(batch, alone, strict=True):
         assert list(got.metadata.items()) == list(want.metadata.items())  # type: ignore[attr-defined]
+
+
+@given(st.lists(st.dictionaries(_KEYS, _BATCH_VALUES, min_size=1, max_size=8), min_size=1,
+                max_size=6), st.sampled_from(["UTC", "Europe/Paris"]), st.booleans())
+def test_key_orders_with_converters_give_each_line_the_event_it_gives_alone(
+        objs: list[dict[str, object]], timezone: str, with_env: bool) -> None:
+    """Once a key order's lines have their own converter, every line of it (nulls, numbers,
+    booleans, objects, odd times and all) still gets the event ``parse`` makes of it alone,
+    its metadata's order included."""
+    from unittest import mock
+
+    from shipper.sidecar import formats
+
+    parser = LineParser(format="json", service="svc", env="prod" if with_env else None,
+                        timezone=timezone)
+    texts = [json.dumps(obj) for obj in objs * 3]
+    with mock.patch.object(formats, "_CONVERT_AFTER", 1):  # the second line of a key order
+        batch: list[object] = []
+        parser.parse_many(texts, NOW, None, batch)  # type: ignore[arg-type]
+    alone = [parser.parse(text, None, NOW + i) for i, text in enumerate(texts)]
+
+    assert _steady(batch) == _steady(alone)
+    for got, want in zip(batch, alone, strict=True):
+        assert list(got.metadata.items()) == list(want.metadata.items())  # type: ignore[attr-defined]
+
+
+def _pino(i: int, **extra: object) -> dict[str, object]:
+    return {"level": 30, "time": 1_795_000_000_000 + i, "pid": 7, "hostname": "h",
+            "msg": f"request {i}", "reqId": f"req-{i}", "actor": "USER", "actorId": f"usr_{i}",
+            "type": "HTTP_REQUEST", "status": 200, **extra}
+
+
+def test_a_key_order_gets_its_converter_only_after_many_lines() -> None:
+    """A key order's converter is made once its plan has taken ``_CONVERT_AFTER`` lines, and
+    from then on its lines take it (not before: lines whose keys keep changing never pay for
+    one); the events are the ones the plan made."""
+    from shipper.sidecar import formats
+
+    parser = LineParser(format="json", service="svc")
+    key = f"k{id(parser)}"  # a key order no other test made
+    texts = [json.dumps(_pino(i, **{key: i})) for i in range(formats._CONVERT_AFTER + 10)]
+    names = tuple(json.loads(texts[0]))
+    out: list[object] = []
+    first = formats._CONVERT_AFTER - 1
+    parser.parse_many(texts[:first], NOW, None, out)  # type: ignore[arg-type]
+    assert names not in formats._CONVERTERS
+    parser.parse_many(texts[first:], NOW + first, None, out)  # type: ignore[arg-type]
+    assert callable(formats._CONVERTERS[names])
+    assert out == [parser.parse(text, None, NOW + i) for i, text in enumerate(texts)]
+    event, last = out[-1], len(texts) - 1
+    assert (event.level, event.actor, event.type, event.actor_id,  # type: ignore[attr-defined]
+            event.trace_id, event.timestamp_ns) == (  # type: ignore[attr-defined]
+        Level.INFO, Actor.USER, "HTTP_REQUEST", f"usr_{last}", f"req-{last}",
+        (1_795_000_000_000 + last) * 1_000_000)
+    assert list(event.metadata) == ["pid", "hostname", "status", key]  # type: ignore[attr-defined]
+
+
+def test_lines_a_converter_cannot_take_leave_it_untouched_for_the_general_path() -> None:
+    """After the converter exists, a line of its keys with a null, a message that is not
+    text, a level that is a list, a time no calendar holds, a time that is a boolean, an
+    actor id that is not printable, a request id that is a number or an actor of its own
+    gets the event it gets alone: the converter gave up on it or did what the general path
+    does, and a line it gave up on reached the general path as it was."""
+    from shipper.sidecar import formats
+
+    key = f"odd{id(formats)}"
+    parser = LineParser(format="json", service="svc")
+    warm = [json.dumps(_pino(i, **{key: 1})) for i in range(formats._CONVERT_AFTER + 1)]
+    parser.parse_many(warm, NOW, None, [])  # type: ignore[arg-type]
+    assert callable(formats._CONVERTERS[tuple(json.loads(warm[0]))])
+    changes: list[dict[str, object]] = [
+        {key: None}, {key: "null inside a text"}, {"msg": ["not", "text"]}, {"level": [30]},
+        {"time": 99_999_999_999_999_999_999}, {"time": True}, {"actorId": "usr\x00x"},
+        {"reqId": 8}, {"actor": "robot"}, {"time": "2026-12-06T10:00:00+01:00"}]
+    odd = [json.dumps({**_pino(i, **{key: 1}), **change}) for i, change in enumerate(changes)]
+    out: list[object] = []
+    parser.parse_many(odd, NOW, None, out)  # type: ignore[arg-type]
+    assert _steady(out) == _steady([parser.parse(text, None, NOW + i)
+                                    for i, text in enumerate(odd)])
+    assert out[4].original_time is not None  # type: ignore[attr-defined]
+    assert out[2].message == '["not","text"]'  # type: ignore[attr-defined]
+    assert out[8].metadata["original_actor"] == "robot"  # type: ignore[attr-defined]
+    assert key not in out[0].metadata  # type: ignore[attr-defined]
+
+
+def test_keys_reach_a_converter_as_data_never_as_code() -> None:
+    """Keys made to break out of generated source (quotes, newlines, statements) are only
+    data: the converter of lines holding them keeps them as metadata."""
+    from shipper.sidecar import formats
+
+    hostile: dict[str, object] = {'x"); import os; os._exit(3); ("': 1, "a'''\nb": 2,
+                                  "\\": 3, "{k}": 4, "msg'": "not the message"}
+    parser = LineParser(format="json", service="svc")
+    texts = [json.dumps(_pino(i, **hostile)) for i in range(formats._CONVERT_AFTER + 2)]
+    out: list[object] = []
+    parser.parse_many(texts, NOW, None, out)  # type: ignore[arg-type]
+    assert callable(formats._CONVERTERS[tuple(json.loads(texts[0]))])
+    assert out[-1].metadata == {"pid": 7, "hostname": "h", "status": 200, **hostile}  # type: ignore[attr-defined]
+    assert out[-1].message == f"request {len(texts) - 1}"  # type: ignore[attr-defined]
+
+
+def test_converters_are_kept_only_while_their_plans_are() -> None:
+    """Converters go with their plans when the plan cache makes room, and count in its
+    byte budget."""
+    from unittest import mock
+
+    from shipper.sidecar import formats
+
+    parser = LineParser(format="json", service="svc")
+    with mock.patch.object(formats, "_CONVERT_AFTER", 1):
+        for i in range(formats._MAX_PLANS + 50):
+            texts = [json.dumps({"msg": "m", "level": "info", f"only{i}": 1})] * 2
+            parser.parse_many(texts, NOW, None, [])  # type: ignore[arg-type]
+    converters = [c for c in formats._CONVERTERS.values() if c is not None]
+    assert len(converters) > formats._MAX_PLANS // 2
+    assert set(formats._CONVERTERS) <= set(formats._PLANS)
+    assert len(formats._PLANS) <= formats._MAX_PLANS
+    _, accounted = formats.plan_cache_size()
+    assert len(converters) * formats._CONVERTER_COST <= accounted <= formats.PLAN_CACHE_BYTES
 
 
 def test_the_batch_path_keeps_few_and_short_normal_forms() -> None:
