@@ -352,3 +352,97 @@ def test_a_batch_the_worker_could_not_encode_is_encoded_by_the_sender_and_delive
         handler.close()
         assert refused_on
         assert sorted(_messages(fake)) == [f"event {i:02d}" for i in range(50)]
+
+
+def _source_events(n: int) -> list[Any]:
+    from shipper.event import Level, new_event
+
+    now = time.time_ns()
+    return [new_event("files", None, Level.WARNING if i % 5 else Level.ERROR,
+                      f"line {i:03d} password=hunter{i}", now + i, f"usr_{i % 3}",
+                      "USER" if i % 2 else None, "HTTP_REQUEST", f"req-{i}", None,
+                      {"pid": 7, "token": "s3cr3t" if i == 4 else "none"}, None)
+            for i in range(n)]
+
+
+def test_entries_made_on_the_sources_thread_are_the_ones_the_worker_makes() -> None:
+    """``submit_many(..., entries_here=True)``: the entries made on the source's thread
+    (redaction, labels, the JSON line, the metadata) are stored exactly as those the worker
+    makes of the same events; an item that is not an event is counted and reported there,
+    as on the worker, and costs its neighbours nothing."""
+    from shipper import ShipperConfig
+    from shipper.delivery.pipeline import Pipeline
+
+    events = _source_events(120)
+    stored = []
+    for here in (False, True):
+        with FakeLoki(rate_limit=False) as fake:
+            pipeline = Pipeline(ShipperConfig(url=fake.url, service="files", spool=False,
+                                              batch_max_wait=0.05, health_interval=0))
+            try:
+                pipeline.submit_many([*events[:60], "not an event", *events[60:]],
+                                     entries_here=here)
+                pipeline.flush(10)  # False when it saw the drop (on the worker)
+                stats = pipeline.stats()
+            finally:
+                pipeline.close(2)
+            stored.append(sorted((s.labels, s.ts, s.line, s.metadata) for s in fake.stored()))
+            assert stats["accepted"] == 121 and stats["sent"] == 120
+            assert stats["dropped"]["invalid_event"] == 1
+    assert stored[0] == stored[1]
+    assert len(stored[1]) == 120
+    assert not any("hunter" in line or "s3cr3t" in line for _, _, line, _ in stored[1])
+
+
+def test_entries_made_here_and_events_queued_for_the_worker_share_the_queue() -> None:
+    """Entries a source made and events another source queued for the worker (the
+    heartbeat, an HTTP source) go out together, every one once, each source's in its order."""
+    from shipper import ShipperConfig
+    from shipper.delivery.pipeline import Pipeline
+
+    events = _source_events(90)
+    with FakeLoki(rate_limit=False) as fake:
+        pipeline = Pipeline(ShipperConfig(url=fake.url, service="files", spool=False,
+                                          batch_max_wait=0.2, health_interval=0))
+        try:
+            for start in range(0, 90, 30):
+                pipeline.submit_many(events[start:start + 15], entries_here=True)
+                pipeline.submit_many(events[start + 15:start + 30])
+            assert pipeline.flush(10)
+        finally:
+            pipeline.close(2)
+        lines = [json.loads(s.line)["message"] for s in fake.stored()]
+        sent: dict[str, list[int]] = {}  # per stream, the times in the order they were sent
+        for request in fake.requests:
+            for stream in json.loads(request.body)["streams"]:
+                key = json.dumps(stream["stream"], sort_keys=True)
+                sent.setdefault(key, []).extend(int(v[0]) for v in stream["values"])
+    assert len(lines) == 90 and len(set(lines)) == 90
+    assert sum(map(len, sent.values())) == 90
+    assert all(times == sorted(times) for times in sent.values())
+
+
+def test_entries_made_here_that_the_full_queue_refuses_go_to_the_spool_and_arrive(
+        tmp_path: Path) -> None:
+    """With the queue full, the entries a source made are spooled, not lost, and a later
+    pipeline delivers them."""
+    from shipper import ShipperConfig
+    from shipper.delivery.pipeline import Pipeline
+
+    events = _source_events(300)
+    config = ShipperConfig(url="http://127.0.0.1:9", service="files", spool_dir=tmp_path,
+                           queue_max_events=50, batch_max_wait=30, health_interval=0)
+    pipeline = Pipeline(config)
+    try:
+        pipeline.submit_many(events, entries_here=True)
+    finally:
+        pipeline.close(1)
+    assert pipeline.stats()["spooled"] == 300
+    with FakeLoki(rate_limit=False) as fake:
+        later = Pipeline(ShipperConfig(url=fake.url, service="files", spool_dir=tmp_path,
+                                       batch_max_wait=0.05, health_interval=0))
+        try:
+            assert later.flush(30)
+        finally:
+            later.close(2)
+        assert sorted(s.ts for s in fake.stored()) == [e.timestamp_ns for e in events]
