@@ -229,31 +229,17 @@ class Pipeline:
         except Exception as exc:
             self.report("submit", exc)
 
-    def submit_many(self, items: Sequence[Any], *, entries_here: bool = False) -> None:
+    def submit_many(self, items: Sequence[Any]) -> None:
         """:meth:`submit` for several items at once (one lock, one place in the queue for all
         of them): what a source that reads many events at a time (the sidecar's file tailer)
-        calls.
-
-        ``entries_here``: the caller is a source's own thread, never an app's. The worker's
-        first step, the items' entries (the redaction check, the type guard, the JSON line),
-        is taken here, on the thread that just made the events, which still has them in its
-        core's cache; the queue holds the entries, and the worker cuts and encodes them. The
-        entries are the ones the worker makes, and an item that cannot be made into one is
-        counted and reported as the worker does."""
+        calls."""
         try:
-            size_of: Callable[[Any], int]
-            if entries_here:
-                batch = self._entries(items)
-                total = sum(map(len, map(_line_of, batch))) + ITEM_OVERHEAD * len(batch)
-                size_of = _entry_size
-            else:
-                batch = list(items)  # the queue keeps the list: the caller's stays the caller's
-                try:  # LogEvents: their message is a str (summed in C, not a step per event)
-                    total = sum(map(len, map(_message_of, batch))) + ITEM_OVERHEAD * len(batch)
-                except (AttributeError, TypeError):
-                    total = sum(map(_item_size, batch))
-                size_of = _item_size
-            for item in self._batcher.put_many(batch, total, size_of):
+            batch = list(items)  # the queue keeps the list: the caller's stays the caller's
+            try:  # LogEvents: their message is a str (summed in C, not a step per event)
+                total = sum(map(len, map(_message_of, batch))) + ITEM_OVERHEAD * len(batch)
+            except (AttributeError, TypeError):
+                total = sum(map(_item_size, batch))
+            for item in self._batcher.put_many(batch, total, _item_size):
                 self.overflow(item)
         except Exception as exc:
             self.report("submit", exc)
@@ -289,25 +275,7 @@ class Pipeline:
     # ------------------------------------------------------------------ worker
 
     def _entries(self, items: Sequence[Any]) -> list[Entry]:
-        """The entries of queued items; entries made already (``submit_many(...,
-        entries_here=True)``) are kept as they are, in their place, and were counted when
-        they were made."""
-        made = list(map(type, items)).count(Entry)
-        if made:
-            if made == len(items):
-                return list(items)
-            entries: list[Entry] = []
-            others: list[Any] = []
-            for item in items:
-                if item.__class__ is Entry:
-                    if others:
-                        entries += self._entries(others)
-                        others = []
-                    entries.append(item)
-                else:
-                    others.append(item)
-            return entries + self._entries(others) if others else entries
-        entries = []
+        entries: list[Entry] = []
         if self._convert_many is not None and not any(
                 item.__class__ is LogEvent for item in items):
             self._convert_many(items, entries, self._invalid)
@@ -714,11 +682,6 @@ class Pipeline:
 
 _message_of = operator.attrgetter("message")
 _line_of = operator.itemgetter(2)  # Entry.line
-
-
-def _entry_size(entry: Entry) -> int:
-    """What a queued entry is counted for: its line plus :data:`ITEM_OVERHEAD`."""
-    return len(entry.line) + ITEM_OVERHEAD
 
 
 def _item_size(item: Any) -> int:
