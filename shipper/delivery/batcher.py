@@ -12,6 +12,13 @@ pipeline writes it to the spool), so the app's thread never does that disk I/O i
 the overflow is full too (or without ``spill``, or once closed) ``put`` answers False; the
 caller may then :meth:`park` a compact form of the item (up to ``compact_bytes``), which
 goes to ``spill`` the same way.
+
+A producer that may block (the sidecar's own reader threads, never an app's) passes
+``work_here`` to :meth:`Batcher.put_many`: when its items make a batch due and no other step
+is running, it takes the batch and runs ``process`` on its own thread instead of waking the
+worker. One step runs at a time, whoever runs it, and batches are taken in queue order, so
+items are processed in the order they were put either way. A reader and a worker handing
+every batch across threads paid for it in thread switches.
 """
 
 from __future__ import annotations
@@ -27,9 +34,17 @@ __all__ = ["Batcher", "run_registered"]
 T = TypeVar("T")
 
 _IDLE_TICK = 1.0
+#: how often the worker, held off by a producer's step, looks whether it may go on
+_STEP_WAIT = 0.05
+#: how long a producer waits for ``ready`` before it leaves a due batch to the worker
+_READY_WAIT = 1.0
 #: how long ``close`` waits past its deadline for a request that was in flight then
 _CLOSE_GRACE = 1.0
 _monotonic = time.monotonic
+
+
+def _always_ready(timeout: float) -> bool:
+    return True
 
 
 def run_registered(idents: set[int], body: Callable[[], None]) -> None:
@@ -50,6 +65,7 @@ class Batcher(Generic[T]):
         process: Callable[[list[T]], None],
         tick: Callable[[], float | None] | None = None,
         spill: Callable[[list[T]], None] | None = None,
+        ready: Callable[[float], bool] = _always_ready,
         report: Callable[[str, BaseException], None] | None = None,
         max_items: int = 100_000,
         max_bytes: int = 64 << 20,
@@ -65,6 +81,9 @@ class Batcher(Generic[T]):
         self._process = process
         self._tick = tick
         self._spill = spill
+        #: before a producer's step (``work_here``): whether it may run, waiting up to the
+        #: seconds given (the pipeline: the sender has room for what the step makes)
+        self._ready = ready
         self._report = report
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -83,6 +102,11 @@ class Batcher(Generic[T]):
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # the worker waits here
         self._done = threading.Condition(self._lock)  # flush() waits here
+        #: a step (a batch processed, the overflow spilled, a tick) is running, on the worker
+        #: or on a producer's thread: one at a time
+        self._stepping = False
+        #: the thread of the producer whose step (``work_here``) is running, if one is
+        self._step_ident: int | None = None
         #: the queued items, and the lists :meth:`put_many` queued whole (one place for a
         #: source's read of a thousand events, not one per event)
         self._queue: collections.deque[Any] = collections.deque()
@@ -140,10 +164,15 @@ class Batcher(Generic[T]):
         finally:
             lock.release()
 
-    def put_many(self, items: list[T], total: int, size_of: Callable[[T], int]) -> list[T]:
+    def put_many(self, items: list[T], total: int, size_of: Callable[[T], int], *,
+                 work_here: bool = False) -> list[T]:
         """:meth:`put` for several items under one lock, ``total`` bytes in all (``size_of``
         gives one item's); returns the items that were not taken, in order. When they all
-        fit, the list is queued whole, as it is: the caller must not change it afterwards."""
+        fit, the list is queued whole, as it is: the caller must not change it afterwards.
+
+        ``work_here``: when a batch is due, process it on this thread (see
+        :meth:`_work_here`), which blocks meanwhile; for a producer that may block, never an
+        app's thread."""
         count = len(items)
         if not count:
             return []
@@ -179,9 +208,64 @@ class Batcher(Generic[T]):
             if queue:
                 if self._thread is None:
                     self._start()
-                elif self._count >= self.batch_items or self._bytes >= self.batch_bytes:
-                    self._work.notify()
+                elif not work_here and (self._count >= self.batch_items
+                                        or self._bytes >= self.batch_bytes):
+                    self._work.notify()  # (with work_here: taken below, or by the worker)
+        if work_here:
+            self._work_here()
         return refused
+
+    def _work_here(self) -> None:
+        """The worker's step on this thread, while batches of what was queued up to now are
+        due and ``ready`` says the step may run (waiting up to :data:`_READY_WAIT` for it
+        first): take the due batches in queue order and process them. Nothing when another
+        step is running (the worker's: it takes what is due next), when closing, when the
+        overflow waits to be spilled (the worker's job) or when nothing is due (the worker
+        takes it when its time is up); what is due and not taken here, the worker takes."""
+        lock = self._lock
+        with lock:
+            if self._stepping or not self._may_work_here():
+                return
+        if not self._ready(_READY_WAIT):
+            with lock:
+                self._work.notify()  # not here: the worker takes what is due
+            return
+        with lock:
+            if self._stepping or not self._may_work_here():
+                return
+            self._stepping = True
+            target = self._put_total
+            ident = self._step_ident = threading.get_ident()
+        idents = self._idents
+        registered = ident not in idents
+        if registered:  # records logged meanwhile are the pipeline's own, as the worker's
+            idents.add(ident)
+        try:
+            first = True
+            while first or self._ready(0.0):
+                first = False
+                with lock:
+                    if self._closing or self._overflow or self._done_total >= target:
+                        break
+                    items = self._take(_monotonic())
+                if items is None:
+                    break
+                self._handle(self._process, items)
+        finally:
+            if registered:
+                idents.discard(ident)
+            self._end_step()
+
+    def _may_work_here(self) -> bool:
+        """Under the lock: a batch is due that a producer may take."""
+        return (not self._closing and not self._overflow and bool(self._queue)
+                and self._due(_monotonic()))
+
+    def _end_step(self) -> None:
+        with self._lock:
+            self._stepping = False
+            self._step_ident = None
+            self._work.notify_all()  # the worker looks again: a tick, items now due
 
     def _park(self, item: T, size: int) -> bool:
         """Under the lock: the queue is full; the overflow takes the item for ``spill``."""
@@ -209,7 +293,9 @@ class Batcher(Generic[T]):
         if self._thread is None:
             self._start()
         elif len(overflow) == 1:
-            self._work.notify()
+            # all: a producer's step may be waiting on this condition (see sleep) beside the
+            # worker, and the one that sleeps in its step spills the overflow
+            self._work.notify_all()
         return True
 
     def start(self) -> None:
@@ -227,6 +313,10 @@ class Batcher(Generic[T]):
 
     def in_worker(self) -> bool:
         return threading.get_ident() == self._thread_ident
+
+    def in_producer_step(self) -> bool:
+        """This thread is a producer's, doing the worker's step (``work_here``)."""
+        return threading.get_ident() == self._step_ident
 
     def deadline_passed(self) -> bool:
         """Closing, and the time ``close`` gave the worker is up."""
@@ -312,19 +402,20 @@ class Batcher(Generic[T]):
             self._done_total += len(items)
             self._done.notify_all()
 
-    def _take(self, now: float) -> list[T] | None:
-        """Under the lock: the next batch if one is due, else None."""
-        queue = self._queue
-        if not queue:
-            return None
-        due = (
+    def _due(self, now: float) -> bool:
+        """Under the lock, with items queued: whether a batch of them is due."""
+        return (
             self._count >= self.batch_items
             or self._bytes >= self.batch_bytes
             or now - self._first_at >= self.max_wait
             or self._flush_target > self._done_total
             or self._closing
         )
-        if not due:
+
+    def _take(self, now: float) -> list[T] | None:
+        """Under the lock: the next batch if one is due, else None."""
+        queue = self._queue
+        if not queue or not self._due(now):
             return None
         items: list[T] = []
         sizes = self._sizes
@@ -366,6 +457,9 @@ class Batcher(Generic[T]):
             with self._lock:
                 while True:
                     now = time.monotonic()
+                    if self._stepping:  # a producer's step (work_here): its end wakes us
+                        self._work.wait(_STEP_WAIT)
+                        continue
                     if self._overflow:
                         items = None
                         break
@@ -379,26 +473,36 @@ class Batcher(Generic[T]):
                         timeout = min(timeout, self._first_at + self.max_wait - now)
                     self._work.wait(max(timeout, 0.0005))
                 closing = self._closing
-            if self._overflow:
-                self._drain_overflow()
-            if items:
-                self._handle(self._process, items)
-            elif closing and not self._queue and not self._overflow:
-                with self._lock:
-                    self._done.notify_all()
-                return
-            if self._tick is not None and time.monotonic() >= self._next_tick and not closing:
-                try:
-                    delay = self._tick()
-                except Exception as exc:
-                    if self._report:
-                        self._report("worker", exc)
-                    delay = _IDLE_TICK
-                with self._lock:
-                    self._tick_idle = delay is None
-                    self._next_tick = time.monotonic() + (_IDLE_TICK if delay is None else delay)
-            elif self._tick is None:
-                self._next_tick = time.monotonic() + _IDLE_TICK
+                self._stepping = True
+            try:
+                if not self._step(items, closing):
+                    return
+            finally:
+                self._end_step()
+
+    def _step(self, items: list[T] | None, closing: bool) -> bool:
+        """One turn of the worker's loop, the step its own; False when the worker is done."""
+        if self._overflow:
+            self._drain_overflow()
+        if items:
+            self._handle(self._process, items)
+        elif closing and not self._queue and not self._overflow:
+            with self._lock:
+                self._done.notify_all()
+            return False
+        if self._tick is not None and time.monotonic() >= self._next_tick and not closing:
+            try:
+                delay = self._tick()
+            except Exception as exc:
+                if self._report:
+                    self._report("worker", exc)
+                delay = _IDLE_TICK
+            with self._lock:
+                self._tick_idle = delay is None
+                self._next_tick = time.monotonic() + (_IDLE_TICK if delay is None else delay)
+        elif self._tick is None:
+            self._next_tick = time.monotonic() + _IDLE_TICK
+        return True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -432,7 +536,8 @@ class Batcher(Generic[T]):
             self._work.notify_all()
             thread = self._thread
         if thread is not None and thread.is_alive() and not self.in_worker():
-            # a request in flight at the deadline ends within the time the pipeline gives it
+            # a request in flight at the deadline ends within the time the pipeline gives it;
+            # a producer's step in progress (work_here) ends first, and takes no new batch
             thread.join(timeout + _CLOSE_GRACE)
         with self._lock:
             left = self._queued_items()

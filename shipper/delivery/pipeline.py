@@ -172,6 +172,7 @@ class Pipeline:
             process=self._process,
             tick=self._tick if self._replay is not None or self._heartbeat is not None else None,
             spill=self._spill if self._spool is not None else None,
+            ready=self._step_ready,
             report=self.report,
             max_items=config.queue_max_events,
             max_bytes=config.queue_max_bytes,
@@ -229,17 +230,23 @@ class Pipeline:
         except Exception as exc:
             self.report("submit", exc)
 
-    def submit_many(self, items: Sequence[Any]) -> None:
+    def submit_many(self, items: Sequence[Any], *, work_here: bool = False) -> None:
         """:meth:`submit` for several items at once (one lock, one place in the queue for all
         of them): what a source that reads many events at a time (the sidecar's file tailer)
-        calls."""
+        calls.
+
+        ``work_here``: when they make a batch due, turn it into requests on the calling
+        thread and hand those to the sender, as the worker would (the caller blocks
+        meanwhile, and up to a second for the sender to have room): for the sidecar's own
+        reader threads, which this spares handing every batch to the worker's thread. Never
+        for an app's thread."""
         try:
             batch = list(items)  # the queue keeps the list: the caller's stays the caller's
             try:  # LogEvents: their message is a str (summed in C, not a step per event)
                 total = sum(map(len, map(_message_of, batch))) + ITEM_OVERHEAD * len(batch)
             except (AttributeError, TypeError):
                 total = sum(map(_item_size, batch))
-            for item in self._batcher.put_many(batch, total, _item_size):
+            for item in self._batcher.put_many(batch, total, _item_size, work_here=work_here):
                 self.overflow(item)
         except Exception as exc:
             self.report("submit", exc)
@@ -331,6 +338,7 @@ class Pipeline:
         if self._client is None:
             self._to_spool(entries, "no_url")
             return
+        here = self._batcher.in_producer_step()
         for chunk, size in self._chunks(entries):
             if self._probe.offline and self._spool is not None:
                 self._to_spool(chunk, "offline")
@@ -340,6 +348,10 @@ class Pipeline:
             # when Loki answers: the sender competes with the sources and the worker for the
             # GIL, and encoding there kept Loki waiting for several milliseconds per request
             work = (chunk, size, self._body(chunk))
+            if here:  # a producer's step (work_here): it waited for room before it started
+                if not self._sender.hand(work):
+                    self._to_spool(chunk, "shutdown")
+                continue
             while not self._sender.offer(work):
                 self._batcher.sleep(_HANDOFF_POLL)
                 if self._batcher.deadline_passed() and self._sender_stuck():
@@ -384,6 +396,11 @@ class Pipeline:
             spool_bytes, oldest = spool.bytes, round(spool.oldest_segment_age_s or 0.0, 3)
         return {"queued": len(self._batcher), "spool_bytes": spool_bytes,
                 "spool_oldest_age_s": oldest, "offline": self._probe.offline}
+
+    def _step_ready(self, timeout: float) -> bool:
+        """Before a producer's step (``work_here``): the sender has room for its requests
+        (waiting up to ``timeout`` seconds), or there is no sender."""
+        return self._client is None or self._sender.wait_room(timeout)
 
     def _sender_stuck(self) -> bool:
         """Closing past the deadline, and the sender still busy with its batch."""

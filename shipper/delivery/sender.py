@@ -6,6 +6,9 @@ GIL); sending a batch is mostly waiting for Loki's answer (the GIL is free then)
 next batch while Loki processes this one, and the next request goes out as soon as Loki
 answers. It holds at most one batch waiting beside the one being sent: when both places are
 taken the worker waits (spilling the queue's overflow meanwhile), which keeps memory bounded.
+A producer doing the worker's step on its own thread (``Batcher.put_many(work_here=True)``)
+starts only when the waiting place is free (:meth:`Sender.wait_room`) and never waits after:
+each request its step makes is handed over with :meth:`Sender.hand` and waits in line.
 """
 
 from __future__ import annotations
@@ -43,8 +46,18 @@ class Sender(Generic[T]):
 
     def offer(self, work: T) -> bool:
         """Hand ``work`` over unless the waiting place is taken (then False)."""
+        return self._put(work, in_line=False)
+
+    def hand(self, work: T) -> bool:
+        """Hand ``work`` over, waiting in line behind what was handed over before it (a
+        producer's step, which must not wait: it starts only when :meth:`wait_room` said
+        the place was free, so the line holds one step's requests at most); False once
+        stopping (the caller keeps it)."""
+        return self._put(work, in_line=True)
+
+    def _put(self, work: T, in_line: bool) -> bool:
         with self._cond:
-            if self._slot or self._stopping:
+            if self._stopping or (self._slot and not in_line):
                 return False
             self._slot.append(work)
             self._inflight += 1
@@ -53,6 +66,19 @@ class Sender(Generic[T]):
                 self._thread.start()
             self._cond.notify_all()
             return True
+
+    def wait_room(self, timeout: float) -> bool:
+        """Until nothing waits to be sent (True) or ``timeout`` seconds pass, or the sender
+        stops (False)."""
+        with self._cond:
+            if self._slot and timeout > 0:
+                deadline = time.monotonic() + timeout
+                while self._slot and not self._stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            return not self._slot and not self._stopping
 
     def _run(self) -> None:
         run_registered(self._idents, self._loop)

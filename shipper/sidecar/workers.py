@@ -416,7 +416,7 @@ def _serve(index: int, loki: ShipperConfig, parser_specs: list[dict[str, Any]],
                 finally:  # as in one process: what was parsed goes to the pipeline
                     drop = filters[parser]
                     pipeline.submit_many(events if drop is None else
-                                         drop.keep(texts, rests, events))
+                                         drop.keep(texts, rests, events), work_here=True)
                 full = read_ahead.full(pipeline)
                 while full and not closing.is_set():
                     time.sleep(0.005)  # the main process, then the file, wait

@@ -586,9 +586,15 @@ def test_the_sidecar_reads_no_further_ahead_than_its_worker_needs(tmp_path: Path
         assert pipeline is not None
         source = sidecar.sources[0]
         wait_until(lambda: source.lines_read > 0, 10)
-        time.sleep(1.0)  # the tailer would have read the whole file by now
-        read = source.lines_read
-        time.sleep(0.5)
+        # the tailer would have read the whole file within a second; it stops instead (a
+        # reader waits up to a second for the sender's room before it leaves a batch to the
+        # worker, so "stopped" is: no line more over two seconds)
+        deadline = time.monotonic() + 20
+        while True:
+            read = source.lines_read
+            time.sleep(2.0)
+            if source.lines_read == read or time.monotonic() > deadline:
+                break
         assert source.lines_read == read < total / 2  # it waits for the worker
         assert pipeline.load() < 0.5  # the HTTP source's mark is not reached either
         gate.open.set()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 import threading
 import time
@@ -185,7 +186,8 @@ class FileSource(Source[FileSourceConfig]):
     def build(cls, config: FileSourceConfig, wiring: Wiring) -> FileSource:
         lane = wiring.lane
         return cls(config, parser=wiring.parser(config), submit=wiring.pipeline.submit,
-                   submit_many=wiring.pipeline.submit_many, saved=wiring.saved.files,
+                   submit_many=functools.partial(wiring.pipeline.submit_many, work_here=True),
+                   saved=wiring.saved.files,
                    pressure=wiring.pressure, report=wiring.report, name=wiring.name,
                    ship=lane.ship if lane is not None else None,
                    invalid_elsewhere=lane.invalid if lane is not None else None,
