@@ -336,16 +336,18 @@ def _measure(cmd: list[str], loki: Loki, n: int, service: str, metrics_port: int
 
 
 #: where a sampled stack's time goes: the first of these frames found, innermost first
+#: the stages, the innermost first: a sample counts for the first stage one of its frames is in
+#: (a file source's thread runs the worker's stages inside ``Pipeline.submit_many`` when it
+#: takes a due batch itself, the worker's thread when it does not)
 _STAGES = [
-    ("reader: LogEvent.create (normalise)", ("LogEvent.create", "new_event")),
-    ("reader: JSON parse and the field table (formats.py)", ("LineParser.",)),
-    ("reader: Pipeline.submit (queue put)", ("Pipeline.submit", "Batcher.put")),
-    ("reader: read, split, decode lines (file.py)", ("FileSource.",)),
-    ("worker: redaction", ("Redactor.",)),
-    ("worker: to_entry (labels, JSON line)", ("to_entry",)),
-    ("worker: encode the push body", ("encode_json",)),
-    ("worker: HTTP request to Loki", ("Urllib3Transport.request",)),
-    ("worker: other (batching, bookkeeping)", ("Batcher._run",)),
+    ("redaction", ("Redactor.",)),
+    ("entries (labels, JSON line)", ("make_entries", "to_entry")),
+    ("encode the push body", ("encode_json",)),
+    ("HTTP request to Loki", ("Urllib3Transport.request",)),
+    ("LogEvent.create (normalise)", ("LogEvent.create", "new_event")),
+    ("JSON parse and the field table (formats.py)", ("LineParser.",)),
+    ("queue put, batching, bookkeeping", ("Pipeline.submit", "Batcher.", "Pipeline._process")),
+    ("read, split, decode lines (file.py)", ("FileSource.",)),
 ]
 
 
@@ -359,9 +361,9 @@ def print_profile(raw: Path) -> None:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         leaf = frames[-1]
-        if any(w in leaf for w in ("wait (threading", "select", "sleep", "_wait_for_tstate",
-                                   "acquire")) and "Batcher.put" not in stack:
-            continue  # idle
+        if any(w in leaf for w in ("wait (threading", "select", "sleep", "_wait_for_tstate")) or (
+                "acquire" in leaf and "Batcher.put" not in stack):
+            continue  # idle (but for the queue's lock, which a put may wait for)
         n = int(count)
         busy += n
         for name, marks in _STAGES:
