@@ -241,9 +241,7 @@ class Batcher(Generic[T]):
         if registered:  # records logged meanwhile are the pipeline's own, as the worker's
             idents.add(ident)
         try:
-            first = True
-            while first or self._ready(0.0):
-                first = False
+            while True:
                 with lock:
                     if self._closing or self._overflow or self._done_total >= target:
                         break
@@ -251,6 +249,8 @@ class Batcher(Generic[T]):
                 if items is None:
                     break
                 self._handle(self._process, items)
+                if not self._ready(0.0):  # the next batch only if the sender has room now
+                    break
         finally:
             if registered:
                 idents.discard(ident)
